@@ -1,0 +1,60 @@
+"""``capture bench NAME``: every benchmark prints a table, or one JSON object with --json."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import platform
+import sys
+from typing import Any
+
+BENCHES: dict[str, str] = {
+    "ring": "bench.ring",
+    "writer": "bench.writer",
+    "ingest": "bench.ingest",
+    "capture": "bench.capture",
+    "s3": "bench.s3",
+    "replay": "bench.replay",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="bench", metavar="NAME", required=True)
+    for name, module in BENCHES.items():
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        p = sub.add_parser(name, help=(mod.__doc__ or name).strip().splitlines()[0])
+        p.add_argument("--json", action="store_true", help="print one JSON object of the figures")
+        mod.add_arguments(p)
+        p.set_defaults(_bench=mod.run)
+
+
+def machine() -> str:
+    import os
+
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def report(title: str, figures: dict[str, Any], as_json: bool) -> None:
+    """The shared output convention of all benchmarks."""
+    if as_json:
+        print(json.dumps({"bench": title, "machine": machine(), **figures}))
+        return
+    width = max(len(k) for k in figures) if figures else 0
+    print(f"{title}  ({machine()})")
+    for k, v in figures.items():
+        if isinstance(v, float):
+            v = f"{v:,.3f}" if abs(v) < 100 else f"{v:,.0f}"
+        elif isinstance(v, int):
+            v = f"{v:,}"
+        print(f"  {k:<{width}}  {v}")
+
+
+def main(args: argparse.Namespace) -> int:
+    figures = args._bench(args)
+    report(f"bench {args.bench}", figures, args.json)
+    sys.stdout.flush()
+    return 0

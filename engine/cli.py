@@ -1,0 +1,56 @@
+"""The ``capture`` command. Each subcommand lives with its concept; this module
+only wires them up (their modules are imported when the subcommand runs)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# subcommand -> (module with add_arguments(parser) and main(args) -> int, help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("engine.run", "capture live market data into the archive (capture run config.toml)"),
+    "sim": ("sim.cli", "run the local exchange simulator (binance-futures, bybit, hyperliquid)"),
+    "s3": ("archive.s3_cli", "mirror the archive to S3 (sync) and fetch ranges back (restore)"),
+    "replay": ("replay.cli", "serve the archive over the Tardis Machine replay API"),
+    "recover": ("writers.recover_cli", "turn journals left by a crash into Parquet files"),
+    "bench": ("bench.cli", "reproducible benchmarks: ring, writer, ingest, capture, s3, replay"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="capture",
+        description="ticktape: multi-exchange market-data capture to zstd Parquet, S3 backup, Tardis-compatible replay.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as e:  # a subcommand whose part is missing still shows in --help
+            p.set_defaults(_unavailable=f"{name}: not available ({e})")
+            continue
+        mod.add_arguments(p)
+        p.set_defaults(_main=mod.main)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if getattr(args, "_unavailable", None):
+        print(args._unavailable, file=sys.stderr)
+        return 2
+    try:
+        return int(args._main(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,379 @@
+"""Record schemas, defined once: numpy dtypes for the rings, Arrow schemas for disk.
+
+The ring carries fixed-size records so a batch is a numpy structured view; the
+writer turns each column into an Arrow array with one vectorized call. Columns
+that identify the file (exchange, symbol, data type, hour) are not stored in
+the rows: they are Hive partition keys in the path (see ``archive.layout``) and
+repeated in the file's key-value metadata.
+"""
+
+from __future__ import annotations
+
+import struct
+from functools import cache
+
+import numpy as np
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+# --- enums (small ints in the ring, dictionary strings on disk) -------------
+
+SIDE_UNKNOWN, SIDE_BUY, SIDE_SELL = 0, 1, 2
+TRADE_SIDES = ("unknown", "buy", "sell")
+
+BOOK_BID, BOOK_ASK = 0, 1
+BOOK_SIDES = ("bid", "ask")
+
+# Event kinds. Index = code stored in the ring.
+EVENT_KINDS = (
+    "disconnect",  # connection lost (also an empty raw row)
+    "connect",  # connection (re)established
+    "gap",  # sequence gap detected (book will resync)
+    "resync",  # book resynchronised from a fresh snapshot
+    "subscribe_error",  # exchange refused a subscription
+    "malformed",  # frame could not be decoded; kept in raw
+    "drop",  # records dropped because a ring was full
+    "stall",  # no frames within the exchange's timeout: treated as disconnect
+    "duplicate",  # duplicate/out-of-order update ignored
+    "checksum",  # book checksum mismatch
+    "info",  # anything else worth a row
+)
+EVENT_CODE = {k: i for i, k in enumerate(EVENT_KINDS)}
+
+#: symbol id reserved for rows that belong to no symbol (acks, pongs, disconnects)
+NO_SYMBOL = 0
+NO_SYMBOL_NAME = "_"
+
+TRADE_ID_BYTES = 40
+EVENT_DETAIL_BYTES = 96
+
+# --- numpy dtypes (ring layout) ---------------------------------------------
+
+TRADE_DTYPE = np.dtype(
+    [
+        ("local_ts", "<i8"),
+        ("exchange_ts", "<i8"),
+        ("price", "<f8"),
+        ("amount", "<f8"),
+        ("symbol", "<u2"),
+        ("side", "u1"),
+        ("_pad", "u1", (5,)),
+        ("id", f"S{TRADE_ID_BYTES}"),
+    ]
+)
+
+BOOK_CHANGE_DTYPE = np.dtype(
+    [
+        ("local_ts", "<i8"),
+        ("exchange_ts", "<i8"),
+        ("price", "<f8"),
+        ("amount", "<f8"),
+        ("symbol", "<u2"),
+        ("side", "u1"),
+        ("is_snapshot", "u1"),
+        ("_pad", "u1", (4,)),
+    ]
+)
+
+EVENT_DTYPE = np.dtype(
+    [
+        ("local_ts", "<i8"),
+        ("exchange_ts", "<i8"),
+        ("conn_id", "<u4"),
+        ("symbol", "<u2"),
+        ("channel", "<u2"),
+        ("kind", "u1"),
+        ("_pad", "u1", (7,)),
+        ("detail", f"S{EVENT_DETAIL_BYTES}"),
+    ]
+)
+
+#: Index record of a raw frame; the payload lives in the raw ring's byte arena
+#: at absolute byte position ``pos`` (see ``ipc.raw_ring``).
+RAW_INDEX_DTYPE = np.dtype(
+    [
+        ("local_ts", "<i8"),
+        ("pos", "<u8"),
+        ("length", "<u4"),
+        ("conn_id", "<u4"),
+        ("symbol", "<u2"),
+        ("channel", "<u2"),
+        ("_pad", "u1", (4,)),
+    ]
+)
+
+
+@cache
+def book_snapshot_dtype(levels: int) -> np.dtype:
+    if not 1 <= levels <= 1000:
+        raise ValueError(f"book snapshot levels must be 1..1000, got {levels}")
+    return np.dtype(
+        [
+            ("local_ts", "<i8"),
+            ("exchange_ts", "<i8"),
+            ("symbol", "<u2"),
+            ("_pad", "u1", (6,)),
+            ("bid_price", "<f8", (levels,)),
+            ("bid_amount", "<f8", (levels,)),
+            ("ask_price", "<f8", (levels,)),
+            ("ask_amount", "<f8", (levels,)),
+        ]
+    )
+
+
+# --- struct packers for the producer side (one C call per record) ------------
+# Field order of each packer matches its dtype exactly (pads are 'x').
+
+TRADE_STRUCT = struct.Struct(f"<qqddHB5x{TRADE_ID_BYTES}s")
+BOOK_CHANGE_STRUCT = struct.Struct("<qqddHBB4x")
+EVENT_STRUCT = struct.Struct(f"<qqIHHB7x{EVENT_DETAIL_BYTES}s")
+RAW_INDEX_STRUCT = struct.Struct("<qQIIHH4x")
+
+
+@cache
+def book_snapshot_struct(levels: int) -> struct.Struct:
+    return struct.Struct(f"<qqH6x{4 * levels}d")
+
+
+assert TRADE_STRUCT.size == TRADE_DTYPE.itemsize
+assert BOOK_CHANGE_STRUCT.size == BOOK_CHANGE_DTYPE.itemsize
+assert EVENT_STRUCT.size == EVENT_DTYPE.itemsize
+assert RAW_INDEX_STRUCT.size == RAW_INDEX_DTYPE.itemsize
+
+# --- Arrow schemas (disk layout) ---------------------------------------------
+
+TS = pa.timestamp("ns", tz="UTC")
+DICT_STR = pa.dictionary(pa.int8(), pa.string())
+
+TRADES_SCHEMA = pa.schema(
+    [
+        ("local_ts", TS),
+        ("exchange_ts", TS),
+        ("id", pa.string()),
+        ("price", pa.float64()),
+        ("amount", pa.float64()),
+        ("side", DICT_STR),
+    ]
+)
+
+BOOK_CHANGE_SCHEMA = pa.schema(
+    [
+        ("local_ts", TS),
+        ("exchange_ts", TS),
+        ("is_snapshot", pa.bool_()),
+        ("side", DICT_STR),
+        ("price", pa.float64()),
+        ("amount", pa.float64()),
+    ]
+)
+
+EVENTS_SCHEMA = pa.schema(
+    [
+        ("local_ts", TS),
+        ("exchange_ts", TS),
+        ("kind", DICT_STR),
+        ("channel", pa.string()),
+        ("conn_id", pa.uint32()),
+        ("detail", pa.string()),
+    ]
+)
+
+RAW_SCHEMA = pa.schema(
+    [
+        ("local_ts", TS),
+        ("channel", pa.string()),
+        ("conn_id", pa.uint32()),
+        ("payload", pa.binary()),
+    ]
+)
+
+
+@cache
+def book_snapshot_schema(levels: int) -> pa.Schema:
+    lst = pa.list_(pa.float64(), levels)
+    return pa.schema(
+        [
+            ("local_ts", TS),
+            ("exchange_ts", TS),
+            ("bid_price", lst),
+            ("bid_amount", lst),
+            ("ask_price", lst),
+            ("ask_amount", lst),
+        ]
+    )
+
+
+def snapshot_levels(data_type: str) -> int:
+    """``book_snapshot_20`` -> 20; raises ValueError for anything else."""
+    prefix = "book_snapshot_"
+    if not data_type.startswith(prefix) or not data_type[len(prefix) :].isdigit():
+        raise ValueError(f"not a book snapshot data type: {data_type!r}")
+    levels = int(data_type[len(prefix) :])
+    book_snapshot_dtype(levels)  # validates range
+    return levels
+
+
+FIXED_TYPES = ("trades", "book_change", "events")
+DATA_TYPES_HELP = "trades, book_change, book_snapshot_{N}, raw, events"
+
+
+def is_data_type(data_type: str) -> bool:
+    if data_type in ("trades", "book_change", "events", "raw"):
+        return True
+    try:
+        snapshot_levels(data_type)
+    except ValueError:
+        return False
+    return True
+
+
+def dtype_for(data_type: str) -> np.dtype:
+    if data_type == "trades":
+        return TRADE_DTYPE
+    if data_type == "book_change":
+        return BOOK_CHANGE_DTYPE
+    if data_type == "events":
+        return EVENT_DTYPE
+    if data_type == "raw":
+        return RAW_INDEX_DTYPE
+    return book_snapshot_dtype(snapshot_levels(data_type))
+
+
+def arrow_schema_for(data_type: str) -> pa.Schema:
+    if data_type == "trades":
+        return TRADES_SCHEMA
+    if data_type == "book_change":
+        return BOOK_CHANGE_SCHEMA
+    if data_type == "events":
+        return EVENTS_SCHEMA
+    if data_type == "raw":
+        return RAW_SCHEMA
+    return book_snapshot_schema(snapshot_levels(data_type))
+
+
+# --- numpy batch -> Arrow (no per-record Python loop) -------------------------
+
+
+def _ts(col: np.ndarray) -> pa.Array:
+    return pa.array(np.ascontiguousarray(col), type=pa.int64()).view(TS)
+
+
+def _dict(codes: np.ndarray, names: tuple[str, ...]) -> pa.Array:
+    return pa.DictionaryArray.from_arrays(
+        pa.array(np.ascontiguousarray(codes).astype(np.int8, copy=False)), pa.array(names, pa.string())
+    )
+
+
+def _fixed_str(col: np.ndarray) -> pa.Array:
+    """numpy 'S' column (NUL padded) -> Arrow string, converted in C."""
+    return pa.array(col, type=pa.binary()).cast(pa.string())
+
+
+def _levels(col: np.ndarray, levels: int) -> pa.Array:
+    flat = pa.array(np.ascontiguousarray(col).reshape(-1))
+    return pa.FixedSizeListArray.from_arrays(flat, levels)
+
+
+def fixed_batch_to_arrow(
+    data_type: str, batch: np.ndarray, channel_names: tuple[str, ...] = ()
+) -> pa.RecordBatch:
+    """Convert a structured numpy batch of ``data_type`` records into a RecordBatch.
+
+    ``channel_names`` maps channel ids to names (events only).
+    """
+    if data_type == "trades":
+        return pa.RecordBatch.from_arrays(
+            [
+                _ts(batch["local_ts"]),
+                _ts(batch["exchange_ts"]),
+                _fixed_str(batch["id"]),
+                pa.array(np.ascontiguousarray(batch["price"])),
+                pa.array(np.ascontiguousarray(batch["amount"])),
+                _dict(batch["side"], TRADE_SIDES),
+            ],
+            schema=TRADES_SCHEMA,
+        )
+    if data_type == "book_change":
+        return pa.RecordBatch.from_arrays(
+            [
+                _ts(batch["local_ts"]),
+                _ts(batch["exchange_ts"]),
+                pa.array(np.ascontiguousarray(batch["is_snapshot"]).astype(np.bool_)),
+                _dict(batch["side"], BOOK_SIDES),
+                pa.array(np.ascontiguousarray(batch["price"])),
+                pa.array(np.ascontiguousarray(batch["amount"])),
+            ],
+            schema=BOOK_CHANGE_SCHEMA,
+        )
+    if data_type == "events":
+        names = channel_names or ("",)
+        chan = pa.DictionaryArray.from_arrays(
+            pa.array(np.ascontiguousarray(batch["channel"]).astype(np.int32)), pa.array(names, pa.string())
+        ).cast(pa.string())
+        return pa.RecordBatch.from_arrays(
+            [
+                _ts(batch["local_ts"]),
+                _ts(batch["exchange_ts"]),
+                _dict(batch["kind"], EVENT_KINDS),
+                chan,
+                pa.array(np.ascontiguousarray(batch["conn_id"])),
+                _fixed_str(batch["detail"]),
+            ],
+            schema=EVENTS_SCHEMA,
+        )
+    levels = snapshot_levels(data_type)
+    return pa.RecordBatch.from_arrays(
+        [
+            _ts(batch["local_ts"]),
+            _ts(batch["exchange_ts"]),
+            _levels(batch["bid_price"], levels),
+            _levels(batch["bid_amount"], levels),
+            _levels(batch["ask_price"], levels),
+            _levels(batch["ask_amount"], levels),
+        ],
+        schema=book_snapshot_schema(levels),
+    )
+
+
+def raw_batch_to_arrow(
+    index: np.ndarray, payload: memoryview | bytes, base_pos: int, channel_names: tuple[str, ...]
+) -> pa.RecordBatch:
+    """Raw index records + the contiguous arena bytes they point into -> RecordBatch.
+
+    ``payload`` holds the bytes from absolute position ``base_pos`` on; every
+    record's payload must lie inside it (the raw ring guarantees payloads never
+    straddle the wrap). Offsets are built with numpy, the binary column from
+    buffers: no per-record Python work.
+    """
+    n = len(index)
+    pos = np.ascontiguousarray(index["pos"]).astype(np.int64) - base_pos
+    length = np.ascontiguousarray(index["length"]).astype(np.int64)
+    # Payloads are contiguous in arena order except for alignment padding; gather
+    # them into one buffer with numpy fancy indexing only when there are gaps.
+    src = np.frombuffer(payload, dtype=np.uint8)
+    ends = pos + length
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(length, out=offsets[1:])
+    if n and np.array_equal(pos[1:], ends[:-1]) and pos[0] == 0:
+        data = src[: int(ends[-1])]
+    else:
+        total = int(offsets[-1])
+        gather = np.repeat(pos - offsets[:-1], length) + np.arange(total, dtype=np.int64)
+        data = src[gather]
+    if offsets[-1] < 2**31:
+        payload_arr = pa.BinaryArray.from_buffers(
+            pa.binary(), n, [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data.copy())]
+        )
+    else:  # pragma: no cover - a >2 GiB batch
+        payload_arr = pa.LargeBinaryArray.from_buffers(
+            pa.large_binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data.copy())]
+        ).cast(pa.binary())
+    chan = pa.DictionaryArray.from_arrays(
+        pa.array(np.ascontiguousarray(index["channel"]).astype(np.int32)),
+        pa.array(channel_names or ("",), pa.string()),
+    ).cast(pa.string())
+    return pa.RecordBatch.from_arrays(
+        [_ts(index["local_ts"]), chan, pa.array(np.ascontiguousarray(index["conn_id"])), payload_arr],
+        schema=RAW_SCHEMA,
+    )
