@@ -164,3 +164,24 @@ def paths_for_range(
     """The files that should exist for a range (the seed's ``only_paths``)."""
     hours = list(hours_between(start, end))
     return [FileKey(exchange, data_type, s, h) for s in symbols for h in hours]
+
+
+# --- file metadata -----------------------------------------------------------
+
+META_PREFIX = "ticktape."
+
+
+def file_metadata(key: FileKey, host: str, extra: dict[str, str] | None = None) -> dict[bytes, bytes]:
+    """Key-value metadata every finalized Parquet file carries."""
+    from ipc.schemas import SCHEMA_VERSION
+
+    meta = {
+        "schema_version": str(SCHEMA_VERSION),
+        "exchange": key.exchange,
+        "data_type": key.data_type,
+        "symbol": key.symbol,
+        "hour": key.hour.strftime("%Y-%m-%dT%H:00:00Z"),
+        "host": host,
+        **(extra or {}),
+    }
+    return {f"{META_PREFIX}{k}".encode(): v.encode() for k, v in meta.items()}

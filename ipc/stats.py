@@ -1,0 +1,52 @@
+"""Per-symbol feed counters in shared memory, written by an ingest process and
+read by the supervisor for /metrics (no messages, no locks: one writer each).
+
+A block is an int64 array of shape (len(spec.symbols), len(FIELDS)); row 0
+(symbol ``_``) holds connection-level counts (reconnects, disconnects, ...).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ipc.ring import attach_shm, create_shm
+
+FIELDS = (
+    "messages",  # frames received
+    "bytes",  # payload bytes received
+    "gaps",  # sequence gaps detected
+    "resyncs",  # book resyncs
+    "malformed",  # frames that failed to decode (kept as raw)
+    "duplicates",  # duplicate / out-of-order updates ignored
+    "reconnects",  # connections re-established
+    "disconnects",  # connections lost (incl. stalls)
+    "subscribe_errors",
+    "last_msg_ns",  # local receive time of the last frame (ns)
+)
+F = {name: i for i, name in enumerate(FIELDS)}
+
+
+class FeedStats:
+    def __init__(self, name: str, n_symbols: int, create: bool = False) -> None:
+        size = n_symbols * len(FIELDS) * 8
+        self.shm = create_shm(name, size) if create else attach_shm(name)
+        self.owner = create
+        self.values = np.ndarray((n_symbols, len(FIELDS)), dtype=np.int64, buffer=self.shm.buf)
+        if create:
+            self.values[:] = 0
+
+    @property
+    def name(self) -> str:
+        return self.shm.name
+
+    def close(self) -> None:
+        self.values = None  # type: ignore[assignment]
+        try:
+            self.shm.close()
+        except BufferError:  # pragma: no cover
+            pass
+        if self.owner:
+            try:
+                self.shm.unlink()
+            except FileNotFoundError:
+                pass
