@@ -59,6 +59,16 @@ class LogConfig(_Strict):
     file: str = "capture.log"
 
 
+class SupervisorConfig(_Strict):
+    #: delay before restarting a child that died; doubles per consecutive crash
+    restart_delay: float = 0.5
+    restart_delay_max: float = 30.0
+    #: seconds ingest processes get to stop before they are terminated
+    ingest_stop_timeout: float = 10.0
+    #: seconds writers get to drain the rings and finalize files at shutdown
+    drain_timeout: float = 120.0
+
+
 class S3Config(_Strict):
     #: s3://bucket/prefix to mirror the archive to after each hourly finalize
     url: str
@@ -90,6 +100,7 @@ class Config(_Strict):
     ring: RingConfig = msgspec.field(default_factory=RingConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
+    supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
     s3: S3Config | None = None
     #: writer processes; exchanges are spread over them
     writers: int = 1
@@ -118,6 +129,11 @@ def _msg(e: msgspec.ValidationError, prefix: str) -> str:
     m = re.search(r" - at `\$(.*)`$", text)
     where = prefix + (m[1] if m else "")
     text = text[: m.start()] if m else text
+    # name the offending key itself, not only the table that holds it
+    f = re.fullmatch(r"Object (contains unknown|missing required) field `([^`]*)`", text)
+    if f:
+        where = f"{where}.{f[2]}"
+        text = "unknown key (not a setting)" if f[1] == "contains unknown" else "missing required key"
     return f"key {where.lstrip('.') or '(top level)'}: {text}"
 
 
@@ -138,6 +154,9 @@ def from_dict(data: dict, source: str = "<config>") -> Config:
     return cfg
 
 
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 def validate(cfg: Config) -> None:
     src = cfg.source
     if not cfg.exchanges:
@@ -152,6 +171,13 @@ def validate(cfg: Config) -> None:
         raise _err(src, "key ring: records/raw_records >= 1024 and raw_bytes >= 1 MiB")
     if not 0 <= cfg.metrics.port <= 65535:
         raise _err(src, "key metrics.port: must be 0..65535")
+    if cfg.log.level.upper() not in _LOG_LEVELS:
+        raise _err(src, f"key log.level: must be one of {', '.join(_LOG_LEVELS)}")
+    sup = cfg.supervisor
+    if not 0 < sup.restart_delay <= sup.restart_delay_max:
+        raise _err(src, "key supervisor.restart_delay: must be > 0 and <= supervisor.restart_delay_max")
+    if sup.ingest_stop_timeout <= 0 or sup.drain_timeout <= 0:
+        raise _err(src, "key supervisor: ingest_stop_timeout and drain_timeout must be > 0")
     for name, ex in cfg.exchanges.items():
         key = f"exchanges.{name}"
         try:
@@ -174,12 +200,10 @@ def validate(cfg: Config) -> None:
 
 def _validate_exchange(src: str, key: str, name: str, ex: ExchangeConfig) -> None:
     """Exchange-specific checks (known exchange, symbols, channels) live with the connectors."""
+    from engine.connectors import connector  # late: connectors import this module
+
     try:
-        from exchanges import registry
-    except ImportError:  # pragma: no cover - connectors not built yet
-        return
-    try:
-        registry.validate(name, ex)
+        connector(name).validate(name, ex)
     except ValueError as e:
         raise _err(src, f"key {key}: {e}") from None
 

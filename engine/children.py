@@ -1,0 +1,87 @@
+"""What every child process (writer, ingest) does before its real work.
+
+The supervisor spawns ``child_main`` (``spawn`` start method) with the dotted
+name of the real target, so the child imports its own code and reports import
+errors in its own log. Before the target runs the child:
+
+* ignores SIGINT: Ctrl-C reaches the whole process group, but the stop order
+  (ingest first, then writers drain) is the supervisor's to decide;
+* stops tracking shared memory in the resource tracker it shares with the
+  supervisor (the supervisor owns and unlinks every segment; a child's
+  attach/detach would otherwise unregister the supervisor's own entries);
+* configures JSON-lines logging;
+* watches its parent: if the supervisor dies, the child sets its own stop event,
+  so an ingest process stops and a writer drains what it can and finalizes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from multiprocessing import resource_tracker
+from typing import Any
+
+from engine import logging_setup
+from engine.config import LogConfig
+
+log = logging.getLogger("ticktape.supervisor")
+
+
+def resolve(target: str) -> Callable[..., Any]:
+    """``"package.module:function"`` -> the function."""
+    module, _, func = target.partition(":")
+    fn = getattr(importlib.import_module(module), func)
+    if not callable(fn):
+        raise TypeError(f"{target} is not callable")
+    return fn  # type: ignore[no-any-return]
+
+
+def _untrack_shared_memory() -> None:
+    reg, unreg = resource_tracker.register, resource_tracker.unregister
+
+    def register(name: str, rtype: str) -> None:
+        if rtype != "shared_memory":
+            reg(name, rtype)
+
+    def unregister(name: str, rtype: str) -> None:
+        if rtype != "shared_memory":
+            unreg(name, rtype)
+
+    resource_tracker.register = register  # type: ignore[assignment]
+    resource_tracker.unregister = unregister  # type: ignore[assignment]
+
+
+def _watch_parent(parent_pid: int, stop: Any, name: str) -> None:
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        if not stop.is_set():
+            log.error("%s: supervisor (pid %d) is gone; stopping", name, parent_pid)
+            stop.set()
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def child_main(
+    role: str, name: str, log_cfg: LogConfig, target: str, args: tuple[Any, ...], stop: Any, parent_pid: int
+) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _untrack_shared_memory()
+    logging_setup.setup(log_cfg, process_name=name)
+    _watch_parent(parent_pid, stop, name)
+    try:
+        fn = resolve(target)
+        fn(*args)
+    except SystemExit:
+        raise
+    except BaseException:
+        log.exception("%s (%s) crashed", name, role, extra={"role": role, "child": name})
+        logging.shutdown()
+        sys.exit(1)
+    logging.shutdown()

@@ -1,0 +1,49 @@
+"""``capture run config.toml [--duration SECONDS]``: the live capture."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from engine import logging_setup
+from engine.config import ConfigError, load
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="TOML config: exchanges, symbols, channels, archive root, ... (see README)")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop by itself after this many seconds (graceful: drain, finalize, exit 0)",
+    )
+    parser.epilog = (
+        "SIGINT/SIGTERM stop ingest first, then the writers drain the rings and finalize their files. "
+        "Prometheus metrics at http://127.0.0.1:<metrics.port>/metrics."
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    from engine.supervisor import StartError, Supervisor
+
+    if args.duration is not None and not args.duration > 0:
+        print("error: --duration must be > 0 seconds", file=sys.stderr)
+        return 2
+    try:
+        cfg = load(args.config)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        logging_setup.setup(cfg.log, process_name="supervisor")
+    except OSError as e:
+        print(f"error: {cfg.source}: key log.dir: cannot open the log file: {e}", file=sys.stderr)
+        return 2
+    try:
+        return Supervisor(cfg, duration=args.duration).run()
+    except StartError as e:
+        logging.getLogger("ticktape.supervisor").error("cannot start: %s", e)
+        print(f"error: {e}", file=sys.stderr)
+        return 2

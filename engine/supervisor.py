@@ -1,0 +1,353 @@
+"""The supervisor: owns the shared memory, runs and restarts the children,
+stops them in the order that loses nothing, and serves /metrics.
+
+Start: one ``RingSetSpec`` + rings + ``FeedStats`` block per exchange (created
+here, so they outlive any crashed child), then the writer processes (exchanges
+spread over ``config.writers``), then one ingest process per exchange.
+
+Running: a child that dies is restarted after a delay that doubles per
+consecutive crash (reset once it has stayed up for a minute). A restarted
+writer resumes from the rings' committed cursors; a restarted ingest process
+attaches to the same rings.
+
+Stop (SIGINT, SIGTERM, ``--duration``): ingest processes first (their stop
+event; terminated if they overrun), then the writers' stop event so they drain
+every ring and finalize their files; then the segments are unlinked. Anything a
+writer could not drain is logged with its count and makes the exit code 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing as mp
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from engine.children import child_main
+from engine.config import Config, effective_raw
+from engine.connectors import connector, connector_module
+from engine.metrics import ChildView, FeedView, MetricsServer, render
+from ipc import ringset
+from ipc.ring import new_ring_name
+from ipc.ringset import RingSetSpec
+from ipc.stats import FeedStats
+
+log = logging.getLogger("ticktape.supervisor")
+
+WRITER_TARGET = "writers.process:writer_main"
+_STABLE_AFTER = 60.0  # seconds up before a child's crash streak is forgiven
+_MAX_DRAIN_RESTARTS = 3
+
+
+@dataclass
+class Child:
+    role: str  # "writer" | "ingest"
+    name: str
+    target: str
+    args: tuple[Any, ...]
+    stop: Any  # multiprocessing Event
+    proc: BaseProcess | None = None
+    restarts: int = 0
+    streak: int = 0
+    started_at: float = 0.0
+    restart_at: float | None = None
+    drain_restarts: int = 0
+    last_pid: int = 0
+    exitcode: int | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.is_alive()
+
+
+@dataclass
+class Feed:
+    name: str
+    spec: RingSetSpec
+    stats: FeedStats
+    rings: dict[str, Any] = field(default_factory=dict)
+
+
+class StartError(RuntimeError):
+    """Something the user must fix before the capture can start (one line)."""
+
+
+class Supervisor:
+    def __init__(self, cfg: Config, duration: float | None = None, writer_target: str = WRITER_TARGET) -> None:
+        self.cfg = cfg
+        self.duration = duration
+        self.writer_target = writer_target
+        self.host = socket.gethostname()
+        self.ctx = mp.get_context("spawn")
+        self.feeds: list[Feed] = []
+        self.children: list[Child] = []
+        self.started = time.monotonic()
+        self.metrics: MetricsServer | None = None
+        self._stop_requested: asyncio.Event | None = None
+        self._stop_reason = ""
+        # resolve paths once: children must agree with the supervisor whatever their cwd
+        self.archive_cfg = msgspec.structs.replace(cfg.archive, root=str(Path(cfg.archive.root).resolve()))
+        self.log_cfg = msgspec.structs.replace(cfg.log, dir=str(Path(cfg.log.dir).resolve()))
+
+    # -- set-up -----------------------------------------------------------------
+    def _build_feeds(self) -> None:
+        rc = self.cfg.ring
+        for name, ex in self.cfg.exchanges.items():
+            try:
+                conn = connector(name)
+            except ValueError as e:
+                raise StartError(f"{self.cfg.source}: key exchanges.{name}: {e}") from None
+            raw = effective_raw(self.cfg, name)
+            spec = ringset.make_spec(
+                name,
+                ex.symbols,
+                conn.raw_channels(name, ex),
+                conn.data_types(name, ex, raw),
+                record_capacity=rc.records,
+                raw_index_capacity=rc.raw_records,
+                raw_arena_bytes=rc.raw_bytes,
+            )
+            stats = FeedStats(new_ring_name(f"{name}-stats"), len(spec.symbols), create=True)
+            feed = Feed(name, spec, stats)
+            self.feeds.append(feed)
+            feed.rings = ringset.create(spec)
+            log.info(
+                "rings created",
+                extra={"exchange": name, "data_types": list(spec.rings), "symbols": list(ex.symbols)},
+            )
+
+    def _build_children(self) -> None:
+        n = min(self.cfg.writers, len(self.feeds))
+        if n < self.cfg.writers:
+            log.warning("only %d exchange(s): starting %d writer(s), not %d", len(self.feeds), n, self.cfg.writers)
+        for i in range(n):
+            specs = [f.spec for f in self.feeds[i::n]]
+            stop = self.ctx.Event()
+            self.children.append(
+                Child("writer", f"writer-{i}", self.writer_target, (specs, self.archive_cfg, stop, i, self.host), stop)
+            )
+        for f in self.feeds:
+            stop = self.ctx.Event()
+            ex = self.cfg.exchanges[f.name]
+            target = f"{connector_module(f.name)}:ingest_main"
+            self.children.append(
+                Child("ingest", f"ingest-{f.name}", target, (f.spec, ex, f.stats.name, stop, self.log_cfg), stop)
+            )
+
+    def _spawn(self, c: Child) -> None:
+        proc = self.ctx.Process(
+            target=child_main,
+            args=(c.role, c.name, self.log_cfg, c.target, c.args, c.stop, os.getpid()),
+            name=c.name,
+            daemon=False,
+        )
+        proc.start()
+        c.proc, c.started_at, c.restart_at, c.last_pid, c.exitcode = proc, time.monotonic(), None, proc.pid or 0, None
+        log.info("%s started (pid %d)", c.name, c.last_pid, extra={"role": c.role, "child": c.name, "pid": c.last_pid})
+
+    # -- the run ----------------------------------------------------------------
+    def run(self) -> int:
+        return asyncio.run(self._run())
+
+    def request_stop(self, reason: str) -> None:
+        if self._stop_requested is None or self._stop_requested.is_set():
+            if reason.startswith("SIG"):
+                log.warning("%s received while stopping; still draining", reason)
+            return
+        self._stop_reason = reason
+        self._stop_requested.set()
+
+    async def _run(self) -> int:
+        loop = asyncio.get_running_loop()
+        self._stop_requested = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_stop, sig.name)
+        try:
+            Path(self.archive_cfg.root).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StartError(f"archive.root {self.archive_cfg.root}: {e.strerror or e}") from None
+        m = self.cfg.metrics
+        if m.port:
+            self.metrics = MetricsServer(m.host, m.port, self.render_metrics)
+            try:
+                await self.metrics.start()
+            except OSError as e:
+                raise StartError(f"metrics.port {m.host}:{m.port}: cannot listen ({e.strerror or e})") from None
+        try:
+            self._build_feeds()
+            self._build_children()
+            for c in self.children:  # writers first: consumers ready before producers
+                self._spawn(c)
+            log.info(
+                "capture started",
+                extra={
+                    "pid": os.getpid(),
+                    "config": self.cfg.source,
+                    "archive": self.archive_cfg.root,
+                    "exchanges": [f.name for f in self.feeds],
+                    "writers": sum(c.role == "writer" for c in self.children),
+                    "metrics": f"http://{m.host}:{self.metrics.port}/metrics" if self.metrics else None,
+                },
+            )
+            deadline = None if self.duration is None else time.monotonic() + self.duration
+            while not self._stop_requested.is_set():
+                if deadline is not None and time.monotonic() >= deadline:
+                    self.request_stop(f"duration {self.duration:g} s elapsed")
+                    break
+                self._watch()
+                try:
+                    await asyncio.wait_for(self._stop_requested.wait(), timeout=0.1)
+                except TimeoutError:
+                    pass
+            log.info("stopping: %s", self._stop_reason)
+            return await self._shutdown()
+        finally:
+            self._kill_leftovers()
+            self._release()
+            if self.metrics is not None:
+                await self.metrics.close()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    def _watch(self, roles: tuple[str, ...] = ("writer", "ingest")) -> None:
+        """Restart dead children (after their back-off delay)."""
+        now = time.monotonic()
+        sup = self.cfg.supervisor
+        for c in self.children:
+            if c.role not in roles:
+                continue
+            if c.restart_at is not None:
+                if now >= c.restart_at:
+                    c.restarts += 1
+                    self._spawn(c)
+                continue
+            if c.proc is None or c.proc.is_alive():
+                continue
+            c.exitcode = c.proc.exitcode
+            up = now - c.started_at
+            c.streak = 1 if up >= _STABLE_AFTER else c.streak + 1
+            delay = min(sup.restart_delay * 2 ** (c.streak - 1), sup.restart_delay_max)
+            c.restart_at = now + delay
+            c.proc.close()
+            c.proc = None
+            log.error(
+                "%s (pid %d) exited with code %s after %.1f s; restarting in %.1f s",
+                c.name, c.last_pid, c.exitcode, up, delay,
+                extra={"role": c.role, "child": c.name, "pid": c.last_pid, "exitcode": c.exitcode,
+                       "restarts": c.restarts + 1},
+            )
+
+    async def _wait(self, kids: list[Child], timeout: float, on_tick: Any = None) -> list[Child]:
+        """Wait until ``kids`` have exited; return the ones still alive at the timeout."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if on_tick is not None:
+                on_tick()
+            alive = [c for c in kids if c.alive or c.restart_at is not None]
+            if not alive:
+                return []
+            await asyncio.sleep(0.05)
+        return [c for c in kids if c.alive]
+
+    async def _terminate(self, kids: list[Child], why: str) -> None:
+        for c in kids:
+            log.error("%s (pid %d) did not stop %s; terminating", c.name, c.last_pid, why, extra={"child": c.name})
+            c.restart_at = None
+            if c.proc is not None:
+                c.proc.terminate()
+        left = await self._wait(kids, 5.0)
+        for c in left:
+            if c.proc is not None:
+                c.proc.kill()
+        await self._wait(left, 5.0)
+
+    async def _shutdown(self) -> int:
+        sup = self.cfg.supervisor
+        ingest = [c for c in self.children if c.role == "ingest"]
+        writers = [c for c in self.children if c.role == "writer"]
+        for c in ingest:
+            c.restart_at = None  # a pending restart is cancelled
+            c.stop.set()
+        left = await self._wait(ingest, sup.ingest_stop_timeout)
+        if left:
+            await self._terminate(left, f"within {sup.ingest_stop_timeout:g} s")
+        log.info("ingest stopped; writers draining the rings")
+        for c in writers:
+            c.stop.set()
+        left = await self._wait(writers, sup.drain_timeout, on_tick=self._watch_drain)
+        if left:
+            await self._terminate(left, f"draining within {sup.drain_timeout:g} s")
+        undrained = self._undrained()
+        for (exchange, dt), n in undrained.items():
+            log.error(
+                "%d %s records of %s were never written (writer did not drain the ring)", n, dt, exchange,
+                extra={"exchange": exchange, "data_type": dt, "records": n},
+            )
+        for c in writers:
+            if c.proc is not None and not c.proc.is_alive():
+                c.exitcode = c.proc.exitcode
+        bad_exit = [c.name for c in writers if c.exitcode not in (0, None)]
+        if bad_exit:
+            log.error("writer(s) exited with an error at shutdown: %s", ", ".join(bad_exit))
+        rc = 1 if undrained or bad_exit else 0
+        log.info("capture stopped", extra={"exit_code": rc})
+        return rc
+
+    def _watch_drain(self) -> None:
+        """During the drain, a writer that crashes is restarted (its stop event is
+        already set: it recovers, drains and finalizes), a few times at most."""
+        for c in self.children:
+            if c.role != "writer":
+                continue
+            if c.restart_at is not None:  # it crashed just before the stop: start it now
+                c.restarts += 1
+                self._spawn(c)
+                continue
+            if c.proc is None or c.proc.is_alive():
+                continue
+            c.exitcode = c.proc.exitcode
+            if c.exitcode != 0 and c.drain_restarts < _MAX_DRAIN_RESTARTS and self._undrained():
+                c.drain_restarts += 1
+                log.error("%s exited with code %s while draining; restarting it", c.name, c.exitcode)
+                c.restarts += 1
+                c.proc.close()
+                self._spawn(c)
+
+    def _undrained(self) -> dict[tuple[str, str], int]:
+        out: dict[tuple[str, str], int] = {}
+        for f in self.feeds:
+            for dt, r in f.rings.items():
+                n = r.available()
+                if n:
+                    out[(f.name, dt)] = n
+        return out
+
+    # -- tear-down ---------------------------------------------------------------
+    def _kill_leftovers(self) -> None:
+        for c in self.children:
+            if c.alive and c.proc is not None:
+                log.error("%s still running at exit; killing it", c.name)
+                c.proc.kill()
+                c.proc.join(5)
+
+    def _release(self) -> None:
+        for f in self.feeds:
+            ringset.close(f.rings)
+            f.stats.close()
+        self.feeds.clear()
+
+    # -- metrics -----------------------------------------------------------------
+    def render_metrics(self) -> str:
+        feeds = [FeedView(f.spec, f.stats, f.rings) for f in self.feeds if f.rings]
+        kids = [ChildView(c.role, c.name, c.last_pid, c.alive, c.restarts) for c in self.children]
+        return render(feeds, kids, self.started)
+
