@@ -1,0 +1,466 @@
+"""binance-futures (Binance USD-M): combined streams, REST depth snapshots.
+
+Streams are named in the URL (``/public/stream?streams=a/b`` for depth and
+``@trade``, ``/market/stream?streams=`` for aggTrade), so no SUBSCRIBE message
+is needed and no subscribe rate limit applies; at most ``STREAMS_PER_CONN``
+streams per connection. The diff book (``<s>@depth@100ms``) is bridged from
+``GET /fapi/v1/depth?limit=1000`` with U/u/pu; every ``pu`` must equal the
+previous ``u``, else: gap event, resync. Connections roll over before the
+24 h limit with an overlap; sequence ids dedupe the overlap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from multiprocessing.synchronize import Event
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from exchanges import common
+from exchanges.book import Bridge, DiffSync, SyncState, bridge
+from exchanges.connection import Listener, Plan, Timing
+from exchanges.feed import Feed
+from ipc.schemas import BOOK_ASK, BOOK_BID, SIDE_BUY, SIDE_SELL
+
+if TYPE_CHECKING:
+    from engine.config import ExchangeConfig, LogConfig
+    from ipc.ringset import RingSetSpec
+
+log = logging.getLogger("ticktape.exchanges")
+
+EXCHANGE = "binance-futures"
+WS_URL = "wss://fstream.binance.com"
+REST_URL = "https://fapi.binance.com"
+PUBLIC_PATH = "/public/stream"  # depth, depth<N>, @trade, bookTicker
+MARKET_PATH = "/market/stream"  # aggTrade, markPrice, kline, ...
+SUPPORTED = ("trades", "book_change", "book_snapshot")
+DEPTHS = (5, 10, 20)
+TRADE_STREAMS = ("aggTrade", "trade")
+STREAMS_PER_CONN = 200  # limit 1024; stays well under URL length limits
+SNAPSHOT_LIMIT = 1000
+SYMBOL_RE = re.compile(r"[A-Z0-9]{2,30}(_[0-9]{6})?")
+
+AGG, TRADE, DIFF, PARTIAL = 0, 1, 2, 3
+
+
+# --- messages (decimal strings become floats in C: strict=False) --------------
+class Envelope(msgspec.Struct):
+    stream: str = ""
+    data: msgspec.Raw = msgspec.Raw(b"")
+
+
+class AggTrade(msgspec.Struct):
+    a: int
+    p: float
+    q: float
+    T: int
+    m: bool
+
+
+class Trade(msgspec.Struct):
+    t: int
+    p: float
+    q: float
+    T: int
+    m: bool
+
+
+class Depth(msgspec.Struct):
+    E: int
+    U: int
+    u: int
+    pu: int
+    b: list[tuple[float, float]]
+    a: list[tuple[float, float]]
+
+
+class Snapshot(msgspec.Struct):
+    lastUpdateId: int
+    bids: list[tuple[float, float]]
+    asks: list[tuple[float, float]]
+    E: int = 0
+    T: int = 0
+
+
+class Control(msgspec.Struct):
+    id: Any = None
+    result: Any = None
+    error: Any = None
+    code: Any = None
+    msg: str = ""
+
+
+# --- config contract -------------------------------------------------------------
+def validate(name: str, cfg: ExchangeConfig) -> None:
+    common.check_symbols(name, cfg.symbols, SYMBOL_RE, "BTCUSDT", " in upper case")
+    common.check_channels(name, cfg.channels, SUPPORTED)
+    if "book_snapshot" in cfg.channels and cfg.depth not in DEPTHS:
+        raise ValueError(
+            f"depth {cfg.depth} is not a {name} partial depth (book_snapshot uses depth{{5,10,20}}: one of 5, 10, 20)"
+        )
+    if cfg.trade_stream is not None and cfg.trade_stream not in TRADE_STREAMS:
+        raise ValueError(f"trade_stream {cfg.trade_stream!r}: must be one of {', '.join(TRADE_STREAMS)}")
+    common.check_url(cfg.url, ("ws", "wss"), "url")
+    common.check_url(cfg.rest_url, ("http", "https"), "rest_url")
+
+
+def data_types(name: str, cfg: ExchangeConfig, raw: bool) -> list[str]:
+    out = [c if c != "book_snapshot" else f"book_snapshot_{cfg.depth}" for c in cfg.channels]
+    return [*out, "raw"] if raw else out
+
+
+def trade_stream(cfg: ExchangeConfig) -> str:
+    return cfg.trade_stream or "aggTrade"
+
+
+def raw_channels(name: str, cfg: ExchangeConfig) -> tuple[str, ...]:
+    """Tardis names: ``aggTrade``/``trade``, ``depth`` + ``depthSnapshot`` (REST),
+    and ``depth{N}`` for the partial-depth stream (its stream name's middle part)."""
+    out: list[str] = []
+    if "trades" in cfg.channels:
+        out.append(trade_stream(cfg))
+    if "book_change" in cfg.channels:
+        out += ["depth", "depthSnapshot"]
+    if "book_snapshot" in cfg.channels:
+        out.append(f"depth{cfg.depth}")
+    return tuple(out)
+
+
+def ingest_main(
+    spec: RingSetSpec,
+    cfg: ExchangeConfig,
+    stats_name: str,
+    stop: Event,
+    log_cfg: LogConfig,
+    options: dict[str, Any] | None = None,
+) -> None:
+    from exchanges.ingest import ingest_main as run
+
+    run(BinanceFutures, spec, cfg, stats_name, stop, log_cfg, options)
+
+
+# --- connector -------------------------------------------------------------------
+class BinanceFutures(Feed):
+    exchange = EXCHANGE
+    # server pings every 3 min; we also ping every 30 s so a quiet stream still shows liveness
+    timing = Timing(stall_timeout=60.0, ping_interval=30.0, max_lifetime=23.5 * 3600, overlap=3.0)
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        cfg = self.cfg
+        self.depth = cfg.depth
+        self.ws_base = cfg.url or WS_URL
+        self.rest_base = cfg.rest_url or (common.http_base_of(cfg.url) if cfg.url else REST_URL)
+        self.snapshot_limit = int(self.options.get("snapshot_limit", SNAPSHOT_LIMIT))
+        self.rest_interval = float(self.options.get("rest_interval", 0.25))  # weight 20 each: <= 4/s
+        self.manual_snapshots = bool(self.options.get("manual_snapshots", False))
+        self._env = msgspec.json.Decoder(Envelope)
+        self._agg = msgspec.json.Decoder(AggTrade, strict=False)
+        self._trade = msgspec.json.Decoder(Trade, strict=False)
+        self._depth = msgspec.json.Decoder(Depth, strict=False)
+        self._snap = msgspec.json.Decoder(Snapshot, strict=False)
+        self._ctl = msgspec.json.Decoder(Control)
+        n = len(self.spec.symbols)
+        self.last_trade = [-1] * n
+        self.last_partial = [-1] * n
+        self.sync: list[DiffSync[Depth]] = [DiffSync() for _ in range(n)]
+        self.routes: dict[str, tuple[int, int, int]] = {}
+        self.ch_depth = self.chan_id.get("depth", 0)
+        self.ch_snap = self.chan_id.get("depthSnapshot", 0)
+        self.levels = self.out.snapshot_levels
+        self._snap_struct_n = self.depth
+        self._session: Any = None
+        self._rest_next = 0.0
+        self._pending_resync: set[int] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        for entries in self.streams():
+            for name, kind, sym, chan in entries:
+                self.routes[name] = (kind, sym, chan)
+
+    # -- plans -------------------------------------------------------------------
+    def streams(self) -> tuple[list[tuple[str, int, int, int]], list[tuple[str, int, int, int]]]:
+        """(public, market) lists of (stream name, kind, symbol id, channel id)."""
+        public: list[tuple[str, int, int, int]] = []
+        market: list[tuple[str, int, int, int]] = []
+        chans = self.cfg.channels
+        ts_name = trade_stream(self.cfg)
+        for s in self.cfg.symbols:
+            sym = self.sym_id[s]
+            low = s.lower()
+            if "trades" in chans:
+                entry = (f"{low}@{ts_name}", AGG if ts_name == "aggTrade" else TRADE, sym, self.chan_id[ts_name])
+                (market if ts_name == "aggTrade" else public).append(entry)
+            if "book_change" in chans:
+                public.append((f"{low}@depth@100ms", DIFF, sym, self.chan_id["depth"]))
+            if "book_snapshot" in chans:
+                public.append((f"{low}@depth{self.depth}@100ms", PARTIAL, sym, self.chan_id[f"depth{self.depth}"]))
+        return public, market
+
+    def plans(self) -> list[Plan]:
+        out: list[Plan] = []
+        for path, entries in zip((PUBLIC_PATH, MARKET_PATH), self.streams(), strict=True):
+            for i in range(0, len(entries), STREAMS_PER_CONN):
+                chunk = entries[i : i + STREAMS_PER_CONN]
+                url = common.join_url(self.ws_base, path) + "?streams=" + "/".join(e[0] for e in chunk)
+                streams = [(chan, sym) for _, _, sym, chan in chunk]
+                if any(k == DIFF for _, k, _, _ in chunk):
+                    streams += [(self.ch_snap, sym) for _, k, sym, _ in chunk if k == DIFF]
+                label = f"{path.strip('/').split('/')[0]}#{i // STREAMS_PER_CONN}"
+                out.append(Plan(url=url, streams=streams, label=label))
+                for name, kind, sym, _ in chunk:
+                    dt = {AGG: "trades", TRADE: "trades", DIFF: "book_change"}.get(kind, f"book_snapshot_{self.depth}")
+                    log.info("subscribe %s (%s) on %s", self.feed_id(dt, sym), name, label)
+        return out
+
+    # -- frames (hot path) --------------------------------------------------------
+    def on_frame(self, lst: Listener, ts: int, payload: memoryview) -> None:
+        try:
+            env = self._env.decode(payload)
+        except msgspec.DecodeError as e:
+            self.malformed(lst.conn_id, ts, payload, f"envelope: {e}")
+            return
+        route = self.routes.get(env.stream)
+        if route is None:
+            self.control(lst, ts, payload, env.stream)
+            return
+        kind, sym, chan = route
+        self.count(sym, ts, len(payload))
+        try:
+            if kind == AGG:
+                keep = self.on_trade(ts, sym, self._agg.decode(env.data))
+            elif kind == DIFF:
+                keep = self.on_diff(lst, ts, sym, self._depth.decode(env.data))
+            elif kind == PARTIAL:
+                keep = self.on_partial(ts, sym, self._depth.decode(env.data))
+            else:
+                keep = self.on_trade(ts, sym, self._trade.decode(env.data))
+        except msgspec.DecodeError as e:
+            self.malformed(lst.conn_id, ts, payload, f"{env.stream}: {e}", sym, chan)
+            if kind == DIFF:
+                self.resync(sym, ts, "malformed diff")
+            return
+        if self.raw_on and (keep or lst.link.spare is None):
+            self.out.raw(ts, payload, lst.conn_id, sym, chan)
+        if self._pending_resync:
+            self._do_pending(ts)
+
+    def on_trade(self, ts: int, sym: int, t: AggTrade | Trade) -> bool:
+        tid = t.a if isinstance(t, AggTrade) else t.t
+        if tid <= self.last_trade[sym]:
+            self.bump("duplicates", sym)
+            return False
+        self.last_trade[sym] = tid
+        self.out.trade(ts, t.T * 1_000_000, sym, str(tid).encode(), t.p, t.q, SIDE_SELL if t.m else SIDE_BUY)
+        return True
+
+    def on_partial(self, ts: int, sym: int, d: Depth) -> bool:
+        if d.u <= self.last_partial[sym]:
+            self.bump("duplicates", sym)
+            return False
+        self.last_partial[sym] = d.u
+        self.out.book_snapshot(ts, d.E * 1_000_000, sym, common.snapshot_values(d.b, d.a, self.levels))
+        return True
+
+    def on_diff(self, lst: Listener, ts: int, sym: int, d: Depth) -> bool:
+        st = self.sync[sym]
+        if st.state == SyncState.SYNCED:
+            if d.u <= st.last_u:
+                self.bump("duplicates", sym)
+                return False
+            if d.pu != st.last_u:
+                self.gap(ts, sym, self.ch_depth, lst.conn_id, f"pu {d.pu} != previous u {st.last_u}")
+                self.resync(sym, ts, "gap", first=(ts, d))
+                return True
+            self.emit_diff(ts, sym, d)
+            st.last_u = d.u
+            return True
+        if not st.push(ts, d):
+            log.warning("%s diff buffer overflow, oldest diffs dropped", self.feed_id("book_change", sym))
+        if st.snapshot is not None and self.try_bridge(sym) != Bridge.STALE:
+            return True
+        if not st.fetching:
+            self.fetch_snapshot(sym)
+        return True
+
+    def emit_diff(self, ts: int, sym: int, d: Depth) -> None:
+        ets = d.E * 1_000_000
+        push = self.out.book_change
+        for p, a in d.b:
+            push(ts, ets, sym, False, BOOK_BID, p, a)
+        for p, a in d.a:
+            push(ts, ets, sym, False, BOOK_ASK, p, a)
+
+    # -- book sync -------------------------------------------------------------------
+    def resync(self, sym: int, ts: int, why: str, first: tuple[int, Depth] | None = None) -> None:
+        st = self.sync[sym]
+        st.reset()
+        self.bump("resyncs", sym)
+        self.out.event(ts, "resync", symbol=sym, channel=self.ch_depth, detail=f"{why}: fetching a new snapshot")
+        if first is not None:
+            st.push(*first)
+            self.fetch_snapshot(sym)
+
+    def on_book_drop(self, symbol: int) -> None:
+        self._pending_resync.add(symbol)
+
+    def _do_pending(self, ts: int) -> None:
+        for sym in list(self._pending_resync):
+            if self.sync[sym].state == SyncState.SYNCED:
+                self.resync(sym, ts, "book records dropped (ring full)")
+        self._pending_resync.clear()
+
+    def tick(self, now: float) -> None:
+        if self._pending_resync:
+            self._do_pending(time.time_ns())
+
+    def fetch_snapshot(self, sym: int) -> None:
+        st = self.sync[sym]
+        st.fetching = True
+        if self.manual_snapshots:  # tests and the benchmark feed snapshots through on_snapshot
+            return
+        task = asyncio.get_running_loop().create_task(self._fetch(sym, st.generation))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _fetch(self, sym: int, generation: int) -> None:
+        st = self.sync[sym]
+        symbol = self.spec.symbols[sym]
+        url = f"{self.rest_base}/fapi/v1/depth?symbol={symbol}&limit={self.snapshot_limit}"
+        delay = 0.5
+        try:
+            while st.generation == generation and not self._closing():
+                wait = self._rest_next - time.monotonic()
+                self._rest_next = max(self._rest_next, time.monotonic()) + self.rest_interval
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                try:
+                    status, body, ts = await self._get(url)
+                except Exception as e:
+                    log.warning("%s snapshot request failed: %s: %s", self.feed_id("book_change", sym), type(e).__name__, e)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 30.0)
+                    continue
+                if status != 200:
+                    log.warning("%s snapshot HTTP %d: %.200r", self.feed_id("book_change", sym), status, body)
+                    self.out.event(ts, "info", symbol=sym, channel=self.ch_snap, detail=f"snapshot HTTP {status}")
+                    await asyncio.sleep(delay if status not in (418, 429) else max(delay, 10.0))
+                    delay = min(delay * 2, 60.0)
+                    continue
+                verdict = self.on_snapshot(sym, ts, body, generation)
+                if verdict is None:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 30.0)
+                    continue
+                if verdict != Bridge.STALE:
+                    return
+                await asyncio.sleep(self.rest_interval)
+        finally:
+            if st.generation == generation:
+                st.fetching = False
+
+    async def _get(self, url: str) -> tuple[int, bytes, int]:
+        import aiohttp
+
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
+        async with self._session.get(url) as resp:
+            body = await resp.read()
+            return resp.status, body, time.time_ns()
+
+    def _closing(self) -> bool:
+        return bool(self.links) and all(link.closing for link in self.links)
+
+    def on_snapshot(self, sym: int, ts: int, body: bytes, generation: int | None = None) -> Bridge | None:
+        """A REST depth body arrived at ``ts``: keep it in raw (Tardis's ``depthSnapshot``
+        frame), then bridge the buffered diffs. None if the body is malformed."""
+        st = self.sync[sym]
+        symbol = self.spec.symbols[sym]
+        raw = b'{"stream":"%s@depthSnapshot","generated":true,"data":%s}' % (symbol.lower().encode(), body)
+        try:
+            snap = self._snap.decode(body)
+        except msgspec.DecodeError as e:
+            self.malformed(0, ts, raw, f"depthSnapshot: {e}", sym, self.ch_snap)
+            return None
+        if self.raw_on:
+            self.out.raw(ts, raw, 0, sym, self.ch_snap)
+        self.count(sym, ts, len(body))
+        if generation is not None and st.generation != generation:
+            return Bridge.WAIT  # a reset happened meanwhile: a newer fetch is under way
+        st.snapshot = (ts, snap)
+        return self.try_bridge(sym)
+
+    def try_bridge(self, sym: int) -> Bridge:
+        st = self.sync[sym]
+        if st.snapshot is None:
+            return Bridge.WAIT
+        snap_ts, snap = st.snapshot
+        verdict, start = bridge(snap.lastUpdateId, st.buffer)
+        if verdict == Bridge.WAIT:
+            del st.buffer[:start]  # all older than the snapshot
+            return verdict
+        if verdict == Bridge.STALE:
+            log.info("%s snapshot older than the buffered diffs; fetching again", self.feed_id("book_change", sym))
+            st.snapshot = None
+            del st.buffer[:start]
+            return verdict
+        ets = snap.E * 1_000_000
+        push = self.out.book_change
+        for p, a in snap.bids:
+            push(snap_ts, ets, sym, True, BOOK_BID, p, a)
+        for p, a in snap.asks:
+            push(snap_ts, ets, sym, True, BOOK_ASK, p, a)
+        last = -1
+        pending = st.buffer[start:]
+        st.buffer.clear()
+        st.snapshot = None
+        st.fetching = False
+        for i, (ts, d) in enumerate(pending):
+            if i and d.u <= last:
+                self.bump("duplicates", sym)
+                continue
+            if i and d.pu != last:
+                self.gap(ts, sym, self.ch_depth, 0, f"pu {d.pu} != previous u {last} (buffered)")
+                self.resync(sym, ts, "gap", first=(ts, d))
+                return Bridge.OK
+            self.emit_diff(max(ts, snap_ts), sym, d)
+            last = d.u
+        st.state = SyncState.SYNCED
+        st.last_u = last
+        if st.synced_once:
+            self.out.event(snap_ts, "resync", symbol=sym, channel=self.ch_depth, detail=f"synced at u={last}")
+        st.synced_once = True
+        log.info("%s synced (lastUpdateId %d, u %d)", self.feed_id("book_change", sym), snap.lastUpdateId, last)
+        return Bridge.OK
+
+    # -- control frames & connection state -----------------------------------------
+    def control(self, lst: Listener, ts: int, payload: memoryview, stream: str) -> None:
+        self.count(0, ts, len(payload))
+        if self.raw_on:
+            self.out.raw(ts, payload, lst.conn_id, 0, 0)
+        try:
+            c = self._ctl.decode(payload)
+        except msgspec.DecodeError:
+            c = None
+        if stream:
+            log.debug("%s: frame of unexpected stream %s", self.exchange, stream)
+        elif c is not None and (c.error is not None or c.code is not None):
+            self.bump("subscribe_errors")
+            detail = f"error {c.error or c.code} {c.msg}"[:96]
+            self.out.event(ts, "subscribe_error", conn_id=lst.conn_id, detail=detail)
+            log.error("%s conn %d: %s", self.exchange, lst.conn_id, detail)
+
+    def on_lost(self, lst: Listener) -> None:
+        for chan, sym in lst.plan.streams:
+            if chan == self.ch_depth and chan:
+                self.sync[sym].reset()
+                self.sync[sym].fetching = False
+
+    async def stop(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        if self._session is not None:
+            await self._session.close()

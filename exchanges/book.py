@@ -1,0 +1,139 @@
+"""Book sequence state, free of I/O so it is unit-testable on recorded frames.
+
+``DiffSync``: Binance USD-M diff-depth bridging (REST snapshot ``lastUpdateId``
++ ``U``/``u``/``pu``). ``DeltaSeq``: Bybit v5 snapshot/delta ``u`` continuity.
+``L2Book``: a plain price -> amount book, for derived snapshots and checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from enum import IntEnum
+from typing import Any, Generic, TypeVar
+
+E = TypeVar("E")
+
+
+class SyncState(IntEnum):
+    BUFFERING = 0  # collecting diffs, waiting for / bridging a snapshot
+    SYNCED = 1
+
+
+class Bridge(IntEnum):
+    WAIT = 0  # no buffered diff reaches the snapshot yet
+    STALE = 1  # the snapshot is older than the oldest buffered diff: fetch again
+    OK = 2
+
+
+MAX_BUFFER = 20_000
+
+
+class DiffSync(Generic[E]):
+    """Per-symbol Binance diff-depth state.
+
+    Diffs arrive as (local_ts, event) with ``.U``, ``.u``, ``.pu``; while not
+    synced they are buffered; ``bridge`` finds the first diff to apply after a
+    snapshot (``U <= lastUpdateId <= u``, dropping ``u < lastUpdateId``).
+    """
+
+    __slots__ = ("buffer", "fetching", "generation", "last_u", "snapshot", "state", "synced_once")
+
+    def __init__(self) -> None:
+        self.state = SyncState.BUFFERING
+        self.buffer: list[tuple[int, Any]] = []
+        self.last_u = -1
+        self.snapshot: Any = None  # pending (ts, raw_ts, decoded snapshot) not bridged yet
+        self.fetching = False
+        self.generation = 0  # bumped on every reset: a late REST answer of an old generation is ignored
+        self.synced_once = False
+
+    def reset(self) -> None:
+        self.state = SyncState.BUFFERING
+        self.buffer.clear()
+        self.snapshot = None
+        self.generation += 1
+
+    def push(self, ts: int, ev: Any) -> bool:
+        """Buffer a diff; False when the buffer overflowed (oldest dropped: the snapshot must be newer)."""
+        self.buffer.append((ts, ev))
+        if len(self.buffer) > MAX_BUFFER:
+            del self.buffer[: len(self.buffer) - MAX_BUFFER]
+            return False
+        return True
+
+
+def bridge(last_update_id: int, buffer: list[tuple[int, Any]]) -> tuple[Bridge, int]:
+    """Where to start applying ``buffer`` after a snapshot with ``last_update_id``."""
+    for i, (_, ev) in enumerate(buffer):
+        if ev.u < last_update_id:
+            continue
+        if ev.U <= last_update_id:  # noqa: SIM300 - U is a field, not a constant
+            return Bridge.OK, i
+        return Bridge.STALE, i
+    return Bridge.WAIT, len(buffer)
+
+
+class DeltaSeq:
+    """Bybit v5 per-topic ``u`` continuity."""
+
+    __slots__ = ("last_u", "resync_deadline", "synced", "synced_once")
+
+    def __init__(self) -> None:
+        self.last_u = -1
+        self.synced = False
+        self.synced_once = False
+        self.resync_deadline = 0.0
+
+    def reset(self) -> None:
+        self.synced = False
+        self.last_u = -1
+
+
+class L2Book:
+    """price -> amount per side; amount 0 removes a level."""
+
+    __slots__ = ("asks", "bids")
+
+    def __init__(self) -> None:
+        self.bids: dict[float, float] = {}
+        self.asks: dict[float, float] = {}
+
+    def clear(self) -> None:
+        self.bids.clear()
+        self.asks.clear()
+
+    def apply(self, bids: Iterable[Sequence[float]], asks: Iterable[Sequence[float]]) -> None:
+        for side, levels in ((self.bids, bids), (self.asks, asks)):
+            for p, a in levels:
+                if a == 0:
+                    side.pop(p, None)
+                else:
+                    side[p] = a
+
+    def top(self, n: int) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+        bids = sorted(self.bids.items(), key=lambda x: -x[0])[:n]
+        asks = sorted(self.asks.items())[:n]
+        return bids, asks
+
+
+class Dedup(Generic[E]):
+    """Bounded set of recent ids (Hyperliquid trade ``tid``s across reconnects)."""
+
+    __slots__ = ("cap", "order", "seen")
+
+    def __init__(self, cap: int = 100_000) -> None:
+        self.cap = cap
+        self.seen: set[E] = set()
+        self.order: list[E] = []
+
+    def add(self, key: E) -> bool:
+        """True if ``key`` is new."""
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        self.order.append(key)
+        if len(self.order) > 2 * self.cap:
+            old = self.order[: self.cap]
+            del self.order[: self.cap]
+            self.seen.difference_update(old)
+        return True

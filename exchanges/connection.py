@@ -1,0 +1,244 @@
+"""One logical websocket connection: picows client, reconnect with exponential
+backoff + jitter, planned rollover with overlap (Binance's 24 h limit).
+
+The connection knows nothing about an exchange's messages: frames go to the
+``Feed`` (``exchanges.feed``) with the receive time taken once per frame.
+Stall detection and heartbeats run from the ingest loop's watchdog
+(``exchanges.ingest``), which calls ``Link.check``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+
+if TYPE_CHECKING:
+    from exchanges.feed import Feed
+
+log = logging.getLogger("ticktape.exchanges")
+
+_conn_ids = itertools.count(1)
+
+
+@dataclass
+class Plan:
+    """What one connection carries: its URL, the messages that subscribe it, and
+    the (channel id, symbol id) streams it feeds (for disconnect markers)."""
+
+    url: str
+    subscribe: list[bytes] = field(default_factory=list)
+    streams: list[tuple[int, int]] = field(default_factory=list)
+    label: str = ""
+
+
+@dataclass
+class Timing:
+    """Per-exchange timing rules; tests shrink them."""
+
+    stall_timeout: float = 60.0  # no frame for this long = disconnect
+    ping_interval: float = 20.0  # application/websocket heartbeat period (0 = none)
+    subscribe_interval: float = 0.12  # seconds between subscribe messages (rate limit)
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    max_lifetime: float = 0.0  # planned reconnect after this many seconds (0 = never)
+    overlap: float = 3.0  # seconds both connections run during a planned reconnect
+    handshake_timeout: float = 10.0
+
+
+class Listener(WSListener):  # type: ignore[misc]
+    """picows listener of one physical connection (one ``conn_id``)."""
+
+    def __init__(self, link: Link, conn_id: int) -> None:
+        self.link = link
+        self.feed = link.feed
+        self.conn_id = conn_id
+        self.transport: WSTransport | None = None
+        self.plan = link.plan
+        self.opened_at = time.monotonic()
+        self.last_frame = self.opened_at
+        self.last_ping = self.opened_at
+        self.frames = 0
+        self.overlap = False  # True while a planned reconnect runs both connections
+        self.planned_close = False
+        self.stalled = False
+        self.closed = False
+        self._frag: bytearray | None = None
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        ts = time.time_ns()
+        self.last_frame = time.monotonic()
+        mt = frame.msg_type
+        if mt is WSMsgType.TEXT or mt is WSMsgType.BINARY:
+            if not frame.fin:
+                self._frag = bytearray(frame.get_payload_as_memoryview())
+                return
+            self.frames += 1
+            self.feed.frame(self, ts, frame.get_payload_as_memoryview())
+        elif mt is WSMsgType.CONTINUATION and self._frag is not None:
+            self._frag += frame.get_payload_as_memoryview()
+            if frame.fin:
+                data, self._frag = self._frag, None
+                self.frames += 1
+                self.feed.frame(self, ts, memoryview(data))
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.closed = True
+
+    def send(self, msg: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.send(WSMsgType.TEXT, msg)
+
+    def disconnect(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.disconnect(graceful=False)
+
+
+class Link:
+    """A logical connection that keeps itself connected until ``close()``."""
+
+    def __init__(self, feed: Feed, plan: Plan, timing: Timing) -> None:
+        self.feed = feed
+        self.plan = plan
+        self.timing = timing
+        self.current: Listener | None = None
+        self.spare: Listener | None = None  # the new half of a planned reconnect
+        self.closing = False
+        self.attempts = 0
+        self.connects = 0
+        self._wake = asyncio.Event()
+
+    # -- lifecycle --------------------------------------------------------------
+    async def run(self) -> None:
+        while not self.closing:
+            lst = await self._open()
+            if lst is None:
+                continue
+            self.current = lst
+            await self._live(lst)
+
+    async def _open(self, overlap: bool = False) -> Listener | None:
+        """Connect and subscribe; None (after a backoff sleep) on failure."""
+        cid = next(_conn_ids)
+        try:
+            _, lst = await ws_connect(
+                lambda: Listener(self, cid),
+                self.plan.url,
+                websocket_handshake_timeout=self.timing.handshake_timeout,
+                enable_auto_pong=True,
+                max_frame_size=64 * 1024 * 1024,
+                logger_name="ticktape.exchanges.ws",
+            )
+        except Exception as e:
+            self.attempts += 1
+            delay = self.backoff()
+            log.warning(
+                "%s %s: connect failed (%s: %s); retry in %.2fs",
+                self.feed.exchange, self.plan.label, type(e).__name__, e, delay,
+            )
+            self.feed.connect_failed(self, f"{type(e).__name__}: {e}")
+            await self._sleep(delay)
+            return None
+        assert isinstance(lst, Listener)
+        lst.overlap = overlap
+        self.connects += 1
+        self.feed.opened(lst, reconnect=self.connects > 1 and not overlap)
+        asyncio.get_running_loop().create_task(self._subscribe(lst))
+        return lst
+
+    async def _subscribe(self, lst: Listener) -> None:
+        for i, msg in enumerate(self.plan.subscribe):
+            if lst.closed:
+                return
+            if i:
+                await asyncio.sleep(self.timing.subscribe_interval)
+            lst.send(msg)
+
+    async def _live(self, lst: Listener) -> None:
+        assert lst.transport is not None
+        while True:
+            waiter = asyncio.ensure_future(lst.transport.wait_disconnected())
+            limit = self.timing.max_lifetime
+            timeout = None if limit <= 0 else max(0.0, lst.opened_at + limit - time.monotonic())
+            done, _ = await asyncio.wait([waiter], timeout=timeout)
+            if done:
+                self.feed.closed(lst)
+                if lst.frames:
+                    self.attempts = 0
+                self.current = None
+                if not self.closing:
+                    self.attempts += 1
+                    await self._sleep(self.backoff())
+                return
+            waiter.cancel()
+            # planned reconnect: the new connection subscribes while the old one still runs
+            new = await self._open(overlap=True)
+            if new is None:
+                continue
+            self.spare = new
+            await self._sleep(self.timing.overlap)
+            lst.planned_close = True
+            lst.disconnect()
+            if lst.transport is not None:
+                await lst.transport.wait_disconnected()
+            self.feed.closed(lst)
+            new.overlap = False
+            self.spare = None
+            self.current = new
+            lst = new
+            log.info("%s %s: planned reconnect done (conn %d)", self.feed.exchange, self.plan.label, new.conn_id)
+            assert lst.transport is not None
+
+    def backoff(self) -> float:
+        t = self.timing
+        return min(t.backoff_max, t.backoff_base * 2 ** max(0, self.attempts - 1)) * random.uniform(0.5, 1.0)
+
+    async def _sleep(self, seconds: float) -> None:
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    def listeners(self) -> list[Listener]:
+        return [x for x in (self.current, self.spare) if x is not None and not x.closed]
+
+    def check(self, now: float, ping: Callable[[Listener], None]) -> None:
+        """Watchdog tick: stall detection and heartbeats."""
+        t = self.timing
+        for lst in self.listeners():
+            if now - lst.last_frame > t.stall_timeout:
+                lst.stalled = True
+                self.feed.stalled(lst, now - lst.last_frame)
+                lst.disconnect()
+            elif t.ping_interval > 0 and now - lst.last_ping >= t.ping_interval:
+                lst.last_ping = now
+                ping(lst)
+
+    def reconnect(self, reason: str) -> None:
+        """Drop the current connection (the run loop reconnects and resubscribes)."""
+        log.warning("%s %s: reconnecting: %s", self.feed.exchange, self.plan.label, reason)
+        for lst in self.listeners():
+            lst.disconnect()
+
+    async def close(self) -> None:
+        self.closing = True
+        self._wake.set()
+        for lst in self.listeners():
+            lst.planned_close = True
+            if lst.transport is not None:
+                try:
+                    lst.transport.send_close()
+                except Exception:  # pragma: no cover - already gone
+                    pass
+                lst.transport.disconnect()

@@ -1,0 +1,166 @@
+"""Base of every exchange connector: counters, markers and the shared frame path.
+
+An exchange subclass says which connections it needs (``plans``), what to send
+as a heartbeat (``ping``) and how to decode one frame (``on_frame``). This base
+writes what is common: the raw row, per-symbol counters, ``connect`` /
+``disconnect`` / ``stall`` / ``malformed`` events and the empty raw row that
+marks a disconnect for exchange-native replay.
+"""
+
+from __future__ import annotations
+
+import array
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from exchanges.connection import Link, Listener, Plan, Timing
+from ipc.outbox import Outbox
+from ipc.ringset import RingSetSpec
+from ipc.stats import FIELDS, F, FeedStats
+
+if TYPE_CHECKING:
+    from engine.config import ExchangeConfig
+
+log = logging.getLogger("ticktape.exchanges")
+
+NF = len(FIELDS)
+_MESSAGES, _BYTES, _GAPS, _RESYNCS = F["messages"], F["bytes"], F["gaps"], F["resyncs"]
+_MALFORMED, _DUPLICATES, _RECONNECTS = F["malformed"], F["duplicates"], F["reconnects"]
+_DISCONNECTS, _SUBERR, _LAST = F["disconnects"], F["subscribe_errors"], F["last_msg_ns"]
+
+
+class Feed:
+    exchange = ""
+    timing = Timing()
+
+    def __init__(
+        self,
+        spec: RingSetSpec,
+        cfg: ExchangeConfig,
+        outbox: Outbox,
+        stats: FeedStats | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.cfg = cfg
+        self.out = outbox
+        self.raw_on = outbox.raw_enabled
+        self.stats = stats
+        n = len(spec.symbols) * NF
+        if stats is not None:
+            self.c: memoryview | array.array[int] = stats.shm.buf[: n * 8].cast("q")  # type: ignore[index]
+        else:
+            self.c = array.array("q", bytes(n * 8))
+        opts = dict(options or {})
+        base = self.timing
+        self.timing = Timing(**{k: opts.pop(k, getattr(base, k)) for k in Timing.__dataclass_fields__})
+        self.options = opts
+        outbox.on_book_drop = self.on_book_drop
+        self.links: list[Link] = []
+        self.sym_id = {s: i for i, s in enumerate(spec.symbols)}
+        self.chan_id = {c: i for i, c in enumerate(spec.channels)}
+
+    # -- what a subclass provides ------------------------------------------------
+    def plans(self) -> list[Plan]:
+        raise NotImplementedError
+
+    def on_frame(self, lst: Listener, ts: int, payload: memoryview) -> None:
+        raise NotImplementedError
+
+    def ping(self, lst: Listener) -> None:
+        """Heartbeat; default: a websocket PING frame (the PONG counts as liveness)."""
+        if lst.transport is not None and not lst.closed:
+            lst.transport.send_ping()
+
+    def on_open(self, lst: Listener) -> None:
+        """A connection is up (before its subscribe messages go out)."""
+
+    def on_lost(self, lst: Listener) -> None:
+        """A connection is gone: forget book state of its streams."""
+
+    def on_book_drop(self, symbol: int) -> None:
+        """A book record was dropped (ring full): the book must resync."""
+
+    def tick(self, now: float) -> None:
+        """Called by the watchdog a few times a second."""
+
+    async def start(self) -> None:
+        """Async resources (e.g. an HTTP session) before connections open."""
+
+    async def stop(self) -> None:
+        """Release async resources."""
+
+    # -- shared frame path ---------------------------------------------------------
+    def frame(self, lst: Listener, ts: int, payload: memoryview) -> None:
+        try:
+            self.on_frame(lst, ts, payload)
+        except Exception as e:  # a decoder bug must not kill the connection: count and keep
+            self.malformed(lst.conn_id, ts, payload, f"{type(e).__name__}: {e}", keep_raw=True)
+
+    def count(self, symbol: int, ts: int, nbytes: int) -> None:
+        c = self.c
+        i = symbol * NF
+        c[i + _MESSAGES] += 1
+        c[i + _BYTES] += nbytes
+        c[i + _LAST] = ts
+
+    def bump(self, field: str, symbol: int = 0, n: int = 1) -> None:
+        self.c[symbol * NF + F[field]] += n
+
+    def stat(self, field: str, symbol: int = 0) -> int:
+        return int(self.c[symbol * NF + F[field]])
+
+    def malformed(
+        self, conn_id: int, ts: int, payload: memoryview | bytes, why: str, symbol: int = 0, channel: int = 0,
+        keep_raw: bool = True,
+    ) -> None:
+        self.bump("malformed", symbol)
+        if keep_raw and self.raw_on:
+            self.out.raw(ts, payload, conn_id, symbol, channel)
+        self.out.event(ts, "malformed", symbol=symbol, channel=channel, conn_id=conn_id, detail=why)
+        log.warning("%s conn %d: malformed frame (%s): %.200r", self.exchange, conn_id, why, bytes(payload[:200]))
+
+    def gap(self, ts: int, symbol: int, channel: int, conn_id: int, detail: str) -> None:
+        self.bump("gaps", symbol)
+        self.out.event(ts, "gap", symbol=symbol, channel=channel, conn_id=conn_id, detail=detail)
+        log.warning("%s/%s gap: %s", self.exchange, self.spec.symbols[symbol], detail)
+
+    def feed_id(self, data_type: str, symbol: int) -> str:
+        return f"{self.exchange}/{data_type}/{self.spec.symbols[symbol]}"
+
+    # -- connection events (called by Link) ----------------------------------------
+    def opened(self, lst: Listener, reconnect: bool) -> None:
+        ts = time.time_ns()
+        if reconnect:
+            self.bump("reconnects")
+        self.out.event(ts, "connect", conn_id=lst.conn_id, detail=f"{lst.plan.label} {lst.plan.url}"[:96])
+        log.info(
+            "%s conn %d connected%s: %s (%d streams)",
+            self.exchange, lst.conn_id, " (overlap)" if lst.overlap else "", lst.plan.url[:200], len(lst.plan.streams),
+        )
+        self.on_open(lst)
+
+    def connect_failed(self, link: Link, why: str) -> None:
+        self.out.event(time.time_ns(), "info", detail=f"connect failed: {why}"[:96])
+
+    def stalled(self, lst: Listener, idle: float) -> None:
+        ts = time.time_ns()
+        self.out.event(ts, "stall", conn_id=lst.conn_id, detail=f"no frame for {idle:.1f}s")
+        log.warning("%s conn %d stalled (no frame for %.1fs): reconnecting", self.exchange, lst.conn_id, idle)
+
+    def closed(self, lst: Listener) -> None:
+        """Write the disconnect markers: an events row and an empty raw row per stream."""
+        ts = time.time_ns()
+        if lst.planned_close and not lst.link.closing:
+            self.out.event(ts, "info", conn_id=lst.conn_id, detail="planned reconnect: old connection closed")
+            return
+        why = "shutdown" if lst.link.closing else ("stall" if lst.stalled else "connection lost")
+        self.bump("disconnects")
+        streams = lst.plan.streams or [(0, 0)]
+        for chan, sym in streams:
+            self.out.event(ts, "disconnect", symbol=sym, channel=chan, conn_id=lst.conn_id, detail=why)
+            if self.raw_on:
+                self.out.raw(ts, b"", lst.conn_id, sym, chan)
+        log.warning("%s conn %d disconnected (%s) after %d frames", self.exchange, lst.conn_id, why, lst.frames)
+        self.on_lost(lst)

@@ -1,0 +1,104 @@
+"""The ingest process: uvloop, rings attached, one ``Feed`` with its links,
+a watchdog (stop flag, stalls, heartbeats, pending drop events), clean close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Callable
+from multiprocessing.synchronize import Event
+from typing import TYPE_CHECKING, Any
+
+from exchanges.connection import Link
+
+if TYPE_CHECKING:
+    from engine.config import ExchangeConfig, LogConfig
+    from exchanges.feed import Feed
+    from ipc.ringset import RingSetSpec
+
+log = logging.getLogger("ticktape.exchanges")
+
+WATCHDOG_PERIOD = 0.1
+
+
+async def run_feed(feed: Feed, should_stop: Callable[[], bool]) -> None:
+    """Run ``feed`` until ``should_stop()`` is true, then close its connections."""
+    await feed.start()
+    loop = asyncio.get_running_loop()
+    feed.links = [Link(feed, plan, feed.timing) for plan in feed.plans()]
+    tasks = [loop.create_task(link.run()) for link in feed.links]
+    try:
+        while not should_stop():
+            await asyncio.sleep(WATCHDOG_PERIOD)
+            now = time.monotonic()
+            for link in feed.links:
+                link.check(now, feed.ping)
+            feed.tick(now)
+            feed.out.flush_pending()
+            for t in tasks:  # a link task must never end on its own; surface bugs
+                if t.done() and not t.cancelled() and t.exception() is not None:
+                    raise t.exception()  # type: ignore[misc]
+    finally:
+        for link in feed.links:
+            await link.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 5.0)
+        for t in tasks:
+            t.cancel()
+        await feed.stop()
+        feed.out.flush_pending()
+
+
+def _setup_logging(log_cfg: LogConfig | None) -> None:
+    try:  # the engine's JSON-lines logging, when it exists
+        from engine import logs  # type: ignore[attr-defined]
+
+        logs.setup(log_cfg)
+        return
+    except Exception:
+        pass
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=getattr(log_cfg, "level", "INFO"), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        )
+
+
+def ingest_main(
+    feed_cls: type[Feed],
+    spec: RingSetSpec,
+    cfg: ExchangeConfig,
+    stats_name: str,
+    stop: Event,
+    log_cfg: LogConfig | None,
+    options: dict[str, Any] | None = None,
+) -> None:
+    """Process target: attach rings and stats, run the feed until ``stop`` is set."""
+    import uvloop
+
+    from ipc import ringset
+    from ipc.outbox import Outbox
+    from ipc.stats import FeedStats
+
+    _setup_logging(log_cfg)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor stops us through ``stop``
+    opts = dict(options or {})
+    stall = getattr(cfg, "stall_timeout", None)
+    if stall is not None and "stall_timeout" not in opts:
+        opts["stall_timeout"] = float(stall)
+    rings = ringset.attach(spec)
+    stats = FeedStats(stats_name, len(spec.symbols))
+    feed: Feed | None = None
+    try:
+        outbox = Outbox(spec, rings)
+        feed = feed_cls(spec, cfg, outbox, stats, opts)
+        uvloop.run(run_feed(feed, stop.is_set))
+    finally:
+        if feed is not None and isinstance(feed.c, memoryview):
+            feed.c.release()
+        stats.close()
+        ringset.close(rings)
+        log.info("%s ingest stopped", spec.exchange)

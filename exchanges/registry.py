@@ -1,0 +1,67 @@
+"""The single entry point the supervisor and the config use to reach a connector.
+
+Every exchange module (and ``engine.synthetic``) exposes the same four
+functions: ``validate``, ``data_types``, ``raw_channels`` and ``ingest_main``;
+this module only dispatches on the exchange id, so adding an exchange is one
+line in ``MODULES``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from multiprocessing.synchronize import Event
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from engine.config import ExchangeConfig, LogConfig
+    from ipc.ringset import RingSetSpec
+
+#: exchange id (Tardis naming) -> module implementing it
+MODULES: dict[str, str] = {
+    "binance-futures": "exchanges.binance_futures",
+    "bybit": "exchanges.bybit",
+    "hyperliquid": "exchanges.hyperliquid",
+    "synthetic": "engine.synthetic",
+}
+KNOWN: tuple[str, ...] = tuple(MODULES)
+
+
+def module(name: str) -> ModuleType:
+    if name not in MODULES:
+        raise ValueError(f"unknown exchange {name!r} (known: {', '.join(KNOWN)})")
+    try:
+        return importlib.import_module(MODULES[name])
+    except ImportError as e:  # e.g. engine.synthetic not written yet
+        raise ValueError(f"exchange {name!r} is not available: {e}") from None
+
+
+def validate(name: str, cfg: ExchangeConfig) -> None:
+    """Raise ValueError with a user-facing reason if ``cfg`` cannot run on ``name``."""
+    module(name).validate(name, cfg)
+
+
+def data_types(name: str, cfg: ExchangeConfig, raw: bool) -> list[str]:
+    """On-disk data types this exchange's ingest process produces (``events`` is implied)."""
+    return list(module(name).data_types(name, cfg, raw))
+
+
+def raw_channels(name: str, cfg: ExchangeConfig) -> tuple[str, ...]:
+    """Exchange-native channel names (Tardis naming) for raw and events rows."""
+    return tuple(module(name).raw_channels(name, cfg))
+
+
+def ingest_main(
+    spec: RingSetSpec,
+    cfg: ExchangeConfig,
+    stats_name: str,
+    stop: Event,
+    log_cfg: LogConfig,
+    options: dict[str, Any] | None = None,
+) -> None:
+    """Process target of one exchange's ingest process (returns once ``stop`` is set)."""
+    mod = module(spec.exchange)
+    if options:
+        mod.ingest_main(spec, cfg, stats_name, stop, log_cfg, options=options)
+    else:
+        mod.ingest_main(spec, cfg, stats_name, stop, log_cfg)

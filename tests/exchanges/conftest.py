@@ -1,0 +1,120 @@
+"""Fixtures for connector tests: real shared-memory rings, a real Outbox, a feed
+instance fed with frames through the same entry the picows listener calls."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from engine.config import ExchangeConfig
+from exchanges import registry
+from exchanges.connection import Link, Listener, Plan
+from exchanges.feed import Feed
+from ipc import ringset
+from ipc.outbox import Outbox
+from ipc.raw_ring import RawRing
+from ipc.ring import RecordRing
+
+SAMPLES = Path("/work/shared/samples")
+
+
+@dataclass
+class Rig:
+    feed: Feed
+    spec: ringset.RingSetSpec
+    rings: dict[str, Any]
+    listener: Listener
+    seen: dict[str, list[Any]] = field(default_factory=dict)
+
+    def frame(self, payload: bytes, ts: int) -> None:
+        self.feed.frame(self.listener, ts, memoryview(payload))
+
+    def records(self, dt: str) -> np.ndarray:
+        ring: RecordRing = self.rings[dt]
+        _, views = ring.peek()
+        out = np.concatenate([v.copy() for v in views]) if views else np.zeros(0, ring.dtype)
+        ring.commit(ring.write_seq)
+        self.seen.setdefault(dt, []).append(out)
+        return np.concatenate(self.seen[dt])
+
+    def raw(self) -> list[tuple[int, str, str, int, bytes]]:
+        """(local_ts, channel, symbol, conn_id, payload) of every raw row so far."""
+        ring: RawRing = self.rings["raw"]
+        start, chunks = ring.peek()
+        rows = []
+        for index, arena, base in chunks:
+            for r in index:
+                off = int(r["pos"]) - base
+                rows.append(
+                    (
+                        int(r["local_ts"]),
+                        self.spec.channels[int(r["channel"])],
+                        self.spec.symbols[int(r["symbol"])],
+                        int(r["conn_id"]),
+                        bytes(arena[off : off + int(r["length"])]),
+                    )
+                )
+        ring.commit(ring.index.write_seq)
+        self.seen.setdefault("raw", []).extend(rows)
+        return list(self.seen["raw"])
+
+    def events(self) -> list[tuple[str, str, str]]:
+        from ipc.schemas import EVENT_KINDS
+
+        ev = self.records("events")
+        return [
+            (EVENT_KINDS[int(e["kind"])], self.spec.symbols[int(e["symbol"])], e["detail"].decode())
+            for e in ev
+        ]
+
+
+@pytest.fixture
+def rig() -> Iterator[Any]:
+    made: list[dict[str, Any]] = []
+
+    def make(exchange: str, options: dict[str, Any] | None = None, raw: bool = True, capacity: int = 1 << 16,
+             **cfg_kw: Any) -> Rig:
+        cfg = ExchangeConfig(**cfg_kw)
+        registry.validate(exchange, cfg)
+        spec = ringset.make_spec(
+            exchange, cfg.symbols, registry.raw_channels(exchange, cfg), registry.data_types(exchange, cfg, raw),
+            record_capacity=capacity, raw_index_capacity=capacity, raw_arena_bytes=64 << 20,
+        )
+        rings = ringset.create(spec)
+        made.append(rings)
+        mod = registry.module(exchange)
+        feed_cls = next(v for v in vars(mod).values() if isinstance(v, type) and issubclass(v, Feed) and v is not Feed)
+        # one process holds both ends here; the objects are the same rings
+        feed = feed_cls(spec, cfg, Outbox(spec, rings), None, {"manual_snapshots": True, **(options or {})})
+        link = Link(feed, Plan(url="ws://127.0.0.1:1/test", streams=[], label="test"), feed.timing)
+        return Rig(feed, spec, rings, Listener(link, 1))
+
+    yield make
+    for rings in reversed(made):
+        ringset.close(rings)
+
+
+def cryptofeed_frames(path: Path) -> list[tuple[int, bytes]]:
+    """(local receive ns, frame) of every received frame of a cryptofeed v2 ws file."""
+    out = []
+    for line in path.read_bytes().splitlines():
+        m = re.match(rb"^(\d+\.\d+): (.*)$", line)
+        if m:
+            out.append((int(float(m[1]) * 1e9), m[2]))
+    return out
+
+
+def cryptofeed_http(path: Path) -> list[tuple[str, int, bytes]]:
+    """(url, local receive ns, body) of every REST response of a cryptofeed v2 http file."""
+    out = []
+    for line in path.read_bytes().splitlines():
+        m = re.match(rb"^(\S+) -> (\d+\.\d+): (.*)$", line)
+        if m:
+            out.append((m[1].decode(), int(float(m[2]) * 1e9), m[3]))
+    return out

@@ -1,0 +1,133 @@
+"""binance-futures decoding and book sync on real recorded traffic (cryptofeed v2, 2021)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from conftest import SAMPLES, cryptofeed_frames, cryptofeed_http
+
+from ipc.schemas import BOOK_ASK, BOOK_BID, SIDE_BUY, SIDE_SELL
+
+WS = SAMPLES / "binance_futures/cryptofeed_v2_BINANCE_FUTURES.ws.1.0"
+HTTP = SAMPLES / "binance_futures/cryptofeed_v2_BINANCE_FUTURES.http.0.0"
+SYMBOLS = ["SUSHIUSDT", "AKROUSDT", "KEEPUSDT", "CTKUSDT"]
+
+
+def replay(rig, frames, snapshots):
+    """Interleave ws frames and REST snapshots by receive time, as they happened."""
+    events = [(ts, 0, f) for ts, f in frames] + [(ts, 1, (url, body)) for url, ts, body in snapshots]
+    events.sort(key=lambda e: (e[0], e[1]))
+    for ts, kind, item in events:
+        if kind == 0:
+            rig.frame(item, ts)
+        else:
+            url, body = item
+            sym = url.split("symbol=")[1].split("&")[0]
+            rig.feed.on_snapshot(rig.spec.symbol_id(sym), ts, body)
+
+
+def reference_books(frames, snapshots):
+    """Independent book build: snapshot, then diffs with u >= lastUpdateId, checking pu."""
+    books = {}
+    for url, _, body in snapshots:
+        sym = url.split("symbol=")[1].split("&")[0]
+        snap = json.loads(body)
+        book = {"b": {float(p): float(q) for p, q in snap["bids"]}, "a": {float(p): float(q) for p, q in snap["asks"]}}
+        last = None
+        for _, f in frames:
+            msg = json.loads(f)
+            d = msg.get("data", {})
+            if d.get("e") != "depthUpdate" or d["s"] != sym or d["u"] < snap["lastUpdateId"]:
+                continue
+            if last is None:
+                assert d["U"] <= snap["lastUpdateId"] <= d["u"]
+            else:
+                assert d["pu"] == last
+            last = d["u"]
+            for side, key in (("b", "b"), ("a", "a")):
+                for p, q in d[key]:
+                    if float(q) == 0:
+                        book[side].pop(float(p), None)
+                    else:
+                        book[side][float(p)] = float(q)
+        books[sym] = book
+    return books
+
+
+def rebuild(rows, sym_id):
+    book = {"b": {}, "a": {}}
+    in_snapshot = False
+    for r in rows[rows["symbol"] == sym_id]:
+        if r["is_snapshot"] and not in_snapshot:
+            book = {"b": {}, "a": {}}
+        in_snapshot = bool(r["is_snapshot"])
+        side = book["b"] if r["side"] == BOOK_BID else book["a"]
+        if r["amount"] == 0:
+            side.pop(float(r["price"]), None)
+        else:
+            side[float(r["price"])] = float(r["amount"])
+    return book
+
+
+def test_every_frame_decodes_and_books_sync(rig):
+    r = rig("binance-futures", symbols=SYMBOLS, channels=["trades", "book_change"])
+    frames = cryptofeed_frames(WS)
+    snapshots = [s for s in cryptofeed_http(HTTP) if "/fapi/v1/depth" in s[0]]
+    assert len(frames) == 1535 and len(snapshots) == 4
+    replay(r, frames, snapshots)
+
+    assert r.feed.stat("malformed") == 0
+    for sym in SYMBOLS:
+        sid = r.spec.symbol_id(sym)
+        assert r.feed.sync[sid].state == 1, sym  # synced
+        assert r.feed.stat("gaps", sid) == 0
+    rows = r.records("book_change")
+    ref = reference_books(frames, snapshots)
+    for sym in SYMBOLS:
+        got = rebuild(rows, r.spec.symbol_id(sym))
+        assert got == ref[sym], sym
+    # snapshot rows come first per symbol and the book's local time never goes back
+    for sym in SYMBOLS:
+        sub = rows[rows["symbol"] == r.spec.symbol_id(sym)]
+        assert sub["is_snapshot"][0] == 1
+        assert np.all(np.diff(sub["local_ts"]) >= 0)
+    # sides and a removed level exist (amount 0)
+    assert set(np.unique(rows["side"])) == {BOOK_BID, BOOK_ASK}
+    assert (rows["amount"] == 0).any()
+
+
+def test_trades_match_the_frames(rig):
+    r = rig("binance-futures", symbols=SYMBOLS, channels=["trades"])
+    frames = cryptofeed_frames(WS)
+    for ts, f in frames:
+        r.frame(f, ts)
+    trades = r.records("trades")
+    expected = []
+    for ts, f in frames:
+        d = json.loads(f)["data"]
+        if d.get("e") == "aggTrade":
+            expected.append((ts, d["T"] * 10**6, d["s"], str(d["a"]), float(d["p"]), float(d["q"]), SIDE_SELL if d["m"] else SIDE_BUY))
+    got = [
+        (int(t["local_ts"]), int(t["exchange_ts"]), r.spec.symbols[t["symbol"]], t["id"].decode(), float(t["price"]), float(t["amount"]), int(t["side"]))
+        for t in trades
+    ]
+    assert got == expected and len(got) == 91
+
+
+def test_raw_keeps_every_frame_and_the_rest_snapshots(rig):
+    r = rig("binance-futures", symbols=SYMBOLS, channels=["trades", "book_change"])
+    frames = cryptofeed_frames(WS)
+    snapshots = [s for s in cryptofeed_http(HTTP) if "/fapi/v1/depth" in s[0]]
+    replay(r, frames, snapshots)
+    raw = r.raw()
+    ws_rows = [x for x in raw if x[1] != "depthSnapshot"]
+    assert [(ts, p) for ts, _, _, _, p in ws_rows] == frames  # every frame, byte-exact, in order
+    chans = {x[1] for x in ws_rows}
+    assert chans == {"aggTrade", "depth", ""}  # kline/bookTicker (not subscribed) under channel ""
+    snaps = [x for x in raw if x[1] == "depthSnapshot"]
+    assert len(snaps) == 4
+    for (_, ts, body), row in zip(snapshots, snaps, strict=True):
+        msg = json.loads(row[4])
+        assert row[0] == ts and msg["generated"] is True and msg["stream"].endswith("@depthSnapshot")
+        assert json.dumps(msg["data"]) == json.dumps(json.loads(body))
