@@ -1,0 +1,29 @@
+"""Project-wide test fixtures (package-specific ones live in tests/<package>/conftest.py)."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_tcp_port() -> int:
+    """A port that was free a moment ago on 127.0.0.1 (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def free_port() -> int:
+    return free_tcp_port()
+
+
+@pytest.fixture(scope="session")
+def capture_cmd() -> list[str]:
+    """How tests run the ``capture`` CLI as a user would, from this checkout's interpreter."""
+    return [sys.executable, "-m", "engine.cli"]

@@ -1,0 +1,78 @@
+"""Bad configs are one clear line naming the file and the key, before anything starts."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from engine.config import ConfigError, load
+
+GOOD = """
+[exchanges.synthetic]
+symbols = ["AAA", "BBB"]
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "why"),
+    [
+        ("colour = 1\n" + GOOD, "key colour", "unknown key"),
+        (GOOD + "speed = 3\n", "key exchanges.synthetic.speed", "unknown key"),
+        ('[archive]\nflush_interval = "fast"\n' + GOOD, "key archive.flush_interval", "Expected `float`"),
+        ("[archive]\nflush_interval = 5.0\n" + GOOD, "key archive.flush_interval", "<= 1 second"),
+        ('[exchanges.synthetic]\nchannels = ["trades"]\n', "key exchanges.synthetic.symbols", "missing required"),
+        ("[archive]\nroot = 'x'\n", "key exchanges", "missing required"),
+        ('[exchanges.nosuchex]\nsymbols = ["A"]\n', "key exchanges.nosuchex", "unknown exchange 'nosuchex'"),
+        ('[exchanges.synthetic]\nsymbols = ["../etc"]\n', "key exchanges.synthetic.symbols", "invalid symbol"),
+        ('[exchanges.synthetic]\nsymbols = ["A", "A"]\n', "key exchanges.synthetic.symbols", "duplicate"),
+        ('[exchanges.synthetic]\nsymbols = ["A"]\nchannels = ["candles"]\n', "key exchanges.synthetic", "candles"),
+        ('[exchanges.synthetic]\nsymbols = ["A"]\nurl = "synthetic://?rate=fast"\n', "key exchanges.synthetic", "rate"),
+        ('[exchanges.synthetic]\nsymbols = ["A"]\nurl = "synthetic://?speed=1"\n', "key exchanges.synthetic", "speed"),
+        ('[log]\nlevel = "LOUD"\n' + GOOD, "key log.level", "must be one of"),
+        ("[supervisor]\nrestart_delay = -1\n" + GOOD, "key supervisor.restart_delay", "> 0"),
+        ("writers = '2'\n" + GOOD, "key writers", "Expected `int`"),
+        ("exchanges = [\n", "invalid TOML", ""),
+    ],
+)
+def test_config_error_names_file_and_key(tmp_path: Path, text: str, key: str, why: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load(path)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: "), msg
+    assert key in msg and why in msg, msg
+    assert "\n" not in msg
+
+
+def test_good_config_loads_with_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "ok.toml"
+    path.write_text(GOOD)
+    cfg = load(path)
+    assert cfg.exchanges["synthetic"].symbols == ["AAA", "BBB"]
+    assert cfg.metrics.host == "127.0.0.1"
+    assert 0 < cfg.archive.flush_interval <= 1.0
+    assert cfg.supervisor.restart_delay > 0
+
+
+def test_capture_run_bad_config_exits_2_with_one_line(tmp_path: Path, capture_cmd: list[str]) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[exchanges.synthetic]\nsymbols = ["AAA"]\ndepth = "deep"\n')
+    root = tmp_path / "archive"
+    r = subprocess.run([*capture_cmd, "run", str(path)], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert str(path) in lines[0] and "key exchanges.synthetic.depth" in lines[0]
+    assert r.stdout == ""
+    assert not root.exists() and not (tmp_path / "logs").exists()  # nothing started
+
+
+def test_capture_run_missing_file_exits_2(tmp_path: Path, capture_cmd: list[str]) -> None:
+    r = subprocess.run(
+        [*capture_cmd, "run", str(tmp_path / "nope.toml")], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [f"error: {tmp_path / 'nope.toml'}: config file not found"]
