@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -53,18 +55,33 @@ async def run_feed(feed: Feed, should_stop: Callable[[], bool]) -> None:
         feed.out.flush_pending()
 
 
-def _setup_logging(log_cfg: LogConfig | None) -> None:
-    try:  # the engine's JSON-lines logging, when it exists
-        from engine import logs  # type: ignore[attr-defined]
+def _setup_logging(log_cfg: LogConfig | None, exchange: str) -> None:
+    try:  # the engine's JSON-lines logging
+        from engine import logging_setup
 
-        logs.setup(log_cfg)
+        logging_setup.setup(log_cfg, process_name=f"ingest-{exchange}")
         return
-    except Exception:
-        pass
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=getattr(log_cfg, "level", "INFO"), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-        )
+    except Exception as e:  # pragma: no cover - a log file we cannot open must not stop capture
+        logging.basicConfig(level="INFO")
+        log.warning("JSON logging unavailable (%s); using plain logging", e)
+
+
+OPTIONS_ENV = "TICKTAPE_INGEST_OPTIONS"
+
+
+def env_options() -> dict[str, Any]:
+    """Timing overrides for tests and demos (JSON object in $TICKTAPE_INGEST_OPTIONS,
+    e.g. ``{"stall_timeout": 2, "backoff_base": 0.05}``); inherited by spawned children."""
+    text = os.environ.get(OPTIONS_ENV)
+    if not text:
+        return {}
+    try:
+        opts = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"${OPTIONS_ENV} is not JSON: {e}") from None
+    if not isinstance(opts, dict):
+        raise ValueError(f"${OPTIONS_ENV} must be a JSON object")
+    return opts
 
 
 def ingest_main(
@@ -83,9 +100,10 @@ def ingest_main(
     from ipc.outbox import Outbox
     from ipc.stats import FeedStats
 
-    _setup_logging(log_cfg)
+    _setup_logging(log_cfg, spec.exchange)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor stops us through ``stop``
-    opts = dict(options or {})
+    opts = env_options()
+    opts.update(options or {})
     stall = getattr(cfg, "stall_timeout", None)
     if stall is not None and "stall_timeout" not in opts:
         opts["stall_timeout"] = float(stall)

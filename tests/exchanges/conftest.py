@@ -46,7 +46,7 @@ class Rig:
     def raw(self) -> list[tuple[int, str, str, int, bytes]]:
         """(local_ts, channel, symbol, conn_id, payload) of every raw row so far."""
         ring: RawRing = self.rings["raw"]
-        start, chunks = ring.peek()
+        _start, chunks = ring.peek()
         rows = []
         for index, arena, base in chunks:
             for r in index:

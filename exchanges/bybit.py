@@ -1,0 +1,267 @@
+"""bybit (v5 public linear): ``orderbook.{depth}.<sym>`` snapshot/delta and ``publicTrade.<sym>``.
+
+One websocket per ``TOPICS_PER_CONN`` topics; subscribe messages carry at
+most ``TOPICS_PER_MSG`` topics (args stay far below 21,000 characters) and
+are paced by ``Timing.subscribe_interval``. Heartbeat: ``{"op":"ping"}``
+every 20 s. Book: a snapshot resets it; each delta's ``u`` must be the
+previous ``u`` + 1 (``u == 1`` = service restart: the delta overwrites the
+book, written as snapshot rows); a jump is a gap, ``u <=`` previous is a
+duplicate. Resync = unsubscribe + subscribe the topic (Bybit answers with a
+fresh snapshot); if none arrives in ``RESYNC_TIMEOUT`` s the connection is
+dropped and rebuilt.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from multiprocessing.synchronize import Event
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from exchanges import common
+from exchanges.book import DeltaSeq
+from exchanges.connection import Listener, Plan, Timing
+from exchanges.feed import Feed
+from ipc.schemas import BOOK_ASK, BOOK_BID, SIDE_BUY, SIDE_SELL, SIDE_UNKNOWN
+
+if TYPE_CHECKING:
+    from engine.config import ExchangeConfig, LogConfig
+    from ipc.ringset import RingSetSpec
+
+log = logging.getLogger("ticktape.exchanges")
+
+EXCHANGE = "bybit"
+WS_URL = "wss://stream.bybit.com"
+PATH = "/v5/public/linear"
+SUPPORTED = ("trades", "book_change")
+DEPTHS = (1, 50, 200, 1000)
+TOPICS_PER_CONN = 200
+TOPICS_PER_MSG = 10
+RESYNC_TIMEOUT = 10.0
+SYMBOL_RE = re.compile(r"[A-Z0-9]{2,30}(-[0-9]{2}[A-Z]{3}[0-9]{2})?")
+
+BOOK, TRADES = 0, 1
+
+
+class Envelope(msgspec.Struct):
+    topic: str = ""
+    type: str = ""
+    ts: int = 0
+    data: msgspec.Raw = msgspec.Raw(b"")
+    op: str = ""
+    success: bool | None = None
+    ret_msg: str = ""
+
+
+class Book(msgspec.Struct):
+    b: list[tuple[float, float]]
+    a: list[tuple[float, float]]
+    u: int
+    seq: int = 0
+
+
+class Trade(msgspec.Struct):
+    T: int
+    S: str
+    v: float
+    p: float
+    i: str
+
+
+def validate(name: str, cfg: ExchangeConfig) -> None:
+    common.check_symbols(name, cfg.symbols, SYMBOL_RE, "BTCUSDT", " in upper case")
+    common.check_channels(name, cfg.channels, SUPPORTED)
+    if "book_change" in cfg.channels and cfg.depth not in DEPTHS:
+        raise ValueError(f"depth {cfg.depth} is not a {name} orderbook depth (one of {', '.join(map(str, DEPTHS))})")
+    common.check_no_trade_stream(name, cfg)
+    common.check_url(cfg.url, ("ws", "wss"), "url")
+    if cfg.rest_url is not None:
+        raise ValueError(f"rest_url is not used by {name} (books resync by resubscribing)")
+
+
+def data_types(name: str, cfg: ExchangeConfig, raw: bool) -> list[str]:
+    return [*cfg.channels, "raw"] if raw else list(cfg.channels)
+
+
+def raw_channels(name: str, cfg: ExchangeConfig) -> tuple[str, ...]:
+    """Tardis names: the topic without its symbol (``orderbook.50``, ``publicTrade``)."""
+    out: list[str] = []
+    if "trades" in cfg.channels:
+        out.append("publicTrade")
+    if "book_change" in cfg.channels:
+        out.append(f"orderbook.{cfg.depth}")
+    return tuple(out)
+
+
+def ingest_main(
+    spec: RingSetSpec,
+    cfg: ExchangeConfig,
+    stats_name: str,
+    stop: Event,
+    log_cfg: LogConfig,
+    options: dict[str, Any] | None = None,
+) -> None:
+    from exchanges.ingest import ingest_main as run
+
+    run(Bybit, spec, cfg, stats_name, stop, log_cfg, options)
+
+
+class Bybit(Feed):
+    exchange = EXCHANGE
+    timing = Timing(stall_timeout=60.0, ping_interval=20.0, subscribe_interval=0.05)
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.ws_url = common.join_url(self.cfg.url or WS_URL, PATH)
+        self._env = msgspec.json.Decoder(Envelope)
+        self._book = msgspec.json.Decoder(Book, strict=False)
+        self._trades = msgspec.json.Decoder(list[Trade], strict=False)
+        self.routes: dict[str, tuple[int, int, int]] = {}
+        self.topics: list[tuple[str, int, int, int]] = []
+        chans = self.cfg.channels
+        for s in self.cfg.symbols:
+            sym = self.sym_id[s]
+            if "trades" in chans:
+                self.topics.append((f"publicTrade.{s}", TRADES, sym, self.chan_id["publicTrade"]))
+            if "book_change" in chans:
+                ob = f"orderbook.{self.cfg.depth}"
+                self.topics.append((f"{ob}.{s}", BOOK, sym, self.chan_id[ob]))
+        for name, kind, sym, chan in self.topics:
+            self.routes[name] = (kind, sym, chan)
+        self.seq: dict[str, DeltaSeq] = {t[0]: DeltaSeq() for t in self.topics if t[1] == BOOK}
+        self.topic_link: dict[str, int] = {}
+        self._req = 0
+        self._pending_resync: set[int] = set()
+
+    def plans(self) -> list[Plan]:
+        out: list[Plan] = []
+        for i in range(0, len(self.topics), TOPICS_PER_CONN):
+            chunk = self.topics[i : i + TOPICS_PER_CONN]
+            msgs = [self.op("subscribe", [t[0] for t in chunk[j : j + TOPICS_PER_MSG]]) for j in range(0, len(chunk), TOPICS_PER_MSG)]
+            label = f"linear#{i // TOPICS_PER_CONN}"
+            for name, kind, sym, _ in chunk:
+                self.topic_link[name] = len(out)
+                log.info("subscribe %s (%s) on %s", self.feed_id("trades" if kind == TRADES else "book_change", sym), name, label)
+            out.append(Plan(url=self.ws_url, subscribe=msgs, streams=[(c, s) for _, _, s, c in chunk], label=label))
+        return out
+
+    def op(self, op: str, args: list[str]) -> bytes:
+        self._req += 1
+        return msgspec.json.encode({"req_id": str(self._req), "op": op, "args": args})
+
+    def ping(self, lst: Listener) -> None:
+        lst.send(b'{"req_id":"ping","op":"ping"}')
+
+    # -- frames -----------------------------------------------------------------
+    def on_frame(self, lst: Listener, ts: int, payload: memoryview) -> None:
+        try:
+            env = self._env.decode(payload)
+        except msgspec.DecodeError as e:
+            self.malformed(lst.conn_id, ts, payload, f"envelope: {e}")
+            return
+        route = self.routes.get(env.topic)
+        if route is None:
+            self.control(lst, ts, payload, env)
+            return
+        kind, sym, chan = route
+        self.count(sym, ts, len(payload))
+        if self.raw_on:
+            self.out.raw(ts, payload, lst.conn_id, sym, chan)
+        try:
+            if kind == TRADES:
+                self.on_trades(ts, sym, self._trades.decode(env.data))
+            else:
+                self.on_book(lst, ts, sym, chan, env, self._book.decode(env.data))
+        except msgspec.DecodeError as e:
+            self.malformed(lst.conn_id, ts, payload, f"{env.topic}: {e}", sym, chan, keep_raw=False)
+            if kind == BOOK:
+                self.resync(env.topic, ts, "malformed book frame")
+        if self._pending_resync:
+            self._do_pending(ts)
+
+    def on_trades(self, ts: int, sym: int, trades: list[Trade]) -> None:
+        push = self.out.trade
+        for t in trades:
+            side = SIDE_BUY if t.S == "Buy" else SIDE_SELL if t.S == "Sell" else SIDE_UNKNOWN
+            push(ts, t.T * 1_000_000, sym, t.i.encode(), t.p, t.v, side)
+
+    def on_book(self, lst: Listener, ts: int, sym: int, chan: int, env: Envelope, b: Book) -> None:
+        st = self.seq[env.topic]
+        snapshot = env.type == "snapshot"
+        if not snapshot:
+            if not st.synced:
+                self.bump("duplicates", sym)  # delta before its snapshot (e.g. while resyncing): unusable
+                return
+            if b.u == 1:
+                snapshot = True
+                self.out.event(ts, "resync", symbol=sym, channel=chan, conn_id=lst.conn_id, detail="u == 1: service restart, book overwritten")
+            elif b.u <= st.last_u:
+                self.bump("duplicates", sym)
+                self.out.event(ts, "duplicate", symbol=sym, channel=chan, conn_id=lst.conn_id, detail=f"u {b.u} <= previous u {st.last_u}")
+                return
+            elif b.u != st.last_u + 1:
+                self.gap(ts, sym, chan, lst.conn_id, f"u {b.u} != previous u {st.last_u} + 1")
+                self.resync(env.topic, ts, "gap")
+                return
+        elif st.synced_once and not st.synced:
+            self.out.event(ts, "resync", symbol=sym, channel=chan, conn_id=lst.conn_id, detail=f"snapshot at u={b.u}")
+        ets = env.ts * 1_000_000
+        push = self.out.book_change
+        for p, a in b.b:
+            push(ts, ets, sym, snapshot, BOOK_BID, p, a)
+        for p, a in b.a:
+            push(ts, ets, sym, snapshot, BOOK_ASK, p, a)
+        st.last_u = b.u
+        st.synced = st.synced_once = True
+
+    # -- resync -----------------------------------------------------------------
+    def resync(self, topic: str, ts: int, why: str) -> None:
+        st = self.seq[topic]
+        st.reset()
+        _kind, sym, chan = self.routes[topic]
+        self.bump("resyncs", sym)
+        st.resync_deadline = time.monotonic() + RESYNC_TIMEOUT
+        self.out.event(ts, "resync", symbol=sym, channel=chan, detail=f"{why}: resubscribing {topic}")
+        link = self.links[self.topic_link[topic]] if self.links else None
+        if link is not None and link.current is not None:
+            link.current.send(self.op("unsubscribe", [topic]))
+            link.current.send(self.op("subscribe", [topic]))
+
+    def on_book_drop(self, symbol: int) -> None:
+        self._pending_resync.add(symbol)
+
+    def _do_pending(self, ts: int) -> None:
+        for topic, (kind, sym, _) in self.routes.items():
+            if kind == BOOK and sym in self._pending_resync and self.seq[topic].synced:
+                self.resync(topic, ts, "book records dropped (ring full)")
+        self._pending_resync.clear()
+
+    def tick(self, now: float) -> None:
+        if self._pending_resync:
+            self._do_pending(time.time_ns())
+        for topic, st in self.seq.items():
+            if st.resync_deadline and now > st.resync_deadline:
+                st.resync_deadline = 0.0
+                if not st.synced and self.links:
+                    self.links[self.topic_link[topic]].reconnect(f"no snapshot for {topic} after resubscribe")
+
+    def control(self, lst: Listener, ts: int, payload: memoryview, env: Envelope) -> None:
+        self.count(0, ts, len(payload))
+        if self.raw_on:
+            self.out.raw(ts, payload, lst.conn_id, 0, 0)
+        if env.success is False or (env.op == "" and env.topic == "" and env.ret_msg):
+            self.bump("subscribe_errors")
+            detail = f"{env.op or 'error'}: {env.ret_msg}"[:96]
+            self.out.event(ts, "subscribe_error", conn_id=lst.conn_id, detail=detail)
+            log.error("%s conn %d: %s", self.exchange, lst.conn_id, detail)
+        elif env.topic:
+            log.debug("%s: frame of unexpected topic %s", self.exchange, env.topic)
+
+    def on_lost(self, lst: Listener) -> None:
+        for topic, st in self.seq.items():
+            if self.routes[topic][2] and (self.routes[topic][2], self.routes[topic][1]) in lst.plan.streams:
+                st.reset()
+                st.resync_deadline = 0.0

@@ -1,0 +1,216 @@
+"""hyperliquid: ``l2Book`` (always a full 20-level snapshot) and ``trades``.
+
+One subscription per coin and type, sent one message at a time
+(``Timing.subscribe_interval`` keeps well under 2000 messages/min); at most
+``SUBS_PER_CONN`` subscriptions per connection (limit 1000 per IP). Heartbeat
+``{"method":"ping"}`` every 30 s (idle connections close after ~60 s).
+Trades carry no sequence: duplicates (the recent-trades snapshot sent on every
+(re)subscribe) are dropped by ``tid``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from multiprocessing.synchronize import Event
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from exchanges import common
+from exchanges.book import Dedup
+from exchanges.connection import Listener, Plan, Timing
+from exchanges.feed import Feed
+from ipc.schemas import SIDE_BUY, SIDE_SELL, SIDE_UNKNOWN
+
+if TYPE_CHECKING:
+    from engine.config import ExchangeConfig, LogConfig
+    from ipc.ringset import RingSetSpec
+
+log = logging.getLogger("ticktape.exchanges")
+
+EXCHANGE = "hyperliquid"
+WS_URL = "wss://api.hyperliquid.xyz"
+PATH = "/ws"
+SUPPORTED = ("trades", "book_snapshot")
+DEPTHS = (20,)
+SUBS_PER_CONN = 500
+# perps: BTC, kPEPE; spot: @107 or PURR/USDC; builder-deployed perps: xyz:TSLA
+SYMBOL_RE = re.compile(r"[A-Za-z0-9]{1,20}|@[0-9]{1,6}|[A-Z0-9]{1,20}/[A-Z0-9]{1,20}|[a-z0-9]{1,10}:[A-Za-z0-9]{1,20}")
+NAN = float("nan")
+
+BOOK, TRADES = 0, 1
+
+
+class Envelope(msgspec.Struct):
+    channel: str = ""
+    data: msgspec.Raw = msgspec.Raw(b"")
+
+
+class Level(msgspec.Struct):
+    px: float
+    sz: float
+    n: int = 0
+
+
+class L2Book(msgspec.Struct):
+    coin: str
+    time: int
+    levels: tuple[list[Level], list[Level]]
+
+
+class Trade(msgspec.Struct):
+    coin: str
+    side: str
+    px: float
+    sz: float
+    time: int
+    tid: int
+
+
+def validate(name: str, cfg: ExchangeConfig) -> None:
+    for s in cfg.symbols:
+        if s.upper().endswith(("USDT", "-PERP", "PERP")) and "/" not in s:
+            raise ValueError(f"symbol {s!r} is not a {name} coin (Hyperliquid names perps by coin: BTC, ETH, SOL)")
+    common.check_symbols(name, cfg.symbols, SYMBOL_RE, "BTC", " (perps by coin, spot as @N)")
+    common.check_channels(name, cfg.channels, SUPPORTED)
+    if "book_snapshot" in cfg.channels and cfg.depth not in DEPTHS:
+        raise ValueError(f"depth {cfg.depth}: {name} l2Book always sends 20 levels a side (set depth = 20)")
+    common.check_no_trade_stream(name, cfg)
+    common.check_url(cfg.url, ("ws", "wss"), "url")
+    if cfg.rest_url is not None:
+        raise ValueError(f"rest_url is not used by {name} (l2Book frames are full snapshots)")
+
+
+def data_types(name: str, cfg: ExchangeConfig, raw: bool) -> list[str]:
+    out = [c if c != "book_snapshot" else f"book_snapshot_{cfg.depth}" for c in cfg.channels]
+    return [*out, "raw"] if raw else out
+
+
+def raw_channels(name: str, cfg: ExchangeConfig) -> tuple[str, ...]:
+    out: list[str] = []
+    if "trades" in cfg.channels:
+        out.append("trades")
+    if "book_snapshot" in cfg.channels:
+        out.append("l2Book")
+    return tuple(out)
+
+
+def ingest_main(
+    spec: RingSetSpec,
+    cfg: ExchangeConfig,
+    stats_name: str,
+    stop: Event,
+    log_cfg: LogConfig,
+    options: dict[str, Any] | None = None,
+) -> None:
+    from exchanges.ingest import ingest_main as run
+
+    run(Hyperliquid, spec, cfg, stats_name, stop, log_cfg, options)
+
+
+class Hyperliquid(Feed):
+    exchange = EXCHANGE
+    timing = Timing(stall_timeout=60.0, ping_interval=30.0, subscribe_interval=0.05)
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.ws_url = common.join_url(self.cfg.url or WS_URL, PATH)
+        self._env = msgspec.json.Decoder(Envelope)
+        self._book = msgspec.json.Decoder(L2Book, strict=False)
+        self._trades = msgspec.json.Decoder(list[Trade], strict=False)
+        self.ch_trades = self.chan_id.get("trades", 0)
+        self.ch_book = self.chan_id.get("l2Book", 0)
+        self.levels = self.out.snapshot_levels
+        self.dedup = [Dedup[int](50_000) for _ in self.spec.symbols]
+        self.subs: list[tuple[dict[str, str], int, int, int]] = []
+        for s in self.cfg.symbols:
+            sym = self.sym_id[s]
+            if "trades" in self.cfg.channels:
+                self.subs.append(({"type": "trades", "coin": s}, TRADES, sym, self.ch_trades))
+            if "book_snapshot" in self.cfg.channels:
+                self.subs.append(({"type": "l2Book", "coin": s}, BOOK, sym, self.ch_book))
+
+    def plans(self) -> list[Plan]:
+        out: list[Plan] = []
+        for i in range(0, len(self.subs), SUBS_PER_CONN):
+            chunk = self.subs[i : i + SUBS_PER_CONN]
+            label = f"ws#{i // SUBS_PER_CONN}"
+            msgs = [msgspec.json.encode({"method": "subscribe", "subscription": sub}) for sub, *_ in chunk]
+            for sub, kind, sym, _ in chunk:
+                dt = "trades" if kind == TRADES else f"book_snapshot_{self.cfg.depth}"
+                log.info("subscribe %s (%s) on %s", self.feed_id(dt, sym), sub, label)
+            out.append(Plan(url=self.ws_url, subscribe=msgs, streams=[(c, s) for _, _, s, c in chunk], label=label))
+        return out
+
+    def ping(self, lst: Listener) -> None:
+        lst.send(b'{"method":"ping"}')
+
+    def on_frame(self, lst: Listener, ts: int, payload: memoryview) -> None:
+        try:
+            env = self._env.decode(payload)
+        except msgspec.DecodeError as e:
+            self.malformed(lst.conn_id, ts, payload, f"envelope: {e}")
+            return
+        ch = env.channel
+        if ch == "l2Book":
+            try:
+                b = self._book.decode(env.data)
+            except msgspec.DecodeError as e:
+                self.malformed(lst.conn_id, ts, payload, f"l2Book: {e}", 0, self.ch_book)
+                return
+            sym = self.sym_id.get(b.coin, 0)
+            self.count(sym, ts, len(payload))
+            if self.raw_on:
+                self.out.raw(ts, payload, lst.conn_id, sym, self.ch_book)
+            if sym:
+                self.on_book(ts, sym, b)
+        elif ch == "trades":
+            try:
+                trades = self._trades.decode(env.data)
+            except msgspec.DecodeError as e:
+                self.malformed(lst.conn_id, ts, payload, f"trades: {e}", 0, self.ch_trades)
+                return
+            sym = self.sym_id.get(trades[0].coin, 0) if trades else 0
+            self.count(sym, ts, len(payload))
+            if self.raw_on:
+                self.out.raw(ts, payload, lst.conn_id, sym, self.ch_trades)
+            if sym:
+                self.on_trades(lst, ts, sym, trades)
+        else:
+            self.control(lst, ts, payload, env)
+
+    def on_book(self, ts: int, sym: int, b: L2Book) -> None:
+        n = self.levels
+        bids, asks = b.levels
+        bp = [x.px for x in bids[:n]]
+        ap = [x.px for x in asks[:n]]
+        pb = [NAN] * (n - len(bp))
+        pa = [NAN] * (n - len(ap))
+        values = (*bp, *pb, *[x.sz for x in bids[:n]], *pb, *ap, *pa, *[x.sz for x in asks[:n]], *pa)
+        self.out.book_snapshot(ts, b.time * 1_000_000, sym, values)
+
+    def on_trades(self, lst: Listener, ts: int, sym: int, trades: list[Trade]) -> None:
+        seen = self.dedup[sym]
+        push = self.out.trade
+        dups = 0
+        for t in trades:
+            if not seen.add(t.tid):
+                dups += 1
+                continue
+            side = SIDE_BUY if t.side == "B" else SIDE_SELL if t.side == "A" else SIDE_UNKNOWN
+            push(ts, t.time * 1_000_000, sym, str(t.tid).encode(), t.px, t.sz, side)
+        if dups:
+            self.bump("duplicates", sym, dups)
+            self.out.event(ts, "duplicate", symbol=sym, channel=self.ch_trades, conn_id=lst.conn_id,
+                           detail=f"{dups} of {len(trades)} trades already seen (tid)")
+
+    def control(self, lst: Listener, ts: int, payload: memoryview, env: Envelope) -> None:
+        self.count(0, ts, len(payload))
+        if self.raw_on:
+            self.out.raw(ts, payload, lst.conn_id, 0, 0)
+        if env.channel == "error":
+            self.bump("subscribe_errors")
+            detail = bytes(env.data)[:90].decode(errors="replace")
+            self.out.event(ts, "subscribe_error", conn_id=lst.conn_id, detail=detail)
+            log.error("%s conn %d: error %s", self.exchange, lst.conn_id, detail)
