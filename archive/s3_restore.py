@@ -1,0 +1,344 @@
+"""``capture s3 restore``: fetch the files of a range from the bucket into the local archive.
+
+Paths are computed from (exchange, type, symbol, hour), so no listing is
+needed. Each object is streamed to a temp name (leading '.') in its target
+directory while hashed, checked against its size and the sha256 kept as
+metadata (or the md5 ETag of objects uploaded by other tools), then fsynced
+and renamed into place: a reader never sees half a file, and a mismatch leaves
+nothing behind. A local file that differs from the bucket's copy is kept and
+reported, never overwritten silently.
+
+Every local path is built with ``layout.safe_join`` from a validated
+``FileKey``, so an object key with '..' or an absolute path cannot write
+outside the archive root (``restore_all`` parses listed keys the same way).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from archive.checksum import digest_file
+from archive.layout import FileKey, LayoutError, safe_join
+from archive.s3_client import (
+    S3Error,
+    S3Options,
+    check_bucket,
+    close_fs,
+    describe,
+    error_code,
+    is_fatal,
+    make_fs,
+    object_key,
+    parse_url,
+)
+from archive.s3_sync import SHA_META, Progress, list_remote
+
+log = logging.getLogger("ticktape.s3")
+
+CHUNK = 1 << 20
+
+
+@dataclass
+class RestoreReport:
+    url: str
+    requested: int = 0
+    downloaded: list[str] = field(default_factory=list)
+    downloaded_bytes: int = 0
+    #: already present locally with the same bytes
+    skipped: int = 0
+    #: relpaths not in the bucket (a gap in capture, or never synced)
+    missing: list[str] = field(default_factory=list)
+    #: present locally with other bytes than the bucket's: kept, not overwritten
+    conflicts: list[str] = field(default_factory=list)
+    #: (relpath, reason): checksum/size mismatch, errors
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    #: listed keys that are not archive paths (restore_all only), e.g. '..' or absolute
+    rejected: list[str] = field(default_factory=list)
+    pending: int = 0
+    error: str | None = None
+    elapsed: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """Missing hours are not a failure; a refused object, a conflict or a stopped run is."""
+        return self.error is None and not self.failed and not self.pending and not self.conflicts
+
+    def summary(self) -> str:
+        text = (
+            f"restored {len(self.downloaded)} of {self.requested} files "
+            f"({self.downloaded_bytes / 1e6:,.1f} MB) from {self.url}, {self.skipped} already present"
+        )
+        if self.missing:
+            text += f", {len(self.missing)} not in the bucket"
+        if self.conflicts:
+            text += f", {len(self.conflicts)} differ locally (kept; use --overwrite to replace)"
+        if self.failed:
+            text += f", {len(self.failed)} failed"
+        if self.rejected:
+            text += f", {len(self.rejected)} keys rejected as unsafe/not archive paths"
+        if self.pending:
+            text += f", {self.pending} not attempted"
+        if self.error:
+            text += f" — {self.error}"
+        return text
+
+
+class ChecksumMismatch(S3Error):
+    pass
+
+
+def _tmp_name(dest: str) -> str:
+    d, name = os.path.split(dest)
+    return os.path.join(d, f".{name}.{secrets.token_hex(4)}.part")
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _clean_stale_parts(dest: str) -> None:
+    d, name = os.path.split(dest)
+    try:
+        for n in os.listdir(d):
+            if n.startswith(f".{name}.") and n.endswith(".part"):
+                os.unlink(os.path.join(d, n))
+    except FileNotFoundError:
+        pass
+
+
+def _expected(resp: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(sha256 from metadata, md5 from a single-part ETag) of a GET/HEAD response."""
+    sha = (resp.get("Metadata") or {}).get(SHA_META)
+    etag = str(resp.get("ETag", "")).strip('"').lower()
+    md5 = etag if len(etag) == 32 and all(c in "0123456789abcdef" for c in etag) else None
+    return sha, md5
+
+
+async def _download(client: Any, bucket: str, key: str, dest: str, rel: str) -> int:
+    """GET -> temp file -> verify -> fsync -> rename. Returns bytes written."""
+    resp = await client.get_object(Bucket=bucket, Key=key)
+    want_sha, want_md5 = _expected(resp)
+    want_size = int(resp.get("ContentLength", -1))
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    _clean_stale_parts(dest)
+    tmp = _tmp_name(dest)
+    sha, md5 = hashlib.sha256(), hashlib.md5()
+    size = 0
+    ok = False
+    try:
+        with open(tmp, "wb") as f:
+            body = resp["Body"]
+            try:
+                while chunk := await body.read(CHUNK):
+                    f.write(chunk)
+                    sha.update(chunk)
+                    md5.update(chunk)
+                    size += len(chunk)
+            finally:
+                body.close()
+            f.flush()
+            os.fsync(f.fileno())
+        if want_size >= 0 and size != want_size:
+            raise ChecksumMismatch(
+                f"{rel}: size mismatch (got {size} bytes, object says {want_size}); refused"
+            )
+        if want_sha is not None and sha.hexdigest() != want_sha:
+            raise ChecksumMismatch(
+                f"{rel}: checksum mismatch (sha256 {sha.hexdigest()[:16]}…, metadata says {want_sha[:16]}…); "
+                "the object in the bucket is corrupt; refused, nothing written"
+            )
+        if want_sha is None and want_md5 is not None and md5.hexdigest() != want_md5:
+            raise ChecksumMismatch(f"{rel}: checksum mismatch (md5 != ETag); refused, nothing written")
+        if want_sha is None and want_md5 is None:
+            log.warning("restore %s: object has no checksum to verify against (size only)", rel)
+        os.replace(tmp, dest)
+        _fsync_dir(os.path.dirname(dest))
+        ok = True
+        return size
+    finally:
+        if not ok:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+
+
+async def restore_keys_async(
+    url: str,
+    root: str,
+    keys: list[FileKey],
+    opts: S3Options | None = None,
+    *,
+    concurrency: int = 8,
+    overwrite: bool = False,
+    progress: bool = False,
+    _listed: bool = False,
+) -> RestoreReport:
+    opts = opts or S3Options()
+    bucket, prefix = parse_url(url)
+    where = opts.where(url)
+    report = RestoreReport(url=url, requested=len(keys))
+    t0 = time.perf_counter()
+    os.makedirs(root, exist_ok=True)
+    fs = make_fs(opts, asynchronous=True)
+    try:
+        try:
+            client = await fs.set_session()
+        except Exception as e:
+            raise S3Error(describe(e, where)) from None
+        await check_bucket(client, bucket, prefix, where)
+        sem = asyncio.Semaphore(max(1, concurrency))
+        stop = asyncio.Event()
+        bar = Progress(progress, len(keys), 0, "restore")
+
+        async def one(k: FileKey) -> None:
+            rel = k.relpath()
+            dest = safe_join(os.path.abspath(root), rel)
+            key = object_key(prefix, rel)
+            async with sem:
+                if stop.is_set():
+                    report.pending += 1
+                    return
+                try:
+                    if os.path.exists(dest):
+                        try:
+                            head = await client.head_object(Bucket=bucket, Key=key)
+                        except Exception as e:
+                            if error_code(e) in ("404", "NoSuchKey", "NotFound"):
+                                report.skipped += 1  # only local: nothing to fetch
+                                log.info("exists %s (local only)", rel)
+                                return
+                            raise
+                        want_sha, want_md5 = _expected(head)
+                        d = await asyncio.to_thread(digest_file, dest)
+                        same = d.size == int(head.get("ContentLength", -1)) and (
+                            (want_sha is not None and d.sha256 == want_sha)
+                            or (want_sha is None and want_md5 is not None and d.md5 == want_md5)
+                        )
+                        if same:
+                            report.skipped += 1
+                            log.info("exists %s", rel)
+                            bar.advance(0)
+                            return
+                        if not overwrite:
+                            report.conflicts.append(rel)
+                            log.warning("differs %s: local copy differs from the bucket's; kept", rel)
+                            return
+                    n = await _download(client, bucket, key, dest, rel)
+                except ChecksumMismatch as e:
+                    report.failed.append((rel, str(e)))
+                    log.error("%s", e)
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:
+                    if error_code(e) in ("404", "NoSuchKey", "NotFound"):
+                        report.missing.append(rel)
+                        log.info("missing %s (not in the bucket)", rel)
+                        return
+                    msg = describe(e, rel)
+                    report.failed.append((rel, msg))
+                    log.error("download failed %s", msg)
+                    if is_fatal(e) and not stop.is_set():
+                        stop.set()
+                        report.error = describe(e, where)
+                    return
+                report.downloaded.append(rel)
+                report.downloaded_bytes += n
+                log.info("download %s (%d bytes)", rel, n)
+                bar.advance(n)
+
+        try:
+            await asyncio.gather(*(one(k) for k in keys))
+        finally:
+            bar.close()
+        report.missing.sort()
+        report.downloaded.sort()
+        return report
+    finally:
+        report.elapsed = time.perf_counter() - t0
+        await close_fs(fs)
+
+
+async def listed_keys(url: str, opts: S3Options | None = None) -> tuple[list[FileKey], list[str]]:
+    """Every archive file under the prefix, and the keys refused (traversal, absolute, not archive paths)."""
+    opts = opts or S3Options()
+    bucket, prefix = parse_url(url)
+    where = opts.where(url)
+    fs = make_fs(opts, asynchronous=True)
+    try:
+        try:
+            client = await fs.set_session()
+        except Exception as e:
+            raise S3Error(describe(e, where)) from None
+        await check_bucket(client, bucket, prefix, where)
+        try:
+            remote = await list_remote(client, bucket, prefix)
+        except Exception as e:
+            raise S3Error(describe(e, where)) from None
+    finally:
+        await close_fs(fs)
+    keys: list[FileKey] = []
+    rejected: list[str] = []
+    for rel in sorted(remote):
+        try:
+            k = FileKey.from_relpath(rel)
+            safe_join("/x", rel)
+        except LayoutError:
+            rejected.append(rel)
+            continue
+        keys.append(k)
+    return keys, rejected
+
+
+def restore_keys(
+    url: str,
+    root: str,
+    keys: list[FileKey],
+    opts: S3Options | None = None,
+    *,
+    concurrency: int = 8,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> RestoreReport:
+    report = asyncio.run(
+        restore_keys_async(
+            url, root, keys, opts, concurrency=concurrency, overwrite=overwrite, progress=progress
+        )
+    )
+    log.info("%s", report.summary())
+    return report
+
+
+def restore_all(
+    url: str,
+    root: str,
+    opts: S3Options | None = None,
+    *,
+    concurrency: int = 8,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> RestoreReport:
+    """Restore every archive file under the prefix; keys that are not safe archive paths are refused."""
+    keys, rejected = asyncio.run(listed_keys(url, opts))
+    for rel in rejected:
+        log.warning("rejected key %r: not an archive path inside the root", rel)
+    report = asyncio.run(
+        restore_keys_async(
+            url, root, keys, opts, concurrency=concurrency, overwrite=overwrite, progress=progress
+        )
+    )
+    report.rejected = rejected
+    log.info("%s", report.summary())
+    return report
