@@ -4,11 +4,11 @@ Layout: a 512-byte header of uint64 counters, each on its own cache line, then
 ``capacity`` records of ``dtype.itemsize`` bytes. Sequence numbers are absolute
 and monotonic (record ``seq`` lives in slot ``seq % capacity``):
 
-* ``write_seq``  – producer-owned; records ``< write_seq`` are published.
-* ``read_seq``   – consumer-owned; records ``< read_seq`` are durable and may
+* ``write_seq``  - producer-owned; records ``< write_seq`` are published.
+* ``read_seq``   - consumer-owned; records ``< read_seq`` are durable and may
   be overwritten. A restarted consumer resumes here: nothing lost, nothing
   duplicated, as long as the consumer commits only after its batch is durable.
-* ``dropped``    – producer-owned count of records refused because the ring was
+* ``dropped``    - producer-owned count of records refused because the ring was
   full (the producer never blocks; see ``ipc.outbox`` for the policy).
 
 No locks: each counter has exactly one writer. Aligned 8-byte stores are
@@ -34,10 +34,17 @@ HEADER_BYTES = 512
 _W = {"magic": 0, "write": 8, "read": 16, "dropped": 24, "gen": 32, "cap": 40, "item": 48, "bytes_w": 56}
 
 
+#: segments created by this process: attaching to them here must keep the
+#: creator's resource-tracker registration (tests and benchmarks do both)
+_CREATED: set[str] = set()
+
+
 def attach_shm(name: str) -> shared_memory.SharedMemory:
     """Attach to an existing segment without letting this process's resource
     tracker unlink it at exit (Python < 3.13 registers attachments too)."""
     shm = shared_memory.SharedMemory(name=name, create=False)
+    if shm._name in _CREATED:  # type: ignore[attr-defined]
+        return shm
     try:
         resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
     except Exception:  # pragma: no cover - tracker implementation detail
@@ -52,7 +59,9 @@ def create_shm(name: str, size: int) -> shared_memory.SharedMemory:
         old.unlink()
     except FileNotFoundError:
         pass
-    return shared_memory.SharedMemory(name=name, create=True, size=size)
+    shm = shared_memory.SharedMemory(name=name, create=True, size=size)
+    _CREATED.add(shm._name)  # type: ignore[attr-defined]
+    return shm
 
 
 def new_ring_name(label: str) -> str:

@@ -1,0 +1,49 @@
+"""Split a ring batch by (symbol, UTC hour of local_ts) with numpy, no per-record loop.
+
+Returns the order that makes each group contiguous (None when the batch is a
+single group, the common case for one busy symbol) and the groups as slices
+of the reordered batch.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from archive.layout import HOUR_NS
+
+
+class Group(NamedTuple):
+    symbol: int
+    hour_ns: int  # start of the UTC hour
+    start: int
+    stop: int
+
+
+def split_groups(symbol: np.ndarray, local_ts: np.ndarray) -> tuple[np.ndarray | None, list[Group]]:
+    n = len(symbol)
+    if n == 0:
+        return None, []
+    hour = np.floor_divide(local_ts, HOUR_NS)
+    sym = symbol.astype(np.int64)
+    h0 = int(hour.min())
+    h1 = int(hour.max())
+    s0 = int(sym.min())
+    s1 = int(sym.max())
+    if h0 == h1 and s0 == s1:
+        return None, [Group(s0, h0 * HOUR_NS, 0, n)]
+    nsym = s1 - s0 + 1
+    code = (hour - h0) * nsym + (sym - s0)
+    if int(code.max()) < 65536:  # numpy's stable sort is a radix sort for 16-bit keys: O(n)
+        code = code.astype(np.uint16)
+    order = np.argsort(code, kind="stable")
+    sorted_code = code[order]
+    starts = np.concatenate(([0], np.flatnonzero(sorted_code[1:] != sorted_code[:-1]) + 1))
+    stops = np.append(starts[1:], n)
+    uniq = sorted_code[starts].astype(np.int64)
+    groups = [
+        Group(int(s0 + c % nsym), int((h0 + c // nsym) * HOUR_NS), int(a), int(b))
+        for c, a, b in zip(uniq.tolist(), starts.tolist(), stops.tolist(), strict=True)
+    ]
+    return order, groups

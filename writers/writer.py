@@ -1,0 +1,355 @@
+"""The writer: drains a set of rings into journals, makes them durable, and turns
+finished hours into Parquet files.
+
+One cycle (``drain_once``): peek every ring, convert each batch to Arrow
+(vectorized), split it by (symbol, UTC hour), append the pieces to their
+journals, fsync the touched journals, save the writer state (ring sequences
+and journal lengths), and only then commit the ring cursors. Whatever the
+moment of a ``kill -9``, a restart with the same ring generation cuts the
+journals back to the recorded lengths and commits each ring up to the recorded
+sequence: nothing lost, nothing written twice. With a new ring generation (the
+whole capture died, the rings are new) the journals are recovered as they are
+(torn tail cut) and finalized before anything new is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterator, Sequence
+
+import pyarrow as pa
+
+from archive.layout import (
+    HOUR_NS,
+    JOURNAL_DIR,
+    JOURNAL_SUFFIX,
+    PARQUET_SUFFIX,
+    FileKey,
+    check_exchange,
+    check_symbol,
+    hour_of_ns,
+    safe_join,
+)
+from engine.config import ArchiveConfig
+from ipc import ringset
+from ipc.raw_ring import RawRing
+from ipc.ring import RecordRing
+from ipc.ringset import RingSetSpec
+from ipc.schemas import NO_SYMBOL_NAME, fixed_batch_to_arrow, raw_batch_to_arrow
+from writers import state as wstate
+from writers.finalize import finalize_batches, merged_journal_ids
+from writers.journal import Journal, cut_tail, read_journal
+from writers.split import Group, split_groups
+from writers.state import JournalState, RingState, WriterState
+
+log = logging.getLogger("ticktape.writer")
+
+
+class _Source:
+    """One ring this writer drains."""
+
+    def __init__(self, spec: RingSetSpec, data_type: str, ring: RecordRing | RawRing) -> None:
+        self.spec = spec
+        self.data_type = data_type
+        self.ring = ring
+        self.key = f"{spec.exchange}/{data_type}"
+        self.index = ring.index if isinstance(ring, RawRing) else ring
+
+    @property
+    def generation(self) -> int:
+        return self.index.generation
+
+    @property
+    def read_seq(self) -> int:
+        return self.index.read_seq
+
+
+def journal_key(rel: str) -> FileKey:
+    """``.journal/<relpath without .parquet>.arrows`` -> FileKey."""
+    prefix = JOURNAL_DIR + "/"
+    if not rel.startswith(prefix) or not rel.endswith(JOURNAL_SUFFIX):
+        raise ValueError(f"not a journal path: {rel!r}")
+    return FileKey.from_relpath(rel[len(prefix) : -len(JOURNAL_SUFFIX)] + PARQUET_SUFFIX)
+
+
+def scan_journals(root: str, exchange: str | None = None, data_type: str | None = None) -> Iterator[str]:
+    """Relative paths of the journals on disk (optionally of one exchange / data type)."""
+    base = os.path.join(root, JOURNAL_DIR)
+    if exchange is not None:
+        base = os.path.join(base, f"exchange={exchange}")
+        if data_type is not None:
+            base = os.path.join(base, f"type={data_type}")
+    for dirpath, _dirs, files in os.walk(base):
+        for f in sorted(files):
+            if f.endswith(JOURNAL_SUFFIX) and not f.startswith("."):
+                yield os.path.relpath(os.path.join(dirpath, f), root).replace(os.sep, "/")
+
+
+def recover_journal(root: str, rel: str, archive: ArchiveConfig, host: str, tag: str = "w") -> int:
+    """Finalize a journal left by a dead capture as it is: complete batches kept,
+    a torn tail cut. Removes the journal. Returns the records it contributed."""
+    key = journal_key(rel)
+    path = safe_join(root, rel)
+    contents = read_journal(path)
+    if contents.torn:
+        log.warning(
+            "journal %s: torn tail of %d bytes cut (%d complete records kept)",
+            path,
+            contents.file_length - contents.good_length,
+            contents.records,
+        )
+        cut_tail(path, contents.good_length)
+    added = 0
+    if contents.records:
+        res = finalize_batches(root, key, contents.batches, contents.journal_id, archive, host, tag)
+        if res is None:
+            log.info("journal %s was already in %s", path, key.relpath())
+        else:
+            added = res.added
+    os.unlink(path)
+    return added
+
+
+class Writer:
+    """Library form of the writer process (also used in-process by tests and benchmarks)."""
+
+    def __init__(
+        self,
+        specs: Sequence[RingSetSpec],
+        archive: ArchiveConfig,
+        writer_id: int = 0,
+        host: str = "",
+        max_batch: int = 1 << 20,
+    ) -> None:
+        self.archive = archive
+        self.root = os.path.abspath(archive.root)
+        self.writer_id = writer_id
+        self.host = host or socket.gethostname()
+        self.max_batch = max_batch
+        self._tag = f"w{writer_id}"
+        self.journals: dict[str, Journal] = {}
+        self.records_written = 0
+        self.files_written = 0
+        self.bad_symbols = 0
+        self._ringsets: list[dict[str, RecordRing | RawRing]] = []
+        self.sources: list[_Source] = []
+        for spec in specs:
+            check_exchange(spec.exchange)
+            for s in spec.symbols:
+                check_symbol(s)
+        seen: set[str] = set()
+        try:
+            for spec in specs:
+                rings = ringset.attach(spec)
+                self._ringsets.append(rings)
+                for dt, ring in rings.items():
+                    src = _Source(spec, dt, ring)
+                    if src.key in seen:
+                        raise ValueError(f"ring {src.key} given twice to writer {writer_id}")
+                    seen.add(src.key)
+                    self.sources.append(src)
+            os.makedirs(self.root, exist_ok=True)
+            self.state = self._start()
+        except BaseException:
+            for rings in self._ringsets:
+                ringset.close(rings)
+            raise
+
+    # -- start-up recovery --------------------------------------------------------
+    def _start(self) -> WriterState:
+        old = wstate.load(self.root, self.writer_id)
+        st = WriterState()
+        unlink_after: list[str] = []
+        for src in self.sources:
+            rs = old.rings.get(src.key)
+            if rs is not None and rs.generation == src.generation:
+                self._resume(src, rs, old, st, unlink_after)
+            else:
+                self._recover_ring(src)
+                st.rings[src.key] = RingState(src.generation, src.read_seq)
+        wstate.save(self.root, self.writer_id, st)
+        for path in unlink_after:
+            os.unlink(path)
+        return st
+
+    def _resume(
+        self, src: _Source, rs: RingState, old: WriterState, st: WriterState, unlink_after: list[str]
+    ) -> None:
+        if src.read_seq > rs.seq:
+            raise RuntimeError(
+                f"ring {src.key}: committed cursor {src.read_seq} is past the writer state's {rs.seq}; "
+                f"state {wstate.state_path(self.root, self.writer_id)} does not belong to this ring"
+            )
+        known = {rel: js for rel, js in old.journals.items() if js.ring == src.key}
+        for rel in scan_journals(self.root, src.spec.exchange, src.data_type):
+            if rel not in known:  # never recorded: its records are still in the ring
+                log.info("removing uncommitted journal %s (records will be read again from the ring)", rel)
+                os.unlink(safe_join(self.root, rel))
+        for rel, js in known.items():
+            key = journal_key(rel)
+            path = safe_join(self.root, rel)
+            target = safe_join(self.root, key.relpath())
+            if os.path.exists(target) and js.journal_id in merged_journal_ids(target):
+                if os.path.exists(path):
+                    unlink_after.append(path)
+                continue
+            if not os.path.exists(path):
+                raise RuntimeError(f"journal {path} is in the writer state but missing: the archive was altered")
+            self.journals[rel] = Journal.reopen(self.root, key, js.length, js.journal_id, js.records)
+            st.journals[rel] = JournalState(js.ring, js.journal_id, js.length, js.records)
+        if src.read_seq < rs.seq:  # state saved but the commit was lost: those records are journaled
+            src.ring.commit(rs.seq)
+        st.rings[src.key] = RingState(rs.generation, rs.seq)
+        log.info("ring %s resumed at seq %d (%d open journals)", src.key, rs.seq, len(known))
+
+    def _recover_ring(self, src: _Source) -> None:
+        n = 0
+        for rel in list(scan_journals(self.root, src.spec.exchange, src.data_type)):
+            n += recover_journal(self.root, rel, self.archive, self.host, self._tag)
+        if n:
+            log.warning("ring %s is new: recovered %d records from journals of the previous run", src.key, n)
+
+    # -- draining -------------------------------------------------------------------
+    def max_fill(self) -> float:
+        return max((s.ring.fill() for s in self.sources), default=0.0)
+
+    def drain_once(self) -> int:
+        """One durable cycle over every ring; returns the records made durable."""
+        touched: set[str] = set()
+        ends: list[tuple[_Source, int]] = []
+        total = 0
+        for src in self.sources:
+            if src.index.available() == 0:
+                continue
+            n = self._drain_raw(src, touched) if isinstance(src.ring, RawRing) else self._drain_fixed(src, touched)
+            if n:
+                ends.append((src, src.read_seq + n))
+                total += n
+        if not ends:
+            return 0
+        for rel in touched:
+            j = self.journals[rel]
+            j.sync()
+            self.state.journals[rel] = JournalState(
+                f"{j.key.exchange}/{j.key.data_type}", j.journal_id, j.length, j.records
+            )
+        for src, end in ends:
+            self.state.rings[src.key].seq = end
+        wstate.save(self.root, self.writer_id, self.state)
+        for src, end in ends:
+            src.ring.commit(end)
+        self.records_written += total
+        return total
+
+    def _drain_fixed(self, src: _Source, touched: set[str]) -> int:
+        ring = src.ring
+        assert isinstance(ring, RecordRing)
+        _start, views = ring.peek(self.max_batch)
+        n = 0
+        for view in views:
+            order, groups = split_groups(view["symbol"], view["local_ts"])
+            batch = view if order is None else view[order]
+            rb = fixed_batch_to_arrow(src.data_type, batch, src.spec.channels)
+            self._append_groups(src, rb, groups, touched)
+            n += len(view)
+        return n
+
+    def _drain_raw(self, src: _Source, touched: set[str]) -> int:
+        ring = src.ring
+        assert isinstance(ring, RawRing)
+        _start, chunks = ring.peek(self.max_batch)
+        n = 0
+        for index, arena, base in chunks:
+            order, groups = split_groups(index["symbol"], index["local_ts"])
+            idx = index if order is None else index[order]
+            rb = raw_batch_to_arrow(idx, arena, base, src.spec.channels)
+            self._append_groups(src, rb, groups, touched)
+            n += len(index)
+        return n
+
+    def _append_groups(self, src: _Source, rb: pa.RecordBatch, groups: list[Group], touched: set[str]) -> None:
+        symbols = src.spec.symbols
+        for g in groups:
+            if 0 <= g.symbol < len(symbols):
+                sym = symbols[g.symbol]
+            else:  # a producer bug: keep the rows, under "_", and say so
+                sym = NO_SYMBOL_NAME
+                self.bad_symbols += g.stop - g.start
+                log.error(
+                    "ring %s: %d records with unknown symbol id %d kept under symbol %s",
+                    src.key,
+                    g.stop - g.start,
+                    g.symbol,
+                    NO_SYMBOL_NAME,
+                )
+            key = FileKey(src.spec.exchange, src.data_type, sym, hour_of_ns(g.hour_ns))
+            rel = key.journal_relpath()
+            j = self.journals.get(rel)
+            if j is None:
+                j = self.journals[rel] = Journal.create(self.root, key)
+            j.append(rb.slice(g.start, g.stop - g.start))
+            touched.add(rel)
+
+    # -- finalizing -------------------------------------------------------------------
+    def finalize_due(self, now: float | None = None) -> int:
+        """Finalize the journals whose hour ended more than ``finalize_grace`` ago."""
+        t = time.time() if now is None else now
+        limit = int((t - self.archive.finalize_grace) * 1e9)
+        due = [rel for rel, j in self.journals.items() if j.key.hour_ns + HOUR_NS <= limit]
+        return self._finalize(due) if due else 0
+
+    def _finalize(self, rels: list[str]) -> int:
+        done: list[Journal] = []
+        for rel in rels:
+            j = self.journals[rel]
+            try:
+                j.sync()
+                contents = read_journal(j.path, limit=j.length)
+                if contents.good_length != j.length:
+                    raise RuntimeError(
+                        f"journal {j.path}: only {contents.good_length} of {j.length} durable bytes readable"
+                    )
+                finalize_batches(
+                    self.root, j.key, contents.batches, j.journal_id, self.archive, self.host, self._tag
+                )
+                del contents
+            except Exception:  # keep the journal (nothing lost), retry next time
+                log.exception("could not finalize %s; journal kept", j.path)
+                continue
+            done.append(j)
+        if not done:
+            return 0
+        for j in done:
+            rel = j.key.journal_relpath()
+            del self.journals[rel]
+            self.state.journals.pop(rel, None)
+        wstate.save(self.root, self.writer_id, self.state)
+        for j in done:
+            j.close()
+            os.unlink(j.path)
+        self.files_written += len(done)
+        return len(done)
+
+    def close(self, finalize_all: bool = True) -> None:
+        """Finalize every open journal (graceful stop) or leave them for the next start."""
+        try:
+            if finalize_all and self.journals:
+                self._finalize(list(self.journals))
+        finally:
+            for j in self.journals.values():
+                j.close()
+            for rings in self._ringsets:
+                ringset.close(rings)
+            self._ringsets = []
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close(finalize_all=exc[0] is None)
+
+
+__all__ = ["Writer", "journal_key", "recover_journal", "scan_journals"]
