@@ -58,7 +58,8 @@ def keys_for_range(
     ``data_types`` and ``symbols`` take a list or comma-separated text.
     """
     s, e = time_range(start, end)
-    hours = list(hours_between(s, e))
+    # an empty range overlaps no hour (layout.hours_between yields start's hour even then)
+    hours = list(hours_between(s, e)) if s < e else []
     types = [resolve_data_type(t, depth) for t in _as_list(data_types)]
     syms = _as_list(symbols)
     if not types:
