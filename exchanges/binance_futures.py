@@ -78,6 +78,23 @@ class Depth(msgspec.Struct):
     a: list[tuple[float, float]]
 
 
+class AggFrame(msgspec.Struct):
+    """Envelope and body in one pass: the fast path of a connection whose frames are mostly aggTrade."""
+
+    stream: str
+    data: AggTrade
+
+
+class TradeFrame(msgspec.Struct):
+    stream: str
+    data: Trade
+
+
+class DepthFrame(msgspec.Struct):
+    stream: str
+    data: Depth
+
+
 class Snapshot(msgspec.Struct):
     lastUpdateId: int
     bids: list[tuple[float, float]]
@@ -164,6 +181,13 @@ class BinanceFutures(Feed):
         self._depth = msgspec.json.Decoder(Depth, strict=False)
         self._snap = msgspec.json.Decoder(Snapshot, strict=False)
         self._ctl = msgspec.json.Decoder(Control)
+        # one-pass decoders keyed by a connection's main message type (Plan.tag)
+        self._fast: dict[int, msgspec.json.Decoder[Any]] = {
+            AGG: msgspec.json.Decoder(AggFrame, strict=False),
+            TRADE: msgspec.json.Decoder(TradeFrame, strict=False),
+            DIFF: msgspec.json.Decoder(DepthFrame, strict=False),
+            PARTIAL: msgspec.json.Decoder(DepthFrame, strict=False),
+        }
         n = len(self.spec.symbols)
         self.last_trade = [-1] * n
         self.last_partial = [-1] * n
@@ -210,7 +234,9 @@ class BinanceFutures(Feed):
                 if any(k == DIFF for _, k, _, _ in chunk):
                     streams += [(self.ch_snap, sym) for _, k, sym, _ in chunk if k == DIFF]
                 label = f"{path.strip('/').split('/')[0]}#{i // STREAMS_PER_CONN}"
-                out.append(Plan(url=url, streams=streams, label=label))
+                kinds = [k for _, k, _, _ in chunk]
+                tag = max(set(kinds), key=kinds.count)
+                out.append(Plan(url=url, streams=streams, label=label, tag=tag))
                 for name, kind, sym, _ in chunk:
                     dt = {AGG: "trades", TRADE: "trades", DIFF: "book_change"}.get(kind, f"book_snapshot_{self.depth}")
                     log.info("subscribe %s (%s) on %s", self.feed_id(dt, sym), name, label)
@@ -218,6 +244,38 @@ class BinanceFutures(Feed):
 
     # -- frames (hot path) --------------------------------------------------------
     def on_frame(self, lst: Listener, ts: int, payload: memoryview) -> None:
+        """Fast path: one typed pass over envelope + body for the connection's main
+        message type; anything else (other types, control frames, malformed) takes
+        the envelope-first path."""
+        try:
+            msg = self._fast[lst.plan.tag].decode(payload)
+        except (msgspec.DecodeError, KeyError):
+            self.on_frame_slow(lst, ts, payload)
+            return
+        route = self.routes.get(msg.stream)
+        if route is None:
+            self.on_frame_slow(lst, ts, payload)
+            return
+        kind, sym, chan = route
+        data = msg.data
+        if kind == AGG and type(data) is AggTrade:
+            keep = self.on_trade(ts, sym, data.a, data)
+        elif kind == PARTIAL and type(data) is Depth:
+            keep = self.on_partial(ts, sym, data)
+        elif kind == DIFF and type(data) is Depth:
+            keep = self.on_diff(lst, ts, sym, data)
+        elif kind == TRADE and type(data) is Trade:
+            keep = self.on_trade(ts, sym, data.t, data)
+        else:
+            self.on_frame_slow(lst, ts, payload)
+            return
+        self.count(sym, ts, len(payload))
+        if self.raw_on and (keep or lst.link.spare is None):
+            self.out.raw(ts, payload, lst.conn_id, sym, chan)
+        if self._pending_resync:
+            self._do_pending(ts)
+
+    def on_frame_slow(self, lst: Listener, ts: int, payload: memoryview) -> None:
         try:
             env = self._env.decode(payload)
         except msgspec.DecodeError as e:
@@ -231,16 +289,18 @@ class BinanceFutures(Feed):
         self.count(sym, ts, len(payload))
         try:
             if kind == AGG:
-                keep = self.on_trade(ts, sym, self._agg.decode(env.data))
+                t = self._agg.decode(env.data)
+                keep = self.on_trade(ts, sym, t.a, t)
             elif kind == DIFF:
                 keep = self.on_diff(lst, ts, sym, self._depth.decode(env.data))
             elif kind == PARTIAL:
                 keep = self.on_partial(ts, sym, self._depth.decode(env.data))
             else:
-                keep = self.on_trade(ts, sym, self._trade.decode(env.data))
+                tr = self._trade.decode(env.data)
+                keep = self.on_trade(ts, sym, tr.t, tr)
         except msgspec.DecodeError as e:
             self.malformed(lst.conn_id, ts, payload, f"{env.stream}: {e}", sym, chan)
-            if kind == DIFF:
+            if kind == DIFF and self.sync[sym].state == SyncState.SYNCED:
                 self.resync(sym, ts, "malformed diff")
             return
         if self.raw_on and (keep or lst.link.spare is None):
@@ -248,8 +308,7 @@ class BinanceFutures(Feed):
         if self._pending_resync:
             self._do_pending(ts)
 
-    def on_trade(self, ts: int, sym: int, t: AggTrade | Trade) -> bool:
-        tid = t.a if isinstance(t, AggTrade) else t.t
+    def on_trade(self, ts: int, sym: int, tid: int, t: AggTrade | Trade) -> bool:
         if tid <= self.last_trade[sym]:
             self.bump("duplicates", sym)
             return False

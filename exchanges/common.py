@@ -67,6 +67,10 @@ def snapshot_values(
     bids: Sequence[tuple[float, float]], asks: Sequence[tuple[float, float]], n: int
 ) -> tuple[float, ...]:
     """(price, amount) levels -> bid prices, bid amounts, ask prices, ask amounts, N each, NaN padded."""
+    if len(bids) == n and len(asks) == n:  # the usual full partial-depth frame: zip + concat in C
+        bp, ba = zip(*bids, strict=False)
+        ap, aa = zip(*asks, strict=False)
+        return bp + ba + ap + aa
     bp, ba = zip(*bids[:n], strict=True) if bids else ((), ())
     ap, aa = zip(*asks[:n], strict=True) if asks else ((), ())
     if len(bp) == n and len(ap) == n:

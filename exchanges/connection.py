@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
@@ -37,6 +37,8 @@ class Plan:
     subscribe: list[bytes] = field(default_factory=list)
     streams: list[tuple[int, int]] = field(default_factory=list)
     label: str = ""
+    #: connector's own hint (e.g. the message type most frames of this connection carry)
+    tag: Any = None
 
 
 @dataclass

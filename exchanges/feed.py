@@ -47,11 +47,17 @@ class Feed:
         self.out = outbox
         self.raw_on = outbox.raw_enabled
         self.stats = stats
-        n = len(spec.symbols) * NF
+        nsym = len(spec.symbols)
+        n = nsym * NF
         if stats is not None:
             self.c: memoryview | array.array[int] = stats.shm.buf[: n * 8].cast("q")  # type: ignore[index]
         else:
             self.c = array.array("q", bytes(n * 8))
+        # hot counters live in Python lists, published to shared memory by ``flush_stats``
+        # (watchdog, 10/s); they start from the block's values so a restarted process continues them
+        self.n_msgs = [int(self.c[i * NF + _MESSAGES]) for i in range(nsym)]
+        self.n_bytes = [int(self.c[i * NF + _BYTES]) for i in range(nsym)]
+        self.last_ns = [int(self.c[i * NF + _LAST]) for i in range(nsym)]
         opts = dict(options or {})
         base = self.timing
         self.timing = Timing(**{k: opts.pop(k, getattr(base, k)) for k in Timing.__dataclass_fields__})
@@ -99,16 +105,25 @@ class Feed:
             self.malformed(lst.conn_id, ts, payload, f"{type(e).__name__}: {e}", keep_raw=True)
 
     def count(self, symbol: int, ts: int, nbytes: int) -> None:
+        self.n_msgs[symbol] += 1
+        self.n_bytes[symbol] += nbytes
+        self.last_ns[symbol] = ts
+
+    def flush_stats(self) -> None:
         c = self.c
-        i = symbol * NF
-        c[i + _MESSAGES] += 1
-        c[i + _BYTES] += nbytes
-        c[i + _LAST] = ts
+        for i, (m, b, t) in enumerate(zip(self.n_msgs, self.n_bytes, self.last_ns, strict=True)):
+            j = i * NF
+            c[j + _MESSAGES] = m
+            c[j + _BYTES] = b
+            c[j + _LAST] = t
+        if any(self.last_ns):
+            c[_LAST] = max(self.last_ns)
 
     def bump(self, field: str, symbol: int = 0, n: int = 1) -> None:
         self.c[symbol * NF + F[field]] += n
 
     def stat(self, field: str, symbol: int = 0) -> int:
+        self.flush_stats()
         return int(self.c[symbol * NF + F[field]])
 
     def malformed(

@@ -40,6 +40,7 @@ async def run_feed(feed: Feed, should_stop: Callable[[], bool]) -> None:
             for link in feed.links:
                 link.check(now, feed.ping)
             feed.tick(now)
+            feed.flush_stats()
             feed.out.flush_pending()
             for t in tasks:  # a link task must never end on its own; surface bugs
                 if t.done() and not t.cancelled() and t.exception() is not None:
@@ -52,6 +53,7 @@ async def run_feed(feed: Feed, should_stop: Callable[[], bool]) -> None:
         for t in tasks:
             t.cancel()
         await feed.stop()
+        feed.flush_stats()
         feed.out.flush_pending()
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from engine.config import ExchangeConfig
 from exchanges import registry
-from exchanges.connection import Link, Listener, Plan
+from exchanges.connection import Link, Listener
 from exchanges.feed import Feed
 from ipc import ringset
 from ipc.outbox import Outbox
@@ -92,7 +92,8 @@ def rig() -> Iterator[Any]:
         feed_cls = next(v for v in vars(mod).values() if isinstance(v, type) and issubclass(v, Feed) and v is not Feed)
         # one process holds both ends here; the objects are the same rings
         feed = feed_cls(spec, cfg, Outbox(spec, rings), None, {"manual_snapshots": True, **(options or {})})
-        link = Link(feed, Plan(url="ws://127.0.0.1:1/test", streams=[], label="test"), feed.timing)
+        # the feed's first planned connection: its fast path and the fallback path both run
+        link = Link(feed, feed.plans()[0], feed.timing)
         return Rig(feed, spec, rings, Listener(link, 1))
 
     yield make

@@ -1,0 +1,213 @@
+"""Ingest CPU cost per frame, decode to ring (no socket): the exact path the picows listener calls.
+
+Pre-built frames go through ``Feed.frame(listener, ts, memoryview)`` into real
+shared-memory rings (raw capture on, as by default); next to each figure is
+the msgspec decode alone (envelope + typed decoder) of the same frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from engine.config import ExchangeConfig
+from exchanges import registry
+from exchanges.binance_futures import AggTrade, BinanceFutures, Depth
+from exchanges.binance_futures import Envelope as BEnv
+from exchanges.book import SyncState
+from exchanges.bybit import Book, Bybit
+from exchanges.bybit import Envelope as YEnv
+from exchanges.connection import Link, Listener
+from exchanges.feed import Feed
+from exchanges.hyperliquid import Envelope as HEnv
+from exchanges.hyperliquid import Hyperliquid, L2Book
+from ipc import ringset
+from ipc.outbox import Outbox
+
+T0 = 1_700_000_000_000
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--frames", type=int, default=20_000, help="frames per run and kind")
+    parser.add_argument("--runs", type=int, default=5, help="runs per figure (median reported)")
+    parser.add_argument("--no-raw", action="store_true", help="raw capture off")
+
+
+def _levels(n: int, base: float, step: float, i: int) -> list[list[str]]:
+    return [[f"{base + step * k:.1f}", f"{0.001 * ((i + k) % 997 + 1):.3f}"] for k in range(n)]
+
+
+def frames_binance_agg(n: int) -> list[bytes]:
+    return [
+        json.dumps(
+            {"stream": "btcusdt@aggTrade", "data": {"e": "aggTrade", "E": T0 + i, "a": 10_000_000 + i, "s": "BTCUSDT",
+             "p": f"{60000 + (i % 500) * 0.1:.1f}", "q": f"{0.001 * (i % 900 + 1):.3f}", "f": 5 * i, "l": 5 * i + 2,
+             "T": T0 + i, "m": bool(i & 1)}},
+            separators=(",", ":"),
+        ).encode()
+        for i in range(n)
+    ]
+
+
+def frames_binance_depth(n: int, levels: int, stream: str, start_u: int) -> list[bytes]:
+    out = []
+    for i in range(n):
+        u = start_u + 1 + i * 3
+        data = {"e": "depthUpdate", "E": T0 + i, "T": T0 + i, "s": "BTCUSDT", "U": u - 2, "u": u, "pu": u - 3,
+                "b": _levels(levels, 60000.0, -0.1, i), "a": _levels(levels, 60000.1, 0.1, i)}
+        out.append(json.dumps({"stream": stream, "data": data}, separators=(",", ":")).encode())
+    return out
+
+
+def frames_bybit_delta(n: int, levels: int) -> list[bytes]:
+    return [
+        json.dumps(
+            {"topic": "orderbook.50.BTCUSDT", "type": "delta", "ts": T0 + i,
+             "data": {"s": "BTCUSDT", "b": _levels(levels, 60000.0, -0.1, i), "a": _levels(levels, 60000.1, 0.1, i),
+                      "u": 2 + i, "seq": 10 * i}, "cts": T0 + i},
+            separators=(",", ":"),
+        ).encode()
+        for i in range(n)
+    ]
+
+
+def frames_hl_book(n: int) -> list[bytes]:
+    def lv(base: float, step: float, i: int) -> list[dict[str, Any]]:
+        return [{"px": f"{base + step * k:.1f}", "sz": f"{0.01 * ((i + k) % 97 + 1):.2f}", "n": k % 5 + 1} for k in range(20)]
+
+    return [
+        json.dumps({"channel": "l2Book", "data": {"coin": "BTC", "time": T0 + i, "levels": [lv(60000, -1, i), lv(60001, 1, i)]}},
+                   separators=(",", ":")).encode()
+        for i in range(n)
+    ]
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(12, (n - 1).bit_length())
+
+
+class _Rig:
+    """Rings sized to one run, so after the warm-up run every page is mapped (steady state,
+    as in a long capture where the rings have wrapped)."""
+
+    def __init__(self, cls: type[Feed], exchange: str, raw: bool, n_frames: int, rows: int = 1, frame_bytes: int = 2048,
+                 **cfg: Any) -> None:
+        self.cfg = ExchangeConfig(**cfg)
+        self.spec = ringset.make_spec(
+            exchange, self.cfg.symbols, registry.raw_channels(exchange, self.cfg),
+            registry.data_types(exchange, self.cfg, raw), record_capacity=_pow2(n_frames * rows + 16),
+            raw_index_capacity=_pow2(n_frames + 16), raw_arena_bytes=_pow2(n_frames * frame_bytes),
+        )
+        self.rings = ringset.create(self.spec)
+        self.feed = cls(self.spec, self.cfg, Outbox(self.spec, self.rings), None, {"manual_snapshots": True})
+        # the connection the feed itself plans for these streams (its fast-path decoder included)
+        self.listener = Listener(Link(self.feed, self.feed.plans()[0], self.feed.timing), 1)
+
+    def drain(self) -> None:
+        for ring in self.rings.values():
+            if hasattr(ring, "index"):
+                ring.commit(ring.index.write_seq)  # type: ignore[union-attr]
+            else:
+                ring.commit(ring.write_seq)  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        ringset.close(self.rings)
+
+
+def _time(fn: Callable[[], None], n: int, runs: int, reset: Callable[[], None]) -> float:
+    out = []
+    reset()
+    fn()  # warm-up: maps every ring page once
+    for _ in range(runs):
+        reset()
+        t = time.perf_counter_ns()
+        fn()
+        out.append((time.perf_counter_ns() - t) / n / 1000)
+    return statistics.median(out)
+
+
+def _ingest(rig: _Rig, frames: list[bytes]) -> Callable[[], None]:
+    views = [memoryview(f) for f in frames]
+    lst = rig.listener
+    frame = rig.feed.frame
+
+    def go() -> None:
+        ts = time.time_ns
+        for v in views:
+            frame(lst, ts(), v)
+
+    return go
+
+
+def _decode(env_t: type, data_t: Any, frames: list[bytes]) -> Callable[[], None]:
+    env: msgspec.json.Decoder[Any] = msgspec.json.Decoder(env_t)
+    dec = msgspec.json.Decoder(data_t, strict=False)
+
+    def go() -> None:
+        for f in frames:
+            dec.decode(env.decode(f).data)
+
+    return go
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    n, runs, raw = args.frames, args.runs, not args.no_raw
+    fig: dict[str, Any] = {"frames_per_run": n, "runs": runs, "raw_capture": raw}
+    cases: list[tuple[str, Callable[[], _Rig], Callable[[_Rig], list[bytes]], type, Any, int]] = [
+        ("binance_aggTrade", lambda: _Rig(BinanceFutures, "binance-futures", raw, n, symbols=["BTCUSDT"], channels=["trades"]),
+         lambda r: frames_binance_agg(n), BEnv, AggTrade, 1),
+        ("binance_depth20", lambda: _Rig(BinanceFutures, "binance-futures", raw, n, symbols=["BTCUSDT"], channels=["book_snapshot"], depth=20),
+         lambda r: frames_binance_depth(n, 20, "btcusdt@depth20@100ms", 0), BEnv, Depth, 1),
+        ("binance_depth_diff_10x2", lambda: _Rig(BinanceFutures, "binance-futures", raw, n, rows=20, symbols=["BTCUSDT"], channels=["book_change"]),
+         lambda r: frames_binance_depth(n, 10, "btcusdt@depth@100ms", 1000), BEnv, Depth, 20),
+        ("bybit_ob50_delta_5x2", lambda: _Rig(Bybit, "bybit", raw, n, rows=10, symbols=["BTCUSDT"], channels=["book_change"], depth=50),
+         lambda r: frames_bybit_delta(n, 5), YEnv, Book, 10),
+        ("hyperliquid_l2Book", lambda: _Rig(Hyperliquid, "hyperliquid", raw, n, symbols=["BTC"], channels=["book_snapshot"], depth=20),
+         lambda r: frames_hl_book(n), HEnv, L2Book, 1),
+    ]
+    for name, make, build, env_t, data_t, _rows in cases:
+        rig = make()
+        try:
+            frames = build(rig)
+            resets: Callable[[], None] = rig.drain
+            if name == "binance_depth_diff_10x2":
+                feed = rig.feed
+                assert isinstance(feed, BinanceFutures)
+                sym = rig.spec.symbol_id("BTCUSDT")
+
+                def resets(feed: BinanceFutures = feed, rig: _Rig = rig, sym: int = sym) -> None:
+                    st = feed.sync[sym]
+                    st.reset()
+                    st.state = SyncState.SYNCED
+                    st.last_u = 1000 - 2  # frame 0 has pu = 998: the chain continues
+                    rig.drain()
+
+            elif name == "bybit_ob50_delta_5x2":
+                snap = b'{"topic":"orderbook.50.BTCUSDT","type":"snapshot","ts":1,"data":{"s":"BTCUSDT","b":[["59999.0","1"]],"a":[["60001.0","1"]],"u":1,"seq":1}}'
+
+                def resets(rig: _Rig = rig, snap: bytes = snap) -> None:
+                    rig.feed.frame(rig.listener, 1, memoryview(snap))
+                    rig.drain()
+            elif name.startswith("binance"):
+                feed = rig.feed
+                assert isinstance(feed, BinanceFutures)
+
+                def resets(feed: BinanceFutures = feed, rig: _Rig = rig) -> None:
+                    feed.last_trade = [-1] * len(feed.last_trade)
+                    feed.last_partial = [-1] * len(feed.last_partial)
+                    rig.drain()
+
+            fig[f"{name}_us"] = round(_time(_ingest(rig, frames), n, runs, resets), 3)
+            fig[f"{name}_decode_only_us"] = round(_time(_decode(env_t, data_t, frames), n, runs, lambda: None), 3)
+            fig[f"{name}_bytes"] = sum(map(len, frames)) // len(frames)
+            st = rig.feed
+            fig[f"{name}_malformed"] = st.stat("malformed") + st.stat("gaps", 1)
+        finally:
+            rig.close()
+    return fig
