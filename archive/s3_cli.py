@@ -76,6 +76,8 @@ def _setup_logging(verbose: bool) -> None:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     else:
         setup(None, "s3", stdout=True)
+    for noisy in ("botocore", "aiobotocore", "s3fs", "fsspec"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)  # "Found credentials in ..." per client
     if verbose:
         logging.getLogger("ticktape.s3").setLevel(logging.DEBUG)
 

@@ -18,6 +18,7 @@ import asyncio
 import base64
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -143,6 +144,7 @@ class Progress:
 
     def __init__(self, enabled: bool, files: int, total_bytes: int, label: str):
         self.bar: Any = None
+        self._swapped: list[tuple[logging.StreamHandler[Any], Any]] = []
         self._done = 0
         self._nfiles = files
         if not enabled:
@@ -168,11 +170,19 @@ class Progress:
             TransferSpeedColumn(),
             TimeRemainingColumn(),
             console=console,
-            redirect_stdout=False,
+            redirect_stdout=True,
             redirect_stderr=False,
         )
         self._task = self.bar.add_task(label, total=total_bytes, done=0, nfiles=files)
+        orig = sys.stdout
         self.bar.start()
+        # log handlers opened on stdout before the bar: route their lines above the bar, not through it
+        self._swapped = []
+        if sys.stdout is not orig:
+            for h in logging.getLogger().handlers:
+                if isinstance(h, logging.StreamHandler) and h.stream is orig:
+                    h.setStream(sys.stdout)
+                    self._swapped.append((h, orig))
 
     def advance(self, nbytes: int) -> None:
         self._done += 1
@@ -182,6 +192,9 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.stop()
+            for h, stream in self._swapped:
+                h.setStream(stream)
+            self.bar = None
 
 
 async def _upload(fs: Any, client: Any, bucket: str, key: str, f: LocalFile, cache: HashCache) -> Digest:

@@ -8,6 +8,7 @@ state then, so tests create their bucket through the ``bucket`` fixture).
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -23,6 +24,18 @@ CREDS = {
     "AWS_REGION": "us-east-1",
 }
 _counter = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logging() -> Iterator[None]:
+    """`capture` run in-process installs JSON handlers on pytest's captured stdout: take them off after."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for h in list(root.handlers):
+        if h not in handlers:
+            root.removeHandler(h)
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")
