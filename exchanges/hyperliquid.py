@@ -1,5 +1,8 @@
 """hyperliquid: ``l2Book`` (always a full 20-level snapshot) and ``trades``.
 
+``book_snapshot_20`` takes each l2Book as is; ``book_change`` (as Tardis does)
+writes each l2Book as one group of ``is_snapshot`` rows (a full replacement).
+
 One subscription per coin and type, sent one message at a time
 (``Timing.subscribe_interval`` keeps well under 2000 messages/min); at most
 ``SUBS_PER_CONN`` subscriptions per connection (limit 1000 per IP). Heartbeat
@@ -21,7 +24,7 @@ from exchanges import common
 from exchanges.book import Dedup
 from exchanges.connection import Listener, Plan, Timing
 from exchanges.feed import Feed
-from ipc.schemas import SIDE_BUY, SIDE_SELL, SIDE_UNKNOWN
+from ipc.schemas import BOOK_ASK, BOOK_BID, SIDE_BUY, SIDE_SELL, SIDE_UNKNOWN
 
 if TYPE_CHECKING:
     from engine.config import ExchangeConfig, LogConfig
@@ -32,7 +35,7 @@ log = logging.getLogger("ticktape.exchanges")
 EXCHANGE = "hyperliquid"
 WS_URL = "wss://api.hyperliquid.xyz"
 PATH = "/ws"
-SUPPORTED = ("trades", "book_snapshot")
+SUPPORTED = ("trades", "book_change", "book_snapshot")
 DEPTHS = (20,)
 SUBS_PER_CONN = 500
 # perps: BTC, kPEPE; spot: @107 or PURR/USDC; builder-deployed perps: xyz:TSLA
@@ -74,7 +77,7 @@ def validate(name: str, cfg: ExchangeConfig) -> None:
             raise ValueError(f"symbol {s!r} is not a {name} coin (Hyperliquid names perps by coin: BTC, ETH, SOL)")
     common.check_symbols(name, cfg.symbols, SYMBOL_RE, "BTC", " (perps by coin, spot as @N)")
     common.check_channels(name, cfg.channels, SUPPORTED)
-    if "book_snapshot" in cfg.channels and cfg.depth not in DEPTHS:
+    if ("book_snapshot" in cfg.channels or "book_change" in cfg.channels) and cfg.depth not in DEPTHS:
         raise ValueError(f"depth {cfg.depth}: {name} l2Book always sends 20 levels a side (set depth = 20)")
     common.check_no_trade_stream(name, cfg)
     common.check_url(cfg.url, ("ws", "wss"), "url")
@@ -91,7 +94,7 @@ def raw_channels(name: str, cfg: ExchangeConfig) -> tuple[str, ...]:
     out: list[str] = []
     if "trades" in cfg.channels:
         out.append("trades")
-    if "book_snapshot" in cfg.channels:
+    if "book_snapshot" in cfg.channels or "book_change" in cfg.channels:
         out.append("l2Book")
     return tuple(out)
 
@@ -122,13 +125,15 @@ class Hyperliquid(Feed):
         self.ch_trades = self.chan_id.get("trades", 0)
         self.ch_book = self.chan_id.get("l2Book", 0)
         self.levels = self.out.snapshot_levels
+        self.want_snapshot = "book_snapshot" in self.cfg.channels
+        self.want_changes = "book_change" in self.cfg.channels
         self.dedup = [Dedup[int](50_000) for _ in self.spec.symbols]
         self.subs: list[tuple[dict[str, str], int, int, int]] = []
         for s in self.cfg.symbols:
             sym = self.sym_id[s]
             if "trades" in self.cfg.channels:
                 self.subs.append(({"type": "trades", "coin": s}, TRADES, sym, self.ch_trades))
-            if "book_snapshot" in self.cfg.channels:
+            if "book_snapshot" in self.cfg.channels or "book_change" in self.cfg.channels:
                 self.subs.append(({"type": "l2Book", "coin": s}, BOOK, sym, self.ch_book))
 
     def plans(self) -> list[Plan]:
@@ -181,8 +186,17 @@ class Hyperliquid(Feed):
             self.control(lst, ts, payload, env)
 
     def on_book(self, ts: int, sym: int, b: L2Book) -> None:
-        n = self.levels
         bids, asks = b.levels
+        if self.want_changes:  # every l2Book replaces the book: one group of is_snapshot rows
+            ets = b.time * 1_000_000
+            push = self.out.book_change
+            for x in bids:
+                push(ts, ets, sym, True, BOOK_BID, x.px, x.sz)
+            for x in asks:
+                push(ts, ets, sym, True, BOOK_ASK, x.px, x.sz)
+        if not self.want_snapshot:
+            return
+        n = self.levels
         bp = [x.px for x in bids[:n]]
         ap = [x.px for x in asks[:n]]
         pb = [NAN] * (n - len(bp))

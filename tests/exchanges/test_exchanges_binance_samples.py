@@ -131,3 +131,65 @@ def test_raw_keeps_every_frame_and_the_rest_snapshots(rig):
         msg = json.loads(row[4])
         assert row[0] == ts and msg["generated"] is True and msg["stream"].endswith("@depthSnapshot")
         assert json.dumps(msg["data"]) == json.dumps(json.loads(body))
+
+
+def test_gap_then_resync_from_a_new_snapshot_gives_the_right_book(rig):
+    """Drop one diff after sync: gap event, resync event, book rows stop until a new
+    snapshot bridges the buffer; the rebuilt book then equals the reference again."""
+    r = rig("binance-futures", symbols=["SUSHIUSDT"], channels=["book_change"])
+    frames = [(ts, f) for ts, f in cryptofeed_frames(WS) if b"sushiusdt@depth" in f]
+    snap = next(s for s in cryptofeed_http(HTTP) if "SUSHIUSDT" in s[0])
+    L = json.loads(snap[2])["lastUpdateId"]
+    diffs = [json.loads(f)["data"] for _, f in frames]
+    first = next(i for i, d in enumerate(diffs) if d["u"] >= L)
+    drop = first + 5
+    k = drop + 4  # the new snapshot is taken at event k's u and arrives after event k + 1
+    sid = r.spec.symbol_id("SUSHIUSDT")
+
+    # reference book after event k, built independently from the full stream
+    book = {"b": {}, "a": {}}
+    s0 = json.loads(snap[2])
+    book["b"] = {float(p): float(q) for p, q in s0["bids"]}
+    book["a"] = {float(p): float(q) for p, q in s0["asks"]}
+    for d in diffs[first : k + 1]:
+        for side in ("b", "a"):
+            for p, q in d[side]:
+                (book[side].pop(float(p), None) if float(q) == 0 else book[side].__setitem__(float(p), float(q)))
+    body = json.dumps({"lastUpdateId": diffs[k]["u"], "E": 1, "T": 1,
+                       "bids": [[str(p), str(q)] for p, q in book["b"].items()],
+                       "asks": [[str(p), str(q)] for p, q in book["a"].items()]}).encode()
+
+    delivered = False
+    for i, (ts, f) in enumerate(frames):
+        if i == first:
+            r.feed.on_snapshot(sid, ts - 1, snap[2])
+        if i == drop:
+            continue
+        r.frame(f, ts)
+        if i == k + 1 and not delivered:
+            assert r.feed.sync[sid].state == 0 and r.feed.sync[sid].fetching  # resyncing, snapshot requested
+            r.feed.on_snapshot(sid, ts + 1, body)
+            delivered = True
+    kinds = [k_ for k_, _, _ in r.events()]
+    assert kinds == ["gap", "resync", "resync"]  # detected, resync started, synced again
+    assert r.feed.stat("gaps", sid) == 1 and r.feed.stat("resyncs", sid) == 1
+    assert r.feed.sync[sid].state == 1
+    rows = r.records("book_change")
+    assert rebuild(rows, sid) == reference_books(frames, [snap])["SUSHIUSDT"]
+    # two snapshot groups: the initial one and the resync
+    starts = np.flatnonzero(np.diff(np.r_[0, rows["is_snapshot"]]) == 1)
+    assert len(starts) == 2
+
+
+def test_malformed_diff_is_kept_raw_and_resyncs(rig):
+    r = rig("binance-futures", symbols=["SUSHIUSDT"], channels=["book_change"])
+    frames = [(ts, f) for ts, f in cryptofeed_frames(WS) if b"sushiusdt@depth" in f]
+    snap = next(s for s in cryptofeed_http(HTTP) if "SUSHIUSDT" in s[0])
+    replay(r, frames[:10], [snap])
+    sid = r.spec.symbol_id("SUSHIUSDT")
+    assert r.feed.sync[sid].state == 1
+    bad = b'{"stream":"sushiusdt@depth@100ms","data":{"e":"depthUpdate","E":1,"U":"x"}}'
+    r.frame(bad, frames[10][0])
+    assert r.feed.stat("malformed", sid) == 1 and r.feed.sync[sid].state == 0
+    assert [k for k, _, _ in r.events()] == ["malformed", "resync"]
+    assert r.raw()[-1][4] == bad

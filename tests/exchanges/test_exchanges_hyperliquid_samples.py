@@ -62,3 +62,14 @@ def test_malformed_frames_are_counted_and_kept(rig):
     assert r.feed.stat("malformed") == 3
     assert [k for k, _, _ in r.events()] == ["malformed"] * 3
     assert [x[4] for x in r.raw()] == bad
+
+
+def test_book_change_is_one_snapshot_group_per_l2book(rig):
+    r = rig("hyperliquid", symbols=["BANANA"], channels=["book_change"], depth=20)
+    line = next(x for x in TARDIS.read_bytes().splitlines() if b'"BANANA"' in x)
+    r.frame(line, 7)
+    r.frame(line, 8)
+    rows = r.records("book_change")
+    assert len(rows) == 8 and rows["is_snapshot"].all()
+    assert [float(x) for x in rows["price"][:4]] == [59.8, 59.778, 59.811, 59.832]
+    assert [int(x) for x in rows["local_ts"]] == [7] * 4 + [8] * 4

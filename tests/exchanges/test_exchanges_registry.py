@@ -1,0 +1,98 @@
+"""The config contract: clear errors before anything connects; data types and raw channels."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.config import ExchangeConfig
+from exchanges import registry
+
+
+def cfg(**kw):
+    return ExchangeConfig(**kw)
+
+
+@pytest.mark.parametrize(
+    ("name", "kw", "match"),
+    [
+        ("kraken", {"symbols": ["XBTUSD"]}, r"unknown exchange 'kraken' \(known: binance-futures, bybit, hyperliquid"),
+        ("binance-futures", {"symbols": ["btcusdt"]}, r"symbol 'btcusdt' is not a binance-futures symbol.*BTCUSDT"),
+        ("binance-futures", {"symbols": ["BTC-USDT"]}, r"not a binance-futures symbol"),
+        ("bybit", {"symbols": ["BTC/USDT"]}, r"not a bybit symbol"),
+        ("hyperliquid", {"symbols": ["BTCUSDT"]}, r"not a hyperliquid coin.*BTC, ETH"),
+        ("binance-futures", {"symbols": ["BTCUSDT"], "channels": ["ticker"]}, r"unknown channel 'ticker'.*trades, book_change, book_snapshot"),
+        ("bybit", {"symbols": ["BTCUSDT"], "channels": ["book_snapshot"]}, r"'book_snapshot' is not supported by bybit \(supported: trades, book_change\)"),
+        ("hyperliquid", {"symbols": ["BTC"], "channels": ["ticker"]}, r"unknown channel 'ticker'"),
+        ("binance-futures", {"symbols": ["BTCUSDT"], "channels": ["book_snapshot"], "depth": 50}, r"depth 50 .*5, 10, 20"),
+        ("bybit", {"symbols": ["BTCUSDT"], "channels": ["book_change"], "depth": 20}, r"depth 20 .*1, 50, 200, 1000"),
+        ("hyperliquid", {"symbols": ["BTC"], "channels": ["book_snapshot"], "depth": 10}, r"depth 10.*20 levels"),
+        ("binance-futures", {"symbols": ["BTCUSDT"], "trade_stream": "bookTicker"}, r"trade_stream 'bookTicker'.*aggTrade, trade"),
+        ("bybit", {"symbols": ["BTCUSDT"], "channels": ["trades"], "trade_stream": "trade"}, r"trade_stream is a binance-futures option"),
+        ("binance-futures", {"symbols": ["BTCUSDT"], "url": "http://127.0.0.1:9000"}, r"url .*scheme must be ws or wss"),
+        ("binance-futures", {"symbols": ["BTCUSDT"], "rest_url": "ftp://x"}, r"rest_url .*http or https"),
+        ("hyperliquid", {"symbols": ["BTC"], "url": "ws://127.0.0.1:1?x=1"}, r"without query"),
+        ("binance-futures", {"symbols": ["BTCUSDT"], "channels": ["trades", "trades"]}, r"duplicate channels"),
+    ],
+)
+def test_bad_config_is_a_clear_error(name, kw, match):
+    with pytest.raises(ValueError, match=match):
+        registry.validate(name, cfg(**kw))
+
+
+def test_seed_config_validates_through_the_engine_loader():
+    from engine.config import load
+
+    conf = load("configs/seed.toml")
+    assert set(conf.exchanges) == {"binance-futures", "hyperliquid", "bybit"}
+
+
+def test_config_loader_names_the_key(tmp_path):
+    from engine.config import ConfigError, load
+
+    p = tmp_path / "c.toml"
+    p.write_text('[exchanges.bybit]\nsymbols = ["BTCUSDT"]\nchannels = ["trades", "book_snapshot"]\n')
+    with pytest.raises(ConfigError, match=r"exchanges\.bybit.*not supported by bybit"):
+        load(p)
+
+
+def test_data_types_and_raw_channels():
+    b = cfg(symbols=["BTCUSDT"], channels=["trades", "book_change", "book_snapshot"], depth=20)
+    assert registry.data_types("binance-futures", b, True) == ["trades", "book_change", "book_snapshot_20", "raw"]
+    assert registry.raw_channels("binance-futures", b) == ("aggTrade", "depth", "depthSnapshot", "depth20")
+    t = cfg(symbols=["BTCUSDT"], channels=["trades"], trade_stream="trade")
+    assert registry.raw_channels("binance-futures", t) == ("trade",)
+    y = cfg(symbols=["BTCUSDT"], channels=["trades", "book_change"], depth=50)
+    assert registry.data_types("bybit", y, False) == ["trades", "book_change"]
+    assert registry.raw_channels("bybit", y) == ("publicTrade", "orderbook.50")
+    h = cfg(symbols=["BTC", "ETH"], channels=["trades", "book_snapshot"], depth=20)
+    assert registry.data_types("hyperliquid", h, True) == ["trades", "book_snapshot_20", "raw"]
+    assert registry.raw_channels("hyperliquid", h) == ("trades", "l2Book")
+
+
+def test_binance_plans_split_public_and_market_paths(rig):
+    r = rig("binance-futures", symbols=["BTCUSDT", "ETHUSDT"], channels=["trades", "book_change", "book_snapshot"],
+            url="ws://127.0.0.1:9100")
+    plans = r.feed.plans()
+    assert [p.url for p in plans] == [
+        "ws://127.0.0.1:9100/public/stream?streams=btcusdt@depth@100ms/btcusdt@depth20@100ms/ethusdt@depth@100ms/ethusdt@depth20@100ms",
+        "ws://127.0.0.1:9100/market/stream?streams=btcusdt@aggTrade/ethusdt@aggTrade",
+    ]
+    assert r.feed.rest_base == "http://127.0.0.1:9100"
+
+
+def test_bybit_and_hyperliquid_subscribe_messages(rig):
+    import json
+
+    y = rig("bybit", symbols=["BTCUSDT", "ETHUSDT"], channels=["trades", "book_change"], depth=50, url="ws://127.0.0.1:9200")
+    (plan,) = y.feed.plans()
+    assert plan.url == "ws://127.0.0.1:9200/v5/public/linear"
+    msgs = [json.loads(m) for m in plan.subscribe]
+    assert [m["op"] for m in msgs] == ["subscribe"]
+    assert msgs[0]["args"] == ["publicTrade.BTCUSDT", "orderbook.50.BTCUSDT", "publicTrade.ETHUSDT", "orderbook.50.ETHUSDT"]
+    h = rig("hyperliquid", symbols=["BTC"], channels=["trades", "book_snapshot"], url="ws://127.0.0.1:9300")
+    (plan,) = h.feed.plans()
+    assert plan.url == "ws://127.0.0.1:9300/ws"
+    assert [json.loads(m) for m in plan.subscribe] == [
+        {"method": "subscribe", "subscription": {"type": "trades", "coin": "BTC"}},
+        {"method": "subscribe", "subscription": {"type": "l2Book", "coin": "BTC"}},
+    ]
