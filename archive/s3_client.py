@@ -129,6 +129,10 @@ def make_fs(opts: S3Options, *, asynchronous: bool = False) -> s3fs.S3FileSystem
             "retries": {"max_attempts": opts.max_attempts, "mode": "standard"},
             "connect_timeout": opts.connect_timeout,
             "read_timeout": opts.read_timeout,
+            # integrity is ours (Content-MD5 on PUT, sha256 metadata verified on GET): no extra CRC pass,
+            # and no flexible-checksum headers that some S3-compatible stores refuse
+            "request_checksum_calculation": "when_required",
+            "response_checksum_validation": "when_required",
         },
         asynchronous=asynchronous,
         skip_instance_cache=True,

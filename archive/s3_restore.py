@@ -125,6 +125,18 @@ def _expected(resp: dict[str, Any]) -> tuple[str | None, str | None]:
     return sha, md5
 
 
+def _publish(tmp: str, dest: str) -> None:
+    os.replace(tmp, dest)
+    _fsync_dir(os.path.dirname(dest))
+
+
+def _write_hash(f: Any, chunk: bytes, sha: Any, md5: Any) -> None:
+    f.write(chunk)
+    sha.update(chunk)
+    if md5 is not None:
+        md5.update(chunk)
+
+
 async def _download(client: Any, bucket: str, key: str, dest: str, rel: str) -> int:
     """GET -> temp file -> verify -> fsync -> rename. Returns bytes written."""
     resp = await client.get_object(Bucket=bucket, Key=key)
@@ -133,7 +145,8 @@ async def _download(client: Any, bucket: str, key: str, dest: str, rel: str) -> 
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     _clean_stale_parts(dest)
     tmp = _tmp_name(dest)
-    sha, md5 = hashlib.sha256(), hashlib.md5()
+    sha = hashlib.sha256()
+    md5 = hashlib.md5() if want_sha is None else None  # md5 only when it is all there is to check
     size = 0
     ok = False
     try:
@@ -141,14 +154,13 @@ async def _download(client: Any, bucket: str, key: str, dest: str, rel: str) -> 
             body = resp["Body"]
             try:
                 while chunk := await body.read(CHUNK):
-                    f.write(chunk)
-                    sha.update(chunk)
-                    md5.update(chunk)
+                    # hashing and writing release the GIL: off the loop, other transfers go on meanwhile
+                    await asyncio.to_thread(_write_hash, f, chunk, sha, md5)
                     size += len(chunk)
             finally:
                 body.close()
             f.flush()
-            os.fsync(f.fileno())
+            await asyncio.to_thread(os.fsync, f.fileno())
         if want_size >= 0 and size != want_size:
             raise ChecksumMismatch(
                 f"{rel}: size mismatch (got {size} bytes, object says {want_size}); refused"
@@ -158,12 +170,11 @@ async def _download(client: Any, bucket: str, key: str, dest: str, rel: str) -> 
                 f"{rel}: checksum mismatch (sha256 {sha.hexdigest()[:16]}…, metadata says {want_sha[:16]}…); "
                 "the object in the bucket is corrupt; refused, nothing written"
             )
-        if want_sha is None and want_md5 is not None and md5.hexdigest() != want_md5:
+        if md5 is not None and want_md5 is not None and md5.hexdigest() != want_md5:
             raise ChecksumMismatch(f"{rel}: checksum mismatch (md5 != ETag); refused, nothing written")
         if want_sha is None and want_md5 is None:
             log.warning("restore %s: object has no checksum to verify against (size only)", rel)
-        os.replace(tmp, dest)
-        _fsync_dir(os.path.dirname(dest))
+        await asyncio.to_thread(_publish, tmp, dest)
         ok = True
         return size
     finally:

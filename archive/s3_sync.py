@@ -199,8 +199,7 @@ class Progress:
 
 async def _upload(fs: Any, client: Any, bucket: str, key: str, f: LocalFile, cache: HashCache) -> Digest:
     if f.size <= SINGLE_PUT_MAX:
-        data = await asyncio.to_thread(_read, f.path)
-        d = await asyncio.to_thread(digest_bytes, data)
+        data, d = await asyncio.to_thread(_read_digest, f.path)
         resp = await client.put_object(
             Bucket=bucket,
             Key=key,
@@ -221,9 +220,10 @@ async def _upload(fs: Any, client: Any, bucket: str, key: str, f: LocalFile, cac
     return d
 
 
-def _read(path: str) -> bytes:
+def _read_digest(path: str) -> tuple[bytes, Digest]:
     with open(path, "rb") as fh:
-        return fh.read()
+        data = fh.read()
+    return data, digest_bytes(data)
 
 
 async def sync_archive_async(
