@@ -8,7 +8,13 @@ from archive.layout import LayoutError
 
 def test_seed_example_five_hours_per_type():
     paths = paths_for_range(
-        "./archives", "binance-futures", "book_snapshot,trades", "BTCUSDT", "2025-01-05:22", "2025-01-06:02", depth=20
+        "./archives",
+        "binance-futures",
+        "book_snapshot,trades",
+        "BTCUSDT",
+        "2025-01-05:22",
+        "2025-01-06:02",
+        depth=20,
     )
     assert paths == [
         "./archives/exchange=binance-futures/type=book_snapshot_20/date=2025-01-05/symbol=BTCUSDT/22.parquet",

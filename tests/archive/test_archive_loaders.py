@@ -22,7 +22,11 @@ def archive_root(tmp_path_factory: pytest.TempPathFactory) -> str:
     root = str(tmp_path_factory.mktemp("archive"))
     # small row groups so range loads have row groups to skip; 2025-01-31:22 .. 2025-02-01:02 crosses a month
     write_sample_archive(
-        root, data_types=("trades", "book_snapshot_5"), start="2025-01-31:22", hours=5, rows_per_hour=600,
+        root,
+        data_types=("trades", "book_snapshot_5"),
+        start="2025-01-31:22",
+        hours=5,
+        rows_per_hour=600,
         row_group_size=100,
     )
     # things a loader / hive reader must not take for data
@@ -82,14 +86,26 @@ def test_empty_range_and_missing_files(archive_root: str, caplog: pytest.LogCapt
     # partly missing: only the present hours load, no error
     t = load(archive_root, EX, "trades", "BTCUSDT", "2025-01-31:20", "2025-01-31:22")
     assert t.num_rows == 600
-    t = load(archive_root, EX, "trades", "BTCUSDT", "2025-03-01:00", "2025-03-01:01", columns=["local_ts", "price"])
+    t = load(
+        archive_root, EX, "trades", "BTCUSDT", "2025-03-01:00", "2025-03-01:01", columns=["local_ts", "price"]
+    )
     assert t.schema.names == ["local_ts", "price"] and t.num_rows == 0
 
 
 def test_columns_and_formats(archive_root: str):
-    t = load(archive_root, EX, "book_snapshot_5", "ETHUSDT", "2025-02-01:01", "2025-02-01:01", columns=["bid_price"])
+    t = load(
+        archive_root,
+        EX,
+        "book_snapshot_5",
+        "ETHUSDT",
+        "2025-02-01:01",
+        "2025-02-01:01",
+        columns=["bid_price"],
+    )
     assert t.schema.names == ["bid_price"] and t.num_rows == 600
-    df = load(archive_root, EX, "trades", "BTCUSDT,ETHUSDT", "2025-02-01:01", "2025-02-01:01", format="pandas")
+    df = load(
+        archive_root, EX, "trades", "BTCUSDT,ETHUSDT", "2025-02-01:01", "2025-02-01:01", format="pandas"
+    )
     assert isinstance(df, pd.DataFrame) and len(df) == 1200 and set(df["symbol"]) == {"BTCUSDT", "ETHUSDT"}
     pf = load(archive_root, EX, "trades", "BTCUSDT", "2025-02-01:01", "2025-02-01:01", format="polars")
     assert isinstance(pf, pl.DataFrame) and pf.height == 600
@@ -99,15 +115,17 @@ def test_columns_and_formats(archive_root: str):
 
 def test_duckdb_polars_pandas_read_the_archive_with_hive_partitions(archive_root: str):
     glob = f"{archive_root}/**/*.parquet"
-    n = duckdb.sql(
+    rel = duckdb.sql(
         f"SELECT count(*) FROM read_parquet('{glob}', hive_partitioning=true) "
         f"WHERE exchange='{EX}' AND type='trades' AND symbol='ETHUSDT' AND date='2025-02-01'"
-    ).fetchall()
-    assert n == [(3 * 600,)]
+    )
+    assert rel is not None and rel.fetchall() == [(3 * 600,)]
     lf = pl.scan_parquet(f"{archive_root}/exchange={EX}/type=trades/**/*.parquet", hive_partitioning=True)
     got = lf.filter(pl.col("symbol") == "BTCUSDT").select(pl.len()).collect().item()
     assert got == 5 * 600
-    df = pd.read_parquet(os.path.join(archive_root, f"exchange={EX}", "type=trades"), filters=[("symbol", "=", "BTCUSDT")])
+    df = pd.read_parquet(
+        os.path.join(archive_root, f"exchange={EX}", "type=trades"), filters=[("symbol", "=", "BTCUSDT")]
+    )
     assert len(df) == 5 * 600
 
 

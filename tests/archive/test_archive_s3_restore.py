@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +26,7 @@ def _files(root: str) -> dict[str, bytes]:
         dns[:] = [d for d in dns if d != ".state"]  # the sync's checksum cache
         for f in fs:
             p = os.path.join(dp, f)
-            out[os.path.relpath(p, root)] = open(p, "rb").read()
+            out[os.path.relpath(p, root)] = Path(p).read_bytes()
     return out
 
 
@@ -33,8 +34,12 @@ def _files(root: str) -> dict[str, bytes]:
 def synced(tmp_path, s3_endpoint, bucket) -> tuple[str, str, dict[str, bytes]]:
     root = str(tmp_path / "archive")
     write_sample_archive(
-        root, data_types=("trades", "book_snapshot_20"), symbols=("BTCUSDT", "ETHUSDT"),
-        start="2025-01-05:20", hours=8, rows_per_hour=300,
+        root,
+        data_types=("trades", "book_snapshot_20"),
+        symbols=("BTCUSDT", "ETHUSDT"),
+        start="2025-01-05:20",
+        hours=8,
+        rows_per_hour=300,
     )
     url = f"s3://{bucket}/ticks"
     assert sync_archive(root, url, endpoint_url=s3_endpoint).ok
@@ -50,8 +55,14 @@ def test_round_trip_restores_a_range_byte_for_byte(tmp_path, s3_endpoint, synced
     shutil.rmtree(root)  # new workstation
     new = str(tmp_path / "restored")
     r = restore_range(
-        url, new, exchange=EX, data_types="trades,book_snapshot_20", symbols="BTCUSDT,ETHUSDT",
-        start="2025-01-05:22", end="2025-01-06:02", opts=S3Options(endpoint_url=s3_endpoint),
+        url,
+        new,
+        exchange=EX,
+        data_types="trades,book_snapshot_20",
+        symbols="BTCUSDT,ETHUSDT",
+        start="2025-01-05:22",
+        end="2025-01-06:02",
+        opts=S3Options(endpoint_url=s3_endpoint),
     )
     assert r.ok and len(r.downloaded) == 20 and r.missing == []
     got = _files(new)
@@ -59,14 +70,33 @@ def test_round_trip_restores_a_range_byte_for_byte(tmp_path, s3_endpoint, synced
     assert all(got[rel] == original[rel] for rel in got)
     for t, table in originals.items():
         assert load(new, EX, t, ["BTCUSDT", "ETHUSDT"], "2025-01-05:22", "2025-01-06:02").equals(table)
+    # the loaders read straight from the bucket too
+    from_s3 = load(
+        url,
+        EX,
+        "trades",
+        ["BTCUSDT", "ETHUSDT"],
+        "2025-01-05:22",
+        "2025-01-06:02",
+        s3_options=S3Options(endpoint_url=s3_endpoint),
+    )
+    assert from_s3.equals(originals["trades"])
 
     # again: everything present and equal -> skipped; wider range -> missing hours reported, not fatal
     again = restore_range(
-        url, new, exchange=EX, data_types="trades", symbols="BTCUSDT", start="2025-01-05:18", end="2025-01-06:02",
+        url,
+        new,
+        exchange=EX,
+        data_types="trades",
+        symbols="BTCUSDT",
+        start="2025-01-05:18",
+        end="2025-01-06:02",
         opts=S3Options(endpoint_url=s3_endpoint),
     )
     assert again.ok and again.skipped == 5
-    assert again.downloaded == [f"exchange=binance-futures/type=trades/date=2025-01-05/symbol=BTCUSDT/{h}.parquet" for h in (20, 21)]
+    assert again.downloaded == [
+        f"exchange=binance-futures/type=trades/date=2025-01-05/symbol=BTCUSDT/{h}.parquet" for h in (20, 21)
+    ]
     assert again.missing == [
         "exchange=binance-futures/type=trades/date=2025-01-05/symbol=BTCUSDT/18.parquet",
         "exchange=binance-futures/type=trades/date=2025-01-05/symbol=BTCUSDT/19.parquet",
@@ -74,7 +104,7 @@ def test_round_trip_restores_a_range_byte_for_byte(tmp_path, s3_endpoint, synced
 
 
 def test_corrupted_object_is_refused_and_leaves_nothing(tmp_path, s3_endpoint, s3, bucket, synced, capsys):
-    root, url, original = synced
+    _, url, original = synced
     rel = "exchange=binance-futures/type=trades/date=2025-01-05/symbol=BTCUSDT/23.parquet"
     key = f"ticks/{rel}"
     head = s3.head_object(Bucket=bucket, Key=key)
@@ -83,7 +113,13 @@ def test_corrupted_object_is_refused_and_leaves_nothing(tmp_path, s3_endpoint, s
     s3.put_object(Bucket=bucket, Key=key, Body=bytes(body), Metadata=head["Metadata"])
     new = str(tmp_path / "restored")
     r = restore_range(
-        url, new, exchange=EX, data_types="trades", symbols="BTCUSDT", start="2025-01-05:22", end="2025-01-06:00",
+        url,
+        new,
+        exchange=EX,
+        data_types="trades",
+        symbols="BTCUSDT",
+        start="2025-01-05:22",
+        end="2025-01-06:00",
         opts=S3Options(endpoint_url=s3_endpoint),
     )
     assert not r.ok and [f for f, _ in r.failed] == [rel] and "checksum mismatch" in r.failed[0][1]
@@ -92,10 +128,27 @@ def test_corrupted_object_is_refused_and_leaves_nothing(tmp_path, s3_endpoint, s
     assert len(r.downloaded) == 2 and all(files[f] == original[f] for f in r.downloaded)
 
     # the command says so in clear words and exits 1
-    code = capture_main([
-        "s3", "restore", url, new, "--exchange", EX, "--symbol", "BTCUSDT", "--type", "trades",
-        "--from", "2025-01-05:23", "--to", "2025-01-05:23", "--endpoint-url", s3_endpoint, "-q",
-    ])
+    code = capture_main(
+        [
+            "s3",
+            "restore",
+            url,
+            new,
+            "--exchange",
+            EX,
+            "--symbol",
+            "BTCUSDT",
+            "--type",
+            "trades",
+            "--from",
+            "2025-01-05:23",
+            "--to",
+            "2025-01-05:23",
+            "--endpoint-url",
+            s3_endpoint,
+            "-q",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and "checksum mismatch" in err and "refused" in err and "Traceback" not in err
     assert rel not in _files(new)
@@ -105,13 +158,15 @@ def test_local_file_that_differs_is_kept(tmp_path, s3_endpoint, synced):
     root, url, original = synced
     rel = "exchange=binance-futures/type=trades/date=2025-01-05/symbol=BTCUSDT/22.parquet"
     path = os.path.join(root, rel)
-    open(path, "wb").write(b"local edit")
+    Path(path).write_bytes(b"local edit")
     opts = S3Options(endpoint_url=s3_endpoint)
-    kw = dict(exchange=EX, data_types="trades", symbols="BTCUSDT", start="2025-01-05:22", end="2025-01-05:22")
+    kw: dict[str, Any] = dict(
+        exchange=EX, data_types="trades", symbols="BTCUSDT", start="2025-01-05:22", end="2025-01-05:22"
+    )
     r = restore_range(url, root, opts=opts, **kw)
-    assert r.conflicts == [rel] and not r.ok and open(path, "rb").read() == b"local edit"
+    assert r.conflicts == [rel] and not r.ok and Path(path).read_bytes() == b"local edit"
     r = restore_range(url, root, opts=opts, overwrite=True, **kw)
-    assert r.ok and r.downloaded == [rel] and open(path, "rb").read() == original[rel]
+    assert r.ok and r.downloaded == [rel] and Path(path).read_bytes() == original[rel]
 
 
 def test_evil_keys_never_write_outside_the_root(tmp_path, s3_endpoint, s3, bucket, synced):
@@ -136,12 +191,16 @@ def test_evil_keys_never_write_outside_the_root(tmp_path, s3_endpoint, s3, bucke
     outside = [p for p in sandbox.rglob("*") if p.is_file() and new not in p.parents]
     assert outside == [] and not (tmp_path / "escaped.parquet").exists()
     assert _files(str(new)) == original
-    assert all(b"evil" != v for v in _files(str(new)).values())
+    assert all(v != b"evil" for v in _files(str(new)).values())
 
 
 def _run_capture(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True, env=env, timeout=60,
+        [sys.executable, "-m", "engine.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
         cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
     )
 
@@ -155,8 +214,24 @@ def test_wrong_credentials_and_missing_bucket_give_one_line_without_secrets(tmp_
     with LocalS3Server(strict_auth=True) as strict:  # refuses keys it does not know, as a provider does
         for args in (
             ["s3", "sync", root, "s3://any-bucket/p", "--endpoint-url", strict.endpoint],
-            ["s3", "restore", "s3://any-bucket/p", root, "--exchange", EX, "--symbol", "BTCUSDT",
-             "--type", "trades", "--from", "2025-01-05:22", "--to", "2025-01-05:23", "--endpoint-url", strict.endpoint],
+            [
+                "s3",
+                "restore",
+                "s3://any-bucket/p",
+                root,
+                "--exchange",
+                EX,
+                "--symbol",
+                "BTCUSDT",
+                "--type",
+                "trades",
+                "--from",
+                "2025-01-05:22",
+                "--to",
+                "2025-01-05:23",
+                "--endpoint-url",
+                strict.endpoint,
+            ],
         ):
             p = _run_capture(*args, env=env)
             assert p.returncode == 1, p
@@ -167,7 +242,11 @@ def test_wrong_credentials_and_missing_bucket_give_one_line_without_secrets(tmp_
     # credentials through a .env file; a missing bucket on a working endpoint
     envfile = tmp_path / ".env"
     envfile.write_text(f"AWS_ACCESS_KEY_ID=ticktapetestkey\nAWS_SECRET_ACCESS_KEY={secret}\n")
-    env2 = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ACCESS") and not k.startswith("AWS_SECRET")}
+    env2 = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("AWS_ACCESS") and not k.startswith("AWS_SECRET")
+    }
     env2["AWS_ENDPOINT_URL"] = s3_endpoint
     p = _run_capture("s3", "sync", root, "s3://missing-bucket-xyz/p", "--env-file", str(envfile), env=env2)
     assert p.returncode == 1
@@ -184,7 +263,10 @@ def test_cli_sync_dry_run_then_sync_then_nothing(tmp_path, s3_endpoint, s3, buck
     assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
     out = capsys.readouterr().out
     assert "would upload 3 files" in out
-    assert capture_main(["s3", "sync", root, url, "--endpoint-url", s3_endpoint, "--concurrency", "2", "-q"]) == 0
+    assert (
+        capture_main(["s3", "sync", root, url, "--endpoint-url", s3_endpoint, "--concurrency", "2", "-q"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert out.count('"upload exchange=') == 3 and "uploaded 3 files" in out
     assert capture_main(["s3", "sync", root, url, "--endpoint-url", s3_endpoint, "-q"]) == 0

@@ -5,6 +5,7 @@ import hashlib
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,7 +28,7 @@ def _local_hashes(root: str) -> dict[str, str]:
             p = os.path.join(dp, f)
             rel = os.path.relpath(p, root)
             if f.endswith(".parquet") and not f.startswith(".") and f != "7.parquet":
-                out[rel] = hashlib.sha256(open(p, "rb").read()).hexdigest()
+                out[rel] = hashlib.sha256(Path(p).read_bytes()).hexdigest()
     return out
 
 
@@ -48,14 +49,14 @@ def _with_junk(root: str) -> None:
     """An open journal, writer temp files and stray files: none may ever be uploaded."""
     d = os.path.join(root, ".journal", f"exchange={EX}", "type=trades", "date=2025-01-06", "symbol=BTCUSDT")
     os.makedirs(d)
-    open(os.path.join(d, "03.arrows"), "wb").write(b"journal")
+    Path(os.path.join(d, "03.arrows")).write_bytes(b"journal")
     sd = os.path.join(root, f"exchange={EX}", "type=trades", "date=2025-01-05", "symbol=BTCUSDT")
-    open(os.path.join(sd, ".23.parquet.tmp"), "wb").write(b"half a file")
-    open(os.path.join(sd, ".24.parquet"), "wb").write(b"hidden")
-    open(os.path.join(sd, "notes.txt"), "wb").write(b"x")
-    open(os.path.join(sd, "7.parquet"), "wb").write(b"not an hour name")
+    Path(os.path.join(sd, ".23.parquet.tmp")).write_bytes(b"half a file")
+    Path(os.path.join(sd, ".24.parquet")).write_bytes(b"hidden")
+    Path(os.path.join(sd, "notes.txt")).write_bytes(b"x")
+    Path(os.path.join(sd, "7.parquet")).write_bytes(b"not an hour name")
     os.makedirs(os.path.join(root, ".state"), exist_ok=True)
-    open(os.path.join(root, ".state", "writer.msgpack"), "wb").write(b"state")
+    Path(os.path.join(root, ".state", "writer.msgpack")).write_bytes(b"state")
 
 
 def test_sync_uploads_only_finalized_parquet_then_is_idempotent(tmp_path, s3_endpoint, s3, bucket, caplog):
@@ -92,7 +93,7 @@ def test_sync_reuploads_changed_content_and_size(tmp_path, s3_endpoint, s3, buck
     same_size = keys[0].relpath()
     other = keys[1].relpath()
     # the bucket holds other bytes of the same size for one file, a shorter object for another
-    body = open(os.path.join(root, same_size), "rb").read()
+    body = Path(os.path.join(root, same_size)).read_bytes()
     s3.put_object(Bucket=bucket, Key=f"p/{same_size}", Body=bytes(reversed(body)))
     s3.put_object(Bucket=bucket, Key=f"p/{other}", Body=b"short")
     r = sync_archive(root, url, endpoint_url=s3_endpoint)
@@ -136,7 +137,9 @@ def test_server_stopped_mid_sync_then_restarted(tmp_path, s3_server: LocalS3Serv
 
     def run() -> None:
         try:
-            result["report"] = asyncio.run(sync_archive_async(root, url, opts, concurrency=2, on_file=on_file))
+            result["report"] = asyncio.run(
+                sync_archive_async(root, url, opts, concurrency=2, on_file=on_file)
+            )
         except Exception as e:  # pragma: no cover - reported below
             result["error"] = e
 
@@ -174,7 +177,10 @@ def test_background_sync_uploads_after_notify(tmp_path, s3_endpoint, s3, bucket)
     write_sample_archive(root, symbols=("BTCUSDT",), start="2025-01-06:00", hours=1, rows_per_hour=10)
     bg.stop()
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
-    assert f"bg/{FileKey.from_relpath('exchange=binance-futures/type=trades/date=2025-01-06/symbol=BTCUSDT/00.parquet').relpath()}" in keys
+    assert (
+        f"bg/{FileKey.from_relpath('exchange=binance-futures/type=trades/date=2025-01-06/symbol=BTCUSDT/00.parquet').relpath()}"
+        in keys
+    )
     assert len(keys) == 3
 
 
