@@ -193,3 +193,17 @@ def test_malformed_diff_is_kept_raw_and_resyncs(rig):
     assert r.feed.stat("malformed", sid) == 1 and r.feed.sync[sid].state == 0
     assert [k for k, _, _ in r.events()] == ["malformed", "resync"]
     assert r.raw()[-1][4] == bad
+
+
+def test_ring_full_book_drop_triggers_a_resync(rig):
+    """A book record refused by a full ring (Outbox policy) makes the connector resync that book."""
+    r = rig("binance-futures", symbols=["SUSHIUSDT"], channels=["book_change"], capacity=256)
+    frames = [(ts, f) for ts, f in cryptofeed_frames(WS) if b"sushiusdt@depth" in f]
+    snap = next(s for s in cryptofeed_http(HTTP) if "SUSHIUSDT" in s[0])
+    sid = r.spec.symbol_id("SUSHIUSDT")
+    replay(r, frames[:12], [snap])  # the snapshot alone has more levels than the ring holds
+    r.feed.out.flush_pending()
+    kinds = [k for k, _, _ in r.events()]
+    assert "drop" in kinds and "resync" in kinds
+    assert r.feed.sync[sid].state == 0 and r.feed.sync[sid].fetching  # waiting for a new snapshot
+    assert r.rings["book_change"].dropped > 0
