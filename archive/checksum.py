@@ -50,6 +50,8 @@ class _Entry(msgspec.Struct, array_like=True):
     mtime_ns: int
     md5: str
     sha256: str
+    #: ETags S3 gave these bytes on upload (multipart ETags are not an md5 of the content)
+    etags: list[str] = []
 
 
 class HashCache:
@@ -82,8 +84,23 @@ class HashCache:
         if mtime_ns is None:
             mtime_ns = os.stat(path).st_mtime_ns
         with self._lock:
-            self._entries[rel] = _Entry(d.size, mtime_ns, d.md5, d.sha256)
+            old = self._entries.get(rel)
+            etags = old.etags if old is not None and old.sha256 == d.sha256 else []
+            self._entries[rel] = _Entry(d.size, mtime_ns, d.md5, d.sha256, etags)
             self._dirty = True
+
+    def uploaded_etag(self, rel: str) -> list[str]:
+        with self._lock:
+            e = self._entries.get(rel)
+            return list(e.etags) if e is not None else []
+
+    def add_etag(self, rel: str, etag: str) -> None:
+        """Remember the ETag of an upload, so the next sync trusts a listing that shows it (no HEAD)."""
+        with self._lock:
+            e = self._entries.get(rel)
+            if e is not None and etag and etag not in e.etags:
+                e.etags = [*e.etags[-3:], etag]
+                self._dirty = True
 
     def save(self) -> None:
         """Atomic replace; entries of files that no longer exist are kept (cheap, harmless)."""

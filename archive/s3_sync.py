@@ -42,6 +42,8 @@ log = logging.getLogger("ticktape.s3")
 
 #: files up to this size go in one PUT with Content-MD5; larger ones multipart through s3fs
 SINGLE_PUT_MAX = 64 << 20
+#: part size of multipart uploads (S3 minimum is 5 MiB)
+MULTIPART_CHUNK = 64 << 20
 SHA_META = "sha256"
 
 
@@ -173,7 +175,7 @@ class Progress:
             redirect_stdout=True,
             redirect_stderr=False,
         )
-        self._task = self.bar.add_task(label, total=total_bytes, done=0, nfiles=files)
+        self._task = self.bar.add_task(label, total=total_bytes or None, done=0, nfiles=files)
         orig = sys.stdout
         self.bar.start()
         # log handlers opened on stdout before the bar: route their lines above the bar, not through it
@@ -215,8 +217,16 @@ async def _upload(fs: Any, client: Any, bucket: str, key: str, f: LocalFile, cac
         return d
     d = await asyncio.to_thread(cache.get, f.rel, f.path)
     await fs._put_file(
-        f.path, f"{bucket}/{key}", Metadata={SHA_META: d.sha256}, ContentType="application/vnd.apache.parquet"
+        f.path,
+        f"{bucket}/{key}",
+        chunksize=MULTIPART_CHUNK,
+        Metadata={SHA_META: d.sha256},
+        ContentType="application/vnd.apache.parquet",
     )
+    head = await client.head_object(Bucket=bucket, Key=key)
+    if head.get("Metadata", {}).get(SHA_META) != d.sha256 or int(head["ContentLength"]) != f.size:
+        raise S3Error(f"{key}: the stored object does not match the upload (size or checksum)")
+    cache.add_etag(f.rel, str(head.get("ETag", "")).strip('"'))
     return d
 
 
@@ -279,6 +289,8 @@ async def sync_archive_async(
                 d = await asyncio.to_thread(cache.get, f.rel, f.path)
                 if _plain_md5(etag):
                     same = etag == d.md5
+                elif etag and etag in cache.uploaded_etag(f.rel):
+                    same = True  # a multipart object we uploaded from these very bytes
                 else:
                     head = await client.head_object(Bucket=bucket, Key=object_key(prefix, f.rel))
                     same = head.get("Metadata", {}).get(SHA_META) == d.sha256
