@@ -196,9 +196,15 @@ def is_fatal(e: BaseException) -> bool:
     )
 
 
-async def check_bucket(client: Any, bucket: str, prefix: str, where: str) -> None:
-    """One cheap request that turns wrong credentials / a missing bucket into one clear S3Error."""
+async def check_bucket(client: Any, bucket: str, prefix: str, where: str, *, need_list: bool = True) -> None:
+    """One cheap request that turns wrong credentials / a missing bucket into one clear S3Error.
+
+    ``need_list=False`` (restore by computed paths) accepts a key that may read
+    objects but not list them: per-object requests will tell.
+    """
     try:
         await client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
     except Exception as e:
+        if not need_list and error_code(e) in ("AccessDenied", "403"):
+            return
         raise S3Error(describe(e, where)) from None

@@ -208,7 +208,7 @@ async def restore_keys_async(
             client = await fs.set_session()
         except Exception as e:
             raise S3Error(describe(e, where)) from None
-        await check_bucket(client, bucket, prefix, where)
+        await check_bucket(client, bucket, prefix, where, need_list=False)
         sem = asyncio.Semaphore(max(1, concurrency))
         stop = asyncio.Event()
         bar = Progress(progress, len(keys), 0, "restore")

@@ -123,7 +123,7 @@ def test_server_stopped_mid_sync_then_restarted(tmp_path, s3_server: LocalS3Serv
     assert len(before) == 180
     url = f"s3://{bucket}/p"
     opts = S3Options(endpoint_url=s3_server.endpoint, max_attempts=2, connect_timeout=1.0)
-    enough = threading.Event()
+    enough, stopped = threading.Event(), threading.Event()
     uploaded = []
 
     def on_file(kind: str, rel: str) -> None:
@@ -131,7 +131,7 @@ def test_server_stopped_mid_sync_then_restarted(tmp_path, s3_server: LocalS3Serv
             uploaded.append(rel)
             if len(uploaded) == 20:
                 enough.set()
-                time.sleep(0.5)  # hold the loop while the server goes down
+                assert stopped.wait(60)  # hold the sync's event loop until the server is down
 
     result: dict[str, Any] = {}
 
@@ -147,6 +147,7 @@ def test_server_stopped_mid_sync_then_restarted(tmp_path, s3_server: LocalS3Serv
     t.start()
     assert enough.wait(60)
     s3_server.stop()
+    stopped.set()
     t.join(120)
     assert not t.is_alive()
     report = result["report"]
