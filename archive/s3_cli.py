@@ -22,6 +22,22 @@ log = logging.getLogger("ticktape.s3")
 DEFAULT_ROOT = "./archive"
 
 
+class _IntermixedParser(argparse.ArgumentParser):
+    """Positionals before and after options (``restore URL --exchange E ... ARCHIVE``), which plain
+    argparse refuses once an optional positional has been matched empty."""
+
+    _inner = False
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def,override]
+        if self._inner:
+            return super().parse_known_args(args, namespace)
+        self._inner = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inner = False
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--endpoint-url",
@@ -36,7 +52,9 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="s3_command", metavar="{sync,restore}", required=True)
+    sub = parser.add_subparsers(
+        dest="s3_command", metavar="{sync,restore}", required=True, parser_class=_IntermixedParser
+    )
     s = sub.add_parser(
         "sync", help="upload finalized Parquet files the bucket lacks or holds with other bytes"
     )

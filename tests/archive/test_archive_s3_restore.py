@@ -133,7 +133,6 @@ def test_corrupted_object_is_refused_and_leaves_nothing(tmp_path, s3_endpoint, s
             "s3",
             "restore",
             url,
-            new,
             "--exchange",
             EX,
             "--symbol",
@@ -147,6 +146,7 @@ def test_corrupted_object_is_refused_and_leaves_nothing(tmp_path, s3_endpoint, s
             "--endpoint-url",
             s3_endpoint,
             "-q",
+            new,  # ARCHIVE after the options, as in the docs
         ]
     )
     err = capsys.readouterr().err
