@@ -1,5 +1,6 @@
 import logging
 import os
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -141,3 +142,36 @@ def test_inventory(archive_root: str):
     assert inv[EX]["trades"]["BTCUSDT"]["first_hour"] == "2025-01-31T22:00:00Z"
     assert inv[EX]["trades"]["BTCUSDT"]["last_hour"] == "2025-02-01T02:00:00Z"
     assert safe_join(archive_root, "exchange=x").startswith(archive_root)
+
+
+def test_reads_only_the_row_groups_of_the_range(tmp_path):
+    """Row groups outside the range are made unreadable on disk: a load of the range still works,
+    so the loader never touched them (footer statistics decide)."""
+    from archive.layout import FileKey
+
+    root = str(tmp_path)
+    (key,) = write_sample_archive(
+        root, symbols=("BTCUSDT",), start="2025-01-05:22", hours=1, rows_per_hour=600, row_group_size=100
+    )
+    path = os.path.join(root, key.relpath())
+    md = pq.ParquetFile(path).metadata
+    assert md.num_row_groups == 6
+    orig_ts = pq.read_table(path)["local_ts"].cast(pa.int64()).to_numpy()
+    lo, hi = _ns("2025-01-05T22:20:00Z"), _ns("2025-01-05T22:30:00Z")
+    stats = [md.row_group(i).column(0).statistics for i in range(6)]
+    keep = [i for i, s in enumerate(stats) if s.max.value >= lo and s.min.value < hi]
+    assert 0 < len(keep) < 6
+    data = bytearray(Path(path).read_bytes())
+    for i in set(range(6)) - set(keep):
+        for c in range(md.num_columns):
+            col = md.row_group(i).column(c)
+            start = col.dictionary_page_offset or col.data_page_offset
+            data[start : start + col.total_compressed_size] = b"\xff" * col.total_compressed_size
+    Path(path).write_bytes(bytes(data))
+    with pytest.raises(Exception):  # noqa: B017 - the damage is real: reading everything fails
+        pq.read_table(path)
+    got = load(root, EX, "trades", "BTCUSDT", "2025-01-05T22:20:00Z", "2025-01-05T22:30:00Z")
+    ts = got["local_ts"].cast(pa.int64()).to_numpy()
+    assert got.num_rows == int(((orig_ts >= lo) & (orig_ts < hi)).sum()) > 0
+    assert ts.min() >= lo and ts.max() < hi
+    assert FileKey.from_relpath(key.relpath()) == key
