@@ -1,0 +1,42 @@
+"""``capture replay serve --archive DIR --port 8000 [--host 127.0.0.1]``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from replay.options import DEFAULT_MAX_RANGE_HOURS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="replay_cmd", metavar="CMD", required=True)
+    p = sub.add_parser("serve", help="serve an archive over the Tardis Machine replay API (HTTP + WebSocket)")
+    p.add_argument("--archive", required=True, help="archive root directory")
+    p.add_argument("--port", type=int, default=8000, help="HTTP port; WebSocket routes also on port + 1 (default 8000)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: local only)")
+    p.add_argument("--max-range-hours", type=float, default=DEFAULT_MAX_RANGE_HOURS,
+                   help=f"largest from..to span a request may ask for (default {DEFAULT_MAX_RANGE_HOURS} h)")
+    p.add_argument("--ws-subscribe-window", type=float, default=2.0,
+                   help="seconds a /ws-replay client has to send its subscribe messages (default 2)")
+    p.add_argument("--threads", type=int, default=4, help="worker threads that build response batches")
+
+
+def main(args: argparse.Namespace) -> int:
+    from replay.server import Settings, serve_forever
+
+    if not os.path.isdir(args.archive):
+        print(f"replay: archive directory {args.archive!r} does not exist")
+        return 2
+    if not 0 < args.port < 65535:
+        print(f"replay: bad port {args.port}")
+        return 2
+    logging.basicConfig(level=logging.INFO, format='{"level":"%(levelname)s","logger":"%(name)s","message":"%(message)s"}')
+    settings = Settings(os.path.abspath(args.archive), args.max_range_hours, args.ws_subscribe_window, args.threads)
+    try:
+        import uvloop
+
+        uvloop.run(serve_forever(settings, args.host, args.port))
+    except KeyboardInterrupt:
+        pass
+    return 0

@@ -1,0 +1,123 @@
+"""What the archive holds: exchanges, data types, symbols, raw channels, date ranges.
+
+Built from directory names (``archive.loaders.list_archive``), refreshed at
+most every few seconds since a live capture keeps adding hours. Raw channel
+names live inside the files (the ``channel`` column), so they are read once
+per file (only that dictionary-encoded column) and cached by path and mtime.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from datetime import UTC
+from typing import Any
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from archive.layout import FileKey
+from archive.loaders import Series, list_archive
+
+REFRESH_S = 5.0
+
+
+class Inventory:
+    def __init__(self, root: str, refresh_s: float = REFRESH_S) -> None:
+        self.root = os.path.abspath(root)
+        self.refresh_s = refresh_s
+        self._at = -1e18
+        self._series: list[Series] = []
+        self._chan_cache: dict[tuple[str, float], list[str]] = {}
+        self._lock = threading.Lock()
+
+    def series(self) -> list[Series]:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._at > self.refresh_s:
+                self._series = list_archive(self.root)
+                self._at = now
+            return self._series
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._at = -1e18
+
+    def exchanges(self) -> list[str]:
+        return sorted({s.exchange for s in self.series()})
+
+    def data_types(self, exchange: str) -> list[str]:
+        return sorted({s.data_type for s in self.series() if s.exchange == exchange})
+
+    def symbols(self, exchange: str, data_type: str) -> list[str]:
+        """Symbols of one data type, without the no-symbol bucket ``_``."""
+        return sorted(
+            {s.symbol for s in self.series() if s.exchange == exchange and s.data_type == data_type and s.symbol != "_"}
+        )
+
+    def hours(self, exchange: str, data_type: str, symbol: str) -> tuple[int, int] | None:
+        for s in self.series():
+            if (s.exchange, s.data_type, s.symbol) == (exchange, data_type, symbol):
+                return int(s.first_hour.timestamp()), int(s.last_hour.timestamp())
+        return None
+
+    def raw_channels(self, exchange: str) -> list[str]:
+        """Every channel name found in the exchange's raw files (read once per file, cached)."""
+        out: set[str] = set()
+        base = os.path.join(self.root, f"exchange={exchange}", "type=raw")
+        for dirpath, _dirs, files in os.walk(base):
+            for f in files:
+                if f.startswith(".") or not f.endswith(".parquet"):
+                    continue
+                p = os.path.join(dirpath, f)
+                try:
+                    mtime = os.stat(p).st_mtime
+                except FileNotFoundError:
+                    continue
+                key = (p, mtime)
+                chans = self._chan_cache.get(key)
+                if chans is None:
+                    try:
+                        col = pq.read_table(p, columns=["channel"]).column("channel")
+                        chans = [c for c in pc.unique(col).to_pylist() if c]
+                    except Exception:
+                        chans = []
+                    self._chan_cache[key] = chans
+                out.update(chans)
+        return sorted(out)
+
+    def describe(self) -> list[dict[str, Any]]:
+        """The /exchanges answer: one entry per exchange."""
+        by_ex: dict[str, dict[str, Any]] = {}
+        for s in self.series():
+            e = by_ex.setdefault(s.exchange, {"id": s.exchange, "dataTypes": {}, "symbols": {}})
+            first = s.first_hour.astimezone(UTC).strftime("%Y-%m-%dT%H:00:00.000Z")
+            last = FileKey(s.exchange, s.data_type, s.symbol, s.last_hour).hour_ns + 3_600_000_000_000
+            last_text = time.strftime("%Y-%m-%dT%H:00:00.000Z", time.gmtime(last // 1_000_000_000))
+            e["dataTypes"].setdefault(s.data_type, {})[s.symbol] = {"availableSince": first, "availableTo": last_text}
+            if s.symbol != "_":
+                sym = e["symbols"].setdefault(s.symbol, {"id": s.symbol, "availableSince": first, "availableTo": last_text})
+                sym["availableSince"] = min(sym["availableSince"], first)
+                sym["availableTo"] = max(sym["availableTo"], last_text)
+        out = []
+        for ex, e in sorted(by_ex.items()):
+            types = e["dataTypes"]
+            normalized = []
+            if "trades" in types:
+                normalized += ["trade", "trade_bar_{n}{ticks|ms|s|m|vol}"]
+            if "book_change" in types:
+                normalized += ["book_change", "book_snapshot_{levels}_{interval}{ms|s|m}", "quote"]
+            normalized.append("disconnect")
+            out.append(
+                {
+                    "id": ex,
+                    "channels": self.raw_channels(ex) if "raw" in types else [],
+                    "dataTypes": normalized,
+                    "archiveTypes": {t: sorted(k for k in v if k != "_") for t, v in sorted(types.items())},
+                    "symbols": sorted(e["symbols"].values(), key=lambda x: x["id"]),
+                    "availableSince": min((v["availableSince"] for v in e["symbols"].values()), default=None),
+                    "availableTo": max((v["availableTo"] for v in e["symbols"].values()), default=None),
+                }
+            )
+        return out

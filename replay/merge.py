@@ -1,0 +1,76 @@
+"""K-way merge of time-sorted line streams, a batch at a time.
+
+Each source yields ``Chunk``s: local timestamps (sorted) and the finished
+lines for them. The merge keeps one pending chunk per source, takes from all
+of them every row up to the smallest "last timestamp" among the sources
+still running (the watermark: no source can later produce anything earlier),
+and orders those rows with one stable argsort. Memory is bounded by one
+chunk per source; ties keep source order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+
+@dataclass(slots=True)
+class Chunk:
+    ts: np.ndarray  # int64 ns, sorted
+    lines: pa.Array  # binary, one finished line (with its '\n') per ts
+    src: np.ndarray | None = None  # source index per row (set by merge)
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def slice(self, lo: int, hi: int) -> Chunk:
+        return Chunk(self.ts[lo:hi], self.lines.slice(lo, hi - lo), None if self.src is None else self.src[lo:hi])
+
+
+def merge(sources: list[Iterator[Chunk]]) -> Iterator[Chunk]:
+    """Yield chunks whose concatenation is every source's rows ordered by ts (stable by source)."""
+    if len(sources) == 1:
+        for c in sources[0]:
+            if len(c):
+                c.src = np.zeros(len(c), np.int32)
+                yield c
+        return
+    pending: list[Chunk | None] = [None] * len(sources)
+    live = list(range(len(sources)))
+    while live:
+        for i in list(live):
+            while pending[i] is None or len(pending[i]) == 0:  # type: ignore[arg-type]
+                nxt = next(sources[i], None)
+                if nxt is None:
+                    pending[i] = None
+                    live.remove(i)
+                    break
+                pending[i] = nxt
+        if not live and not any(p is not None and len(p) for p in pending):
+            return
+        watermark = min((int(pending[i].ts[-1]) for i in live), default=None)  # type: ignore[union-attr]
+        ts_parts: list[np.ndarray] = []
+        line_parts: list[pa.Array] = []
+        src_parts: list[np.ndarray] = []
+        for i, p in enumerate(pending):
+            if p is None or len(p) == 0:
+                continue
+            cut = len(p) if watermark is None else int(np.searchsorted(p.ts, watermark, "right"))
+            if cut == 0:
+                continue
+            ts_parts.append(p.ts[:cut])
+            line_parts.append(p.lines.slice(0, cut))
+            src_parts.append(np.full(cut, i, np.int32))
+            pending[i] = p.slice(cut, len(p)) if cut < len(p) else None
+        if not ts_parts:
+            continue
+        if len(ts_parts) == 1:
+            yield Chunk(ts_parts[0], line_parts[0], src_parts[0])
+            continue
+        ts = np.concatenate(ts_parts)
+        order = np.argsort(ts, kind="stable")
+        lines = pa.concat_arrays(line_parts).take(pa.array(order))
+        yield Chunk(ts[order], lines, np.concatenate(src_parts)[order])

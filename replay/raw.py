@@ -1,0 +1,126 @@
+"""Exchange-native replay: the ``raw`` data type as Tardis Machine /replay NDJSON lines.
+
+One line per frame, ``{"localTimestamp":"<28 chars>","message":<frame bytes>}``,
+built for a whole batch with one fixed-width prefix matrix and one Arrow
+join. An empty payload is a disconnect marker: an empty line when asked for,
+dropped otherwise. A connection's marker is written once per stream, so
+markers repeated at the same instant are collapsed to one line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ipc.schemas import NO_SYMBOL_NAME
+from replay import fmt
+from replay.merge import Chunk, merge
+from replay.options import RawRequest
+from replay.sources import read_range, ts_ns
+
+_PRE = b'{"localTimestamp":"'
+_MID = b'","message":'
+_PREFIX_W = len(_PRE) + fmt.TS_WIDTH + len(_MID)
+RAW_COLUMNS = ("local_ts", "channel", "payload")
+
+
+def prefixes(ts: np.ndarray) -> pa.Array:
+    m = np.empty((len(ts), _PREFIX_W), np.uint8)
+    a = len(_PRE)
+    m[:, :a] = np.frombuffer(_PRE, np.uint8)
+    m[:, a : a + fmt.TS_WIDTH] = fmt.ts_matrix(ts)
+    m[:, a + fmt.TS_WIDTH :] = np.frombuffer(_MID, np.uint8)
+    return fmt.fixed_width(m)
+
+
+def frame_lines(ts: np.ndarray, payload: pa.Array) -> pa.Array:
+    """Lines for frames (payloads non-empty)."""
+    if pc.any(pc.match_substring(payload, "\n")).as_py():
+        # a frame with a raw newline would split the NDJSON line; outside strings it is JSON whitespace
+        payload = pc.replace_substring(payload, "\n", " ")
+    return fmt.join(prefixes(ts), payload, b"}\n")
+
+
+def batch_lines(batch: pa.RecordBatch, channels: pa.Array | None, markers: bool) -> Chunk | None:
+    """Lines of one raw batch: frames of the wanted channels (None = all), plus markers if asked."""
+    ts = ts_ns(batch)
+    payload = batch.column("payload")
+    empty = pc.equal(pc.binary_length(payload), 0)
+    keep = pc.invert(empty) if channels is None else pc.and_(pc.is_in(batch.column("channel"), channels), pc.invert(empty))
+    if markers:
+        keep = pc.or_(keep, empty)
+    keep_np = np.asarray(keep.to_numpy(zero_copy_only=False), dtype=np.bool_)
+    if not keep_np.any():
+        return None
+    if not keep_np.all():
+        idx = np.flatnonzero(keep_np)
+        ts = ts[idx]
+        payload = payload.take(pa.array(idx))
+        empty_np = np.asarray(empty.to_numpy(zero_copy_only=False), dtype=np.bool_)[idx]
+    else:
+        empty_np = np.asarray(empty.to_numpy(zero_copy_only=False), dtype=np.bool_)
+    if not empty_np.any():
+        return Chunk(ts, frame_lines(ts, payload))
+    lines = frame_lines(ts, payload)
+    lines = pc.if_else(pa.array(empty_np), pa.scalar(b"\n", pa.binary()), lines)
+    return Chunk(ts, lines)
+
+
+def _symbol_source(root: str, req: RawRequest, symbol: str, channels: list[str] | None) -> Iterator[Chunk]:
+    chans = None if channels is None else pa.array(channels, pa.string())
+    for batch in read_range(root, req.exchange, "raw", symbol, req.range.start_ns, req.range.end_ns, RAW_COLUMNS):
+        c = batch_lines(batch, chans, req.with_disconnects)
+        if c is not None and len(c):
+            yield c
+
+
+def sources(root: str, req: RawRequest) -> list[Iterator[Chunk]]:
+    by_symbol: dict[str, list[str]] = {}
+    for ch, syms in req.channels.items():
+        for s in syms:
+            by_symbol.setdefault(s, []).append(ch)
+    out = [_symbol_source(root, req, s, chans) for s, chans in sorted(by_symbol.items())]
+    if req.with_disconnects:
+        out.append(_symbol_source(root, req, NO_SYMBOL_NAME, []))  # connection-level markers only
+    return out
+
+
+def dedupe_markers(chunks: Iterator[Chunk]) -> Iterator[Chunk]:
+    """Collapse marker lines repeated at the same instant (one per stream of a connection) to one."""
+    last_marker_ts = None
+    for c in chunks:
+        lens = pc.binary_length(c.lines).to_numpy()
+        is_m = lens == 1
+        if not is_m.any():
+            last_marker_ts = None if len(c) else last_marker_ts
+            yield c
+            continue
+        prev_m = np.concatenate(([last_marker_ts is not None], is_m[:-1]))
+        prev_ts = np.concatenate(([last_marker_ts if last_marker_ts is not None else -1], c.ts[:-1]))
+        dup = is_m & prev_m & (c.ts == prev_ts)
+        last_marker_ts = int(c.ts[-1]) if is_m[-1] else None
+        if dup.any():
+            idx = np.flatnonzero(~dup)
+            c = Chunk(c.ts[idx], c.lines.take(pa.array(idx)), None if c.src is None else c.src[idx])
+        yield c
+
+
+def stream(root: str, req: RawRequest) -> Iterator[Chunk]:
+    chunks = merge(sources(root, req))
+    return dedupe_markers(chunks) if req.with_disconnects else chunks
+
+
+def frame_source(
+    root: str, exchange: str, symbol: str, channels: list[str], start_ns: int, end_ns: int
+) -> Iterator[Chunk]:
+    """The frames themselves (no envelope, no markers), for /ws-replay."""
+    chans = pa.array(channels, pa.string())
+    for batch in read_range(root, exchange, "raw", symbol, start_ns, end_ns, RAW_COLUMNS):
+        payload = batch.column("payload")
+        keep = pc.and_(pc.is_in(batch.column("channel"), chans), pc.greater(pc.binary_length(payload), 0))
+        idx = np.flatnonzero(np.asarray(keep.to_numpy(zero_copy_only=False), np.bool_))
+        if len(idx):
+            yield Chunk(ts_ns(batch)[idx], payload.take(pa.array(idx)))

@@ -1,0 +1,64 @@
+"""Exchange-native subscribe messages -> (channel, symbol) pairs, for /ws-replay.
+
+Channel names are the archive's raw channel names (Tardis's): binance
+``btcusdt@depth@100ms`` -> (depth, BTCUSDT), and a ``depth`` subscription
+also brings the ``depthSnapshot`` frames the book starts from; bybit
+``orderbook.50.BTCUSDT`` -> (orderbook.50, BTCUSDT); hyperliquid
+``{"type": "l2Book", "coin": "BTC"}`` -> (l2Book, BTC).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+class SubscribeError(ValueError):
+    pass
+
+
+def parse(text: str | bytes) -> list[tuple[str, str]]:
+    try:
+        msg: Any = json.loads(text)
+    except ValueError:
+        raise SubscribeError("subscribe message is not JSON") from None
+    if not isinstance(msg, dict):
+        raise SubscribeError("subscribe message must be a JSON object")
+    method = str(msg.get("method", "")).upper()
+    if method == "SUBSCRIBE" and isinstance(msg.get("params"), list):
+        return _binance(msg["params"])
+    if str(msg.get("op", "")).lower() == "subscribe" and isinstance(msg.get("args"), list):
+        return _bybit(msg["args"])
+    if method == "SUBSCRIBE" and isinstance(msg.get("subscription"), dict):
+        return _hyperliquid(msg["subscription"])
+    raise SubscribeError("not a subscribe message this server understands (binance, bybit, hyperliquid)")
+
+
+def _binance(params: list[Any]) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for p in params:
+        if not isinstance(p, str) or "@" not in p:
+            raise SubscribeError(f"bad binance stream name {p!r}")
+        sym, rest = p.split("@", 1)
+        channel = rest.split("@", 1)[0]
+        out.append((channel, sym.upper()))
+        if channel == "depth":
+            out.append(("depthSnapshot", sym.upper()))
+    return out
+
+
+def _bybit(args: list[Any]) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for a in args:
+        if not isinstance(a, str) or "." not in a:
+            raise SubscribeError(f"bad bybit topic {a!r}")
+        channel, sym = a.rsplit(".", 1)
+        out.append((channel, sym))
+    return out
+
+
+def _hyperliquid(sub: dict[str, Any]) -> list[tuple[str, str]]:
+    t, coin = sub.get("type"), sub.get("coin")
+    if not isinstance(t, str) or not isinstance(coin, str):
+        raise SubscribeError("hyperliquid subscription needs 'type' and 'coin'")
+    return [(t, coin)]

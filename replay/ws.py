@@ -1,0 +1,202 @@
+"""WebSocket replay: /ws-replay (exchange-native subscribe messages) and /ws-replay-normalized.
+
+/ws-replay: after the upgrade the client has ``ws_subscribe_window`` seconds
+(2 s, as Tardis Machine) to send its exchange's subscribe messages; then the
+matching frames are sent, one WebSocket text message per frame. Clients that
+connect with the same ``session`` while the first one's window is open form
+one replay: their streams are merged by local timestamp and each frame goes to
+the client that asked for it, so they see the same clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from aiohttp import WSMsgType, web
+
+from archive.layout import LayoutError, check_exchange
+from replay import normalized, raw
+from replay.merge import Chunk, merge
+from replay.options import OptionsError, check_exchange_known, decode_options, parse_normalized, parse_range
+from replay.streaming import Prefetch
+from replay.subscribe import SubscribeError, parse
+
+log = logging.getLogger("ticktape.replay")
+
+
+@dataclass(eq=False)
+class Member:
+    ws: web.WebSocketResponse
+    exchange: str
+    start_ns: int
+    end_ns: int
+    subs: list[tuple[str, str]] = field(default_factory=list)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(eq=False)
+class Session:
+    key: str
+    members: list[Member] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+
+
+SESSIONS = web.AppKey("ws_sessions", dict)
+
+
+def _bad(reason: str) -> web.Response:
+    return web.json_response({"code": 400, "message": reason}, status=400)
+
+
+async def ws_replay(request: web.Request) -> web.StreamResponse:
+    from replay.server import INVENTORY, SETTINGS
+
+    settings = request.app[SETTINGS]
+    q = request.query
+    try:
+        exchange = q.get("exchange", "")
+        check_exchange(exchange)
+        check_exchange_known(exchange, request.app[INVENTORY])
+        rng = parse_range(q.get("from"), q.get("to"), settings.max_range_hours)
+    except (OptionsError, LayoutError) as e:
+        return _bad(str(e))
+    session_key = q.get("session") or None
+    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=1 << 20)
+    await ws.prepare(request)
+    member = Member(ws, exchange, rng.start_ns, rng.end_ns)
+    sessions: dict[str, Session] = request.app[SESSIONS]
+    if session_key is not None and session_key in sessions:
+        sess = sessions[session_key]
+        sess.members.append(member)
+    else:
+        sess = Session(session_key or f"_{id(member)}", [member])
+        if session_key is not None:
+            sessions[session_key] = sess
+        sess.task = asyncio.ensure_future(_run_session(request.app, sess, settings.ws_subscribe_window))
+    await _collect_subscriptions(member, settings.ws_subscribe_window, request.app)
+    await member.done.wait()
+    if not ws.closed:
+        await ws.close()
+    return ws
+
+
+async def _collect_subscriptions(m: Member, window: float, app: web.Application) -> None:
+    from replay.server import INVENTORY
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + window
+    channels = set(app[INVENTORY].raw_channels(m.exchange))
+    try:
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            try:
+                msg = await m.ws.receive(timeout=left)
+            except TimeoutError:
+                break
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                break
+            if msg.type != WSMsgType.TEXT:
+                continue
+            try:
+                pairs = parse(msg.data)
+            except SubscribeError as e:
+                await m.ws.send_json({"error": str(e)})
+                continue
+            unknown = sorted({c for c, _ in pairs if c not in channels} - {"depthSnapshot"})
+            if unknown:
+                await m.ws.send_json({"error": f"unknown channel(s) {unknown} for {m.exchange}"})
+            m.subs += [p for p in pairs if p[0] in channels and p not in m.subs]
+    finally:
+        m.ready.set()
+
+
+async def _run_session(app: web.Application, sess: Session, window: float) -> None:
+    from replay.server import EXECUTOR, SETTINGS
+
+    root = app[SETTINGS].root
+    try:
+        await asyncio.sleep(window)  # others may join while the first subscribe window is open
+        app[SESSIONS].pop(sess.key, None)
+        members = list(sess.members)
+        await asyncio.gather(*(m.ready.wait() for m in members))
+        srcs: list[Any] = []
+        owner: list[int] = []
+        for i, m in enumerate(members):
+            by_sym: dict[str, list[str]] = {}
+            for ch, sym in m.subs:
+                by_sym.setdefault(sym, []).append(ch)
+            for sym, chans in sorted(by_sym.items()):
+                try:
+                    srcs.append(raw.frame_source(root, m.exchange, sym, chans, m.start_ns, m.end_ns))
+                except LayoutError:
+                    continue
+                owner.append(i)
+        if srcs:
+            it: Prefetch[Chunk] = Prefetch(merge(srcs), app[EXECUTOR])
+            try:
+                owners = np.asarray(owner, np.int32)
+                async for chunk in it:
+                    await _send_chunk(chunk, [m.ws for m in members], owners)
+            finally:
+                await it.close()
+    except (ConnectionResetError, ConnectionError):
+        log.info("ws-replay session %s: a client went away", sess.key)
+    except Exception:
+        log.exception("ws-replay session %s failed", sess.key)
+    finally:
+        for m in sess.members:
+            m.done.set()
+
+
+async def _send_chunk(chunk: Chunk, sockets: list[web.WebSocketResponse], owners: np.ndarray | None) -> None:
+    """One text message per value; ``owners`` maps a chunk's source index to its socket."""
+    arr = chunk.lines
+    offs = np.frombuffer(arr.buffers()[1], np.int32, len(arr) + 1, arr.offset * 4).tolist()
+    buf = memoryview(arr.buffers()[2]) if arr.buffers()[2] is not None else memoryview(b"")
+    dest = owners[chunk.src].tolist() if owners is not None and chunk.src is not None else [0] * len(arr)
+    for i, d in enumerate(dest):
+        ws = sockets[d]
+        if ws.closed:
+            continue
+        await ws.send_frame(bytes(buf[offs[i] : offs[i + 1]]), WSMsgType.TEXT)
+    if all(ws.closed for ws in sockets):
+        raise ConnectionResetError("every client of the session is gone")
+
+
+async def ws_replay_normalized(request: web.Request) -> web.StreamResponse:
+    from replay.server import EXECUTOR, INVENTORY, SETTINGS
+
+    settings = request.app[SETTINGS]
+    try:
+        reqs = parse_normalized(decode_options(request.query.get("options")), request.app[INVENTORY],
+                                settings.max_range_hours)
+    except OptionsError as e:
+        return _bad(str(e))
+    ws = web.WebSocketResponse(heartbeat=30.0)
+    await ws.prepare(request)
+    it: Prefetch[Chunk] = Prefetch(normalized.stream(settings.root, reqs), request.app[EXECUTOR])
+    try:
+        async for chunk in it:
+            # lines end with '\n'; a WebSocket message is the JSON alone
+            stripped = Chunk(chunk.ts, _strip_newlines(chunk.lines), None)
+            await _send_chunk(stripped, [ws], None)
+    except (ConnectionResetError, ConnectionError):
+        log.info("ws-replay-normalized: client went away")
+    finally:
+        await it.close()
+    if not ws.closed:
+        await ws.close()
+    return ws
+
+
+def _strip_newlines(arr: Any) -> Any:
+    import pyarrow.compute as pc
+
+    return pc.binary_slice(arr, 0, -1) if hasattr(pc, "binary_slice") else pc.utf8_slice_codeunits(arr, 0, -1)
