@@ -22,7 +22,7 @@ import msgspec
 
 from exchanges import common
 from exchanges.book import Bridge, DiffSync, SyncState, bridge
-from exchanges.connection import Listener, Plan, Timing
+from exchanges.connection import Link, Listener, Plan, Timing
 from exchanges.feed import Feed
 from ipc.schemas import BOOK_ASK, BOOK_BID, SIDE_BUY, SIDE_SELL
 
@@ -190,11 +190,14 @@ class BinanceFutures(Feed):
         }
         n = len(self.spec.symbols)
         self.last_trade = [-1] * n
+        self.overlap_base = [-1] * n
+        self.overlap_ids: list[set[int]] = [set() for _ in range(n)]
         self.last_partial = [-1] * n
         self.sync: list[DiffSync[Depth]] = [DiffSync() for _ in range(n)]
         self.routes: dict[str, tuple[int, int, int]] = {}
         self.ch_depth = self.chan_id.get("depth", 0)
         self.ch_snap = self.chan_id.get("depthSnapshot", 0)
+        self.ch_trade = self.chan_id.get(trade_stream(self.cfg), 0)
         self.levels = self.out.snapshot_levels
         self._snap_struct_n = self.depth
         self._session: Any = None
@@ -260,7 +263,9 @@ class BinanceFutures(Feed):
         data = msg.data
         if kind == AGG and type(data) is AggTrade:  # the busiest path, inlined
             tid = data.a
-            if tid > self.last_trade[sym]:
+            if lst.link.rolling:
+                keep = self.on_trade(ts, sym, tid, data, True)
+            elif tid > self.last_trade[sym]:
                 self.last_trade[sym] = tid
                 self.out.trade(ts, data.T * 1_000_000, sym, b"%d" % tid, data.p, data.q, SIDE_SELL if data.m else SIDE_BUY)
                 keep = True
@@ -272,14 +277,14 @@ class BinanceFutures(Feed):
         elif kind == DIFF and type(data) is Depth:
             keep = self.on_diff(lst, ts, sym, data)
         elif kind == TRADE and type(data) is Trade:
-            keep = self.on_trade(ts, sym, data.t, data)
+            keep = self.on_trade(ts, sym, data.t, data, lst.link.rolling)
         else:
             self.on_frame_slow(lst, ts, payload)
             return
         self.n_msgs[sym] += 1
         self.n_bytes[sym] += len(payload)
         self.last_ns[sym] = ts
-        if self.raw_on and (keep or lst.link.spare is None):
+        if self.raw_on and (keep or not lst.link.rolling):
             self.out.raw(ts, payload, lst.conn_id, sym, chan)
         if self._pending_resync:
             self._do_pending(ts)
@@ -299,31 +304,62 @@ class BinanceFutures(Feed):
         try:
             if kind == AGG:
                 t = self._agg.decode(env.data)
-                keep = self.on_trade(ts, sym, t.a, t)
+                keep = self.on_trade(ts, sym, t.a, t, lst.link.rolling)
             elif kind == DIFF:
                 keep = self.on_diff(lst, ts, sym, self._depth.decode(env.data))
             elif kind == PARTIAL:
                 keep = self.on_partial(ts, sym, self._depth.decode(env.data))
             else:
                 tr = self._trade.decode(env.data)
-                keep = self.on_trade(ts, sym, tr.t, tr)
+                keep = self.on_trade(ts, sym, tr.t, tr, lst.link.rolling)
         except msgspec.DecodeError as e:
             self.malformed(lst.conn_id, ts, payload, f"{env.stream}: {e}", sym, chan)
             if kind == DIFF and self.sync[sym].state == SyncState.SYNCED:
                 self.resync(sym, ts, "malformed diff")
             return
-        if self.raw_on and (keep or lst.link.spare is None):
+        if self.raw_on and (keep or not lst.link.rolling):
             self.out.raw(ts, payload, lst.conn_id, sym, chan)
         if self._pending_resync:
             self._do_pending(ts)
 
-    def on_trade(self, ts: int, sym: int, tid: int, t: AggTrade | Trade) -> bool:
-        if tid <= self.last_trade[sym]:
+    def on_trade(self, ts: int, sym: int, tid: int, t: AggTrade | Trade, rolling: bool = False) -> bool:
+        """Ids rise; while two connections overlap, a trade may come first on either, so
+        ids are remembered (``overlap_ids``) instead of compared with the last one."""
+        if rolling:
+            seen = self.overlap_ids[sym]
+            if tid <= self.overlap_base[sym] or tid in seen:
+                self.bump("duplicates", sym)
+                return False
+            seen.add(tid)
+            self.last_trade[sym] = max(self.last_trade[sym], tid)
+        elif tid <= self.last_trade[sym]:
             self.bump("duplicates", sym)
             return False
-        self.last_trade[sym] = tid
+        else:
+            self.last_trade[sym] = tid
         self.out.trade(ts, t.T * 1_000_000, sym, b"%d" % tid, t.p, t.q, SIDE_SELL if t.m else SIDE_BUY)
         return True
+
+    def overlap_started(self, link: Link) -> None:
+        for chan, sym in link.plan.streams:
+            if chan == self.ch_trade:
+                self.overlap_base[sym] = self.last_trade[sym]
+                self.overlap_ids[sym].clear()
+
+    def overlap_done(self, link: Link, ts: int) -> None:
+        for chan, sym in link.plan.streams:
+            if chan == self.ch_trade:
+                self.overlap_ids[sym].clear()
+                self.overlap_base[sym] = self.last_trade[sym]
+            st = self.sync[sym]
+            if chan != self.ch_depth or not chan or not st.ahead:
+                continue
+            pending = [v for v in st.ahead.values() if v[1].u > st.last_u]
+            st.ahead.clear()
+            if pending and st.state == SyncState.SYNCED:  # a diff neither connection delivered
+                first = min(pending, key=lambda v: v[1].u)
+                self.gap(ts, sym, self.ch_depth, 0, f"after planned reconnect: pu {first[1].pu} != u {st.last_u}")
+                self.resync(sym, ts, "gap", first=first)
 
     def on_partial(self, ts: int, sym: int, d: Depth) -> bool:
         if d.u <= self.last_partial[sym]:
@@ -340,11 +376,20 @@ class BinanceFutures(Feed):
                 self.bump("duplicates", sym)
                 return False
             if d.pu != st.last_u:
+                if lst.link.rolling:  # two connections race during a planned reconnect: hold it
+                    st.ahead[d.pu] = (ts, d)
+                    return True
                 self.gap(ts, sym, self.ch_depth, lst.conn_id, f"pu {d.pu} != previous u {st.last_u}")
                 self.resync(sym, ts, "gap", first=(ts, d))
                 return True
             self.emit_diff(ts, sym, d)
             st.last_u = d.u
+            while st.ahead:
+                nxt = st.ahead.pop(st.last_u, None)
+                if nxt is None:
+                    break
+                self.emit_diff(nxt[0], sym, nxt[1])
+                st.last_u = nxt[1].u
             return True
         if not st.push(ts, d):
             log.warning("%s diff buffer overflow, oldest diffs dropped", self.feed_id("book_change", sym))

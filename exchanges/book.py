@@ -36,7 +36,7 @@ class DiffSync(Generic[E]):
     snapshot (``U <= lastUpdateId <= u``, dropping ``u < lastUpdateId``).
     """
 
-    __slots__ = ("buffer", "fetching", "generation", "last_u", "snapshot", "state", "synced_once")
+    __slots__ = ("ahead", "buffer", "fetching", "generation", "last_u", "snapshot", "state", "synced_once")
 
     def __init__(self) -> None:
         self.state = SyncState.BUFFERING
@@ -46,10 +46,13 @@ class DiffSync(Generic[E]):
         self.fetching = False
         self.generation = 0  # bumped on every reset: a late REST answer of an old generation is ignored
         self.synced_once = False
+        #: diffs that arrived ahead of the chain during a planned reconnect, by their ``pu``
+        self.ahead: dict[int, tuple[int, Any]] = {}
 
     def reset(self) -> None:
         self.state = SyncState.BUFFERING
         self.buffer.clear()
+        self.ahead.clear()
         self.snapshot = None
         self.generation += 1
 

@@ -115,6 +115,7 @@ class Link:
         self.timing = timing
         self.current: Listener | None = None
         self.spare: Listener | None = None  # the new half of a planned reconnect
+        self.rolling = False  # True from opening the new half until the old half is closed
         self.closing = False
         self.attempts = 0
         self.connects = 0
@@ -184,8 +185,12 @@ class Link:
                 return
             waiter.cancel()
             # planned reconnect: the new connection subscribes while the old one still runs
+            self.rolling = True
+            self.feed.overlap_started(self)
             new = await self._open(overlap=True)
             if new is None:
+                self.rolling = False
+                self.feed.overlap_done(self, time.time_ns())
                 continue
             self.spare = new
             await self._sleep(self.timing.overlap)
@@ -197,6 +202,8 @@ class Link:
             new.overlap = False
             self.spare = None
             self.current = new
+            self.rolling = False
+            self.feed.overlap_done(self, time.time_ns())
             lst = new
             log.info("%s %s: planned reconnect done (conn %d)", self.feed.exchange, self.plan.label, new.conn_id)
             assert lst.transport is not None

@@ -88,6 +88,12 @@ class Feed:
     def on_book_drop(self, symbol: int) -> None:
         """A book record was dropped (ring full): the book must resync."""
 
+    def overlap_started(self, link: Link) -> None:
+        """A planned reconnect begins: ``link``'s streams will arrive on two connections."""
+
+    def overlap_done(self, link: Link, ts: int) -> None:
+        """A planned reconnect finished: only the new connection feeds ``link``'s streams now."""
+
     def tick(self, now: float) -> None:
         """Called by the watchdog a few times a second."""
 
