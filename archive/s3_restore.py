@@ -130,11 +130,14 @@ def _publish(tmp: str, dest: str) -> None:
     _fsync_dir(os.path.dirname(dest))
 
 
-def _write_hash(f: Any, chunk: bytes, sha: Any, md5: Any) -> None:
+def _write_hash(f: Any, chunk: bytes, sha: Any, md5: Any, last: bool = False) -> None:
     f.write(chunk)
     sha.update(chunk)
     if md5 is not None:
         md5.update(chunk)
+    if last:
+        f.flush()
+        os.fsync(f.fileno())
 
 
 async def _download(client: Any, bucket: str, key: str, dest: str, rel: str) -> int:
@@ -152,15 +155,21 @@ async def _download(client: Any, bucket: str, key: str, dest: str, rel: str) -> 
     try:
         with open(tmp, "wb") as f:
             body = resp["Body"]
+            buf: list[bytes] = []
+            pending = 0
             try:
                 while chunk := await body.read(CHUNK):
-                    # hashing and writing release the GIL: off the loop, other transfers go on meanwhile
-                    await asyncio.to_thread(_write_hash, f, chunk, sha, md5)
+                    buf.append(chunk)
+                    pending += len(chunk)
                     size += len(chunk)
+                    if pending >= CHUNK:
+                        # hashing and writing release the GIL: off the loop, other transfers go on meanwhile
+                        await asyncio.to_thread(_write_hash, f, b"".join(buf), sha, md5)
+                        buf.clear()
+                        pending = 0
             finally:
                 body.close()
-            f.flush()
-            await asyncio.to_thread(os.fsync, f.fileno())
+            await asyncio.to_thread(_write_hash, f, b"".join(buf), sha, md5, True)
         if want_size >= 0 and size != want_size:
             raise ChecksumMismatch(
                 f"{rel}: size mismatch (got {size} bytes, object says {want_size}); refused"
