@@ -17,8 +17,7 @@ the book after each message, when its top levels changed. A message with
 
 from __future__ import annotations
 
-import heapq
-from dataclasses import dataclass, field
+from bisect import bisect_left
 
 import numpy as np
 
@@ -37,25 +36,22 @@ class Side:
         self._top = []
         self._top_n = 0
 
-    def apply(self, price: np.ndarray, amount: np.ndarray) -> None:
-        if len(price) == 0:
-            return
+    def apply(self, pl: list[float], al: list[float], zl: list[int], a: int, b: int) -> None:
+        """Rows a..b of this side's per-batch lists; ``zl`` = sorted row indices whose amount is 0."""
         d = self.levels
-        d.update(zip(price.tolist(), amount.tolist(), strict=True))
-        zero = amount == 0
-        if zero.any():
-            for p in price[zero].tolist():
-                if d.get(p) == 0:
-                    del d[p]
+        seg = pl[a:b]
+        d.update(zip(seg, al[a:b], strict=True))
+        i = bisect_left(zl, a)
+        nz = len(zl)
+        while i < nz and zl[i] < b:
+            p = pl[zl[i]]
+            if d.get(p) == 0:
+                del d[p]
+            i += 1
         if self._top_n:
             # a touched price no better than the current worst of the top leaves the top as it is
-            worst = self._top[-1] if self._top else None
-            if len(self._top) < self._top_n or worst is None:
-                self._top_n = 0
-            elif self.bids:
-                if bool((price >= worst).any()):
-                    self._top_n = 0
-            elif bool((price <= worst).any()):
+            top = self._top
+            if len(top) < self._top_n or (max(seg) >= top[-1] if self.bids else min(seg) <= top[-1]):
                 self._top_n = 0
 
     def top(self, n: int) -> list[float]:
@@ -67,33 +63,48 @@ class Side:
         if len(d) <= k:
             self._top = sorted(d, reverse=self.bids)
         else:
-            self._top = heapq.nlargest(k, d) if self.bids else heapq.nsmallest(k, d)
+            keys = np.fromiter(d, np.float64, len(d))
+            if self.bids:
+                keys = -keys
+            part = keys[np.argpartition(keys, k - 1)[:k]]
+            part.sort()
+            self._top = (-part if self.bids else part).tolist()
         self._top_n = k
         return self._top[:n]
 
 
-@dataclass(slots=True)
 class Book:
-    bids: Side = field(default_factory=lambda: Side(True))
-    asks: Side = field(default_factory=lambda: Side(False))
+    def __init__(self) -> None:
+        self.bids = Side(True)
+        self.asks = Side(False)
+        self._cum_b: list[int] = [0]
+        self._cum_a: list[int] = [0]
+        empty: tuple[list[float], list[float], list[int]] = ([], [], [])
+        self._b = empty
+        self._a = empty
 
     def clear(self) -> None:
         self.bids.clear()
         self.asks.clear()
 
-    def apply(self, side: np.ndarray, price: np.ndarray, amount: np.ndarray) -> None:
-        """Rows of one segment; side 0 = bid, 1 = ask."""
-        if len(side) == 0:
-            return
-        b = side == 0
-        if b.all():
-            self.bids.apply(price, amount)
-        elif not b.any():
-            self.asks.apply(price, amount)
-        else:
-            self.bids.apply(price[b], amount[b])
-            a = ~b
-            self.asks.apply(price[a], amount[a])
+    def load(self, is_ask: np.ndarray, price: np.ndarray, amount: np.ndarray) -> None:
+        """Take a batch's rows; ``apply(lo, hi)`` then applies row ranges of it."""
+        bid = ~is_ask
+        self._cum_b = np.concatenate(([0], np.cumsum(bid))).tolist()
+        self._cum_a = np.concatenate(([0], np.cumsum(is_ask))).tolist()
+        pb, ab = price[bid], amount[bid]
+        pa_, aa = price[is_ask], amount[is_ask]
+        self._b = (pb.tolist(), ab.tolist(), np.flatnonzero(ab == 0).tolist())
+        self._a = (pa_.tolist(), aa.tolist(), np.flatnonzero(aa == 0).tolist())
+
+    def apply(self, lo: int, hi: int) -> None:
+        """Apply rows lo..hi of the loaded batch."""
+        a, b = self._cum_b[lo], self._cum_b[hi]
+        if b > a:
+            self.bids.apply(*self._b, a, b)
+        a, b = self._cum_a[lo], self._cum_a[hi]
+        if b > a:
+            self.asks.apply(*self._a, a, b)
 
     def levels(self, depth: int) -> tuple[list[float], list[float], list[float], list[float]]:
         bp = self.bids.top(depth)

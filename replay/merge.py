@@ -10,7 +10,9 @@ chunk per source; ties keep source order.
 
 from __future__ import annotations
 
+import atexit
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,8 +32,55 @@ class Chunk:
         return Chunk(self.ts[lo:hi], self.lines.slice(lo, hi - lo), None if self.src is None else self.src[lo:hi])
 
 
-def merge(sources: list[Iterator[Chunk]]) -> Iterator[Chunk]:
+# Sources read Parquet and build lines in these threads (Arrow/numpy release the GIL), one chunk
+# ahead each, so several files are decoded at once while the merge thread orders the previous ones.
+_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="replay-src")
+atexit.register(_POOL.shutdown, wait=False, cancel_futures=True)
+
+
+class Ahead(Iterator[Chunk]):
+    """A source advanced one chunk ahead in a worker thread."""
+
+    def __init__(self, it: Iterator[Chunk]) -> None:
+        self.it = it
+        self.fut: Future[Chunk | None] | None = _POOL.submit(next, it, None)
+
+    def __next__(self) -> Chunk:
+        if self.fut is None:
+            raise StopIteration
+        item = self.fut.result()
+        if item is None:
+            self.fut = None
+            raise StopIteration
+        self.fut = _POOL.submit(next, self.it, None)
+        return item
+
+    def close(self) -> None:
+        if self.fut is not None:
+            try:
+                self.fut.result()
+            except Exception:
+                pass
+            self.fut = None
+        close = getattr(self.it, "close", None)
+        if close is not None:
+            close()
+
+
+def merge(sources: list[Iterator[Chunk]], ahead: bool = True) -> Iterator[Chunk]:
     """Yield chunks whose concatenation is every source's rows ordered by ts (stable by source)."""
+    if ahead:
+        wrapped = [Ahead(s) for s in sources]
+        try:
+            yield from _merge(list(wrapped))
+        finally:
+            for w in wrapped:
+                w.close()
+        return
+    yield from _merge(sources)
+
+
+def _merge(sources: list[Iterator[Chunk]]) -> Iterator[Chunk]:
     if len(sources) == 1:
         for c in sources[0]:
             if len(c):

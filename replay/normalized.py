@@ -246,7 +246,7 @@ def _walk_book(
     """Apply the batch to the book, taking snapshots where the rules say; returns whether it ended in a snapshot."""
     n, ng = len(local), len(gs)
     ends = np.append(gs[1:], n)
-    side = is_ask.astype(np.int8)
+    book.load(is_ask, price, amount)
     reset = g_snap.copy()
     if ng:
         reset[0] = g_snap[0] and not prev_snap
@@ -271,7 +271,7 @@ def _walk_book(
     for g in visit.tolist():
         r = int(gs[g])
         if r > cur:
-            book.apply(side[cur:r], price[cur:r], amount[cur:r])
+            book.apply(cur, r)
             cur = r
         for s, c in zip(pre, crossing, strict=True):
             if c[g]:
@@ -280,12 +280,12 @@ def _walk_book(
             book.clear()
         if post:
             e = int(ends[g])
-            book.apply(side[r:e], price[r:e], amount[r:e])
+            book.apply(r, e)
             cur = e
             for s in post:
                 s.take(book, int(local[r]), int(ets[r]))
     if cur < n:
-        book.apply(side[cur:], price[cur:], amount[cur:])
+        book.apply(cur, n)
     return bool(g_snap[-1]) if ng else prev_snap
 
 

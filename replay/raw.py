@@ -38,7 +38,8 @@ def prefixes(ts: np.ndarray) -> pa.Array:
 
 def frame_lines(ts: np.ndarray, payload: pa.Array) -> pa.Array:
     """Lines for frames (payloads non-empty)."""
-    if pc.any(pc.match_substring(payload, "\n")).as_py():
+    data = payload.buffers()[2]
+    if data is not None and data.to_pybytes().find(b"\n") >= 0:
         # a frame with a raw newline would split the NDJSON line; outside strings it is JSON whitespace
         payload = pc.replace_substring(payload, "\n", " ")
     return fmt.join(prefixes(ts), payload, b"}\n")

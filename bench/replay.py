@@ -1,0 +1,147 @@
+"""replay: messages/s read from the replay server (/replay, /replay-normalized) on 127.0.0.1.
+
+Builds (or reuses, in a cache directory) a synthetic binance-futures archive
+of at least ``--messages`` raw frames plus as many normalized messages
+(trades and book_change messages), starts ``capture replay serve`` in a
+subprocess and reads each endpoint with a fast client (raw chunks, newlines
+counted). Medians over ``--repeat`` runs; Tardis Machine's own figures are
+printed beside ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.parse
+from typing import Any
+
+# Tardis Machine 3.35.5 on a 2-core machine, 3 M cached binance-futures messages
+TARDIS_RAW = 398_000
+TARDIS_NORMALIZED = 65_600
+TARDIS_SNAPSHOT_LINES = 18_600
+
+SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "DYDXUSDT")
+START = "2025-01-06T18:00:00Z"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--messages", type=int, default=10_000_000, help="raw frames in the archive (default 10 M)")
+    parser.add_argument("--cache", default=os.path.expanduser("~/.cache/ticktape/bench-replay"),
+                        help="where the archive is built once and reused")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per endpoint (median reported)")
+    parser.add_argument("--snapshot", default="book_snapshot_10_100ms", help="snapshot data type of the third run")
+    parser.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
+
+
+def _free_port() -> int:
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            p = int(s.getsockname()[1])
+        with socket.socket() as s2:
+            try:
+                s2.bind(("127.0.0.1", p + 1))
+                return p
+            except OSError:
+                continue
+
+
+def build_archive(root: str, messages: int) -> dict[str, Any]:
+    """Synthetic archive: 4 symbols, hours of 1.25 M raw frames each, as many trades + book messages."""
+    from replay.fixtures import synth_archive
+
+    done = os.path.join(root, ".bench-done.json")
+    if os.path.exists(done):
+        with open(done) as f:
+            return dict(json.load(f))
+    per_hour = 1_250_000
+    hours = max(1, -(-messages // (per_hour * len(SYMBOLS))))
+    per_hour = -(-messages // (hours * len(SYMBOLS)))
+    t0 = time.perf_counter()
+    tot = synth_archive(root, symbols=SYMBOLS, hours=hours, raw_per_hour=per_hour,
+                        trades_per_hour=per_hour // 2, book_msgs_per_hour=per_hour // 2, levels=500)
+    info = {"hours": hours, **tot, "build_s": time.perf_counter() - t0}
+    with open(done, "w") as f:
+        json.dump(info, f)
+    return info
+
+
+async def _read(url: str) -> tuple[int, float]:
+    import aiohttp
+
+    lines = 0
+    t0 = time.perf_counter()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as s, s.get(url) as r:
+        if r.status != 200:
+            raise RuntimeError(f"{url}: HTTP {r.status}: {await r.text()}")
+        async for data in r.content.iter_any():
+            lines += data.count(b"\n")
+    return lines, time.perf_counter() - t0
+
+
+def _url(port: int, path: str, options: Any) -> str:
+    return f"http://127.0.0.1:{port}/{path}?options={urllib.parse.quote_plus(json.dumps(options))}"
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"replay server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), 0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("replay server did not start")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import uvloop
+
+    root = os.path.join(args.cache, f"m{args.messages}")
+    info = build_archive(root, args.messages)
+    end = f"2025-01-06T{18 + info['hours']:02d}:00:00Z" if 18 + info["hours"] < 24 else "2025-01-07T18:00:00Z"
+    port = args.port or _free_port()
+    cmd = [sys.executable, "-m", "engine.cli", "replay", "serve", "--archive", root, "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    figures: dict[str, Any] = {"archive_raw_messages": info["raw"],
+                               "archive_normalized_messages": info["trades"] + info["book_change_msgs"]}
+    try:
+        _wait_port(port, proc)
+        base = {"exchange": "binance-futures", "from": START, "to": end}
+        runs = {
+            "raw": _url(port, "replay", {**base, "filters": [{"channel": "aggTrade"}, {"channel": "depth"}],
+                                         "withDisconnects": True}),
+            "normalized": _url(port, "replay-normalized", {**base, "dataTypes": ["trade", "book_change"]}),
+            "snapshot": _url(port, "replay-normalized",
+                             {**base, "dataTypes": ["trade", "book_change", args.snapshot]}),
+            "snapshot_only": _url(port, "replay-normalized", {**base, "dataTypes": [args.snapshot]}),
+        }
+        for name, url in runs.items():
+            rates, counts = [], []
+            for _ in range(args.repeat):
+                n, dt = uvloop.run(_read(url))
+                rates.append(n / dt)
+                counts.append(n)
+            figures[f"{name}_lines"] = counts[0]
+            figures[f"{name}_msg_per_s"] = statistics.median(rates)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    figures["tardis_raw_msg_per_s"] = TARDIS_RAW
+    figures["tardis_normalized_msg_per_s"] = TARDIS_NORMALIZED
+    figures["tardis_snapshot_lines_per_s"] = TARDIS_SNAPSHOT_LINES
+    figures["raw_vs_tardis"] = figures["raw_msg_per_s"] / TARDIS_RAW
+    figures["normalized_vs_tardis"] = figures["normalized_msg_per_s"] / TARDIS_NORMALIZED
+    figures["snapshot_only_vs_tardis"] = figures["snapshot_only_msg_per_s"] / TARDIS_SNAPSHOT_LINES
+    return figures
