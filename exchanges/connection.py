@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+from picows import WSFrame, WSInvalidStatusError, WSListener, WSMsgType, WSTransport, ws_connect
 
 if TYPE_CHECKING:
     from exchanges.feed import Feed
@@ -149,7 +149,11 @@ class Link:
                 "%s %s: connect failed (%s: %s); retry in %.2fs",
                 self.feed.exchange, self.plan.label, type(e).__name__, e, delay,
             )
-            self.feed.connect_failed(self, f"{type(e).__name__}: {e}")
+            status = getattr(getattr(e, "response", None), "status", None)
+            refused = isinstance(e, WSInvalidStatusError) and status is not None and 400 <= int(status) < 500
+            body = getattr(e, "raw_body", None) or b""
+            why = f"HTTP {int(status)} {body[:60]!r}" if refused and status is not None else f"{type(e).__name__}: {e}"
+            self.feed.connect_failed(self, why, refused)
             await self._sleep(delay)
             return None
         assert isinstance(lst, Listener)

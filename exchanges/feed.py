@@ -162,8 +162,17 @@ class Feed:
         )
         self.on_open(lst)
 
-    def connect_failed(self, link: Link, why: str) -> None:
-        self.out.event(time.time_ns(), "info", detail=f"connect failed: {why}"[:96])
+    def connect_failed(self, link: Link, why: str, refused: bool = False) -> None:
+        """``refused``: the server answered the upgrade with an HTTP 4xx (e.g. Binance
+        refusing an unknown stream in the URL): a subscribe error, not a network fault."""
+        ts = time.time_ns()
+        if refused:
+            self.bump("subscribe_errors")
+            for chan, sym in link.plan.streams or [(0, 0)]:
+                self.out.event(ts, "subscribe_error", symbol=sym, channel=chan, detail=why[:96])
+            log.error("%s %s: connection refused: %s", self.exchange, link.plan.label, why)
+        else:
+            self.out.event(ts, "info", detail=f"connect failed: {why}"[:96])
 
     def stalled(self, lst: Listener, idle: float) -> None:
         ts = time.time_ns()

@@ -171,3 +171,34 @@ def test_planned_rollover_overlaps_without_gap_or_duplicates(rig):
     raw = r.raw()
     first_marker = next(i for i, x in enumerate(raw) if x[4] == b"")
     assert all(x[4] == b"" for x in raw[first_marker:])  # markers only at the shutdown
+
+
+@pytest.mark.slow
+def test_upgrade_refused_is_a_subscribe_error_and_retried(rig):
+    from picows import WSUpgradeResponse, WSUpgradeResponseWithListener
+
+    async def main():
+        attempts = []
+
+        def factory(req):
+            attempts.append(req.path)
+            body = b'{"code":-1121,"msg":"Invalid symbol."}'
+            return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(400, body), None)
+
+        srv = await ws_create_server(factory, "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        r = rig("binance-futures", symbols=["FOOUSDT"], channels=["trades"], url=f"ws://127.0.0.1:{port}", options=FAST)
+        stop = asyncio.Event()
+        run = asyncio.create_task(run_feed(r.feed, stop.is_set))
+        await until(lambda: len(attempts) >= 3)
+        stop.set()
+        await asyncio.wait_for(run, 10)
+        srv.close()
+        return r, attempts
+
+    r, attempts = uvloop.run(main())
+    assert attempts[0] == b"/market/stream?streams=foousdt@aggTrade"
+    ev = r.events()
+    errs = [e for e in ev if e[0] == "subscribe_error"]
+    assert len(errs) >= 3 and errs[0][1] == "FOOUSDT" and "HTTP 400" in errs[0][2] and "Invalid symbol" in errs[0][2]
+    assert r.feed.stat("subscribe_errors") >= 3
