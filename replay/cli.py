@@ -19,6 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"largest from..to span a request may ask for (default {DEFAULT_MAX_RANGE_HOURS} h)")
     p.add_argument("--ws-subscribe-window", type=float, default=2.0,
                    help="seconds a /ws-replay client has to send its subscribe messages (default 2)")
+    p.add_argument("--batch-rows", type=int, default=0,
+                   help="rows per read batch (bounds memory per client; default 65536)")
     p.add_argument("--threads", type=int, default=4, help="worker threads that build response batches")
 
 
@@ -32,6 +34,10 @@ def main(args: argparse.Namespace) -> int:
         print(f"replay: bad port {args.port}")
         return 2
     logging.basicConfig(level=logging.INFO, format='{"level":"%(levelname)s","logger":"%(name)s","message":"%(message)s"}')
+    if args.batch_rows > 0:
+        from replay import sources
+
+        sources.BATCH_ROWS = args.batch_rows
     settings = Settings(os.path.abspath(args.archive), args.max_range_hours, args.ws_subscribe_window, args.threads)
     try:
         import uvloop

@@ -107,6 +107,31 @@ async def exchanges(request: web.Request) -> web.Response:
     return web.json_response({"code": 404, "message": f"unknown exchange {ex!r}"}, status=404)
 
 
+def _rss_kb() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return -1
+
+
+async def status(request: web.Request) -> web.Response:
+    """Liveness and resource use: open streams, WebSocket sessions, asyncio tasks, resident memory."""
+    from replay import ws
+
+    return web.json_response(
+        {
+            "active_streams": len(request.app[ACTIVE]),
+            "ws_sessions": len(request.app[ws.SESSIONS]),
+            "tasks": len(asyncio.all_tasks()),
+            "rss_kb": _rss_kb(),
+        }
+    )
+
+
 def make_app(settings: Settings, *, ws_only: bool = False, shared: web.Application | None = None) -> web.Application:
     from replay import ws
 
@@ -129,6 +154,7 @@ def make_app(settings: Settings, *, ws_only: bool = False, shared: web.Applicati
         app.router.add_get("/replay-normalized", replay_normalized)
         app.router.add_get("/exchanges", exchanges)
         app.router.add_get("/exchanges/{exchange}", exchanges)
+        app.router.add_get("/status", status)
     app.router.add_get("/ws-replay", ws.ws_replay)
     app.router.add_get("/ws-replay-normalized", ws.ws_replay_normalized)
     return app

@@ -52,9 +52,10 @@ def read_range(
     start_ns: int,
     end_ns: int,
     columns: Sequence[str] | None = None,
-    batch_rows: int = BATCH_ROWS,
+    batch_rows: int | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Batches of rows with start_ns <= local_ts < end_ns, in local_ts order."""
+    batch_rows = batch_rows or BATCH_ROWS
     for path in hour_paths(root, exchange, data_type, symbol, start_ns, end_ns):
         try:
             pf = pq.ParquetFile(path)

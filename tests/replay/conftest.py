@@ -1,0 +1,81 @@
+"""Replay tests: one archive (real recorded frames + synthetic tables) and one real server subprocess."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from replay_helpers import BIG_ROWS, MARK_A, MARK_B, ServerProc
+
+from replay.fixtures import Frame, binance_frames, bybit_frames, synth_archive, write_frames
+
+REPO = Path(__file__).resolve().parents[2]
+
+def _free_pair() -> int:
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        try:
+            with socket.socket() as s2:
+                s2.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port pair")
+
+
+@pytest.fixture(scope="session")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("replay-archive")
+    frames = binance_frames()
+    frames += [
+        Frame(MARK_A, "SUSHIUSDT", "depth", b""),
+        Frame(MARK_A, "AKROUSDT", "depth", b""),
+        Frame(MARK_B, "_", "", b""),
+    ]
+    write_frames(str(root), "binance-futures", frames)
+    write_frames(str(root), "bybit", bybit_frames())
+    synth_archive(str(root), symbols=("BTCUSDT", "ETHUSDT"), hours=2, raw_per_hour=2000, trades_per_hour=3000,
+                  book_msgs_per_hour=3000, levels=40, disconnects=2, seed=7)
+    synth_archive(str(root), exchange="bybit", symbols=("BTCUSDT",), hours=2, raw_per_hour=1000,
+                  trades_per_hour=2000, book_msgs_per_hour=2000, levels=30, disconnects=1, seed=8)
+    synth_archive(str(root), symbols=("BIGUSDT",), start_ns=1_736_208_000_000_000_000, hours=1,
+                  raw_per_hour=BIG_ROWS, trades_per_hour=100, book_msgs_per_hour=100, levels=5, disconnects=0, seed=9)
+    return root
+
+
+@pytest.fixture(scope="session")
+def server(archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
+    port = _free_pair()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "engine.cli", "replay", "serve", "--archive", str(archive), "--port", str(port),
+           "--max-range-hours", "48", "--ws-subscribe-window", "0.6", "--batch-rows", "4096"]
+    log_path = tmp_path_factory.mktemp("replay-log") / "server.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - the server writes to it for the whole session
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {log_path.read_text()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), 0.2), socket.create_connection(("127.0.0.1", port + 1), 0.2):
+                break
+        except OSError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise
+            time.sleep(0.1)
+    yield ServerProc(port, proc, archive)
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()

@@ -1,0 +1,41 @@
+"""Shared constants and the server handle of the replay tests."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# disconnect markers put into the real binance recording (ns); the first hits two symbols at once
+MARK_A = 1_626_992_750_000_000_000
+MARK_B = 1_626_992_760_500_000_000
+SYNTH_START = "2025-01-06T18:00:00Z"
+SYNTH_END = "2025-01-06T20:00:00Z"
+BIG_START = "2025-01-07T00:00:00Z"
+BIG_END = "2025-01-07T01:00:00Z"
+BIG_ROWS = 300_000
+
+
+
+@dataclass
+class ServerProc:
+    port: int
+    proc: subprocess.Popen[bytes]
+    root: Path
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, path: str, options: Any) -> str:
+        return f"{self.base}/{path}?options={urllib.parse.quote_plus(json.dumps(options))}"
+
+    def status(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.base}/status", timeout=5) as r:
+            return dict(json.load(r))
+
+

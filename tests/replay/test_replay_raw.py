@@ -1,0 +1,170 @@
+"""/replay against real recorded binance-futures and bybit frames: the seed's client, ordering, filters, markers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from replay_helpers import MARK_A, MARK_B, ServerProc
+
+START, END = "2021-07-22T22:00:00Z", "2021-07-22T23:00:00Z"
+
+
+def archived(
+    root: Path, exchange: str, channels: set[str] | None, symbols: set[str] | None,
+    lo: int = 1_626_991_200_000_000_000, hi: int = 1_626_994_800_000_000_000,
+) -> list[tuple[int, bytes]]:
+    """Every non-empty raw frame of the archive for the filter in [lo, hi), straight from Parquet, by local_ts."""
+    rows: list[tuple[int, int, bytes]] = []
+    for i, f in enumerate(sorted((root / f"exchange={exchange}" / "type=raw").rglob("*.parquet"))):
+        sym = f.parent.name.split("=", 1)[1]
+        if sym == "_" or (symbols is not None and sym not in symbols):
+            continue
+        t = pq.read_table(f)
+        for ts, ch, p in zip(t.column("local_ts").cast(pa.int64()).to_pylist(), t.column("channel").to_pylist(),
+                             t.column("payload").to_pylist(), strict=True):
+            if p and (channels is None or ch in channels) and lo <= ts < hi:
+                rows.append((ts, i, p))
+    rows.sort(key=lambda r: (r[0], r[1]))
+    return [(ts, p) for ts, _, p in rows]
+
+
+def tardis_ts(ns: int) -> str:
+    s = np.datetime_as_string(np.datetime64(ns, "ns"), unit="ns")  # 2021-07-22T22:25:42.289739000
+    return s[:-2] + "Z"
+
+
+def run_seed_client(port: int, replay_options: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The seed's client code, unchanged but for the port (the seed assumes localhost:8000)."""
+    out: list[tuple[str, Any]] = []
+
+    async def replay_via_tardis_machine_machine(replay_options):  # type: ignore[no-untyped-def]
+        timeout = aiohttp.ClientTimeout(total=0)
+
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            # url encode as json object options
+            encoded_options = urllib.parse.quote_plus(json.dumps(replay_options))
+
+            # assumes tardis-machine HTTP API running on localhost:8000
+            url = f"http://localhost:{port}/replay?options={encoded_options}"
+
+            async with session.get(url) as response:
+                # otherwise we may get line to long errors
+                response.content._high_water = 100_000_000
+
+                # returned data is in NDJSON format http://ndjson.org/
+                # each line is separate message JSON encoded
+                async for line in response.content:
+                    yield line
+
+    async def run() -> None:
+        lines = replay_via_tardis_machine_machine(replay_options)
+
+        async for line in lines:
+            message = json.loads(line)
+            # localTimestamp string marks timestamp when message was received
+            # message is a message dict as provided by exchange real-time stream
+            out.append((message["localTimestamp"], message["message"]))
+
+    asyncio.run(run())
+    return out
+
+
+async def _lines(url: str) -> list[bytes]:
+    async with aiohttp.ClientSession() as s, s.get(url) as r:
+        assert r.status == 200, await r.text()
+        assert r.headers["Content-Type"].startswith("application/x-json-stream")
+        r.content._high_water = 100_000_000
+        return [line async for line in r.content]
+
+
+def get_lines(url: str) -> list[bytes]:
+    return asyncio.run(_lines(url))
+
+
+def test_seed_client_gets_every_message_in_order(server: ServerProc) -> None:
+    got = run_seed_client(server.port, {
+        "exchange": "binance-futures", "from": START, "to": END,
+        "filters": [{"channel": "aggTrade"}, {"channel": "depth"}, {"channel": "bookTicker"}, {"channel": "kline_1m"}],
+    })
+    want = archived(server.root, "binance-futures", None, None)
+    assert len(want) > 1000
+    assert [ts for ts, _ in got] == [tardis_ts(ts) for ts, _ in want]
+    assert [m for _, m in got] == [json.loads(p) for _, p in want]
+
+
+def test_frames_are_byte_exact_and_filtered(server: ServerProc) -> None:
+    opts = {"exchange": "binance-futures", "from": START, "to": END,
+            "filters": [{"channel": "depth", "symbols": ["sushiusdt", "CTKUSDT"]}]}
+    lines = get_lines(server.url("replay", opts))
+    want = archived(server.root, "binance-futures", {"depth"}, {"SUSHIUSDT", "CTKUSDT"})
+    assert len(want) > 100
+    assert lines == [b'{"localTimestamp":"' + tardis_ts(ts).encode() + b'","message":' + p + b"}\n" for ts, p in want]
+
+
+def test_time_window_cuts_inside_the_hour(server: ServerProc) -> None:
+    frm, to = "2021-07-22T22:25:50Z", "2021-07-22T22:26:00Z"
+    lines = get_lines(server.url("replay", {"exchange": "binance-futures", "from": frm, "to": to,
+                                            "filters": [{"channel": "aggTrade"}]}))
+    lo, hi = 1_626_992_750_000_000_000, 1_626_992_760_000_000_000
+    want = [x for x in archived(server.root, "binance-futures", {"aggTrade"}, None) if lo <= x[0] < hi]
+    assert 0 < len(lines) == len(want)
+    assert [json.loads(line)["localTimestamp"] for line in lines] == [tardis_ts(ts) for ts, _ in want]
+
+
+def test_disconnect_markers_are_empty_lines(server: ServerProc) -> None:
+    base = {"exchange": "binance-futures", "from": START, "to": END,
+            "filters": [{"channel": "depth"}, {"channel": "aggTrade"}]}
+    plain = get_lines(server.url("replay", base))
+    assert b"\n" not in plain
+    marked = get_lines(server.url("replay", {**base, "withDisconnects": True}))
+    empties = [i for i, line in enumerate(marked) if line == b"\n"]
+    # MARK_A is on two streams of one connection at one instant: one line; MARK_B is connection-level
+    assert len(empties) == 2
+    assert [line for line in marked if line != b"\n"] == plain
+    for i, mark in zip(empties, (MARK_A, MARK_B), strict=True):
+        before = json.loads(marked[i - 1])["localTimestamp"]
+        after = json.loads(marked[i + 1])["localTimestamp"]
+        assert before <= tardis_ts(mark) <= after
+
+
+def test_bybit_real_frames(server: ServerProc) -> None:
+    opts = {"exchange": "bybit", "from": "2025-06-13T16:00:00Z", "to": "2025-06-13T18:00:00Z"}
+    lines = get_lines(server.url("replay", opts))
+    want = archived(server.root, "bybit", None, None, 1_749_830_400_000_000_000, 1_749_837_600_000_000_000)
+    assert len(lines) == len(want) > 50
+    assert [json.loads(line)["message"] for line in lines] == [json.loads(p) for _, p in want]
+
+
+def test_exchanges_lists_ids_channels_symbols(server: ServerProc) -> None:
+    async def get() -> Any:
+        async with aiohttp.ClientSession() as s, s.get(f"{server.base}/exchanges") as r:
+            assert r.status == 200
+            return await r.json()
+
+    ex = {e["id"]: e for e in asyncio.run(get())}
+    assert set(ex) == {"binance-futures", "bybit"}
+    assert {"aggTrade", "depth", "bookTicker"} <= set(ex["binance-futures"]["channels"])
+    assert "orderbook.1" in ex["bybit"]["channels"]
+    syms = {s["id"]: s for s in ex["binance-futures"]["symbols"]}
+    assert {"SUSHIUSDT", "AKROUSDT", "BTCUSDT"} <= set(syms)
+    assert syms["SUSHIUSDT"]["availableSince"] == "2021-07-22T22:00:00.000Z"
+    assert "book_snapshot_{levels}_{interval}{ms|s|m}" in ex["binance-futures"]["dataTypes"]
+
+
+@pytest.mark.parametrize("channel", ["aggTrade", "depth"])
+def test_replay_over_synthetic_hours_is_ordered_across_files(server: ServerProc, channel: str) -> None:
+    lines = get_lines(server.url("replay", {"exchange": "binance-futures", "from": "2025-01-06T18:00:00Z",
+                                            "to": "2025-01-06T20:00:00Z", "filters": [{"channel": channel}]}))
+    stamps = [json.loads(line)["localTimestamp"] for line in lines]
+    assert stamps == sorted(stamps)
+    lo, hi = 1_736_186_400_000_000_000, 1_736_193_600_000_000_000
+    assert len(stamps) == len(archived(server.root, "binance-futures", {channel}, {"BTCUSDT", "ETHUSDT"}, lo, hi))
