@@ -80,6 +80,14 @@ class HashCache:
         self.put(rel, path, d, st.st_mtime_ns)
         return d
 
+    def lookup(self, rel: str, size: int, mtime_ns: int) -> tuple[Digest, list[str]] | None:
+        """Cached digest and upload ETags if the file is unchanged; no I/O."""
+        with self._lock:
+            e = self._entries.get(rel)
+        if e is None or e.size != size or e.mtime_ns != mtime_ns:
+            return None
+        return Digest(e.size, e.md5, e.sha256), list(e.etags)
+
     def put(self, rel: str, path: str, d: Digest, mtime_ns: int | None = None) -> None:
         if mtime_ns is None:
             mtime_ns = os.stat(path).st_mtime_ns

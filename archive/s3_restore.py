@@ -38,7 +38,7 @@ from archive.s3_client import (
     object_key,
     parse_url,
 )
-from archive.s3_sync import SHA_META, Progress, list_remote
+from archive.s3_sync import SHA_META, Progress, list_remote, run_pool
 
 log = logging.getLogger("ticktape.s3")
 
@@ -218,7 +218,6 @@ async def restore_keys_async(
         except Exception as e:
             raise S3Error(describe(e, where)) from None
         await check_bucket(client, bucket, prefix, where, need_list=False)
-        sem = asyncio.Semaphore(max(1, concurrency))
         stop = asyncio.Event()
         bar = Progress(progress, len(keys), 0, "restore")
 
@@ -226,61 +225,60 @@ async def restore_keys_async(
             rel = k.relpath()
             dest = safe_join(os.path.abspath(root), rel)
             key = object_key(prefix, rel)
-            async with sem:
-                if stop.is_set():
-                    report.pending += 1
-                    return
-                try:
-                    if os.path.exists(dest):
-                        try:
-                            head = await client.head_object(Bucket=bucket, Key=key)
-                        except Exception as e:
-                            if error_code(e) in ("404", "NoSuchKey", "NotFound"):
-                                report.skipped += 1  # only local: nothing to fetch
-                                log.info("exists %s (local only)", rel)
-                                return
-                            raise
-                        want_sha, want_md5 = _expected(head)
-                        d = await asyncio.to_thread(digest_file, dest)
-                        same = d.size == int(head.get("ContentLength", -1)) and (
-                            (want_sha is not None and d.sha256 == want_sha)
-                            or (want_sha is None and want_md5 is not None and d.md5 == want_md5)
-                        )
-                        if same:
-                            report.skipped += 1
-                            log.info("exists %s", rel)
-                            bar.advance(0)
+            if stop.is_set():
+                report.pending += 1
+                return
+            try:
+                if os.path.exists(dest):
+                    try:
+                        head = await client.head_object(Bucket=bucket, Key=key)
+                    except Exception as e:
+                        if error_code(e) in ("404", "NoSuchKey", "NotFound"):
+                            report.skipped += 1  # only local: nothing to fetch
+                            log.info("exists %s (local only)", rel)
                             return
-                        if not overwrite:
-                            report.conflicts.append(rel)
-                            log.warning("differs %s: local copy differs from the bucket's; kept", rel)
-                            return
-                    n = await _download(client, bucket, key, dest, rel)
-                except ChecksumMismatch as e:
-                    report.failed.append((rel, str(e)))
-                    log.error("%s", e)
-                    return
-                except asyncio.CancelledError:
-                    raise
-                except Exception as e:
-                    if error_code(e) in ("404", "NoSuchKey", "NotFound"):
-                        report.missing.append(rel)
-                        log.info("missing %s (not in the bucket)", rel)
+                        raise
+                    want_sha, want_md5 = _expected(head)
+                    d = await asyncio.to_thread(digest_file, dest)
+                    same = d.size == int(head.get("ContentLength", -1)) and (
+                        (want_sha is not None and d.sha256 == want_sha)
+                        or (want_sha is None and want_md5 is not None and d.md5 == want_md5)
+                    )
+                    if same:
+                        report.skipped += 1
+                        log.info("exists %s", rel)
+                        bar.advance(0)
                         return
-                    msg = describe(e, rel)
-                    report.failed.append((rel, msg))
-                    log.error("download failed %s", msg)
-                    if is_fatal(e) and not stop.is_set():
-                        stop.set()
-                        report.error = describe(e, where)
+                    if not overwrite:
+                        report.conflicts.append(rel)
+                        log.warning("differs %s: local copy differs from the bucket's; kept", rel)
+                        return
+                n = await _download(client, bucket, key, dest, rel)
+            except ChecksumMismatch as e:
+                report.failed.append((rel, str(e)))
+                log.error("%s", e)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                if error_code(e) in ("404", "NoSuchKey", "NotFound"):
+                    report.missing.append(rel)
+                    log.info("missing %s (not in the bucket)", rel)
                     return
-                report.downloaded.append(rel)
-                report.downloaded_bytes += n
-                log.info("download %s (%d bytes)", rel, n)
-                bar.advance(n)
+                msg = describe(e, rel)
+                report.failed.append((rel, msg))
+                log.error("download failed %s", msg)
+                if is_fatal(e) and not stop.is_set():
+                    stop.set()
+                    report.error = describe(e, where)
+                return
+            report.downloaded.append(rel)
+            report.downloaded_bytes += n
+            log.info("download %s (%d bytes)", rel, n)
+            bar.advance(n)
 
         try:
-            await asyncio.gather(*(one(k) for k in keys))
+            await run_pool([(k,) for k in keys], one, concurrency)
         finally:
             bar.close()
         report.missing.sort()

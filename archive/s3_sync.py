@@ -52,6 +52,7 @@ class LocalFile:
     rel: str
     path: str
     size: int
+    mtime_ns: int = 0
 
 
 @dataclass
@@ -121,7 +122,7 @@ def scan_local(root: str) -> tuple[list[LocalFile], int]:
             if not os.path.isfile(path) or os.path.islink(path):
                 ignored += 1
                 continue
-            files.append(LocalFile(rel, path, st.st_size))
+            files.append(LocalFile(rel, path, st.st_size, st.st_mtime_ns))
     return files, ignored
 
 
@@ -135,6 +136,24 @@ async def list_remote(client: Any, bucket: str, prefix: str) -> dict[str, tuple[
             key = obj["Key"]
             out[key[len(pfx) :]] = (int(obj["Size"]), str(obj.get("ETag", "")).strip('"'))
     return out
+
+
+async def run_pool(items: list[tuple[Any, ...]], worker: Callable[..., Any], n: int) -> None:
+    """``worker(*item)`` for every item with at most ``n`` running: n tasks, not one per file."""
+    it = iter(items)
+
+    async def loop() -> None:
+        for item in it:
+            await worker(*item)
+
+    tasks = [asyncio.create_task(loop()) for _ in range(max(1, min(n, len(items))))]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 def _plain_md5(etag: str) -> bool:
@@ -272,38 +291,53 @@ async def sync_archive_async(
         except Exception as e:
             raise S3Error(describe(e, where)) from None
 
-        # plan: compare sizes from the listing, content where sizes agree
-        sem = asyncio.Semaphore(max(concurrency, 2))
+        # plan: sizes from the listing, then content where sizes agree. Unchanged files answer from the
+        # checksum cache without I/O, so an hourly sync of a large archive costs one listing.
         to_upload: list[tuple[LocalFile, str]] = []
+        to_check: list[tuple[LocalFile, str]] = []
 
-        async def check(f: LocalFile) -> None:
+        def same_as(f: LocalFile, etag: str) -> None:
+            report.existing += 1
+            log.debug("exists %s", f.rel)
+            if on_file:
+                on_file("exists", f.rel)
+
+        for f in files:
             r = remote.get(f.rel)
             if r is None:
                 to_upload.append((f, "missing"))
-                return
+                continue
             size, etag = r
             if size != f.size:
                 to_upload.append((f, f"size {size} != {f.size}"))
-                return
-            async with sem:
-                d = await asyncio.to_thread(cache.get, f.rel, f.path)
-                if _plain_md5(etag):
-                    same = etag == d.md5
-                elif etag and etag in cache.uploaded_etag(f.rel):
-                    same = True  # a multipart object we uploaded from these very bytes
+                continue
+            cached = cache.lookup(f.rel, f.size, f.mtime_ns)
+            if cached is not None and _plain_md5(etag):
+                if etag == cached[0].md5:
+                    same_as(f, etag)
                 else:
-                    head = await client.head_object(Bucket=bucket, Key=object_key(prefix, f.rel))
-                    same = head.get("Metadata", {}).get(SHA_META) == d.sha256
+                    to_upload.append((f, "checksum differs"))
+            elif cached is not None and etag and etag in cached[1]:
+                same_as(f, etag)  # a multipart object we uploaded from these very bytes
+            else:
+                to_check.append((f, etag))
+
+        async def check(f: LocalFile, etag: str) -> None:
+            d = await asyncio.to_thread(cache.get, f.rel, f.path)
+            if _plain_md5(etag):
+                same = etag == d.md5
+            else:
+                head = await client.head_object(Bucket=bucket, Key=object_key(prefix, f.rel))
+                same = head.get("Metadata", {}).get(SHA_META) == d.sha256
+                if same:
+                    cache.add_etag(f.rel, etag)
             if same:
-                report.existing += 1
-                log.debug("exists %s", f.rel)
-                if on_file:
-                    on_file("exists", f.rel)
+                same_as(f, etag)
             else:
                 to_upload.append((f, "checksum differs"))
 
         try:
-            await asyncio.gather(*(check(f) for f in files))
+            await run_pool(to_check, check, max(concurrency, 2))
         except Exception as e:
             raise S3Error(describe(e, where)) from None
         to_upload.sort(key=lambda x: x[0].rel)
@@ -318,36 +352,34 @@ async def sync_archive_async(
             return report
 
         bar = Progress(progress, len(to_upload), sum(f.size for f, _ in to_upload), "upload")
-        up_sem = asyncio.Semaphore(concurrency)
         stop = asyncio.Event()
 
         async def upload(f: LocalFile, reason: str) -> None:
-            async with up_sem:
-                if stop.is_set():
-                    report.pending += 1
-                    return
-                key = object_key(prefix, f.rel)
-                try:
-                    await _upload(fs, client, bucket, key, f, cache)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as e:
-                    msg = describe(e, f.rel)
-                    report.failed.append((f.rel, msg))
-                    log.error("upload failed %s", msg)
-                    if is_fatal(e) and not stop.is_set():
-                        stop.set()
-                        report.error = describe(e, where)
-                    return
-                report.uploaded.append(f.rel)
-                report.uploaded_bytes += f.size
-                log.info("upload %s (%s, %d bytes)", f.rel, reason, f.size)
-                bar.advance(f.size)
-                if on_file:
-                    on_file("upload", f.rel)
+            if stop.is_set():
+                report.pending += 1
+                return
+            key = object_key(prefix, f.rel)
+            try:
+                await _upload(fs, client, bucket, key, f, cache)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                msg = describe(e, f.rel)
+                report.failed.append((f.rel, msg))
+                log.error("upload failed %s", msg)
+                if is_fatal(e) and not stop.is_set():
+                    stop.set()
+                    report.error = describe(e, where)
+                return
+            report.uploaded.append(f.rel)
+            report.uploaded_bytes += f.size
+            log.info("upload %s (%s, %d bytes)", f.rel, reason, f.size)
+            bar.advance(f.size)
+            if on_file:
+                on_file("upload", f.rel)
 
         try:
-            await asyncio.gather(*(upload(f, r) for f, r in to_upload))
+            await run_pool(to_upload, upload, concurrency)
         finally:
             bar.close()
         return report

@@ -218,3 +218,22 @@ def test_large_file_goes_multipart_and_round_trips(tmp_path, s3_endpoint, s3, bu
     new = str(tmp_path / "b")
     rr = restore_keys(url, new, [key], S3Options(endpoint_url=s3_endpoint))
     assert rr.ok and Path(new, key.relpath()).read_bytes() == Path(path).read_bytes()
+
+
+def test_warm_sync_reads_no_file_and_cold_cache_uploads_nothing(tmp_path, s3_endpoint, bucket, monkeypatch):
+    import shutil
+
+    import archive.checksum as checksum
+
+    root = str(tmp_path / "a")
+    keys = write_sample_archive(root, symbols=("BTCUSDT", "ETHUSDT"), hours=4, rows_per_hour=50)
+    url = f"s3://{bucket}/w"
+    assert len(sync_archive(root, url, endpoint_url=s3_endpoint).uploaded) == len(keys)
+    hashed: list[str] = []
+    real = checksum.digest_file
+    monkeypatch.setattr(checksum, "digest_file", lambda p: hashed.append(p) or real(p))
+    again = sync_archive(root, url, endpoint_url=s3_endpoint)
+    assert again.ok and again.uploaded == [] and hashed == []  # one listing, no file read
+    shutil.rmtree(os.path.join(root, ".state"))  # e.g. the archive was copied to a new machine
+    cold = sync_archive(root, url, endpoint_url=s3_endpoint)
+    assert cold.ok and cold.uploaded == [] and cold.existing == len(keys) and len(hashed) == len(keys)
