@@ -231,7 +231,11 @@ def test_warm_sync_reads_no_file_and_cold_cache_uploads_nothing(tmp_path, s3_end
     assert len(sync_archive(root, url, endpoint_url=s3_endpoint).uploaded) == len(keys)
     hashed: list[str] = []
     real = checksum.digest_file
-    monkeypatch.setattr(checksum, "digest_file", lambda p: hashed.append(p) or real(p))
+    def counting(path: str) -> checksum.Digest:
+        hashed.append(path)
+        return real(path)
+
+    monkeypatch.setattr(checksum, "digest_file", counting)
     again = sync_archive(root, url, endpoint_url=s3_endpoint)
     assert again.ok and again.uploaded == [] and hashed == []  # one listing, no file read
     shutil.rmtree(os.path.join(root, ".state"))  # e.g. the archive was copied to a new machine
