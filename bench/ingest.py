@@ -214,7 +214,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
             fig[f"{name}_us"] = round(_time(_ingest(rig, frames), n, runs, resets), 3)
             fig[f"{name}_decode_only_us"] = round(_time(_decode(env_t, data_t, frames), n, runs, lambda: None), 3)
-            fast = getattr(rig.feed, "_fast", {}).get(rig.listener.plan.tag)
+            fast = getattr(rig.feed, "_fast", {}).get(rig.listener.plan.tag) or getattr(rig.feed, "_book_frame", None)
             if fast is not None:  # the one-pass decoder the ingest path really uses
                 fig[f"{name}_decode_one_pass_us"] = round(_time(_decode_one(fast, frames), n, runs, lambda: None), 3)
             fig[f"{name}_bytes"] = sum(map(len, frames)) // len(frames)

@@ -56,19 +56,37 @@ class Envelope(msgspec.Struct):
     ret_msg: str = ""
 
 
-class Book(msgspec.Struct):
+class Book(msgspec.Struct, gc=False):
     b: list[tuple[float, float]]
     a: list[tuple[float, float]]
     u: int
     seq: int = 0
 
 
-class Trade(msgspec.Struct):
+class Trade(msgspec.Struct, gc=False):
     T: int
     S: str
     v: float
     p: float
     i: str
+
+
+class BookFrame(msgspec.Struct, gc=False):
+    """Envelope and body in one pass (fast path, chosen by the frame's first bytes)."""
+
+    topic: str
+    type: str
+    ts: int
+    data: Book
+
+
+class TradesFrame(msgspec.Struct, gc=False):
+    topic: str
+    data: list[Trade]
+
+
+_BOOK_HEAD = b'{"topic":"orderbook.'
+_TRADES_HEAD = b'{"topic":"publicTrade.'
 
 
 def validate(name: str, cfg: ExchangeConfig) -> None:
@@ -119,6 +137,8 @@ class Bybit(Feed):
         self._env = msgspec.json.Decoder(Envelope)
         self._book = msgspec.json.Decoder(Book, strict=False)
         self._trades = msgspec.json.Decoder(list[Trade], strict=False)
+        self._book_frame = msgspec.json.Decoder(BookFrame, strict=False)
+        self._trades_frame = msgspec.json.Decoder(TradesFrame, strict=False)
         self.routes: dict[str, tuple[int, int, int]] = {}
         self.topics: list[tuple[str, int, int, int]] = []
         chans = self.cfg.channels
@@ -157,6 +177,32 @@ class Bybit(Feed):
 
     # -- frames -----------------------------------------------------------------
     def on_frame(self, lst: Listener, ts: int, payload: memoryview) -> None:
+        head = payload[:22].tobytes()
+        fast: BookFrame | TradesFrame | None = None
+        try:
+            if head.startswith(_BOOK_HEAD):
+                fast = self._book_frame.decode(payload)
+            elif head == _TRADES_HEAD:
+                fast = self._trades_frame.decode(payload)
+        except msgspec.DecodeError:
+            fast = None
+        if fast is not None:
+            route = self.routes.get(fast.topic)
+            if route is not None:
+                kind, sym, chan = route
+                self.count(sym, ts, len(payload))
+                if self.raw_on:
+                    self.out.raw(ts, payload, lst.conn_id, sym, chan)
+                if kind == BOOK and type(fast) is BookFrame:
+                    self.on_book(lst, ts, sym, chan, fast, fast.data)
+                elif kind == TRADES and type(fast) is TradesFrame:
+                    self.on_trades(ts, sym, fast.data)
+                if self._pending_resync:
+                    self._do_pending(ts)
+                return
+        self.on_frame_slow(lst, ts, payload)
+
+    def on_frame_slow(self, lst: Listener, ts: int, payload: memoryview) -> None:
         try:
             env = self._env.decode(payload)
         except msgspec.DecodeError as e:
@@ -188,7 +234,7 @@ class Bybit(Feed):
             side = SIDE_BUY if t.S == "Buy" else SIDE_SELL if t.S == "Sell" else SIDE_UNKNOWN
             push(ts, t.T * 1_000_000, sym, t.i.encode(), t.p, t.v, side)
 
-    def on_book(self, lst: Listener, ts: int, sym: int, chan: int, env: Envelope, b: Book) -> None:
+    def on_book(self, lst: Listener, ts: int, sym: int, chan: int, env: Envelope | BookFrame, b: Book) -> None:
         st = self.seq[env.topic]
         snapshot = env.type == "snapshot"
         if not snapshot:

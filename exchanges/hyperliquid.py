@@ -50,25 +50,40 @@ class Envelope(msgspec.Struct):
     data: msgspec.Raw = msgspec.Raw(b"")
 
 
-class Level(msgspec.Struct):
+class Level(msgspec.Struct, gc=False):
     px: float
-    sz: float
-    n: int = 0
+    sz: float  # ``n`` (order count) is not decoded: not in the records, and it costs
 
 
-class L2Book(msgspec.Struct):
+class L2Book(msgspec.Struct, gc=False):
     coin: str
     time: int
     levels: tuple[list[Level], list[Level]]
 
 
-class Trade(msgspec.Struct):
+class Trade(msgspec.Struct, gc=False):
     coin: str
     side: str
     px: float
     sz: float
     time: int
     tid: int
+
+
+class L2BookFrame(msgspec.Struct, gc=False):
+    """Envelope and body in one pass (fast path, chosen by the frame's first bytes)."""
+
+    channel: str
+    data: L2Book
+
+
+class TradesFrame(msgspec.Struct, gc=False):
+    channel: str
+    data: list[Trade]
+
+
+_BOOK_HEAD = b'{"channel":"l2Book",'
+_TRADES_HEAD = b'{"channel":"trades",'
 
 
 def validate(name: str, cfg: ExchangeConfig) -> None:
@@ -122,6 +137,8 @@ class Hyperliquid(Feed):
         self._env = msgspec.json.Decoder(Envelope)
         self._book = msgspec.json.Decoder(L2Book, strict=False)
         self._trades = msgspec.json.Decoder(list[Trade], strict=False)
+        self._book_frame = msgspec.json.Decoder(L2BookFrame, strict=False)
+        self._trades_frame = msgspec.json.Decoder(TradesFrame, strict=False)
         self.ch_trades = self.chan_id.get("trades", 0)
         self.ch_book = self.chan_id.get("l2Book", 0)
         self.levels = self.out.snapshot_levels
@@ -152,6 +169,26 @@ class Hyperliquid(Feed):
         lst.send(b'{"method":"ping"}')
 
     def on_frame(self, lst: Listener, ts: int, payload: memoryview) -> None:
+        head = payload[:20].tobytes()
+        if head == _BOOK_HEAD:
+            try:
+                book = self._book_frame.decode(payload).data
+            except msgspec.DecodeError:
+                pass
+            else:
+                self.handle_book(lst, ts, payload, book)
+                return
+        elif head == _TRADES_HEAD:
+            try:
+                trades = self._trades_frame.decode(payload).data
+            except msgspec.DecodeError:
+                pass
+            else:
+                self.handle_trades(lst, ts, payload, trades)
+                return
+        self.on_frame_slow(lst, ts, payload)
+
+    def on_frame_slow(self, lst: Listener, ts: int, payload: memoryview) -> None:
         try:
             env = self._env.decode(payload)
         except msgspec.DecodeError as e:
@@ -164,26 +201,32 @@ class Hyperliquid(Feed):
             except msgspec.DecodeError as e:
                 self.malformed(lst.conn_id, ts, payload, f"l2Book: {e}", 0, self.ch_book)
                 return
-            sym = self.sym_id.get(b.coin, 0)
-            self.count(sym, ts, len(payload))
-            if self.raw_on:
-                self.out.raw(ts, payload, lst.conn_id, sym, self.ch_book)
-            if sym:
-                self.on_book(ts, sym, b)
+            self.handle_book(lst, ts, payload, b)
         elif ch == "trades":
             try:
                 trades = self._trades.decode(env.data)
             except msgspec.DecodeError as e:
                 self.malformed(lst.conn_id, ts, payload, f"trades: {e}", 0, self.ch_trades)
                 return
-            sym = self.sym_id.get(trades[0].coin, 0) if trades else 0
-            self.count(sym, ts, len(payload))
-            if self.raw_on:
-                self.out.raw(ts, payload, lst.conn_id, sym, self.ch_trades)
-            if sym:
-                self.on_trades(lst, ts, sym, trades)
+            self.handle_trades(lst, ts, payload, trades)
         else:
             self.control(lst, ts, payload, env)
+
+    def handle_book(self, lst: Listener, ts: int, payload: memoryview, b: L2Book) -> None:
+        sym = self.sym_id.get(b.coin, 0)
+        self.count(sym, ts, len(payload))
+        if self.raw_on:
+            self.out.raw(ts, payload, lst.conn_id, sym, self.ch_book)
+        if sym:
+            self.on_book(ts, sym, b)
+
+    def handle_trades(self, lst: Listener, ts: int, payload: memoryview, trades: list[Trade]) -> None:
+        sym = self.sym_id.get(trades[0].coin, 0) if trades else 0
+        self.count(sym, ts, len(payload))
+        if self.raw_on:
+            self.out.raw(ts, payload, lst.conn_id, sym, self.ch_trades)
+        if sym:
+            self.on_trades(lst, ts, sym, trades)
 
     def on_book(self, ts: int, sym: int, b: L2Book) -> None:
         bids, asks = b.levels
