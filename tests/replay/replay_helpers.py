@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 # disconnect markers put into the real binance recording (ns); the first hits two symbols at once
 MARK_A = 1_626_992_750_000_000_000
 MARK_B = 1_626_992_760_500_000_000
@@ -39,3 +41,24 @@ class ServerProc:
             return dict(json.load(r))
 
 
+
+
+def tardis_ts(ns: int) -> str:
+    """Tardis's timestamp text (UTC, 7 fractional digits), computed here independently of the server."""
+    s = np.datetime_as_string(np.datetime64(ns, "ns"), unit="ns")  # 2021-07-22T22:25:42.289739000
+    return s[:-2] + "Z"
+
+
+def get_lines(url: str) -> list[bytes]:
+    import asyncio
+
+    import aiohttp
+
+    async def run() -> list[bytes]:
+        async with aiohttp.ClientSession() as s, s.get(url) as r:
+            assert r.status == 200, await r.text()
+            assert r.headers["Content-Type"].startswith("application/x-json-stream")
+            r.content._high_water = 100_000_000
+            return [line async for line in r.content]
+
+    return asyncio.run(run())

@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from replay_helpers import MARK_A, MARK_B, ServerProc
+from replay_helpers import MARK_A, MARK_B, ServerProc, tardis_ts
 
 START, END = "2021-07-22T22:00:00Z", "2021-07-22T23:00:00Z"
 
@@ -35,11 +34,6 @@ def archived(
                 rows.append((ts, i, p))
     rows.sort(key=lambda r: (r[0], r[1]))
     return [(ts, p) for ts, _, p in rows]
-
-
-def tardis_ts(ns: int) -> str:
-    s = np.datetime_as_string(np.datetime64(ns, "ns"), unit="ns")  # 2021-07-22T22:25:42.289739000
-    return s[:-2] + "Z"
 
 
 def run_seed_client(port: int, replay_options: dict[str, Any]) -> list[tuple[str, Any]]:
