@@ -231,6 +231,7 @@ def test_warm_sync_reads_no_file_and_cold_cache_uploads_nothing(tmp_path, s3_end
     assert len(sync_archive(root, url, endpoint_url=s3_endpoint).uploaded) == len(keys)
     hashed: list[str] = []
     real = checksum.digest_file
+
     def counting(path: str) -> checksum.Digest:
         hashed.append(path)
         return real(path)
