@@ -1,0 +1,286 @@
+"""binance-futures (Binance USD-M) protocol: ``/public/...`` and ``/market/...``
+websockets (combined ``stream?streams=a/b`` and raw ``ws`` with SUBSCRIBE),
+REST ``GET /fapi/v1/depth``.
+
+Each book event is one diff frame whose changes carry consecutive-ish update
+ids ``U..u`` (``pu`` = previous ``u``). A REST snapshot is taken *inside* the
+last event's id range (the book with only its first half applied), as the real
+service's snapshots fall inside a 100 ms diff, so the bridge rule
+``U <= lastUpdateId <= u`` is exercised, not only the boundary case.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from sim.market import ASK, BID, BookEvent, Market, Trade
+from sim.venue import Venue
+
+if TYPE_CHECKING:
+    from sim.conn import Conn
+
+PUBLIC = "public"
+MARKET = "market"
+DEPTH_LIMITS = (5, 10, 20, 50, 100, 500, 1000)
+PARTIAL = {"depth5": 5, "depth10": 10, "depth20": 20}
+SPEEDS = ("", "@100ms", "@250ms", "@500ms", "@0ms")
+MAX_STREAMS = 1024
+MAX_MSGS_PER_S = 10
+
+
+def channel_of(stream: str) -> tuple[str, str, str] | None:
+    """``btcusdt@depth20@100ms`` -> (channel, SYMBOL, path kind) or None if not a stream we serve."""
+    parts = stream.split("@")
+    if len(parts) < 2 or not parts[0] or parts[0] != parts[0].lower():
+        return None
+    sym = parts[0].upper()
+    rest = parts[1]
+    speed = "@" + parts[2] if len(parts) > 2 else ""
+    if len(parts) > 3:
+        return None
+    if rest == "aggTrade" and not speed:
+        return "aggTrade", sym, MARKET
+    if rest == "trade" and not speed:
+        return "trade", sym, PUBLIC
+    if rest == "bookTicker" and not speed:
+        return "bookTicker", sym, PUBLIC
+    if rest == "depth" and speed in SPEEDS:
+        return "depth", sym, PUBLIC
+    if rest in PARTIAL and speed in SPEEDS[:4]:
+        return rest, sym, PUBLIC
+    return None
+
+
+class _Ids:
+    __slots__ = ("agg", "last_ids", "rng", "tid", "uid")
+
+    def __init__(self, m: Market) -> None:
+        self.rng = random.Random(m.rng.getrandbits(64) ^ 0xB1A)
+        self.uid = 5_000_000_000 + self.rng.randrange(1_000_000_000)
+        self.last_ids: list[int] = [self.uid]
+        self.agg = 100_000_000 + self.rng.randrange(100_000_000)
+        self.tid = 2 * self.agg
+
+
+class Binance(Venue):
+    exchange = "binance-futures"
+    ws_paths = ("/public/ws", "/public/stream", "/market/ws", "/market/stream")
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        self.ids: dict[str, _Ids] = {}
+        super().__init__(*a, **kw)
+
+    def new_market(self, m: Market) -> None:
+        self.ids[m.symbol] = _Ids(m)
+
+    # -- connections --------------------------------------------------------------------
+    @staticmethod
+    def kind_of(path: str) -> tuple[str, bool, str]:
+        """(public|market, combined?, single stream from /ws/<stream>)."""
+        parts = path.strip("/").split("/")
+        combined = len(parts) > 1 and parts[1] == "stream"
+        single = parts[2] if len(parts) > 2 and parts[1] == "ws" else ""
+        return parts[0], combined, single
+
+    def accept(self, path: str, query: dict[str, str]) -> tuple[int, bytes] | None:
+        _kind, combined, single = self.kind_of(path)
+        names = [n for n in query.get("streams", "").split("/") if n] if combined else ([single] if single else [])
+        if len(names) > MAX_STREAMS:
+            return 400, b'{"code":-1,"msg":"Too many streams."}'
+        if names and self.sim.take_fault(self.exchange, "subscribe_error"):
+            return 400, b'{"code":-1121,"msg":"Invalid symbol."}'
+        return None
+
+    def on_open(self, conn: Conn) -> None:
+        kind, combined, single = self.kind_of(conn.path)
+        conn.state["kind"] = kind
+        conn.state["combined"] = combined
+        conn.state["msgs"] = [0.0, 0]
+        names = [n for n in conn.query.get("streams", "").split("/") if n] if combined else ([single] if single else [])
+        for n in names:
+            self._sub(conn, n)
+
+    def _sub(self, conn: Conn, name: str) -> bool:
+        ch = channel_of(name)
+        if ch is None:
+            return False
+        channel, sym, kind = ch
+        if not self.valid_symbol(sym):
+            return True  # the real service accepts any name and sends nothing
+        if kind != conn.state["kind"]:
+            self.sim.log_fault(self.exchange, "wrong_path", conn.id, f"{name} is served under /{kind}/, not {conn.path}")
+            return True
+        self.market(sym)
+        self.subscribe(conn, channel, sym, name)
+        return True
+
+    def message(self, conn: Conn, msg: bytes) -> None:
+        now = time.monotonic()
+        win = conn.state["msgs"]
+        if now - win[0] >= 1.0:
+            win[0], win[1] = now, 0
+        win[1] += 1
+        if win[1] > MAX_MSGS_PER_S:  # the real service drops connections over 10 messages/s
+            self.sim.log_fault(self.exchange, "rate_limit", conn.id, "more than 10 incoming messages/s: dropped")
+            conn.drop()
+            return
+        try:
+            req = msgspec.json.decode(msg)
+        except msgspec.DecodeError:
+            conn.send_control(b'{"error":{"code":3,"msg":"Invalid JSON: expected value at line 1 column 1"},"id":null}')
+            return
+        if not isinstance(req, dict):
+            conn.send_control(b'{"error":{"code":2,"msg":"Invalid request: expected an object"},"id":null}')
+            return
+        rid = req.get("id")
+        if not isinstance(rid, int) or isinstance(rid, bool) or rid < 0:
+            conn.send_control(b'{"error":{"code":2,"msg":"Invalid request: request ID must be an unsigned integer"},"id":null}')
+            return
+        method = req.get("method")
+        params = req.get("params", [])
+        if method == "LIST_SUBSCRIPTIONS":
+            names = list(conn.state.get("subs", {}).values())
+            conn.send_control(msgspec.json.encode({"result": names, "id": rid}))
+            return
+        if method not in ("SUBSCRIBE", "UNSUBSCRIBE"):
+            conn.send_control(msgspec.json.encode({"error": {"code": 2, "msg": f"Invalid request: unknown variant `{method}`, expected one of `SUBSCRIBE`, `UNSUBSCRIBE`, `LIST_SUBSCRIPTIONS`, `SET_PROPERTY`, `GET_PROPERTY`"}, "id": rid}))
+            return
+        if not isinstance(params, list) or not all(isinstance(p, str) for p in params):
+            conn.send_control(msgspec.json.encode({"error": {"code": 2, "msg": "Invalid request: params must be an array of strings"}, "id": rid}))
+            return
+        if method == "SUBSCRIBE":
+            if self.sim.take_fault(self.exchange, "subscribe_error", conn.id):
+                conn.send_control(msgspec.json.encode({"error": {"code": 2, "msg": "Invalid request: invalid stream name"}, "id": rid}))
+                return
+            bad = [p for p in params if channel_of(p) is None]
+            if bad:
+                conn.send_control(msgspec.json.encode({"error": {"code": 2, "msg": f"Invalid request: invalid stream name `{bad[0]}`"}, "id": rid}))
+                return
+            for p in params:
+                self._sub(conn, p)
+        else:
+            for p in params:
+                ch = channel_of(p)
+                if ch is not None:
+                    self.unsubscribe(conn, ch[0], ch[1])
+        conn.send_control(b'{"result":null,"id":%d}' % rid)
+
+    # -- frames ---------------------------------------------------------------------------
+    def _fanout(self, subs: dict[Conn, str], channel: str, sym: str, data: bytes, ids: tuple[object, ...], n: int) -> None:
+        for conn, name in list(subs.items()):
+            if conn.state["combined"]:
+                conn.send(channel, sym, b'{"stream":"%s","data":%s}' % (name.encode(), data), ids, n)
+            else:
+                conn.send(channel, sym, data, ids, n)
+
+    def publish(self, m: Market, ev: Trade | BookEvent) -> None:
+        sym = m.symbol
+        st = self.ids[sym]
+        now = time.time_ns() // 1_000_000
+        px, qty = m.spec.px, m.spec.qty
+        sb = sym.encode()
+        if isinstance(ev, Trade):
+            st.agg += 1
+            f = st.tid + 1
+            st.tid += len(ev.fills)
+            t_ms = now - 1
+            m_flag = b"false" if ev.buy else b"true"
+            p = px(ev.px).encode()
+            subs = self.subscribers("aggTrade", sym)
+            if subs:
+                data = b'{"e":"aggTrade","E":%d,"a":%d,"s":"%s","p":"%s","q":"%s","f":%d,"l":%d,"T":%d,"m":%s}' % (
+                    now, st.agg, sb, p, qty(sum(ev.fills)).encode(), f, st.tid, t_ms, m_flag)
+                self._fanout(subs, "aggTrade", sym, data, (st.agg,), ev.n)
+            subs = self.subscribers("trade", sym)
+            if subs:
+                for i, q in enumerate(ev.fills):
+                    data = b'{"e":"trade","E":%d,"T":%d,"s":"%s","t":%d,"p":"%s","q":"%s","X":"MARKET","m":%s}' % (
+                        now, t_ms, sb, f + i, p, qty(q).encode(), m_flag)
+                    self._fanout(subs, "trade", sym, data, (f + i,), ev.n)
+            return
+        # book event: one update id per change
+        pu = st.uid
+        ids = []
+        uid = pu
+        r = st.rng
+        for _ in ev.changes:
+            uid += 1 + (r.randrange(40) if r.random() < 0.5 else 0)
+            ids.append(uid)
+        st.uid = uid
+        st.last_ids = ids
+        big_u = ids[0]
+        t_ms = now - 2
+        subs = self.subscribers("depth", sym)
+        if subs:
+            b = b",".join(b'["%s","%s"]' % (px(p).encode(), qty(q).encode()) for s, p, q in ev.changes if s == BID)
+            a = b",".join(b'["%s","%s"]' % (px(p).encode(), qty(q).encode()) for s, p, q in ev.changes if s == ASK)
+            data = b'{"e":"depthUpdate","E":%d,"T":%d,"s":"%s","U":%d,"u":%d,"pu":%d,"b":[%s],"a":[%s]}' % (
+                now, t_ms, sb, big_u, uid, pu, b, a)
+            self._fanout(subs, "depth", sym, data, (big_u, uid, pu), ev.n)
+        for ch, n in PARTIAL.items():
+            subs = self.subscribers(ch, sym)
+            if subs:
+                bids, asks = m.top(n)
+                data = b'{"e":"depthUpdate","E":%d,"T":%d,"s":"%s","U":%d,"u":%d,"pu":%d,"b":[%s],"a":[%s]}' % (
+                    now, t_ms, sb, big_u, uid, pu, _levels(m, bids), _levels(m, asks))
+                self._fanout(subs, ch, sym, data, (big_u, uid, pu), ev.n)
+        subs = self.subscribers("bookTicker", sym)
+        if subs:
+            bb, ba = m.best()
+            data = b'{"e":"bookTicker","u":%d,"s":"%s","b":"%s","B":"%s","a":"%s","A":"%s","T":%d,"E":%d}' % (
+                uid, sb, px(bb).encode(), qty(m.bids[bb]).encode(), px(ba).encode(), qty(m.asks[ba]).encode(), t_ms, now)
+            self._fanout(subs, "bookTicker", sym, data, (uid,), ev.n)
+
+    # -- REST -----------------------------------------------------------------------------
+    def rest(self, path: str, query: dict[str, str]) -> tuple[int, bytes] | None:
+        if path != "/fapi/v1/depth":
+            return None
+        if self.replay is not None:
+            return self.replay.rest(path, query)
+        sym = query.get("symbol", "")
+        if not sym:
+            return 400, b'{"code":-1102,"msg":"Mandatory parameter \'symbol\' was not sent, was empty/null, or malformed."}'
+        if not self.valid_symbol(sym):
+            return 400, b'{"code":-1121,"msg":"Invalid symbol."}'
+        try:
+            limit = int(query.get("limit", "500"))
+        except ValueError:
+            limit = -1
+        if limit not in DEPTH_LIMITS:
+            return 400, b'{"code":-1130,"msg":"Data sent for parameter \'limit\' is not valid."}'
+        if self.sim.take_fault(self.exchange, "rest_error"):
+            return 503, b'{"code":-1001,"msg":"Internal error; unable to process your request. Please try again."}'
+        m = self.market(sym)
+        return 200, self.snapshot(m, limit)
+
+    def snapshot(self, m: Market, limit: int) -> bytes:
+        """The book at an update id inside the last book event (its first half applied)."""
+        st = self.ids[m.symbol]
+        bids, asks = dict(m.bids), dict(m.asks)
+        last_id = st.uid
+        ev = m.history[-1] if m.history and m.history[-1].n == m.n - 1 else None
+        if ev is None and m.history_limit <= 0:
+            ev = None
+        if ev is not None and len(ev.changes) == len(m.last_prev) == len(st.last_ids) and len(ev.changes) > 1:
+            keep = len(ev.changes) // 2  # changes [0, keep) applied, the rest reverted
+            for (side, p, _), prev in list(zip(ev.changes, m.last_prev, strict=True))[keep:]:
+                book = asks if side == ASK else bids
+                if prev:
+                    book[p] = prev
+                else:
+                    book.pop(p, None)
+            last_id = st.last_ids[keep - 1]
+        now = time.time_ns() // 1_000_000
+        bp = sorted(bids, reverse=True)[:limit]
+        ap = sorted(asks)[:limit]
+        return b'{"lastUpdateId":%d,"E":%d,"T":%d,"bids":[%s],"asks":[%s]}' % (
+            last_id, now, now - 3, _levels(m, [(p, bids[p]) for p in bp]), _levels(m, [(p, asks[p]) for p in ap]))
+
+
+def _levels(m: Market, levels: list[tuple[int, int]]) -> bytes:
+    px, qty = m.spec.px, m.spec.qty
+    return ",".join(f'["{px(p)}","{qty(q)}"]' for p, q in levels).encode()

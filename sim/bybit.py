@@ -1,0 +1,194 @@
+"""bybit v5 linear protocol: ``/v5/public/linear``, ``op`` subscribe / unsubscribe
+/ ping, ``orderbook.{1,50,200,1000}.<sym>`` snapshot then deltas, ``publicTrade.<sym>``.
+
+Each orderbook topic keeps the top-N view it last published; a book event
+publishes the difference (levels that changed, entered, or left the top N as
+size "0"), and ``u`` rises by one per published delta of that topic. ``seq``
+is the market's cross sequence (rises on every book event, by more than 1).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from sim.market import BookEvent, Market, Trade
+from sim.venue import Venue
+
+if TYPE_CHECKING:
+    from sim.conn import Conn
+
+DEPTHS = (1, 50, 200, 1000)
+MAX_ARGS_CHARS = 21_000
+
+
+class _Topic:
+    __slots__ = ("asks", "bids", "depth", "u")
+
+    def __init__(self, depth: int, u: int) -> None:
+        self.depth = depth
+        self.u = u
+        self.bids: dict[int, int] = {}
+        self.asks: dict[int, int] = {}
+
+
+class _State:
+    __slots__ = ("last_px", "rng", "seq", "topics", "tseq")
+
+    def __init__(self, m: Market) -> None:
+        self.rng = random.Random(m.rng.getrandbits(64) ^ 0xB7B)
+        self.seq = 100_000_000_000 + self.rng.randrange(10_000_000_000)
+        self.tseq = 1_000_000_000 + self.rng.randrange(1_000_000_000)
+        self.topics: dict[int, _Topic] = {d: _Topic(d, 1_000_000 + self.rng.randrange(50_000_000)) for d in DEPTHS}
+        self.last_px = 0
+
+
+class Bybit(Venue):
+    exchange = "bybit"
+    ws_paths = ("/v5/public/linear",)
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        self.st: dict[str, _State] = {}
+        super().__init__(*a, **kw)
+
+    def new_market(self, m: Market) -> None:
+        self.st[m.symbol] = _State(m)
+
+    def on_open(self, conn: Conn) -> None:
+        conn.state["conn_id"] = str(uuid.UUID(int=random.Random(self.sim.seed * 7919 + conn.id).getrandbits(128), version=4))
+
+    @staticmethod
+    def topic_of(t: str) -> tuple[str, str] | None:
+        parts = t.split(".")
+        if len(parts) == 3 and parts[0] == "orderbook" and parts[1].isdigit() and int(parts[1]) in DEPTHS:
+            return f"orderbook.{parts[1]}", parts[2]
+        if len(parts) == 2 and parts[0] == "publicTrade":
+            return "publicTrade", parts[1]
+        return None
+
+    def _reply(self, conn: Conn, op: str, req_id: str, success: bool, ret_msg: str) -> None:
+        conn.send_control(msgspec.json.encode(
+            {"success": success, "ret_msg": ret_msg, "conn_id": conn.state["conn_id"], "req_id": req_id, "op": op}))
+
+    def message(self, conn: Conn, msg: bytes) -> None:
+        try:
+            req = msgspec.json.decode(msg)
+        except msgspec.DecodeError:
+            req = None
+        if not isinstance(req, dict) or not isinstance(req.get("op"), str):
+            conn.send_control(msgspec.json.encode(
+                {"success": False, "ret_msg": "error:unmarshal failed, please check your message format", "conn_id": conn.state["conn_id"], "op": ""}))
+            return
+        op = req["op"]
+        req_id = req.get("req_id", "")
+        req_id = req_id if isinstance(req_id, str) else str(req_id)
+        if op == "ping":
+            self._reply(conn, "ping", req_id, True, "pong")
+            return
+        if op not in ("subscribe", "unsubscribe"):
+            self._reply(conn, op, req_id, False, f"error:handler not found,op:{op}")
+            return
+        args = req.get("args")
+        if not isinstance(args, list) or not args or not all(isinstance(a, str) for a in args):
+            self._reply(conn, op, req_id, False, "error:args invalid")
+            return
+        if len(",".join(args)) > MAX_ARGS_CHARS:
+            self._reply(conn, op, req_id, False, "error:args length exceeds 21000")
+            return
+        bad = [a for a in args if (t := self.topic_of(a)) is None or not self.valid_symbol(t[1])]
+        if op == "subscribe" and (bad or self.sim.take_fault(self.exchange, "subscribe_error", conn.id)):
+            self._reply(conn, op, req_id, False, f"Invalid symbol :[{bad[0] if bad else args[0]}]")
+            return
+        subs = conn.state.setdefault("subs", {})
+        if op == "subscribe":
+            dup = [a for a in args if (t := self.topic_of(a)) is not None and t in subs]
+            if dup:
+                self._reply(conn, op, req_id, False, f"error:already subscribed,topic:{dup[0]}")
+                return
+        self._reply(conn, op, req_id, True, "")
+        for a in args:
+            t = self.topic_of(a)
+            if t is None:
+                continue
+            if op == "unsubscribe":
+                self.unsubscribe(conn, *t)
+                continue
+            channel, sym = t
+            m = self.market(sym)
+            self.subscribe(conn, channel, sym, a)
+            if channel != "publicTrade":
+                self._snapshot(conn, m, int(channel.split(".")[1]))
+
+    # -- frames ---------------------------------------------------------------------------
+    def _snapshot(self, conn: Conn, m: Market, depth: int) -> None:
+        """A new subscriber gets the topic's current top N with the current ``u``."""
+        st = self.st[m.symbol]
+        tp = st.topics[depth]
+        # with live subscribers the topic's view already equals the top N; without, it starts now
+        bids, asks = m.top(depth)
+        tp.bids, tp.asks = dict(bids), dict(asks)
+        now = time.time_ns() // 1_000_000
+        data = b'{"topic":"orderbook.%d.%s","type":"snapshot","ts":%d,"data":{"s":"%s","b":[%s],"a":[%s],"u":%d,"seq":%d},"cts":%d}' % (
+            depth, m.symbol.encode(), now, m.symbol.encode(), _levels(m, bids), _levels(m, asks), tp.u, st.seq, now - 3)
+        conn.send(f"orderbook.{depth}", m.symbol, data, (tp.u, st.seq), m.n - 1)
+
+    def publish(self, m: Market, ev: Trade | BookEvent) -> None:
+        sym = m.symbol
+        st = self.st[sym]
+        now = time.time_ns() // 1_000_000
+        sb = sym.encode()
+        px, qty = m.spec.px, m.spec.qty
+        if isinstance(ev, Trade):
+            subs = self.subscribers("publicTrade", sym)
+            r = st.rng
+            items = []
+            ids = []
+            p = ev.px
+            tick = ("PlusTick" if p > st.last_px else "MinusTick" if p < st.last_px else "ZeroPlusTick")
+            st.last_px = p
+            for q in ev.fills:
+                st.tseq += 1
+                i = str(uuid.UUID(int=r.getrandbits(128), version=4))
+                ids.append(i)
+                items.append(b'{"T":%d,"s":"%s","S":"%s","v":"%s","p":"%s","L":"%s","i":"%s","BT":false,"RPI":false,"seq":%d}' % (
+                    now - 2, sb, b"Buy" if ev.buy else b"Sell", qty(q).encode(), px(p).encode(), tick.encode(), i.encode(), st.tseq))
+                tick = "ZeroPlusTick" if tick in ("PlusTick", "ZeroPlusTick") else "ZeroMinusTick"
+            if subs:
+                data = b'{"topic":"publicTrade.%s","type":"snapshot","ts":%d,"data":[%s]}' % (sb, now, b",".join(items))
+                for conn in list(subs):
+                    conn.send("publicTrade", sym, data, tuple(ids), ev.n)
+            return
+        st.seq += 1 + st.rng.randrange(30)
+        for depth, tp in st.topics.items():
+            channel = f"orderbook.{depth}"
+            subs = self.subscribers(channel, sym)
+            if not subs:
+                continue
+            bids, asks = m.top(depth)
+            nb, na = dict(bids), dict(asks)
+            db = _diff(tp.bids, nb)
+            da = _diff(tp.asks, na)
+            if not db and not da:
+                continue
+            tp.bids, tp.asks = nb, na
+            tp.u += 1
+            data = b'{"topic":"orderbook.%d.%s","type":"delta","ts":%d,"data":{"s":"%s","b":[%s],"a":[%s],"u":%d,"seq":%d},"cts":%d}' % (
+                depth, sb, now, sb, _levels(m, db), _levels(m, da), tp.u, st.seq, now - 3)
+            for conn in list(subs):
+                conn.send(channel, sym, data, (tp.u, st.seq), ev.n)
+
+
+def _diff(old: dict[int, int], new: dict[int, int]) -> list[tuple[int, int]]:
+    out = [(p, q) for p, q in new.items() if old.get(p) != q]
+    out += [(p, 0) for p in old if p not in new]
+    return out
+
+
+def _levels(m: Market, levels: list[tuple[int, int]]) -> bytes:
+    """Bybit writes a removed level's size as "0"."""
+    px, qty = m.spec.px, m.spec.qty
+    return ",".join(f'["{px(p)}","{qty(q) if q else "0"}"]' for p, q in levels).encode()

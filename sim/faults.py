@@ -1,0 +1,78 @@
+"""Scripted faults. A ``Fault`` says what goes wrong; a script is a list of
+``(at, Fault)`` where ``at`` is seconds since start (float) or, as an int, the
+number of data frames the fault's exchange has sent so far.
+
+Kinds:
+
+- ``drop``: close the TCP socket at once (no close frame).
+- ``stall``: for ``seconds`` send nothing (no data frames, no pongs, no acks);
+  frames due meanwhile are withheld (recorded with fault ``stall``).
+- ``malformed``: the next ``count`` data frames become invalid JSON.
+- ``truncated``: the next ``count`` data frames are cut in half.
+- ``gap``: the next ``count`` frames of a book channel are withheld, so the
+  client sees a sequence gap (Binance ``pu`` != previous ``u``, Bybit ``u`` jump).
+- ``duplicate``: the next ``count`` data frames are sent twice.
+- ``reorder``: the next data frame is held back and sent after the one that
+  follows it (out-of-order updates).
+- ``subscribe_error``: the next ``count`` subscriptions are refused with the
+  exchange's real error shape (Binance URL streams: HTTP 400 on the upgrade).
+- ``slow``: for ``seconds`` the exchange's rate is multiplied by ``factor``
+  and a connection whose unsent buffer exceeds the simulator's
+  ``max_buffer`` is dropped, as the exchanges drop slow consumers.
+- ``rest_error``: the next ``count`` REST depth requests answer HTTP 503 (Binance
+  shape ``{"code":-1001,...}``).
+
+``channel``/``symbol``/``conn`` narrow a fault (None = any). Frames altered or
+withheld by a fault carry ``Sent.fault`` = the kind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+KINDS = (
+    "drop", "stall", "malformed", "truncated", "gap", "duplicate", "reorder",
+    "subscribe_error", "slow", "rest_error",
+)
+#: faults applied to individual data frames of a connection
+FRAME_KINDS = ("malformed", "truncated", "gap", "duplicate", "reorder")
+BOOK_CHANNELS = ("depth", "orderbook.1", "orderbook.50", "orderbook.200", "orderbook.1000", "l2Book")
+
+
+@dataclass
+class Fault:
+    kind: str
+    exchange: str | None = None
+    channel: str | None = None
+    symbol: str | None = None
+    conn: int | None = None
+    count: int = 1
+    seconds: float = 0.0
+    factor: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown fault {self.kind!r} (kinds: {', '.join(KINDS)})")
+        if self.count < 1:
+            raise ValueError("fault count must be >= 1")
+        if self.kind == "gap" and self.channel is None:
+            self.channel = "*book"
+
+    def matches(self, channel: str, symbol: str) -> bool:
+        ch = self.channel
+        if ch is not None and ch != channel and not (ch == "*book" and channel in BOOK_CHANNELS):
+            return False
+        return self.symbol is None or self.symbol == symbol
+
+
+ScriptEntry = tuple[float | int, Fault]
+
+
+def parse_script(entries: list[ScriptEntry] | None) -> list[ScriptEntry]:
+    out = list(entries or [])
+    for at, f in out:
+        if not isinstance(f, Fault):
+            raise TypeError(f"script entry {at!r}: {f!r} is not a Fault")
+        if isinstance(at, bool) or not isinstance(at, (int, float)) or at < 0:
+            raise ValueError(f"script time {at!r}: seconds (float) or a frame count (int) >= 0")
+    return out

@@ -1,0 +1,145 @@
+"""hyperliquid protocol: ``/ws``, ``{"method":"subscribe","subscription":{...}}``
+with ``subscriptionResponse`` acks, ``l2Book`` full snapshots (20 levels a
+side) and ``trades`` (with ``tid``/``hash``/``users``), ``{"method":"ping"}``
+-> ``{"channel":"pong"}``. A trades subscription first gets the recent trades
+again (the real service re-sends them, so clients dedupe by ``tid``).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from sim.market import BookEvent, Market, Trade
+from sim.venue import Venue
+
+if TYPE_CHECKING:
+    from sim.conn import Conn
+
+LEVELS = 20
+RECENT = 10
+
+
+class _State:
+    __slots__ = ("recent", "rng", "users")
+
+    def __init__(self, m: Market) -> None:
+        self.rng = random.Random(m.rng.getrandbits(64) ^ 0x4C)
+        self.recent: deque[tuple[bytes, int]] = deque(maxlen=RECENT)
+        self.users = [f"0x{self.rng.getrandbits(160):040x}" for _ in range(16)]
+
+
+class Hyperliquid(Venue):
+    exchange = "hyperliquid"
+    ws_paths = ("/ws",)
+    import re as _re
+
+    symbol_re = _re.compile(r"[A-Za-z0-9]{1,20}|@[0-9]{1,6}")
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        self.st: dict[str, _State] = {}
+        super().__init__(*a, **kw)
+
+    def new_market(self, m: Market) -> None:
+        self.st[m.symbol] = _State(m)
+
+    def message(self, conn: Conn, msg: bytes) -> None:
+        try:
+            req = msgspec.json.decode(msg)
+        except msgspec.DecodeError:
+            req = None
+        if not isinstance(req, dict):
+            conn.send_control(b'{"channel":"error","data":"Error parsing JSON into valid websocket request: ' + _esc(msg) + b'"}')
+            return
+        method = req.get("method")
+        if method == "ping":
+            conn.send_control(b'{"channel":"pong"}')
+            return
+        if method not in ("subscribe", "unsubscribe"):
+            conn.send_control(b'{"channel":"error","data":"Error parsing JSON into valid websocket request: ' + _esc(msg) + b'"}')
+            return
+        sub = req.get("subscription")
+        typ = sub.get("type") if isinstance(sub, dict) else None
+        coin = sub.get("coin") if isinstance(sub, dict) else None
+        if typ not in ("l2Book", "trades") or not isinstance(coin, str) or not self.valid_symbol(coin) \
+                or (method == "subscribe" and self.sim.take_fault(self.exchange, "subscribe_error", conn.id)):
+            conn.send_control(b'{"channel":"error","data":"Invalid subscription ' + _esc(msgspec.json.encode(sub)) + b'"}')
+            return
+        assert isinstance(sub, dict)
+        key = (typ, coin)
+        subs = conn.state.setdefault("subs", {})
+        if method == "subscribe" and key in subs:
+            conn.send_control(b'{"channel":"error","data":"Already subscribed: ' + _esc(msgspec.json.encode(sub)) + b'"}')
+            return
+        if method == "unsubscribe" and key not in subs:
+            conn.send_control(b'{"channel":"error","data":"Already unsubscribed: ' + _esc(msgspec.json.encode(sub)) + b'"}')
+            return
+        conn.send_control(msgspec.json.encode({"channel": "subscriptionResponse", "data": {"method": method, "subscription": sub}}))
+        if method == "unsubscribe":
+            self.unsubscribe(conn, typ, coin)
+            return
+        m = self.market(coin)
+        self.subscribe(conn, typ, coin, typ)
+        if typ == "l2Book":
+            conn.send("l2Book", coin, self._book(m, time.time_ns() // 1_000_000), (), m.n - 1)
+        else:
+            recent = list(self.st[coin].recent)
+            if recent:
+                data = b'{"channel":"trades","data":[%s]}' % b",".join(r for r, _ in recent)
+                conn.send("trades", coin, data, tuple(t for _, t in recent), m.n - 1)
+
+    def _book(self, m: Market, now: int) -> bytes:
+        bids, asks = m.top(LEVELS)
+        return b'{"channel":"l2Book","data":{"coin":"%s","time":%d,"levels":[[%s],[%s]]}}' % (
+            m.symbol.encode(), now, _levels(m, bids), _levels(m, asks))
+
+    def publish(self, m: Market, ev: Trade | BookEvent) -> None:
+        sym = m.symbol
+        now = time.time_ns() // 1_000_000
+        if isinstance(ev, Trade):
+            st = self.st[sym]
+            r = st.rng
+            h = b"0x%064x" % r.getrandbits(256)
+            items = []
+            tids = []
+            p = _num(m.spec.px(ev.px)).encode()
+            for q in ev.fills:
+                tid = r.getrandbits(50)
+                buyer, seller = r.sample(st.users, 2)
+                item = b'{"coin":"%s","side":"%s","px":"%s","sz":"%s","time":%d,"hash":"%s","tid":%d,"users":["%s","%s"]}' % (
+                    sym.encode(), b"B" if ev.buy else b"A", p, _num(m.spec.qty(q)).encode(), now, h, tid, buyer.encode(), seller.encode())
+                items.append(item)
+                tids.append(tid)
+                st.recent.append((item, tid))
+            subs = self.subscribers("trades", sym)
+            if subs:
+                data = b'{"channel":"trades","data":[%s]}' % b",".join(items)
+                for conn in list(subs):
+                    conn.send("trades", sym, data, tuple(tids), ev.n)
+            return
+        subs = self.subscribers("l2Book", sym)
+        if subs:
+            data = self._book(m, now)
+            for conn in list(subs):
+                conn.send("l2Book", sym, data, (now,), ev.n)
+
+
+def _levels(m: Market, levels: list[tuple[int, int]]) -> bytes:
+    px, qty = m.spec.px, m.spec.qty
+    return ",".join(f'{{"px":"{_num(px(p))}","sz":"{_num(qty(q))}","n":{1 + q % 7}}}' for p, q in levels).encode()
+
+
+def _num(s: str) -> str:
+    """Hyperliquid's decimal strings carry no trailing zeros but keep one decimal ("69997.0", "10.5")."""
+    if "." not in s:
+        return s
+    s = s.rstrip("0")
+    return s + "0" if s.endswith(".") else s
+
+
+def _esc(b: bytes) -> bytes:
+    return msgspec.json.encode(b.decode("utf-8", "replace"))[1:-1]

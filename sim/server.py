@@ -1,0 +1,373 @@
+"""The simulator: one picows server on 127.0.0.1 for all three exchanges
+(websockets and the REST depth endpoint share the port; paths differ), a pump
+that advances every market at the configured rate, heartbeats and lifetime
+limits, scripted faults, and the record of every data frame sent.
+
+    async with Simulator(["binance-futures", "bybit", "hyperliquid"], rate=200, seed=7) as sim:
+        url = sim.ws_url("bybit")        # ws://127.0.0.1:PORT  (a connector's `url`)
+        rest = sim.rest_url("binance-futures")   # http://127.0.0.1:PORT
+        ...
+        sim.fault(Fault("gap", "binance-futures"))
+        frames = sim.sent("binance-futures")
+        bids, asks = sim.book("binance-futures", "BTCUSDT", event=frames[-1].event)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener, ws_create_server
+
+from sim.binance import Binance
+from sim.bybit import Bybit
+from sim.conn import Conn
+from sim.faults import FRAME_KINDS, Fault, ScriptEntry, parse_script
+from sim.hyperliquid import Hyperliquid
+from sim.market import Market
+from sim.record import Sent
+from sim.venue import Venue
+
+log = logging.getLogger("ticktape.sim")
+
+VENUES: dict[str, type[Venue]] = {"binance-futures": Binance, "bybit": Bybit, "hyperliquid": Hyperliquid}
+EXCHANGES = tuple(VENUES)
+#: the real services' limits (seconds); tests scale them down
+MAX_CONN_AGE = {"binance-futures": 24 * 3600.0}
+IDLE_TIMEOUT = {"bybit": 600.0, "hyperliquid": 60.0}
+MAX_QUERY = 16_384
+
+
+class Simulator:
+    """Protocol-faithful local exchange simulator (see sim/README.md).
+
+    ``exchanges``: ids, or {id: symbols or None}; None accepts any well-formed
+    symbol (markets start at their first subscription), a list makes other
+    symbols unknown (real error shapes). ``rate``: market events per second per
+    (exchange, symbol); about ``trade_share`` of them are trades, the rest book
+    updates, and each event is one frame on every stream of that kind.
+    ``record=False`` keeps no ``Sent`` list (benchmarks). ``script``: faults as
+    ``(at, Fault)`` entries (``sim.faults``). ``replay``: a recording file to
+    serve instead of the synthetic market (``sim.replay``).
+    """
+
+    def __init__(
+        self,
+        exchanges: Iterable[str] | Mapping[str, list[str] | None] = EXCHANGES,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        seed: int = 1,
+        rate: float = 100.0,
+        trade_share: float = 0.5,
+        record: bool = True,
+        history_limit: int = 1_000_000,
+        script: list[ScriptEntry] | None = None,
+        replay: str | Path | None = None,
+        replay_speed: float = 0.0,
+        max_conn_age: Mapping[str, float] | float | None = None,
+        idle_timeout: Mapping[str, float] | None = None,
+        ping_interval: float = 180.0,
+        pong_timeout: float = 600.0,
+        max_buffer: int = 16 << 20,
+        tick: float = 0.005,
+    ) -> None:
+        ex = dict(exchanges) if isinstance(exchanges, Mapping) else {e: None for e in exchanges}
+        for e in ex:
+            if e not in VENUES:
+                raise ValueError(f"unknown exchange {e!r} (simulated: {', '.join(VENUES)})")
+        if rate < 0 or not (0.0 <= trade_share <= 1.0) or tick <= 0:
+            raise ValueError("rate >= 0, 0 <= trade_share <= 1 and tick > 0 required")
+        self.host = host
+        self.port = port
+        self.seed = seed
+        self.rate = float(rate)
+        self.trade_share = trade_share
+        self.recording = record
+        self.history_limit = history_limit if record else 0
+        self.max_buffer = max_buffer
+        self.tick = tick
+        self.ping_interval = ping_interval
+        self.pong_timeout = pong_timeout
+        if isinstance(max_conn_age, (int, float)):
+            self.max_conn_age = {e: float(max_conn_age) for e in ex if e == "binance-futures"}
+        else:
+            self.max_conn_age = {**MAX_CONN_AGE, **(max_conn_age or {})}
+        self.idle_timeout = {**IDLE_TIMEOUT, **(idle_timeout or {})}
+        self.script = sorted(parse_script(script), key=lambda e: (isinstance(e[0], int), e[0]))
+        self.fault_log: list[tuple[int, str, str, int, str]] = []
+        self._takes: dict[tuple[str, str], list[Fault]] = {}
+        self._pending_frame_faults: dict[str, list[Fault]] = {}
+        self.venues: dict[str, Venue] = {}
+        self._ex = ex
+        self._next_conn = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.t0 = 0.0
+        self.replay_path = Path(replay) if replay is not None else None
+        self.replay_speed = replay_speed
+        self.replayer: Any = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def start(self) -> Simulator:
+        for e, syms in self._ex.items():
+            self.venues[e] = VENUES[e](self, syms)
+        if self.replay_path is not None:
+            from sim.replay import Replayer
+
+            self.replayer = Replayer(self, self.replay_path, self.replay_speed)
+        self._server = await ws_create_server(
+            self._route, self.host, self.port, enable_auto_pong=False, max_frame_size=1 << 20,
+            websocket_handshake_timeout=10, logger_name="ticktape.sim.ws",
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        self.t0 = time.monotonic()
+        for v in self.venues.values():
+            for m in v.markets.values():
+                m.t0 = self.t0  # type: ignore[attr-defined]
+        loop = asyncio.get_running_loop()
+        if self.replayer is None:
+            self._tasks.append(loop.create_task(self._pump()))
+        self._tasks.append(loop.create_task(self._watchdog()))
+        log.info("simulator on %s (exchanges: %s)", self.url, ", ".join(self.venues))
+        return self
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks.clear()
+        for v in self.venues.values():
+            for c in list(v.conns.values()):
+                c.drop()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self) -> Simulator:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- URLs ---------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+    def ws_url(self, exchange: str | None = None) -> str:
+        """The websocket base a connector's ``url`` takes (it appends the exchange's paths)."""
+        if exchange is not None:
+            self.venue(exchange)
+        return self.url
+
+    def rest_url(self, exchange: str | None = None) -> str:
+        if exchange is not None:
+            self.venue(exchange)
+        return f"http://{self.host}:{self.port}"
+
+    def endpoints(self) -> dict[str, Any]:
+        """What ``capture sim`` prints: bases and each exchange's paths."""
+        return {
+            "url": self.url,
+            "rest_url": self.rest_url(),
+            "exchanges": {e: {"url": self.url, "rest_url": self.rest_url(), "ws_paths": list(v.ws_paths),
+                              "rest_paths": ["/fapi/v1/depth"] if e == "binance-futures" else []}
+                          for e, v in self.venues.items()},
+        }
+
+    # -- queries for tests ----------------------------------------------------------------
+    def venue(self, exchange: str) -> Venue:
+        v = self.venues.get(exchange)
+        if v is None:
+            raise KeyError(f"exchange {exchange!r} is not simulated here (have: {', '.join(self.venues) or 'none'})")
+        return v
+
+    def sent(self, exchange: str, channel: str | None = None, symbol: str | None = None,
+             conn: int | None = None) -> list[Sent]:
+        """Data frames sent (and withheld: ``fault`` set) so far, in order."""
+        out = self.venue(exchange).sent
+        if channel is None and symbol is None and conn is None:
+            return list(out)
+        return [s for s in out if (channel is None or s.channel == channel) and (symbol is None or s.symbol == symbol)
+                and (conn is None or s.conn == conn)]
+
+    def market(self, exchange: str, symbol: str) -> Market:
+        return self.venue(exchange).market(symbol)
+
+    def book(self, exchange: str, symbol: str, event: int | None = None,
+             depth: int | None = None) -> tuple[list[tuple[Decimal, Decimal]], list[tuple[Decimal, Decimal]]]:
+        """(bids best first, asks best first) as Decimals after market event ``event``
+        (``Sent.event`` of the last frame a client applied; None = now), top ``depth``."""
+        m = self.venue(exchange).markets.get(symbol)
+        if m is None:
+            raise KeyError(f"no market {exchange}/{symbol}")
+        bids, asks = m.book_at(event)
+        bp = sorted(bids, reverse=True)[:depth]
+        ap = sorted(asks)[:depth]
+        px, qty = m.spec.px, m.spec.qty
+        return ([(Decimal(px(p)), Decimal(qty(bids[p]))) for p in bp], [(Decimal(px(p)), Decimal(qty(asks[p]))) for p in ap])
+
+    def connections(self, exchange: str) -> list[Conn]:
+        return list(self.venue(exchange).conns.values())
+
+    # -- faults ---------------------------------------------------------------------------
+    def log_fault(self, exchange: str, kind: str, conn: int, detail: str) -> None:
+        self.fault_log.append((time.time_ns(), exchange, kind, conn, detail))
+        log.info("sim fault %s %s conn %d: %s", exchange, kind, conn, detail)
+
+    def fault(self, f: Fault) -> None:
+        """Apply a fault now (see sim.faults for the kinds)."""
+        exchanges = [f.exchange] if f.exchange is not None else list(self.venues)
+        for e in exchanges:
+            v = self.venue(e)
+            conns = [c for c in v.conns.values() if f.conn is None or c.id == f.conn]
+            self.log_fault(e, f.kind, f.conn or 0, f"{f}")
+            if f.kind == "drop":
+                for c in conns:
+                    c.drop()
+            elif f.kind == "stall":
+                until = time.monotonic() + f.seconds
+                for c in conns:
+                    c.stalled_until = until
+            elif f.kind in FRAME_KINDS:
+                if conns:
+                    for c in conns:
+                        c.faults.append(replace(f, exchange=e))
+                else:
+                    self._pending_frame_faults.setdefault(e, []).append(replace(f, exchange=e))
+            elif f.kind in ("subscribe_error", "rest_error"):
+                self._takes.setdefault((e, f.kind), []).append(replace(f, exchange=e))
+            elif f.kind == "slow":
+                v.rate_factor = f.factor
+                asyncio.get_running_loop().call_later(f.seconds, setattr, v, "rate_factor", 1.0)
+
+    def take_fault(self, exchange: str, kind: str, conn: int | None = None) -> bool:
+        """Consume one pending subscribe/REST error for ``exchange`` (True if one was due)."""
+        pending = self._takes.get((exchange, kind))
+        if not pending:
+            return False
+        f = pending[0]
+        if f.conn is not None and conn is not None and f.conn != conn:
+            return False
+        f.count -= 1
+        if f.count <= 0:
+            pending.pop(0)
+        self.log_fault(exchange, kind, conn or 0, "refused")
+        return True
+
+    # -- routing ----------------------------------------------------------------------------
+    def _route(self, req: WSUpgradeRequest) -> Any:
+        try:
+            target = req.path.decode("ascii")
+        except UnicodeDecodeError:
+            return _error(400, b'{"error":"bad path"}')
+        if len(target) > MAX_QUERY:
+            return _error(414, b'{"error":"request URI too long"}')
+        parts = urlsplit(target)
+        path = parts.path
+        try:
+            query = dict(parse_qsl(parts.query, keep_blank_values=True, max_num_fields=64))
+        except ValueError:
+            return _error(400, b'{"error":"bad query"}')
+        is_ws = req.headers.get("Upgrade", "").lower() == "websocket"
+        for v in self.venues.values():
+            if not is_ws:
+                ans = v.rest(path, query)
+                if ans is not None:
+                    status, body = ans
+                    if status == 200:
+                        resp = WSUpgradeResponse.create_ok_response(body, {"Content-Type": "application/json"})
+                        return WSUpgradeResponseWithListener(resp, None)
+                    return _error(status, body)
+                continue
+            if any(path == p or path.startswith(p + "/") for p in v.ws_paths):
+                refused = v.accept(path, query)
+                if refused is not None:
+                    return _error(*refused)
+                self._next_conn += 1
+                conn = Conn(v, self._next_conn, path, query)
+                pending = self._pending_frame_faults.pop(v.exchange, None)
+                if pending:
+                    conn.faults.extend(pending)
+                return conn
+        return None  # 404
+
+    # -- market pump ----------------------------------------------------------------------
+    async def _pump(self) -> None:
+        last = time.monotonic()
+        script = list(self.script)
+        while True:
+            await asyncio.sleep(self.tick)
+            now = time.monotonic()
+            dt = now - last
+            last = now
+            while script and self._due(script[0], now):
+                self.fault(script.pop(0)[1])
+            for v in self.venues.values():
+                rate = self.rate * v.rate_factor
+                for m in list(v.markets.values()):
+                    credit = getattr(m, "credit", 0.0) + dt * rate
+                    k = min(int(credit), 100_000)
+                    m.credit = credit - int(credit)  # type: ignore[attr-defined]
+                    publish = v.publish
+                    step = m.step
+                    for _ in range(k):
+                        publish(m, step())
+
+    def _due(self, entry: ScriptEntry, now: float) -> bool:
+        at, f = entry
+        if isinstance(at, int):
+            frames = sum(v.frames for e, v in self.venues.items() if f.exchange in (None, e))
+            return frames >= at
+        return now - self.t0 >= at
+
+    async def _watchdog(self) -> None:
+        """Server pings (Binance), pong and idle timeouts, the connection lifetime limit."""
+        step = max(0.02, min([0.5, self.ping_interval / 4, *self.max_conn_age.values(), *self.idle_timeout.values()]) / 4)
+        while True:
+            await asyncio.sleep(step)
+            now = time.monotonic()
+            for e, v in self.venues.items():
+                age = self.max_conn_age.get(e)
+                idle = self.idle_timeout.get(e)
+                for c in list(v.conns.values()):
+                    if c.closed or c.transport is None:
+                        continue
+                    if age is not None and now - c.opened_at >= age:
+                        self.log_fault(e, "lifetime", c.id, f"connection older than {age}s: closed")
+                        c.close(1000, b"")
+                        continue
+                    if idle is not None and now - c.last_recv >= idle:
+                        self.log_fault(e, "idle", c.id, f"no client message for {idle}s: closed")
+                        c.drop()
+                        continue
+                    if e == "binance-futures":
+                        if c.stalled():
+                            continue
+                        if c.await_pong_since is not None and now - c.await_pong_since >= self.pong_timeout:
+                            self.log_fault(e, "pong_timeout", c.id, f"no pong for {self.pong_timeout}s: closed")
+                            c.drop()
+                        elif now - c.last_ping_sent >= self.ping_interval:
+                            c.last_ping_sent = now
+                            c.pings_sent += 1
+                            if c.await_pong_since is None:
+                                c.await_pong_since = now
+                            c.transport.send_ping(b"")
+
+
+def _error(status: int, body: bytes) -> WSUpgradeResponseWithListener:
+    resp = WSUpgradeResponse.create_error_response(status, body, {"Content-Type": "application/json"})
+    return WSUpgradeResponseWithListener(resp, None)

@@ -1,0 +1,109 @@
+"""Base of the per-exchange protocol modules: markets, subscriptions, records.
+
+A venue turns market events into the exchange's exact frames, once per event
+and channel, and hands the bytes to every subscribed connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+from sim.market import BookEvent, Market, Trade
+from sim.record import Sent
+
+if TYPE_CHECKING:
+    from sim.conn import Conn
+    from sim.server import Simulator
+
+log = logging.getLogger("ticktape.sim")
+
+
+class Venue:
+    exchange = ""
+    ws_paths: tuple[str, ...] = ()
+    symbol_re = re.compile(r"[A-Z0-9]{2,30}")
+
+    def __init__(self, sim: Simulator, symbols: list[str] | None) -> None:
+        self.sim = sim
+        self.allowed = set(symbols) if symbols is not None else None
+        self.markets: dict[str, Market] = {}
+        self.subs: dict[tuple[str, str], dict[Conn, str]] = {}
+        self.conns: dict[int, Conn] = {}
+        self.sent: list[Sent] = []
+        self.frames = 0  # data frames sent (fault scripts count these)
+        self.rate_factor = 1.0
+        self.replay: Any = None  # sim.replay.Replayer when replaying a recording
+        for s in symbols or ():
+            self.market(s)
+
+    # -- markets ----------------------------------------------------------------------
+    def valid_symbol(self, symbol: str) -> bool:
+        if self.allowed is not None:
+            return symbol in self.allowed
+        return bool(self.symbol_re.fullmatch(symbol))
+
+    def market(self, symbol: str) -> Market:
+        m = self.markets.get(symbol)
+        if m is None:
+            m = Market(self.exchange, symbol, self.sim.seed, trade_share=self.sim.trade_share,
+                       history_limit=self.sim.history_limit)
+            m.t0 = time.monotonic()  # type: ignore[attr-defined]
+            self.markets[symbol] = m
+            self.new_market(m)
+        return m
+
+    def new_market(self, m: Market) -> None:
+        """Venue-specific per-market state (ids, ...)."""
+
+    # -- subscriptions ----------------------------------------------------------------
+    def subscribe(self, conn: Conn, channel: str, symbol: str, name: str) -> None:
+        self.subs.setdefault((channel, symbol), {})[conn] = name
+        conn.state.setdefault("subs", {})[(channel, symbol)] = name
+
+    def unsubscribe(self, conn: Conn, channel: str, symbol: str) -> None:
+        d = self.subs.get((channel, symbol))
+        if d is not None:
+            d.pop(conn, None)
+        conn.state.get("subs", {}).pop((channel, symbol), None)
+
+    def subscribers(self, channel: str, symbol: str) -> dict[Conn, str] | None:
+        return self.subs.get((channel, symbol)) or None
+
+    # -- connection life --------------------------------------------------------------
+    def opened(self, conn: Conn) -> None:
+        self.conns[conn.id] = conn
+        self.on_open(conn)
+
+    def closed(self, conn: Conn) -> None:
+        self.conns.pop(conn.id, None)
+        for key in list(conn.state.get("subs", {})):
+            self.unsubscribe(conn, *key)
+
+    def on_open(self, conn: Conn) -> None:
+        pass
+
+    def message(self, conn: Conn, msg: bytes) -> None:
+        raise NotImplementedError
+
+    def record(self, s: Sent) -> None:
+        self.frames += 1
+        if self.sim.recording:
+            self.sent.append(s)
+
+    # -- market events ----------------------------------------------------------------
+    def publish(self, m: Market, ev: Trade | BookEvent) -> None:
+        raise NotImplementedError
+
+    def rest(self, path: str, query: dict[str, str]) -> tuple[int, bytes] | None:
+        """A REST answer (status, JSON body) or None if the path is not this venue's."""
+        return None
+
+    def snapshot_subscribe(self, conn: Conn, channel: str, symbol: str) -> None:
+        """Frames a new subscription gets at once (Bybit book snapshot, Hyperliquid l2Book)."""
+
+    def accept(self, path: str, query: dict[str, str]) -> tuple[int, bytes] | None:
+        """Refuse an upgrade: (status, body), or None to accept."""
+        return None
