@@ -152,6 +152,8 @@ def parse_time(text: str, *, end: bool = False) -> datetime:
 
 def hours_between(start: datetime, end: datetime) -> Iterator[datetime]:
     """Every UTC hour that overlaps [start, end)."""
+    if start >= end:
+        return
     h = floor_hour(start.astimezone(UTC))
     while h < end:
         yield h
