@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 # disconnect markers put into the real binance recording (ns); the first hits two symbols at once
 MARK_A = 1_626_992_750_000_000_000
@@ -62,3 +64,22 @@ def get_lines(url: str) -> list[bytes]:
             return [line async for line in r.content]
 
     return asyncio.run(run())
+
+
+def archived(
+    root: Path, exchange: str, channels: set[str] | None, symbols: set[str] | None,
+    lo: int = 1_626_991_200_000_000_000, hi: int = 1_626_994_800_000_000_000,
+) -> list[tuple[int, bytes]]:
+    """Every non-empty raw frame of the archive for the filter in [lo, hi), straight from Parquet, by local_ts."""
+    rows: list[tuple[int, int, bytes]] = []
+    for i, f in enumerate(sorted((root / f"exchange={exchange}" / "type=raw").rglob("*.parquet"))):
+        sym = f.parent.name.split("=", 1)[1]
+        if sym == "_" or (symbols is not None and sym not in symbols):
+            continue
+        t = pq.read_table(f)
+        for ts, ch, p in zip(t.column("local_ts").cast(pa.int64()).to_pylist(), t.column("channel").to_pylist(),
+                             t.column("payload").to_pylist(), strict=True):
+            if p and (channels is None or ch in channels) and lo <= ts < hi:
+                rows.append((ts, i, p))
+    rows.sort(key=lambda r: (r[0], r[1]))
+    return [(ts, p) for ts, _, p in rows]
