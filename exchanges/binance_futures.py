@@ -45,6 +45,7 @@ SNAPSHOT_LIMIT = 1000
 SYMBOL_RE = re.compile(r"[A-Z0-9]{2,30}(_[0-9]{6})?")
 
 AGG, TRADE, DIFF, PARTIAL = 0, 1, 2, 3
+_STREAM_RE = re.compile(rb'\{\s*"stream"\s*:\s*"([^"]{1,80})"')
 
 
 # --- messages (decimal strings become floats in C: strict=False) --------------
@@ -293,7 +294,13 @@ class BinanceFutures(Feed):
         try:
             env = self._env.decode(payload)
         except msgspec.DecodeError as e:
-            self.malformed(lst.conn_id, ts, payload, f"envelope: {e}")
+            # a broken frame still names its stream up front: charge it to that stream
+            m = _STREAM_RE.match(payload.tobytes()[:96])
+            route = self.routes.get(m[1].decode()) if m else None
+            kind, sym, chan = route if route else (-1, 0, 0)
+            self.malformed(lst.conn_id, ts, payload, f"envelope: {e}", sym, chan)
+            if kind == DIFF and self.sync[sym].state == SyncState.SYNCED:
+                self.resync(sym, ts, "malformed diff")
             return
         route = self.routes.get(env.stream)
         if route is None:

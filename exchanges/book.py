@@ -88,8 +88,8 @@ class DeltaSeq:
         self.resync_deadline = 0.0
 
     def reset(self) -> None:
+        """Not synced until the next snapshot; ``last_u`` stays as the last applied update."""
         self.synced = False
-        self.last_u = -1
 
 
 class L2Book:

@@ -44,6 +44,7 @@ RESYNC_TIMEOUT = 10.0
 SYMBOL_RE = re.compile(r"[A-Z0-9]{2,30}(-[0-9]{2}[A-Z]{3}[0-9]{2})?")
 
 BOOK, TRADES = 0, 1
+_TOPIC_RE = re.compile(rb'\{\s*"topic"\s*:\s*"([^"]{1,80})"')
 
 
 class Envelope(msgspec.Struct):
@@ -206,7 +207,12 @@ class Bybit(Feed):
         try:
             env = self._env.decode(payload)
         except msgspec.DecodeError as e:
-            self.malformed(lst.conn_id, ts, payload, f"envelope: {e}")
+            m = _TOPIC_RE.match(payload.tobytes()[:96])
+            topic = m[1].decode() if m else ""
+            kind, sym, chan = self.routes.get(topic, (-1, 0, 0))
+            self.malformed(lst.conn_id, ts, payload, f"envelope: {e}", sym, chan)
+            if kind == BOOK and self.seq[topic].synced:
+                self.resync(topic, ts, "malformed book frame")
             return
         route = self.routes.get(env.topic)
         if route is None:

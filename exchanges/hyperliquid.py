@@ -43,6 +43,8 @@ SYMBOL_RE = re.compile(r"[A-Za-z0-9]{1,20}|@[0-9]{1,6}|[A-Z0-9]{1,20}/[A-Z0-9]{1
 NAN = float("nan")
 
 BOOK, TRADES = 0, 1
+_CHANNEL_RE = re.compile(rb'\{\s*"channel"\s*:\s*"([^"]{1,40})"')
+_COIN_RE = re.compile(rb'"coin"\s*:\s*"([^"]{1,40})"')
 
 
 class Envelope(msgspec.Struct):
@@ -192,7 +194,12 @@ class Hyperliquid(Feed):
         try:
             env = self._env.decode(payload)
         except msgspec.DecodeError as e:
-            self.malformed(lst.conn_id, ts, payload, f"envelope: {e}")
+            head = payload.tobytes()[:160]
+            m_ch = _CHANNEL_RE.match(head)
+            m_coin = _COIN_RE.search(head)
+            sym = self.sym_id.get(m_coin[1].decode(), 0) if m_coin else 0
+            chan = {b"trades": self.ch_trades, b"l2Book": self.ch_book}.get(m_ch[1], 0) if m_ch else 0
+            self.malformed(lst.conn_id, ts, payload, f"envelope: {e}", sym, chan)
             return
         ch = env.channel
         if ch == "l2Book":

@@ -103,7 +103,7 @@ def test_gap_duplicate_restart_and_malformed(rig):
     ev = r.events()
     kinds = [k for k, _, _ in ev]
     assert kinds == ["duplicate", "gap", "resync", "malformed", "resync", "resync"], ev
-    assert r.feed.stat("gaps", sid) == 1 and r.feed.stat("malformed") == 1
+    assert r.feed.stat("gaps", sid) == 1 and r.feed.stat("malformed", sid) == 1
     rows = r.records("book_change")
     assert [(int(x["local_ts"]), int(x["is_snapshot"])) for x in rows] == [
         (2, 1), (2, 1), (3, 0), (3, 0), (8, 1), (8, 1), (9, 1), (9, 1), (10, 0), (10, 0)
