@@ -234,6 +234,7 @@ def synth_archive(
     levels: int = 200,
     disconnects: int = 2,
     seed: int = 1,
+    row_group_size: int = 256_000,
 ) -> dict[str, int]:
     """Write raw, trades, book_change and events for every (symbol, hour); returns totals."""
     rng = np.random.default_rng(seed)
@@ -259,7 +260,7 @@ def synth_archive(
                 )
                 write_table(root, FileKey(exchange, "events", sym, hour_of_ns(h0)), ev)
                 tot["disconnects"] += disconnects
-            write_table(root, FileKey(exchange, "raw", sym, hour_of_ns(h0)), t)
+            write_table(root, FileKey(exchange, "raw", sym, hour_of_ns(h0)), t, row_group_size)
             tot["raw"] += len(t)
             tl = np.sort(rng.integers(h0, h0 + HOUR_NS, trades_per_hour))
             write_table(root, FileKey(exchange, "trades", sym, hour_of_ns(h0)), synth_trades(tl, rng, base))

@@ -115,7 +115,7 @@ class Inventory:
                     "channels": self.raw_channels(ex) if "raw" in types else [],
                     "dataTypes": normalized,
                     "archiveTypes": {t: sorted(k for k in v if k != "_") for t, v in sorted(types.items())},
-                    "symbols": sorted(e["symbols"].values(), key=lambda x: x["id"]),
+                    "symbols": [e["symbols"][k] for k in sorted(e["symbols"])],
                     "availableSince": min((v["availableSince"] for v in e["symbols"].values()), default=None),
                     "availableTo": max((v["availableTo"] for v in e["symbols"].values()), default=None),
                 }

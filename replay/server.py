@@ -55,13 +55,16 @@ async def _stream_chunks(request: web.Request, chunks: Any, what: str) -> web.St
     await resp.prepare(request)
     it: Prefetch[Chunk] = Prefetch(chunks, app[EXECUTOR])
     sid = id(resp)
-    app[ACTIVE][sid] = what
+    state: dict[str, Any] = {"what": what, "sent_bytes": 0}
+    app[ACTIVE][sid] = state
     n = 0
     t0 = time.perf_counter()
     try:
         async for chunk in it:
-            await resp.write(fmt.data_bytes(chunk.lines))
+            data = fmt.data_bytes(chunk.lines)
+            await resp.write(data)
             n += len(chunk)
+            state["sent_bytes"] += len(data)
         await resp.write_eof()
         log.info("%s done: %d messages in %.2fs", what, n, time.perf_counter() - t0)
     except (ConnectionResetError, ConnectionError, asyncio.CancelledError) as e:
@@ -125,6 +128,7 @@ async def status(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "active_streams": len(request.app[ACTIVE]),
+            "streams": list(request.app[ACTIVE].values()),
             "ws_sessions": len(request.app[ws.SESSIONS]),
             "tasks": len(asyncio.all_tasks()),
             "rss_kb": _rss_kb(),

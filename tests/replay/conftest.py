@@ -47,7 +47,8 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     synth_archive(str(root), exchange="bybit", symbols=("BTCUSDT",), hours=2, raw_per_hour=1000,
                   trades_per_hour=2000, book_msgs_per_hour=2000, levels=30, disconnects=1, seed=8)
     synth_archive(str(root), symbols=("BIGUSDT",), start_ns=1_736_208_000_000_000_000, hours=1,
-                  raw_per_hour=BIG_ROWS, trades_per_hour=100, book_msgs_per_hour=100, levels=5, disconnects=0, seed=9)
+                  raw_per_hour=BIG_ROWS, trades_per_hour=100, book_msgs_per_hour=100, levels=5, disconnects=0, seed=9,
+                  row_group_size=16_384)
     return root
 
 

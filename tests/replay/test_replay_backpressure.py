@@ -1,0 +1,83 @@
+"""A slow client does not make the server buffer the stream; clients that leave mid-stream free everything."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import pytest
+from replay_helpers import BIG_END, BIG_ROWS, BIG_START, ServerProc
+
+BIG = {"exchange": "binance-futures", "from": BIG_START, "to": BIG_END,
+       "filters": [{"channel": "aggTrade", "symbols": ["BIGUSDT"]}, {"channel": "depth", "symbols": ["BIGUSDT"]}]}
+
+
+async def read_all(url: str) -> int:
+    async with aiohttp.ClientSession() as s, s.get(url) as r:
+        return sum([d.count(b"\n") async for d in r.content.iter_any()])
+
+
+def wait_idle(server: ServerProc, timeout: float = 10.0) -> dict[str, int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        st = server.status()
+        if st["active_streams"] == 0 or time.monotonic() > deadline:
+            return st
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_slow_client_bounded_server_memory(server: ServerProc) -> None:
+    url = server.url("replay", BIG)
+    asyncio.run(read_all(url))  # warm-up: first use of the readers and allocator arenas
+    base = wait_idle(server)
+
+    async def run() -> tuple[int, int, int, int]:
+        total = 0
+        peak = 0
+        sent = 0
+        async with aiohttp.ClientSession() as s, s.get(url) as r:
+            assert r.status == 200
+            first = await r.content.read(1 << 20)
+            total += first.count(b"\n")
+            # stall: the server must stop producing, not queue the rest of the ~75 MB stream
+            for _ in range(15):
+                await asyncio.sleep(0.2)
+                st = await asyncio.to_thread(server.status)
+                peak = max(peak, st["rss_kb"])
+                sent = max([sent, *(x["sent_bytes"] for x in st["streams"])])
+            stream_bytes = len(first)
+            async for data in r.content.iter_any():
+                total += data.count(b"\n")
+                stream_bytes += len(data)
+        return total, peak, stream_bytes, sent
+
+    total, peak, stream_bytes, sent = asyncio.run(run())
+    assert total == BIG_ROWS  # nothing lost while the client was stalled
+    assert stream_bytes > 60_000_000
+    grew_mb = (peak - base["rss_kb"]) / 1024
+    # what the server handed to the socket while stalled: the 1 MB read + kernel buffers + one chunk
+    assert sent < 16_000_000, f"server wrote {sent >> 20} MB of a {stream_bytes >> 20} MB stream to a stalled client"
+    assert grew_mb < 40, f"server grew {grew_mb:.0f} MB while the client stalled on a {stream_bytes >> 20} MB stream"
+
+
+@pytest.mark.slow
+def test_disconnecting_clients_free_resources(server: ServerProc) -> None:
+    base = wait_idle(server)
+    url = server.url("replay", BIG)
+
+    async def leave_early() -> None:
+        async with aiohttp.ClientSession() as s, s.get(url) as r:
+            assert r.status == 200
+            await r.content.read(200_000)
+        # the session closes the connection with most of the stream unsent
+
+    for _ in range(6):
+        asyncio.run(leave_early())
+    after = wait_idle(server)
+    assert after["active_streams"] == 0
+    assert after["tasks"] <= base["tasks"] + 1  # the /status handler's own task at most
+    assert (after["rss_kb"] - base["rss_kb"]) / 1024 < 60
+    # and the server still serves a full stream afterwards
+    assert asyncio.run(read_all(url)) == BIG_ROWS
