@@ -55,6 +55,7 @@ class Envelope(msgspec.Struct):
     op: str = ""
     success: bool | None = None
     ret_msg: str = ""
+    req_id: str = ""
 
 
 class Book(msgspec.Struct, gc=False):
@@ -154,6 +155,8 @@ class Bybit(Feed):
             self.routes[name] = (kind, sym, chan)
         self.seq: dict[str, DeltaSeq] = {t[0]: DeltaSeq() for t in self.topics if t[1] == BOOK}
         self.topic_link: dict[str, int] = {}
+        #: subscribe req_id -> its topics (Bybit refuses a whole message for one bad topic)
+        self.requests: dict[str, list[str]] = {}
         self._req = 0
         self._pending_resync: set[int] = set()
 
@@ -171,6 +174,8 @@ class Bybit(Feed):
 
     def op(self, op: str, args: list[str]) -> bytes:
         self._req += 1
+        if op == "subscribe":
+            self.requests[str(self._req)] = args
         return msgspec.json.encode({"req_id": str(self._req), "op": op, "args": args})
 
     def ping(self, lst: Listener) -> None:
@@ -305,9 +310,18 @@ class Bybit(Feed):
         if self.raw_on:
             self.out.raw(ts, payload, lst.conn_id, 0, 0)
         if env.success is False or (env.op == "" and env.topic == "" and env.ret_msg):
-            self.bump("subscribe_errors")
+            args = self.requests.get(env.req_id, []) if env.op == "subscribe" else []
+            if len(args) > 1:  # one bad topic sinks the message: retry the topics one by one
+                log.warning("%s conn %d: subscribe of %d topics refused (%s); retrying one by one",
+                            self.exchange, lst.conn_id, len(args), env.ret_msg)
+                self.out.event(ts, "info", conn_id=lst.conn_id, detail=f"subscribe refused: {env.ret_msg}"[:96])
+                for a in args:
+                    lst.send(self.op("subscribe", [a]))
+                return
+            _, sym, chan = self.routes.get(args[0], (0, 0, 0)) if args else (0, 0, 0)
+            self.bump("subscribe_errors", sym)
             detail = f"{env.op or 'error'}: {env.ret_msg}"[:96]
-            self.out.event(ts, "subscribe_error", conn_id=lst.conn_id, detail=detail)
+            self.out.event(ts, "subscribe_error", symbol=sym, channel=chan, conn_id=lst.conn_id, detail=detail)
             log.error("%s conn %d: %s", self.exchange, lst.conn_id, detail)
         elif env.topic:
             log.debug("%s: frame of unexpected topic %s", self.exchange, env.topic)

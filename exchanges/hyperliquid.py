@@ -274,7 +274,11 @@ class Hyperliquid(Feed):
         if self.raw_on:
             self.out.raw(ts, payload, lst.conn_id, 0, 0)
         if env.channel == "error":
-            self.bump("subscribe_errors")
-            detail = bytes(env.data)[:90].decode(errors="replace")
-            self.out.event(ts, "subscribe_error", conn_id=lst.conn_id, detail=detail)
+            text = bytes(env.data)
+            m = re.search(rb'coin\W+([A-Za-z0-9@:/]{1,40})', text)
+            sym = self.sym_id.get(m[1].decode(), 0) if m else 0
+            chan = self.ch_trades if b"trades" in text else self.ch_book if b"l2Book" in text else 0
+            self.bump("subscribe_errors", sym)
+            detail = text[:90].decode(errors="replace")
+            self.out.event(ts, "subscribe_error", symbol=sym, channel=chan, conn_id=lst.conn_id, detail=detail)
             log.error("%s conn %d: error %s", self.exchange, lst.conn_id, detail)

@@ -11,9 +11,8 @@ import pytest
 import uvloop
 
 from ipc.schemas import BOOK_BID, SIDE_BUY, SIDE_SELL
-
-sim_server = pytest.importorskip("sim.server")
-faults = pytest.importorskip("sim.faults")
+from sim import faults
+from sim import server as sim_server
 
 FAST = {"backoff_base": 0.05, "backoff_max": 0.2, "stall_timeout": 1.0, "ping_interval": 0.3, "rest_interval": 0.02}
 SYMS = {"binance-futures": ["BTCUSDT", "ETHUSDT", "SOLUSDT"], "bybit": ["BTCUSDT", "ETHUSDT", "SOLUSDT"],
@@ -43,13 +42,13 @@ def sim_book(sim, ex, sym, event, depth=None):
     return {"b": {float(p): float(q) for p, q in bids}, "a": {float(p): float(q) for p, q in asks}}
 
 
-async def capture(rig, script, seconds=1.5, rate=150, options=None, exchanges=SYMS):
-    async with sim_server.Simulator(list(exchanges), rate=rate, seed=11, script=script) as sim:
+async def capture(rig, script, seconds=1.5, rate=150, options=None, exchanges=SYMS, channels=None, **sim_kw):
+    async with sim_server.Simulator(list(exchanges), rate=rate, seed=11, script=script, **sim_kw) as sim:
         from exchanges.ingest import run_feed
 
         rigs = {}
         for ex, syms in exchanges.items():
-            rigs[ex] = rig(ex, symbols=syms, channels=CHANNELS[ex], depth=DEPTH[ex], url=sim.ws_url(ex),
+            rigs[ex] = rig(ex, symbols=syms, channels=(channels or CHANNELS)[ex], depth=DEPTH[ex], url=sim.ws_url(ex),
                            options={**FAST, "manual_snapshots": False, **(options or {})}, capacity=1 << 18)
         stop = asyncio.Event()
         runs = [asyncio.create_task(run_feed(r.feed, stop.is_set)) for r in rigs.values()]
@@ -213,3 +212,88 @@ def test_fault_script_events_at_the_right_places_and_books_right_after(rig):
             assert len(got) == len(set(got)) and is_subsequence(got, sent), (ex, sym)
             if ex == "binance-futures":
                 assert got == sent[: len(got)]
+
+
+@pytest.mark.slow
+def test_binance_planned_reconnects_before_the_servers_age_limit_without_gaps(rig):
+    ex = {"binance-futures": ["BTCUSDT", "ETHUSDT"]}
+    sim, rigs = uvloop.run(capture(rig, None, seconds=2.6, rate=150, exchanges=ex, max_conn_age=1.0,
+                                   options={"max_lifetime": 0.5, "overlap": 0.15}))
+    r = rigs["binance-futures"]
+    ev = r.events()
+    assert sum(1 for k, _, d in ev if k == "info" and "planned reconnect" in d) >= 4  # 2 links x >= 2 rollovers
+    assert {d for k, _, d in ev if k == "disconnect"} == {"shutdown"}  # the server never had to cut us
+    assert r.feed.stat("gaps") == 0 and not [e for e in ev if e[0] == "gap"]
+    rows = r.records("book_change")
+    for sym in ex["binance-futures"]:
+        sid = r.spec.symbol_id(sym)
+        got = [t["id"].decode() for t in trade_rows(r, sym)]
+        sent = [x[0] for x in sent_trades(sim, "binance-futures", "aggTrade", sym)]
+        assert got == sent[: len(got)] and len(sent) - len(got) <= 3, sym
+        ev_no = next(s.event for s in sim.sent("binance-futures", "depth", sym) if s.ids[1] == r.feed.sync[sid].last_u)
+        assert rebuild(rows, sid) == sim_book(sim, "binance-futures", sym, ev_no), sym
+        # each diff applied once: book rows after the first snapshot match the diffs sent (deduped by u)
+        assert r.feed.stat("duplicates", sid) > 0  # the overlaps really delivered frames twice
+
+
+@pytest.mark.slow
+def test_duplicates_reorder_subscribe_and_rest_errors(rig):
+    F = faults.Fault
+    script = [
+        (0.0, F("rest_error", "binance-futures", count=2)),
+        (0.5, F("duplicate", "bybit", channel="orderbook.50", symbol="BTCUSDT", count=2)),
+        (0.6, F("duplicate", "hyperliquid", channel="trades", symbol="BTC", count=2)),
+    ]
+    sim, rigs = uvloop.run(capture(rig, script, seconds=2.0, rate=150))
+    b, y, h = rigs["binance-futures"], rigs["bybit"], rigs["hyperliquid"]
+    # REST 503s are retried: every binance book synced
+    assert all(b.feed.sync[b.spec.symbol_id(s)].synced_once for s in SYMS["binance-futures"])
+    assert any(k == "info" and "snapshot HTTP 503" in d for k, _, d in b.events())
+    # bybit duplicate book frames: counted, an event, book unchanged by them
+    assert y.feed.stat("duplicates", y.spec.symbol_id("BTCUSDT")) >= 2
+    assert "duplicate" in [k for k, s, _ in y.events() if s == "BTCUSDT"]
+    rows = y.records("book_change")
+    sid = y.spec.symbol_id("BTCUSDT")
+    u = y.feed.seq["orderbook.50.BTCUSDT"].last_u
+    ev_no = next(s.event for s in sim.sent("bybit", "orderbook.50", "BTCUSDT") if s.ids[0] == u)
+    assert rebuild(rows, sid) == sim_book(sim, "bybit", "BTCUSDT", ev_no, depth=50)
+    # hyperliquid duplicate trade frames: each tid once
+    got = [t["id"].decode() for t in trade_rows(h, "BTC")]
+    assert len(got) == len(set(got)) and h.feed.stat("duplicates", h.spec.symbol_id("BTC")) >= 1
+
+
+@pytest.mark.slow
+def test_unknown_symbols_are_subscribe_errors(rig):
+    async def main():
+        from exchanges.ingest import run_feed
+
+        async with sim_server.Simulator({"bybit": ["BTCUSDT"], "hyperliquid": ["BTC"]}, rate=50, seed=3) as sim:
+            y = rig("bybit", symbols=["BTCUSDT", "NOPEUSDT"], channels=["trades"], url=sim.ws_url(), options=FAST)
+            h = rig("hyperliquid", symbols=["BTC", "NOPE"], channels=["trades"], url=sim.ws_url(), options=FAST)
+            stop = asyncio.Event()
+            runs = [asyncio.create_task(run_feed(r.feed, stop.is_set)) for r in (y, h)]
+            await asyncio.sleep(0.8)
+            stop.set()
+            await asyncio.gather(*runs)
+            return y, h
+
+    y, h = uvloop.run(main())
+    for r in (y, h):
+        errs = [e for e in r.events() if e[0] == "subscribe_error"]
+        assert errs and all(e[1] == r.spec.symbols[2] for e in errs), r.events()  # charged to the bad symbol
+        assert r.feed.stat("subscribe_errors", 2) >= 1
+        assert len(trade_rows(r, r.spec.symbols[1])) > 0  # the good symbol still streams
+
+
+@pytest.mark.slow
+def test_reordered_diff_is_a_gap_then_a_correct_resync(rig):
+    ex = {"binance-futures": ["ETHUSDT"]}
+    script = [(1.0, faults.Fault("reorder", "binance-futures", channel="depth", symbol="ETHUSDT"))]
+    sim, rigs = uvloop.run(capture(rig, script, seconds=2.0, exchanges=ex, channels={"binance-futures": ["book_change"]}))
+    b = rigs["binance-futures"]
+    assert [k for k, s, _ in b.events() if k in ("gap", "resync")][:2] == ["gap", "resync"]
+    rows = b.records("book_change")
+    sid = b.spec.symbol_id("ETHUSDT")
+    assert b.feed.sync[sid].synced_once and b.feed.stat("resyncs", sid) == 1
+    ev_no = next(s.event for s in sim.sent("binance-futures", "depth", "ETHUSDT") if s.ids[1] == b.feed.sync[sid].last_u)
+    assert rebuild(rows, sid) == sim_book(sim, "binance-futures", "ETHUSDT", ev_no)
