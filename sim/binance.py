@@ -105,6 +105,10 @@ class Binance(Venue):
             self._sub(conn, n)
 
     def _sub(self, conn: Conn, name: str) -> bool:
+        if self.replay is not None:  # a recording may hold any stream (kline, markPrice, ...)
+            parts = name.split("@")
+            self.subscribe(conn, parts[1] if len(parts) > 1 else name, parts[0].upper(), name)
+            return True
         ch = channel_of(name)
         if ch is None:
             return False
@@ -156,7 +160,7 @@ class Binance(Venue):
             if self.sim.take_fault(self.exchange, "subscribe_error", conn.id):
                 conn.send_control(msgspec.json.encode({"error": {"code": 2, "msg": "Invalid request: invalid stream name"}, "id": rid}))
                 return
-            bad = [p for p in params if channel_of(p) is None]
+            bad = [p for p in params if channel_of(p) is None and self.replay is None]
             if bad:
                 conn.send_control(msgspec.json.encode({"error": {"code": 2, "msg": f"Invalid request: invalid stream name `{bad[0]}`"}, "id": rid}))
                 return

@@ -61,9 +61,10 @@ class Bybit(Venue):
     def on_open(self, conn: Conn) -> None:
         conn.state["conn_id"] = str(uuid.UUID(int=random.Random(self.sim.seed * 7919 + conn.id).getrandbits(128), version=4))
 
-    @staticmethod
-    def topic_of(t: str) -> tuple[str, str] | None:
+    def topic_of(self, t: str) -> tuple[str, str] | None:
         parts = t.split(".")
+        if self.replay is not None and len(parts) >= 2:
+            return ".".join(parts[:-1]), parts[-1]
         if len(parts) == 3 and parts[0] == "orderbook" and parts[1].isdigit() and int(parts[1]) in DEPTHS:
             return f"orderbook.{parts[1]}", parts[2]
         if len(parts) == 2 and parts[0] == "publicTrade":
@@ -118,9 +119,10 @@ class Bybit(Venue):
                 self.unsubscribe(conn, *t)
                 continue
             channel, sym = t
-            m = self.market(sym)
+            m = self.market(sym) if self.replay is None else None
             self.subscribe(conn, channel, sym, a)
-            if channel != "publicTrade":
+            if channel != "publicTrade" and self.replay is None:
+                assert m is not None
                 self._snapshot(conn, m, int(channel.split(".")[1]))
 
     # -- frames ---------------------------------------------------------------------------

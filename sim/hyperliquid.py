@@ -82,8 +82,10 @@ class Hyperliquid(Venue):
         if method == "unsubscribe":
             self.unsubscribe(conn, typ, coin)
             return
-        m = self.market(coin)
         self.subscribe(conn, typ, coin, typ)
+        if self.replay is not None:
+            return
+        m = self.market(coin)
         if typ == "l2Book":
             conn.send("l2Book", coin, self._book(m, time.time_ns() // 1_000_000), (), m.n - 1)
         else:

@@ -1,11 +1,208 @@
-"""Replay of a recording file (placeholder until the replay module lands)."""
+"""Replay of a recording over the simulator's websocket and REST endpoints, so
+real traffic runs through a client's whole capture path.
+
+Formats: cryptofeed v2 text (``<ts>: <frame>`` received frames; REST bodies
+``<url> -> <ts>: <body>`` are read from the file and its siblings with the same
+prefix, e.g. ``X.ws.1.0`` + ``X.0`` + ``X.http.0.0``), cryptofeed v3
+(``*.jsonl.zst``, ``recv``/``http`` records) and plain ``<receive ns> <frame>``
+lines. Each frame is routed by its own ``stream`` (Binance), ``topic`` (Bybit)
+or ``channel`` + ``coin`` (Hyperliquid) to the connections subscribed to it,
+byte for byte. Control frames (acks, pongs) are not replayed.
+
+Playback starts once every stream of the recording is subscribed, or
+``wait`` seconds after the first subscription; ``speed`` 0 = as fast as
+possible, 1 = the recorded pace.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import re
+import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit
+
+import msgspec
+
+from sim.record import Sent
+
+if TYPE_CHECKING:
+    from sim.server import Simulator
+
+_V2_RECV = re.compile(rb"^(\d+(?:\.\d+)?): (.*)$")
+_V2_HTTP = re.compile(rb"^(\S+) -> (\d+(?:\.\d+)?): (.*)$")
+_PLAIN = re.compile(rb"^(\d{10,20}) (.*)$")
+
+
+class _Env(msgspec.Struct):
+    stream: str | None = None
+    topic: str | None = None
+    channel: str | None = None
+    data: msgspec.Raw | None = None
+
+
+class _Coin(msgspec.Struct):
+    coin: str = ""
+
+
+def read_recording(path: Path) -> tuple[list[tuple[int, bytes]], list[tuple[str, int, bytes]]]:
+    """(receive ns, frame) of every received frame and (url, ns, body) of every REST answer."""
+    frames: list[tuple[int, bytes]] = []
+    http: list[tuple[str, int, bytes]] = []
+    if path.name.endswith(".zst"):
+        import zstandard
+
+        with path.open("rb") as fh:
+            text = zstandard.ZstdDecompressor().stream_reader(fh).read()
+        for line in text.splitlines():
+            if not line.strip():
+                continue
+            rec = json.loads(line)
+            t = rec.get("t")
+            if t == "recv":
+                frames.append((int(float(rec["ts"]) * 1e9), rec["data"].encode()))
+            elif t == "http":
+                http.append((rec.get("url", ""), int(float(rec["ts"]) * 1e9), rec["data"].encode()))
+        return frames, http
+    files = [path]
+    m = re.match(r"^(.*)\.ws\.\d+\.\d+$", path.name)
+    if m:
+        prefix = m.group(1)
+        files += sorted(p for p in path.parent.glob(prefix + ".*") if p != path and ".ws." not in p.name)
+    for f in files:
+        for line in f.read_bytes().splitlines():
+            if (mm := _PLAIN.match(line)) and f == path and b"." not in mm.group(1):
+                frames.append((int(mm.group(1)), mm.group(2)))
+            elif (mm := _V2_RECV.match(line)) and f == path:
+                frames.append((int(float(mm.group(1)) * 1e9), mm.group(2)))
+            elif mm := _V2_HTTP.match(line):
+                http.append((mm.group(1).decode(), int(float(mm.group(2)) * 1e9), mm.group(3)))
+    return frames, http
+
+
+def route(frame: bytes, dec: msgspec.json.Decoder[_Env] = msgspec.json.Decoder(_Env)) -> tuple[str, str, str, str] | None:
+    """(exchange, key, channel, symbol) of a data frame, None for control frames or junk."""
+    try:
+        env = dec.decode(frame)
+    except msgspec.DecodeError:
+        return None
+    if env.stream:
+        parts = env.stream.split("@")
+        return "binance-futures", env.stream, parts[1] if len(parts) > 1 else "", parts[0].upper()
+    if env.topic:
+        parts = env.topic.split(".")
+        return "bybit", env.topic, ".".join(parts[:-1]), parts[-1]
+    if env.channel in ("l2Book", "trades", "bbo") and env.data is not None:
+        try:
+            d = msgspec.json.decode(env.data)
+        except msgspec.DecodeError:
+            return None
+        coin = d[0].get("coin", "") if isinstance(d, list) and d else d.get("coin", "") if isinstance(d, dict) else ""
+        return "hyperliquid", f"{env.channel}:{coin}", env.channel, coin
+    return None
 
 
 class Replayer:
-    def __init__(self, sim: Any, path: Path, speed: float) -> None:
-        raise NotImplementedError("replay is not implemented yet")
+    def __init__(self, sim: Simulator, path: Path, speed: float = 0.0, wait: float = 2.0) -> None:
+        if not path.is_file():
+            raise FileNotFoundError(f"recording {path} not found")
+        frames, http = read_recording(path)
+        if not frames:
+            raise ValueError(f"recording {path}: no received frames (cryptofeed v2/v3 or '<ns> <frame>' lines)")
+        self.sim = sim
+        self.speed = speed
+        self.wait = wait
+        self.frames: list[tuple[int, bytes, tuple[str, str, str, str]]] = []
+        self.skipped = 0  # control frames and junk
+        for ts, fr in frames:
+            r = route(fr)
+            if r is None:
+                self.skipped += 1
+            elif r[0] in sim.venues:
+                self.frames.append((ts, fr, r))
+        self.keys = {r[1] for _, _, r in self.frames}
+        self.snapshots: dict[str, list[bytes]] = {}
+        for url, _, body in http:
+            u = urlsplit(url)
+            if u.path == "/fapi/v1/depth":
+                sym = dict(parse_qsl(u.query)).get("symbol", "")
+                self.snapshots.setdefault(sym, []).append(body)
+        self.served: dict[str, int] = {}
+        self.done = asyncio.Event()
+        self.sent = 0
+        self._task: asyncio.Task[None] | None = None
+        self._first_sub = 0.0
+        for v in sim.venues.values():
+            v.replay = self
+
+    # -- REST -----------------------------------------------------------------------------
+    def rest(self, path: str, query: dict[str, str]) -> tuple[int, bytes]:
+        sym = query.get("symbol", "")
+        bodies = self.snapshots.get(sym)
+        if not bodies:
+            return 400, b'{"code":-1121,"msg":"Invalid symbol."}'
+        i = self.served.get(sym, 0)
+        self.served[sym] = i + 1
+        return 200, bodies[min(i, len(bodies) - 1)]
+
+    # -- websocket ------------------------------------------------------------------------
+    def subscribed_keys(self) -> set[str]:
+        out: set[str] = set()
+        for v in self.sim.venues.values():
+            for c in v.conns.values():
+                out.update(_keys_of(v.exchange, c.state.get("subs", {})))
+        return out
+
+    def poke(self) -> None:
+        """Called by the watchdog: start playback when its streams are subscribed."""
+        if self._task is not None:
+            return
+        have = self.subscribed_keys() & self.keys
+        if not have:
+            return
+        now = time.monotonic()
+        if not self._first_sub:
+            self._first_sub = now
+        if have == self.keys or now - self._first_sub >= self.wait:
+            self._task = asyncio.get_running_loop().create_task(self.play())
+
+    async def play(self) -> None:
+        t0 = time.monotonic()
+        ts0 = self.frames[0][0]
+        for i, (ts, frame, (ex, key, channel, symbol)) in enumerate(self.frames):
+            if self.speed > 0:
+                delay = (ts - ts0) / 1e9 / self.speed - (time.monotonic() - t0)
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            elif i % 256 == 255:
+                await asyncio.sleep(0)
+            v = self.sim.venues[ex]
+            for c in list(v.conns.values()):
+                if key in _keys_of(ex, c.state.get("subs", {})):
+                    data = frame
+                    if ex == "binance-futures" and not c.state.get("combined", True):
+                        data = _unwrap(frame)
+                    c.send(channel, symbol, data, (), i)
+                    self.sent += 1
+        self.done.set()
+
+
+def _keys_of(exchange: str, subs: dict[tuple[str, str], str]) -> Iterator[str]:
+    for (channel, symbol), name in subs.items():
+        if exchange == "hyperliquid":
+            yield f"{channel}:{symbol}"
+        else:
+            yield name
+
+
+def _unwrap(frame: bytes) -> bytes:
+    """``{"stream":..,"data":X}`` -> ``X`` without re-encoding."""
+    i = frame.find(b'"data":')
+    return frame[i + 7 : frame.rfind(b"}")] if i >= 0 else frame
+
+
+__all__ = ["Replayer", "Sent", "read_recording", "route"]
+_ = Any

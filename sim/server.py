@@ -340,6 +340,8 @@ class Simulator:
         while True:
             await asyncio.sleep(step)
             now = time.monotonic()
+            if self.replayer is not None:
+                self.replayer.poke()
             for e, v in self.venues.items():
                 age = self.max_conn_age.get(e)
                 idle = self.idle_timeout.get(e)

@@ -62,6 +62,8 @@ class Venue:
     def subscribe(self, conn: Conn, channel: str, symbol: str, name: str) -> None:
         self.subs.setdefault((channel, symbol), {})[conn] = name
         conn.state.setdefault("subs", {})[(channel, symbol)] = name
+        if self.replay is not None:
+            self.replay.poke()
 
     def unsubscribe(self, conn: Conn, channel: str, symbol: str) -> None:
         d = self.subs.get((channel, symbol))
