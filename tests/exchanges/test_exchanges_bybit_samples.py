@@ -116,5 +116,5 @@ def test_gap_duplicate_restart_and_malformed(rig):
 def test_subscribe_error_is_an_event(rig):
     r = rig("bybit", symbols=["BTCUSDT"], channels=["trades"])
     r.frame(b'{"success":false,"ret_msg":"error:handler not found","conn_id":"x","req_id":"1","op":"subscribe"}', 5)
-    assert r.events() == [("subscribe_error", "_", "subscribe: error:handler not found")]
-    assert r.feed.stat("subscribe_errors") == 1
+    assert r.events() == [("subscribe_error", "BTCUSDT", "subscribe: error:handler not found")]  # req_id 1 = our request
+    assert r.feed.stat("subscribe_errors", r.spec.symbol_id("BTCUSDT")) == 1
