@@ -56,12 +56,15 @@ def channel_of(stream: str) -> tuple[str, str, str] | None:
 
 
 class _Ids:
-    __slots__ = ("agg", "last_ids", "rng", "tid", "uid")
+    __slots__ = ("agg", "first_id", "last_changes", "last_ids", "last_prev", "rng", "tid", "uid")
 
     def __init__(self, m: Market) -> None:
         self.rng = random.Random(m.rng.getrandbits(64) ^ 0xB1A)
         self.uid = 5_000_000_000 + self.rng.randrange(1_000_000_000)
         self.last_ids: list[int] = [self.uid]
+        self.first_id = self.uid  # U of the last diff
+        self.last_changes: list[tuple[int, int, int]] = []
+        self.last_prev: list[int] = []
         self.agg = 100_000_000 + self.rng.randrange(100_000_000)
         self.tid = 2 * self.agg
 
@@ -209,14 +212,18 @@ class Binance(Venue):
         # book event: one update id per change
         pu = st.uid
         ids = []
-        uid = pu
         r = st.rng
+        # U: the first update in the window (earlier updates of a level changed again are folded in)
+        big_u = pu + 1 + r.randrange(20)
+        uid = big_u + r.randrange(1, 4)
         for _ in ev.changes:
             uid += 1 + (r.randrange(40) if r.random() < 0.5 else 0)
             ids.append(uid)
         st.uid = uid
+        st.first_id = big_u
         st.last_ids = ids
-        big_u = ids[0]
+        st.last_changes = ev.changes
+        st.last_prev = m.last_prev
         t_ms = now - 2
         subs = self.subscribers("depth", sym)
         if subs:
@@ -266,18 +273,16 @@ class Binance(Venue):
         st = self.ids[m.symbol]
         bids, asks = dict(m.bids), dict(m.asks)
         last_id = st.uid
-        ev = m.history[-1] if m.history and m.history[-1].n == m.n - 1 else None
-        if ev is None and m.history_limit <= 0:
-            ev = None
-        if ev is not None and len(ev.changes) == len(m.last_prev) == len(st.last_ids) and len(ev.changes) > 1:
-            keep = len(ev.changes) // 2  # changes [0, keep) applied, the rest reverted
-            for (side, p, _), prev in list(zip(ev.changes, m.last_prev, strict=True))[keep:]:
+        ch = st.last_changes
+        if ch and len(ch) == len(st.last_prev) == len(st.last_ids):
+            keep = len(ch) // 2  # changes [0, keep) applied, the rest reverted
+            for (side, p, _), prev in list(zip(ch, st.last_prev, strict=True))[keep:]:
                 book = asks if side == ASK else bids
                 if prev:
                     book[p] = prev
                 else:
                     book.pop(p, None)
-            last_id = st.last_ids[keep - 1]
+            last_id = st.last_ids[keep - 1] if keep else st.first_id
         now = time.time_ns() // 1_000_000
         bp = sorted(bids, reverse=True)[:limit]
         ap = sorted(asks)[:limit]

@@ -207,7 +207,10 @@ class Market:
                 elif not q and p == ba:
                     ba = min(x for x in self.asks if out.get((ASK, x), 1) and x != p)
         self.bb, self.ba = bb, ba
-        return [(s, p, q) for (s, p), q in out.items() if q > 0 or p in (self.asks if s == ASK else self.bids)]
+        res = [(s, p, q) for (s, p), q in out.items() if q > 0 or p in (self.asks if s == ASK else self.bids)]
+        if not res:  # every change removed an absent level: an event always changes something
+            res = [(BID, bb, self._size())]
+        return res
 
 
 def apply(bids: dict[int, int], asks: dict[int, int], changes: list[tuple[int, int, int]]) -> None:

@@ -103,6 +103,7 @@ class Simulator:
         self.idle_timeout = {**IDLE_TIMEOUT, **(idle_timeout or {})}
         self.script = sorted(parse_script(script), key=lambda e: (isinstance(e[0], int), e[0]))
         self.fault_log: list[tuple[int, str, str, int, str]] = []
+        self.errors = 0  # internal errors (logged); tests assert 0
         self._takes: dict[tuple[str, str], list[Fault]] = {}
         self._pending_frame_faults: dict[str, list[Fault]] = {}
         self.venues: dict[str, Venue] = {}
@@ -324,8 +325,12 @@ class Simulator:
                     m.credit = credit - int(credit)  # type: ignore[attr-defined]
                     publish = v.publish
                     step = m.step
-                    for _ in range(k):
-                        publish(m, step())
+                    try:
+                        for _ in range(k):
+                            publish(m, step())
+                    except Exception:  # a bug must not silently stop every market
+                        self.errors += 1
+                        log.exception("sim: %s/%s event failed", v.exchange, m.symbol)
 
     def _due(self, entry: ScriptEntry, now: float) -> bool:
         at, f = entry

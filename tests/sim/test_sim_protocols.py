@@ -5,6 +5,7 @@ U/u/pu, Bybit ``u`` rises by one, books rebuilt from frames equal the sim's."""
 from __future__ import annotations
 
 import itertools
+import asyncio
 import json
 from decimal import Decimal
 from pathlib import Path
@@ -166,7 +167,7 @@ def test_binance_rest_snapshot_bridges_into_diff_stream() -> None:
                 live = [d for d in diffs if d["u"] >= last]
                 first_d = live[0]
                 assert first_d["U"] <= last <= first_d["u"], (first_d["U"], last, first_d["u"])
-                inside += first_d["U"] < last
+                inside += last < first_d["u"]
                 prev = None
                 for d in live:
                     if prev is not None:
@@ -230,3 +231,30 @@ def test_bybit_u_rises_by_one_and_book_matches() -> None:
             assert pong["op"] == "ping" and pong["success"] is True and pong["req_id"] == "p"
 
     uvloop.run(main())
+
+
+def test_binance_raw_ws_subscribe_list_unsubscribe_and_deterministic_market() -> None:
+    async def run(seed: int) -> list[tuple[object, ...]]:
+        async with Simulator(["binance-futures"], rate=300, seed=seed) as sim:
+            c = await connect(sim.ws_url() + "/market/ws")
+            c.send(b'{"method":"SUBSCRIBE","params":["solusdt@aggTrade"],"id":1}')
+            c.send(b'{"method":"LIST_SUBSCRIPTIONS","id":2}')
+            await until(lambda: len(c.frames) > 20)
+            c.send(b'{"method":"UNSUBSCRIBE","params":["solusdt@aggTrade"],"id":3}')
+            c.send(b'{"method":"NOPE","id":4}')
+            await until(lambda: any(b'"id":4' in f for f in c.frames))
+            assert c.frames[0] == b'{"result":null,"id":1}'
+            assert json.loads(c.frames[1]) == {"result": ["solusdt@aggTrade"], "id": 2}
+            assert b'{"result":null,"id":3}' in c.frames
+            assert json.loads(c.frames[-1])["error"]["code"] == 2
+            n = len(c.frames)
+            await asyncio.sleep(0.2)
+            assert len(c.frames) == n, "no frames after UNSUBSCRIBE"
+            assert sim.errors == 0
+            trades = [json.loads(f) for f in c.frames if f.startswith(b'{"e":"aggTrade"')]
+            return [(t["a"], t["p"], t["q"], t["m"]) for t in trades]
+
+    a = uvloop.run(run(9))
+    b = uvloop.run(run(9))
+    n = min(len(a), len(b))
+    assert n > 10 and a[:n] == b[:n], "same seed, same trades"
