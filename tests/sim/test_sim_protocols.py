@@ -4,8 +4,8 @@ U/u/pu, Bybit ``u`` rises by one, books rebuilt from frames equal the sim's."""
 
 from __future__ import annotations
 
-import itertools
 import asyncio
+import itertools
 import json
 from decimal import Decimal
 from pathlib import Path
