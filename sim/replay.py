@@ -41,7 +41,7 @@ class _Env(msgspec.Struct):
     stream: str | None = None
     topic: str | None = None
     channel: str | None = None
-    data: msgspec.Raw | None = None
+    data: msgspec.Raw = msgspec.Raw(b"")
 
 
 class _Coin(msgspec.Struct):
@@ -87,7 +87,7 @@ def route(frame: bytes, dec: msgspec.json.Decoder[_Env] = msgspec.json.Decoder(_
     """(exchange, key, channel, symbol) of a data frame, None for control frames or junk."""
     try:
         env = dec.decode(frame)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, msgspec.ValidationError):
         return None
     if env.stream:
         parts = env.stream.split("@")
@@ -95,7 +95,7 @@ def route(frame: bytes, dec: msgspec.json.Decoder[_Env] = msgspec.json.Decoder(_
     if env.topic:
         parts = env.topic.split(".")
         return "bybit", env.topic, ".".join(parts[:-1]), parts[-1]
-    if env.channel in ("l2Book", "trades", "bbo") and env.data is not None:
+    if env.channel in ("l2Book", "trades", "bbo") and env.data:
         try:
             d = msgspec.json.decode(env.data)
         except msgspec.DecodeError:
