@@ -291,5 +291,16 @@ class Binance(Venue):
 
 
 def _levels(m: Market, levels: list[tuple[int, int]]) -> bytes:
+    """Rendered levels, cached per (price, size): most of a top-N view repeats frame to frame."""
     px, qty = m.spec.px, m.spec.qty
-    return ",".join(f'["{px(p)}","{qty(q)}"]' for p, q in levels).encode()
+    cache = m.level_cache
+    out = []
+    for lv in levels:
+        b = cache.get(lv)
+        if b is None:
+            if len(cache) > 200_000:
+                cache.clear()
+            p, q = lv
+            b = cache[lv] = f'["{px(p)}","{qty(q)}"]'.encode()
+        out.append(b)
+    return b",".join(out)

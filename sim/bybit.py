@@ -193,4 +193,14 @@ def _diff(old: dict[int, int], new: dict[int, int]) -> list[tuple[int, int]]:
 def _levels(m: Market, levels: list[tuple[int, int]]) -> bytes:
     """Bybit writes a removed level's size as "0"."""
     px, qty = m.spec.px, m.spec.qty
-    return ",".join(f'["{px(p)}","{qty(q) if q else "0"}"]' for p, q in levels).encode()
+    cache = m.level_cache
+    out = []
+    for lv in levels:
+        b = cache.get(lv)
+        if b is None:
+            if len(cache) > 200_000:
+                cache.clear()
+            p, q = lv
+            b = cache[lv] = f'["{px(p)}","{qty(q) if q else "0"}"]'.encode()
+        out.append(b)
+    return b",".join(out)

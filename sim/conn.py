@@ -63,6 +63,11 @@ class Conn(WSListener):  # type: ignore[misc]
         self.closed = True
         self.venue.closed(self)
 
+    def pause_writing(self) -> None:
+        """The socket buffer is full: a slow consumer. Frames keep queueing (as at the
+        exchange) until ``max_buffer``, where the connection is dropped."""
+        self.venue.sim.slow_conns += 1
+
     # -- sending --------------------------------------------------------------------
     def stalled(self) -> bool:
         return self.stalled_until > 0 and time.monotonic() < self.stalled_until
@@ -141,6 +146,7 @@ class Conn(WSListener):  # type: ignore[misc]
     def drop(self) -> None:
         """Abrupt close: TCP reset path, no close frame."""
         if self.transport is not None and not self.closed:
+            self.closed = True  # nothing more is written; on_ws_disconnected unregisters
             self.transport.underlying_transport.abort()
 
     def close(self, code: int = 1000, reason: bytes = b"") -> None:
@@ -149,4 +155,5 @@ class Conn(WSListener):  # type: ignore[misc]
             from picows import WSCloseCode
 
             self.transport.send_close(WSCloseCode(code), reason)
+            self.closed = True
             self.transport.disconnect()

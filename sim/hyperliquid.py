@@ -132,7 +132,17 @@ class Hyperliquid(Venue):
 
 def _levels(m: Market, levels: list[tuple[int, int]]) -> bytes:
     px, qty = m.spec.px, m.spec.qty
-    return ",".join(f'{{"px":"{_num(px(p))}","sz":"{_num(qty(q))}","n":{1 + q % 7}}}' for p, q in levels).encode()
+    cache = m.level_cache
+    out = []
+    for lv in levels:
+        b = cache.get(lv)
+        if b is None:
+            if len(cache) > 200_000:
+                cache.clear()
+            p, q = lv
+            b = cache[lv] = f'{{"px":"{_num(px(p))}","sz":"{_num(qty(q))}","n":{1 + q % 7}}}'.encode()
+        out.append(b)
+    return b",".join(out)
 
 
 def _num(s: str) -> str:

@@ -114,6 +114,21 @@ class Market:
         del r
         self.initial = (dict(self.bids), dict(self.asks))
         self.bb, self.ba = max(self.bids), min(self.asks)
+        self.level_cache: dict[tuple[int, int], bytes] = {}  # venues' rendered (price, size) levels
+
+    def _next_level(self, side: int, p: int, out: dict[tuple[int, int], int]) -> int:
+        """The best level after removing ``p``: walk the tick grid (the book is dense near
+        the touch), full scan as a fallback."""
+        book = self.bids if side == BID else self.asks
+        st = -self.spec.tick_step if side == BID else self.spec.tick_step
+        x = p
+        for _ in range(64):
+            x += st
+            q = out.get((side, x))
+            if q or (q is None and x in book):
+                return x
+        alive = [y for y in book if y != p and out.get((side, y), 1)] + [y for (s, y), q in out.items() if s == side and q]
+        return max(alive) if side == BID else min(alive)
 
     def _size(self) -> int:
         return 1 + int(self.rng.expovariate(1.0) * self.spec.lot_max / 3)
@@ -200,12 +215,12 @@ class Market:
                 if q and p > bb:
                     bb = p
                 elif not q and p == bb:
-                    bb = max(x for x in self.bids if out.get((BID, x), 1) and x != p)
+                    bb = self._next_level(BID, p, out)
             else:
                 if q and p < ba:
                     ba = p
                 elif not q and p == ba:
-                    ba = min(x for x in self.asks if out.get((ASK, x), 1) and x != p)
+                    ba = self._next_level(ASK, p, out)
         self.bb, self.ba = bb, ba
         res = [(s, p, q) for (s, p), q in out.items() if q > 0 or p in (self.asks if s == ASK else self.bids)]
         if not res:  # every change removed an absent level: an event always changes something

@@ -104,6 +104,8 @@ class Simulator:
         self.script = sorted(parse_script(script), key=lambda e: (isinstance(e[0], int), e[0]))
         self.fault_log: list[tuple[int, str, str, int, str]] = []
         self.errors = 0  # internal errors (logged); tests assert 0
+        self.behind = 0  # events not generated because the pump could not keep up with `rate`
+        self.slow_conns = 0  # times a connection's socket buffer filled up
         self._takes: dict[tuple[str, str], list[Fault]] = {}
         self._pending_frame_faults: dict[str, list[Fault]] = {}
         self.venues: dict[str, Venue] = {}
@@ -321,7 +323,11 @@ class Simulator:
                 rate = self.rate * v.rate_factor
                 for m in list(v.markets.values()):
                     credit = getattr(m, "credit", 0.0) + dt * rate
-                    k = min(int(credit), 100_000)
+                    k = int(credit)
+                    cap = max(1, int(rate * 0.05))  # at most 50 ms of events per tick: no catch-up storms
+                    if k > cap:
+                        self.behind += k - cap
+                        k = cap
                     m.credit = credit - int(credit)  # type: ignore[attr-defined]
                     publish = v.publish
                     step = m.step
