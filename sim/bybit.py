@@ -23,15 +23,17 @@ if TYPE_CHECKING:
     from sim.conn import Conn
 
 DEPTHS = (1, 50, 200, 1000)
+RESEND_DEPTH1 = 3.0  # orderbook.1 re-sends its snapshot (same u) after this long without change
 MAX_ARGS_CHARS = 21_000
 
 
 class _Topic:
-    __slots__ = ("asks", "bids", "depth", "u")
+    __slots__ = ("asks", "bids", "depth", "last_pub", "u")
 
     def __init__(self, depth: int, u: int) -> None:
         self.depth = depth
         self.u = u
+        self.last_pub = 0.0  # monotonic time of the last frame on this topic
         self.bids: dict[int, int] = {}
         self.asks: dict[int, int] = {}
 
@@ -50,6 +52,7 @@ class _State:
 class Bybit(Venue):
     exchange = "bybit"
     ws_paths = ("/v5/public/linear",)
+    resend_depth1 = RESEND_DEPTH1
 
     def __init__(self, *a: Any, **kw: Any) -> None:
         self.st: dict[str, _State] = {}
@@ -133,10 +136,20 @@ class Bybit(Venue):
         # with live subscribers the topic's view already equals the top N; without, it starts now
         bids, asks = m.top(depth)
         tp.bids, tp.asks = dict(bids), dict(asks)
+        tp.last_pub = time.monotonic()
         now = time.time_ns() // 1_000_000
         data = b'{"topic":"orderbook.%d.%s","type":"snapshot","ts":%d,"data":{"s":"%s","b":[%s],"a":[%s],"u":%d,"seq":%d},"cts":%d}' % (
             depth, m.symbol.encode(), now, m.symbol.encode(), _levels(m, bids), _levels(m, asks), tp.u, st.seq, now - 3)
         conn.send(f"orderbook.{depth}", m.symbol, data, (tp.u, st.seq), m.n - 1)
+
+    def tick(self, now: float) -> None:
+        for sym, st in self.st.items():
+            tp = st.topics[1]
+            subs = self.subscribers("orderbook.1", sym)
+            if subs and now - tp.last_pub >= self.resend_depth1:
+                m = self.markets[sym]
+                for conn in list(subs):
+                    self._snapshot(conn, m, 1)
 
     def publish(self, m: Market, ev: Trade | BookEvent) -> None:
         sym = m.symbol
@@ -178,6 +191,7 @@ class Bybit(Venue):
                 continue
             tp.bids, tp.asks = nb, na
             tp.u += 1
+            tp.last_pub = time.monotonic()
             data = b'{"topic":"orderbook.%d.%s","type":"delta","ts":%d,"data":{"s":"%s","b":[%s],"a":[%s],"u":%d,"seq":%d},"cts":%d}' % (
                 depth, sb, now, sb, _levels(m, db), _levels(m, da), tp.u, st.seq, now - 3)
             for conn in list(subs):

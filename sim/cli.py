@@ -79,6 +79,7 @@ def main(args: argparse.Namespace) -> int:
         except TimeoutError:
             pass
         finally:
+            print(json.dumps({"stats": sim.stats()}), file=sys.stderr, flush=True)
             await sim.stop()
 
     try:

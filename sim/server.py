@@ -223,6 +223,18 @@ class Simulator:
         px, qty = m.spec.px, m.spec.qty
         return ([(Decimal(px(p)), Decimal(qty(bids[p]))) for p in bp], [(Decimal(px(p)), Decimal(qty(asks[p]))) for p in ap])
 
+    def stats(self) -> dict[str, Any]:
+        """Counters for logs and benchmarks."""
+        return {
+            "frames": {e: v.frames for e, v in self.venues.items()},
+            "connections": {e: len(v.conns) for e, v in self.venues.items()},
+            "events": {e: sum(m.n for m in v.markets.values()) for e, v in self.venues.items()},
+            "behind": self.behind,
+            "slow_conns": self.slow_conns,
+            "errors": self.errors,
+            "faults": len(self.fault_log),
+        }
+
     def connections(self, exchange: str) -> list[Conn]:
         return list(self.venue(exchange).conns.values())
 
@@ -354,6 +366,8 @@ class Simulator:
             if self.replayer is not None:
                 self.replayer.poke()
             for e, v in self.venues.items():
+                if self.replayer is None:
+                    v.tick(now)
                 age = self.max_conn_age.get(e)
                 idle = self.idle_timeout.get(e)
                 for c in list(v.conns.values()):

@@ -99,6 +99,9 @@ class Venue:
     def publish(self, m: Market, ev: Trade | BookEvent) -> None:
         raise NotImplementedError
 
+    def tick(self, now: float) -> None:
+        """Watchdog hook for timed frames (Bybit's depth-1 re-sent snapshot)."""
+
     def rest(self, path: str, query: dict[str, str]) -> tuple[int, bytes] | None:
         """A REST answer (status, JSON body) or None if the path is not this venue's."""
         return None
