@@ -125,15 +125,21 @@ class Binance(Venue):
         self.subscribe(conn, channel, sym, name)
         return True
 
-    def message(self, conn: Conn, msg: bytes) -> None:
+    def incoming(self, conn: Conn) -> bool:
+        """Text, PING and PONG frames count: over 10 a second the real service drops the connection."""
         now = time.monotonic()
         win = conn.state["msgs"]
         if now - win[0] >= 1.0:
             win[0], win[1] = now, 0
         win[1] += 1
-        if win[1] > MAX_MSGS_PER_S:  # the real service drops connections over 10 messages/s
+        if win[1] > MAX_MSGS_PER_S:
             self.sim.log_fault(self.exchange, "rate_limit", conn.id, "more than 10 incoming messages/s: dropped")
             conn.drop()
+            return False
+        return True
+
+    def message(self, conn: Conn, msg: bytes) -> None:
+        if not self.incoming(conn):
             return
         try:
             req = msgspec.json.decode(msg)
@@ -166,6 +172,9 @@ class Binance(Venue):
             bad = [p for p in params if channel_of(p) is None and self.replay is None]
             if bad:
                 conn.send_control(msgspec.json.encode({"error": {"code": 2, "msg": f"Invalid request: invalid stream name `{bad[0]}`"}, "id": rid}))
+                return
+            if len(conn.state.get("subs", {})) + len(params) > MAX_STREAMS:
+                conn.send_control(msgspec.json.encode({"error": {"code": 2, "msg": f"Invalid request: too many streams (max {MAX_STREAMS})"}, "id": rid}))
                 return
             for p in params:
                 self._sub(conn, p)

@@ -49,11 +49,12 @@ class Conn(WSListener):  # type: ignore[misc]
         if mt is WSMsgType.TEXT or mt is WSMsgType.BINARY:
             self.venue.message(self, frame.get_payload_as_bytes())
         elif mt is WSMsgType.PING:
-            if not self.stalled():
+            if self.venue.incoming(self) and not self.stalled():
                 transport.send_pong(frame.get_payload_as_bytes())
         elif mt is WSMsgType.PONG:
             self.last_pong = time.monotonic()
             self.await_pong_since = None
+            self.venue.incoming(self)
         elif mt is WSMsgType.CLOSE:
             if not self.stalled():
                 transport.send_close(frame.get_close_code(), frame.get_close_message())

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 LEVELS = 20
 RECENT = 10
+MAX_SUBS = 1000
 
 
 class _State:
@@ -72,6 +73,9 @@ class Hyperliquid(Venue):
         assert isinstance(sub, dict)
         key = (typ, coin)
         subs = conn.state.setdefault("subs", {})
+        if method == "subscribe" and len(subs) >= MAX_SUBS:
+            conn.send_control(b'{"channel":"error","data":"Too many subscriptions: ' + _esc(msgspec.json.encode(sub)) + b'"}')
+            return
         if method == "subscribe" and key in subs:
             conn.send_control(b'{"channel":"error","data":"Already subscribed: ' + _esc(msgspec.json.encode(sub)) + b'"}')
             return

@@ -51,8 +51,9 @@ class Simulator:
     ``exchanges``: ids, or {id: symbols or None}; None accepts any well-formed
     symbol (markets start at their first subscription), a list makes other
     symbols unknown (real error shapes). ``rate``: market events per second per
-    (exchange, symbol); about ``trade_share`` of them are trades, the rest book
-    updates, and each event is one frame on every stream of that kind.
+    (exchange, symbol), or {exchange: rate} (100 for those not named); about
+    ``trade_share`` of them are trades, the rest book updates, and each event is
+    one frame on every stream of that kind.
     ``record=False`` keeps no ``Sent`` list (benchmarks). ``script``: faults as
     ``(at, Fault)`` entries (``sim.faults``). ``replay``: a recording file to
     serve instead of the synthetic market (``sim.replay``).
@@ -65,7 +66,7 @@ class Simulator:
         host: str = "127.0.0.1",
         port: int = 0,
         seed: int = 1,
-        rate: float = 100.0,
+        rate: float | Mapping[str, float] = 100.0,
         trade_share: float = 0.5,
         record: bool = True,
         history_limit: int = 1_000_000,
@@ -83,12 +84,19 @@ class Simulator:
         for e in ex:
             if e not in VENUES:
                 raise ValueError(f"unknown exchange {e!r} (simulated: {', '.join(VENUES)})")
-        if rate < 0 or not (0.0 <= trade_share <= 1.0) or tick <= 0:
+        if isinstance(rate, Mapping):
+            extra = set(rate) - set(ex)
+            if extra:
+                raise ValueError(f"rate: exchanges {sorted(extra)} are not simulated")
+            rates = {e: float(rate.get(e, 100.0)) for e in ex}
+        else:
+            rates = {e: float(rate) for e in ex}
+        if any(r < 0 for r in rates.values()) or not (0.0 <= trade_share <= 1.0) or tick <= 0:
             raise ValueError("rate >= 0, 0 <= trade_share <= 1 and tick > 0 required")
         self.host = host
         self.port = port
         self.seed = seed
-        self.rate = float(rate)
+        self.rates = rates
         self.trade_share = trade_share
         self.recording = record
         self.history_limit = history_limit if record else 0
@@ -332,7 +340,7 @@ class Simulator:
             while script and self._due(script[0], now):
                 self.fault(script.pop(0)[1])
             for v in self.venues.values():
-                rate = self.rate * v.rate_factor
+                rate = self.rates[v.exchange] * v.rate_factor
                 for m in list(v.markets.values()):
                     credit = getattr(m, "credit", 0.0) + dt * rate
                     k = int(credit)

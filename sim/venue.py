@@ -90,6 +90,10 @@ class Venue:
     def message(self, conn: Conn, msg: bytes) -> None:
         raise NotImplementedError
 
+    def incoming(self, conn: Conn) -> bool:
+        """Count an incoming frame against the exchange's message limit; False if it dropped the connection."""
+        return True
+
     def record(self, s: Sent) -> None:
         self.frames += 1
         if self.sim.recording:

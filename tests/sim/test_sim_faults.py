@@ -176,3 +176,23 @@ def test_slow_consumer_is_dropped() -> None:
             sock.close()
 
     uvloop.run(main())
+
+
+def test_binance_incoming_message_limit_and_per_exchange_rates() -> None:
+    async def main() -> None:
+        async with Simulator(["binance-futures", "bybit"], rate={"bybit": 0}, seed=7) as sim:
+            c = await connect(sim.ws_url() + "/public/ws")
+            for i in range(10):
+                c.send(b'{"method":"LIST_SUBSCRIPTIONS","id":%d}' % i)
+            await until(lambda: len(c.frames) == 10)
+            assert not c.closed, "10 messages a second are allowed"
+            c.send(b'{"method":"LIST_SUBSCRIPTIONS","id":10}')
+            await until(lambda: c.closed)
+            assert any(k == "rate_limit" for _, _, k, _, _ in sim.fault_log)
+            b = await connect(sim.ws_url() + "/v5/public/linear")
+            b.send(b'{"req_id":"1","op":"subscribe","args":["publicTrade.BTCUSDT"]}')
+            await asyncio.sleep(0.3)
+            assert len(b.frames) == 1 and sim.stats()["events"]["bybit"] == 0, "rate 0: no bybit events"
+            assert sim.stats()["errors"] == 0
+
+    uvloop.run(main())
