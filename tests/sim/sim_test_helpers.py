@@ -38,6 +38,7 @@ class Client(WSListener):  # type: ignore[misc]
 
 async def connect(url: str) -> Client:
     _, c = await ws_connect(Client, url, enable_auto_pong=False)
+    assert isinstance(c, Client)
     return c
 
 
