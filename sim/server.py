@@ -215,6 +215,25 @@ class Simulator:
         return [s for s in out if (channel is None or s.channel == channel) and (symbol is None or s.symbol == symbol)
                 and (conn is None or s.conn == conn)]
 
+    def event_at(self, exchange: str, channel: str, symbol: str, update_id: int | None = None,
+                 ts_ns: int | None = None) -> int:
+        """The market event behind a book frame: the one whose update id is ``update_id``
+        (Binance depth ``u``, Bybit orderbook ``u``), or the last one sent at or before
+        ``ts_ns``; for ``book(..., event=)``. Frames withheld by a fault are skipped."""
+        best = None
+        for s in self.venue(exchange).sent:
+            if s.channel != channel or s.symbol != symbol or s.fault in ("gap", "stall"):
+                continue
+            if update_id is not None:
+                uid = s.ids[1] if exchange == "binance-futures" and len(s.ids) == 3 else (s.ids[0] if s.ids else None)
+                if uid == update_id:
+                    return s.event
+            elif ts_ns is not None and s.ts_ns <= ts_ns:
+                best = s.event
+        if best is None:
+            raise KeyError(f"no {exchange} {channel} {symbol} frame with update id {update_id} / at {ts_ns}")
+        return best
+
     def market(self, exchange: str, symbol: str) -> Market:
         return self.venue(exchange).market(symbol)
 

@@ -101,5 +101,9 @@ class SimulatorThread:
     def book(self, exchange: str, symbol: str, event: int | None = None, depth: int | None = None) -> Any:
         return self.call(lambda s: s.book(exchange, symbol, event, depth))
 
+    def event_at(self, exchange: str, channel: str, symbol: str, update_id: int | None = None,
+                 ts_ns: int | None = None) -> int:
+        return self.call(lambda s: s.event_at(exchange, channel, symbol, update_id, ts_ns))
+
     def connections(self, exchange: str) -> list[int]:
         return self.call(lambda s: [c.id for c in s.connections(exchange)])

@@ -179,8 +179,7 @@ def test_binance_rest_snapshot_bridges_into_diff_stream() -> None:
                                 book[side].pop(Decimal(p), None)
                             else:
                                 book[side][Decimal(p)] = Decimal(q)
-                sent = sim.sent("binance-futures", channel="depth")
-                ev = next(s.event for s in sent if s.ids[1] == prev)
+                ev = sim.event_at("binance-futures", "depth", "ETHUSDT", update_id=prev)
                 bids, asks = sim.book("binance-futures", "ETHUSDT", event=ev, depth=1000)
                 top = len(snap["bids"])
                 assert sorted(book[0].items(), reverse=True)[:top - 50] == bids[:top - 50]
@@ -221,8 +220,11 @@ def test_bybit_u_rises_by_one_and_book_matches() -> None:
                             book[k].pop(Decimal(p), None)
                         else:
                             book[k][Decimal(p)] = Decimal(q)
-            last = [s for s in sim.sent("bybit", channel="orderbook.50")][-1]
-            bids, asks = sim.book("bybit", "BTCUSDT", event=last.event, depth=depth)
+            last_u = [m for m in msgs if m.get("topic") == "orderbook.50.BTCUSDT"][-1]["data"]["u"]
+            ev = sim.event_at("bybit", "orderbook.50", "BTCUSDT", update_id=last_u)
+            sent_at = next(s.ts_ns for s in sim.sent("bybit", "orderbook.50", "BTCUSDT") if s.ids[0] == last_u)
+            assert ev == sim.event_at("bybit", "orderbook.50", "BTCUSDT", ts_ns=sent_at)
+            bids, asks = sim.book("bybit", "BTCUSDT", event=ev, depth=depth)
             assert sorted(book["b"].items(), reverse=True) == bids
             assert sorted(book["a"].items()) == asks
             c.send(b'{"req_id":"p","op":"ping"}')
