@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="restrict symbols: 'binance-futures=BTCUSDT+ETHUSDT,bybit=BTCUSDT' (default: any)")
     parser.add_argument("--rate", type=float, default=100.0, help="market events per second per symbol (default 100)")
     parser.add_argument("--seed", type=int, default=1, help="market RNG seed (default 1)")
+    parser.add_argument("--trade-share", type=float, default=0.5,
+                        help="share of market events that are trades, the rest book updates (default 0.5)")
     parser.add_argument("--replay", type=Path, default=None,
                         help="serve a recording (cryptofeed v2/v3, or '<ns> <frame>' lines) instead of the synthetic market")
     parser.add_argument("--speed", type=float, default=0.0,
@@ -58,6 +60,7 @@ def main(args: argparse.Namespace) -> int:
             chosen[ex] = [s for s in syms.split("+") if s]
         script = [_parse_fault(f) for f in args.fault]
         sim = Simulator(chosen, host=args.host, port=args.port, seed=args.seed, rate=args.rate,
+                        trade_share=args.trade_share,
                         replay=args.replay, replay_speed=args.speed, script=script,
                         max_conn_age=args.max_conn_age, record=not args.no_record)
     except (ValueError, TypeError, OSError) as e:
