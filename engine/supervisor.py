@@ -36,6 +36,7 @@ from engine.children import child_main
 from engine.config import Config, effective_raw
 from engine.connectors import connector, connector_module
 from engine.metrics import ChildView, FeedView, MetricsServer, render
+from engine.stopflag import StopFlag
 from ipc import ringset
 from ipc.ring import new_ring_name
 from ipc.ringset import RingSetSpec
@@ -54,7 +55,7 @@ class Child:
     name: str
     target: str
     args: tuple[Any, ...]
-    stop: Any  # multiprocessing Event
+    stop: StopFlag
     proc: BaseProcess | None = None
     restarts: int = 0
     streak: int = 0
@@ -131,12 +132,12 @@ class Supervisor:
             log.warning("only %d exchange(s): starting %d writer(s), not %d", len(self.feeds), n, self.cfg.writers)
         for i in range(n):
             specs = [f.spec for f in self.feeds[i::n]]
-            stop = self.ctx.Event()
+            stop = StopFlag(self.ctx)
             self.children.append(
                 Child("writer", f"writer-{i}", self.writer_target, (specs, self.archive_cfg, stop, i, self.host), stop)
             )
         for f in self.feeds:
-            stop = self.ctx.Event()
+            stop = StopFlag(self.ctx)
             ex = self.cfg.exchanges[f.name]
             target = f"{connector_module(f.name)}:ingest_main"
             self.children.append(
