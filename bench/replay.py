@@ -26,6 +26,7 @@ TARDIS_RAW = 398_000
 TARDIS_NORMALIZED = 65_600
 TARDIS_SNAPSHOT_LINES = 18_600
 
+ARCHIVE_VERSION = 2  # bump when the synthetic archive changes
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "DYDXUSDT")
 START = "2025-01-06T18:00:00Z"
 
@@ -36,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where the archive is built once and reused")
     parser.add_argument("--repeat", type=int, default=3, help="runs per endpoint (median reported)")
     parser.add_argument("--snapshot", default="book_snapshot_10_100ms", help="snapshot data type of the third run")
+    parser.add_argument("--window-hours", type=int, default=1,
+                        help="hours of the archive each run replays (default 1 = half of the 10 M archive)")
     parser.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
 
 
@@ -105,14 +108,17 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import uvloop
 
-    root = os.path.join(args.cache, f"m{args.messages}")
+    root = os.path.join(args.cache, f"v{ARCHIVE_VERSION}-m{args.messages}")
     info = build_archive(root, args.messages)
-    end = f"2025-01-06T{18 + info['hours']:02d}:00:00Z" if 18 + info["hours"] < 24 else "2025-01-07T18:00:00Z"
+    hours = max(1, min(args.window_hours, info["hours"]))
+    end_ns = 1_736_186_400 + hours * 3600
+    end = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(end_ns))
     port = args.port or _free_port()
     cmd = [sys.executable, "-m", "engine.cli", "replay", "serve", "--archive", root, "--port", str(port)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     figures: dict[str, Any] = {"archive_raw_messages": info["raw"],
-                               "archive_normalized_messages": info["trades"] + info["book_change_msgs"]}
+                               "archive_normalized_messages": info["trades"] + info["book_change_msgs"],
+                               "replayed_hours": hours, "archive_hours": info["hours"]}
     try:
         _wait_port(port, proc)
         base = {"exchange": "binance-futures", "from": START, "to": end}

@@ -3,8 +3,9 @@
 The only per-update Python work in normalized replay lives here, and it is
 kept small: rows between two points where the book must be read are applied
 in bulk (``dict.update`` over a zip of lists, last write wins, then the
-levels whose final amount is 0 are removed), and a side's top N is recomputed
-only when a touched price could have changed it.
+levels whose final amount is 0 are removed); each side also keeps its prices
+in a sorted list (``bisect``, touched only for new and removed levels), so a
+top N is a slice.
 
 Snapshot rule (``book_snapshot_{depth}_{interval}``), on local timestamps:
 for interval > 0, when a message's local time enters a new interval, the book
@@ -17,29 +18,31 @@ the book after each message, when its top levels changed. A message with
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, insort
 
 import numpy as np
 
 
 class Side:
-    __slots__ = ("_top", "_top_n", "bids", "levels")
+    """One side: price -> amount, plus its prices kept sorted (ascending) so a top N is a slice."""
+
+    __slots__ = ("levels", "bids", "keys")
 
     def __init__(self, bids: bool) -> None:
         self.levels: dict[float, float] = {}
         self.bids = bids
-        self._top: list[float] = []
-        self._top_n = 0
+        self.keys: list[float] = []
 
     def clear(self) -> None:
         self.levels.clear()
-        self._top = []
-        self._top_n = 0
+        self.keys.clear()
 
     def apply(self, pl: list[float], al: list[float], zl: list[int], a: int, b: int) -> None:
         """Rows a..b of this side's per-batch lists; ``zl`` = sorted row indices whose amount is 0."""
         d = self.levels
+        keys = self.keys
         seg = pl[a:b]
+        new = [p for p in seg if p not in d]
         d.update(zip(seg, al[a:b], strict=True))
         i = bisect_left(zl, a)
         nz = len(zl)
@@ -47,30 +50,20 @@ class Side:
             p = pl[zl[i]]
             if d.get(p) == 0:
                 del d[p]
+                j = bisect_left(keys, p)
+                if j < len(keys) and keys[j] == p:
+                    del keys[j]
             i += 1
-        if self._top_n:
-            # a touched price no better than the current worst of the top leaves the top as it is
-            top = self._top
-            if len(top) < self._top_n or (max(seg) >= top[-1] if self.bids else min(seg) <= top[-1]):
-                self._top_n = 0
+        if new:
+            for p in set(new) if len(new) > 1 else new:
+                if p in d:
+                    insort(keys, p)
 
     def top(self, n: int) -> list[float]:
         """Best ``n`` prices, best first."""
-        if self._top_n >= n:
-            return self._top[:n]
-        k = max(n, 25)
-        d = self.levels
-        if len(d) <= k:
-            self._top = sorted(d, reverse=self.bids)
-        else:
-            keys = np.fromiter(d, np.float64, len(d))
-            if self.bids:
-                keys = -keys
-            part = keys[np.argpartition(keys, k - 1)[:k]]
-            part.sort()
-            self._top = (-part if self.bids else part).tolist()
-        self._top_n = k
-        return self._top[:n]
+        if self.bids:
+            return self.keys[: -n - 1 : -1]
+        return self.keys[:n]
 
 
 class Book:

@@ -206,7 +206,8 @@ def synth_book(msg_local: np.ndarray, rng: np.random.Generator, base: float, lev
     msg_of_row = np.repeat(np.arange(1, m), sizes)
     side = rng.integers(0, 2, n).astype(np.int8)
     off = np.minimum(rng.geometric(0.15, n), levels + 20)
-    drift = np.round(np.cumsum(rng.normal(0, 0.3, m))).astype(np.int64)
+    # the mid wanders a few ticks around its start (a random walk would leave the snapshot's levels behind)
+    drift = np.round(4 * np.sin(np.arange(m) / 300.0) + rng.normal(0, 0.5, m)).astype(np.int64)
     p = np.where(side == 0, mid - off + drift[msg_of_row], mid + off + drift[msg_of_row]) * tick
     amt = np.where(rng.random(n) < 0.15, 0.0, np.round(rng.exponential(2.0, n), 3) + 0.001)
     local = np.concatenate([np.full(2 * levels, msg_local[0]), msg_local[msg_of_row]])

@@ -121,5 +121,7 @@ def _merge(sources: list[Iterator[Chunk]]) -> Iterator[Chunk]:
             continue
         ts = np.concatenate(ts_parts)
         order = np.argsort(ts, kind="stable")
-        lines = pa.concat_arrays(line_parts).take(pa.array(order))
+        lines = pa.chunked_array(line_parts).take(pa.array(order))
+        if isinstance(lines, pa.ChunkedArray):
+            lines = lines.combine_chunks()
         yield Chunk(ts[order], lines, np.concatenate(src_parts)[order])

@@ -119,15 +119,20 @@ def _combine(parts: list[Chunk]) -> Chunk:
 class _Snap:
     """One snapshot data type's emission state."""
 
-    __slots__ = ("header", "interval_ns", "last", "last_bucket", "rows", "spec")
+    __slots__ = ("amounts", "counts", "header", "interval_ns", "last", "last_bucket", "local", "prices", "spec",
+                 "stamp")
 
     def __init__(self, spec: Snapshot, symbol: str, exchange: str, quote: bool = False) -> None:
         self.spec = spec
         self.interval_ns = spec.interval_ms * 1_000_000
         self.last_bucket: int | None = None
         self.last: tuple[list[float], ...] | None = None
-        # (local_ts, timestamp, bid_p, bid_a, ask_p, ask_a)
-        self.rows: list[tuple[int, int, list[float], list[float], list[float], list[float]]] = []
+        # emitted snapshots, flat: per snapshot its times, level counts (bids, asks) and levels
+        self.local: list[int] = []
+        self.stamp: list[int] = []
+        self.counts: list[int] = []
+        self.prices: list[float] = []
+        self.amounts: list[float] = []
         self.header = (
             b'{"type":"book_snapshot","symbol":' + _name(symbol) + b',"exchange":' + _name(exchange)
             + b',"name":' + _name("quote" if quote else spec.name)
@@ -139,26 +144,28 @@ class _Snap:
         if lv == self.last or (not lv[0] and not lv[2]):
             return
         self.last = lv
-        self.rows.append((local, stamp, *lv))
+        bp, ba, ap, aa = lv
+        self.local.append(local)
+        self.stamp.append(stamp)
+        self.counts += (len(bp), len(ap))
+        self.prices += bp
+        self.prices += ap
+        self.amounts += ba
+        self.amounts += aa
 
     def flush(self) -> Chunk | None:
-        if not self.rows:
+        k = len(self.local)
+        if not k:
             return None
-        rows, self.rows = self.rows, []
-        k = len(rows)
-        local = np.fromiter((r[0] for r in rows), np.int64, k)
-        stamp = np.fromiter((r[1] for r in rows), np.int64, k)
-        msg_parts, ask_parts, price_parts, amount_parts = [], [], [], []
-        for i, r in enumerate(rows):
-            nb, na = len(r[2]), len(r[4])
-            msg_parts.append(np.full(nb + na, i, np.int64))
-            ask_parts.append(np.repeat(np.array([False, True]), [nb, na]))
-            price_parts.append(r[2] + r[4])
-            amount_parts.append(r[3] + r[5])
-        msg = np.concatenate(msg_parts)
-        is_ask = np.concatenate(ask_parts)
-        price = np.fromiter((p for ps in price_parts for p in ps), np.float64, len(msg))
-        amount = np.fromiter((a for as_ in amount_parts for a in as_), np.float64, len(msg))
+        local = np.array(self.local, np.int64)
+        stamp = np.array(self.stamp, np.int64)
+        counts = np.array(self.counts, np.int64)
+        price = np.array(self.prices, np.float64)
+        amount = np.array(self.amounts, np.float64)
+        self.local, self.stamp, self.counts, self.prices, self.amounts = [], [], [], [], []
+        per_msg = counts[0::2] + counts[1::2]
+        msg = np.repeat(np.arange(k, dtype=np.int64), per_msg)
+        is_ask = np.repeat(np.tile(np.array([False, True]), k), counts)
         lines = assemble(constant(self.header, k), trailer(stamp, local), msg, is_ask, price, amount)
         return Chunk(local, lines)
 
