@@ -24,6 +24,7 @@ from exchanges import common
 from exchanges.book import Dedup
 from exchanges.connection import Listener, Plan, Timing
 from exchanges.feed import Feed
+from ipc.ring import RecordRing
 from ipc.schemas import BOOK_ASK, BOOK_BID, SIDE_BUY, SIDE_SELL, SIDE_UNKNOWN
 
 if TYPE_CHECKING:
@@ -147,6 +148,7 @@ class Hyperliquid(Feed):
         self.want_snapshot = "book_snapshot" in self.cfg.channels
         self.want_changes = "book_change" in self.cfg.channels
         self.dedup = [Dedup[int](50_000) for _ in self.spec.symbols]
+        self.seed_dedup()
         self.subs: list[tuple[dict[str, str], int, int, int]] = []
         for s in self.cfg.symbols:
             sym = self.sym_id[s]
@@ -154,6 +156,24 @@ class Hyperliquid(Feed):
                 self.subs.append(({"type": "trades", "coin": s}, TRADES, sym, self.ch_trades))
             if "book_snapshot" in self.cfg.channels or "book_change" in self.cfg.channels:
                 self.subs.append(({"type": "l2Book", "coin": s}, BOOK, sym, self.ch_book))
+
+    def seed_dedup(self, limit: int = 50_000) -> None:
+        """A restarted ingest process (after a crash) still finds its last trades in the
+        trades ring, which outlives it: remember their tids, so the recent trades Hyperliquid
+        re-sends on subscribe are not written twice."""
+        ring = self.out.rings.get("trades")
+        if not isinstance(ring, RecordRing):
+            return
+        end = ring.write_seq
+        start = max(0, end - min(ring.capacity, limit))
+        n = 0
+        for view in ring.views(start, end):
+            for sym, tid in zip(view["symbol"].tolist(), view["id"].tolist(), strict=True):
+                if 0 < sym < len(self.dedup) and tid.isdigit():
+                    self.dedup[sym].add(int(tid))
+                    n += 1
+        if n:
+            log.info("%s: %d recent trade ids recovered from the ring for dedup", self.exchange, n)
 
     def plans(self) -> list[Plan]:
         out: list[Plan] = []

@@ -73,3 +73,25 @@ def test_book_change_is_one_snapshot_group_per_l2book(rig):
     assert len(rows) == 8 and rows["is_snapshot"].all()
     assert [float(x) for x in rows["price"][:4]] == [59.8, 59.778, 59.811, 59.832]
     assert [int(x) for x in rows["local_ts"]] == [7] * 4 + [8] * 4
+
+
+def test_a_restarted_process_still_drops_resent_trades(rig):
+    """After a crash the new ingest process attaches the same rings: the tids already
+    written are recovered from the trades ring, so the re-sent recent trades are not doubled."""
+    from exchanges.hyperliquid import Hyperliquid
+    from ipc.outbox import Outbox
+
+    r = rig("hyperliquid", symbols=["BTC", "ETH"], channels=["trades"])
+
+    def frame(coin, tids):
+        data = [{"coin": coin, "side": "B", "px": "1.5", "sz": "1", "time": 1 + t, "hash": "0x", "tid": t} for t in tids]
+        return json.dumps({"channel": "trades", "data": data}).encode()
+
+    r.frame(frame("BTC", [10, 11, 12]), 1)
+    r.frame(frame("ETH", [20, 21]), 2)
+    r.records("trades")  # the writer consumed them; the slots still hold the records
+    restarted = Hyperliquid(r.spec, r.feed.cfg, Outbox(r.spec, r.rings), None, {})
+    restarted.frame(r.listener, 3, memoryview(frame("BTC", [11, 12, 13])))
+    restarted.frame(r.listener, 4, memoryview(frame("ETH", [21, 22])))
+    ids = [t["id"].decode() for t in r.records("trades")]
+    assert ids == ["10", "11", "12", "20", "21", "13", "22"]
