@@ -26,7 +26,7 @@ import numpy as np
 class Side:
     """One side: price -> amount, plus its prices kept sorted (ascending) so a top N is a slice."""
 
-    __slots__ = ("levels", "bids", "keys")
+    __slots__ = ("bids", "keys", "levels")
 
     def __init__(self, bids: bool) -> None:
         self.levels: dict[float, float] = {}

@@ -33,7 +33,12 @@ def main(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65535:
         print(f"replay: bad port {args.port}")
         return 2
-    logging.basicConfig(level=logging.INFO, format='{"level":"%(levelname)s","logger":"%(name)s","message":"%(message)s"}')
+    try:
+        from engine.logging_setup import setup
+
+        setup(None, "replay")  # the engine's JSON lines on stdout
+    except ImportError:
+        logging.basicConfig(level=logging.INFO)
     if args.batch_rows > 0:
         from replay import sources
 

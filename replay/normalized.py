@@ -317,7 +317,7 @@ def disconnect_source(root: str, req: NormalizedRequest) -> Iterator[Chunk]:
     """Every disconnect of the request's symbols and of the exchange's connections, once per instant."""
     srcs = [_event_source(root, req, s) for s in [*req.symbols, NO_SYMBOL_NAME]]
     last = None
-    for c in merge(srcs):
+    for c in merge(srcs, ahead=False):  # runs inside a pool thread already: no nested waits on the pool
         keep = np.ones(len(c), np.bool_)
         keep[1:] = c.ts[1:] != c.ts[:-1]
         if last is not None and len(c):

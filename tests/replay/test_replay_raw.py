@@ -9,7 +9,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from replay_helpers import MARK_A, MARK_B, ServerProc, archived, tardis_ts
+from replay_helpers import MARK_A, MARK_B, ServerProc, archived, get_lines, tardis_ts
 
 START, END = "2021-07-22T22:00:00Z", "2021-07-22T23:00:00Z"
 
@@ -48,18 +48,6 @@ def run_seed_client(port: int, replay_options: dict[str, Any]) -> list[tuple[str
 
     asyncio.run(run())
     return out
-
-
-async def _lines(url: str) -> list[bytes]:
-    async with aiohttp.ClientSession() as s, s.get(url) as r:
-        assert r.status == 200, await r.text()
-        assert r.headers["Content-Type"].startswith("application/x-json-stream")
-        r.content._high_water = 100_000_000
-        return [line async for line in r.content]
-
-
-def get_lines(url: str) -> list[bytes]:
-    return asyncio.run(_lines(url))
 
 
 def test_seed_client_gets_every_message_in_order(server: ServerProc) -> None:
