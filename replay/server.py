@@ -70,9 +70,10 @@ async def _stream_chunks(request: web.Request, chunks: Any, what: str) -> web.St
     except (ConnectionResetError, ConnectionError, asyncio.CancelledError) as e:
         log.info("%s: client went away after %d messages (%s)", what, n, type(e).__name__)
     except Exception:
-        # headers are out: end the connection without the final chunk so the client sees an incomplete body
+        # headers are out: drop the connection without the final chunk so the client sees an incomplete body
         log.exception("%s failed after %d messages", what, n)
-        resp.force_close()
+        if request.transport is not None:
+            request.transport.abort()
     finally:
         await it.close()
         app[ACTIVE].pop(sid, None)

@@ -1,7 +1,7 @@
 """Read one (exchange, data type, symbol) series of the archive for a time range, in batches.
 
 Paths are computed from the layout (no listing), hour by hour; a missing
-hour is a capture gap, not an error. Batches are bounded (``BATCH_ROWS``) so
+hour is a capture gap, not an error; an unreadable file is (the stream stops). Batches are bounded (``BATCH_ROWS``) so
 memory stays flat whatever the range, and clipped to ``[start, end)``. Files
 are sorted by ``local_ts`` as the writer finalizes them; a file that is not
 (a clock step during capture) is sorted once, stably, so the merge downstream
@@ -23,6 +23,10 @@ from archive.layout import HOUR_NS, FileKey, hour_of_ns, safe_join
 log = logging.getLogger("ticktape.replay")
 
 BATCH_ROWS = 65_536
+
+
+class ReplayDataError(RuntimeError):
+    """An archive file that cannot be read: the stream stops rather than leave a silent hole."""
 
 
 def hour_paths(root: str, exchange: str, data_type: str, symbol: str, start_ns: int, end_ns: int) -> list[str]:
@@ -60,8 +64,9 @@ def read_range(
         try:
             pf = pq.ParquetFile(path)
         except (OSError, pa.ArrowInvalid) as e:
-            log.error("replay: unreadable file %s skipped: %s", path, e)
-            continue
+            # never skip data silently: the response is cut short and the client sees an error
+            log.error("replay: unreadable file %s: %s", path, e)
+            raise ReplayDataError(f"unreadable archive file {path}: {e}") from e
         cols = list(columns) if columns is not None else None
         if cols is not None and "local_ts" not in cols:
             cols = ["local_ts", *cols]

@@ -42,6 +42,9 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ]
     write_frames(str(root), "binance-futures", frames)
     write_frames(str(root), "bybit", bybit_frames())
+    bad = root / "exchange=binance-futures/type=raw/date=2021-07-22/symbol=CORRUPTUSDT/20.parquet"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"PAR1 this is not a parquet file PAR1")
     synth_archive(str(root), symbols=("BTCUSDT", "ETHUSDT"), hours=2, raw_per_hour=2000, trades_per_hour=3000,
                   book_msgs_per_hour=3000, levels=40, disconnects=2, seed=7)
     synth_archive(str(root), exchange="bybit", symbols=("BTCUSDT",), hours=2, raw_per_hour=1000,

@@ -74,7 +74,7 @@ def archived(
     rows: list[tuple[int, int, bytes]] = []
     for i, f in enumerate(sorted((root / f"exchange={exchange}" / "type=raw").rglob("*.parquet"))):
         sym = f.parent.name.split("=", 1)[1]
-        if sym == "_" or (symbols is not None and sym not in symbols):
+        if sym in ("_", "CORRUPTUSDT") or (symbols is not None and sym not in symbols):
             continue
         t = pq.read_table(f)
         for ts, ch, p in zip(t.column("local_ts").cast(pa.int64()).to_pylist(), t.column("channel").to_pylist(),

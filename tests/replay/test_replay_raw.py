@@ -128,3 +128,18 @@ def test_replay_over_synthetic_hours_is_ordered_across_files(server: ServerProc,
     assert stamps == sorted(stamps)
     lo, hi = 1_736_186_400_000_000_000, 1_736_193_600_000_000_000
     assert len(stamps) == len(archived(server.root, "binance-futures", {channel}, {"BTCUSDT", "ETHUSDT"}, lo, hi))
+
+
+def test_unreadable_file_fails_the_stream_loudly(server: ServerProc) -> None:
+    """A corrupt hour is never skipped silently: the response ends without its terminating chunk."""
+    url = server.url("replay", {"exchange": "binance-futures", "from": "2021-07-22T20:00:00Z",
+                                "to": "2021-07-22T21:00:00Z", "filters": [{"channel": "aggTrade",
+                                                                           "symbols": ["CORRUPTUSDT"]}]})
+
+    async def run() -> None:
+        async with aiohttp.ClientSession() as s, s.get(url) as r:
+            assert r.status == 200
+            await r.read()
+
+    with pytest.raises(aiohttp.ClientPayloadError):
+        asyncio.run(run())
