@@ -13,6 +13,8 @@ from picows import WSFrame, WSListener, WSMsgType, WSTransport
 from sim.faults import Fault
 from sim.record import Sent
 
+_LEN7 = [bytes([i]) for i in range(126)]
+
 if TYPE_CHECKING:
     from sim.venue import Venue
 
@@ -37,6 +39,7 @@ class Conn(WSListener):  # type: ignore[misc]
         self.pings_sent = 0
         self.state: dict[str, Any] = {}  # venue's per-connection state (subscriptions, ...)
         self._checks = 0
+        self.out: list[bytes] = []  # framed bytes not yet written
 
     # -- picows callbacks -----------------------------------------------------------
     def on_ws_connected(self, transport: WSTransport) -> None:
@@ -73,10 +76,31 @@ class Conn(WSListener):  # type: ignore[misc]
     def stalled(self) -> bool:
         return self.stalled_until > 0 and time.monotonic() < self.stalled_until
 
+    def _write(self, payload: bytes) -> None:
+        """Queue one unmasked text frame; the simulator writes each connection's queue
+        in one call per loop turn (``Simulator.flush``) instead of a syscall per frame."""
+        n = len(payload)
+        if n < 126:
+            head = b"\x81" + _LEN7[n]
+        elif n < 65536:
+            head = b"\x81\x7e" + n.to_bytes(2, "big")
+        else:
+            head = b"\x81\x7f" + n.to_bytes(8, "big")
+        if not self.out:
+            self.venue.sim.dirty(self)
+        self.out.append(head)
+        self.out.append(payload)
+
+    def flush(self) -> None:
+        if self.out:
+            out, self.out = self.out, []
+            if not self.closed and self.transport is not None:
+                self.transport.underlying_transport.write(b"".join(out))
+
     def send_control(self, msg: bytes) -> None:
         """Acks, pongs, errors: not recorded as data, withheld during a stall."""
         if self.transport is not None and not self.closed and not self.stalled():
-            self.transport.send(WSMsgType.TEXT, msg)
+            self._write(msg)
 
     def send(self, channel: str, symbol: str, data: bytes, ids: tuple[object, ...], event: int) -> None:
         """A data frame: faults first (rare), then the socket and the record."""
@@ -89,7 +113,7 @@ class Conn(WSListener):  # type: ignore[misc]
             self.stalled_until = 0.0
         if self.faults and self._fault(channel, symbol, data, ids, event):
             return
-        self.transport.send(WSMsgType.TEXT, data)
+        self._write(data)
         self.sent_frames += 1
         v = self.venue
         v.frames += 1
@@ -101,7 +125,7 @@ class Conn(WSListener):  # type: ignore[misc]
             self._check_buffer()
         if self.held is not None and not (self.faults and self.faults[0].kind == "reorder"):
             held, self.held = self.held, None
-            self.transport.send(WSMsgType.TEXT, held[2])
+            self._write(held[2])
             self.venue.record(Sent(time.time_ns(), self.id, *held, "reorder"))
 
     def _fault(self, channel: str, symbol: str, data: bytes, ids: tuple[object, ...], event: int) -> bool:
@@ -127,12 +151,12 @@ class Conn(WSListener):  # type: ignore[misc]
             elif kind == "truncated":
                 bad = data[: max(1, len(data) // 2)]
             else:  # duplicate
-                self.transport.send(WSMsgType.TEXT, data)
+                self._write(data)
                 self.venue.record(Sent(time.time_ns(), self.id, channel, symbol, data, ids, event))
-                self.transport.send(WSMsgType.TEXT, data)
+                self._write(data)
                 self.venue.record(Sent(time.time_ns(), self.id, channel, symbol, data, ids, event, "duplicate"))
                 return True
-            self.transport.send(WSMsgType.TEXT, bad)
+            self._write(bad)
             self.venue.record(Sent(time.time_ns(), self.id, channel, symbol, bad, ids, event, kind))
             return True
         return False
@@ -140,7 +164,7 @@ class Conn(WSListener):  # type: ignore[misc]
     def _check_buffer(self) -> None:
         assert self.transport is not None
         limit = self.venue.sim.max_buffer
-        if limit and self.transport.underlying_transport.get_write_buffer_size() > limit:
+        if limit and self.transport.underlying_transport.get_write_buffer_size() + 64 * len(self.out) > limit:
             self.venue.sim.log_fault(self.venue.exchange, "slow", self.id, "write buffer over max_buffer: dropped")
             self.drop()
 
@@ -155,6 +179,7 @@ class Conn(WSListener):  # type: ignore[misc]
         if self.transport is not None and not self.closed:
             from picows import WSCloseCode
 
+            self.flush()
             self.transport.send_close(WSCloseCode(code), reason)
             self.closed = True
             self.transport.disconnect()

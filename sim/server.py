@@ -117,6 +117,7 @@ class Simulator:
         self._takes: dict[tuple[str, str], list[Fault]] = {}
         self._pending_frame_faults: dict[str, list[Fault]] = {}
         self.venues: dict[str, Venue] = {}
+        self._dirty: list[Conn] = []
         self._ex = ex
         self._next_conn = 0
         self._server: asyncio.Server | None = None
@@ -309,6 +310,18 @@ class Simulator:
             pending.pop(0)
         self.log_fault(exchange, kind, conn or 0, "refused")
         return True
+
+    # -- output batching ----------------------------------------------------------------------
+    def dirty(self, conn: Conn) -> None:
+        """``conn`` has queued frames: write every queue once this loop turn ends."""
+        if not self._dirty:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._dirty.append(conn)
+
+    def flush(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        for c in dirty:
+            c.flush()
 
     # -- routing ----------------------------------------------------------------------------
     def _route(self, req: WSUpgradeRequest) -> Any:
