@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from exchanges.connection import Link, Listener, Plan, Timing
 from ipc.outbox import Outbox
+from ipc.ring import RecordRing
 from ipc.ringset import RingSetSpec
+from ipc.schemas import EVENT_KINDS
 from ipc.stats import FIELDS, F, FeedStats
 
 if TYPE_CHECKING:
@@ -64,12 +66,39 @@ class Feed:
         self.options = opts
         outbox.on_book_drop = self.on_book_drop
         self.links: list[Link] = []
+        self._plans: list[Plan] | None = None
         self.sym_id = {s: i for i, s in enumerate(spec.symbols)}
         self.chan_id = {c: i for i, c in enumerate(spec.channels)}
 
     # -- what a subclass provides ------------------------------------------------
     def plans(self) -> list[Plan]:
         raise NotImplementedError
+
+    def get_plans(self) -> list[Plan]:
+        """``plans()`` once per process (it logs the feed ids)."""
+        if self._plans is None:
+            self._plans = self.plans()
+        return self._plans
+
+    def mark_restart(self) -> bool:
+        """A previous ingest process of this exchange died without closing (kill -9, crash):
+        its streams were cut with no marker. Write the markers now (a ``disconnect`` event
+        and an empty raw row per stream), unless it ended with its own shutdown markers."""
+        ring = self.out.rings.get("events")
+        if not isinstance(ring, RecordRing) or ring.write_seq == 0:
+            return False
+        last = ring.records[(ring.write_seq - 1) % ring.capacity]
+        if EVENT_KINDS[int(last["kind"])] == "disconnect" and bytes(last["detail"]).rstrip(b"\0") == b"shutdown":
+            return False
+        ts = time.time_ns()
+        self.bump("disconnects")
+        for plan in self.get_plans():
+            for chan, sym in plan.streams or [(0, 0)]:
+                self.out.event(ts, "disconnect", symbol=sym, channel=chan, detail="ingest process restarted")
+                if self.raw_on:
+                    self.out.raw(ts, b"", 0, sym, chan)
+        log.warning("%s: the previous ingest process ended without closing; disconnect markers written", self.exchange)
+        return True
 
     def on_frame(self, lst: Listener, ts: int, payload: memoryview) -> None:
         raise NotImplementedError

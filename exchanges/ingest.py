@@ -31,7 +31,7 @@ async def run_feed(feed: Feed, should_stop: Callable[[], bool]) -> None:
     """Run ``feed`` until ``should_stop()`` is true, then close its connections."""
     await feed.start()
     loop = asyncio.get_running_loop()
-    feed.links = [Link(feed, plan, feed.timing) for plan in feed.plans()]
+    feed.links = [Link(feed, plan, feed.timing) for plan in feed.get_plans()]
     tasks = [loop.create_task(link.run()) for link in feed.links]
     try:
         while not should_stop():
@@ -115,6 +115,7 @@ def ingest_main(
     try:
         outbox = Outbox(spec, rings)
         feed = feed_cls(spec, cfg, outbox, stats, opts)
+        feed.mark_restart()
         uvloop.run(run_feed(feed, stop.is_set))
     finally:
         if feed is not None and isinstance(feed.c, memoryview):
