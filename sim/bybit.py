@@ -129,7 +129,7 @@ class Bybit(Venue):
                 self._snapshot(conn, m, int(channel.split(".")[1]))
 
     # -- frames ---------------------------------------------------------------------------
-    def _snapshot(self, conn: Conn, m: Market, depth: int) -> None:
+    def _snapshot(self, conn: Conn, m: Market, depth: int, fault: str = "") -> None:
         """A new subscriber gets the topic's current top N with the current ``u``."""
         st = self.st[m.symbol]
         tp = st.topics[depth]
@@ -140,7 +140,17 @@ class Bybit(Venue):
         now = time.time_ns() // 1_000_000
         data = b'{"topic":"orderbook.%d.%s","type":"snapshot","ts":%d,"data":{"s":"%s","b":[%s],"a":[%s],"u":%d,"seq":%d},"cts":%d}' % (
             depth, m.symbol.encode(), now, m.symbol.encode(), _levels(m, bids), _levels(m, asks), tp.u, st.seq, now - 3)
-        conn.send(f"orderbook.{depth}", m.symbol, data, (tp.u, st.seq), m.n - 1)
+        conn.send(f"orderbook.{depth}", m.symbol, data, (tp.u, st.seq), m.n - 1, fault)
+
+    def restart(self, symbol: str | None) -> None:
+        for sym, st in self.st.items():
+            if symbol is not None and sym != symbol:
+                continue
+            for depth, tp in st.topics.items():
+                subs = self.subscribers(f"orderbook.{depth}", sym)
+                tp.u = 1
+                for conn in list(subs or ()):
+                    self._snapshot(conn, self.markets[sym], depth, "restart")
 
     def tick(self, now: float) -> None:
         for sym, st in self.st.items():

@@ -102,7 +102,7 @@ class Conn(WSListener):  # type: ignore[misc]
         if self.transport is not None and not self.closed and not self.stalled():
             self._write(msg)
 
-    def send(self, channel: str, symbol: str, data: bytes, ids: tuple[object, ...], event: int) -> None:
+    def send(self, channel: str, symbol: str, data: bytes, ids: tuple[object, ...], event: int, fault: str = "") -> None:
         """A data frame: faults first (rare), then the socket and the record."""
         if self.closed or self.transport is None:
             return
@@ -118,7 +118,7 @@ class Conn(WSListener):  # type: ignore[misc]
         v = self.venue
         v.frames += 1
         if v.sim.recording:
-            v.sent.append(Sent(time.time_ns(), self.id, channel, symbol, data, ids, event))
+            v.sent.append(Sent(time.time_ns(), self.id, channel, symbol, data, ids, event, fault))
         self._checks += 1
         if self._checks >= 64:
             self._checks = 0

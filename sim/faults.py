@@ -21,6 +21,8 @@ Kinds:
   ``max_buffer`` is dropped, as the exchanges drop slow consumers.
 - ``rest_error``: the next ``count`` REST depth requests answer HTTP 503 (Binance
   shape ``{"code":-1001,...}``).
+- ``restart``: Bybit's service restart: every subscribed orderbook topic gets a
+  snapshot with ``u`` = 1 and its deltas continue from there.
 
 ``channel``/``symbol``/``conn`` narrow a fault (None = any). Frames altered or
 withheld by a fault carry ``Sent.fault`` = the kind.
@@ -32,7 +34,7 @@ from dataclasses import dataclass
 
 KINDS = (
     "drop", "stall", "malformed", "truncated", "gap", "duplicate", "reorder",
-    "subscribe_error", "slow", "rest_error",
+    "subscribe_error", "slow", "rest_error", "restart",
 )
 #: faults applied to individual data frames of a connection
 FRAME_KINDS = ("malformed", "truncated", "gap", "duplicate", "reorder")

@@ -96,6 +96,7 @@ class Market:
     bids: dict[int, int] = field(init=False)
     asks: dict[int, int] = field(init=False)
     n: int = 0  # events so far
+    credit: float = 0.0  # fractional events due (the simulator's pump)
     last_prev: list[int] = field(default_factory=list)  # quantities the last book event replaced
     bb: int = 0  # best bid / ask ticks
     ba: int = 0

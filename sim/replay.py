@@ -22,12 +22,10 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
-
-from sim.record import Sent
 
 if TYPE_CHECKING:
     from sim.server import Simulator
@@ -204,5 +202,4 @@ def _unwrap(frame: bytes) -> bytes:
     return frame[i + 7 : frame.rfind(b"}")] if i >= 0 else frame
 
 
-__all__ = ["Replayer", "Sent", "read_recording", "route"]
-_ = Any
+__all__ = ["Replayer", "read_recording", "route"]

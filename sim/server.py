@@ -141,9 +141,6 @@ class Simulator:
         )
         self.port = self._server.sockets[0].getsockname()[1]
         self.t0 = time.monotonic()
-        for v in self.venues.values():
-            for m in v.markets.values():
-                m.t0 = self.t0  # type: ignore[attr-defined]
         loop = asyncio.get_running_loop()
         if self.replayer is None:
             self._tasks.append(loop.create_task(self._pump()))
@@ -293,6 +290,9 @@ class Simulator:
                     self._pending_frame_faults.setdefault(e, []).append(replace(f, exchange=e))
             elif f.kind in ("subscribe_error", "rest_error"):
                 self._takes.setdefault((e, f.kind), []).append(replace(f, exchange=e))
+            elif f.kind == "restart":
+                if f.exchange is not None or e == "bybit":
+                    v.restart(f.symbol)
             elif f.kind == "slow":
                 v.rate_factor = f.factor
                 asyncio.get_running_loop().call_later(f.seconds, setattr, v, "rate_factor", 1.0)
@@ -374,13 +374,13 @@ class Simulator:
             for v in self.venues.values():
                 rate = self.rates[v.exchange] * v.rate_factor
                 for m in list(v.markets.values()):
-                    credit = getattr(m, "credit", 0.0) + dt * rate
+                    credit = m.credit + dt * rate
                     k = int(credit)
                     cap = max(1, int(rate * 0.05))  # at most 50 ms of events per tick: no catch-up storms
                     if k > cap:
                         self.behind += k - cap
                         k = cap
-                    m.credit = credit - int(credit)  # type: ignore[attr-defined]
+                    m.credit = credit - int(credit)
                     publish = v.publish
                     step = m.step
                     try:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from typing import TYPE_CHECKING, Any
 
 from sim.market import BookEvent, Market, Trade
@@ -50,7 +49,6 @@ class Venue:
         if m is None:
             m = Market(self.exchange, symbol, self.sim.seed, trade_share=self.sim.trade_share,
                        history_limit=self.sim.history_limit)
-            m.t0 = time.monotonic()  # type: ignore[attr-defined]
             self.markets[symbol] = m
             self.new_market(m)
         return m
@@ -102,6 +100,10 @@ class Venue:
     # -- market events ----------------------------------------------------------------
     def publish(self, m: Market, ev: Trade | BookEvent) -> None:
         raise NotImplementedError
+
+    def restart(self, symbol: str | None) -> None:
+        """The exchange's service restart (a fault); only Bybit signals one (``u`` = 1)."""
+        raise ValueError(f"{self.exchange} has no restart signal (bybit only)")
 
     def tick(self, now: float) -> None:
         """Watchdog hook for timed frames (Bybit's depth-1 re-sent snapshot)."""

@@ -196,3 +196,21 @@ def test_binance_incoming_message_limit_and_per_exchange_rates() -> None:
             assert sim.stats()["errors"] == 0
 
     uvloop.run(main())
+
+
+def test_bybit_restart_sends_a_u1_snapshot_then_deltas_from_there() -> None:
+    async def main() -> None:
+        async with Simulator(["bybit"], rate=300, seed=9) as sim:
+            c = await connect(sim.ws_url() + "/v5/public/linear")
+            c.send(b'{"req_id":"1","op":"subscribe","args":["orderbook.50.ETHUSDT"]}')
+            await until(lambda: len(c.frames) > 10)
+            sim.fault(Fault("restart", "bybit"))
+            n = len(c.frames)
+            await until(lambda: len(c.frames) > n + 10)
+            msgs = [json.loads(f) for f in c.frames[1:]]
+            i = next(k for k, m in enumerate(msgs) if m["data"]["u"] == 1)
+            assert msgs[i]["type"] == "snapshot" and msgs[i - 1]["data"]["u"] > 1000
+            assert [m["data"]["u"] for m in msgs[i:i + 5]] == [1, 2, 3, 4, 5]
+            assert [s.fault for s in sim.sent("bybit") if s.fault] == ["restart"]
+
+    uvloop.run(main())
