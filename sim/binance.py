@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -30,6 +31,7 @@ PARTIAL = {"depth5": 5, "depth10": 10, "depth20": 20}
 SPEEDS = ("", "@100ms", "@250ms", "@500ms", "@0ms")
 MAX_STREAMS = 1024
 MAX_MSGS_PER_S = 10
+STALE_BACK = 1000  # a stale snapshot is this many diffs old
 
 
 def channel_of(stream: str) -> tuple[str, str, str] | None:
@@ -56,7 +58,7 @@ def channel_of(stream: str) -> tuple[str, str, str] | None:
 
 
 class _Ids:
-    __slots__ = ("agg", "first_id", "last_changes", "last_ids", "last_prev", "rng", "tid", "uid")
+    __slots__ = ("agg", "first_id", "last_changes", "last_ids", "last_prev", "rng", "tid", "uid", "us")
 
     def __init__(self, m: Market) -> None:
         self.rng = random.Random(m.rng.getrandbits(64) ^ 0xB1A)
@@ -65,6 +67,7 @@ class _Ids:
         self.first_id = self.uid  # U of the last diff
         self.last_changes: list[tuple[int, int, int]] = []
         self.last_prev: list[int] = []
+        self.us: deque[tuple[int, int]] = deque(maxlen=STALE_BACK + 1)  # (event, u) of recent diffs
         self.agg = 100_000_000 + self.rng.randrange(100_000_000)
         self.tid = 2 * self.agg
 
@@ -233,6 +236,7 @@ class Binance(Venue):
         st.last_ids = ids
         st.last_changes = ev.changes
         st.last_prev = m.last_prev
+        st.us.append((ev.n, uid))
         t_ms = now - 2
         subs = self.subscribers("depth", sym)
         if subs:
@@ -275,7 +279,25 @@ class Binance(Venue):
         if self.sim.take_fault(self.exchange, "rest_error"):
             return 503, b'{"code":-1001,"msg":"Internal error; unable to process your request. Please try again."}'
         m = self.market(sym)
+        if self.sim.take_fault(self.exchange, "rest_stale"):
+            stale = self.stale_snapshot(m, limit)
+            if stale is not None:
+                return 200, stale
         return 200, self.snapshot(m, limit)
+
+    def stale_snapshot(self, m: Market, limit: int) -> bytes | None:
+        """The book as it was ``STALE_BACK`` diffs ago (as a lagging REST replica serves it):
+        a client whose buffer starts later cannot bridge it and must fetch again."""
+        st = self.ids[m.symbol]
+        if len(st.us) < 2 or m.history_limit <= 0:
+            return None
+        n, u = st.us[0]
+        bids, asks = m.book_at(n)
+        now = time.time_ns() // 1_000_000
+        bp = sorted(bids, reverse=True)[:limit]
+        ap = sorted(asks)[:limit]
+        return b'{"lastUpdateId":%d,"E":%d,"T":%d,"bids":[%s],"asks":[%s]}' % (
+            u, now, now - 3, _levels(m, [(p, bids[p]) for p in bp]), _levels(m, [(p, asks[p]) for p in ap]))
 
     def snapshot(self, m: Market, limit: int) -> bytes:
         """The book at an update id inside the last book event (its first half applied)."""

@@ -21,6 +21,9 @@ Kinds:
   ``max_buffer`` is dropped, as the exchanges drop slow consumers.
 - ``rest_error``: the next ``count`` REST depth requests answer HTTP 503 (Binance
   shape ``{"code":-1001,...}``).
+- ``rest_stale``: the next Binance depth snapshot is an old one (up to 1000
+  diffs back, as a lagging replica serves): it cannot bridge into the
+  diffs a client buffered since, so the client must fetch again.
 - ``restart``: Bybit's service restart: every subscribed orderbook topic gets a
   snapshot with ``u`` = 1 and its deltas continue from there.
 
@@ -34,7 +37,7 @@ from dataclasses import dataclass
 
 KINDS = (
     "drop", "stall", "malformed", "truncated", "gap", "duplicate", "reorder",
-    "subscribe_error", "slow", "rest_error", "restart",
+    "subscribe_error", "slow", "rest_error", "rest_stale", "restart",
 )
 #: faults applied to individual data frames of a connection
 FRAME_KINDS = ("malformed", "truncated", "gap", "duplicate", "reorder")

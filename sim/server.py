@@ -288,7 +288,7 @@ class Simulator:
                         c.faults.append(replace(f, exchange=e))
                 else:
                     self._pending_frame_faults.setdefault(e, []).append(replace(f, exchange=e))
-            elif f.kind in ("subscribe_error", "rest_error"):
+            elif f.kind in ("subscribe_error", "rest_error", "rest_stale"):
                 self._takes.setdefault((e, f.kind), []).append(replace(f, exchange=e))
             elif f.kind == "restart":
                 if f.exchange is not None or e == "bybit":

@@ -214,3 +214,24 @@ def test_bybit_restart_sends_a_u1_snapshot_then_deltas_from_there() -> None:
             assert [s.fault for s in sim.sent("bybit") if s.fault] == ["restart"]
 
     uvloop.run(main())
+
+
+def test_binance_stale_rest_snapshot_cannot_bridge_then_a_fresh_one_does() -> None:
+    async def main() -> None:
+        async with Simulator({"binance-futures": ["BTCUSDT"]}, rate=400, seed=10, trade_share=0.2) as sim:
+            await asyncio.sleep(0.3)  # the market runs before the client comes
+            c = await connect(sim.ws_url() + BF_DEPTH)
+            await until(lambda: len(c.frames) > 20)
+            sim.fault(Fault("rest_stale", "binance-futures"))
+            url = sim.rest_url() + "/fapi/v1/depth?symbol=BTCUSDT&limit=1000"
+            async with aiohttp.ClientSession() as s:
+                async with s.get(url) as r:
+                    stale = (await r.json())["lastUpdateId"]
+                async with s.get(url) as r:
+                    fresh = (await r.json())["lastUpdateId"]
+            diffs = [json.loads(f)["data"] for f in c.frames]
+            assert diffs[0]["pu"] > stale, "older than anything the client buffered"
+            assert not any(d["U"] <= stale <= d["u"] for d in diffs)
+            assert any(d["U"] <= fresh <= d["u"] for d in diffs)
+
+    uvloop.run(main())
