@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Sequence
+from operator import itemgetter
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
 #: normalized channel names a config may ask for
 NORMALIZED = ("trades", "book_change", "book_snapshot")
 NAN = math.nan
+_P, _A = itemgetter(0), itemgetter(1)
 
 
 def check_symbols(name: str, symbols: Iterable[str], pattern: re.Pattern[str], example: str, hint: str = "") -> None:
@@ -67,10 +69,8 @@ def snapshot_values(
     bids: Sequence[tuple[float, float]], asks: Sequence[tuple[float, float]], n: int
 ) -> tuple[float, ...]:
     """(price, amount) levels -> bid prices, bid amounts, ask prices, ask amounts, N each, NaN padded."""
-    if len(bids) == n and len(asks) == n:  # the usual full partial-depth frame: zip + concat in C
-        bp, ba = zip(*bids, strict=False)
-        ap, aa = zip(*asks, strict=False)
-        return bp + ba + ap + aa
+    if len(bids) == n and len(asks) == n:  # the usual full partial-depth frame: C-level maps
+        return (*map(_P, bids), *map(_A, bids), *map(_P, asks), *map(_A, asks))
     bp, ba = zip(*bids[:n], strict=True) if bids else ((), ())
     ap, aa = zip(*asks[:n], strict=True) if asks else ((), ())
     if len(bp) == n and len(ap) == n:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import re
 from multiprocessing.synchronize import Event
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -42,6 +43,7 @@ SUBS_PER_CONN = 500
 # perps: BTC, kPEPE; spot: @107 or PURR/USDC; builder-deployed perps: xyz:TSLA
 SYMBOL_RE = re.compile(r"[A-Za-z0-9]{1,20}|@[0-9]{1,6}|[A-Z0-9]{1,20}/[A-Z0-9]{1,20}|[a-z0-9]{1,10}:[A-Za-z0-9]{1,20}")
 NAN = float("nan")
+_PX, _SZ = attrgetter("px"), attrgetter("sz")
 
 BOOK, TRADES = 0, 1
 _CHANNEL_RE = re.compile(rb'\{\s*"channel"\s*:\s*"([^"]{1,40})"')
@@ -267,11 +269,13 @@ class Hyperliquid(Feed):
         if not self.want_snapshot:
             return
         n = self.levels
-        bp = [x.px for x in bids[:n]]
-        ap = [x.px for x in asks[:n]]
-        pb = [NAN] * (n - len(bp))
-        pa = [NAN] * (n - len(ap))
-        values = (*bp, *pb, *[x.sz for x in bids[:n]], *pb, *ap, *pa, *[x.sz for x in asks[:n]], *pa)
+        if len(bids) == n and len(asks) == n:  # the usual full l2Book: C-level maps
+            values: tuple[float, ...] = (*map(_PX, bids), *map(_SZ, bids), *map(_PX, asks), *map(_SZ, asks))
+        else:
+            bids, asks = bids[:n], asks[:n]
+            pb = (NAN,) * (n - len(bids))
+            pa = (NAN,) * (n - len(asks))
+            values = (*map(_PX, bids), *pb, *map(_SZ, bids), *pb, *map(_PX, asks), *pa, *map(_SZ, asks), *pa)
         self.out.book_snapshot(ts, b.time * 1_000_000, sym, values)
 
     def on_trades(self, lst: Listener, ts: int, sym: int, trades: list[Trade]) -> None:
