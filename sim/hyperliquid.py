@@ -8,6 +8,7 @@ again (the real service re-sends them, so clients dedupe by ``tid``).
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -37,9 +38,7 @@ class _State:
 class Hyperliquid(Venue):
     exchange = "hyperliquid"
     ws_paths = ("/ws",)
-    import re as _re
-
-    symbol_re = _re.compile(r"[A-Za-z0-9]{1,20}|@[0-9]{1,6}")
+    symbol_re = re.compile(r"[A-Za-z0-9]{1,20}|@[0-9]{1,6}")  # coins (kPEPE) and spot pairs (@107)
 
     def __init__(self, *a: Any, **kw: Any) -> None:
         self.st: dict[str, _State] = {}
