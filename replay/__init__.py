@@ -1,0 +1,18 @@
+"""Tardis Machine compatible replay of the archive (``capture replay serve``).
+
+Modules, one job each:
+
+- ``server``: aiohttp app and routes (/replay, /replay-normalized, /exchanges,
+  /status, /ws-replay, /ws-replay-normalized; WebSocket routes also on port + 1);
+  ``Server(Settings(root), host, port)`` for in-process use.
+- ``options``: request options parsed and validated (``OptionsError`` -> HTTP 400).
+- ``inventory``: what the archive holds (exchanges, symbols, raw channels, ranges).
+- ``sources``: hourly Parquet files of one series read in bounded, time-clipped batches.
+- ``merge``: k-way merge of time-sorted ``Chunk`` streams (sources decoded ahead in threads).
+- ``raw``: exchange-native NDJSON lines; ``normalized``: Tardis normalized messages;
+  ``book``: order book state for snapshots; ``bars``: trade bars; ``levels``: bids/asks JSON.
+- ``fmt``: vectorized text (7-digit timestamps, numbers, joins).
+- ``ws`` + ``subscribe``: WebSocket replay and exchange subscribe messages.
+- ``streaming``: drive a chunk iterator from the event loop with one chunk in flight.
+- ``fixtures``: archives of real recorded frames and synthetic data (tests, benchmark).
+"""

@@ -67,8 +67,11 @@ async def _stream_chunks(request: web.Request, chunks: Any, what: str) -> web.St
             state["sent_bytes"] += len(data)
         await resp.write_eof()
         log.info("%s done: %d messages in %.2fs", what, n, time.perf_counter() - t0)
-    except (ConnectionResetError, ConnectionError, asyncio.CancelledError) as e:
+    except ConnectionError as e:
         log.info("%s: client went away after %d messages (%s)", what, n, type(e).__name__)
+    except asyncio.CancelledError:
+        log.info("%s: cancelled after %d messages", what, n)
+        raise
     except Exception:
         # headers are out: drop the connection without the final chunk so the client sees an incomplete body
         log.exception("%s failed after %d messages", what, n)

@@ -165,7 +165,10 @@ async def _send_chunk(chunk: Chunk, sockets: list[web.WebSocketResponse], owners
         ws = sockets[d]
         if ws.closed:
             continue
-        await ws.send_frame(bytes(buf[offs[i] : offs[i + 1]]), WSMsgType.TEXT)
+        try:
+            await ws.send_frame(bytes(buf[offs[i] : offs[i + 1]]), WSMsgType.TEXT)
+        except ConnectionError:  # this client left; the others of its session go on
+            await ws.close()
     if all(ws.closed for ws in sockets):
         raise ConnectionResetError("every client of the session is gone")
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import urllib.parse
 
 import aiohttp
 import pytest
@@ -81,3 +83,29 @@ def test_disconnecting_clients_free_resources(server: ServerProc) -> None:
     assert (after["rss_kb"] - base["rss_kb"]) / 1024 < 60
     # and the server still serves a full stream afterwards
     assert asyncio.run(read_all(url)) == BIG_ROWS
+
+
+@pytest.mark.slow
+def test_ws_client_leaving_mid_replay_frees_the_session(server: ServerProc) -> None:
+    base = wait_idle(server)
+    q = urllib.parse.urlencode({"exchange": "binance-futures", "from": BIG_START, "to": BIG_END, "session": "gone"})
+
+    async def run() -> int:
+        n = 0
+        async with aiohttp.ClientSession() as s, s.ws_connect(f"ws://127.0.0.1:{server.port + 1}/ws-replay?{q}") as ws:
+            await ws.send_str(json.dumps({"method": "SUBSCRIBE", "params": ["bigusdt@aggTrade"], "id": 1}))
+            async for _ in ws:
+                n += 1
+                if n == 2000:
+                    break
+        return n
+
+    assert asyncio.run(run()) == 2000
+    deadline = time.monotonic() + 10
+    while True:
+        st = server.status()
+        if st["tasks"] <= base["tasks"] + 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert st["ws_sessions"] == 0
+    assert st["tasks"] <= base["tasks"] + 1
