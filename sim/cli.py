@@ -1,5 +1,7 @@
 """``capture sim``: run the simulator until interrupted (or ``--duration``).
-Prints one JSON line with its URLs first, so a script or config can use them."""
+Prints one JSON line with its URLs first, so a script or config can use them,
+and one ``{"stats": ...}`` line on stderr at exit. Keeps no record of sent
+frames (memory stays flat however long it runs)."""
 
 from __future__ import annotations
 
@@ -36,7 +38,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fault", action="append", default=[], metavar="AT:KIND[:EXCHANGE[:SECONDS]]",
                         help=f"scripted fault, AT seconds (float, e.g. 5.0) or frames (int); kinds: {', '.join(KINDS)}")
     parser.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = until Ctrl-C)")
-    parser.add_argument("--no-record", action="store_true", help="keep no record of sent frames (long runs)")
 
 
 def _parse_fault(text: str) -> ScriptEntry:
@@ -62,7 +63,7 @@ def main(args: argparse.Namespace) -> int:
         sim = Simulator(chosen, host=args.host, port=args.port, seed=args.seed, rate=args.rate,
                         trade_share=args.trade_share,
                         replay=args.replay, replay_speed=args.speed, script=script,
-                        max_conn_age=args.max_conn_age, record=not args.no_record)
+                        max_conn_age=args.max_conn_age, record=False)  # nobody can query a record here
     except (ValueError, TypeError, OSError) as e:
         print(f"capture sim: {e}", file=sys.stderr)
         return 2
