@@ -128,6 +128,9 @@ class Link:
             if lst is None:
                 continue
             self.current = lst
+            if self.closing:  # close() ran while we were connecting
+                lst.planned_close = True
+                lst.disconnect()
             await self._live(lst)
 
     async def _open(self, overlap: bool = False) -> Listener | None:
@@ -198,7 +201,7 @@ class Link:
                 continue
             self.spare = new
             await self._sleep(self.timing.overlap)
-            lst.planned_close = True
+            lst.planned_close = not lst.closed  # it may have dropped by itself meanwhile: then it is a disconnect
             lst.disconnect()
             if lst.transport is not None:
                 await lst.transport.wait_disconnected()
