@@ -22,6 +22,7 @@ import asyncio
 import logging
 import multiprocessing as mp
 import os
+import re
 import signal
 import socket
 import time
@@ -76,6 +77,38 @@ class Feed:
     spec: RingSetSpec
     stats: FeedStats
     rings: dict[str, Any] = field(default_factory=dict)
+
+
+_SEGMENT = re.compile(r"^tt-(\d+)-")
+
+
+def sweep_stale_segments(shm_dir: str = "/dev/shm") -> int:
+    """Unlink ring segments whose creating supervisor is dead (a kill -9 that
+    also took its resource tracker): they hold no data anyone can still use."""
+    removed = 0
+    try:
+        names = os.listdir(shm_dir)
+    except OSError:  # no /dev/shm (not Linux): nothing to sweep
+        return 0
+    for name in names:
+        m = _SEGMENT.match(name)
+        if not m:
+            continue
+        try:
+            os.kill(int(m[1]), 0)
+            continue  # creator alive
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # alive, another user's
+        try:
+            os.unlink(os.path.join(shm_dir, name))
+            removed += 1
+        except OSError:
+            pass
+    if removed:
+        log.warning("removed %d shared-memory segment(s) left by a killed capture", removed)
+    return removed
 
 
 class StartError(RuntimeError):
@@ -183,6 +216,7 @@ class Supervisor:
                 await self.metrics.start()
             except OSError as e:
                 raise StartError(f"metrics.port {m.host}:{m.port}: cannot listen ({e.strerror or e})") from None
+        sweep_stale_segments()
         try:
             self._build_feeds()
             self._build_children()

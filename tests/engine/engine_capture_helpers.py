@@ -82,7 +82,11 @@ class Capture:
         self.out_path = cwd / f"capture-{time.monotonic_ns()}.out"
         self._out = open(self.out_path, "wb")  # noqa: SIM115 - closed in wait()
         self.proc = subprocess.Popen(
-            [*cmd, "run", str(config), *(extra or [])], cwd=cwd, stdout=self._out, stderr=subprocess.STDOUT
+            [*cmd, "run", str(config), *(extra or [])],
+            cwd=cwd,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, as under a service manager
         )
 
     def metrics_text(self) -> str:
