@@ -6,6 +6,7 @@ import json
 import subprocess
 import time
 
+import pytest
 import uvloop
 from sim_test_helpers import connect, until
 
@@ -50,6 +51,7 @@ def test_bybit_depth1_resends_its_snapshot_with_the_same_u() -> None:
     uvloop.run(main())
 
 
+@pytest.mark.slow
 def test_capture_sim_cli_prints_urls_and_serves(capture_cmd: list[str]) -> None:
     p = subprocess.Popen([*capture_cmd, "sim", "--port", "0", "--exchanges", "bybit", "--rate", "200",
                           "--seed", "3", "--duration", "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -75,6 +77,7 @@ def test_capture_sim_cli_prints_urls_and_serves(capture_cmd: list[str]) -> None:
             p.wait()
 
 
+@pytest.mark.slow
 def test_capture_sim_cli_rejects_bad_arguments(capture_cmd: list[str]) -> None:
     r = subprocess.run([*capture_cmd, "sim", "--exchanges", "binance", "--duration", "1"], capture_output=True, timeout=30)
     assert r.returncode == 2 and b"unknown exchange 'binance'" in r.stderr
