@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 
 from replay.options import DEFAULT_MAX_RANGE_HOURS
 
@@ -20,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--ws-subscribe-window", type=float, default=2.0,
                    help="seconds a /ws-replay client has to send its subscribe messages (default 2)")
     p.add_argument("--batch-rows", type=int, default=0,
-                   help="rows per read batch (bounds memory per client; default 65536)")
+                   help="rows per read batch (bounds memory per client; default 32768)")
     p.add_argument("--threads", type=int, default=4, help="worker threads that build response batches")
 
 
@@ -28,10 +29,10 @@ def main(args: argparse.Namespace) -> int:
     from replay.server import Settings, serve_forever
 
     if not os.path.isdir(args.archive):
-        print(f"replay: archive directory {args.archive!r} does not exist")
+        print(f"replay: archive directory {args.archive!r} does not exist", file=sys.stderr)
         return 2
     if not 0 < args.port < 65535:
-        print(f"replay: bad port {args.port}")
+        print(f"replay: bad port {args.port}", file=sys.stderr)
         return 2
     try:
         from engine.logging_setup import setup

@@ -22,7 +22,7 @@ from archive.layout import HOUR_NS, FileKey, hour_of_ns, safe_join
 
 log = logging.getLogger("ticktape.replay")
 
-BATCH_ROWS = 65_536
+BATCH_ROWS = 32_768
 
 
 class ReplayDataError(RuntimeError):
