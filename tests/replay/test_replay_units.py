@@ -1,0 +1,79 @@
+"""Pure functions of the replay package: timestamp text, number text, subscribe parsing, merge order."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from replay_helpers import tardis_ts
+
+from replay import fmt
+from replay.merge import Chunk, merge
+from replay.subscribe import SubscribeError, parse
+
+NS_2000, NS_2100 = 946_684_800_000_000_000, 4_102_444_800_000_000_000
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(NS_2000, NS_2100), min_size=1, max_size=50), st.booleans())
+def test_timestamp_text_matches_reference(values: list[int], sort: bool) -> None:
+    ts = np.array(sorted(values) if sort else values, np.int64)
+    assert [b.decode() for b in fmt.ts_strings(ts).to_pylist()] == [tardis_ts(int(t)) for t in ts]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(allow_nan=False, allow_infinity=False, width=64), min_size=1, max_size=30))
+def test_numbers_round_trip_through_json(values: list[float]) -> None:
+    text = fmt.numbers(np.array(values, np.float64)).to_pylist()
+    assert [json.loads(t) for t in text] == values
+
+
+def test_non_finite_numbers_are_null() -> None:
+    assert fmt.numbers(np.array([1.5, np.nan, np.inf])).to_pylist() == [b"1.5", b"null", b"null"]
+
+
+def test_json_strings_escape() -> None:
+    vals = ["12345", 'a"b', "back\\slash", "tab\t"]
+    out = fmt.json_strings(pa.array(vals)).to_pylist()
+    assert [json.loads(o) for o in out] == vals
+
+
+@pytest.mark.parametrize(("msg", "pairs"), [
+    ({"method": "SUBSCRIBE", "params": ["btcusdt@aggTrade", "ethusdt@depth@100ms", "solusdt@depth20@100ms"], "id": 1},
+     [("aggTrade", "BTCUSDT"), ("depth", "ETHUSDT"), ("depthSnapshot", "ETHUSDT"), ("depth20", "SOLUSDT")]),
+    ({"op": "subscribe", "args": ["publicTrade.BTCUSDT", "orderbook.50.ETHUSDT"]},
+     [("publicTrade", "BTCUSDT"), ("orderbook.50", "ETHUSDT")]),
+    ({"method": "subscribe", "subscription": {"type": "l2Book", "coin": "BTC"}}, [("l2Book", "BTC")]),
+])
+def test_subscribe_messages(msg: dict[str, object], pairs: list[tuple[str, str]]) -> None:
+    assert parse(json.dumps(msg)) == pairs
+
+
+@pytest.mark.parametrize("bad", ["not json", "[1]", '{"method": "SUBSCRIBE", "params": [3]}', '{"op": "unsubscribe"}'])
+def test_bad_subscribe_messages(bad: str) -> None:
+    with pytest.raises(SubscribeError):
+        parse(bad)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 50), max_size=40), min_size=1, max_size=5), st.integers(1, 7))
+def test_merge_orders_everything_stably(streams: list[list[int]], chunk: int) -> None:
+    def source(i: int, ts: list[int]):  # type: ignore[no-untyped-def]
+        ts = sorted(ts)
+        for k in range(0, len(ts), chunk):
+            part = np.array(ts[k : k + chunk], np.int64)
+            yield Chunk(part, pa.array([f"{i}:{t}:{k + j}".encode() for j, t in enumerate(part)], pa.binary()))
+
+    got = [c for c in merge([source(i, s) for i, s in enumerate(streams)], ahead=False)]
+    lines = [x.decode() for c in got for x in c.lines.to_pylist()]
+    keys = [(int(x.split(":")[1]), int(x.split(":")[0])) for x in lines]
+    assert [k[0] for k in keys] == sorted(k[0] for k in keys)
+    assert sorted(lines) == sorted(f"{i}:{t}:{j}" for i, s in enumerate(streams) for j, t in enumerate(sorted(s)))
+    # within one source the order is kept
+    for i in range(len(streams)):
+        mine = [int(x.split(":")[2]) for x in lines if x.startswith(f"{i}:")]
+        assert mine == sorted(mine)
