@@ -113,7 +113,8 @@ class Capture:
         raise AssertionError(f"timed out waiting for {what} ({last}); output tail: {self.output()[-3000:]}")
 
     def output(self) -> str:
-        self._out.flush()
+        if not self._out.closed:
+            self._out.flush()
         return self.out_path.read_text(errors="replace")
 
     def wait(self, timeout: float = 90.0) -> int:

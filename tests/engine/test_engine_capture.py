@@ -189,12 +189,12 @@ def test_kill9_of_whole_capture_recovers_on_next_start(tmp_path: Path, capture, 
     cfg2 = write_config(tmp_path / "c2.toml", root=root, logs=logs, port=port,
                         url=f"synthetic://?rate=3000&count={count2}&start={start2}&seed=5",
                         channels=("trades", "book_change"))
-    cap2 = capture(cfg2, port)
+    cap2 = capture(cfg2, port, ["--duration", "6"])  # ends by itself
     cap2.until(lambda m: total(m, "ticktape_feed_messages_total") >= count2, what="second run produced")
     # the dead run's shared memory was swept at start-up
     assert not [p for p in Path("/dev/shm").iterdir() if p.name.startswith(f"tt-{pids[2]}-")]
-    cap2.proc.send_signal(signal.SIGTERM)
     assert cap2.wait(90) == 0, cap2.output()[-3000:]
+    assert "duration 6 s elapsed" in cap2.output()
     assert _no_journals(root) == []
 
     got = _ids_by_symbol(root)
@@ -217,3 +217,21 @@ def test_kill9_of_whole_capture_recovers_on_next_start(tmp_path: Path, capture, 
     assert t.num_rows == n_first + count2
     for p in root.rglob("*.parquet"):
         pq.read_table(p)  # nothing corrupt
+
+
+def test_ctrl_c_to_the_process_group_stops_cleanly(tmp_path: Path, capture, free_port: int) -> None:  # type: ignore[no-untyped-def]
+    """A terminal's Ctrl-C reaches every process of the group: children ignore it,
+    the supervisor stops them in order, nothing is lost."""
+    count = 2000
+    port = free_port
+    root, logs = tmp_path / "archive", tmp_path / "logs"
+    url = f"synthetic://?rate=5000&count={count}"
+    cfg = write_config(tmp_path / "c.toml", root=root, logs=logs, port=port, url=url, channels=("trades",))
+    cap = capture(cfg, port)
+    cap.until(lambda m: total(m, "ticktape_ring_write_seq", type="trades") >= count, what="all produced")
+    os.killpg(cap.proc.pid, signal.SIGINT)
+    assert cap.wait(60) == 0, cap.output()[-3000:]
+    assert "stopping: SIGINT" in cap.output()
+    got = _ids_by_symbol(root)
+    assert sorted(i for ids in got.values() for i in ids) == list(range(count))
+    assert _no_journals(root) == []
