@@ -13,7 +13,7 @@ from replay.options import DEFAULT_MAX_RANGE_HOURS
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="replay_cmd", metavar="CMD", required=True)
     p = sub.add_parser("serve", help="serve an archive over the Tardis Machine replay API (HTTP + WebSocket)")
-    p.add_argument("--archive", required=True, help="archive root directory")
+    p.add_argument("--archive", required=True, help="archive root: a directory or s3://bucket/prefix")
     p.add_argument("--port", type=int, default=8000, help="HTTP port; WebSocket routes also on port + 1 (default 8000)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: local only)")
     p.add_argument("--max-range-hours", type=float, default=DEFAULT_MAX_RANGE_HOURS,
@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from replay.server import Settings, serve_forever
 
-    if not os.path.isdir(args.archive):
+    s3 = args.archive.startswith("s3://")
+    if not s3 and not os.path.isdir(args.archive):
         print(f"replay: archive directory {args.archive!r} does not exist", file=sys.stderr)
         return 2
     if not 0 < args.port < 65535:
@@ -44,7 +45,11 @@ def main(args: argparse.Namespace) -> int:
         from replay import sources
 
         sources.BATCH_ROWS = args.batch_rows
-    settings = Settings(os.path.abspath(args.archive), args.max_range_hours, args.ws_subscribe_window, args.threads)
+    if s3:
+        from archive.s3_client import load_env
+
+        load_env()  # AWS_* from the environment or a .env file
+    settings = Settings(args.archive if s3 else os.path.abspath(args.archive), args.max_range_hours, args.ws_subscribe_window, args.threads)
     try:
         import uvloop
 

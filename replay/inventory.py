@@ -15,17 +15,17 @@ from datetime import UTC
 from typing import Any
 
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from archive.layout import FileKey
 from archive.loaders import Series, list_archive
+from replay import storage
 
 REFRESH_S = 5.0
 
 
 class Inventory:
     def __init__(self, root: str, refresh_s: float = REFRESH_S) -> None:
-        self.root = os.path.abspath(root)
+        self.root = root if storage.is_s3(root) else os.path.abspath(root)
         self.refresh_s = refresh_s
         self._at = -1e18
         self._series: list[Series] = []
@@ -36,9 +36,38 @@ class Inventory:
         with self._lock:
             now = time.monotonic()
             if now - self._at > self.refresh_s:
-                self._series = list_archive(self.root)
+                self._series = self._list()
                 self._at = now
             return self._series
+
+    def _list(self) -> list[Series]:
+        if not storage.is_s3(self.root):
+            return list_archive(self.root)
+        acc: dict[tuple[str, str, str], list[Any]] = {}
+        self._s3_paths: dict[tuple[str, str], list[str]] = {}
+        for k, size, path in storage.s3_files(self.root):
+            a = acc.setdefault((k.exchange, k.data_type, k.symbol), [k.hour, k.hour, 0, 0])
+            a[0], a[1], a[2], a[3] = min(a[0], k.hour), max(a[1], k.hour), a[2] + 1, a[3] + size
+            self._s3_paths.setdefault((k.exchange, k.data_type), []).append(path)
+        return [Series(e, t, s, a[0], a[1], a[2], a[3]) for (e, t, s), a in sorted(acc.items())]
+
+    def _raw_files(self, exchange: str) -> list[tuple[str, float]]:
+        """(path, version) of every raw file of an exchange; version changes when the file does."""
+        if storage.is_s3(self.root):
+            self.series()
+            return [(p, 0.0) for p in getattr(self, "_s3_paths", {}).get((exchange, "raw"), [])]
+        out: list[tuple[str, float]] = []
+        base = os.path.join(self.root, f"exchange={exchange}", "type=raw")
+        for dirpath, _dirs, files in os.walk(base):
+            for f in files:
+                if f.startswith(".") or not f.endswith(".parquet"):
+                    continue
+                p = os.path.join(dirpath, f)
+                try:
+                    out.append((p, os.stat(p).st_mtime))
+                except FileNotFoundError:
+                    continue
+        return out
 
     def invalidate(self) -> None:
         with self._lock:
@@ -65,26 +94,16 @@ class Inventory:
     def raw_channels(self, exchange: str) -> list[str]:
         """Every channel name found in the exchange's raw files (read once per file, cached)."""
         out: set[str] = set()
-        base = os.path.join(self.root, f"exchange={exchange}", "type=raw")
-        for dirpath, _dirs, files in os.walk(base):
-            for f in files:
-                if f.startswith(".") or not f.endswith(".parquet"):
-                    continue
-                p = os.path.join(dirpath, f)
+        for key in self._raw_files(exchange):
+            chans = self._chan_cache.get(key)
+            if chans is None:
                 try:
-                    mtime = os.stat(p).st_mtime
-                except FileNotFoundError:
-                    continue
-                key = (p, mtime)
-                chans = self._chan_cache.get(key)
-                if chans is None:
-                    try:
-                        col = pq.read_table(p, columns=["channel"]).column("channel")
-                        chans = [c for c in pc.unique(col).to_pylist() if c]
-                    except Exception:
-                        chans = []
-                    self._chan_cache[key] = chans
-                out.update(chans)
+                    col = storage.open_parquet(key[0]).read(columns=["channel"]).column("channel")
+                    chans = [c for c in pc.unique(col).to_pylist() if c]
+                except Exception:
+                    chans = []
+                self._chan_cache[key] = chans
+            out.update(chans)
         return sorted(out)
 
     def describe(self) -> list[dict[str, Any]]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -184,8 +183,10 @@ class Server:
         self.runners: list[web.AppRunner] = []
 
     async def start(self) -> None:
-        if not os.path.isdir(self.settings.root):
-            raise FileNotFoundError(f"archive directory {self.settings.root!r} does not exist")
+        from replay import storage
+
+        if not storage.root_exists(self.settings.root):
+            raise FileNotFoundError(f"archive {self.settings.root!r} does not exist")
         for app, port in ((self.app, self.port), (self.ws_app, self.port + 1)):
             runner = web.AppRunner(app, access_log=None, handler_cancellation=False)
             await runner.setup()

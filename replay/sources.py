@@ -11,7 +11,6 @@ can rely on order.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -19,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from archive.layout import HOUR_NS, FileKey, hour_of_ns, safe_join
+from replay import storage
 
 log = logging.getLogger("ticktape.replay")
 
@@ -35,7 +35,7 @@ def hour_paths(root: str, exchange: str, data_type: str, symbol: str, start_ns: 
     while h < end_ns:
         key = FileKey(exchange, data_type, symbol, hour_of_ns(h))
         p = safe_join(root, key.relpath())
-        if os.path.isfile(p):
+        if storage.isfile(p):
             out.append(p)
         h += HOUR_NS
     return out
@@ -62,7 +62,7 @@ def read_range(
     batch_rows = batch_rows or BATCH_ROWS
     for path in hour_paths(root, exchange, data_type, symbol, start_ns, end_ns):
         try:
-            pf = pq.ParquetFile(path)
+            pf = storage.open_parquet(path)
         except (OSError, pa.ArrowInvalid) as e:
             # never skip data silently: the response is cut short and the client sees an error
             log.error("replay: unreadable file %s: %s", path, e)

@@ -1,0 +1,79 @@
+"""Where archive files are read from: a local directory or ``s3://bucket/prefix`` (through s3fs).
+
+Paths are always computed from the layout (``archive.layout``); only the
+inventory lists. S3 credentials and endpoint come from the standard AWS
+variables (``archive.s3_client``); nothing here logs them.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from archive.layout import JOURNAL_DIR, FileKey, LayoutError
+
+
+def is_s3(root: str) -> bool:
+    return root.startswith("s3://")
+
+
+@cache
+def _s3fs() -> Any:
+    from archive.s3_client import S3Options, make_fs
+
+    return make_fs(S3Options())
+
+
+_lock = threading.Lock()
+
+
+def isfile(path: str) -> bool:
+    if is_s3(path):
+        with _lock:
+            fs = _s3fs()
+        return bool(fs.isfile(path[5:]))
+    return os.path.isfile(path)
+
+
+def open_parquet(path: str) -> pq.ParquetFile:
+    if is_s3(path):
+        with _lock:
+            fs = _s3fs()
+        return pq.ParquetFile(fs.open(path[5:], "rb"))
+    return pq.ParquetFile(path)
+
+
+def root_exists(root: str) -> bool:
+    if is_s3(root):
+        with _lock:
+            fs = _s3fs()
+        return bool(fs.exists(root[5:].rstrip("/")))
+    return os.path.isdir(root)
+
+
+def s3_files(root: str) -> list[tuple[FileKey, int, str]]:
+    """Every finalized archive file under an S3 root: (key, size, full s3 path)."""
+    with _lock:
+        fs = _s3fs()
+    base = root[5:].rstrip("/")
+    fs.invalidate_cache()
+    out: list[tuple[FileKey, int, str]] = []
+    for path, info in fs.find(base, detail=True).items():
+        rel = path[len(base) + 1 :]
+        if rel.startswith(JOURNAL_DIR) or os.path.basename(rel).startswith("."):
+            continue
+        try:
+            key = FileKey.from_relpath(rel)
+        except LayoutError:
+            continue
+        out.append((key, int(info.get("size", 0)), f"s3://{path}"))
+    return out
+
+
+def hour_text(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:00:00Z")
