@@ -76,3 +76,19 @@ def test_capture_run_missing_file_exits_2(tmp_path: Path, capture_cmd: list[str]
     )
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [f"error: {tmp_path / 'nope.toml'}: config file not found"]
+
+
+def test_metrics_port_in_use_is_one_line_before_anything_starts(tmp_path: Path, capture_cmd: list[str]) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        path = tmp_path / "c.toml"
+        path.write_text(f"[metrics]\nport = {port}\n[log]\ndir = '{tmp_path}/logs'\n{GOOD}")
+        r = subprocess.run([*capture_cmd, "run", str(path)], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"metrics.port 127.0.0.1:{port}" in lines[0] and "cannot listen" in lines[0], r.stderr
+    assert "started" not in r.stdout  # no child was spawned
