@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+#: ../shared beside the checkout (DESIGN.md, EXCHANGES.md, samples/); CI clones put it there too
+SHARED = REPO.parent / "shared"
 
 
 def free_tcp_port() -> int:
@@ -27,3 +29,11 @@ def free_port() -> int:
 def capture_cmd() -> list[str]:
     """How tests run the ``capture`` CLI as a user would, from this checkout's interpreter."""
     return [sys.executable, "-m", "engine.cli"]
+
+
+@pytest.fixture(scope="session")
+def samples_dir() -> Path:
+    """Real recorded exchange messages (``../shared/samples``), wherever the checkout lives."""
+    path = SHARED / "samples"
+    assert path.is_dir(), f"{path} missing: clone the project with ../shared beside it"
+    return path
