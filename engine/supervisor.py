@@ -150,10 +150,16 @@ class Supervisor:
                 raw_index_capacity=rc.raw_records,
                 raw_arena_bytes=rc.raw_bytes,
             )
-            stats = FeedStats(new_ring_name(f"{name}-stats"), len(spec.symbols), create=True)
-            feed = Feed(name, spec, stats)
-            self.feeds.append(feed)
-            feed.rings = ringset.create(spec)
+            try:
+                stats = FeedStats(new_ring_name(f"{name}-stats"), len(spec.symbols), create=True)
+                feed = Feed(name, spec, stats)
+                self.feeds.append(feed)
+                feed.rings = ringset.create(spec)
+            except OSError as e:
+                raise StartError(
+                    f"{self.cfg.source}: key ring: cannot create the shared-memory rings of {name} "
+                    f"({e.strerror or e}); lower ring.records / ring.raw_bytes"
+                ) from None
             log.info(
                 "rings created",
                 extra={"exchange": name, "data_types": list(spec.rings), "symbols": list(ex.symbols)},
