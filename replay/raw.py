@@ -9,6 +9,7 @@ markers repeated at the same instant are collapsed to one line.
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Iterator
 
 import numpy as np
@@ -36,13 +37,34 @@ def prefixes(ts: np.ndarray) -> pa.Array:
     return fmt.fixed_width(m)
 
 
+_libc = ctypes.CDLL(None)
+_memchr = _libc.memchr
+_memchr.restype = ctypes.c_void_p
+_memchr.argtypes = (ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t)
+
+
+def has_newline(buf: pa.Buffer) -> bool:
+    """memchr over the Arrow buffer in place (no copy)."""
+    return bool(buf.size) and _memchr(buf.address, 10, buf.size) is not None
+
+
 def frame_lines(ts: np.ndarray, payload: pa.Array) -> pa.Array:
     """Lines for frames (payloads non-empty)."""
     data = payload.buffers()[2]
-    if data is not None and data.to_pybytes().find(b"\n") >= 0:
+    if data is not None and has_newline(data):
         # a frame with a raw newline would split the NDJSON line; outside strings it is JSON whitespace
         payload = pc.replace_substring(payload, "\n", " ")
     return fmt.join(prefixes(ts), payload, b"}\n")
+
+
+def _channel_mask(col: pa.Array, channels: pa.Array) -> pa.Array:
+    """Rows whose channel is wanted; on a dictionary column the test runs once per distinct name."""
+    if pa.types.is_dictionary(col.type):
+        wanted = np.asarray(pc.is_in(col.dictionary, channels).to_numpy(zero_copy_only=False), np.bool_)
+        if wanted.all():
+            return pa.array(np.ones(len(col), np.bool_))
+        return pa.array(wanted[np.asarray(col.indices.to_numpy(zero_copy_only=False))])
+    return pc.is_in(col, channels)
 
 
 def batch_lines(batch: pa.RecordBatch, channels: pa.Array | None, markers: bool) -> Chunk | None:
@@ -50,7 +72,8 @@ def batch_lines(batch: pa.RecordBatch, channels: pa.Array | None, markers: bool)
     ts = ts_ns(batch)
     payload = batch.column("payload")
     empty = pc.equal(pc.binary_length(payload), 0)
-    keep = pc.invert(empty) if channels is None else pc.and_(pc.is_in(batch.column("channel"), channels), pc.invert(empty))
+    keep = pc.invert(empty) if channels is None else pc.and_(_channel_mask(batch.column("channel"), channels),
+                                                             pc.invert(empty))
     if markers:
         keep = pc.or_(keep, empty)
     keep_np = np.asarray(keep.to_numpy(zero_copy_only=False), dtype=np.bool_)
@@ -72,7 +95,8 @@ def batch_lines(batch: pa.RecordBatch, channels: pa.Array | None, markers: bool)
 
 def _symbol_source(root: str, req: RawRequest, symbol: str, channels: list[str] | None) -> Iterator[Chunk]:
     chans = None if channels is None else pa.array(channels, pa.string())
-    for batch in read_range(root, req.exchange, "raw", symbol, req.range.start_ns, req.range.end_ns, RAW_COLUMNS):
+    for batch in read_range(root, req.exchange, "raw", symbol, req.range.start_ns, req.range.end_ns, RAW_COLUMNS,
+                            read_dictionary=["channel"]):
         c = batch_lines(batch, chans, req.with_disconnects)
         if c is not None and len(c):
             yield c
@@ -119,9 +143,9 @@ def frame_source(
 ) -> Iterator[Chunk]:
     """The frames themselves (no envelope, no markers), for /ws-replay."""
     chans = pa.array(channels, pa.string())
-    for batch in read_range(root, exchange, "raw", symbol, start_ns, end_ns, RAW_COLUMNS):
+    for batch in read_range(root, exchange, "raw", symbol, start_ns, end_ns, RAW_COLUMNS, read_dictionary=["channel"]):
         payload = batch.column("payload")
-        keep = pc.and_(pc.is_in(batch.column("channel"), chans), pc.greater(pc.binary_length(payload), 0))
+        keep = pc.and_(_channel_mask(batch.column("channel"), chans), pc.greater(pc.binary_length(payload), 0))
         idx = np.flatnonzero(np.asarray(keep.to_numpy(zero_copy_only=False), np.bool_))
         if len(idx):
             yield Chunk(ts_ns(batch)[idx], payload.take(pa.array(idx)))

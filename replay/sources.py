@@ -57,12 +57,16 @@ def read_range(
     end_ns: int,
     columns: Sequence[str] | None = None,
     batch_rows: int | None = None,
+    read_dictionary: list[str] | None = None,
 ) -> Iterator[pa.RecordBatch]:
-    """Batches of rows with start_ns <= local_ts < end_ns, in local_ts order."""
+    """Batches of rows with start_ns <= local_ts < end_ns, in local_ts order.
+
+    Columns named in ``read_dictionary`` come back dictionary-encoded (cheap filters on few distinct values).
+    """
     batch_rows = batch_rows or BATCH_ROWS
     for path in hour_paths(root, exchange, data_type, symbol, start_ns, end_ns):
         try:
-            pf = storage.open_parquet(path)
+            pf = storage.open_parquet(path, read_dictionary)
         except (OSError, pa.ArrowInvalid) as e:
             # never skip data silently: the response is cut short and the client sees an error
             log.error("replay: unreadable file %s: %s", path, e)

@@ -40,12 +40,12 @@ def isfile(path: str) -> bool:
     return os.path.isfile(path)
 
 
-def open_parquet(path: str) -> pq.ParquetFile:
+def open_parquet(path: str, read_dictionary: list[str] | None = None) -> pq.ParquetFile:
     if is_s3(path):
         with _lock:
             fs = _s3fs()
-        return pq.ParquetFile(fs.open(path[5:], "rb"))
-    return pq.ParquetFile(path)
+        return pq.ParquetFile(fs.open(path[5:], "rb"), read_dictionary=read_dictionary)
+    return pq.ParquetFile(path, read_dictionary=read_dictionary)
 
 
 def root_exists(root: str) -> bool:
