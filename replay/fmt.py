@@ -75,13 +75,19 @@ def numbers(values: pa.Array | np.ndarray) -> pa.Array:
     return text.cast(pa.binary())
 
 
-_NEEDS_ESCAPE = r'["\\\x00-\x1f]'
+def _needs_escape(s: pa.Array) -> bool:
+    """Any quote, backslash or control byte in the values (one vector pass over the data buffer)."""
+    buf = s.buffers()[2]
+    if buf is None or buf.size == 0:
+        return False
+    b = np.frombuffer(buf, np.uint8)
+    return bool((b < 0x20).any() or (b == 0x22).any() or (b == 0x5C).any())
 
 
 def json_strings(values: pa.Array) -> pa.Array:
     """Strings -> JSON string literals (with quotes); escaping in C, Python only for odd batches."""
     s = values.cast(pa.string())
-    if len(s) and pc.any(pc.match_substring_regex(s, _NEEDS_ESCAPE)).as_py():
+    if len(s) and _needs_escape(s):
         import json
 
         return pa.array([json.dumps(v) for v in s.to_pylist()], pa.binary())
