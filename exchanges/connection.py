@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("ticktape.exchanges")
 
 _conn_ids = itertools.count(1)
+_TEXT, _BINARY, _CONTINUATION = WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.CONTINUATION
+_time_ns, _monotonic = time.time_ns, time.monotonic
 
 
 @dataclass
@@ -61,6 +63,7 @@ class Listener(WSListener):  # type: ignore[misc]
     def __init__(self, link: Link, conn_id: int) -> None:
         self.link = link
         self.feed = link.feed
+        self._on_frame = link.feed.on_frame
         self.conn_id = conn_id
         self.transport: WSTransport | None = None
         self.plan = link.plan
@@ -78,16 +81,20 @@ class Listener(WSListener):  # type: ignore[misc]
         self.transport = transport
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        ts = time.time_ns()
-        self.last_frame = time.monotonic()
+        ts = _time_ns()
+        self.last_frame = _monotonic()
         mt = frame.msg_type
-        if mt is WSMsgType.TEXT or mt is WSMsgType.BINARY:
-            if not frame.fin:
+        if mt is _TEXT or mt is _BINARY:
+            if frame.fin:
+                self.frames += 1
+                payload = frame.get_payload_as_memoryview()
+                try:  # Feed.frame inlined: one Python call less per frame
+                    self._on_frame(self, ts, payload)
+                except Exception as e:  # a decoder bug must not kill the connection: count and keep
+                    self.feed.malformed(self.conn_id, ts, payload, f"{type(e).__name__}: {e}")
+            else:
                 self._frag = bytearray(frame.get_payload_as_memoryview())
-                return
-            self.frames += 1
-            self.feed.frame(self, ts, frame.get_payload_as_memoryview())
-        elif mt is WSMsgType.CONTINUATION and self._frag is not None:
+        elif mt is _CONTINUATION and self._frag is not None:
             self._frag += frame.get_payload_as_memoryview()
             if frame.fin:
                 data, self._frag = self._frag, None
