@@ -235,3 +235,33 @@ def test_ctrl_c_to_the_process_group_stops_cleanly(tmp_path: Path, capture, free
     got = _ids_by_symbol(root)
     assert sorted(i for ids in got.values() for i in ids) == list(range(count))
     assert _no_journals(root) == []
+
+
+def test_supervisor_kill9_children_stop_and_writer_finalizes(tmp_path: Path, capture, free_port: int) -> None:  # type: ignore[no-untyped-def]
+    """The supervisor dies alone: the children notice, ingest stops, the writer
+    drains what is in the rings and finalizes, so nothing produced is lost."""
+    count = 3000
+    port = free_port
+    root, logs = tmp_path / "archive", tmp_path / "logs"
+    url = f"synthetic://?rate=5000&count={count}"
+    cfg = write_config(tmp_path / "c.toml", root=root, logs=logs, port=port, url=url, channels=("trades",))
+    cap = capture(cfg, port)
+    m = cap.until(lambda m: total(m, "ticktape_ring_write_seq", type="trades") >= count, what="all produced")
+    kids = [child_pid(m, "writer-0"), child_pid(m, "ingest-synthetic")]
+    kill9(cap.proc.pid)
+    cap.wait(10)
+    end = time.monotonic() + 60
+    for pid in kids:
+        while time.monotonic() < end:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(f"child {pid} kept running without its supervisor")
+    got = _ids_by_symbol(root)
+    assert sorted(i for ids in got.values() for i in ids) == list(range(count))
+    assert _no_journals(root) == []
+    text = (logs / "capture.log").read_text()
+    assert f"supervisor (pid {cap.proc.pid}) is gone; stopping" in text
