@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -20,10 +21,12 @@ from archive.layout import HOUR_NS, FileKey, file_metadata, hour_of_ns, safe_joi
 from ipc import schemas as S
 from replay import fmt
 
-BINANCE_SAMPLE = "/work/shared/samples/binance_futures/cryptofeed_v2_BINANCE_FUTURES.ws.1.0"
+#: real recorded messages: ../shared/samples beside the checkout (as tests/conftest.py locates them)
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
+BINANCE_SAMPLE = str(SAMPLES / "binance_futures" / "cryptofeed_v2_BINANCE_FUTURES.ws.1.0")
 BYBIT_SAMPLES = (
-    "/work/shared/samples/bybit/cryptofeed_v2_v5_BYBIT.ws.1.0",
-    "/work/shared/samples/bybit/cryptofeed_v2_v5_BYBIT.ws.2.0",
+    str(SAMPLES / "bybit" / "cryptofeed_v2_v5_BYBIT.ws.1.0"),
+    str(SAMPLES / "bybit" / "cryptofeed_v2_v5_BYBIT.ws.2.0"),
 )
 
 
