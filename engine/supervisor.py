@@ -39,8 +39,9 @@ from engine.connectors import connector, connector_module
 from engine.metrics import ChildView, FeedView, MetricsServer, render
 from engine.stopflag import StopFlag
 from ipc import ringset
-from ipc.ring import new_ring_name
+from ipc.ring import HEADER_BYTES, new_ring_name
 from ipc.ringset import RingSetSpec
+from ipc.schemas import RAW_INDEX_DTYPE, dtype_for
 from ipc.stats import FeedStats
 
 log = logging.getLogger("ticktape.supervisor")
@@ -111,6 +112,18 @@ def sweep_stale_segments(shm_dir: str = "/dev/shm") -> int:
     return removed
 
 
+def _spec_bytes(spec: RingSetSpec) -> int:
+    """Bytes of shared memory ``ringset.create(spec)`` maps (same sizing rules)."""
+    total = 0
+    for dt in spec.rings:
+        if dt == "raw":
+            total += 2 * HEADER_BYTES + spec.raw_index_capacity * RAW_INDEX_DTYPE.itemsize + spec.raw_arena_bytes
+        else:
+            cap = spec.record_capacity if dt != "events" else max(4096, spec.record_capacity // 16)
+            total += HEADER_BYTES + cap * dtype_for(dt).itemsize
+    return total
+
+
 class StartError(RuntimeError):
     """Something the user must fix before the capture can start (one line)."""
 
@@ -133,6 +146,21 @@ class Supervisor:
         self.log_cfg = msgspec.structs.replace(cfg.log, dir=str(Path(cfg.log.dir).resolve()))
 
     # -- set-up -----------------------------------------------------------------
+    def _check_shm_space(self, specs: list[RingSetSpec]) -> None:
+        """Rings are sparse until written, and tmpfs answers a write past its
+        space with SIGBUS: refuse to start rather than crash hours later."""
+        need = sum(_spec_bytes(s) for s in specs)
+        try:
+            st = os.statvfs("/dev/shm")
+        except OSError:  # not Linux: nothing to check
+            return
+        free = st.f_bavail * st.f_frsize
+        if need > free:
+            raise StartError(
+                f"{self.cfg.source}: key ring: the rings need {need >> 20} MiB of shared memory but /dev/shm "
+                f"has {free >> 20} MiB free; lower ring.records / ring.raw_bytes (or the book_snapshot depth)"
+            )
+
     def _build_feeds(self) -> None:
         rc = self.cfg.ring
         for name, ex in self.cfg.exchanges.items():
@@ -150,6 +178,7 @@ class Supervisor:
                 raw_index_capacity=rc.raw_records,
                 raw_arena_bytes=rc.raw_bytes,
             )
+            self._check_shm_space([spec, *(f.spec for f in self.feeds)])
             try:
                 stats = FeedStats(new_ring_name(f"{name}-stats"), len(spec.symbols), create=True)
                 feed = Feed(name, spec, stats)

@@ -92,3 +92,15 @@ def test_metrics_port_in_use_is_one_line_before_anything_starts(tmp_path: Path, 
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and f"metrics.port 127.0.0.1:{port}" in lines[0] and "cannot listen" in lines[0], r.stderr
     assert "started" not in r.stdout  # no child was spawned
+
+
+def test_rings_larger_than_shared_memory_refused_before_start(tmp_path: Path, capture_cmd: list[str]) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        f"[metrics]\nport = 0\n[log]\ndir = '{tmp_path}/logs'\n[ring]\nrecords = {1 << 24}\n"
+        '[exchanges.synthetic]\nsymbols = ["AAA"]\nchannels = ["book_snapshot"]\ndepth = 1000\n'
+    )  # 16 M snapshots of 1000 levels: ~500 GiB
+    r = subprocess.run([*capture_cmd, "run", str(path)], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "key ring" in lines[0] and "MiB of shared memory" in lines[0], r.stderr
