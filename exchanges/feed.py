@@ -35,6 +35,9 @@ _DISCONNECTS, _SUBERR, _LAST = F["disconnects"], F["subscribe_errors"], F["last_
 class Feed:
     exchange = ""
     timing = Timing()
+    #: connector options beside the ``Timing`` fields (one set for all exchanges, since
+    #: $TICKTAPE_INGEST_OPTIONS reaches every ingest process)
+    option_names: frozenset[str] = frozenset({"manual_snapshots", "snapshot_limit", "rest_interval"})
 
     def __init__(
         self,
@@ -64,6 +67,12 @@ class Feed:
         base = self.timing
         self.timing = Timing(**{k: opts.pop(k, getattr(base, k)) for k in Timing.__dataclass_fields__})
         self.options = opts
+        unknown = set(opts) - self.option_names
+        if unknown:
+            raise ValueError(
+                f"unknown ingest option(s) {', '.join(sorted(unknown))} for {self.exchange} "
+                f"(known: {', '.join(sorted(set(Timing.__dataclass_fields__) | self.option_names))})"
+            )
         outbox.on_book_drop = self.on_book_drop
         self.links: list[Link] = []
         self._plans: list[Plan] | None = None

@@ -96,3 +96,8 @@ def test_bybit_and_hyperliquid_subscribe_messages(rig):
         {"method": "subscribe", "subscription": {"type": "trades", "coin": "BTC"}},
         {"method": "subscribe", "subscription": {"type": "l2Book", "coin": "BTC"}},
     ]
+
+
+def test_unknown_ingest_option_is_an_error(rig):
+    with pytest.raises(ValueError, match=r"unknown ingest option\(s\) stall_timout .*stall_timeout"):
+        rig("bybit", symbols=["BTCUSDT"], channels=["trades"], options={"stall_timout": 1})
