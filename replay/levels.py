@@ -28,19 +28,17 @@ def level_elements(price: np.ndarray, amount: np.ndarray, first: np.ndarray) -> 
     return fmt.join(comma, body)
 
 
-def trailer(exchange_ts: np.ndarray, local_ts: np.ndarray) -> pa.Array:
-    """``],"timestamp":"…","localTimestamp":"…"}\\n`` per message (closes the asks list)."""
-    a, b, c, d = b'],"timestamp":"', b'","localTimestamp":"', b'"}\n', fmt.TS_WIDTH
+def trailer(exchange_ts: np.ndarray, local_ts: np.ndarray, opening: bytes = b"]") -> pa.Array:
+    """``<opening>,"timestamp":"…","localTimestamp":"…"}\n`` per message (``]`` closes the asks list)."""
+    a, b, c, d = opening + b',"timestamp":"', b'","localTimestamp":"', b'"}\n', fmt.TS_WIDTH
     w = len(a) + d + len(b) + d + len(c)
     m = np.empty((len(local_ts), w), np.uint8)
-    i = 0
-    for part in (a, None, b, None, c):
-        if part is None:
-            m[:, i : i + d] = fmt.ts_matrix(exchange_ts if i == len(a) else local_ts)
-            i += d
-        else:
-            m[:, i : i + len(part)] = np.frombuffer(part, np.uint8)
-            i += len(part)
+    m[:, : len(a)] = np.frombuffer(a, np.uint8)
+    m[:, len(a) : len(a) + d] = fmt.ts_matrix(exchange_ts)
+    i = len(a) + d
+    m[:, i : i + len(b)] = np.frombuffer(b, np.uint8)
+    m[:, i + len(b) : i + len(b) + d] = fmt.ts_matrix(local_ts)
+    m[:, w - len(c) :] = np.frombuffer(c, np.uint8)
     return fmt.fixed_width(m)
 
 

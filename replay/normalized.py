@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ipc.schemas import NO_SYMBOL_NAME
+from ipc.schemas import NO_SYMBOL_NAME, TRADE_SIDES
 from replay import fmt
 from replay.bars import BarBuilder
 from replay.book import Book
@@ -59,12 +59,14 @@ def _name(text: str) -> bytes:
 # --- trades ------------------------------------------------------------------------------------
 
 
+_SIDE_TEXT = pa.array([b',"side":"' + s.encode() + b'"' for s in TRADE_SIDES], pa.binary())
+
+
 def trade_lines(batch: pa.RecordBatch, symbol: str, exchange: str) -> Chunk:
     local = ts_ns(batch)
     ets = _exchange_ts(batch, local)
     head = b'{"type":"trade","symbol":' + _name(symbol) + b',"exchange":' + _name(exchange) + b',"id":'
-    side = batch.column("side")
-    side_txt = (side.dictionary_decode() if pa.types.is_dictionary(side.type) else side).cast(pa.binary())
+    side = _SIDE_TEXT.take(pa.array(_codes(batch.column("side"), TRADE_SIDES) % len(TRADE_SIDES)))
     lines = fmt.join(
         head,
         fmt.json_strings(batch.column("id")),
@@ -72,13 +74,8 @@ def trade_lines(batch: pa.RecordBatch, symbol: str, exchange: str) -> Chunk:
         fmt.numbers(batch.column("price")),
         b',"amount":',
         fmt.numbers(batch.column("amount")),
-        b',"side":"',
-        side_txt,
-        b'","timestamp":"',
-        fmt.ts_strings(ets),
-        b'","localTimestamp":"',
-        fmt.ts_strings(local),
-        b'"}\n',
+        side,
+        trailer(ets, local, b""),
     )
     return Chunk(local, lines)
 
