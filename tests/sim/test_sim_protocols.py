@@ -17,7 +17,7 @@ from sim_test_helpers import connect, until
 
 from sim.server import Simulator
 
-SAMPLES = Path("/work/shared/samples")
+SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "samples"
 
 
 def shape(obj: Any) -> Any:

@@ -15,7 +15,7 @@ from sim_test_helpers import connect, until
 from sim.replay import read_recording, route
 from sim.server import Simulator
 
-SAMPLES = Path("/work/shared/samples")
+SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "samples"
 BF_V2 = SAMPLES / "binance_futures/cryptofeed_v2_BINANCE_FUTURES.ws.1.0"
 BF_V3 = SAMPLES / "binance_futures/cryptofeed_v3_BINANCE_FUTURES.jsonl.zst"
 BY_V2 = SAMPLES / "bybit/cryptofeed_v2_v5_BYBIT.ws.1.0"
