@@ -94,6 +94,20 @@ class ExchangeConfig(_Strict):
     trade_stream: str | None = None
 
 
+class SimulatorConfig(_Strict):
+    """Start the built-in exchange simulator (``capture sim``) as a child of the
+    capture, for demos and soak runs: point the exchanges' ``url`` at
+    ``ws://127.0.0.1:<port>``."""
+
+    port: int = 18765
+    host: str = "127.0.0.1"
+    #: market events per second per symbol
+    rate: float = 50.0
+    seed: int = 1
+    #: share of market events that are trades (the rest are book updates)
+    trade_share: float = 0.5
+
+
 class Config(_Strict):
     exchanges: dict[str, ExchangeConfig]
     archive: ArchiveConfig = msgspec.field(default_factory=ArchiveConfig)
@@ -102,6 +116,7 @@ class Config(_Strict):
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
     s3: S3Config | None = None
+    simulator: SimulatorConfig | None = None
     #: writer processes; exchanges are spread over them
     writers: int = 1
     #: where the file was read from (filled by ``load``)
@@ -161,6 +176,14 @@ def validate(cfg: Config) -> None:
     src = cfg.source
     if not cfg.exchanges:
         raise _err(src, "key exchanges: at least one exchange is required")
+    if cfg.simulator is not None:
+        sim = cfg.simulator
+        if not 1 <= sim.port <= 65535:
+            raise _err(src, "key simulator.port: must be 1..65535 (the exchanges' url names it)")
+        if not 0 < sim.rate <= 100_000:
+            raise _err(src, "key simulator.rate: must be > 0 and <= 100000 events/s per symbol")
+        if not 0 <= sim.trade_share <= 1:
+            raise _err(src, "key simulator.trade_share: must be 0..1")
     if not 0 < cfg.archive.flush_interval <= 1.0:
         raise _err(src, "key archive.flush_interval: must be > 0 and <= 1 second")
     if cfg.writers < 1:

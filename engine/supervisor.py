@@ -36,6 +36,7 @@ import msgspec
 from engine.children import child_main
 from engine.config import Config, effective_raw
 from engine.connectors import connector, connector_module
+from engine.sim_child import SIMULATED, wait_listening
 from engine.metrics import ChildView, FeedView, MetricsServer, render
 from engine.stopflag import StopFlag
 from ipc import ringset
@@ -195,6 +196,13 @@ class Supervisor:
             )
 
     def _build_children(self) -> None:
+        sim = self.cfg.simulator
+        if sim is not None:
+            served = [f.name for f in self.feeds if f.name in SIMULATED]
+            stop = StopFlag(self.ctx)
+            self.children.append(
+                Child("sim", "simulator", "engine.sim_child:simulator_main", (served, sim, stop), stop)
+            )
         n = min(self.cfg.writers, len(self.feeds))
         if n < self.cfg.writers:
             log.warning("only %d exchange(s): starting %d writer(s), not %d", len(self.feeds), n, self.cfg.writers)
@@ -255,8 +263,12 @@ class Supervisor:
         try:
             self._build_feeds()
             self._build_children()
-            for c in self.children:  # writers first: consumers ready before producers
+            for c in self.children:  # simulator, then writers: consumers ready before producers
                 self._spawn(c)
+                if c.role == "sim" and self.cfg.simulator is not None:
+                    sim = self.cfg.simulator
+                    if not await asyncio.to_thread(wait_listening, sim.host, sim.port):
+                        raise StartError(f"simulator.port {sim.host}:{sim.port}: the simulator did not start listening")
             log.info(
                 "capture started",
                 extra={
@@ -288,7 +300,7 @@ class Supervisor:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
 
-    def _watch(self, roles: tuple[str, ...] = ("writer", "ingest")) -> None:
+    def _watch(self, roles: tuple[str, ...] = ("sim", "writer", "ingest")) -> None:
         """Restart dead children (after their back-off delay)."""
         now = time.monotonic()
         sup = self.cfg.supervisor
@@ -350,12 +362,19 @@ class Supervisor:
         left = await self._wait(ingest, sup.ingest_stop_timeout)
         if left:
             await self._terminate(left, f"within {sup.ingest_stop_timeout:g} s")
+        for c in self.children:
+            if c.role == "sim":
+                c.restart_at = None
+                c.stop.set()
         log.info("ingest stopped; writers draining the rings")
         for c in writers:
             c.stop.set()
         left = await self._wait(writers, sup.drain_timeout, on_tick=self._watch_drain)
         if left:
             await self._terminate(left, f"draining within {sup.drain_timeout:g} s")
+        sims = [c for c in self.children if c.role == "sim"]
+        if sims and await self._wait(sims, 5.0):
+            await self._terminate(sims, "within 5 s")
         undrained = self._undrained()
         for (exchange, dt), n in undrained.items():
             log.error(
