@@ -36,8 +36,8 @@ import msgspec
 from engine.children import child_main
 from engine.config import Config, effective_raw
 from engine.connectors import connector, connector_module
-from engine.sim_child import SIMULATED, wait_listening
 from engine.metrics import ChildView, FeedView, MetricsServer, render
+from engine.sim_child import SIMULATED, wait_listening
 from engine.stopflag import StopFlag
 from ipc import ringset
 from ipc.ring import HEADER_BYTES, new_ring_name
