@@ -418,7 +418,6 @@ class BinanceFutures(Feed):
     def resync(self, sym: int, ts: int, why: str, first: tuple[int, Depth] | None = None) -> None:
         st = self.sync[sym]
         st.reset()
-        self.bump("resyncs", sym)
         self.out.event(ts, "resync", symbol=sym, channel=self.ch_depth, detail=f"{why}: fetching a new snapshot")
         if first is not None:
             st.push(*first)
@@ -550,7 +549,8 @@ class BinanceFutures(Feed):
             last = d.u
         st.state = SyncState.SYNCED
         st.last_u = last
-        if st.synced_once:
+        if st.synced_once:  # a completed resync (after a gap, a bad frame, a drop or a reconnect)
+            self.bump("resyncs", sym)
             self.out.event(snap_ts, "resync", symbol=sym, channel=self.ch_depth, detail=f"synced at u={last}")
         st.synced_once = True
         log.info("%s synced (lastUpdateId %d, u %d)", self.feed_id("book_change", sym), snap.lastUpdateId, last)

@@ -263,7 +263,8 @@ class Bybit(Feed):
                 self.gap(ts, sym, chan, lst.conn_id, f"u {b.u} != previous u {st.last_u} + 1")
                 self.resync(env.topic, ts, "gap")
                 return
-        elif st.synced_once and not st.synced:
+        elif st.synced_once and not st.synced:  # a completed resync
+            self.bump("resyncs", sym)
             self.out.event(ts, "resync", symbol=sym, channel=chan, conn_id=lst.conn_id, detail=f"snapshot at u={b.u}")
         ets = env.ts * 1_000_000
         push = self.out.book_change
@@ -279,7 +280,6 @@ class Bybit(Feed):
         st = self.seq[topic]
         st.reset()
         _kind, sym, chan = self.routes[topic]
-        self.bump("resyncs", sym)
         st.resync_deadline = time.monotonic() + RESYNC_TIMEOUT
         self.out.event(ts, "resync", symbol=sym, channel=chan, detail=f"{why}: resubscribing {topic}")
         link = self.links[self.topic_link[topic]] if self.links else None
