@@ -11,6 +11,7 @@ chunk per source; ties keep source order.
 from __future__ import annotations
 
 import atexit
+import os
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ class Chunk:
 
 # Sources read Parquet and build lines in these threads (Arrow/numpy release the GIL), one chunk
 # ahead each, so several files are decoded at once while the merge thread orders the previous ones.
-_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="replay-src")
+_POOL = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="replay-src")
 atexit.register(_POOL.shutdown, wait=False, cancel_futures=True)
 
 
