@@ -142,6 +142,8 @@ class Supervisor:
         self.metrics: MetricsServer | None = None
         self._stop_requested: asyncio.Event | None = None
         self._stop_reason = ""
+        self.bg_sync: Any = None  # archive.s3.BackgroundSync when [s3] is configured
+        self._synced_hour = 0
         # resolve paths once: children must agree with the supervisor whatever their cwd
         self.archive_cfg = msgspec.structs.replace(cfg.archive, root=str(Path(cfg.archive.root).resolve()))
         self.log_cfg = msgspec.structs.replace(cfg.log, dir=str(Path(cfg.log.dir).resolve()))
@@ -280,8 +282,10 @@ class Supervisor:
                     "metrics": f"http://{m.host}:{self.metrics.port}/metrics" if self.metrics else None,
                 },
             )
+            self._start_background_sync()
             deadline = None if self.duration is None else time.monotonic() + self.duration
             while not self._stop_requested.is_set():
+                self._maybe_notify_sync()
                 if deadline is not None and time.monotonic() >= deadline:
                     self.request_stop(f"duration {self.duration:g} s elapsed")
                     break
@@ -291,7 +295,12 @@ class Supervisor:
                 except TimeoutError:
                     pass
             log.info("stopping: %s", self._stop_reason)
-            return await self._shutdown()
+            rc = await self._shutdown()
+            if self.bg_sync is not None:  # the hour just finalized leaves the machine too
+                log.info("final S3 sync")
+                await asyncio.to_thread(self.bg_sync.stop)
+                self.bg_sync = None
+            return rc
         finally:
             self._kill_leftovers()
             self._release()
@@ -299,6 +308,26 @@ class Supervisor:
                 await self.metrics.close()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
+
+    def _start_background_sync(self) -> None:
+        if self.cfg.s3 is None:
+            return
+        from archive.s3 import BackgroundSync
+
+        self.bg_sync = BackgroundSync.from_config(self.cfg.s3, self.archive_cfg.root)
+        self.bg_sync.start()
+        self.bg_sync.notify()  # whatever earlier runs left behind
+        self._synced_hour = int(time.time() // 3600)
+
+    def _maybe_notify_sync(self) -> None:
+        """After each hour's files are finalized (hour end + grace + margin), sync."""
+        if self.bg_sync is None:
+            return
+        now = time.time()
+        hour = int((now - self.archive_cfg.finalize_grace - 10.0) // 3600)
+        if hour > self._synced_hour:
+            self._synced_hour = hour
+            self.bg_sync.notify()
 
     def _watch(self, roles: tuple[str, ...] = ("sim", "writer", "ingest")) -> None:
         """Restart dead children (after their back-off delay)."""
