@@ -91,6 +91,7 @@ async def _collect_subscriptions(m: Member, window: float, app: web.Application)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + window
     channels = set(app[INVENTORY].raw_channels(m.exchange))
+    symbols = {s.upper(): s for s in app[INVENTORY].symbols(m.exchange, "raw")}
     try:
         while True:
             left = deadline - loop.time()
@@ -112,7 +113,12 @@ async def _collect_subscriptions(m: Member, window: float, app: web.Application)
             unknown = sorted({c for c, _ in pairs if c not in channels} - {"depthSnapshot"})
             if unknown:
                 await m.ws.send_json({"error": f"unknown channel(s) {unknown} for {m.exchange}"})
-            m.subs += [p for p in pairs if p[0] in channels and p not in m.subs]
+            # symbols are matched to the archive's (case-insensitively), so no name reaches a path unchecked
+            real = [(c, symbols.get(sym.upper())) for c, sym in pairs]
+            missing = sorted({sym for (c, sym), (_, r) in zip(pairs, real, strict=True) if r is None})
+            if missing:
+                await m.ws.send_json({"error": f"unknown symbol(s) {missing} for {m.exchange}"})
+            m.subs += [(c, r) for c, r in real if r is not None and c in channels and (c, r) not in m.subs]
     finally:
         m.ready.set()
 
@@ -133,10 +139,7 @@ async def _run_session(app: web.Application, sess: Session, window: float) -> No
             for ch, sym in m.subs:
                 by_sym.setdefault(sym, []).append(ch)
             for sym, chans in sorted(by_sym.items()):
-                try:
-                    srcs.append(raw.frame_source(root, m.exchange, sym, chans, m.start_ns, m.end_ns))
-                except LayoutError:
-                    continue
+                srcs.append(raw.frame_source(root, m.exchange, sym, chans, m.start_ns, m.end_ns))
                 owner.append(i)
         if srcs:
             it: Prefetch[Chunk] = Prefetch(merge(srcs), app[EXECUTOR])

@@ -100,3 +100,13 @@ def test_ws_replay_normalized_equals_http(server: ServerProc) -> None:
     got, _ = asyncio.run(ws_collect(url, []))
     assert [json.loads(g) for g in got] == http
     assert len(http) > 1000
+
+
+def test_ws_unknown_and_hostile_symbols_are_refused(server: ServerProc) -> None:
+    url = ws_url(server, 1, exchange="binance-futures", **{"from": START, "to": END})
+    sub = {"method": "SUBSCRIBE", "params": ["sushiusdt@aggTrade", "../../etc@aggTrade", "nopeusdt@aggTrade"], "id": 1}
+    got, _ = asyncio.run(ws_collect(url, [sub]))
+    errors = [json.loads(g) for g in got if g.startswith('{"error"')]
+    frames = [g.encode() for g in got if not g.startswith('{"error"')]
+    assert len(errors) == 1 and "NOPEUSDT" in errors[0]["error"] and "../../ETC" in errors[0]["error"]
+    assert frames == [p for _, p in archived(server.root, "binance-futures", {"aggTrade"}, {"SUSHIUSDT"})]
