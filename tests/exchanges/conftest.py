@@ -21,7 +21,7 @@ from ipc.outbox import Outbox
 from ipc.raw_ring import RawRing
 from ipc.ring import RecordRing
 
-SAMPLES = Path("/work/shared/samples")
+SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "samples"
 
 
 @dataclass
