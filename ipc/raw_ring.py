@@ -85,6 +85,20 @@ class RawRing:
         return max(self.index.fill(), used / self.arena_bytes)
 
     # -- producer -------------------------------------------------------------
+    def room(self, nbytes: int) -> bool:
+        """Whether a frame of ``nbytes`` would fit now (for producers that may wait)."""
+        cap = self.arena_bytes
+        pos = self._wpos
+        off = pos % cap
+        if off + nbytes > cap:
+            pos += cap - off
+        end = pos + (nbytes + _ALIGN - 1) // _ALIGN * _ALIGN
+        if end - self._rpos_cache > cap:
+            self._rpos_cache = int(self._words[_A_READ])
+            if end - self._rpos_cache > cap:
+                return False
+        return self.index.free() > 0
+
     def push(
         self, local_ts: int, payload: bytes | bytearray | memoryview, conn_id: int, symbol: int, channel: int
     ) -> bool:

@@ -20,6 +20,7 @@ outlives a crashed producer or consumer.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import secrets
 import struct
@@ -43,7 +44,9 @@ def attach_shm(name: str) -> shared_memory.SharedMemory:
     """Attach to an existing segment without letting this process's resource
     tracker unlink it at exit (Python < 3.13 registers attachments too)."""
     shm = shared_memory.SharedMemory(name=name, create=False)
-    if shm._name in _CREATED:  # type: ignore[attr-defined]
+    if shm._name in _CREATED or multiprocessing.parent_process() is not None:  # type: ignore[attr-defined]
+        # the creator's own registration, or a multiprocessing child sharing the
+        # creator's resource tracker: unregistering would drop the creator's entry
         return shm
     try:
         resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
