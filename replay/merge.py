@@ -35,7 +35,10 @@ class Chunk:
 
 # Sources read Parquet and build lines in these threads (Arrow/numpy release the GIL), one chunk
 # ahead each, so several files are decoded at once while the merge thread orders the previous ones.
-_POOL = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="replay-src")
+_POOL = ThreadPoolExecutor(
+    max_workers=int(os.environ.get("TICKTAPE_REPLAY_SOURCE_THREADS", 0)) or max(2, os.cpu_count() or 2),
+    thread_name_prefix="replay-src",
+)
 atexit.register(_POOL.shutdown, wait=False, cancel_futures=True)
 
 
