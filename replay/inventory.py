@@ -127,6 +127,8 @@ class Inventory:
                 normalized += ["trade", "trade_bar_{n}{ticks|ms|s|m|vol}"]
             if "book_change" in types:
                 normalized += ["book_change", "book_snapshot_{levels}_{interval}{ms|s|m}", "quote"]
+            elif any(t.startswith("book_snapshot_") for t in types):  # partial-depth capture (l2Book, depth20)
+                normalized += ["book_snapshot_{levels}_{interval}{ms|s|m}", "quote"]
             normalized.append("disconnect")
             out.append(
                 {

@@ -12,6 +12,7 @@ of all requests are merged by local timestamp.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -327,6 +328,42 @@ def disconnect_source(root: str, req: NormalizedRequest) -> Iterator[Chunk]:
             yield c
 
 
+def _book_or_snapshots(root: str, req: NormalizedRequest, symbol: str) -> Iterator[Chunk]:
+    """From book_change when the range has it; else snapshots/quotes from a stored book_snapshot_N table."""
+    from replay import snapshots
+    from replay.sources import hour_paths
+
+    rng = req.range
+    if hour_paths(root, req.exchange, "book_change", symbol, rng.start_ns, rng.end_ns):
+        return book_source(root, req, symbol)
+    specs = [(_Snap(s, symbol, req.exchange).header, s.depth, s.interval_ms) for s in req.snapshots]
+    if req.quote:
+        specs.append((_Snap(Snapshot("quote", 1, 0), symbol, req.exchange, quote=True).header, 1, 0))
+    need = max((d for _, d, _ in specs), default=0)
+    for levels in _stored_levels(root, req.exchange, symbol):
+        if specs and levels >= need and hour_paths(root, req.exchange, f"book_snapshot_{levels}", symbol,
+                                                   rng.start_ns, rng.end_ns):
+            return snapshots.table_source(root, req.exchange, symbol, levels, rng.start_ns, rng.end_ns, specs)
+    return iter(())
+
+
+def _stored_levels(root: str, exchange: str, symbol: str) -> list[int]:
+    """Depths N of the book_snapshot_N series stored for a symbol, smallest first."""
+    from replay.inventory import Inventory
+
+    inv = _INVENTORIES.get(root)
+    if inv is None:
+        inv = _INVENTORIES[root] = Inventory(root)
+    out = []
+    for t in inv.data_types(exchange):
+        if t.startswith("book_snapshot_") and symbol in inv.symbols(exchange, t):
+            out.append(int(t.rsplit("_", 1)[1]))
+    return sorted(out)
+
+
+_INVENTORIES: dict[str, Any] = {}
+
+
 def sources(root: str, reqs: list[NormalizedRequest]) -> list[Iterator[Chunk]]:
     out: list[Iterator[Chunk]] = []
     for req in reqs:
@@ -334,7 +371,7 @@ def sources(root: str, reqs: list[NormalizedRequest]) -> list[Iterator[Chunk]]:
             if req.needs_trades:
                 out.append(trade_source(root, req, s))
             if req.needs_book:
-                out.append(book_source(root, req, s))
+                out.append(_book_or_snapshots(root, req, s))
         if req.disconnect:
             out.append(disconnect_source(root, req))
     return out

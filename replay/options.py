@@ -235,12 +235,13 @@ def parse_normalized(o: Any, inv: Inventory, max_hours: float = DEFAULT_MAX_RANG
         item = _obj(item, "options")
         exchange = check_exchange_known(_str(item, "exchange"), inv)
         rng = parse_range(item.get("from"), item.get("to"), max_hours)
-        types = item.get("dataTypes")
-        if not isinstance(types, list) or not types:
+        dts = item.get("dataTypes")
+        if not isinstance(dts, list) or not dts:
             raise OptionsError("'dataTypes' is required: a non-empty array")
-        present = sorted(set(inv.symbols(exchange, "trades")) | set(inv.symbols(exchange, "book_change")))
+        types = [t for t in inv.data_types(exchange) if t in ("trades", "book_change") or t.startswith("book_snapshot_")]
+        present = sorted({s for t in types for s in inv.symbols(exchange, t)})
         req = NormalizedRequest(exchange, _symbols(item.get("symbols"), exchange, present, "'symbols'"), rng)
-        for dt in types:
+        for dt in dts:
             parse_data_type(dt, req)
         if _bool(item, "withDisconnectMessages"):
             req.disconnect = True

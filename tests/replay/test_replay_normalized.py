@@ -203,3 +203,48 @@ def test_multi_exchange_is_globally_ordered(server: ServerProc) -> None:
     assert [m for m in got if m["exchange"] == "binance-futures"] == fetch(server, a)
     assert [m for m in got if m["exchange"] == "bybit"] == fetch(server, b)
     assert {m["exchange"] for m in got} == {"binance-futures", "bybit"}
+
+
+def ref_table_snapshots(root: Path, depth: int, interval_ms: int, name: str) -> list[dict[str, Any]]:
+    """The same rule applied to stored top-20 snapshots: each stored row is the whole book at its time."""
+    out, last, prev, prev_bucket = [], None, None, None
+    iv = interval_ms * 1_000_000
+    for r in rows(root, "hyperliquid", "book_snapshot_20", "BTC"):
+        def top(row: dict[str, Any]) -> Any:
+            bids = [{"price": p, "amount": a} for p, a in zip(row["bid_price"], row["bid_amount"], strict=True)
+                    if p == p][:depth]
+            asks = [{"price": p, "amount": a} for p, a in zip(row["ask_price"], row["ask_amount"], strict=True)
+                    if p == p][:depth]
+            return bids, asks
+
+        if interval_ms > 0:
+            bucket = r["local_ts"] // iv
+            if prev is not None and bucket != prev_bucket:
+                t = top(prev)
+                if t != last:
+                    out.append(_snap("BTC", "hyperliquid", name, depth, interval_ms, t, bucket * iv, r["local_ts"]))
+                    last = t
+            prev_bucket = bucket
+        else:
+            t = top(r)
+            if t != last:
+                out.append(_snap("BTC", "hyperliquid", name, depth, 0, t, r["exchange_ts"], r["local_ts"]))
+                last = t
+        prev = r
+    return out
+
+
+@pytest.mark.parametrize(("dtype", "depth", "interval"), [("book_snapshot_10_1m", 10, 60_000),
+                                                          ("book_snapshot_20_1s", 20, 1000),
+                                                          ("book_snapshot_5_0ms", 5, 0)])
+def test_snapshots_from_stored_l2book_tables(server: ServerProc, dtype: str, depth: int, interval: int) -> None:
+    got = fetch(server, opts("hyperliquid", ["BTC"], [dtype]))
+    want = ref_table_snapshots(server.root, depth, interval, dtype)
+    assert len(want) > 50
+    assert got == want
+
+
+def test_quote_from_stored_l2book_tables(server: ServerProc) -> None:
+    got = fetch(server, opts("hyperliquid", ["BTC"], ["quote"]))
+    assert got == ref_table_snapshots(server.root, 1, 0, "quote")
+    assert 1000 < len(got) < 4000  # repeated tops are not re-sent

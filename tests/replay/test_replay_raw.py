@@ -111,7 +111,9 @@ def test_exchanges_lists_ids_channels_symbols(server: ServerProc) -> None:
             return await r.json()
 
     ex = {e["id"]: e for e in asyncio.run(get())}
-    assert set(ex) == {"binance-futures", "bybit"}
+    assert set(ex) == {"binance-futures", "bybit", "hyperliquid"}
+    assert ex["hyperliquid"]["archiveTypes"] == {"book_snapshot_20": ["BTC"]}
+    assert "quote" in ex["hyperliquid"]["dataTypes"]
     assert {"aggTrade", "depth", "bookTicker"} <= set(ex["binance-futures"]["channels"])
     assert "orderbook.1" in ex["bybit"]["channels"]
     syms = {s["id"]: s for s in ex["binance-futures"]["symbols"]}
