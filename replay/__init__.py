@@ -7,10 +7,12 @@ Modules, one job each:
   ``Server(Settings(root), host, port)`` for in-process use.
 - ``options``: request options parsed and validated (``OptionsError`` -> HTTP 400).
 - ``inventory``: what the archive holds (exchanges, symbols, raw channels, ranges).
+- ``storage``: local directory or ``s3://bucket/prefix`` (s3fs) file access.
 - ``sources``: hourly Parquet files of one series read in bounded, time-clipped batches.
 - ``merge``: k-way merge of time-sorted ``Chunk`` streams (sources decoded ahead in threads).
 - ``raw``: exchange-native NDJSON lines; ``normalized``: Tardis normalized messages;
-  ``book``: order book state for snapshots; ``bars``: trade bars; ``levels``: bids/asks JSON.
+  ``book``: order book state for snapshots; ``snapshots``: snapshots from stored
+  ``book_snapshot_N`` tables; ``bars``: trade bars; ``levels``: bids/asks JSON.
 - ``fmt``: vectorized text (7-digit timestamps, numbers, joins).
 - ``ws`` + ``subscribe``: WebSocket replay and exchange subscribe messages.
 - ``streaming``: drive a chunk iterator from the event loop with one chunk in flight.
