@@ -27,6 +27,23 @@ URGENT_FILL = 0.5
 _POLL = 0.01
 
 
+def stop_requested(stop: MpEvent | threading.Event) -> bool:
+    """Read a multiprocessing Event without taking its lock.
+
+    ``Event.is_set``/``wait`` take the Event's condition lock; a writer killed
+    with -9 inside them leaves that lock (or the condition's sleeper count)
+    held forever, and the restarted writer or the supervisor's ``set`` hangs.
+    The flag semaphore's value can be read lock-free on Linux.
+    """
+    flag = getattr(stop, "_flag", None)
+    if flag is not None and hasattr(flag, "get_value"):
+        try:
+            return bool(flag.get_value() > 0)
+        except NotImplementedError:  # pragma: no cover - macOS
+            pass
+    return stop.is_set()
+
+
 def run_writer(writer: Writer, stop: MpEvent | threading.Event, flush_interval: float) -> None:
     """The cycle loop, separate from process set-up so it can run in-process."""
     term = threading.Event()
@@ -37,14 +54,14 @@ def run_writer(writer: Writer, stop: MpEvent | threading.Event, flush_interval: 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_term)
     last = time.monotonic()
-    while not stop.is_set() and not term.is_set():
+    while not stop_requested(stop) and not term.is_set():
         now = time.monotonic()
         if now - last >= flush_interval or writer.max_fill() > URGENT_FILL:
             last = now
             writer.drain_once()
             writer.finalize_due()
         else:
-            stop.wait(min(_POLL, flush_interval))
+            time.sleep(min(_POLL, flush_interval))  # never Event.wait: see stop_requested
     while writer.drain_once():  # producers are stopped: empty the rings
         pass
     writer.close(finalize_all=True)
