@@ -35,7 +35,20 @@ def recover_all(root: str, archive: ArchiveConfig, host: str = "") -> tuple[int,
     for rel in list(scan_journals(root)):
         records += recover_journal(root, rel, archive, host, tag="recover")
         files += 1
+    sweep_temp_files(root)
     return files, records
+
+
+def sweep_temp_files(root: str) -> int:
+    """Remove Parquet temp files (``.HH.parquet.<writer>.tmp``) left by a crash mid-finalize."""
+    n = 0
+    for dirpath, _dirs, names in os.walk(root):
+        for name in names:
+            if name.startswith(".") and ".parquet." in name and name.endswith(".tmp"):
+                os.unlink(os.path.join(dirpath, name))
+                log.info("removed leftover temp file %s", os.path.join(dirpath, name))
+                n += 1
+    return n
 
 
 def main(args: argparse.Namespace) -> int:

@@ -127,9 +127,13 @@ def test_torn_journal_tail_is_cut_by_capture_recover(capture, capsys) -> None:
     with open(journal, "r+b") as f:  # a crash in the middle of the 3rd batch
         f.truncate(size - 37)
     assert read_journal(journal).records == 200
+    stale = os.path.join(os.path.dirname(journal.replace("/.journal/", "/")), ".00.parquet.w0.tmp")
+    os.makedirs(os.path.dirname(stale), exist_ok=True)
+    open(stale, "wb").close()  # a crash mid-finalize leaves this
     assert capture_main(["recover", archive.root]) == 0
     assert "recovered 1 journals, 200 records" in capsys.readouterr().out
     assert journals_left(archive.root) == []
+    assert not os.path.exists(stale)
     (f,) = glob.glob(f"{archive.root}/**/*.parquet", recursive=True)
     ids = [int(x) for x in pq.read_table(f).column("id").to_pylist()]
     assert ids == list(range(200))
