@@ -357,6 +357,15 @@ def raw_batch_to_arrow(
     np.cumsum(length, out=offsets[1:])
     if n and np.array_equal(pos[1:], ends[:-1]) and pos[0] == 0:
         data = src[: int(ends[-1])]
+    elif n and bool(np.all(pos[1:] >= ends[:-1])) and pos[0] >= 0:
+        # arena order with alignment gaps (the ring's own layout): keep-mask built
+        # with an int8 running sum, 1 byte of scratch per payload byte
+        lo, hi = int(pos[0]), int(ends[-1])
+        delta = np.zeros(hi - lo + 1, dtype=np.int8)
+        np.add.at(delta, pos - lo, 1)
+        np.add.at(delta, ends - lo, -1)
+        keep = np.cumsum(delta[:-1], dtype=np.int8).view(np.bool_)
+        data = src[lo:hi][keep]
     else:
         total = int(offsets[-1])
         gather = np.repeat(pos - offsets[:-1], length) + np.arange(total, dtype=np.int64)

@@ -264,8 +264,9 @@ class Writer:
         n = 0
         for index, arena, base in chunks:
             order, groups = split_groups(index["symbol"], index["local_ts"])
-            idx = index if order is None else index[order]
-            rb = raw_batch_to_arrow(idx, arena, base, src.spec.channels)
+            rb = raw_batch_to_arrow(index, arena, base, src.spec.channels)  # arena order: cheap
+            if order is not None:
+                rb = rb.take(pa.array(order))
             self._append_groups(src, rb, groups, touched)
             n += len(index)
         return n
