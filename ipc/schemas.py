@@ -143,7 +143,12 @@ assert RAW_INDEX_STRUCT.size == RAW_INDEX_DTYPE.itemsize
 
 # --- Arrow schemas (disk layout) ---------------------------------------------
 
-TS = pa.timestamp("ns", tz="UTC")
+#: Nanosecond timestamps, always UTC. Stored without a time-zone annotation on
+#: purpose: DuckDB reads tz-annotated nanosecond columns as TIMESTAMPTZ_NS, which
+#: most of its time functions (date_trunc, min/max to Python, comparisons with
+#: TIMESTAMPTZ literals) do not accept; naive TIMESTAMP_NS works everywhere
+#: (DuckDB, Polars, pandas, Spark) and UTC is the archive-wide convention.
+TS = pa.timestamp("ns")
 DICT_STR = pa.dictionary(pa.int8(), pa.string())
 
 TRADES_SCHEMA = pa.schema(
