@@ -38,7 +38,7 @@ from archive.s3_client import (
     object_key,
     parse_url,
 )
-from archive.s3_sync import SHA_META, Progress, list_remote, run_pool
+from archive.s3_sync import SHA_META, Progress, connect_and_list, run_pool
 
 log = logging.getLogger("ticktape.s3")
 
@@ -296,15 +296,7 @@ async def listed_keys(url: str, opts: S3Options | None = None) -> tuple[list[Fil
     where = opts.where(url)
     fs = make_fs(opts, asynchronous=True)
     try:
-        try:
-            client = await fs.set_session()
-        except Exception as e:
-            raise S3Error(describe(e, where)) from None
-        await check_bucket(client, bucket, prefix, where)
-        try:
-            remote = await list_remote(client, bucket, prefix)
-        except Exception as e:
-            raise S3Error(describe(e, where)) from None
+        _, remote = await connect_and_list(fs, bucket, prefix, where)
     finally:
         await close_fs(fs)
     keys: list[FileKey] = []

@@ -138,6 +138,22 @@ async def list_remote(client: Any, bucket: str, prefix: str) -> dict[str, tuple[
     return out
 
 
+async def connect_and_list(
+    fs: Any, bucket: str, prefix: str, where: str
+) -> tuple[Any, dict[str, tuple[int, str]]]:
+    """Open the session, check the bucket answers, list the prefix; any failure is one S3Error line."""
+    try:
+        client = await fs.set_session()
+    except Exception as e:
+        raise S3Error(describe(e, where)) from None
+    await check_bucket(client, bucket, prefix, where)
+    try:
+        remote = await list_remote(client, bucket, prefix)
+    except Exception as e:
+        raise S3Error(describe(e, where)) from None
+    return client, remote
+
+
 async def run_pool(items: list[tuple[Any, ...]], worker: Callable[..., Any], n: int) -> None:
     """``worker(*item)`` for every item with at most ``n`` running: n tasks, not one per file."""
     it = iter(items)
@@ -281,15 +297,7 @@ async def sync_archive_async(
     cache = HashCache(root)
     fs = make_fs(opts, asynchronous=True)
     try:
-        try:
-            client = await fs.set_session()
-        except Exception as e:
-            raise S3Error(describe(e, where)) from None
-        await check_bucket(client, bucket, prefix, where)
-        try:
-            remote = await list_remote(client, bucket, prefix)
-        except Exception as e:
-            raise S3Error(describe(e, where)) from None
+        client, remote = await connect_and_list(fs, bucket, prefix, where)
 
         # plan: sizes from the listing, then content where sizes agree. Unchanged files answer from the
         # checksum cache without I/O, so an hourly sync of a large archive costs one listing.
