@@ -83,6 +83,23 @@ def log_path(cfg: LogConfig) -> Path:
     return Path(cfg.dir) / cfg.file
 
 
+class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stdout`` is when a record is emitted, so a
+    caller that swaps stdout (pytest capture, an embedding app) never leaves
+    the handler writing to a closed stream."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def setup(cfg: LogConfig | None, process_name: str = "supervisor", stdout: bool = True) -> Path | None:
     """Route the root logger to JSON lines on stdout and the log file.
 
@@ -105,7 +122,7 @@ def setup(cfg: LogConfig | None, process_name: str = "supervisor", stdout: bool 
         path.parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(path, mode="a", encoding="utf-8"))
     if stdout:
-        handlers.append(logging.StreamHandler(sys.stdout))
+        handlers.append(_StdoutHandler())
     for h in handlers:
         h.setFormatter(fmt)
         setattr(h, _OURS, True)
