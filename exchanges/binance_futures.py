@@ -268,7 +268,7 @@ class BinanceFutures(Feed):
                 keep = self.on_trade(ts, sym, tid, data, True)
             elif tid > self.last_trade[sym]:
                 self.last_trade[sym] = tid
-                self.out.trade(ts, data.T * 1_000_000, sym, b"%d" % tid, data.p, data.q, SIDE_SELL if data.m else SIDE_BUY)
+                self.out.trade_fast(ts, data.T * 1_000_000, sym, b"%d" % tid, data.p, data.q, SIDE_SELL if data.m else SIDE_BUY)
                 keep = True
             else:
                 self.bump("duplicates", sym)
@@ -286,7 +286,7 @@ class BinanceFutures(Feed):
         self.n_bytes[sym] += len(payload)
         self.last_ns[sym] = ts
         if self.raw_on and (keep or not lst.link.rolling):
-            self.out.raw(ts, payload, lst.conn_id, sym, chan)
+            self.out.raw_fast(ts, payload, lst.conn_id, sym, chan)
         if self._pending_resync:
             self._do_pending(ts)
 
@@ -344,7 +344,7 @@ class BinanceFutures(Feed):
             return False
         else:
             self.last_trade[sym] = tid
-        self.out.trade(ts, t.T * 1_000_000, sym, b"%d" % tid, t.p, t.q, SIDE_SELL if t.m else SIDE_BUY)
+        self.out.trade_fast(ts, t.T * 1_000_000, sym, b"%d" % tid, t.p, t.q, SIDE_SELL if t.m else SIDE_BUY)
         return True
 
     def overlap_started(self, link: Link) -> None:
@@ -373,7 +373,9 @@ class BinanceFutures(Feed):
             self.bump("duplicates", sym)
             return False
         self.last_partial[sym] = d.u
-        self.out.book_snapshot(ts, d.E * 1_000_000, sym, common.snapshot_values(d.b, d.a, self.levels))
+        out = self.out
+        if not out.book_snapshot_levels(ts, d.E * 1_000_000, sym, d.b, d.a):
+            out.book_snapshot(ts, d.E * 1_000_000, sym, common.snapshot_values(d.b, d.a, self.levels))
         return True
 
     def on_diff(self, lst: Listener, ts: int, sym: int, d: Depth) -> bool:
@@ -408,11 +410,9 @@ class BinanceFutures(Feed):
 
     def emit_diff(self, ts: int, sym: int, d: Depth) -> None:
         ets = d.E * 1_000_000
-        push = self.out.book_change
-        for p, a in d.b:
-            push(ts, ets, sym, False, BOOK_BID, p, a)
-        for p, a in d.a:
-            push(ts, ets, sym, False, BOOK_ASK, p, a)
+        push = self.out.book_levels
+        push(ts, ets, sym, False, BOOK_BID, d.b)
+        push(ts, ets, sym, False, BOOK_ASK, d.a)
 
     # -- book sync -------------------------------------------------------------------
     def resync(self, sym: int, ts: int, why: str, first: tuple[int, Depth] | None = None) -> None:
@@ -527,11 +527,9 @@ class BinanceFutures(Feed):
             del st.buffer[:start]
             return verdict
         ets = snap.E * 1_000_000
-        push = self.out.book_change
-        for p, a in snap.bids:
-            push(snap_ts, ets, sym, True, BOOK_BID, p, a)
-        for p, a in snap.asks:
-            push(snap_ts, ets, sym, True, BOOK_ASK, p, a)
+        push = self.out.book_levels
+        push(snap_ts, ets, sym, True, BOOK_BID, snap.bids)
+        push(snap_ts, ets, sym, True, BOOK_ASK, snap.asks)
         last = -1
         pending = st.buffer[start:]
         st.buffer.clear()

@@ -15,8 +15,8 @@ import struct
 import time
 from collections.abc import Callable, Sequence
 
-from ipc.raw_ring import RawRing
-from ipc.ring import RecordRing
+from ipc.raw_ring import _A_WRITE, RawRing
+from ipc.ring import _DROPPED, _READ, _WRITE, HEADER_BYTES, RecordRing
 from ipc.ringset import RingSetSpec
 from ipc.schemas import (
     BOOK_CHANGE_STRUCT,
@@ -24,6 +24,7 @@ from ipc.schemas import (
     EVENT_DETAIL_BYTES,
     EVENT_STRUCT,
     NO_SYMBOL,
+    RAW_INDEX_STRUCT,
     TRADE_STRUCT,
     book_snapshot_struct,
     snapshot_levels,
@@ -55,6 +56,13 @@ class Outbox:
             book_snapshot_struct(self.snapshot_levels) if self._snap_type else None
         )
         self._last_warn = 0.0
+        # typed views of the same rings for the fast entry points
+        self._tr = self._trades if isinstance(self._trades, RecordRing) else None
+        self._bk = self._book if isinstance(self._book, RecordRing) else None
+        self._sn = self._snap if isinstance(self._snap, RecordRing) else None
+        self._snap_packer: Callable[..., None] | None = (
+            _levels_packer(self._snap_struct, self.snapshot_levels) if self._snap_struct is not None else None
+        )
 
     @property
     def raw_enabled(self) -> bool:
@@ -119,6 +127,142 @@ class Outbox:
             self._lost[("events", symbol)] = self._lost.get(("events", symbol), 0) + 1
         return ok
 
+    # -- per-frame fast entry points (same records and full-ring policy, fewer Python steps) --
+    def trade_fast(
+        self, local_ts: int, exchange_ts: int, symbol: int, trade_id: bytes, price: float, amount: float, side: int
+    ) -> None:
+        """``trade`` with the ring push inlined (one Python call per trade)."""
+        ring = self._tr
+        if ring is None:
+            self._lose("trades", symbol)
+            return
+        seq = ring._wseq
+        if seq - ring._read_cache >= ring.capacity:
+            ring._read_cache = ring._words[_READ]
+            if seq - ring._read_cache >= ring.capacity:
+                ring._words[_DROPPED] += 1
+                self._lose("trades", symbol)
+                return
+        TRADE_STRUCT.pack_into(
+            ring._mv, HEADER_BYTES + (seq % ring.capacity) * ring.itemsize,
+            local_ts, exchange_ts, price, amount, symbol, side, trade_id,
+        )
+        seq += 1
+        ring._wseq = seq
+        ring._words[_WRITE] = seq
+
+    def raw_fast(self, local_ts: int, payload: bytes | bytearray | memoryview, conn_id: int, symbol: int, channel: int) -> None:
+        """``raw`` with the arena copy and index record inlined; any full or wrapping
+        case takes ``RawRing.push`` (which refreshes the caches and counts drops)."""
+        r = self._raw
+        if r is None:
+            return
+        n = len(payload)
+        cap = r.arena_bytes
+        pos = r._wpos
+        off = pos % cap
+        idx = r.index
+        seq = idx._wseq
+        end = pos + ((n + 7) & -8)
+        if off + n > cap or end - r._rpos_cache > cap or seq - idx._read_cache >= idx.capacity:
+            if not r.push(local_ts, payload, conn_id, symbol, channel):
+                self._lose("raw", symbol)
+            return
+        r._data[off : off + n] = payload
+        RAW_INDEX_STRUCT.pack_into(
+            idx._mv, HEADER_BYTES + (seq % idx.capacity) * idx.itemsize, local_ts, pos, n, conn_id, symbol, channel
+        )
+        seq += 1
+        idx._wseq = seq
+        idx._words[_WRITE] = seq
+        r._wpos = end
+        r._words[_A_WRITE] = end
+
+    def book_levels(
+        self,
+        local_ts: int,
+        exchange_ts: int,
+        symbol: int,
+        is_snapshot: bool,
+        side: int,
+        levels: Sequence[tuple[float, float]],
+    ) -> bool:
+        """One ``book_change`` row per (price, amount) level, packed into contiguous slots;
+        ``write_seq`` is published once. Rows that do not fit are counted as dropped (ring
+        header, pending drop event, one ``on_book_drop``), as ``book_change`` would. True if all fit."""
+        n = len(levels)
+        if not n:
+            return True
+        ring = self._bk
+        if ring is None:
+            for _ in range(n):
+                self._lose("book_change", symbol)
+            return False
+        cap = ring.capacity
+        seq = ring._wseq
+        free = cap - (seq - ring._read_cache)
+        if free < n:
+            ring._read_cache = ring._words[_READ]
+            free = cap - (seq - ring._read_cache)
+        k = n if free >= n else max(free, 0)
+        if k:
+            pack = BOOK_CHANGE_STRUCT.pack_into
+            mv = ring._mv
+            size = ring.itemsize
+            start = seq % cap
+            if start + k <= cap:
+                off = HEADER_BYTES + start * size
+                for i in range(k):
+                    p, a = levels[i]
+                    pack(mv, off, local_ts, exchange_ts, p, a, symbol, side, is_snapshot)
+                    off += size
+            else:
+                for i in range(k):
+                    p, a = levels[i]
+                    pack(mv, HEADER_BYTES + ((seq + i) % cap) * size, local_ts, exchange_ts, p, a, symbol, side,
+                         is_snapshot)
+            seq += k
+            ring._wseq = seq
+            ring._words[_WRITE] = seq
+        if k < n:
+            ring._words[_DROPPED] += n - k
+            key = ("book_change", symbol)
+            self._lost[key] = self._lost.get(key, 0) + n - k - 1
+            self._lose("book_change", symbol)
+            return False
+        return True
+
+    def book_snapshot_levels(
+        self,
+        local_ts: int,
+        exchange_ts: int,
+        symbol: int,
+        bids: Sequence[tuple[float, float]],
+        asks: Sequence[tuple[float, float]],
+    ) -> bool:
+        """``book_snapshot`` straight from (price, amount) levels. A frame with exactly N
+        levels a side (the partial-depth case) is unpacked and packed in one step with no
+        intermediate tuple; False means the caller must use ``book_snapshot`` (other shapes)."""
+        n = self.snapshot_levels
+        packer = self._snap_packer
+        if packer is None or len(bids) != n or len(asks) != n:
+            return False
+        ring = self._sn
+        if ring is None:
+            return False
+        seq = ring._wseq
+        if seq - ring._read_cache >= ring.capacity:
+            ring._read_cache = ring._words[_READ]
+            if seq - ring._read_cache >= ring.capacity:
+                ring._words[_DROPPED] += 1
+                self._lose(self._snap_type or "book_snapshot", symbol)
+                return True
+        packer(ring._mv, HEADER_BYTES + (seq % ring.capacity) * ring.itemsize, local_ts, exchange_ts, symbol, bids, asks)
+        seq += 1
+        ring._wseq = seq
+        ring._words[_WRITE] = seq
+        return True
+
     # -- full-ring policy --------------------------------------------------------
     def _lose(self, data_type: str, symbol: int) -> None:
         key = (data_type, symbol)
@@ -155,3 +299,24 @@ class Outbox:
                     log.warning("%s/%s %s", self.spec.exchange, self.spec.symbols[sym], detail)
             else:
                 break
+
+
+def _levels_packer(packer: struct.Struct, n: int) -> Callable[..., None]:
+    """A function that unpacks exactly ``n`` (price, amount) levels a side into locals and
+    packs them in snapshot column order (bid prices, bid amounts, ask prices, ask amounts)
+    with one ``pack_into``: tuple unpacking is the cheapest transpose Python has."""
+    bp = [f"bp{i}" for i in range(n)]
+    ba = [f"ba{i}" for i in range(n)]
+    ap = [f"ap{i}" for i in range(n)]
+    aa = [f"aa{i}" for i in range(n)]
+    bl = ", ".join(f"({p}, {a})" for p, a in zip(bp, ba, strict=True))
+    al = ", ".join(f"({p}, {a})" for p, a in zip(ap, aa, strict=True))
+    src = (
+        "def pack(mv, off, ts, ets, sym, bids, asks):\n"
+        f"    {bl}, = bids\n"
+        f"    {al}, = asks\n"
+        f"    pack_into(mv, off, ts, ets, sym, {', '.join(bp + ba + ap + aa)})\n"
+    )
+    ns: dict[str, object] = {"pack_into": packer.pack_into}
+    exec(compile(src, f"<snapshot packer {n}>", "exec"), ns)
+    return ns["pack"]  # type: ignore[return-value]
