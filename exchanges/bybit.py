@@ -198,7 +198,7 @@ class Bybit(Feed):
                 kind, sym, chan = route
                 self.count(sym, ts, len(payload))
                 if self.raw_on:
-                    self.out.raw(ts, payload, lst.conn_id, sym, chan)
+                    self.out.raw_fast(ts, payload, lst.conn_id, sym, chan)
                 if kind == BOOK and type(fast) is BookFrame:
                     self.on_book(lst, ts, sym, chan, fast, fast.data)
                 elif kind == TRADES and type(fast) is TradesFrame:
@@ -240,7 +240,7 @@ class Bybit(Feed):
             self._do_pending(ts)
 
     def on_trades(self, ts: int, sym: int, trades: list[Trade]) -> None:
-        push = self.out.trade
+        push = self.out.trade_fast
         for t in trades:
             side = SIDE_BUY if t.S == "Buy" else SIDE_SELL if t.S == "Sell" else SIDE_UNKNOWN
             push(ts, t.T * 1_000_000, sym, t.i.encode(), t.p, t.v, side)
@@ -267,11 +267,9 @@ class Bybit(Feed):
             self.bump("resyncs", sym)
             self.out.event(ts, "resync", symbol=sym, channel=chan, conn_id=lst.conn_id, detail=f"snapshot at u={b.u}")
         ets = env.ts * 1_000_000
-        push = self.out.book_change
-        for p, a in b.b:
-            push(ts, ets, sym, snapshot, BOOK_BID, p, a)
-        for p, a in b.a:
-            push(ts, ets, sym, snapshot, BOOK_ASK, p, a)
+        push = self.out.book_levels
+        push(ts, ets, sym, snapshot, BOOK_BID, b.b)
+        push(ts, ets, sym, snapshot, BOOK_ASK, b.a)
         st.last_u = b.u
         st.synced = st.synced_once = True
 

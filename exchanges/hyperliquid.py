@@ -87,6 +87,7 @@ class TradesFrame(msgspec.Struct, gc=False):
     data: list[Trade]
 
 
+_FIELDS = ("px", "sz")  # Level's price and amount attributes
 _BOOK_HEAD = b'{"channel":"l2Book",'
 _TRADES_HEAD = b'{"channel":"trades",'
 
@@ -245,7 +246,7 @@ class Hyperliquid(Feed):
         sym = self.sym_id.get(b.coin, 0)
         self.count(sym, ts, len(payload))
         if self.raw_on:
-            self.out.raw(ts, payload, lst.conn_id, sym, self.ch_book)
+            self.out.raw_fast(ts, payload, lst.conn_id, sym, self.ch_book)
         if sym:
             self.on_book(ts, sym, b)
 
@@ -253,7 +254,7 @@ class Hyperliquid(Feed):
         sym = self.sym_id.get(trades[0].coin, 0) if trades else 0
         self.count(sym, ts, len(payload))
         if self.raw_on:
-            self.out.raw(ts, payload, lst.conn_id, sym, self.ch_trades)
+            self.out.raw_fast(ts, payload, lst.conn_id, sym, self.ch_trades)
         if sym:
             self.on_trades(lst, ts, sym, trades)
 
@@ -268,8 +269,10 @@ class Hyperliquid(Feed):
                 push(ts, ets, sym, True, BOOK_ASK, x.px, x.sz)
         if not self.want_snapshot:
             return
+        if self.out.book_snapshot_levels(ts, b.time * 1_000_000, sym, bids, asks, _FIELDS):
+            return  # the usual full l2Book
         n = self.levels
-        if len(bids) == n and len(asks) == n:  # the usual full l2Book: C-level maps
+        if len(bids) == n and len(asks) == n:
             values: tuple[float, ...] = (*map(_PX, bids), *map(_SZ, bids), *map(_PX, asks), *map(_SZ, asks))
         else:
             bids, asks = bids[:n], asks[:n]
@@ -280,7 +283,7 @@ class Hyperliquid(Feed):
 
     def on_trades(self, lst: Listener, ts: int, sym: int, trades: list[Trade]) -> None:
         seen = self.dedup[sym]
-        push = self.out.trade
+        push = self.out.trade_fast
         dups = 0
         for t in trades:
             if not seen.add(t.tid):

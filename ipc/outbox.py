@@ -14,6 +14,7 @@ import logging
 import struct
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from ipc.raw_ring import _A_WRITE, RawRing
 from ipc.ring import _DROPPED, _READ, _WRITE, HEADER_BYTES, RecordRing
@@ -60,6 +61,7 @@ class Outbox:
         self._tr = self._trades if isinstance(self._trades, RecordRing) else None
         self._bk = self._book if isinstance(self._book, RecordRing) else None
         self._sn = self._snap if isinstance(self._snap, RecordRing) else None
+        self._field_packers: dict[tuple[str, str], Callable[..., None]] = {}
         self._snap_packer: Callable[..., None] | None = (
             _levels_packer(self._snap_struct, self.snapshot_levels) if self._snap_struct is not None else None
         )
@@ -237,14 +239,21 @@ class Outbox:
         local_ts: int,
         exchange_ts: int,
         symbol: int,
-        bids: Sequence[tuple[float, float]],
-        asks: Sequence[tuple[float, float]],
+        bids: Sequence[Any],
+        asks: Sequence[Any],
+        fields: tuple[str, str] | None = None,
     ) -> bool:
-        """``book_snapshot`` straight from (price, amount) levels. A frame with exactly N
-        levels a side (the partial-depth case) is unpacked and packed in one step with no
+        """``book_snapshot`` straight from decoded levels: (price, amount) pairs, or objects
+        whose ``fields`` attributes are price and amount. A frame with exactly N levels a
+        side (the partial-depth case) is unpacked and packed in one step with no
         intermediate tuple; False means the caller must use ``book_snapshot`` (other shapes)."""
         n = self.snapshot_levels
         packer = self._snap_packer
+        if fields is not None and packer is not None:
+            packer = self._field_packers.get(fields)
+            if packer is None:
+                assert self._snap_struct is not None
+                packer = self._field_packers[fields] = _levels_packer(self._snap_struct, n, fields)
         if packer is None or len(bids) != n or len(asks) != n:
             return False
         ring = self._sn
@@ -301,16 +310,28 @@ class Outbox:
                 break
 
 
-def _levels_packer(packer: struct.Struct, n: int) -> Callable[..., None]:
-    """A function that unpacks exactly ``n`` (price, amount) levels a side into locals and
-    packs them in snapshot column order (bid prices, bid amounts, ask prices, ask amounts)
-    with one ``pack_into``: tuple unpacking is the cheapest transpose Python has."""
-    bp = [f"bp{i}" for i in range(n)]
-    ba = [f"ba{i}" for i in range(n)]
-    ap = [f"ap{i}" for i in range(n)]
-    aa = [f"aa{i}" for i in range(n)]
-    bl = ", ".join(f"({p}, {a})" for p, a in zip(bp, ba, strict=True))
-    al = ", ".join(f"({p}, {a})" for p, a in zip(ap, aa, strict=True))
+def _levels_packer(packer: struct.Struct, n: int, fields: tuple[str, str] | None = None) -> Callable[..., None]:
+    """A function that unpacks exactly ``n`` levels a side into locals and packs them in
+    snapshot column order (bid prices, bid amounts, ask prices, ask amounts) with one
+    ``pack_into``: tuple unpacking is the cheapest transpose Python has. Levels are
+    (price, amount) pairs, or objects with the attributes named by ``fields``."""
+    if fields is None:
+        bp = [f"bp{i}" for i in range(n)]
+        ba = [f"ba{i}" for i in range(n)]
+        ap = [f"ap{i}" for i in range(n)]
+        aa = [f"aa{i}" for i in range(n)]
+        bl = ", ".join(f"({p}, {a})" for p, a in zip(bp, ba, strict=True))
+        al = ", ".join(f"({p}, {a})" for p, a in zip(ap, aa, strict=True))
+    else:
+        px, sz = fields
+        if not (px.isidentifier() and sz.isidentifier()):
+            raise ValueError(f"level fields {fields!r} are not identifiers")
+        bl = ", ".join(f"b{i}" for i in range(n))
+        al = ", ".join(f"a{i}" for i in range(n))
+        bp = [f"b{i}.{px}" for i in range(n)]
+        ba = [f"b{i}.{sz}" for i in range(n)]
+        ap = [f"a{i}.{px}" for i in range(n)]
+        aa = [f"a{i}.{sz}" for i in range(n)]
     src = (
         "def pack(mv, off, ts, ets, sym, bids, asks):\n"
         f"    {bl}, = bids\n"
