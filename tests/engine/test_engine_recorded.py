@@ -6,6 +6,7 @@ recording parsed independently with ``json``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -32,7 +33,7 @@ BINANCE_SYMBOLS = ("SUSHIUSDT", "AKROUSDT", "KEEPUSDT", "CTKUSDT")
 BYBIT_SYMBOLS = ("BANDUSDT", "RADUSDT", "SNTUSDT", "AIOZUSDT")
 
 
-def _config(tmp: Path, binance_url: str, bybit_url: str, metrics_port: int) -> Path:
+def _config(tmp: Path, binance_url: str, bybit_url: str | None, metrics_port: int) -> Path:
     text = f"""
 writers = 1
 
@@ -57,7 +58,9 @@ raw_bytes = 8388608
 symbols = {json.dumps(list(BINANCE_SYMBOLS))}
 channels = ["trades", "book_change"]
 url = "{binance_url}"
-
+"""
+    if bybit_url is not None:
+        text += f"""
 [exchanges.bybit]
 symbols = {json.dumps(list(BYBIT_SYMBOLS))}
 channels = ["book_change"]
@@ -100,6 +103,45 @@ def _all_received_and_durable(m: dict[str, float], want: dict[str, int]) -> bool
     return bool(writes) and writes == reads
 
 
+def _capture(
+    tmp: Path, capture_cmd: list[str], port: int, bn_ws: Path, by_ws: Path | None, want_msgs: dict[str, int]
+) -> tuple[int, str, str, dict[str, int]]:
+    """Replay the recordings to ``capture run``; SIGTERM once everything is received and durable.
+    Returns (exit code, stdout, stderr, REST snapshots served per Binance symbol)."""
+    with contextlib.ExitStack() as stack:
+        bn_sim = stack.enter_context(SimulatorThread(["binance-futures"], replay=bn_ws, replay_speed=0))
+        sims = [bn_sim]
+        by_url = None
+        if by_ws is not None:
+            by_sim = stack.enter_context(SimulatorThread(["bybit"], replay=by_ws, replay_speed=0))
+            sims.append(by_sim)
+            by_url = by_sim.ws_url("bybit")
+        cfg = _config(tmp, bn_sim.ws_url("binance-futures"), by_url, port)
+        proc = subprocess.Popen(
+            [*capture_cmd, "run", str(cfg), "--duration", "40"],
+            cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            deadline = time.monotonic() + 25
+            while not all(_replayed(s) for s in sims):
+                assert proc.poll() is None, "capture exited before the replay finished"
+                assert time.monotonic() < deadline, "replay did not finish (streams not subscribed?)"
+                time.sleep(0.2)
+            # stop only once the feeds counted every replayed frame and the writers committed them
+            while not _all_received_and_durable(_metrics(port), want_msgs):
+                assert proc.poll() is None, "capture exited early"
+                assert time.monotonic() < deadline, f"frames missing: {_metrics(port)}"
+                time.sleep(0.2)
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        served = bn_sim.call(lambda s: dict(s.replayer.served))
+    return proc.returncode, out, err, served
+
+
 @pytest.mark.slow
 def test_recorded_traffic_archived_exactly(
     tmp_path: Path, samples_dir: Path, capture_cmd: list[str], free_port: int
@@ -116,34 +158,8 @@ def test_recorded_traffic_archived_exactly(
         "bybit": sum(len(by_topics[f"orderbook.1.{s}"]) for s in BYBIT_SYMBOLS),
     }
 
-    with (
-        SimulatorThread(["binance-futures"], replay=bn_ws, replay_speed=0) as bn_sim,
-        SimulatorThread(["bybit"], replay=by_ws, replay_speed=0) as by_sim,
-    ):
-        cfg = _config(tmp_path, bn_sim.ws_url("binance-futures"), by_sim.ws_url("bybit"), free_port)
-        proc = subprocess.Popen(
-            [*capture_cmd, "run", str(cfg), "--duration", "40"],
-            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        try:
-            deadline = time.monotonic() + 25
-            while not (_replayed(bn_sim) and _replayed(by_sim)):
-                assert proc.poll() is None, "capture exited before the replay finished"
-                assert time.monotonic() < deadline, "replay did not finish (streams not subscribed?)"
-                time.sleep(0.2)
-            # stop only once the feeds counted every replayed frame and the writers committed them
-            while not _all_received_and_durable(_metrics(free_port), want_msgs):
-                assert proc.poll() is None, "capture exited early"
-                assert time.monotonic() < deadline, f"frames missing: {_metrics(free_port)}"
-                time.sleep(0.2)
-            proc.send_signal(signal.SIGTERM)
-            out, err = proc.communicate(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-        served = bn_sim.call(lambda s: dict(s.replayer.served))
-    assert proc.returncode == 0, err[-3000:] + out[-2000:]
+    code, out, err, served = _capture(tmp_path, capture_cmd, free_port, bn_ws, by_ws, want_msgs)
+    assert code == 0, err[-3000:] + out[-2000:]
     root = tmp_path / "archive"
 
     # ---- Binance: raw, byte for byte per stream -----------------------------------------------
