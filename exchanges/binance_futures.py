@@ -45,6 +45,7 @@ SNAPSHOT_LIMIT = 1000
 SYMBOL_RE = re.compile(r"[A-Z0-9]{2,30}(_[0-9]{6})?")
 
 AGG, TRADE, DIFF, PARTIAL = 0, 1, 2, 3
+_SIDE = (SIDE_BUY, SIDE_SELL)  # indexed by aggTrade/trade ``m`` (buyer is maker: a sell)
 _STREAM_RE = re.compile(rb'\{\s*"stream"\s*:\s*"([^"]{1,80})"')
 
 
@@ -266,10 +267,18 @@ class BinanceFutures(Feed):
             tid = data.a
             if lst.link.rolling:
                 keep = self.on_trade(ts, sym, tid, data, True)
-            elif tid > self.last_trade[sym]:
-                self.last_trade[sym] = tid
-                self.out.trade_fast(ts, data.T * 1_000_000, sym, b"%d" % tid, data.p, data.q, SIDE_SELL if data.m else SIDE_BUY)
-                keep = True
+            elif tid > (last := self.last_trade)[sym]:
+                last[sym] = tid
+                out = self.out
+                out.trade_fast(ts, data.T * 1_000_000, sym, b"%d" % tid, data.p, data.q, _SIDE[data.m])
+                self.n_msgs[sym] += 1
+                self.n_bytes[sym] += len(payload)
+                self.last_ns[sym] = ts
+                if self.raw_on:
+                    out.raw_fast(ts, payload, lst.conn_id, sym, chan)
+                if self._pending_resync:
+                    self._do_pending(ts)
+                return
             else:
                 self.bump("duplicates", sym)
                 keep = False
