@@ -106,7 +106,8 @@ def _seqs(m: dict[str, float], name: str) -> dict[str, float]:
 
 
 def _capture(
-    tmp: Path, capture_cmd: list[str], port: int, bn_ws: Path, by_ws: Path | None, want_msgs: dict[str, int]
+    tmp: Path, capture_cmd: list[str], port: int, bn_ws: Path, by_ws: Path | None, want_msgs: dict[str, int],
+    min_served: dict[str, int] | None = None,
 ) -> tuple[int, str, str, dict[str, int]]:
     """Replay the recordings to ``capture run``; SIGTERM once everything is received and durable.
     Returns (exit code, stdout, stderr, REST snapshots served per Binance symbol)."""
@@ -135,6 +136,12 @@ def _capture(
                 assert proc.poll() is None, "capture exited early"
                 assert time.monotonic() < deadline, f"frames missing: {m}"
                 time.sleep(0.2)
+            while not all(bn_sim.call(lambda s: dict(s.replayer.served)).get(k, 0) >= n
+                          for k, n in (min_served or {}).items()):
+                assert proc.poll() is None, "capture exited early"
+                assert time.monotonic() < deadline, "the connector did not ask for a new snapshot"
+                time.sleep(0.1)
+            m = _metrics(port)
             published = _seqs(m, "write")
             while not all(_seqs(m := _metrics(port), "read").get(k, -1) >= v for k, v in published.items()):
                 assert proc.poll() is None, "capture exited early"
@@ -277,7 +284,9 @@ def test_recorded_gap_is_marked_where_it_is(
     snapshots = recorded_rest(rec / "cryptofeed_v2_BINANCE_FUTURES.http.0.0")
     want_msgs = {"binance-futures": sum(len(bn_streams[f"{s.lower()}@{c}"]) for s in BINANCE_SYMBOLS
                                         for c in ("aggTrade", "depth@100ms")) + len(BINANCE_SYMBOLS)}
-    code, out, err, served = _capture(tmp_path, capture_cmd, free_port, bn_ws, None, want_msgs)
+    code, out, err, served = _capture(
+        tmp_path, capture_cmd, free_port, bn_ws, None, want_msgs, min_served={"SUSHIUSDT": 2}
+    )
     assert code == 0, err[-3000:] + out[-2000:]
     root = tmp_path / "archive"
 
