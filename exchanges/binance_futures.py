@@ -282,8 +282,21 @@ class BinanceFutures(Feed):
             else:
                 self.bump("duplicates", sym)
                 keep = False
-        elif kind == PARTIAL and type(data) is Depth:
-            keep = self.on_partial(ts, sym, data)
+        elif kind == PARTIAL and type(data) is Depth:  # on_partial, inlined
+            if data.u > (lp := self.last_partial)[sym]:
+                lp[sym] = data.u
+                out = self.out
+                if not out.book_snapshot_levels(ts, data.E * 1_000_000, sym, data.b, data.a):
+                    out.book_snapshot(ts, data.E * 1_000_000, sym, common.snapshot_values(data.b, data.a, self.levels))
+                self.n_msgs[sym] += 1
+                self.n_bytes[sym] += len(payload)
+                self.last_ns[sym] = ts
+                if self.raw_on:
+                    out.raw_fast(ts, payload, lst.conn_id, sym, chan)
+                if self._pending_resync:
+                    self._do_pending(ts)
+                return
+            keep = self.on_partial(ts, sym, data)  # a duplicate: counted there
         elif kind == DIFF and type(data) is Depth:
             keep = self.on_diff(lst, ts, sym, data)
         elif kind == TRADE and type(data) is Trade:
