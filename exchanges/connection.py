@@ -71,6 +71,7 @@ class Listener(WSListener):  # type: ignore[misc]
         self.last_frame = self.opened_at
         self.last_ping = self.opened_at
         self.frames = 0
+        self.seen_frames = 0  # ``frames`` at the watchdog's last look
         self.overlap = False  # True while a planned reconnect runs both connections
         self.planned_close = False
         self.stalled = False
@@ -81,19 +82,20 @@ class Listener(WSListener):  # type: ignore[misc]
         self.transport = transport
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        ts = _time_ns()
-        self.last_frame = _monotonic()
         mt = frame.msg_type
+        if frame.fin and (mt is _TEXT or mt is _BINARY):  # the hot path: one whole data frame
+            ts = _time_ns()
+            self.frames += 1  # liveness: the watchdog turns a changed count into ``last_frame``
+            payload = frame.get_payload_as_memoryview()
+            try:  # Feed.frame inlined: one Python call less per frame
+                self._on_frame(self, ts, payload)
+            except Exception as e:  # a decoder bug must not kill the connection: count and keep
+                self.feed.malformed(self.conn_id, ts, payload, f"{type(e).__name__}: {e}")
+            return
+        ts = _time_ns()
+        self.last_frame = _monotonic()  # pongs and fragments are liveness too
         if mt is _TEXT or mt is _BINARY:
-            if frame.fin:
-                self.frames += 1
-                payload = frame.get_payload_as_memoryview()
-                try:  # Feed.frame inlined: one Python call less per frame
-                    self._on_frame(self, ts, payload)
-                except Exception as e:  # a decoder bug must not kill the connection: count and keep
-                    self.feed.malformed(self.conn_id, ts, payload, f"{type(e).__name__}: {e}")
-            else:
-                self._frag = bytearray(frame.get_payload_as_memoryview())
+            self._frag = bytearray(frame.get_payload_as_memoryview())
         elif mt is _CONTINUATION and self._frag is not None:
             self._frag += frame.get_payload_as_memoryview()
             if frame.fin:
@@ -240,6 +242,9 @@ class Link:
         """Watchdog tick: stall detection and heartbeats."""
         t = self.timing
         for lst in self.listeners():
+            if lst.frames != lst.seen_frames:  # data frames since the last tick (stamped here, not per frame)
+                lst.seen_frames = lst.frames
+                lst.last_frame = max(lst.last_frame, now)
             if now - lst.last_frame > t.stall_timeout:
                 lst.stalled = True
                 self.feed.stalled(lst, now - lst.last_frame)
