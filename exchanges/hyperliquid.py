@@ -262,11 +262,9 @@ class Hyperliquid(Feed):
         bids, asks = b.levels
         if self.want_changes:  # every l2Book replaces the book: one group of is_snapshot rows
             ets = b.time * 1_000_000
-            push = self.out.book_change
-            for x in bids:
-                push(ts, ets, sym, True, BOOK_BID, x.px, x.sz)
-            for x in asks:
-                push(ts, ets, sym, True, BOOK_ASK, x.px, x.sz)
+            push = self.out.book_levels
+            push(ts, ets, sym, True, BOOK_BID, bids, _FIELDS)
+            push(ts, ets, sym, True, BOOK_ASK, asks, _FIELDS)
         if not self.want_snapshot:
             return
         if self.out.book_snapshot_levels(ts, b.time * 1_000_000, sym, bids, asks, _FIELDS):

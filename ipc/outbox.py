@@ -14,6 +14,7 @@ import logging
 import struct
 import time
 from collections.abc import Callable, Sequence
+from operator import attrgetter
 from typing import Any
 
 from ipc.raw_ring import _A_WRITE, RawRing
@@ -187,11 +188,15 @@ class Outbox:
         symbol: int,
         is_snapshot: bool,
         side: int,
-        levels: Sequence[tuple[float, float]],
+        levels: Sequence[Any],
+        fields: tuple[str, str] | None = None,
     ) -> bool:
-        """One ``book_change`` row per (price, amount) level, packed into contiguous slots;
-        ``write_seq`` is published once. Rows that do not fit are counted as dropped (ring
+        """One ``book_change`` row per level, packed into contiguous slots; ``write_seq`` is
+        published once. Levels are (price, amount) pairs, or objects whose ``fields``
+        attributes are price and amount. Rows that do not fit are counted as dropped (ring
         header, pending drop event, one ``on_book_drop``), as ``book_change`` would. True if all fit."""
+        if fields is not None:
+            levels = list(map(attrgetter(*fields), levels))
         n = len(levels)
         if not n:
             return True

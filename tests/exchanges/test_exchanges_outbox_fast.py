@@ -85,6 +85,10 @@ def test_snapshot_levels_by_field_names(pair: tuple[Outbox, dict, Outbox, dict])
     slow.book_snapshot(7, 8, 1, [x.px for x in bids] + [x.sz for x in bids] + [x.px for x in asks] + [x.sz for x in asks])
     assert fast.book_snapshot_levels(7, 8, 1, bids, asks, ("px", "sz"))
     assert _records(rs["book_snapshot_5"]) == _records(rf["book_snapshot_5"])
+    for x in bids:
+        slow.book_change(7, 8, 1, True, BOOK_BID, x.px, x.sz)
+    assert fast.book_levels(7, 8, 1, True, BOOK_BID, bids, ("px", "sz"))
+    assert _records(rs["book_change"]) == _records(rf["book_change"])
     # other shapes are the caller's: NaN padding goes through book_snapshot
     assert not fast.book_snapshot_levels(7, 8, 1, bids[:3], asks, ("px", "sz"))
     assert not fast.book_snapshot_levels(7, 8, 1, [(1.0, 2.0)] * 6, [(1.0, 2.0)] * 5)
