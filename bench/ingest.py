@@ -259,10 +259,30 @@ def _ipc_costs(n: int, runs: int) -> dict[str, float]:
             for i in range(n):
                 out.book_change(i, i, 1, False, 0, 1.5, 2.5)
 
+        def trades_fast() -> None:
+            push = out.trade_fast
+            for i in range(n):
+                push(i, i, 1, b"123456789", 1.5, 2.5, 1)
+
+        def raws_fast() -> None:
+            push = out.raw_fast
+            for i in range(n):
+                push(i, frame, 1, 1, 1)
+
+        levels = [(1.5 + k, 2.5) for k in range(10)]
+
+        def books_batched() -> None:  # n rows, 10 a call
+            push = out.book_levels
+            for i in range(n // 10):
+                push(i, i, 1, False, 0, levels)
+
         return {
             "outbox_trade_push_us": round(_time(trades, n, runs, rig.drain), 3),
+            "outbox_trade_fast_push_us": round(_time(trades_fast, n, runs, rig.drain), 3),
             "outbox_raw_push_170B_us": round(_time(raws, n, runs, rig.drain), 3),
+            "outbox_raw_fast_push_170B_us": round(_time(raws_fast, n, runs, rig.drain), 3),
             "outbox_book_change_push_us": round(_time(books, n, runs, rig.drain), 3),
+            "outbox_book_levels_per_row_us": round(_time(books_batched, n, runs, rig.drain), 3),
         }
     finally:
         rig.close()
