@@ -387,7 +387,8 @@ class BinanceFutures(Feed):
             st.ahead.clear()
             if pending and st.state == SyncState.SYNCED:  # a diff neither connection delivered
                 first = min(pending, key=lambda v: v[1].u)
-                self.gap(ts, sym, self.ch_depth, 0, f"after planned reconnect: pu {first[1].pu} != u {st.last_u}")
+                self.gap(ts, sym, self.ch_depth, 0, f"after planned reconnect: pu {first[1].pu} != u {st.last_u}",
+                         first[1].E * 1_000_000)
                 self.resync(sym, ts, "gap", first=first)
 
     def on_partial(self, ts: int, sym: int, d: Depth) -> bool:
@@ -410,7 +411,7 @@ class BinanceFutures(Feed):
                 if lst.link.rolling:  # two connections race during a planned reconnect: hold it
                     st.ahead[d.pu] = (ts, d)
                     return True
-                self.gap(ts, sym, self.ch_depth, lst.conn_id, f"pu {d.pu} != previous u {st.last_u}")
+                self.gap(ts, sym, self.ch_depth, lst.conn_id, f"pu {d.pu} != previous u {st.last_u}", d.E * 1_000_000)
                 self.resync(sym, ts, "gap", first=(ts, d))
                 return True
             self.emit_diff(ts, sym, d)
@@ -562,7 +563,7 @@ class BinanceFutures(Feed):
                 self.bump("duplicates", sym)
                 continue
             if i and d.pu != last:
-                self.gap(ts, sym, self.ch_depth, 0, f"pu {d.pu} != previous u {last} (buffered)")
+                self.gap(ts, sym, self.ch_depth, 0, f"pu {d.pu} != previous u {last} (buffered)", d.E * 1_000_000)
                 self.resync(sym, ts, "gap", first=(ts, d))
                 return Bridge.OK
             self.emit_diff(max(ts, snap_ts), sym, d)

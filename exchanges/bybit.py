@@ -260,7 +260,7 @@ class Bybit(Feed):
                 self.out.event(ts, "duplicate", symbol=sym, channel=chan, conn_id=lst.conn_id, detail=f"u {b.u} <= previous u {st.last_u}")
                 return
             elif b.u != st.last_u + 1:
-                self.gap(ts, sym, chan, lst.conn_id, f"u {b.u} != previous u {st.last_u} + 1")
+                self.gap(ts, sym, chan, lst.conn_id, f"u {b.u} != previous u {st.last_u} + 1", env.ts * 1_000_000)
                 self.resync(env.topic, ts, "gap")
                 return
         elif st.synced_once and not st.synced:  # a completed resync

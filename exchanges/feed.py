@@ -180,9 +180,12 @@ class Feed:
         self.out.event(ts, "malformed", symbol=symbol, channel=channel, conn_id=conn_id, detail=why)
         log.warning("%s conn %d: malformed frame (%s): %.200r", self.exchange, conn_id, why, bytes(payload[:200]))
 
-    def gap(self, ts: int, symbol: int, channel: int, conn_id: int, detail: str) -> None:
+    def gap(self, ts: int, symbol: int, channel: int, conn_id: int, detail: str, exchange_ts: int = 0) -> None:
+        """``exchange_ts``: the exchange time of the update that broke the sequence (ns)."""
         self.bump("gaps", symbol)
-        self.out.event(ts, "gap", symbol=symbol, channel=channel, conn_id=conn_id, detail=detail)
+        self.out.event(
+            ts, "gap", symbol=symbol, channel=channel, conn_id=conn_id, detail=detail, exchange_ts=exchange_ts
+        )
         log.warning("%s/%s gap: %s", self.exchange, self.spec.symbols[symbol], detail)
 
     def feed_id(self, data_type: str, symbol: int) -> str:
