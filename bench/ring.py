@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import statistics
 import time
 from multiprocessing.synchronize import Event as MpEvent
@@ -30,10 +31,14 @@ def _producer(name: str, total: int, batch: int, go: MpEvent) -> None:
     arr["price"] = 100.0
     arr["id"] = b"1234567890"
     go.wait()
-    sent = 0
+    parent = os.getppid()
+    sent = spins = 0
     while sent < total:
         n = min(batch, total - sent)
         if ring.free() < n:
+            spins += 1
+            if spins & 0xFFFFF == 0 and os.getppid() != parent:
+                return  # the consumer (our parent) is gone: never spin as an orphan
             continue  # spin: the consumer frees room within microseconds
         ring.push_array(arr[:n])
         sent += n
