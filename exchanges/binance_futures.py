@@ -15,7 +15,6 @@ import asyncio
 import logging
 import re
 import time
-from multiprocessing.synchronize import Event
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -27,8 +26,7 @@ from exchanges.feed import Feed
 from ipc.schemas import BOOK_ASK, BOOK_BID, SIDE_BUY, SIDE_SELL
 
 if TYPE_CHECKING:
-    from engine.config import ExchangeConfig, LogConfig
-    from ipc.ringset import RingSetSpec
+    from engine.config import ExchangeConfig
 
 log = logging.getLogger("ticktape.exchanges")
 
@@ -148,18 +146,6 @@ def raw_channels(name: str, cfg: ExchangeConfig) -> tuple[str, ...]:
         out.append(f"depth{cfg.depth}")
     return tuple(out)
 
-
-def ingest_main(
-    spec: RingSetSpec,
-    cfg: ExchangeConfig,
-    stats_name: str,
-    stop: Event,
-    log_cfg: LogConfig,
-    options: dict[str, Any] | None = None,
-) -> None:
-    from exchanges.ingest import ingest_main as run
-
-    run(BinanceFutures, spec, cfg, stats_name, stop, log_cfg, options)
 
 
 # --- connector -------------------------------------------------------------------
@@ -605,3 +591,7 @@ class BinanceFutures(Feed):
             t.cancel()
         if self._session is not None:
             await self._session.close()
+
+
+#: the Feed class ``exchanges.registry.ingest_main`` runs for this exchange
+FEED = BinanceFutures

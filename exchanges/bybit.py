@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import re
 import time
-from multiprocessing.synchronize import Event
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -28,8 +27,7 @@ from exchanges.feed import Feed
 from ipc.schemas import BOOK_ASK, BOOK_BID, SIDE_BUY, SIDE_SELL, SIDE_UNKNOWN
 
 if TYPE_CHECKING:
-    from engine.config import ExchangeConfig, LogConfig
-    from ipc.ringset import RingSetSpec
+    from engine.config import ExchangeConfig
 
 log = logging.getLogger("ticktape.exchanges")
 
@@ -115,18 +113,6 @@ def raw_channels(name: str, cfg: ExchangeConfig) -> tuple[str, ...]:
         out.append(f"orderbook.{cfg.depth}")
     return tuple(out)
 
-
-def ingest_main(
-    spec: RingSetSpec,
-    cfg: ExchangeConfig,
-    stats_name: str,
-    stop: Event,
-    log_cfg: LogConfig,
-    options: dict[str, Any] | None = None,
-) -> None:
-    from exchanges.ingest import ingest_main as run
-
-    run(Bybit, spec, cfg, stats_name, stop, log_cfg, options)
 
 
 class Bybit(Feed):
@@ -329,3 +315,7 @@ class Bybit(Feed):
             if self.routes[topic][2] and (self.routes[topic][2], self.routes[topic][1]) in lst.plan.streams:
                 st.reset()
                 st.resync_deadline = 0.0
+
+
+#: the Feed class ``exchanges.registry.ingest_main`` runs for this exchange
+FEED = Bybit

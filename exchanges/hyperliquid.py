@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import re
-from multiprocessing.synchronize import Event
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
@@ -29,8 +28,7 @@ from ipc.ring import RecordRing
 from ipc.schemas import BOOK_ASK, BOOK_BID, SIDE_BUY, SIDE_SELL, SIDE_UNKNOWN
 
 if TYPE_CHECKING:
-    from engine.config import ExchangeConfig, LogConfig
-    from ipc.ringset import RingSetSpec
+    from engine.config import ExchangeConfig
 
 log = logging.getLogger("ticktape.exchanges")
 
@@ -119,18 +117,6 @@ def raw_channels(name: str, cfg: ExchangeConfig) -> tuple[str, ...]:
         out.append("l2Book")
     return tuple(out)
 
-
-def ingest_main(
-    spec: RingSetSpec,
-    cfg: ExchangeConfig,
-    stats_name: str,
-    stop: Event,
-    log_cfg: LogConfig,
-    options: dict[str, Any] | None = None,
-) -> None:
-    from exchanges.ingest import ingest_main as run
-
-    run(Hyperliquid, spec, cfg, stats_name, stop, log_cfg, options)
 
 
 class Hyperliquid(Feed):
@@ -307,3 +293,7 @@ class Hyperliquid(Feed):
             detail = text[:90].decode(errors="replace")
             self.out.event(ts, "subscribe_error", symbol=sym, channel=chan, conn_id=lst.conn_id, detail=detail)
             log.error("%s conn %d: error %s", self.exchange, lst.conn_id, detail)
+
+
+#: the Feed class ``exchanges.registry.ingest_main`` runs for this exchange
+FEED = Hyperliquid

@@ -61,7 +61,12 @@ def ingest_main(
 ) -> None:
     """Process target of one exchange's ingest process (returns once ``stop`` is set)."""
     mod = module(spec.exchange)
-    if options:
+    feed = getattr(mod, "FEED", None)
+    if feed is not None:  # a connector module: the shared ingest process runs its Feed class
+        from exchanges.ingest import ingest_main as run
+
+        run(feed, spec, cfg, stats_name, stop, log_cfg, options)
+    elif options:
         mod.ingest_main(spec, cfg, stats_name, stop, log_cfg, options=options)
     else:
         mod.ingest_main(spec, cfg, stats_name, stop, log_cfg)
