@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from sim.market import ASK, BID, BookEvent, Market, Trade
+from sim.market import ASK, BID, BookEvent, Market, Trade, render_levels
 from sim.venue import Venue
 
 if TYPE_CHECKING:
@@ -322,16 +322,8 @@ class Binance(Venue):
 
 
 def _levels(m: Market, levels: list[tuple[int, int]]) -> bytes:
-    """Rendered levels, cached per (price, size): most of a top-N view repeats frame to frame."""
-    px, qty = m.spec.px, m.spec.qty
-    cache = m.level_cache
-    out = []
-    for lv in levels:
-        b = cache.get(lv)
-        if b is None:
-            if len(cache) > 200_000:
-                cache.clear()
-            p, q = lv
-            b = cache[lv] = f'["{px(p)}","{qty(q)}"]'.encode()
-        out.append(b)
-    return b",".join(out)
+    return render_levels(m, levels, _level)
+
+
+def _level(p: str, q: str, lots: int) -> bytes:
+    return f'["{p}","{q}"]'.encode()

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from sim.market import BookEvent, Market, Trade
+from sim.market import BookEvent, Market, Trade, render_levels
 from sim.venue import Venue
 
 if TYPE_CHECKING:
@@ -215,16 +215,9 @@ def _diff(old: dict[int, int], new: dict[int, int]) -> list[tuple[int, int]]:
 
 
 def _levels(m: Market, levels: list[tuple[int, int]]) -> bytes:
+    return render_levels(m, levels, _level)
+
+
+def _level(p: str, q: str, lots: int) -> bytes:
     """Bybit writes a removed level's size as "0"."""
-    px, qty = m.spec.px, m.spec.qty
-    cache = m.level_cache
-    out = []
-    for lv in levels:
-        b = cache.get(lv)
-        if b is None:
-            if len(cache) > 200_000:
-                cache.clear()
-            p, q = lv
-            b = cache[lv] = f'["{px(p)}","{qty(q) if q else "0"}"]'.encode()
-        out.append(b)
-    return b",".join(out)
+    return f'["{p}","{q if lots else "0"}"]'.encode()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from sim.market import BookEvent, Market, Trade
+from sim.market import BookEvent, Market, Trade, render_levels
 from sim.venue import Venue
 
 if TYPE_CHECKING:
@@ -134,18 +134,11 @@ class Hyperliquid(Venue):
 
 
 def _levels(m: Market, levels: list[tuple[int, int]]) -> bytes:
-    px, qty = m.spec.px, m.spec.qty
-    cache = m.level_cache
-    out = []
-    for lv in levels:
-        b = cache.get(lv)
-        if b is None:
-            if len(cache) > 200_000:
-                cache.clear()
-            p, q = lv
-            b = cache[lv] = f'{{"px":"{_num(px(p))}","sz":"{_num(qty(q))}","n":{1 + q % 7}}}'.encode()
-        out.append(b)
-    return b",".join(out)
+    return render_levels(m, levels, _level)
+
+
+def _level(p: str, q: str, lots: int) -> bytes:
+    return f'{{"px":"{_num(p)}","sz":"{_num(q)}","n":{1 + lots % 7}}}'.encode()
 
 
 def _num(s: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 BID, ASK = 0, 1
@@ -236,3 +237,21 @@ def apply(bids: dict[int, int], asks: dict[int, int], changes: list[tuple[int, i
             book[p] = q
         else:
             book.pop(p, None)
+
+
+def render_levels(m: Market, levels: list[tuple[int, int]], render: Callable[[str, str, int], bytes]) -> bytes:
+    """Comma-joined rendered levels, cached per (price ticks, size lots) in the
+    market: most of a top-N view repeats frame to frame. ``render(price text,
+    size text, size lots)`` writes one level in the venue's own shape."""
+    px, qty = m.spec.px, m.spec.qty
+    cache = m.level_cache
+    out = []
+    for lv in levels:
+        b = cache.get(lv)
+        if b is None:
+            if len(cache) > 200_000:
+                cache.clear()
+            p, q = lv
+            b = cache[lv] = render(px(p), qty(q), q)
+        out.append(b)
+    return b",".join(out)
