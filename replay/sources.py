@@ -87,7 +87,8 @@ def _file_batches(
     for g in range(md.num_row_groups):
         st = md.row_group(g).column(ts_idx).statistics
         if st is not None and st.has_min_max:
-            lo, hi = _stat_ns(st.min), _stat_ns(st.max) + 1000  # stats may be truncated to µs
+            # the physical int64 values (ns): exact, and needs no pandas to convert
+            lo, hi = int(st.min_raw), int(st.max_raw)
             if hi < start_ns or lo >= end_ns:
                 continue
         groups.append(g)
@@ -120,13 +121,3 @@ def _sorted_file(
     order = keep[np.argsort(ts[keep], kind="stable")]
     t = t.take(pa.array(order))
     yield from t.to_batches(max_chunksize=batch_rows)
-
-
-def _stat_ns(v: object) -> int:
-    if hasattr(v, "value"):
-        return int(v.value)  # pandas Timestamp
-    import datetime as _dt
-
-    if isinstance(v, _dt.datetime):
-        return int(v.timestamp()) * 1_000_000_000 + v.microsecond * 1000
-    return int(v)  # type: ignore[call-overload]

@@ -1,0 +1,78 @@
+"""The replay server on a base install: pandas is a test extra, not a dependency,
+so nothing on the serving path may need it (pyarrow converts ns timestamps to
+Python objects only through pandas). The server runs with pandas made
+unimportable and must still serve every row."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pytest
+
+from replay.fixtures import synth_archive
+
+REPO = Path(__file__).resolve().parents[2]
+START_NS = 1_736_186_400_000_000_000  # 2025-01-06T18:00Z
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=60) as r:
+        assert r.status == 200
+        return bytes(r.read())
+
+
+@pytest.mark.slow
+def test_replay_serves_without_pandas(tmp_path: Path) -> None:
+    root = tmp_path / "archive"
+    synth_archive(str(root), symbols=("BTCUSDT", "ETHUSDT"), start_ns=START_NS, raw_per_hour=3000,
+                  trades_per_hour=2000, book_msgs_per_hour=500, levels=20, disconnects=1)
+    blocker = tmp_path / "nopandas" / "pandas"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('pandas deliberately unavailable')\n")
+    port = _port()
+    env = {**os.environ, "PYTHONPATH": f"{blocker.parent}{os.pathsep}{REPO}"}
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "replay", "serve", "--archive", str(root),
+                             "--port", str(port)], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
+                time.sleep(0.1)
+        base = f"http://127.0.0.1:{port}"
+        raw = ds.dataset(root / "exchange=binance-futures" / "type=raw", format="parquet", partitioning="hive")
+        want_raw = int(pc.sum(pc.greater(pc.binary_length(raw.to_table(columns=["payload"])["payload"]), 0)).as_py())
+        opts = {"exchange": "binance-futures", "filters": [], "from": "2025-01-06T18:00:00Z", "to": "2025-01-06T19:00:00Z"}
+        lines = _get(f"{base}/replay?options={urllib.parse.quote(json.dumps(opts))}").splitlines()
+        assert len(lines) == want_raw
+        want_trades = ds.dataset(root / "exchange=binance-futures" / "type=trades", format="parquet",
+                                 partitioning="hive").count_rows()
+        nopts = {"exchange": "binance-futures", "symbols": ["BTCUSDT", "ETHUSDT"], "dataTypes": ["trade"],
+                 "from": "2025-01-06T18:00:00Z", "to": "2025-01-06T19:00:00Z"}
+        trades = _get(f"{base}/replay-normalized?options={urllib.parse.quote(json.dumps(nopts))}").splitlines()
+        assert len(trades) == want_trades
+        assert json.loads(_get(f"{base}/exchanges"))[0]["id"] == "binance-futures"
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+    assert b'"level": "ERROR"' not in out, out.decode()[-2000:]
