@@ -11,10 +11,10 @@ import random
 import pytest
 import uvloop
 from aiohttp import web
+from exchanges_book_helpers import rebuild
 from picows import WSListener, WSMsgType, ws_create_server
 
 from exchanges.ingest import run_feed
-from ipc.schemas import BOOK_BID
 
 FAST = {"backoff_base": 0.05, "backoff_max": 0.2, "stall_timeout": 2.0, "ping_interval": 0.5, "rest_interval": 0.05}
 
@@ -80,19 +80,6 @@ class Conn(WSListener):
         self.gone = True
 
 
-def rebuild(rows, sid):
-    book, prev = {"b": {}, "a": {}}, None
-    for r in rows[rows["symbol"] == sid]:
-        key = (bool(r["is_snapshot"]), int(r["local_ts"]), int(r["exchange_ts"]))
-        if r["is_snapshot"] and key != prev:
-            book = {"b": {}, "a": {}}
-        prev = key
-        side = book["b"] if r["side"] == BOOK_BID else book["a"]
-        if r["amount"] == 0:
-            side.pop(float(r["price"]), None)
-        else:
-            side[float(r["price"])] = float(r["amount"])
-    return book
 
 
 @pytest.mark.slow

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 from conftest import SAMPLES, cryptofeed_frames
+from exchanges_book_helpers import rebuild
 
-from ipc.schemas import BOOK_BID, SIDE_BUY
+from ipc.schemas import SIDE_BUY
 
 WS = SAMPLES / "bybit/cryptofeed_v2_v5_BYBIT.ws.1.0"
 TARDIS = SAMPLES / "bybit/tardis_node_mappers_test_bybit_v5.jsonl"
@@ -30,21 +31,6 @@ def reference(frames, symbol):
     return book
 
 
-def rebuild(rows, sid):
-    """A snapshot is the run of is_snapshot rows sharing (local_ts, exchange_ts)."""
-    book = {"b": {}, "a": {}}
-    prev = None
-    for r in rows[rows["symbol"] == sid]:
-        key = (bool(r["is_snapshot"]), int(r["local_ts"]), int(r["exchange_ts"]))
-        if r["is_snapshot"] and key != prev:
-            book = {"b": {}, "a": {}}
-        prev = key
-        side = book["b"] if r["side"] == BOOK_BID else book["a"]
-        if r["amount"] == 0:
-            side.pop(float(r["price"]), None)
-        else:
-            side[float(r["price"])] = float(r["amount"])
-    return book
 
 
 def test_orderbook1_recording(rig):

@@ -9,8 +9,9 @@ import math
 
 import pytest
 import uvloop
+from exchanges_book_helpers import rebuild
 
-from ipc.schemas import BOOK_BID, SIDE_BUY, SIDE_SELL
+from ipc.schemas import SIDE_BUY, SIDE_SELL
 from sim import faults
 from sim import server as sim_server
 
@@ -22,19 +23,6 @@ CHANNELS = {"binance-futures": ["trades", "book_change", "book_snapshot"], "bybi
 DEPTH = {"binance-futures": 20, "bybit": 50, "hyperliquid": 20}
 
 
-def rebuild(rows, sid):
-    book, prev = {"b": {}, "a": {}}, None
-    for r in rows[rows["symbol"] == sid]:
-        key = (bool(r["is_snapshot"]), int(r["local_ts"]), int(r["exchange_ts"]))
-        if r["is_snapshot"] and key != prev:
-            book = {"b": {}, "a": {}}
-        prev = key
-        side = book["b"] if r["side"] == BOOK_BID else book["a"]
-        if r["amount"] == 0:
-            side.pop(float(r["price"]), None)
-        else:
-            side[float(r["price"])] = float(r["amount"])
-    return book
 
 
 def sim_book(sim, ex, sym, event, depth=None):
