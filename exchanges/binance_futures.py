@@ -147,7 +147,6 @@ def raw_channels(name: str, cfg: ExchangeConfig) -> tuple[str, ...]:
     return tuple(out)
 
 
-
 # --- connector -------------------------------------------------------------------
 class BinanceFutures(Feed):
     exchange = EXCHANGE

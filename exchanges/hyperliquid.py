@@ -118,7 +118,6 @@ def raw_channels(name: str, cfg: ExchangeConfig) -> tuple[str, ...]:
     return tuple(out)
 
 
-
 class Hyperliquid(Feed):
     exchange = EXCHANGE
     timing = Timing(stall_timeout=60.0, ping_interval=30.0, subscribe_interval=0.05)
