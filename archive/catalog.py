@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from archive.layout import FileKey, check_data_type, hours_between, parse_time, safe_join
+from ticktape.archive.layout import FileKey, check_data_type, hours_between, parse_time, safe_join
 
 TimeLike = str | datetime
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from archive.layout import STATE_DIR
+from ticktape.archive.layout import STATE_DIR
 
 log = logging.getLogger("ticktape.s3")
 

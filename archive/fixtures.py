@@ -15,9 +15,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from archive.catalog import TimeLike, as_time
-from archive.layout import HOUR_NS, FileKey, file_metadata, floor_hour, safe_join
-from ipc import schemas as S
+from ticktape.archive.catalog import TimeLike, as_time
+from ticktape.archive.layout import HOUR_NS, FileKey, file_metadata, floor_hour, safe_join
+from ticktape.ipc import schemas as S
 
 FIXTURE_HOST = "fixture"
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
 
-from ipc.schemas import NO_SYMBOL_NAME, is_data_type
+from ticktape.ipc.schemas import NO_SYMBOL_NAME, is_data_type
 
 JOURNAL_DIR = ".journal"
 STATE_DIR = ".state"
@@ -175,7 +175,7 @@ META_PREFIX = "ticktape."
 
 def file_metadata(key: FileKey, host: str, extra: dict[str, str] | None = None) -> dict[bytes, bytes]:
     """Key-value metadata every finalized Parquet file carries."""
-    from ipc.schemas import SCHEMA_VERSION
+    from ticktape.ipc.schemas import SCHEMA_VERSION
 
     meta = {
         "schema_version": str(SCHEMA_VERSION),

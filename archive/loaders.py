@@ -21,9 +21,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from archive.catalog import TimeLike, _as_list, keys_for_range, path_for, resolve_data_type, time_range
-from archive.layout import JOURNAL_DIR, FileKey, LayoutError
-from ipc.schemas import TS, arrow_schema_for
+from ticktape.archive.catalog import (
+    TimeLike,
+    _as_list,
+    keys_for_range,
+    path_for,
+    resolve_data_type,
+    time_range,
+)
+from ticktape.archive.layout import JOURNAL_DIR, FileKey, LayoutError
+from ticktape.ipc.schemas import TS, arrow_schema_for
 
 log = logging.getLogger("ticktape.archive")
 
@@ -36,7 +43,7 @@ def _filesystem(root: str, s3_options: Any = None) -> tuple[Any, str]:
     if root.startswith("s3://"):
         from pyarrow.fs import FSSpecHandler, PyFileSystem
 
-        from archive.s3_client import S3Options, make_fs
+        from ticktape.archive.s3_client import S3Options, make_fs
 
         fs = make_fs(s3_options or S3Options())
         return PyFileSystem(FSSpecHandler(fs)), root[5:].rstrip("/")

@@ -1,6 +1,6 @@
 """S3 backup of the archive: the library API behind ``capture s3`` and the engine's background sync.
 
-    from archive.s3 import sync_archive, restore_range, BackgroundSync
+    from ticktape.archive.s3 import sync_archive, restore_range, BackgroundSync
 
     report = sync_archive("./archive", "s3://bucket/ticks", endpoint_url="https://s3.us-west-004.backblazeb2.com")
     report = restore_range("s3://bucket/ticks", "./archive", exchange="binance-futures",
@@ -22,10 +22,10 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from archive.catalog import TimeLike, keys_for_range
-from archive.s3_client import S3Error, S3Options, load_env, parse_url, redact
-from archive.s3_restore import RestoreReport, restore_all, restore_keys
-from archive.s3_sync import SyncReport, sync_archive
+from ticktape.archive.catalog import TimeLike, keys_for_range
+from ticktape.archive.s3_client import S3Error, S3Options, load_env, parse_url, redact
+from ticktape.archive.s3_restore import RestoreReport, restore_all, restore_keys
+from ticktape.archive.s3_sync import SyncReport, sync_archive
 
 __all__ = [
     "BackgroundSync",

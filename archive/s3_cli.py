@@ -13,9 +13,9 @@ import logging
 import os
 import sys
 
-from archive.catalog import keys_for_range
-from archive.layout import LayoutError
-from archive.s3_client import S3Error, S3Options, load_env, parse_url, redact
+from ticktape.archive.catalog import keys_for_range
+from ticktape.archive.layout import LayoutError
+from ticktape.archive.s3_client import S3Error, S3Options, load_env, parse_url, redact
 
 log = logging.getLogger("ticktape.s3")
 
@@ -89,7 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _setup_logging(verbose: bool) -> None:
     try:
-        from engine.logging_setup import setup
+        from ticktape.engine.logging_setup import setup
     except ImportError:  # pragma: no cover - engine logging not available
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     else:
@@ -109,7 +109,7 @@ def _progress(args: argparse.Namespace) -> bool:
 
 
 def _sync(args: argparse.Namespace) -> int:
-    from archive.s3_sync import sync_archive_async
+    from ticktape.archive.s3_sync import sync_archive_async
 
     if len(args.paths) == 1:
         root, url = DEFAULT_ROOT, args.paths[0]
@@ -138,7 +138,7 @@ def _sync(args: argparse.Namespace) -> int:
 
 
 def _restore(args: argparse.Namespace) -> int:
-    from archive.s3_restore import restore_all, restore_keys
+    from ticktape.archive.s3_restore import restore_all, restore_keys
 
     parse_url(args.url)
     root = args.archive

@@ -24,9 +24,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from archive.checksum import digest_file
-from archive.layout import FileKey, LayoutError, safe_join
-from archive.s3_client import (
+from ticktape.archive.checksum import digest_file
+from ticktape.archive.layout import FileKey, LayoutError, safe_join
+from ticktape.archive.s3_client import (
     S3Error,
     S3Options,
     check_bucket,
@@ -38,7 +38,7 @@ from archive.s3_client import (
     object_key,
     parse_url,
 )
-from archive.s3_sync import SHA_META, Progress, connect_and_list, run_pool
+from ticktape.archive.s3_sync import SHA_META, Progress, connect_and_list, run_pool
 
 log = logging.getLogger("ticktape.s3")
 

@@ -24,9 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from archive.checksum import Digest, HashCache, digest_bytes
-from archive.layout import JOURNAL_DIR, FileKey, LayoutError
-from archive.s3_client import (
+from ticktape.archive.checksum import Digest, HashCache, digest_bytes
+from ticktape.archive.layout import JOURNAL_DIR, FileKey, LayoutError
+from ticktape.archive.s3_client import (
     S3Error,
     S3Options,
     check_bucket,

@@ -98,7 +98,7 @@ def _pa_strings(values: list[str]) -> Any:
 
 
 def run_one(rate: float, seconds: float, workdir: Path) -> dict[str, Any]:
-    from sim.thread import SimulatorThread
+    from ticktape.sim.thread import SimulatorThread
 
     metrics_port = _free_port()
     sim = SimulatorThread({"binance-futures": SYMBOLS}, rate=rate, seed=11, trade_share=0.5, record=False)
@@ -119,7 +119,7 @@ symbols = {SYMBOLS!r}
 channels = ["trades", "book_change"]
 url = "{sim.ws_url('binance-futures')}"
 """.replace("'", '"'))
-        proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", str(cfg)], cwd=workdir,
+        proc = subprocess.Popen([sys.executable, "-m", "ticktape.engine.cli", "run", str(cfg)], cwd=workdir,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             pids = _wait_pids(metrics_port)

@@ -10,12 +10,12 @@ import sys
 from typing import Any
 
 BENCHES: dict[str, str] = {
-    "ring": "bench.ring",
-    "writer": "bench.writer",
-    "ingest": "bench.ingest",
-    "capture": "bench.capture",
-    "s3": "bench.s3",
-    "replay": "bench.replay",
+    "ring": "ticktape.bench.ring",
+    "writer": "ticktape.bench.writer",
+    "ingest": "ticktape.bench.ingest",
+    "capture": "ticktape.bench.capture",
+    "s3": "ticktape.bench.s3",
+    "replay": "ticktape.bench.replay",
 }
 
 

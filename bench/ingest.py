@@ -16,19 +16,19 @@ from typing import Any
 
 import msgspec
 
-from engine.config import ExchangeConfig
-from exchanges import registry
-from exchanges.binance_futures import AggTrade, BinanceFutures, Depth
-from exchanges.binance_futures import Envelope as BEnv
-from exchanges.book import SyncState
-from exchanges.bybit import Book, Bybit
-from exchanges.bybit import Envelope as YEnv
-from exchanges.connection import Link, Listener
-from exchanges.feed import Feed
-from exchanges.hyperliquid import Envelope as HEnv
-from exchanges.hyperliquid import Hyperliquid, L2Book
-from ipc import ringset
-from ipc.outbox import Outbox
+from ticktape.engine.config import ExchangeConfig
+from ticktape.exchanges import registry
+from ticktape.exchanges.binance_futures import AggTrade, BinanceFutures, Depth
+from ticktape.exchanges.binance_futures import Envelope as BEnv
+from ticktape.exchanges.book import SyncState
+from ticktape.exchanges.bybit import Book, Bybit
+from ticktape.exchanges.bybit import Envelope as YEnv
+from ticktape.exchanges.connection import Link, Listener
+from ticktape.exchanges.feed import Feed
+from ticktape.exchanges.hyperliquid import Envelope as HEnv
+from ticktape.exchanges.hyperliquid import Hyperliquid, L2Book
+from ticktape.ipc import ringset
+from ticktape.ipc.outbox import Outbox
 
 T0 = 1_700_000_000_000
 

@@ -57,7 +57,7 @@ def _free_port() -> int:
 
 def build_archive(root: str, messages: int) -> dict[str, Any]:
     """Synthetic archive: 4 symbols, hours of 1.25 M raw frames each, as many trades + book messages."""
-    from replay.fixtures import synth_archive
+    from ticktape.replay.fixtures import synth_archive
 
     done = os.path.join(root, ".bench-done.json")
     if os.path.exists(done):
@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     end_ns = 1_736_186_400 + hours * 3600
     end = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(end_ns))
     port = args.port or _free_port()
-    cmd = [sys.executable, "-m", "engine.cli", "replay", "serve", "--archive", root, "--port", str(port)]
+    cmd = [sys.executable, "-m", "ticktape.engine.cli", "replay", "serve", "--archive", root, "--port", str(port)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     figures: dict[str, Any] = {"archive_raw_messages": info["raw"],
                                "archive_normalized_messages": info["trades"] + info["book_change_msgs"],

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from ipc.ring import RecordRing, new_ring_name
-from ipc.schemas import TRADE_DTYPE, TRADE_STRUCT
+from ticktape.ipc.ring import RecordRing, new_ring_name
+from ticktape.ipc.schemas import TRADE_DTYPE, TRADE_STRUCT
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from archive.layout import FileKey
+from ticktape.archive.layout import FileKey
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,9 +63,9 @@ def _measure(label: str, fn: Any) -> float:
 def _one_round(server: Any, root: str, keys: list[FileKey], size: int, concurrency: int) -> dict[str, float]:
     import boto3
 
-    from archive.s3_client import S3Options, make_fs
-    from archive.s3_restore import restore_keys
-    from archive.s3_sync import sync_archive
+    from ticktape.archive.s3_client import S3Options, make_fs
+    from ticktape.archive.s3_restore import restore_keys
+    from ticktape.archive.s3_sync import sync_archive
 
     server.restart()  # empty, so every round uploads everything
     s3 = boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1")
@@ -118,7 +118,7 @@ def _one_round(server: Any, root: str, keys: list[FileKey], size: int, concurren
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from archive.local_s3 import LocalS3Server
+    from ticktape.archive.local_s3 import LocalS3Server
 
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench-secret")

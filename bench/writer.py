@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from engine.config import ArchiveConfig
-from ipc import ringset
-from ipc.ring import RecordRing
-from ipc.schemas import TRADE_DTYPE
-from writers.writer import Writer
+from ticktape.engine.config import ArchiveConfig
+from ticktape.ipc import ringset
+from ticktape.ipc.ring import RecordRing
+from ticktape.ipc.schemas import TRADE_DTYPE
+from ticktape.writers.writer import Writer
 
 H0 = 1_767_225_600_000_000_000  # 2026-01-01T00:00Z
 

@@ -27,8 +27,8 @@ from collections.abc import Callable
 from multiprocessing import resource_tracker
 from typing import Any
 
-from engine import logging_setup
-from engine.config import LogConfig
+from ticktape.engine import logging_setup
+from ticktape.engine.config import LogConfig
 
 log = logging.getLogger("ticktape.supervisor")
 

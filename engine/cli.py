@@ -10,12 +10,12 @@ from collections.abc import Sequence
 
 # subcommand -> (module with add_arguments(parser) and main(args) -> int, help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("engine.run", "capture live market data into the archive (capture run config.toml)"),
-    "sim": ("sim.cli", "run the local exchange simulator (binance-futures, bybit, hyperliquid)"),
-    "s3": ("archive.s3_cli", "mirror the archive to S3 (sync) and fetch ranges back (restore)"),
-    "replay": ("replay.cli", "serve the archive over the Tardis Machine replay API"),
-    "recover": ("writers.recover_cli", "turn journals left by a crash into Parquet files"),
-    "bench": ("bench.cli", "reproducible benchmarks: ring, writer, ingest, capture, s3, replay"),
+    "run": ("ticktape.engine.run", "capture live market data into the archive (capture run config.toml)"),
+    "sim": ("ticktape.sim.cli", "run the local exchange simulator (binance-futures, bybit, hyperliquid)"),
+    "s3": ("ticktape.archive.s3_cli", "mirror the archive to S3 (sync) and fetch ranges back (restore)"),
+    "replay": ("ticktape.replay.cli", "serve the archive over the Tardis Machine replay API"),
+    "recover": ("ticktape.writers.recover_cli", "turn journals left by a crash into Parquet files"),
+    "bench": ("ticktape.bench.cli", "reproducible benchmarks: ring, writer, ingest, capture, s3, replay"),
 }
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import msgspec
 
-from archive.layout import LayoutError, check_exchange, check_symbol
+from ticktape.archive.layout import LayoutError, check_exchange, check_symbol
 
 
 class ConfigError(ValueError):
@@ -223,7 +223,7 @@ def validate(cfg: Config) -> None:
 
 def _validate_exchange(src: str, key: str, name: str, ex: ExchangeConfig) -> None:
     """Exchange-specific checks (known exchange, symbols, channels) live with the connectors."""
-    from engine.connectors import connector  # late: connectors import this module
+    from ticktape.engine.connectors import connector  # late: connectors import this module
 
     try:
         connector(name).validate(name, ex)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import importlib
 from typing import Any, Protocol
 
-from engine.config import ExchangeConfig, LogConfig
-from ipc.ringset import RingSetSpec
+from ticktape.engine.config import ExchangeConfig, LogConfig
+from ticktape.ipc.ringset import RingSetSpec
 
 SYNTHETIC = "synthetic"
 
@@ -31,7 +31,7 @@ class Connector(Protocol):
 
 def connector_module(name: str) -> str:
     """Dotted module name whose ``ingest_main`` runs ``name``'s ingest process."""
-    return "engine.synthetic" if name == SYNTHETIC else "exchanges.registry"
+    return "ticktape.engine.synthetic" if name == SYNTHETIC else "ticktape.exchanges.registry"
 
 
 def connector(name: str) -> Connector:
@@ -40,7 +40,7 @@ def connector(name: str) -> Connector:
     try:
         mod = importlib.import_module(mod_name)
     except ModuleNotFoundError as e:
-        if e.name not in ("exchanges", "exchanges.registry"):
+        if e.name not in ("ticktape.exchanges", "ticktape.exchanges.registry"):
             raise
         raise ValueError(
             f"unknown exchange {name!r}: only {SYNTHETIC!r} is available (connectors package not installed)"

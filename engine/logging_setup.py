@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from engine.config import LogConfig
+from ticktape.engine.config import LogConfig
 
 MASK = "***"
 _SECRET_NAME = re.compile(

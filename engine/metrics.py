@@ -14,10 +14,10 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from ipc.raw_ring import RawRing
-from ipc.ring import RecordRing
-from ipc.ringset import RingSetSpec
-from ipc.stats import FIELDS, F, FeedStats
+from ticktape.ipc.raw_ring import RawRing
+from ticktape.ipc.ring import RecordRing
+from ticktape.ipc.ringset import RingSetSpec
+from ticktape.ipc.stats import FIELDS, F, FeedStats
 
 log = logging.getLogger("ticktape.metrics")
 

@@ -6,8 +6,8 @@ import argparse
 import logging
 import sys
 
-from engine import logging_setup
-from engine.config import ConfigError, load
+from ticktape.engine import logging_setup
+from ticktape.engine.config import ConfigError, load
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from engine.supervisor import StartError, Supervisor
+    from ticktape.engine.supervisor import StartError, Supervisor
 
     if args.duration is not None and not args.duration > 0:
         print("error: --duration must be > 0 seconds", file=sys.stderr)

@@ -11,7 +11,7 @@ from typing import Any
 
 import uvloop
 
-from engine.config import SimulatorConfig
+from ticktape.engine.config import SimulatorConfig
 
 log = logging.getLogger("ticktape.sim")
 
@@ -21,7 +21,7 @@ SIMULATED = ("binance-futures", "bybit", "hyperliquid")
 
 def simulator_main(exchanges: list[str], cfg: SimulatorConfig, stop: Any) -> None:
     """Process target: serve ``exchanges`` on cfg.host:cfg.port until ``stop`` is set."""
-    from sim.server import Simulator
+    from ticktape.sim.server import Simulator
 
     async def run() -> None:
         sim = Simulator(

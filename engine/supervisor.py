@@ -33,21 +33,21 @@ from typing import Any
 
 import msgspec
 
-from engine.children import child_main
-from engine.config import Config, effective_raw
-from engine.connectors import connector, connector_module
-from engine.metrics import ChildView, FeedView, MetricsServer, render
-from engine.sim_child import SIMULATED, wait_listening
-from engine.stopflag import StopFlag
-from ipc import ringset
-from ipc.ring import HEADER_BYTES, new_ring_name
-from ipc.ringset import RingSetSpec
-from ipc.schemas import RAW_INDEX_DTYPE, dtype_for
-from ipc.stats import FeedStats
+from ticktape.engine.children import child_main
+from ticktape.engine.config import Config, effective_raw
+from ticktape.engine.connectors import connector, connector_module
+from ticktape.engine.metrics import ChildView, FeedView, MetricsServer, render
+from ticktape.engine.sim_child import SIMULATED, wait_listening
+from ticktape.engine.stopflag import StopFlag
+from ticktape.ipc import ringset
+from ticktape.ipc.ring import HEADER_BYTES, new_ring_name
+from ticktape.ipc.ringset import RingSetSpec
+from ticktape.ipc.schemas import RAW_INDEX_DTYPE, dtype_for
+from ticktape.ipc.stats import FeedStats
 
 log = logging.getLogger("ticktape.supervisor")
 
-WRITER_TARGET = "writers.process:writer_main"
+WRITER_TARGET = "ticktape.writers.process:writer_main"
 _STABLE_AFTER = 60.0  # seconds up before a child's crash streak is forgiven
 _MAX_DRAIN_RESTARTS = 3
 
@@ -203,7 +203,7 @@ class Supervisor:
             served = [f.name for f in self.feeds if f.name in SIMULATED]
             stop = StopFlag(self.ctx)
             self.children.append(
-                Child("sim", "simulator", "engine.sim_child:simulator_main", (served, sim, stop), stop)
+                Child("sim", "simulator", "ticktape.engine.sim_child:simulator_main", (served, sim, stop), stop)
             )
         n = min(self.cfg.writers, len(self.feeds))
         if n < self.cfg.writers:
@@ -312,7 +312,7 @@ class Supervisor:
     def _start_background_sync(self) -> None:
         if self.cfg.s3 is None:
             return
-        from archive.s3 import BackgroundSync
+        from ticktape.archive.s3 import BackgroundSync
 
         self.bg_sync = BackgroundSync.from_config(self.cfg.s3, self.archive_cfg.root)
         self.bg_sync.start()

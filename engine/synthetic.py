@@ -31,13 +31,13 @@ from urllib.parse import parse_qsl, urlsplit
 import msgspec
 import numpy as np
 
-from engine.config import ExchangeConfig, LogConfig
-from ipc import ringset
-from ipc.outbox import Outbox
-from ipc.ring import RecordRing
-from ipc.ringset import RingSetSpec
-from ipc.schemas import BOOK_ASK, BOOK_BID
-from ipc.stats import F, FeedStats
+from ticktape.engine.config import ExchangeConfig, LogConfig
+from ticktape.ipc import ringset
+from ticktape.ipc.outbox import Outbox
+from ticktape.ipc.ring import RecordRing
+from ticktape.ipc.ringset import RingSetSpec
+from ticktape.ipc.schemas import BOOK_ASK, BOOK_BID
+from ticktape.ipc.stats import F, FeedStats
 
 log = logging.getLogger("ticktape.synthetic")
 

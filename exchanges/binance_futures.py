@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from exchanges import common
-from exchanges.book import Bridge, DiffSync, SyncState, bridge
-from exchanges.connection import Link, Listener, Plan, Timing
-from exchanges.feed import Feed
-from ipc.schemas import BOOK_ASK, BOOK_BID, SIDE_BUY, SIDE_SELL
+from ticktape.exchanges import common
+from ticktape.exchanges.book import Bridge, DiffSync, SyncState, bridge
+from ticktape.exchanges.connection import Link, Listener, Plan, Timing
+from ticktape.exchanges.feed import Feed
+from ticktape.ipc.schemas import BOOK_ASK, BOOK_BID, SIDE_BUY, SIDE_SELL
 
 if TYPE_CHECKING:
-    from engine.config import ExchangeConfig
+    from ticktape.engine.config import ExchangeConfig
 
 log = logging.getLogger("ticktape.exchanges")
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from picows import WSFrame, WSInvalidStatusError, WSListener, WSMsgType, WSTransport, ws_connect
 
 if TYPE_CHECKING:
-    from exchanges.feed import Feed
+    from ticktape.exchanges.feed import Feed
 
 log = logging.getLogger("ticktape.exchanges")
 

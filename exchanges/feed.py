@@ -14,15 +14,15 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from exchanges.connection import Link, Listener, Plan, Timing
-from ipc.outbox import Outbox
-from ipc.ring import RecordRing
-from ipc.ringset import RingSetSpec
-from ipc.schemas import EVENT_KINDS
-from ipc.stats import FIELDS, F, FeedStats
+from ticktape.exchanges.connection import Link, Listener, Plan, Timing
+from ticktape.ipc.outbox import Outbox
+from ticktape.ipc.ring import RecordRing
+from ticktape.ipc.ringset import RingSetSpec
+from ticktape.ipc.schemas import EVENT_KINDS
+from ticktape.ipc.stats import FIELDS, F, FeedStats
 
 if TYPE_CHECKING:
-    from engine.config import ExchangeConfig
+    from ticktape.engine.config import ExchangeConfig
 
 log = logging.getLogger("ticktape.exchanges")
 

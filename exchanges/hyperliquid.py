@@ -20,15 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from exchanges import common
-from exchanges.book import Dedup
-from exchanges.connection import Listener, Plan, Timing
-from exchanges.feed import Feed
-from ipc.ring import RecordRing
-from ipc.schemas import BOOK_ASK, BOOK_BID, SIDE_BUY, SIDE_SELL, SIDE_UNKNOWN
+from ticktape.exchanges import common
+from ticktape.exchanges.book import Dedup
+from ticktape.exchanges.connection import Listener, Plan, Timing
+from ticktape.exchanges.feed import Feed
+from ticktape.ipc.ring import RecordRing
+from ticktape.ipc.schemas import BOOK_ASK, BOOK_BID, SIDE_BUY, SIDE_SELL, SIDE_UNKNOWN
 
 if TYPE_CHECKING:
-    from engine.config import ExchangeConfig
+    from ticktape.engine.config import ExchangeConfig
 
 log = logging.getLogger("ticktape.exchanges")
 

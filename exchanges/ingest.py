@@ -15,12 +15,12 @@ from collections.abc import Callable
 from multiprocessing.synchronize import Event
 from typing import TYPE_CHECKING, Any
 
-from exchanges.connection import Link
+from ticktape.exchanges.connection import Link
 
 if TYPE_CHECKING:
-    from engine.config import ExchangeConfig, LogConfig
-    from exchanges.feed import Feed
-    from ipc.ringset import RingSetSpec
+    from ticktape.engine.config import ExchangeConfig, LogConfig
+    from ticktape.exchanges.feed import Feed
+    from ticktape.ipc.ringset import RingSetSpec
 
 log = logging.getLogger("ticktape.exchanges")
 
@@ -59,7 +59,7 @@ async def run_feed(feed: Feed, should_stop: Callable[[], bool]) -> None:
 
 def _setup_logging(log_cfg: LogConfig | None, exchange: str) -> None:
     try:  # the engine's JSON-lines logging
-        from engine import logging_setup
+        from ticktape.engine import logging_setup
 
         logging_setup.setup(log_cfg, process_name=f"ingest-{exchange}")
         return
@@ -98,9 +98,9 @@ def ingest_main(
     """Process target: attach rings and stats, run the feed until ``stop`` is set."""
     import uvloop
 
-    from ipc import ringset
-    from ipc.outbox import Outbox
-    from ipc.stats import FeedStats
+    from ticktape.ipc import ringset
+    from ticktape.ipc.outbox import Outbox
+    from ticktape.ipc.stats import FeedStats
 
     _setup_logging(log_cfg, spec.exchange)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor stops us through ``stop``

@@ -14,15 +14,15 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from engine.config import ExchangeConfig, LogConfig
-    from ipc.ringset import RingSetSpec
+    from ticktape.engine.config import ExchangeConfig, LogConfig
+    from ticktape.ipc.ringset import RingSetSpec
 
 #: exchange id (Tardis naming) -> module implementing it
 MODULES: dict[str, str] = {
-    "binance-futures": "exchanges.binance_futures",
-    "bybit": "exchanges.bybit",
-    "hyperliquid": "exchanges.hyperliquid",
-    "synthetic": "engine.synthetic",
+    "binance-futures": "ticktape.exchanges.binance_futures",
+    "bybit": "ticktape.exchanges.bybit",
+    "hyperliquid": "ticktape.exchanges.hyperliquid",
+    "synthetic": "ticktape.engine.synthetic",
 }
 KNOWN: tuple[str, ...] = tuple(MODULES)
 
@@ -63,7 +63,7 @@ def ingest_main(
     mod = module(spec.exchange)
     feed = getattr(mod, "FEED", None)
     if feed is not None:  # a connector module: the shared ingest process runs its Feed class
-        from exchanges.ingest import ingest_main as run
+        from ticktape.exchanges.ingest import ingest_main as run
 
         run(feed, spec, cfg, stats_name, stop, log_cfg, options)
     elif options:

@@ -17,10 +17,10 @@ from collections.abc import Callable, Sequence
 from operator import attrgetter
 from typing import Any
 
-from ipc.raw_ring import _A_WRITE, RawRing
-from ipc.ring import _DROPPED, _READ, _WRITE, HEADER_BYTES, RecordRing
-from ipc.ringset import RingSetSpec
-from ipc.schemas import (
+from ticktape.ipc.raw_ring import _A_WRITE, RawRing
+from ticktape.ipc.ring import _DROPPED, _READ, _WRITE, HEADER_BYTES, RecordRing
+from ticktape.ipc.ringset import RingSetSpec
+from ticktape.ipc.schemas import (
     BOOK_CHANGE_STRUCT,
     EVENT_CODE,
     EVENT_DETAIL_BYTES,

@@ -17,8 +17,8 @@ from multiprocessing import shared_memory
 
 import numpy as np
 
-from ipc.ring import HEADER_BYTES, MAGIC, RecordRing, attach_shm, create_shm
-from ipc.schemas import RAW_INDEX_DTYPE, RAW_INDEX_STRUCT
+from ticktape.ipc.ring import HEADER_BYTES, MAGIC, RecordRing, attach_shm, create_shm
+from ticktape.ipc.schemas import RAW_INDEX_DTYPE, RAW_INDEX_STRUCT
 
 _A_MAGIC, _A_WRITE, _A_READ, _A_CAP = 0, 8, 16, 24  # uint64 word indices
 _ALIGN = 8

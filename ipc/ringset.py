@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import msgspec
 
-from ipc.raw_ring import RawRing
-from ipc.ring import RecordRing, new_ring_name
-from ipc.schemas import NO_SYMBOL_NAME, dtype_for
+from ticktape.ipc.raw_ring import RawRing
+from ticktape.ipc.ring import RecordRing, new_ring_name
+from ticktape.ipc.schemas import NO_SYMBOL_NAME, dtype_for
 
 Ring = RecordRing | RawRing
 

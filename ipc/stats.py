@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ipc.ring import attach_shm, create_shm
+from ticktape.ipc.ring import attach_shm, create_shm
 
 FIELDS = (
     "messages",  # frames received

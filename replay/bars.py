@@ -18,10 +18,10 @@ import json
 import numpy as np
 import pyarrow as pa
 
-from replay import fmt
-from replay.merge import Chunk
-from replay.options import Bar
-from replay.sources import ts_ns
+from ticktape.replay import fmt
+from ticktape.replay.merge import Chunk
+from ticktape.replay.options import Bar
+from ticktape.replay.sources import ts_ns
 
 _FIELDS = ("local", "ets", "price", "amount", "buy")
 

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from replay.options import DEFAULT_MAX_RANGE_HOURS
+from ticktape.replay.options import DEFAULT_MAX_RANGE_HOURS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from replay.server import Settings, serve_forever
+    from ticktape.replay.server import Settings, serve_forever
 
     s3 = args.archive.startswith("s3://")
     if not s3 and not os.path.isdir(args.archive):
@@ -36,17 +36,17 @@ def main(args: argparse.Namespace) -> int:
         print(f"replay: bad port {args.port}", file=sys.stderr)
         return 2
     try:
-        from engine.logging_setup import setup
+        from ticktape.engine.logging_setup import setup
 
         setup(None, "replay")  # the engine's JSON lines on stdout
     except ImportError:
         logging.basicConfig(level=logging.INFO)
     if args.batch_rows > 0:
-        from replay import sources
+        from ticktape.replay import sources
 
         sources.BATCH_ROWS = args.batch_rows
     if s3:
-        from archive.s3_client import load_env
+        from ticktape.archive.s3_client import load_env
 
         load_env()  # AWS_* from the environment or a .env file
     settings = Settings(args.archive if s3 else os.path.abspath(args.archive), args.max_range_hours, args.ws_subscribe_window, args.threads)

@@ -17,9 +17,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from archive.layout import HOUR_NS, FileKey, file_metadata, hour_of_ns, safe_join
-from ipc import schemas as S
-from replay import fmt
+from ticktape.archive.layout import HOUR_NS, FileKey, file_metadata, hour_of_ns, safe_join
+from ticktape.ipc import schemas as S
+from ticktape.replay import fmt
 
 #: real recorded messages: ../shared/samples beside the checkout (as tests/conftest.py locates them)
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"

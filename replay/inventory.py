@@ -16,9 +16,9 @@ from typing import Any
 
 import pyarrow.compute as pc
 
-from archive.layout import FileKey
-from archive.loaders import Series, list_archive
-from replay import storage
+from ticktape.archive.layout import FileKey
+from ticktape.archive.loaders import Series, list_archive
+from ticktape.replay import storage
 
 REFRESH_S = 5.0
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from replay import fmt
+from ticktape.replay import fmt
 
 ASKS_OPEN = b'],"asks":['
 

@@ -18,14 +18,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ipc.schemas import NO_SYMBOL_NAME, TRADE_SIDES
-from replay import fmt
-from replay.bars import BarBuilder
-from replay.book import Book
-from replay.levels import assemble, constant, trailer
-from replay.merge import Chunk, merge
-from replay.options import NormalizedRequest, Snapshot
-from replay.sources import read_range, ts_ns
+from ticktape.ipc.schemas import NO_SYMBOL_NAME, TRADE_SIDES
+from ticktape.replay import fmt
+from ticktape.replay.bars import BarBuilder
+from ticktape.replay.book import Book
+from ticktape.replay.levels import assemble, constant, trailer
+from ticktape.replay.merge import Chunk, merge
+from ticktape.replay.options import NormalizedRequest, Snapshot
+from ticktape.replay.sources import read_range, ts_ns
 
 
 def _np(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -330,8 +330,8 @@ def disconnect_source(root: str, req: NormalizedRequest) -> Iterator[Chunk]:
 
 def _book_or_snapshots(root: str, req: NormalizedRequest, symbol: str) -> Iterator[Chunk]:
     """From book_change when the range has it; else snapshots/quotes from a stored book_snapshot_N table."""
-    from replay import snapshots
-    from replay.sources import hour_paths
+    from ticktape.replay import snapshots
+    from ticktape.replay.sources import hour_paths
 
     rng = req.range
     if hour_paths(root, req.exchange, "book_change", symbol, rng.start_ns, rng.end_ns):
@@ -349,7 +349,7 @@ def _book_or_snapshots(root: str, req: NormalizedRequest, symbol: str) -> Iterat
 
 def _stored_levels(root: str, exchange: str, symbol: str) -> list[int]:
     """Depths N of the book_snapshot_N series stored for a symbol, smallest first."""
-    from replay.inventory import Inventory
+    from ticktape.replay.inventory import Inventory
 
     inv = _INVENTORIES.get(root)
     if inv is None:

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from archive.layout import LayoutError, check_exchange, check_symbol, parse_time
-from replay.inventory import Inventory
+from ticktape.archive.layout import LayoutError, check_exchange, check_symbol, parse_time
+from ticktape.replay.inventory import Inventory
 
 DEFAULT_MAX_RANGE_HOURS = 24 * 31
 NORMALIZED_FIXED = ("trade", "book_change", "quote", "disconnect")

@@ -16,11 +16,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ipc.schemas import NO_SYMBOL_NAME
-from replay import fmt
-from replay.merge import Chunk, merge
-from replay.options import RawRequest
-from replay.sources import read_range, ts_ns
+from ticktape.ipc.schemas import NO_SYMBOL_NAME
+from ticktape.replay import fmt
+from ticktape.replay.merge import Chunk, merge
+from ticktape.replay.options import RawRequest
+from ticktape.replay.sources import read_range, ts_ns
 
 _PRE = b'{"localTimestamp":"'
 _MID = b'","message":'

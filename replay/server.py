@@ -19,11 +19,17 @@ from typing import Any
 
 from aiohttp import web
 
-from replay import fmt, normalized, raw
-from replay.inventory import Inventory
-from replay.merge import Chunk
-from replay.options import DEFAULT_MAX_RANGE_HOURS, OptionsError, decode_options, parse_normalized, parse_raw
-from replay.streaming import Prefetch
+from ticktape.replay import fmt, normalized, raw
+from ticktape.replay.inventory import Inventory
+from ticktape.replay.merge import Chunk
+from ticktape.replay.options import (
+    DEFAULT_MAX_RANGE_HOURS,
+    OptionsError,
+    decode_options,
+    parse_normalized,
+    parse_raw,
+)
+from ticktape.replay.streaming import Prefetch
 
 log = logging.getLogger("ticktape.replay")
 
@@ -126,7 +132,7 @@ def _rss_kb() -> int:
 
 async def status(request: web.Request) -> web.Response:
     """Liveness and resource use: open streams, WebSocket sessions, asyncio tasks, resident memory."""
-    from replay import ws
+    from ticktape.replay import ws
 
     return web.json_response(
         {
@@ -140,7 +146,7 @@ async def status(request: web.Request) -> web.Response:
 
 
 def make_app(settings: Settings, *, ws_only: bool = False, shared: web.Application | None = None) -> web.Application:
-    from replay import ws
+    from ticktape.replay import ws
 
     app = web.Application()
     if shared is not None:  # the port + 1 app shares state with the main one
@@ -183,7 +189,7 @@ class Server:
         self.runners: list[web.AppRunner] = []
 
     async def start(self) -> None:
-        from replay import storage
+        from ticktape.replay import storage
 
         if not storage.root_exists(self.settings.root):
             raise FileNotFoundError(f"archive {self.settings.root!r} does not exist")

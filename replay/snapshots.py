@@ -16,9 +16,9 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 
-from replay.levels import assemble, constant, trailer
-from replay.merge import Chunk
-from replay.sources import read_range, ts_ns
+from ticktape.replay.levels import assemble, constant, trailer
+from ticktape.replay.merge import Chunk
+from ticktape.replay.sources import read_range, ts_ns
 
 
 def _matrix(col: pa.Array, n: int) -> np.ndarray:
@@ -114,6 +114,6 @@ def table_source(
             if c is not None:
                 parts.append(c)
         if parts:
-            from replay.normalized import _combine
+            from ticktape.replay.normalized import _combine
 
             yield _combine(parts)

@@ -17,8 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from archive.layout import HOUR_NS, FileKey, hour_of_ns, safe_join
-from replay import storage
+from ticktape.archive.layout import HOUR_NS, FileKey, hour_of_ns, safe_join
+from ticktape.replay import storage
 
 log = logging.getLogger("ticktape.replay")
 

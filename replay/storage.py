@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from archive.layout import JOURNAL_DIR, FileKey, LayoutError
+from ticktape.archive.layout import JOURNAL_DIR, FileKey, LayoutError
 
 
 def is_s3(root: str) -> bool:
@@ -24,7 +24,7 @@ def is_s3(root: str) -> bool:
 
 @cache
 def _s3fs() -> Any:
-    from archive.s3_client import S3Options, make_fs
+    from ticktape.archive.s3_client import S3Options, make_fs
 
     return make_fs(S3Options())
 

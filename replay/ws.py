@@ -18,12 +18,18 @@ from typing import Any
 import numpy as np
 from aiohttp import WSMsgType, web
 
-from archive.layout import LayoutError, check_exchange
-from replay import normalized, raw
-from replay.merge import Chunk, merge
-from replay.options import OptionsError, check_exchange_known, decode_options, parse_normalized, parse_range
-from replay.streaming import Prefetch
-from replay.subscribe import SubscribeError, parse
+from ticktape.archive.layout import LayoutError, check_exchange
+from ticktape.replay import normalized, raw
+from ticktape.replay.merge import Chunk, merge
+from ticktape.replay.options import (
+    OptionsError,
+    check_exchange_known,
+    decode_options,
+    parse_normalized,
+    parse_range,
+)
+from ticktape.replay.streaming import Prefetch
+from ticktape.replay.subscribe import SubscribeError, parse
 
 log = logging.getLogger("ticktape.replay")
 
@@ -54,7 +60,7 @@ def _bad(reason: str) -> web.Response:
 
 
 async def ws_replay(request: web.Request) -> web.StreamResponse:
-    from replay.server import INVENTORY, SETTINGS
+    from ticktape.replay.server import INVENTORY, SETTINGS
 
     settings = request.app[SETTINGS]
     q = request.query
@@ -86,7 +92,7 @@ async def ws_replay(request: web.Request) -> web.StreamResponse:
 
 
 async def _collect_subscriptions(m: Member, window: float, app: web.Application) -> None:
-    from replay.server import INVENTORY
+    from ticktape.replay.server import INVENTORY
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + window
@@ -124,7 +130,7 @@ async def _collect_subscriptions(m: Member, window: float, app: web.Application)
 
 
 async def _run_session(app: web.Application, sess: Session, window: float) -> None:
-    from replay.server import EXECUTOR, SETTINGS
+    from ticktape.replay.server import EXECUTOR, SETTINGS
 
     root = app[SETTINGS].root
     try:
@@ -177,7 +183,7 @@ async def _send_chunk(chunk: Chunk, sockets: list[web.WebSocketResponse], owners
 
 
 async def ws_replay_normalized(request: web.Request) -> web.StreamResponse:
-    from replay.server import EXECUTOR, INVENTORY, SETTINGS
+    from ticktape.replay.server import EXECUTOR, INVENTORY, SETTINGS
 
     settings = request.app[SETTINGS]
     try:

@@ -5,9 +5,9 @@ thread, thread-safe), ``Fault`` (scripted faults), ``Sent`` (what was sent).
 See sim/README.md.
 """
 
-from sim.faults import Fault
-from sim.record import Sent
-from sim.server import EXCHANGES, Simulator
-from sim.thread import SimulatorThread
+from ticktape.sim.faults import Fault
+from ticktape.sim.record import Sent
+from ticktape.sim.server import EXCHANGES, Simulator
+from ticktape.sim.thread import SimulatorThread
 
 __all__ = ["EXCHANGES", "Fault", "Sent", "Simulator", "SimulatorThread"]

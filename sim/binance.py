@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from sim.market import ASK, BID, BookEvent, Market, Trade, render_levels
-from sim.venue import Venue
+from ticktape.sim.market import ASK, BID, BookEvent, Market, Trade, render_levels
+from ticktape.sim.venue import Venue
 
 if TYPE_CHECKING:
-    from sim.conn import Conn
+    from ticktape.sim.conn import Conn
 
 PUBLIC = "public"
 MARKET = "market"

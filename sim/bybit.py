@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from sim.market import BookEvent, Market, Trade, render_levels
-from sim.venue import Venue
+from ticktape.sim.market import BookEvent, Market, Trade, render_levels
+from ticktape.sim.venue import Venue
 
 if TYPE_CHECKING:
-    from sim.conn import Conn
+    from ticktape.sim.conn import Conn
 
 DEPTHS = (1, 50, 200, 1000)
 RESEND_DEPTH1 = 3.0  # orderbook.1 re-sends its snapshot (same u) after this long without change

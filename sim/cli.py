@@ -14,8 +14,8 @@ from pathlib import Path
 
 import uvloop
 
-from sim.faults import KINDS, Fault, ScriptEntry
-from sim.server import EXCHANGES, Simulator
+from ticktape.sim.faults import KINDS, Fault, ScriptEntry
+from ticktape.sim.server import EXCHANGES, Simulator
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 from picows import WSFrame, WSListener, WSMsgType, WSTransport
 
-from sim.faults import Fault
-from sim.record import Sent
+from ticktape.sim.faults import Fault
+from ticktape.sim.record import Sent
 
 _LEN7 = [bytes([i]) for i in range(126)]
 
 if TYPE_CHECKING:
-    from sim.venue import Venue
+    from ticktape.sim.venue import Venue
 
 
 class Conn(WSListener):  # type: ignore[misc]

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from sim.market import BookEvent, Market, Trade, render_levels
-from sim.venue import Venue
+from ticktape.sim.market import BookEvent, Market, Trade, render_levels
+from ticktape.sim.venue import Venue
 
 if TYPE_CHECKING:
-    from sim.conn import Conn
+    from ticktape.sim.conn import Conn
 
 LEVELS = 20
 RECENT = 10

@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl, urlsplit
 import msgspec
 
 if TYPE_CHECKING:
-    from sim.server import Simulator
+    from ticktape.sim.server import Simulator
 
 _V2_RECV = re.compile(rb"^(\d+(?:\.\d+)?): (.*)$")
 _V2_HTTP = re.compile(rb"^(\S+) -> (\d+(?:\.\d+)?): (.*)$")

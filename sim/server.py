@@ -26,14 +26,14 @@ from urllib.parse import parse_qsl, urlsplit
 
 from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener, ws_create_server
 
-from sim.binance import Binance
-from sim.bybit import Bybit
-from sim.conn import Conn
-from sim.faults import FRAME_KINDS, Fault, ScriptEntry, parse_script
-from sim.hyperliquid import Hyperliquid
-from sim.market import Market
-from sim.record import Sent
-from sim.venue import Venue
+from ticktape.sim.binance import Binance
+from ticktape.sim.bybit import Bybit
+from ticktape.sim.conn import Conn
+from ticktape.sim.faults import FRAME_KINDS, Fault, ScriptEntry, parse_script
+from ticktape.sim.hyperliquid import Hyperliquid
+from ticktape.sim.market import Market
+from ticktape.sim.record import Sent
+from ticktape.sim.venue import Venue
 
 log = logging.getLogger("ticktape.sim")
 
@@ -132,7 +132,7 @@ class Simulator:
         for e, syms in self._ex.items():
             self.venues[e] = VENUES[e](self, syms)
         if self.replay_path is not None:
-            from sim.replay import Replayer
+            from ticktape.sim.replay import Replayer
 
             self.replayer = Replayer(self, self.replay_path, self.replay_speed)
         self._server = await ws_create_server(

@@ -12,9 +12,9 @@ from typing import Any, TypeVar
 
 import uvloop
 
-from sim.faults import Fault
-from sim.record import Sent
-from sim.server import Simulator
+from ticktape.sim.faults import Fault
+from ticktape.sim.record import Sent
+from ticktape.sim.server import Simulator
 
 T = TypeVar("T")
 

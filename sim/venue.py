@@ -10,12 +10,12 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any
 
-from sim.market import BookEvent, Market, Trade
-from sim.record import Sent
+from ticktape.sim.market import BookEvent, Market, Trade
+from ticktape.sim.record import Sent
 
 if TYPE_CHECKING:
-    from sim.conn import Conn
-    from sim.server import Simulator
+    from ticktape.sim.conn import Conn
+    from ticktape.sim.server import Simulator
 
 log = logging.getLogger("ticktape.sim")
 

@@ -28,7 +28,7 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def capture_cmd() -> list[str]:
     """How tests run the ``capture`` CLI as a user would, from this checkout's interpreter."""
-    return [sys.executable, "-m", "engine.cli"]
+    return [sys.executable, "-m", "ticktape.engine.cli"]
 
 
 @pytest.fixture(scope="session")

@@ -18,10 +18,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from archive.layout import FileKey, file_metadata, safe_join
-from engine.config import ArchiveConfig
-from ipc.schemas import arrow_schema_for
-from writers.fsutil import fsync_dir, makedirs_durable
+from ticktape.archive.layout import FileKey, file_metadata, safe_join
+from ticktape.engine.config import ArchiveConfig
+from ticktape.ipc.schemas import arrow_schema_for
+from ticktape.writers.fsutil import fsync_dir, makedirs_durable
 
 log = logging.getLogger("ticktape.writer")
 

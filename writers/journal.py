@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from archive.layout import FileKey
-from writers.fsutil import fsync_dir, makedirs_durable
+from ticktape.archive.layout import FileKey
+from ticktape.writers.fsutil import fsync_dir, makedirs_durable
 
 JOURNAL_ID_KEY = b"ticktape.journal_id"
 

@@ -16,9 +16,9 @@ import time
 from multiprocessing.synchronize import Event as MpEvent
 from types import FrameType
 
-from engine.config import ArchiveConfig
-from ipc.ringset import RingSetSpec
-from writers.writer import Writer
+from ticktape.engine.config import ArchiveConfig
+from ticktape.ipc.ringset import RingSetSpec
+from ticktape.writers.writer import Writer
 
 log = logging.getLogger("ticktape.writer")
 

@@ -13,8 +13,8 @@ import logging
 import os
 import socket
 
-from engine.config import ArchiveConfig
-from writers.writer import recover_journal, scan_journals
+from ticktape.engine.config import ArchiveConfig
+from ticktape.writers.writer import recover_journal, scan_journals
 
 log = logging.getLogger("ticktape.writer")
 

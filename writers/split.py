@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from archive.layout import HOUR_NS
+from ticktape.archive.layout import HOUR_NS
 
 
 class Group(NamedTuple):

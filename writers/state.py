@@ -13,8 +13,8 @@ import os
 
 import msgspec
 
-from archive.layout import STATE_DIR
-from writers.fsutil import atomic_write, makedirs_durable
+from ticktape.archive.layout import STATE_DIR
+from ticktape.writers.fsutil import atomic_write, makedirs_durable
 
 STATE_VERSION = 1
 

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 
 import pyarrow as pa
 
-from archive.layout import (
+from ticktape.archive.layout import (
     HOUR_NS,
     JOURNAL_DIR,
     JOURNAL_SUFFIX,
@@ -33,17 +33,17 @@ from archive.layout import (
     hour_of_ns,
     safe_join,
 )
-from engine.config import ArchiveConfig
-from ipc import ringset
-from ipc.raw_ring import RawRing
-from ipc.ring import RecordRing
-from ipc.ringset import RingSetSpec
-from ipc.schemas import NO_SYMBOL_NAME, fixed_batch_to_arrow, raw_batch_to_arrow
-from writers import state as wstate
-from writers.finalize import finalize_batches, merged_journal_ids
-from writers.journal import Journal, cut_tail, read_journal
-from writers.split import Group, split_groups
-from writers.state import JournalState, RingState, WriterState
+from ticktape.engine.config import ArchiveConfig
+from ticktape.ipc import ringset
+from ticktape.ipc.raw_ring import RawRing
+from ticktape.ipc.ring import RecordRing
+from ticktape.ipc.ringset import RingSetSpec
+from ticktape.ipc.schemas import NO_SYMBOL_NAME, fixed_batch_to_arrow, raw_batch_to_arrow
+from ticktape.writers import state as wstate
+from ticktape.writers.finalize import finalize_batches, merged_journal_ids
+from ticktape.writers.journal import Journal, cut_tail, read_journal
+from ticktape.writers.split import Group, split_groups
+from ticktape.writers.state import JournalState, RingState, WriterState
 
 log = logging.getLogger("ticktape.writer")
 

@@ -16,7 +16,7 @@ from typing import Any
 import boto3
 import pytest
 
-from archive.local_s3 import LocalS3Server
+from ticktape.archive.local_s3 import LocalS3Server
 
 CREDS = {
     "AWS_ACCESS_KEY_ID": "ticktapetestkey",

@@ -2,8 +2,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from archive.catalog import keys_for_range, paths_for_range, resolve_data_type, time_range
-from archive.layout import LayoutError
+from ticktape.archive.catalog import keys_for_range, paths_for_range, resolve_data_type, time_range
+from ticktape.archive.layout import LayoutError
 
 
 def test_seed_example_five_hours_per_type():

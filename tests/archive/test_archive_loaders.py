@@ -10,10 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from archive.fixtures import write_sample_archive
-from archive.layout import safe_join
-from archive.loaders import inventory, list_archive, load
-from ipc.schemas import TRADES_SCHEMA, book_snapshot_schema
+from ticktape.archive.fixtures import write_sample_archive
+from ticktape.archive.layout import safe_join
+from ticktape.archive.loaders import inventory, list_archive, load
+from ticktape.ipc.schemas import TRADES_SCHEMA, book_snapshot_schema
 
 EX = "binance-futures"
 
@@ -147,7 +147,7 @@ def test_inventory(archive_root: str):
 def test_reads_only_the_row_groups_of_the_range(tmp_path):
     """Row groups outside the range are made unreadable on disk: a load of the range still works,
     so the loader never touched them (footer statistics decide)."""
-    from archive.layout import FileKey
+    from ticktape.archive.layout import FileKey
 
     root = str(tmp_path)
     (key,) = write_sample_archive(

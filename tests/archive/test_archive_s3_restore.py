@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from archive.fixtures import write_sample_archive
-from archive.loaders import load
-from archive.local_s3 import LocalS3Server
-from archive.s3 import S3Options, restore_all, restore_range, sync_archive
-from archive.s3_client import redact
-from engine.cli import main as capture_main
+from ticktape.archive.fixtures import write_sample_archive
+from ticktape.archive.loaders import load
+from ticktape.archive.local_s3 import LocalS3Server
+from ticktape.archive.s3 import S3Options, restore_all, restore_range, sync_archive
+from ticktape.archive.s3_client import redact
+from ticktape.engine.cli import main as capture_main
 
 EX = "binance-futures"
 pytestmark = pytest.mark.s3
@@ -196,7 +196,7 @@ def test_evil_keys_never_write_outside_the_root(tmp_path, s3_endpoint, s3, bucke
 
 def _run_capture(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "engine.cli", *args],
+        [sys.executable, "-m", "ticktape.engine.cli", *args],
         capture_output=True,
         text=True,
         env=env,

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from archive.fixtures import write_sample_archive
-from archive.layout import FileKey
-from archive.local_s3 import LocalS3Server
-from archive.s3 import BackgroundSync, S3Error, S3Options, sync_archive
-from archive.s3_sync import sync_archive_async
+from ticktape.archive.fixtures import write_sample_archive
+from ticktape.archive.layout import FileKey
+from ticktape.archive.local_s3 import LocalS3Server
+from ticktape.archive.s3 import BackgroundSync, S3Error, S3Options, sync_archive
+from ticktape.archive.s3_sync import sync_archive_async
 
 EX = "binance-futures"
 pytestmark = pytest.mark.s3
@@ -199,8 +199,8 @@ def test_background_sync_survives_a_missing_bucket(tmp_path, s3_endpoint, caplog
 
 
 def test_large_file_goes_multipart_and_round_trips(tmp_path, s3_endpoint, s3, bucket, monkeypatch):
-    import archive.s3_sync as sync_mod
-    from archive.s3 import restore_keys
+    import ticktape.archive.s3_sync as sync_mod
+    from ticktape.archive.s3 import restore_keys
 
     monkeypatch.setattr(sync_mod, "SINGLE_PUT_MAX", 1 << 20)
     monkeypatch.setattr(sync_mod, "MULTIPART_CHUNK", 5 << 20)
@@ -223,7 +223,7 @@ def test_large_file_goes_multipart_and_round_trips(tmp_path, s3_endpoint, s3, bu
 def test_warm_sync_reads_no_file_and_cold_cache_uploads_nothing(tmp_path, s3_endpoint, bucket, monkeypatch):
     import shutil
 
-    import archive.checksum as checksum
+    import ticktape.archive.checksum as checksum
 
     root = str(tmp_path / "a")
     keys = write_sample_archive(root, symbols=("BTCUSDT", "ETHUSDT"), hours=4, rows_per_hour=50)

@@ -16,9 +16,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from engine import synthetic
+from ticktape.engine import synthetic
 
-pytest.importorskip("writers.process", reason="writer process not built yet")
+pytest.importorskip("ticktape.writers.process", reason="writer process not built yet")
 
 from engine_capture_helpers import (
     child_pid,

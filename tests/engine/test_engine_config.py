@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import ConfigError, load
+from ticktape.engine.config import ConfigError, load
 
 GOOD = """
 [exchanges.synthetic]

@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from engine.config import load
+from ticktape.engine.config import load
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import logging_setup
-from engine.config import LogConfig
+from ticktape.engine import logging_setup
+from ticktape.engine.config import LogConfig
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from engine_recorded_helpers import (
     rows_of,
 )
 
-from sim.thread import SimulatorThread
+from ticktape.sim.thread import SimulatorThread
 
 BINANCE_SYMBOLS = ("SUSHIUSDT", "AKROUSDT", "KEEPUSDT", "CTKUSDT")
 BYBIT_SYMBOLS = ("BANDUSDT", "RADUSDT", "SNTUSDT", "AIOZUSDT")

@@ -10,7 +10,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from archive.local_s3 import LocalS3Server
+from ticktape.archive.local_s3 import LocalS3Server
 
 pytestmark = pytest.mark.slow
 

@@ -16,16 +16,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import synthetic
-from engine.children import child_main
-from engine.config import ExchangeConfig, LogConfig
-from engine.metrics import ChildView, FeedView, MetricsServer, render
-from engine.stopflag import StopFlag
-from ipc import ringset
-from ipc.raw_ring import RawRing
-from ipc.ring import RecordRing, new_ring_name
-from ipc.schemas import EVENT_KINDS
-from ipc.stats import F, FeedStats
+from ticktape.engine import synthetic
+from ticktape.engine.children import child_main
+from ticktape.engine.config import ExchangeConfig, LogConfig
+from ticktape.engine.metrics import ChildView, FeedView, MetricsServer, render
+from ticktape.engine.stopflag import StopFlag
+from ticktape.ipc import ringset
+from ticktape.ipc.raw_ring import RawRing
+from ticktape.ipc.ring import RecordRing, new_ring_name
+from ticktape.ipc.schemas import EVENT_KINDS
+from ticktape.ipc.stats import F, FeedStats
 
 COUNT = 6000
 DEPTH = 4
@@ -63,7 +63,7 @@ def _spawn(ex: ExchangeConfig, spec: ringset.RingSetSpec, stats: FeedStats, log_
     args = (spec, ex, stats.name, stop, log_cfg)
     p = ctx.Process(
         target=child_main,
-        args=("ingest", "ingest-synthetic", log_cfg, "engine.synthetic:ingest_main", args, stop, os.getpid()),
+        args=("ingest", "ingest-synthetic", log_cfg, "ticktape.engine.synthetic:ingest_main", args, stop, os.getpid()),
     )
     p.start()
     return p, stop

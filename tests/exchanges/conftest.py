@@ -12,14 +12,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from engine.config import ExchangeConfig
-from exchanges import registry
-from exchanges.connection import Link, Listener
-from exchanges.feed import Feed
-from ipc import ringset
-from ipc.outbox import Outbox
-from ipc.raw_ring import RawRing
-from ipc.ring import RecordRing
+from ticktape.engine.config import ExchangeConfig
+from ticktape.exchanges import registry
+from ticktape.exchanges.connection import Link, Listener
+from ticktape.exchanges.feed import Feed
+from ticktape.ipc import ringset
+from ticktape.ipc.outbox import Outbox
+from ticktape.ipc.raw_ring import RawRing
+from ticktape.ipc.ring import RecordRing
 
 SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "samples"
 
@@ -65,7 +65,7 @@ class Rig:
         return list(self.seen["raw"])
 
     def events(self) -> list[tuple[str, str, str]]:
-        from ipc.schemas import EVENT_KINDS
+        from ticktape.ipc.schemas import EVENT_KINDS
 
         ev = self.records("events")
         return [

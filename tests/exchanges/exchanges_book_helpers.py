@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ipc.schemas import BOOK_BID
+from ticktape.ipc.schemas import BOOK_BID
 
 
 def rebuild(rows: Any, sid: int) -> dict[str, dict[float, float]]:

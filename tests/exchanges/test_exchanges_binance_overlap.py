@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from exchanges.connection import Listener
+from ticktape.exchanges.connection import Listener
 
 
 def agg(a):

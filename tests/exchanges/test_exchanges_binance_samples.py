@@ -7,7 +7,7 @@ import json
 import numpy as np
 from conftest import SAMPLES, cryptofeed_frames, cryptofeed_http
 
-from ipc.schemas import BOOK_ASK, BOOK_BID, SIDE_BUY, SIDE_SELL
+from ticktape.ipc.schemas import BOOK_ASK, BOOK_BID, SIDE_BUY, SIDE_SELL
 
 WS = SAMPLES / "binance_futures/cryptofeed_v2_BINANCE_FUTURES.ws.1.0"
 HTTP = SAMPLES / "binance_futures/cryptofeed_v2_BINANCE_FUTURES.http.0.0"

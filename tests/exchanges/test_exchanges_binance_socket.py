@@ -14,7 +14,7 @@ from aiohttp import web
 from exchanges_book_helpers import rebuild
 from picows import WSListener, WSMsgType, ws_create_server
 
-from exchanges.ingest import run_feed
+from ticktape.exchanges.ingest import run_feed
 
 FAST = {"backoff_base": 0.05, "backoff_max": 0.2, "stall_timeout": 2.0, "ping_interval": 0.5, "rest_interval": 0.05}
 

@@ -7,7 +7,7 @@ import json
 from conftest import SAMPLES, cryptofeed_frames
 from exchanges_book_helpers import rebuild
 
-from ipc.schemas import SIDE_BUY
+from ticktape.ipc.schemas import SIDE_BUY
 
 WS = SAMPLES / "bybit/cryptofeed_v2_v5_BYBIT.ws.1.0"
 TARDIS = SAMPLES / "bybit/tardis_node_mappers_test_bybit_v5.jsonl"

@@ -11,7 +11,7 @@ import pytest
 import uvloop
 from picows import WSListener, WSMsgType, ws_create_server
 
-from exchanges.ingest import run_feed
+from ticktape.exchanges.ingest import run_feed
 
 FAST = {"backoff_base": 0.05, "backoff_max": 0.2, "stall_timeout": 0.8, "ping_interval": 0.2, "subscribe_interval": 0.0}
 

@@ -7,7 +7,7 @@ import math
 
 from conftest import SAMPLES
 
-from ipc.schemas import SIDE_BUY, SIDE_SELL
+from ticktape.ipc.schemas import SIDE_BUY, SIDE_SELL
 
 TARDIS = SAMPLES / "hyperliquid/tardis_node_mappers_test_hyperliquid.jsonl"
 
@@ -78,8 +78,8 @@ def test_book_change_is_one_snapshot_group_per_l2book(rig):
 def test_a_restarted_process_still_drops_resent_trades(rig):
     """After a crash the new ingest process attaches the same rings: the tids already
     written are recovered from the trades ring, so the re-sent recent trades are not doubled."""
-    from exchanges.hyperliquid import Hyperliquid
-    from ipc.outbox import Outbox
+    from ticktape.exchanges.hyperliquid import Hyperliquid
+    from ticktape.ipc.outbox import Outbox
 
     r = rig("hyperliquid", symbols=["BTC", "ETH"], channels=["trades"])
 

@@ -12,13 +12,13 @@ import time
 import numpy as np
 import pytest
 
-from engine.config import ExchangeConfig, LogConfig
-from exchanges import registry
-from ipc import ringset
-from ipc.ring import new_ring_name
-from ipc.schemas import BOOK_BID, EVENT_KINDS
-from ipc.stats import FeedStats
-from sim.thread import SimulatorThread
+from ticktape.engine.config import ExchangeConfig, LogConfig
+from ticktape.exchanges import registry
+from ticktape.ipc import ringset
+from ticktape.ipc.ring import new_ring_name
+from ticktape.ipc.schemas import BOOK_BID, EVENT_KINDS
+from ticktape.ipc.stats import FeedStats
+from ticktape.sim.thread import SimulatorThread
 
 OPTS = {"backoff_base": 0.05, "backoff_max": 0.2, "rest_interval": 0.02}
 

@@ -8,11 +8,11 @@ from collections.abc import Iterator
 import msgspec
 import pytest
 
-from ipc import ringset
-from ipc.outbox import Outbox
-from ipc.raw_ring import RawRing
-from ipc.ring import RecordRing
-from ipc.schemas import BOOK_ASK, BOOK_BID, SIDE_BUY, SIDE_SELL
+from ticktape.ipc import ringset
+from ticktape.ipc.outbox import Outbox
+from ticktape.ipc.raw_ring import RawRing
+from ticktape.ipc.ring import RecordRing
+from ticktape.ipc.schemas import BOOK_ASK, BOOK_BID, SIDE_BUY, SIDE_SELL
 
 DTS = ["trades", "book_change", "book_snapshot_5", "raw"]
 

@@ -13,12 +13,12 @@ import pytest
 from picows import ws_create_server
 from test_exchanges_connection import Conn, Server
 
-from engine.config import ExchangeConfig, LogConfig
-from exchanges import registry
-from ipc import ringset
-from ipc.ring import new_ring_name
-from ipc.schemas import EVENT_KINDS
-from ipc.stats import F, FeedStats
+from ticktape.engine.config import ExchangeConfig, LogConfig
+from ticktape.exchanges import registry
+from ticktape.ipc import ringset
+from ticktape.ipc.ring import new_ring_name
+from ticktape.ipc.schemas import EVENT_KINDS
+from ticktape.ipc.stats import F, FeedStats
 
 
 def serve(server: Server, ready: list, stop: threading.Event) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.config import ExchangeConfig
-from exchanges import registry
+from ticktape.engine.config import ExchangeConfig
+from ticktape.exchanges import registry
 
 
 def cfg(**kw):
@@ -40,14 +40,14 @@ def test_bad_config_is_a_clear_error(name, kw, match):
 
 
 def test_seed_config_validates_through_the_engine_loader():
-    from engine.config import load
+    from ticktape.engine.config import load
 
     conf = load("configs/seed.toml")
     assert set(conf.exchanges) == {"binance-futures", "hyperliquid", "bybit"}
 
 
 def test_config_loader_names_the_key(tmp_path):
-    from engine.config import ConfigError, load
+    from ticktape.engine.config import ConfigError, load
 
     p = tmp_path / "c.toml"
     p.write_text('[exchanges.bybit]\nsymbols = ["BTCUSDT"]\nchannels = ["trades", "book_snapshot"]\n')

@@ -11,9 +11,9 @@ import pytest
 import uvloop
 from exchanges_book_helpers import rebuild
 
-from ipc.schemas import SIDE_BUY, SIDE_SELL
-from sim import faults
-from sim import server as sim_server
+from ticktape.ipc.schemas import SIDE_BUY, SIDE_SELL
+from ticktape.sim import faults
+from ticktape.sim import server as sim_server
 
 FAST = {"backoff_base": 0.05, "backoff_max": 0.2, "stall_timeout": 1.0, "ping_interval": 0.3, "rest_interval": 0.02}
 SYMS = {"binance-futures": ["BTCUSDT", "ETHUSDT", "SOLUSDT"], "bybit": ["BTCUSDT", "ETHUSDT", "SOLUSDT"],
@@ -32,7 +32,7 @@ def sim_book(sim, ex, sym, event, depth=None):
 
 async def capture(rig, script, seconds=1.5, rate=150, options=None, exchanges=SYMS, channels=None, **sim_kw):
     async with sim_server.Simulator(list(exchanges), rate=rate, seed=11, script=script, **sim_kw) as sim:
-        from exchanges.ingest import run_feed
+        from ticktape.exchanges.ingest import run_feed
 
         rigs = {}
         for ex, syms in exchanges.items():
@@ -147,7 +147,7 @@ def test_fault_script_events_at_the_right_places_and_books_right_after(rig):
     def events(ex):
         r = rigs[ex]
         ev = r.records("events")
-        from ipc.schemas import EVENT_KINDS
+        from ticktape.ipc.schemas import EVENT_KINDS
         return [(int(e["local_ts"]), EVENT_KINDS[int(e["kind"])], r.spec.symbols[int(e["symbol"])], e["detail"].decode()) for e in ev]
 
     def first(ex, kind, sym=None, after=0):
@@ -253,7 +253,7 @@ def test_duplicates_reorder_subscribe_and_rest_errors(rig):
 @pytest.mark.slow
 def test_unknown_symbols_are_subscribe_errors(rig):
     async def main():
-        from exchanges.ingest import run_feed
+        from ticktape.exchanges.ingest import run_feed
 
         async with sim_server.Simulator({"bybit": ["BTCUSDT"], "hyperliquid": ["BTC"]}, rate=50, seed=3) as sim:
             y = rig("bybit", symbols=["BTCUSDT", "NOPEUSDT"], channels=["trades"], url=sim.ws_url(), options=FAST)

@@ -7,9 +7,9 @@ from multiprocessing.connection import Connection
 
 import numpy as np
 
-from ipc.raw_ring import RawRing
-from ipc.ring import RecordRing
-from ipc.schemas import raw_batch_to_arrow
+from ticktape.ipc.raw_ring import RawRing
+from ticktape.ipc.ring import RecordRing
+from ticktape.ipc.schemas import raw_batch_to_arrow
 
 
 def consumer_server(conn: Connection) -> None:

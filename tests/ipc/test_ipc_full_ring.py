@@ -8,10 +8,10 @@ import time
 import numpy as np
 from ipc_procs import fill_producer
 
-from ipc import ringset
-from ipc.outbox import Outbox
-from ipc.ring import RecordRing
-from ipc.schemas import EVENT_KINDS, TRADE_DTYPE
+from ticktape.ipc import ringset
+from ticktape.ipc.outbox import Outbox
+from ticktape.ipc.ring import RecordRing
+from ticktape.ipc.schemas import EVENT_KINDS, TRADE_DTYPE
 
 
 def test_push_array_into_full_ring_from_another_process_counts_drops() -> None:

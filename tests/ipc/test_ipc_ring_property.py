@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ipc_procs import consumer_server
 
-from ipc.raw_ring import RawRing
-from ipc.ring import RecordRing, new_ring_name
-from ipc.schemas import TRADE_DTYPE, book_snapshot_dtype
+from ticktape.ipc.raw_ring import RawRing
+from ticktape.ipc.ring import RecordRing, new_ring_name
+from ticktape.ipc.schemas import TRADE_DTYPE, book_snapshot_dtype
 
 SETTINGS = settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from replay_helpers import BIG_ROWS, MARK_A, MARK_B, ServerProc
 
-from replay.fixtures import Frame, binance_frames, bybit_frames, synth_archive, write_frames
+from ticktape.replay.fixtures import Frame, binance_frames, bybit_frames, synth_archive, write_frames
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,9 +36,9 @@ def write_l2book_snapshots(root: Path) -> None:
     import numpy as np
     import pyarrow as pa
 
-    from archive.layout import FileKey, hour_of_ns
-    from ipc import schemas as S
-    from replay.fixtures import write_table
+    from ticktape.archive.layout import FileKey, hour_of_ns
+    from ticktape.ipc import schemas as S
+    from ticktape.replay.fixtures import write_table
 
     rng = np.random.default_rng(11)
     for h in range(2):
@@ -93,7 +93,7 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
     port = _free_pair()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "engine.cli", "replay", "serve", "--archive", str(archive), "--port", str(port),
+    cmd = [sys.executable, "-m", "ticktape.engine.cli", "replay", "serve", "--archive", str(archive), "--port", str(port),
            "--max-range-hours", "48", "--ws-subscribe-window", "0.6", "--batch-rows", "4096"]
     log_path = tmp_path_factory.mktemp("replay-log") / "server.log"
     log = open(log_path, "wb")  # noqa: SIM115 - the server writes to it for the whole session

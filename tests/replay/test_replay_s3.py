@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from replay_helpers import SYNTH_END, SYNTH_START, ServerProc, get_lines
 
-from archive.local_s3 import LocalS3Server
+from ticktape.archive.local_s3 import LocalS3Server
 
 REPO = Path(__file__).resolve().parents[2]
 CREDS = {"AWS_ACCESS_KEY_ID": "replaytestkey", "AWS_SECRET_ACCESS_KEY": "replay-test-secret", "AWS_REGION": "us-east-1"}
@@ -42,7 +42,7 @@ def s3_server(server: ServerProc, tmp_path_factory: pytest.TempPathFactory) -> I
         port = int(s.getsockname()[1])
     log = open(tmp_path_factory.mktemp("replay-s3") / "server.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "replay", "serve", "--archive", "s3://replaybucket/arch", "--port",
+        [sys.executable, "-m", "ticktape.engine.cli", "replay", "serve", "--archive", "s3://replaybucket/arch", "--port",
          str(port), "--max-range-hours", "48"],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
     )

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from replay_helpers import tardis_ts
 
-from replay import fmt
-from replay.merge import Chunk, merge
-from replay.subscribe import SubscribeError, parse
+from ticktape.replay import fmt
+from ticktape.replay.merge import Chunk, merge
+from ticktape.replay.subscribe import SubscribeError, parse
 
 NS_2000, NS_2100 = 946_684_800_000_000_000, 4_102_444_800_000_000_000
 

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
 
-from replay.fixtures import synth_archive
+from ticktape.replay.fixtures import synth_archive
 
 REPO = Path(__file__).resolve().parents[2]
 START_NS = 1_736_186_400_000_000_000  # 2025-01-06T18:00Z
@@ -47,7 +47,7 @@ def test_replay_serves_without_pandas(tmp_path: Path) -> None:
     (blocker / "__init__.py").write_text("raise ImportError('pandas deliberately unavailable')\n")
     port = _port()
     env = {**os.environ, "PYTHONPATH": f"{blocker.parent}{os.pathsep}{REPO}"}
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "replay", "serve", "--archive", str(root),
+    proc = subprocess.Popen([sys.executable, "-m", "ticktape.engine.cli", "replay", "serve", "--archive", str(root),
                              "--port", str(port)], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:

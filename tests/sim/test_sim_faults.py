@@ -12,8 +12,8 @@ import aiohttp
 import uvloop
 from sim_test_helpers import connect, until
 
-from sim.faults import Fault
-from sim.server import Simulator
+from ticktape.sim.faults import Fault
+from ticktape.sim.server import Simulator
 
 BF_DEPTH = "/public/stream?streams=btcusdt@depth@100ms"
 

@@ -15,7 +15,7 @@ import aiohttp
 import uvloop
 from sim_test_helpers import connect, until
 
-from sim.server import Simulator
+from ticktape.sim.server import Simulator
 
 SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "samples"
 

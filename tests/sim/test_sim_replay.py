@@ -12,8 +12,8 @@ import aiohttp
 import uvloop
 from sim_test_helpers import connect, until
 
-from sim.replay import read_recording, route
-from sim.server import Simulator
+from ticktape.sim.replay import read_recording, route
+from ticktape.sim.server import Simulator
 
 SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "samples"
 BF_V2 = SAMPLES / "binance_futures/cryptofeed_v2_BINANCE_FUTURES.ws.1.0"

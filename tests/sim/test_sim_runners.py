@@ -10,9 +10,9 @@ import pytest
 import uvloop
 from sim_test_helpers import connect, until
 
-from sim.faults import Fault
-from sim.server import Simulator
-from sim.thread import SimulatorThread
+from ticktape.sim.faults import Fault
+from ticktape.sim.server import Simulator
+from ticktape.sim.thread import SimulatorThread
 
 
 def test_thread_serves_a_client_on_another_loop_and_takes_faults() -> None:

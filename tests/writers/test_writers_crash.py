@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from writers_procs import journals_left, produce, raw_payload, read_type
 
-from engine.config import ArchiveConfig
-from ipc import ringset
-from writers.process import writer_main
-from writers.writer import Writer
+from ticktape.engine.config import ArchiveConfig
+from ticktape.ipc import ringset
+from ticktape.writers.process import writer_main
+from ticktape.writers.writer import Writer
 
 pytestmark = pytest.mark.slow
 

@@ -12,16 +12,16 @@ import pyarrow.parquet as pq
 import pytest
 from writers_procs import journals_left, make_trades, read_type
 
-from archive.layout import HOUR_NS
-from engine.cli import main as capture_main
-from engine.config import ArchiveConfig
-from ipc import ringset
-from ipc.outbox import Outbox
-from ipc.ring import RecordRing
-from ipc.schemas import TRADES_SCHEMA, arrow_schema_for
-from writers.finalize import finalize_batches
-from writers.journal import read_journal
-from writers.writer import Writer
+from ticktape.archive.layout import HOUR_NS
+from ticktape.engine.cli import main as capture_main
+from ticktape.engine.config import ArchiveConfig
+from ticktape.ipc import ringset
+from ticktape.ipc.outbox import Outbox
+from ticktape.ipc.ring import RecordRing
+from ticktape.ipc.schemas import TRADES_SCHEMA, arrow_schema_for
+from ticktape.writers.finalize import finalize_batches
+from ticktape.writers.journal import read_journal
+from ticktape.writers.writer import Writer
 
 H0 = 1_767_225_600_000_000_000  # 2026-01-01T00:00Z
 
@@ -102,8 +102,8 @@ def test_hour_split_late_merge_and_readback(capture, caplog) -> None:
 
 
 def test_finalize_twice_is_idempotent(tmp_path) -> None:
-    from archive.layout import FileKey, hour_of_ns
-    from ipc.schemas import fixed_batch_to_arrow
+    from ticktape.archive.layout import FileKey, hour_of_ns
+    from ticktape.ipc.schemas import fixed_batch_to_arrow
 
     archive = ArchiveConfig(root=str(tmp_path))
     key = FileKey("bybit", "trades", "BTCUSDT", hour_of_ns(H0))

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from writers_procs import make_trades, read_type
 
-from engine.config import ArchiveConfig
-from ipc import ringset
-from ipc.ring import _W, RecordRing
-from writers.writer import Writer
+from ticktape.engine.config import ArchiveConfig
+from ticktape.ipc import ringset
+from ticktape.ipc.ring import _W, RecordRing
+from ticktape.writers.writer import Writer
 
 H0 = 1_767_225_600_000_000_000
 

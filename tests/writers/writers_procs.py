@@ -10,11 +10,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ipc import ringset
-from ipc.raw_ring import RawRing
-from ipc.ring import RecordRing
-from ipc.ringset import RingSetSpec
-from ipc.schemas import TRADE_DTYPE
+from ticktape.ipc import ringset
+from ticktape.ipc.raw_ring import RawRing
+from ticktape.ipc.ring import RecordRing
+from ticktape.ipc.ringset import RingSetSpec
+from ticktape.ipc.schemas import TRADE_DTYPE
 
 STEP_NS = 1000  # local_ts step between consecutive trades
 

@@ -1,0 +1,1 @@
+"""Configs shipped with the package (the demo runs from a plain install)."""
