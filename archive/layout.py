@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
 
-from ticktape.ipc.schemas import NO_SYMBOL_NAME, is_data_type
+from ticktape.ipc.schemas import DATA_TYPES_HELP, NO_SYMBOL_NAME, is_data_type
 
 JOURNAL_DIR = ".journal"
 STATE_DIR = ".state"
@@ -57,7 +57,7 @@ def check_symbol(symbol: str) -> str:
 def check_data_type(data_type: str) -> str:
     if not is_data_type(data_type):
         raise LayoutError(
-            f"invalid data type {data_type!r} (trades, book_change, book_snapshot_N, raw, events)"
+            f"invalid data type {data_type!r} ({DATA_TYPES_HELP})"
         )
     return data_type
 

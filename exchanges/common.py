@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from ticktape.engine.config import ExchangeConfig
 
 #: normalized channel names a config may ask for
-NORMALIZED = ("trades", "book_change", "book_snapshot")
+NORMALIZED = ("trades", "book_change", "book_snapshot", "book_ticker", "derivative_ticker", "liquidations")
 NAN = math.nan
 _P, _A = itemgetter(0), itemgetter(1)
 

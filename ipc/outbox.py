@@ -22,9 +22,12 @@ from ticktape.ipc.ring import _DROPPED, _READ, _WRITE, HEADER_BYTES, RecordRing
 from ticktape.ipc.ringset import RingSetSpec
 from ticktape.ipc.schemas import (
     BOOK_CHANGE_STRUCT,
+    BOOK_TICKER_STRUCT,
+    DERIVATIVE_TICKER_STRUCT,
     EVENT_CODE,
     EVENT_DETAIL_BYTES,
     EVENT_STRUCT,
+    LIQUIDATION_STRUCT,
     NO_SYMBOL,
     RAW_INDEX_STRUCT,
     TRADE_STRUCT,
@@ -57,6 +60,9 @@ class Outbox:
         self._snap_struct: struct.Struct | None = (
             book_snapshot_struct(self.snapshot_levels) if self._snap_type else None
         )
+        self._book_ticker = rings.get("book_ticker")
+        self._deriv = rings.get("derivative_ticker")
+        self._liq = rings.get("liquidations")
         self._last_warn = 0.0
         # typed views of the same rings for the fast entry points
         self._tr = self._trades if isinstance(self._trades, RecordRing) else None
@@ -107,6 +113,40 @@ class Outbox:
             return
         if not ring.push_packed(self._snap_struct, local_ts, exchange_ts, symbol, *values):  # type: ignore[union-attr]
             self._lose(self._snap_type or "book_snapshot", symbol)
+
+    def book_ticker(
+        self, local_ts: int, exchange_ts: int, symbol: int, bid_price: float, bid_amount: float,
+        ask_price: float, ask_amount: float,
+    ) -> None:
+        """The venue's best bid/offer (NaN = that side absent)."""
+        ring = self._book_ticker
+        if ring is None or not ring.push_packed(  # type: ignore[union-attr]
+            BOOK_TICKER_STRUCT, local_ts, exchange_ts, bid_price, bid_amount, ask_price, ask_amount, symbol
+        ):
+            self._lose("book_ticker", symbol)
+
+    def derivative_ticker(
+        self, local_ts: int, exchange_ts: int, symbol: int, last_price: float, mark_price: float,
+        index_price: float, funding_rate: float, funding_timestamp: int, predicted_funding_rate: float,
+        open_interest: float,
+    ) -> None:
+        """The full ticker state after an update (NaN = the venue gives none; ``funding_timestamp`` ns, 0 = none)."""
+        ring = self._deriv
+        if ring is None or not ring.push_packed(  # type: ignore[union-attr]
+            DERIVATIVE_TICKER_STRUCT, local_ts, exchange_ts, funding_timestamp, last_price, mark_price, index_price,
+            funding_rate, predicted_funding_rate, open_interest, symbol,
+        ):
+            self._lose("derivative_ticker", symbol)
+
+    def liquidation(
+        self, local_ts: int, exchange_ts: int, symbol: int, liq_id: bytes, price: float, amount: float, side: int
+    ) -> None:
+        """One forced order; ``side`` = the liquidation order's side (sell = a long liquidated)."""
+        ring = self._liq
+        if ring is None or not ring.push_packed(  # type: ignore[union-attr]
+            LIQUIDATION_STRUCT, local_ts, exchange_ts, price, amount, symbol, side, liq_id
+        ):
+            self._lose("liquidations", symbol)
 
     def raw(self, local_ts: int, payload: bytes | bytearray | memoryview, conn_id: int, symbol: int, channel: int) -> None:
         if self._raw is not None and not self._raw.push(local_ts, payload, conn_id, symbol, channel):
@@ -281,7 +321,7 @@ class Outbox:
     def _lose(self, data_type: str, symbol: int) -> None:
         key = (data_type, symbol)
         self._lost[key] = self._lost.get(key, 0) + 1
-        if data_type.startswith("book") and self.on_book_drop is not None:
+        if data_type != "book_ticker" and data_type.startswith("book") and self.on_book_drop is not None:
             self.on_book_drop(symbol)
         now = time.monotonic()
         if now - self._last_warn > 5.0:

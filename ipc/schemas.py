@@ -104,6 +104,45 @@ RAW_INDEX_DTYPE = np.dtype(
 )
 
 
+#: ``book_ticker``: the venue's own best bid/offer stream; NaN = that side absent.
+BOOK_TICKER_DTYPE = np.dtype(
+    [
+        ("local_ts", "<i8"),
+        ("exchange_ts", "<i8"),
+        ("bid_price", "<f8"),
+        ("bid_amount", "<f8"),
+        ("ask_price", "<f8"),
+        ("ask_amount", "<f8"),
+        ("symbol", "<u2"),
+        ("_pad", "u1", (6,)),
+    ]
+)
+
+#: ``derivative_ticker``: the venue's full ticker state after each update (deltas
+#: merged by the connector); NaN = the venue gives no such value (null on disk),
+#: ``funding_timestamp`` 0 = none (null on disk).
+DERIVATIVE_TICKER_DTYPE = np.dtype(
+    [
+        ("local_ts", "<i8"),
+        ("exchange_ts", "<i8"),
+        ("funding_timestamp", "<i8"),
+        ("last_price", "<f8"),
+        ("mark_price", "<f8"),
+        ("index_price", "<f8"),
+        ("funding_rate", "<f8"),
+        ("predicted_funding_rate", "<f8"),
+        ("open_interest", "<f8"),
+        ("symbol", "<u2"),
+        ("_pad", "u1", (6,)),
+    ]
+)
+
+#: ``liquidations``: one forced order each; ``side`` is the liquidation order's side
+#: (sell = a long was liquidated, as Tardis); empty ``id`` = the venue gives none.
+#: Same layout as a trade, so producers pack it with ``LIQUIDATION_STRUCT``.
+LIQUIDATION_DTYPE = TRADE_DTYPE
+
+
 @cache
 def book_snapshot_dtype(levels: int) -> np.dtype:
     if not 1 <= levels <= 1000:
@@ -129,6 +168,9 @@ TRADE_STRUCT = struct.Struct(f"<qqddHB5x{TRADE_ID_BYTES}s")
 BOOK_CHANGE_STRUCT = struct.Struct("<qqddHBB4x")
 EVENT_STRUCT = struct.Struct(f"<qqIHHB7x{EVENT_DETAIL_BYTES}s")
 RAW_INDEX_STRUCT = struct.Struct("<qQIIHH4x")
+BOOK_TICKER_STRUCT = struct.Struct("<qqddddH6x")
+DERIVATIVE_TICKER_STRUCT = struct.Struct("<qqqddddddH6x")
+LIQUIDATION_STRUCT = TRADE_STRUCT
 
 
 @cache
@@ -140,6 +182,8 @@ assert TRADE_STRUCT.size == TRADE_DTYPE.itemsize
 assert BOOK_CHANGE_STRUCT.size == BOOK_CHANGE_DTYPE.itemsize
 assert EVENT_STRUCT.size == EVENT_DTYPE.itemsize
 assert RAW_INDEX_STRUCT.size == RAW_INDEX_DTYPE.itemsize
+assert BOOK_TICKER_STRUCT.size == BOOK_TICKER_DTYPE.itemsize
+assert DERIVATIVE_TICKER_STRUCT.size == DERIVATIVE_TICKER_DTYPE.itemsize
 
 # --- Arrow schemas (disk layout) ---------------------------------------------
 
@@ -194,6 +238,46 @@ RAW_SCHEMA = pa.schema(
 )
 
 
+BOOK_TICKER_SCHEMA = pa.schema(
+    [
+        ("local_ts", TS),
+        ("exchange_ts", TS),
+        ("bid_price", pa.float64()),
+        ("bid_amount", pa.float64()),
+        ("ask_price", pa.float64()),
+        ("ask_amount", pa.float64()),
+    ]
+)
+
+DERIVATIVE_TICKER_SCHEMA = pa.schema(
+    [
+        ("local_ts", TS),
+        ("exchange_ts", TS),
+        ("last_price", pa.float64()),
+        ("mark_price", pa.float64()),
+        ("index_price", pa.float64()),
+        ("funding_rate", pa.float64()),
+        ("funding_timestamp", TS),
+        ("predicted_funding_rate", pa.float64()),
+        ("open_interest", pa.float64()),
+    ]
+)
+
+LIQUIDATIONS_SCHEMA = pa.schema(
+    [
+        ("local_ts", TS),
+        ("exchange_ts", TS),
+        ("id", pa.string()),
+        ("side", DICT_STR),
+        ("price", pa.float64()),
+        ("amount", pa.float64()),
+    ]
+)
+
+#: fixed-schema tables added by issue 12 (data type -> (ring dtype, Arrow schema))
+TICKER_TYPES = ("book_ticker", "derivative_ticker", "liquidations")
+
+
 @cache
 def book_snapshot_schema(levels: int) -> pa.Schema:
     lst = pa.list_(pa.float64(), levels)
@@ -219,12 +303,12 @@ def snapshot_levels(data_type: str) -> int:
     return levels
 
 
-FIXED_TYPES = ("trades", "book_change", "events")
-DATA_TYPES_HELP = "trades, book_change, book_snapshot_{N}, raw, events"
+FIXED_TYPES = ("trades", "book_change", "events", *TICKER_TYPES)
+DATA_TYPES_HELP = "trades, book_change, book_snapshot_{N}, book_ticker, derivative_ticker, liquidations, raw, events"
 
 
 def is_data_type(data_type: str) -> bool:
-    if data_type in ("trades", "book_change", "events", "raw"):
+    if data_type in ("trades", "book_change", "events", "raw", *TICKER_TYPES):
         return True
     try:
         snapshot_levels(data_type)
@@ -242,6 +326,12 @@ def dtype_for(data_type: str) -> np.dtype:
         return EVENT_DTYPE
     if data_type == "raw":
         return RAW_INDEX_DTYPE
+    if data_type == "book_ticker":
+        return BOOK_TICKER_DTYPE
+    if data_type == "derivative_ticker":
+        return DERIVATIVE_TICKER_DTYPE
+    if data_type == "liquidations":
+        return LIQUIDATION_DTYPE
     return book_snapshot_dtype(snapshot_levels(data_type))
 
 
@@ -254,6 +344,12 @@ def arrow_schema_for(data_type: str) -> pa.Schema:
         return EVENTS_SCHEMA
     if data_type == "raw":
         return RAW_SCHEMA
+    if data_type == "book_ticker":
+        return BOOK_TICKER_SCHEMA
+    if data_type == "derivative_ticker":
+        return DERIVATIVE_TICKER_SCHEMA
+    if data_type == "liquidations":
+        return LIQUIDATIONS_SCHEMA
     return book_snapshot_schema(snapshot_levels(data_type))
 
 
@@ -273,6 +369,61 @@ def _dict(codes: np.ndarray, names: tuple[str, ...]) -> pa.Array:
 def _fixed_str(col: np.ndarray) -> pa.Array:
     """numpy 'S' column (NUL padded) -> Arrow string, converted in C."""
     return pa.array(col, type=pa.binary()).cast(pa.string())
+
+
+def _f64_nullable(col: np.ndarray) -> pa.Array:
+    """float column with NaN = "the venue gives none" -> Arrow doubles with nulls (vectorized)."""
+    arr = np.ascontiguousarray(col)
+    return pa.array(arr, type=pa.float64(), mask=np.isnan(arr))
+
+
+def _ts_nullable(col: np.ndarray) -> pa.Array:
+    """ns timestamp column with 0 = none -> Arrow timestamps with nulls."""
+    arr = np.ascontiguousarray(col)
+    return pa.array(arr, type=pa.int64(), mask=arr == 0).view(TS)
+
+
+def _str_nullable(col: np.ndarray) -> pa.Array:
+    """NUL-padded 'S' column; empty = none -> null."""
+    return pa.array(col, type=pa.binary(), mask=np.asarray(col) == b"").cast(pa.string())
+
+
+def _ticker_batch_to_arrow(data_type: str, batch: np.ndarray) -> pa.RecordBatch:
+    if data_type == "book_ticker":
+        return pa.RecordBatch.from_arrays(
+            [
+                _ts(batch["local_ts"]),
+                _ts(batch["exchange_ts"]),
+                *(_f64_nullable(batch[c]) for c in ("bid_price", "bid_amount", "ask_price", "ask_amount")),
+            ],
+            schema=BOOK_TICKER_SCHEMA,
+        )
+    if data_type == "derivative_ticker":
+        return pa.RecordBatch.from_arrays(
+            [
+                _ts(batch["local_ts"]),
+                _ts(batch["exchange_ts"]),
+                _f64_nullable(batch["last_price"]),
+                _f64_nullable(batch["mark_price"]),
+                _f64_nullable(batch["index_price"]),
+                _f64_nullable(batch["funding_rate"]),
+                _ts_nullable(batch["funding_timestamp"]),
+                _f64_nullable(batch["predicted_funding_rate"]),
+                _f64_nullable(batch["open_interest"]),
+            ],
+            schema=DERIVATIVE_TICKER_SCHEMA,
+        )
+    return pa.RecordBatch.from_arrays(
+        [
+            _ts(batch["local_ts"]),
+            _ts(batch["exchange_ts"]),
+            _str_nullable(batch["id"]),
+            _dict(batch["side"], TRADE_SIDES),
+            pa.array(np.ascontiguousarray(batch["price"])),
+            pa.array(np.ascontiguousarray(batch["amount"])),
+        ],
+        schema=LIQUIDATIONS_SCHEMA,
+    )
 
 
 def _levels(col: np.ndarray, levels: int) -> pa.Array:
@@ -327,6 +478,8 @@ def fixed_batch_to_arrow(
             ],
             schema=EVENTS_SCHEMA,
         )
+    if data_type in TICKER_TYPES:
+        return _ticker_batch_to_arrow(data_type, batch)
     levels = snapshot_levels(data_type)
     return pa.RecordBatch.from_arrays(
         [
