@@ -60,15 +60,16 @@ def channel_of(stream: str) -> tuple[str, str, str] | None:
 class _Ids:
     __slots__ = ("agg", "first_id", "last_changes", "last_ids", "last_prev", "rng", "tid", "uid", "us")
 
-    def __init__(self, m: Market) -> None:
+    def __init__(self, m: Market, base: int) -> None:
         self.rng = random.Random(m.rng.getrandbits(64) ^ 0xB1A)
-        self.uid = 5_000_000_000 + self.rng.randrange(1_000_000_000)
+        # ids start at the run's clock base (``Simulator.id_base``): no repeat across runs
+        self.uid = 4 * base + self.rng.randrange(1_000_000_000)
         self.last_ids: list[int] = [self.uid]
         self.first_id = self.uid  # U of the last diff
         self.last_changes: list[tuple[int, int, int]] = []
         self.last_prev: list[int] = []
         self.us: deque[tuple[int, int]] = deque(maxlen=STALE_BACK + 1)  # (event, u) of recent diffs
-        self.agg = 100_000_000 + self.rng.randrange(100_000_000)
+        self.agg = base + self.rng.randrange(100_000_000)
         self.tid = 2 * self.agg
 
 
@@ -81,7 +82,7 @@ class Binance(Venue):
         super().__init__(*a, **kw)
 
     def new_market(self, m: Market) -> None:
-        self.ids[m.symbol] = _Ids(m)
+        self.ids[m.symbol] = _Ids(m, self.sim.id_base)
 
     # -- connections --------------------------------------------------------------------
     @staticmethod

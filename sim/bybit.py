@@ -39,13 +39,15 @@ class _Topic:
 
 
 class _State:
-    __slots__ = ("last_px", "rng", "seq", "topics", "tseq")
+    __slots__ = ("last_px", "rng", "salt", "seq", "topics", "tseq")
 
-    def __init__(self, m: Market) -> None:
+    def __init__(self, m: Market, base: int) -> None:
         self.rng = random.Random(m.rng.getrandbits(64) ^ 0xB7B)
-        self.seq = 100_000_000_000 + self.rng.randrange(10_000_000_000)
-        self.tseq = 1_000_000_000 + self.rng.randrange(1_000_000_000)
-        self.topics: dict[int, _Topic] = {d: _Topic(d, 1_000_000 + self.rng.randrange(50_000_000)) for d in DEPTHS}
+        # sequences start at the run's clock base (``Simulator.id_base``): no repeat across runs
+        self.seq = 40 * base + self.rng.randrange(10_000_000_000)
+        self.tseq = base + self.rng.randrange(1_000_000_000)
+        self.salt = random.Random(base).getrandbits(128)  # trade ids (uuids) differ per run too
+        self.topics: dict[int, _Topic] = {d: _Topic(d, base + self.rng.randrange(50_000_000)) for d in DEPTHS}
         self.last_px = 0
 
 
@@ -59,7 +61,7 @@ class Bybit(Venue):
         super().__init__(*a, **kw)
 
     def new_market(self, m: Market) -> None:
-        self.st[m.symbol] = _State(m)
+        self.st[m.symbol] = _State(m, self.sim.id_base)
 
     def on_open(self, conn: Conn) -> None:
         conn.state["conn_id"] = str(uuid.UUID(int=random.Random(self.sim.seed * 7919 + conn.id).getrandbits(128), version=4))
@@ -177,7 +179,7 @@ class Bybit(Venue):
             st.last_px = p
             for q in ev.fills:
                 st.tseq += 1
-                i = str(uuid.UUID(int=r.getrandbits(128), version=4))
+                i = str(uuid.UUID(int=r.getrandbits(128) ^ st.salt, version=4))
                 ids.append(i)
                 items.append(b'{"T":%d,"s":"%s","S":"%s","v":"%s","p":"%s","L":"%s","i":"%s","BT":false,"RPI":false,"seq":%d}' % (
                     now - 2, sb, b"Buy" if ev.buy else b"Sell", qty(q).encode(), px(p).encode(), tick.encode(), i.encode(), st.tseq))

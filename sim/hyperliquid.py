@@ -27,10 +27,12 @@ MAX_SUBS = 1000
 
 
 class _State:
-    __slots__ = ("recent", "rng", "users")
+    __slots__ = ("recent", "rng", "tid", "users")
 
-    def __init__(self, m: Market) -> None:
+    def __init__(self, m: Market, base: int) -> None:
         self.rng = random.Random(m.rng.getrandbits(64) ^ 0x4C)
+        # tids start at the run's clock base (``Simulator.id_base``, < 2**50): no repeat across runs
+        self.tid = base * 2 + self.rng.randrange(1_000_000)
         self.recent: deque[tuple[bytes, int]] = deque(maxlen=RECENT)
         self.users = [f"0x{self.rng.getrandbits(160):040x}" for _ in range(16)]
 
@@ -45,7 +47,7 @@ class Hyperliquid(Venue):
         super().__init__(*a, **kw)
 
     def new_market(self, m: Market) -> None:
-        self.st[m.symbol] = _State(m)
+        self.st[m.symbol] = _State(m, self.sim.id_base)
 
     def message(self, conn: Conn, msg: bytes) -> None:
         try:
@@ -113,7 +115,8 @@ class Hyperliquid(Venue):
             tids = []
             p = _num(m.spec.px(ev.px)).encode()
             for q in ev.fills:
-                tid = r.getrandbits(50)
+                st.tid += 1 + r.randrange(3)
+                tid = st.tid
                 buyer, seller = r.sample(st.users, 2)
                 item = b'{"coin":"%s","side":"%s","px":"%s","sz":"%s","time":%d,"hash":"%s","tid":%d,"users":["%s","%s"]}' % (
                     sym.encode(), b"B" if ev.buy else b"A", p, _num(m.spec.qty(q)).encode(), now, h, tid, buyer.encode(), seller.encode())

@@ -43,6 +43,13 @@ EXCHANGES = tuple(VENUES)
 MAX_CONN_AGE = {"binance-futures": 24 * 3600.0}
 IDLE_TIMEOUT = {"bybit": 600.0, "hyperliquid": 60.0}
 MAX_QUERY = 16_384
+_EPOCH_2020_US = 1_577_836_800_000_000
+
+
+def clock_id_base() -> int:
+    """Microseconds since 2020-01-01: ids of a later run start above an earlier run's
+    unless that run issued more than a million ids a second per symbol."""
+    return time.time_ns() // 1000 - _EPOCH_2020_US
 
 
 class Simulator:
@@ -56,7 +63,9 @@ class Simulator:
     one frame on every stream of that kind.
     ``record=False`` keeps no ``Sent`` list (benchmarks). ``script``: faults as
     ``(at, Fault)`` entries (``sim.faults``). ``replay``: a recording file to
-    serve instead of the synthetic market (``sim.replay``).
+    serve instead of the synthetic market (``sim.replay``). ``id_base``: where
+    trade ids and sequence numbers start (default: the wall clock, so runs never
+    repeat ids; the market itself is deterministic by ``seed``).
     """
 
     def __init__(
@@ -79,6 +88,7 @@ class Simulator:
         pong_timeout: float = 600.0,
         max_buffer: int = 16 << 20,
         tick: float = 0.005,
+        id_base: int | None = None,
     ) -> None:
         ex = dict(exchanges) if isinstance(exchanges, Mapping) else {e: None for e in exchanges}
         for e in ex:
@@ -96,6 +106,9 @@ class Simulator:
         self.host = host
         self.port = port
         self.seed = seed
+        #: where trade ids and sequence numbers start: the wall clock (µs since 2020), so two
+        #: runs never repeat an id (a market's prices and sizes still depend on ``seed`` only)
+        self.id_base = id_base if id_base is not None else clock_id_base()
         self.rates = rates
         self.trade_share = trade_share
         self.recording = record
