@@ -23,7 +23,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from ticktape.archive.catalog import TimeLike, keys_for_range
-from ticktape.archive.s3_client import S3Error, S3Options, load_env, parse_url, redact
+from ticktape.archive.s3_client import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_READ_TIMEOUT,
+    S3Error,
+    S3Options,
+    load_env,
+    parse_url,
+    redact,
+)
 from ticktape.archive.s3_restore import RestoreReport, restore_all, restore_keys
 from ticktape.archive.s3_sync import SyncReport, sync_archive
 
@@ -85,12 +94,16 @@ class BackgroundSync:
         region: str | None = None,
         concurrency: int = 8,
         retry_interval: float = 60.0,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     ):
         parse_url(url)  # fail at start-up, not an hour later
         self.root = root
         self.url = url
         self.kwargs: dict[str, Any] = dict(
-            endpoint_url=endpoint_url, profile=profile, region=region, concurrency=concurrency
+            endpoint_url=endpoint_url, profile=profile, region=region, concurrency=concurrency,
+            connect_timeout=connect_timeout, read_timeout=read_timeout, max_attempts=max_attempts,
         )
         self.retry_interval = retry_interval
         self._wake = threading.Event()
@@ -103,7 +116,7 @@ class BackgroundSync:
 
     @classmethod
     def from_config(cls, s3cfg: Any, root: str) -> BackgroundSync:
-        """From ``engine.config.S3Config`` (url, endpoint_url, profile, region, concurrency)."""
+        """From ``engine.config.S3Config`` (url, endpoint_url, profile, region, concurrency, timeouts)."""
         return cls(
             root,
             s3cfg.url,
@@ -111,6 +124,9 @@ class BackgroundSync:
             profile=s3cfg.profile,
             region=s3cfg.region,
             concurrency=s3cfg.concurrency,
+            connect_timeout=getattr(s3cfg, "connect_timeout", DEFAULT_CONNECT_TIMEOUT),
+            read_timeout=getattr(s3cfg, "read_timeout", DEFAULT_READ_TIMEOUT),
+            max_attempts=getattr(s3cfg, "max_attempts", DEFAULT_MAX_ATTEMPTS),
         )
 
     def start(self) -> None:

@@ -15,7 +15,16 @@ import sys
 
 from ticktape.archive.catalog import keys_for_range
 from ticktape.archive.layout import LayoutError
-from ticktape.archive.s3_client import S3Error, S3Options, load_env, parse_url, redact
+from ticktape.archive.s3_client import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_READ_TIMEOUT,
+    S3Error,
+    S3Options,
+    load_env,
+    parse_url,
+    redact,
+)
 
 log = logging.getLogger("ticktape.s3")
 
@@ -47,6 +56,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--region", help="region; default AWS_REGION / AWS_DEFAULT_REGION")
     p.add_argument("--env-file", help="read credentials from this .env file (default: ./.env if present)")
     p.add_argument("--concurrency", type=int, default=8, help="parallel transfers (default 8)")
+    p.add_argument("--connect-timeout", type=float, default=DEFAULT_CONNECT_TIMEOUT,
+                   help=f"seconds to open a connection (default {DEFAULT_CONNECT_TIMEOUT:g})")
+    p.add_argument("--read-timeout", type=float, default=DEFAULT_READ_TIMEOUT,
+                   help=f"seconds to wait for each read before the attempt fails (default {DEFAULT_READ_TIMEOUT:g})")
+    p.add_argument("--max-attempts", type=int, default=DEFAULT_MAX_ATTEMPTS,
+                   help=f"attempts per request before giving up (default {DEFAULT_MAX_ATTEMPTS})")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument("--verbose", "-v", action="store_true", help="also log files that are skipped")
 
@@ -101,7 +116,10 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _opts(args: argparse.Namespace) -> S3Options:
-    return S3Options(endpoint_url=args.endpoint_url, profile=args.profile, region=args.region)
+    return S3Options(
+        endpoint_url=args.endpoint_url, profile=args.profile, region=args.region, max_attempts=args.max_attempts,
+        connect_timeout=args.connect_timeout, read_timeout=args.read_timeout,
+    )
 
 
 def _progress(args: argparse.Namespace) -> bool:
@@ -190,8 +208,14 @@ def main(args: argparse.Namespace) -> int:
     try:
         load_env(args.env_file)
         _setup_logging(args.verbose)
-        if args.concurrency < 1:
-            raise S3Error("--concurrency must be >= 1")
+        if not 1 <= args.concurrency <= 256:
+            raise S3Error(f"--concurrency {args.concurrency}: must be 1..256")
+        if not 0 < args.connect_timeout <= 600:
+            raise S3Error(f"--connect-timeout {args.connect_timeout:g}: must be > 0 and <= 600 seconds")
+        if not 0 < args.read_timeout <= 3600:
+            raise S3Error(f"--read-timeout {args.read_timeout:g}: must be > 0 and <= 3600 seconds")
+        if not 1 <= args.max_attempts <= 20:
+            raise S3Error(f"--max-attempts {args.max_attempts}: must be 1..20")
         return int(args._s3(args))
     except (S3Error, LayoutError, ValueError, OSError) as e:
         print(f"capture s3 {args.s3_command}: error: {redact(str(e))}", file=sys.stderr)

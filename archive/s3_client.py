@@ -87,15 +87,23 @@ def object_key(prefix: str, rel: str) -> str:
     return f"{prefix}/{rel}" if prefix else rel
 
 
+#: defaults of ``S3Options`` (named so callers can reuse them: a slots dataclass hides its defaults)
+DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_CONNECT_TIMEOUT = 5.0
+DEFAULT_READ_TIMEOUT = 30.0
+
+
 @dataclass(frozen=True, slots=True)
 class S3Options:
     endpoint_url: str | None = None
     profile: str | None = None
     region: str | None = None
     #: botocore attempts per request (network hiccups); a dead endpoint fails after these
-    max_attempts: int = 3
-    connect_timeout: float = 5.0
-    read_timeout: float = 60.0
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    #: seconds to connect / to wait for each read: an endpoint that accepts and never answers
+    #: ends in an error after max_attempts * (connect_timeout + read_timeout), not never
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    read_timeout: float = DEFAULT_READ_TIMEOUT
 
     def resolved_endpoint(self) -> str | None:
         return (
@@ -122,7 +130,7 @@ def make_fs(opts: S3Options, *, asynchronous: bool = False) -> s3fs.S3FileSystem
     kwargs: dict[str, Any] = {}
     if opts.profile:
         kwargs["profile"] = opts.profile
-    return s3fs.S3FileSystem(
+    fs = s3fs.S3FileSystem(
         endpoint_url=opts.resolved_endpoint(),
         client_kwargs=client_kwargs,
         config_kwargs={
@@ -138,6 +146,10 @@ def make_fs(opts: S3Options, *, asynchronous: bool = False) -> s3fs.S3FileSystem
         skip_instance_cache=True,
         **kwargs,
     )
+    # botocore's retries above are the only ones: s3fs's own loop (5 more rounds of
+    # botocore's attempts, with back-off) would multiply a frozen endpoint's wait by 5
+    fs.retries = 1
+    return fs
 
 
 async def close_fs(fs: s3fs.S3FileSystem) -> None:
@@ -162,6 +174,12 @@ def is_connection_error(e: BaseException) -> bool:
     return isinstance(e, BotoConnectionError | HTTPClientError | ConnectionError | TimeoutError)
 
 
+def _is_timeout(e: BaseException) -> bool:
+    from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
+
+    return isinstance(e, ReadTimeoutError | ConnectTimeoutError | TimeoutError) or "Timeout" in type(e).__name__
+
+
 def describe(e: BaseException, where: str) -> str:
     """One line for any failure talking to S3 (never a traceback, never a secret)."""
     from botocore.exceptions import NoCredentialsError, PartialCredentialsError, ProfileNotFound
@@ -177,6 +195,8 @@ def describe(e: BaseException, where: str) -> str:
         )
     elif isinstance(e, ProfileNotFound):
         text = f"{where}: {e}"
+    elif _is_timeout(e):
+        text = f"{where}: the endpoint did not answer in time ({type(e).__name__}: {e})"
     elif is_connection_error(e):
         text = f"{where}: cannot reach the endpoint ({type(e).__name__}: {e})"
     else:

@@ -27,6 +27,9 @@ from typing import Any
 from ticktape.archive.checksum import Digest, HashCache, digest_bytes
 from ticktape.archive.layout import JOURNAL_DIR, FileKey, LayoutError
 from ticktape.archive.s3_client import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_READ_TIMEOUT,
     S3Error,
     S3Options,
     check_bucket,
@@ -407,9 +410,15 @@ def sync_archive(
     concurrency: int = 8,
     dry_run: bool = False,
     progress: bool = False,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    read_timeout: float = DEFAULT_READ_TIMEOUT,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
 ) -> SyncReport:
     """Blocking form of ``sync_archive_async`` (runs its own event loop; call it from any thread)."""
-    opts = S3Options(endpoint_url=endpoint_url, profile=profile, region=region)
+    opts = S3Options(
+        endpoint_url=endpoint_url, profile=profile, region=region, max_attempts=max_attempts,
+        connect_timeout=connect_timeout, read_timeout=read_timeout,
+    )
     report = asyncio.run(
         sync_archive_async(root, url, opts, concurrency=concurrency, dry_run=dry_run, progress=progress)
     )

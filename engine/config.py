@@ -76,6 +76,11 @@ class S3Config(_Strict):
     profile: str | None = None
     region: str | None = None
     concurrency: int = 8
+    #: seconds to open a connection / to wait for each read; a frozen endpoint ends in an error
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    #: attempts per request (botocore standard retries)
+    max_attempts: int = 3
 
 
 class ExchangeConfig(_Strict):
@@ -130,9 +135,16 @@ def _err(path: str, msg: str) -> ConfigError:
 def load(path: str | Path) -> Config:
     p = Path(path)
     try:
-        raw = tomllib.loads(p.read_text())
+        text = p.read_bytes().decode("utf-8")
+        raw = tomllib.loads(text)
     except FileNotFoundError:
         raise ConfigError(f"{p}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{p}: is a directory, not a config file") from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read the config file ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); TOML files are UTF-8") from None
     except tomllib.TOMLDecodeError as e:
         raise _err(str(p), f"invalid TOML: {e}") from None
     return from_dict(raw, str(p))
@@ -170,37 +182,74 @@ def from_dict(data: dict, source: str = "<config>") -> Config:
 
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_DAY = 86400.0
+
+
+def _num(src: str, key: str, value: float, lo: float, hi: float, unit: str = "", lo_open: bool = False) -> None:
+    """``lo <= value <= hi`` (``lo < value`` with ``lo_open``); NaN and inf fail too.
+    The error names the file, the key and the allowed range."""
+    ok = (lo < value if lo_open else lo <= value) and value <= hi
+    if not ok:
+        f = (lambda x: str(int(x)) if float(x).is_integer() else f"{x:g}")  # noqa: E731
+        rng = f"> {f(lo)} and <= {f(hi)}" if lo_open else f"{f(lo)}..{f(hi)}"
+        raise _err(src, f"key {key}: {value!r} is out of range (allowed {rng}{' ' + unit if unit else ''})")
+
+
+def _url(src: str, key: str, value: str, schemes: tuple[str, ...]) -> None:
+    from urllib.parse import urlsplit
+
+    try:
+        u = urlsplit(value)
+        u.port  # noqa: B018 - raises on a bad port
+    except ValueError as e:
+        raise _err(src, f"key {key}: {value!r} is not a URL ({e})") from None
+    if u.scheme not in schemes or not u.netloc:
+        want = " or ".join(f"{s}://host[:port]/..." for s in schemes)
+        raise _err(src, f"key {key}: {value!r} is not a URL (expected {want})")
 
 
 def validate(cfg: Config) -> None:
+    """Every value range-checked before anything starts (one line: file, key, allowed range)."""
     src = cfg.source
     if not cfg.exchanges:
         raise _err(src, "key exchanges: at least one exchange is required")
     if cfg.simulator is not None:
         sim = cfg.simulator
-        if not 1 <= sim.port <= 65535:
-            raise _err(src, "key simulator.port: must be 1..65535 (the exchanges' url names it)")
-        if not 0 < sim.rate <= 100_000:
-            raise _err(src, "key simulator.rate: must be > 0 and <= 100000 events/s per symbol")
-        if not 0 <= sim.trade_share <= 1:
-            raise _err(src, "key simulator.trade_share: must be 0..1")
-    if not 0 < cfg.archive.flush_interval <= 1.0:
-        raise _err(src, "key archive.flush_interval: must be > 0 and <= 1 second")
-    if cfg.writers < 1:
-        raise _err(src, "key writers: must be >= 1")
-    if not 1 <= cfg.archive.zstd_level <= 22:
-        raise _err(src, "key archive.zstd_level: must be 1..22")
-    if cfg.ring.records < 1024 or cfg.ring.raw_records < 1024 or cfg.ring.raw_bytes < (1 << 20):
-        raise _err(src, "key ring: records/raw_records >= 1024 and raw_bytes >= 1 MiB")
-    if not 0 <= cfg.metrics.port <= 65535:
-        raise _err(src, "key metrics.port: must be 0..65535")
+        _num(src, "simulator.port", sim.port, 1, 65535, "(the exchanges' url names it)")
+        _num(src, "simulator.rate", sim.rate, 0, 100_000, "events/s per symbol", lo_open=True)
+        _num(src, "simulator.trade_share", sim.trade_share, 0, 1)
+        _num(src, "simulator.seed", sim.seed, 0, 2**32 - 1)
+        if not sim.host:
+            raise _err(src, "key simulator.host: must not be empty")
+    a = cfg.archive
+    if not a.root.strip():
+        raise _err(src, "key archive.root: must not be empty")
+    _num(src, "archive.flush_interval", a.flush_interval, 0, 1.0, "second", lo_open=True)
+    _num(src, "archive.finalize_grace", a.finalize_grace, 0, 3600, "seconds")
+    _num(src, "archive.zstd_level", a.zstd_level, 1, 22)
+    _num(src, "archive.row_group_size", a.row_group_size, 1, 64 << 20, "rows")
+    _num(src, "writers", cfg.writers, 1, 64)
+    r = cfg.ring
+    _num(src, "ring.records", r.records, 1024, 1 << 30, "records")
+    _num(src, "ring.raw_records", r.raw_records, 1024, 1 << 30, "frames")
+    _num(src, "ring.raw_bytes", r.raw_bytes, 1 << 20, 1 << 40, "bytes")
+    _num(src, "metrics.port", cfg.metrics.port, 0, 65535, "(0 disables /metrics)")
+    if not cfg.metrics.host:
+        raise _err(src, "key metrics.host: must not be empty")
     if cfg.log.level.upper() not in _LOG_LEVELS:
-        raise _err(src, f"key log.level: must be one of {', '.join(_LOG_LEVELS)}")
+        raise _err(src, f"key log.level: {cfg.log.level!r} must be one of {', '.join(_LOG_LEVELS)}")
+    if not cfg.log.dir.strip():
+        raise _err(src, "key log.dir: must not be empty")
+    if not cfg.log.file or "/" in cfg.log.file or cfg.log.file in (".", ".."):
+        raise _err(src, f"key log.file: {cfg.log.file!r} must be a file name (no '/'), inside log.dir")
     sup = cfg.supervisor
-    if not 0 < sup.restart_delay <= sup.restart_delay_max:
-        raise _err(src, "key supervisor.restart_delay: must be > 0 and <= supervisor.restart_delay_max")
-    if sup.ingest_stop_timeout <= 0 or sup.drain_timeout <= 0:
-        raise _err(src, "key supervisor: ingest_stop_timeout and drain_timeout must be > 0")
+    _num(src, "supervisor.restart_delay_max", sup.restart_delay_max, 0, 3600, "seconds", lo_open=True)
+    _num(src, "supervisor.restart_delay", sup.restart_delay, 0, sup.restart_delay_max,
+         "seconds (<= supervisor.restart_delay_max)", lo_open=True)
+    _num(src, "supervisor.ingest_stop_timeout", sup.ingest_stop_timeout, 0, 3600, "seconds", lo_open=True)
+    _num(src, "supervisor.drain_timeout", sup.drain_timeout, 0, _DAY, "seconds", lo_open=True)
+    if cfg.s3 is not None:
+        _validate_s3(src, cfg.s3)
     for name, ex in cfg.exchanges.items():
         key = f"exchanges.{name}"
         try:
@@ -216,9 +265,25 @@ def validate(cfg: Config) -> None:
                 check_symbol(s)
             except LayoutError as e:
                 raise _err(src, f"key {key}.symbols: {e}") from None
-        if not 1 <= ex.depth <= 1000:
-            raise _err(src, f"key {key}.depth: must be 1..1000")
+        _num(src, f"{key}.depth", ex.depth, 1, 1000, "levels")
+        if ex.rest_url is not None:
+            _url(src, f"{key}.rest_url", ex.rest_url, ("http", "https"))
         _validate_exchange(src, key, name, ex)
+
+
+def _validate_s3(src: str, s3: S3Config) -> None:
+    from ticktape.archive.s3_client import S3Error, parse_url
+
+    try:
+        parse_url(s3.url)
+    except S3Error as e:
+        raise _err(src, f"key s3.url: {e}") from None
+    if s3.endpoint_url is not None:
+        _url(src, "s3.endpoint_url", s3.endpoint_url, ("http", "https"))
+    _num(src, "s3.concurrency", s3.concurrency, 1, 256, "parallel transfers")
+    _num(src, "s3.connect_timeout", s3.connect_timeout, 0, 600, "seconds", lo_open=True)
+    _num(src, "s3.read_timeout", s3.read_timeout, 0, 3600, "seconds", lo_open=True)
+    _num(src, "s3.max_attempts", s3.max_attempts, 1, 20)
 
 
 def _validate_exchange(src: str, key: str, name: str, ex: ExchangeConfig) -> None:

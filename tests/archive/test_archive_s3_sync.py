@@ -242,3 +242,47 @@ def test_warm_sync_reads_no_file_and_cold_cache_uploads_nothing(tmp_path, s3_end
     shutil.rmtree(os.path.join(root, ".state"))  # e.g. the archive was copied to a new machine
     cold = sync_archive(root, url, endpoint_url=s3_endpoint)
     assert cold.ok and cold.uploaded == [] and cold.existing == len(keys) and len(hashed) == len(keys)
+
+
+def test_frozen_endpoint_ends_in_a_clear_error(tmp_path: Path, capture_cmd: list[str]) -> None:
+    """Issue 9: an endpoint that accepts connections and never answers hung a sync for as long
+    as it stayed frozen. Timeouts + bounded attempts end it in one clear line, exit 1."""
+    import socket
+    import subprocess
+    import sys
+
+    root = tmp_path / "archive"
+    write_sample_archive(str(root), symbols=("BTCUSDT",), start="2025-01-05:22", hours=1)
+    accepted: list[socket.socket] = []
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    port = srv.getsockname()[1]
+
+    def accept_forever() -> None:
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            accepted.append(c)  # held open, never read, never answered
+
+    threading.Thread(target=accept_forever, daemon=True).start()
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+    t0 = time.monotonic()
+    try:
+        r = subprocess.run(
+            [*capture_cmd, "s3", "sync", str(root), "s3://frozen-bucket/p", "--endpoint-url",
+             f"http://127.0.0.1:{port}", "--read-timeout", "1", "--connect-timeout", "1", "--max-attempts", "2", "-q"],
+            capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path,
+        )
+    finally:
+        srv.close()
+        for c in accepted:
+            c.close()
+    took = time.monotonic() - t0
+    assert r.returncode == 1, (r.returncode, r.stderr, sys.executable)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "did not answer in time" in lines[0], r.stderr
+    assert accepted, "the client never connected"
+    assert took < 60, took

@@ -34,6 +34,27 @@ symbols = ["AAA", "BBB"]
         ("[supervisor]\nrestart_delay = -1\n" + GOOD, "key supervisor.restart_delay", "> 0"),
         ("writers = '2'\n" + GOOD, "key writers", "Expected `int`"),
         ("exchanges = [\n", "invalid TOML", ""),
+        # every value range-checked (issue 9): the key and the allowed range in one line
+        ("[archive]\nrow_group_size = 0\n" + GOOD, "key archive.row_group_size", "allowed 1..67108864"),
+        ("[archive]\nrow_group_size = -5\n" + GOOD, "key archive.row_group_size", "allowed 1.."),
+        ("[archive]\nfinalize_grace = -1.0\n" + GOOD, "key archive.finalize_grace", "allowed 0..3600"),
+        ("[archive]\nfinalize_grace = inf\n" + GOOD, "key archive.finalize_grace", "allowed 0..3600"),
+        ("[archive]\nflush_interval = nan\n" + GOOD, "key archive.flush_interval", "<= 1 second"),
+        ("[archive]\nzstd_level = 0\n" + GOOD, "key archive.zstd_level", "allowed 1..22"),
+        ("[archive]\nroot = ''\n" + GOOD, "key archive.root", "must not be empty"),
+        ("[ring]\nrecords = 10\n" + GOOD, "key ring.records", "allowed 1024.."),
+        ("[ring]\nraw_bytes = 100\n" + GOOD, "key ring.raw_bytes", "allowed 1048576.."),
+        ("[metrics]\nport = 70000\n" + GOOD, "key metrics.port", "allowed 0..65535"),
+        ("[simulator]\nport = 0\n" + GOOD, "key simulator.port", "allowed 1..65535"),
+        ("[simulator]\nseed = -1\n" + GOOD, "key simulator.seed", "allowed 0.."),
+        ("[supervisor]\ndrain_timeout = 0\n" + GOOD, "key supervisor.drain_timeout", "allowed > 0"),
+        ("writers = 0\n" + GOOD, "key writers", "allowed 1..64"),
+        ("[log]\nfile = 'a/b.log'\n" + GOOD, "key log.file", "file name"),
+        ("[s3]\nurl = 's3://bkt/p'\nconcurrency = 0\n" + GOOD, "key s3.concurrency", "allowed 1..256"),
+        ("[s3]\nurl = 'not-a-url'\n" + GOOD, "key s3.url", "expected s3://bucket/prefix"),
+        ("[s3]\nurl = 's3://bkt/p'\nendpoint_url = 'localhost:9000'\n" + GOOD, "key s3.endpoint_url", "not a URL"),
+        ("[s3]\nurl = 's3://bkt/p'\nread_timeout = 0\n" + GOOD, "key s3.read_timeout", "allowed > 0"),
+        ('[exchanges.synthetic]\nsymbols = ["A"]\ndepth = 0\n', "key exchanges.synthetic.depth", "allowed 1..1000"),
     ],
 )
 def test_config_error_names_file_and_key(tmp_path: Path, text: str, key: str, why: str) -> None:
@@ -104,3 +125,26 @@ def test_rings_larger_than_shared_memory_refused_before_start(tmp_path: Path, ca
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "key ring" in lines[0] and "MiB of shared memory" in lines[0], r.stderr
+
+
+@pytest.mark.parametrize(
+    ("data", "key", "why"),
+    [
+        (b"[exchanges.synthetic]\nsymbols = [\"A\xff\xfe\"]\n", "", "not UTF-8"),
+        (b"[s3]\nurl = 'not-a-url'\n" + GOOD.encode(), "key s3.url", "not an S3 URL"),
+        (b"[archive]\nrow_group_size = 0\n" + GOOD.encode(), "key archive.row_group_size", "out of range"),
+    ],
+)
+def test_capture_run_bad_value_one_line_before_any_child(
+    tmp_path: Path, capture_cmd: list[str], data: bytes, key: str, why: str
+) -> None:
+    """Issue 9: these gave tracebacks (or ran and wrote no Parquet) after children were spawned."""
+    path = tmp_path / "bad.toml"
+    path.write_bytes(data)
+    r = subprocess.run([*capture_cmd, "run", str(path)], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith(f"error: {path}: ") and key in lines[0] and why in lines[0], lines[0]
+    assert "Traceback" not in r.stderr and r.stdout == ""
+    assert not (tmp_path / "archive").exists() and not (tmp_path / "logs").exists()  # nothing started

@@ -83,3 +83,25 @@ def test_capture_sim_cli_rejects_bad_arguments(capture_cmd: list[str]) -> None:
     assert r.returncode == 2 and b"unknown exchange 'binance'" in r.stderr
     r = subprocess.run([*capture_cmd, "sim", "--fault", "1.0:explode", "--duration", "1"], capture_output=True, timeout=30)
     assert r.returncode == 2 and b"unknown fault 'explode'" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["--port", "99999"], "--port 99999: must be 0..65535"),
+        (["--fault", "12:drop:kraken"], "EXCHANGE: unknown exchange 'kraken'"),
+        (["--exchanges", "bybit", "--fault", "12:drop:hyperliquid"], "unknown exchange 'hyperliquid'"),
+        (["--fault", "soon:drop"], "AT 'soon' is not a number"),
+        (["--fault", "1.0:stall:bybit:long"], "SECONDS 'long' is not a number"),
+        (["--rate", "-5"], "--rate -5: must be > 0"),
+        (["--trade-share", "2"], "--trade-share 2: must be 0..1"),
+    ],
+)
+def test_capture_sim_cli_names_the_bad_part(capture_cmd: list[str], argv: list[str], named: str) -> None:
+    """Issue 9: ``--port 99999`` was a traceback; ``--fault 12:drop:kraken`` was accepted and
+    then silently killed the market pump. Each is one line naming the bad part, exit 2."""
+    r = subprocess.run([*capture_cmd, "sim", *argv, "--duration", "1"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0], r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""
