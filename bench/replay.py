@@ -57,7 +57,7 @@ def _free_port() -> int:
 
 def build_archive(root: str, messages: int) -> dict[str, Any]:
     """Synthetic archive: 4 symbols, hours of 1.25 M raw frames each, as many trades + book messages."""
-    from ticktape.replay.fixtures import synth_archive
+    from ticktape.bench.synth_archive import synth_archive
 
     done = os.path.join(root, ".bench-done.json")
     if os.path.exists(done):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, Protocol
 
-from ticktape.engine.config import ExchangeConfig, LogConfig
+from ticktape.engine.settings import ExchangeConfig, LogConfig
 from ticktape.ipc.ringset import RingSetSpec
 
 SYNTHETIC = "synthetic"

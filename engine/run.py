@@ -1,4 +1,4 @@
-"""``capture run config.toml [--duration SECONDS]``: the live capture."""
+"""``capture run config.toml [--duration SECONDS]``: the live capture (``--demo``: the shipped demo config)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,17 @@ from ticktape.engine.config import ConfigError, load
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="TOML config: exchanges, symbols, channels, archive root, ... (see README)")
+    parser.add_argument(
+        "config", nargs="?", help="TOML config: exchanges, symbols, channels, archive root, ... (see README)"
+    )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="run the shipped demo config instead (built-in simulator; archive in ./archive-demo, logs in ./logs-demo)",
+    )
+    parser.add_argument(
+        "--root", default=None, metavar="DIR", help="with --demo: archive directory instead of ./archive-demo"
+    )
     parser.add_argument(
         "--duration",
         type=float,
@@ -31,8 +41,21 @@ def main(args: argparse.Namespace) -> int:
     if args.duration is not None and not args.duration > 0:
         print("error: --duration must be > 0 seconds", file=sys.stderr)
         return 2
+    if args.demo == (args.config is not None):
+        print("error: give a CONFIG file or --demo (one of them)", file=sys.stderr)
+        return 2
+    if args.root is not None and not args.demo:
+        print("error: --root goes with --demo (a config file names its archive.root)", file=sys.stderr)
+        return 2
     try:
-        cfg = load(args.config)
+        if args.demo:
+            from ticktape.engine.demo import demo_config
+
+            cfg, notes = demo_config(args.root)
+            for note in notes:
+                print(f"demo: {note}", file=sys.stderr)
+        else:
+            cfg = load(args.config)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -31,7 +31,7 @@ from urllib.parse import parse_qsl, urlsplit
 import msgspec
 import numpy as np
 
-from ticktape.engine.config import ExchangeConfig, LogConfig
+from ticktape.engine.settings import ExchangeConfig, LogConfig
 from ticktape.ipc import ringset
 from ticktape.ipc.outbox import Outbox
 from ticktape.ipc.ring import RecordRing

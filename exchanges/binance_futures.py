@@ -26,7 +26,7 @@ from ticktape.exchanges.feed import Feed
 from ticktape.ipc.schemas import BOOK_ASK, BOOK_BID, SIDE_BUY, SIDE_SELL
 
 if TYPE_CHECKING:
-    from ticktape.engine.config import ExchangeConfig
+    from ticktape.engine.settings import ExchangeConfig
 
 log = logging.getLogger("ticktape.exchanges")
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 if TYPE_CHECKING:
-    from ticktape.engine.config import ExchangeConfig
+    from ticktape.engine.settings import ExchangeConfig
 
 #: normalized channel names a config may ask for
 NORMALIZED = ("trades", "book_change", "book_snapshot", "book_ticker", "derivative_ticker", "liquidations")

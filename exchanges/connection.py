@@ -16,12 +16,9 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from picows import WSFrame, WSInvalidStatusError, WSListener, WSMsgType, WSTransport, ws_connect
-
-if TYPE_CHECKING:
-    from ticktape.exchanges.feed import Feed
 
 log = logging.getLogger("ticktape.exchanges")
 
@@ -55,6 +52,31 @@ class Timing:
     max_lifetime: float = 0.0  # planned reconnect after this many seconds (0 = never)
     overlap: float = 3.0  # seconds both connections run during a planned reconnect
     handshake_timeout: float = 10.0
+
+
+class FeedPort(Protocol):
+    """What a connection hands its frames and life events to (``exchanges.feed.Feed``,
+    which imports this module: a protocol keeps the dependency one way)."""
+
+    exchange: str
+
+    def on_frame(self, lst: Listener, ts: int, payload: memoryview) -> None: ...
+
+    def frame(self, lst: Listener, ts: int, payload: memoryview) -> None: ...
+
+    def malformed(self, conn_id: int, ts: int, payload: memoryview | bytes, why: str) -> None: ...
+
+    def opened(self, lst: Listener, reconnect: bool) -> None: ...
+
+    def connect_failed(self, link: Link, why: str, refused: bool = False) -> None: ...
+
+    def stalled(self, lst: Listener, idle: float) -> None: ...
+
+    def closed(self, lst: Listener) -> None: ...
+
+    def overlap_started(self, link: Link) -> None: ...
+
+    def overlap_done(self, link: Link, ts: int) -> None: ...
 
 
 class Listener(WSListener):  # type: ignore[misc]
@@ -118,7 +140,7 @@ class Listener(WSListener):  # type: ignore[misc]
 class Link:
     """A logical connection that keeps itself connected until ``close()``."""
 
-    def __init__(self, feed: Feed, plan: Plan, timing: Timing) -> None:
+    def __init__(self, feed: FeedPort, plan: Plan, timing: Timing) -> None:
         self.feed = feed
         self.plan = plan
         self.timing = timing

@@ -22,7 +22,7 @@ from ticktape.ipc.schemas import EVENT_KINDS
 from ticktape.ipc.stats import FIELDS, F, FeedStats
 
 if TYPE_CHECKING:
-    from ticktape.engine.config import ExchangeConfig
+    from ticktape.engine.settings import ExchangeConfig
 
 log = logging.getLogger("ticktape.exchanges")
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ticktape.exchanges.connection import Link
 
 if TYPE_CHECKING:
-    from ticktape.engine.config import ExchangeConfig, LogConfig
+    from ticktape.engine.settings import ExchangeConfig, LogConfig
     from ticktape.exchanges.feed import Feed
     from ticktape.ipc.ringset import RingSetSpec
 

@@ -14,7 +14,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ticktape.engine.config import ExchangeConfig, LogConfig
+    from ticktape.engine.settings import ExchangeConfig, LogConfig
     from ticktape.ipc.ringset import RingSetSpec
 
 #: exchange id (Tardis naming) -> module implementing it

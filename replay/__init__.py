@@ -16,5 +16,4 @@ Modules, one job each:
 - ``fmt``: vectorized text (7-digit timestamps, numbers, joins).
 - ``ws`` + ``subscribe``: WebSocket replay and exchange subscribe messages.
 - ``streaming``: drive a chunk iterator from the event loop with one chunk in flight.
-- ``fixtures``: archives of real recorded frames and synthetic data (tests, benchmark).
 """

@@ -14,15 +14,13 @@ from __future__ import annotations
 import random
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
+from ticktape.sim.conn import Conn
 from ticktape.sim.market import ASK, BID, BookEvent, Market, Trade, render_levels
 from ticktape.sim.venue import Venue
-
-if TYPE_CHECKING:
-    from ticktape.sim.conn import Conn
 
 PUBLIC = "public"
 MARKET = "market"

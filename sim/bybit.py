@@ -12,15 +12,13 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
+from ticktape.sim.conn import Conn
 from ticktape.sim.market import BookEvent, Market, Trade, render_levels
 from ticktape.sim.venue import Venue
-
-if TYPE_CHECKING:
-    from ticktape.sim.conn import Conn
 
 DEPTHS = (1, 50, 200, 1000)
 RESEND_DEPTH1 = 3.0  # orderbook.1 re-sends its snapshot (same u) after this long without change

@@ -6,21 +6,38 @@ how it is delivered (or withheld, altered, duplicated, reordered) and records it
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from picows import WSFrame, WSListener, WSMsgType, WSTransport
 
 from ticktape.sim.faults import Fault
+from ticktape.sim.host import SimHost
 from ticktape.sim.record import Sent
 
 _LEN7 = [bytes([i]) for i in range(126)]
 
-if TYPE_CHECKING:
-    from ticktape.sim.venue import Venue
+
+class VenuePort(Protocol):
+    """What a connection needs from its venue (``sim.venue.Venue``, which imports this module)."""
+
+    exchange: str
+    sim: SimHost
+    frames: int
+    sent: list[Sent]
+
+    def opened(self, conn: Conn) -> None: ...
+
+    def closed(self, conn: Conn) -> None: ...
+
+    def message(self, conn: Conn, msg: bytes) -> None: ...
+
+    def incoming(self, conn: Conn) -> bool: ...
+
+    def record(self, s: Sent) -> None: ...
 
 
 class Conn(WSListener):  # type: ignore[misc]
-    def __init__(self, venue: Venue, conn_id: int, path: str, query: dict[str, str]) -> None:
+    def __init__(self, venue: VenuePort, conn_id: int, path: str, query: dict[str, str]) -> None:
         self.venue = venue
         self.id = conn_id
         self.path = path

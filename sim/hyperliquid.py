@@ -11,15 +11,13 @@ import random
 import re
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
+from ticktape.sim.conn import Conn
 from ticktape.sim.market import BookEvent, Market, Trade, render_levels
 from ticktape.sim.venue import Venue
-
-if TYPE_CHECKING:
-    from ticktape.sim.conn import Conn
 
 LEVELS = 20
 RECENT = 10

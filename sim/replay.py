@@ -20,15 +20,13 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 
-if TYPE_CHECKING:
-    from ticktape.sim.server import Simulator
+from ticktape.sim.venue import Venue
 
 _V2_RECV = re.compile(rb"^(\d+(?:\.\d+)?): (.*)$")
 _V2_HTTP = re.compile(rb"^(\S+) -> (\d+(?:\.\d+)?): (.*)$")
@@ -104,13 +102,13 @@ def route(frame: bytes, dec: msgspec.json.Decoder[_Env] = msgspec.json.Decoder(_
 
 
 class Replayer:
-    def __init__(self, sim: Simulator, path: Path, speed: float = 0.0, wait: float = 2.0) -> None:
+    def __init__(self, venues: Mapping[str, Venue], path: Path, speed: float = 0.0, wait: float = 2.0) -> None:
         if not path.is_file():
             raise FileNotFoundError(f"recording {path} not found")
         frames, http = read_recording(path)
         if not frames:
             raise ValueError(f"recording {path}: no received frames (cryptofeed v2/v3 or '<ns> <frame>' lines)")
-        self.sim = sim
+        self.venues = venues
         self.speed = speed
         self.wait = wait
         self.frames: list[tuple[int, bytes, tuple[str, str, str, str]]] = []
@@ -119,7 +117,7 @@ class Replayer:
             r = route(fr)
             if r is None:
                 self.skipped += 1
-            elif r[0] in sim.venues:
+            elif r[0] in venues:
                 self.frames.append((ts, fr, r))
         self.keys = {r[1] for _, _, r in self.frames}
         self.snapshots: dict[str, list[bytes]] = {}
@@ -133,7 +131,7 @@ class Replayer:
         self.sent = 0
         self._task: asyncio.Task[None] | None = None
         self._first_sub = 0.0
-        for v in sim.venues.values():
+        for v in venues.values():
             v.replay = self
 
     # -- REST -----------------------------------------------------------------------------
@@ -149,7 +147,7 @@ class Replayer:
     # -- websocket ------------------------------------------------------------------------
     def subscribed_keys(self) -> set[str]:
         out: set[str] = set()
-        for v in self.sim.venues.values():
+        for v in self.venues.values():
             for c in v.conns.values():
                 out.update(_keys_of(v.exchange, c.state.get("subs", {})))
         return out
@@ -177,7 +175,7 @@ class Replayer:
                     await asyncio.sleep(delay)
             elif i % 256 == 255:
                 await asyncio.sleep(0)
-            v = self.sim.venues[ex]
+            v = self.venues[ex]
             for c in list(v.conns.values()):
                 if key in _keys_of(ex, c.state.get("subs", {})):
                     data = frame

@@ -147,7 +147,7 @@ class Simulator:
         if self.replay_path is not None:
             from ticktape.sim.replay import Replayer
 
-            self.replayer = Replayer(self, self.replay_path, self.replay_speed)
+            self.replayer = Replayer(self.venues, self.replay_path, self.replay_speed)
         self._server = await ws_create_server(
             self._route, self.host, self.port, enable_auto_pong=False, max_frame_size=1 << 20,
             websocket_handshake_timeout=10, logger_name="ticktape.sim.ws",

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ticktape.sim.conn import Conn
+from ticktape.sim.host import SimHost
 from ticktape.sim.market import BookEvent, Market, Trade
 from ticktape.sim.record import Sent
-
-if TYPE_CHECKING:
-    from ticktape.sim.conn import Conn
-    from ticktape.sim.server import Simulator
 
 log = logging.getLogger("ticktape.sim")
 
@@ -25,7 +23,7 @@ class Venue:
     ws_paths: tuple[str, ...] = ()
     symbol_re = re.compile(r"[A-Z0-9]{2,30}")
 
-    def __init__(self, sim: Simulator, symbols: list[str] | None) -> None:
+    def __init__(self, sim: SimHost, symbols: list[str] | None) -> None:
         self.sim = sim
         self.allowed = set(symbols) if symbols is not None else None
         self.markets: dict[str, Market] = {}

@@ -9,8 +9,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from archive_samples import write_sample_archive
 
-from ticktape.archive.fixtures import write_sample_archive
 from ticktape.archive.layout import safe_join
 from ticktape.archive.loaders import inventory, list_archive, load
 from ticktape.ipc.schemas import TRADES_SCHEMA, book_snapshot_schema

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from archive_samples import write_sample_archive
 
-from ticktape.archive.fixtures import write_sample_archive
 from ticktape.archive.loaders import load
 from ticktape.archive.local_s3 import LocalS3Server
 from ticktape.archive.s3 import S3Options, restore_all, restore_range, sync_archive

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from archive_samples import write_sample_archive
 
-from ticktape.archive.fixtures import write_sample_archive
 from ticktape.archive.layout import FileKey
 from ticktape.archive.local_s3 import LocalS3Server
 from ticktape.archive.s3 import BackgroundSync, S3Error, S3Options, sync_archive

@@ -50,3 +50,29 @@ def test_capture_run_with_builtin_simulator(tmp_path: Path, free_port: int, capt
     for ex in ("binance-futures", "bybit", "hyperliquid"):
         assert (ex, "connect") in kinds and (ex, "disconnect") in kinds
     assert "WRITE " in proc.stdout
+
+
+def test_demo_config_comes_from_package_data_and_moves_taken_ports() -> None:
+    import socket
+
+    from ticktape.engine.demo import demo_config
+
+    cfg, notes = demo_config()
+    assert cfg.source == "ticktape.configs/demo.toml" and cfg.archive.root == "./archive-demo"
+    shipped = load(REPO / "configs" / "demo.toml")
+    assert set(cfg.exchanges) == set(shipped.exchanges)
+    with socket.socket() as s:  # hold the simulator's port: the demo picks another and says so
+        s.bind(("127.0.0.1", cfg.simulator.port if cfg.simulator else 0))
+        s.listen()
+        moved, notes = demo_config(root="/tmp/x")
+    assert moved.simulator is not None and cfg.simulator is not None
+    assert moved.simulator.port != cfg.simulator.port and any("simulator port" in n for n in notes)
+    assert {ex.url for ex in moved.exchanges.values()} == {f"ws://127.0.0.1:{moved.simulator.port}"}
+    assert moved.archive.root == "/tmp/x"
+
+
+@pytest.mark.parametrize("argv", [["run"], ["run", "--demo", "x.toml"], ["run", "x.toml", "--root", "r"]])
+def test_run_needs_exactly_one_of_config_or_demo(argv: list[str], capture_cmd: list[str], tmp_path: Path) -> None:
+    proc = subprocess.run([*capture_cmd, *argv], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: "), proc.stderr

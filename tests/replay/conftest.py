@@ -11,9 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from recorded_frames import Frame, binance_frames, bybit_frames, write_frames
 from replay_helpers import BIG_ROWS, MARK_A, MARK_B, ServerProc
 
-from ticktape.replay.fixtures import Frame, binance_frames, bybit_frames, synth_archive, write_frames
+from ticktape.bench.synth_archive import synth_archive
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,8 +38,8 @@ def write_l2book_snapshots(root: Path) -> None:
     import pyarrow as pa
 
     from ticktape.archive.layout import FileKey, hour_of_ns
+    from ticktape.bench.synth_archive import write_table
     from ticktape.ipc import schemas as S
-    from ticktape.replay.fixtures import write_table
 
     rng = np.random.default_rng(11)
     for h in range(2):

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
 
-from ticktape.replay.fixtures import synth_archive
+from ticktape.bench.synth_archive import synth_archive
 
 REPO = Path(__file__).resolve().parents[2]
 START_NS = 1_736_186_400_000_000_000  # 2025-01-06T18:00Z

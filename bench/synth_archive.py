@@ -1,4 +1,4 @@
-"""Archives for replay tests and ``capture bench replay``: real recorded frames and vectorized synthetic data.
+"""Synthetic archives for ``capture bench replay`` and tests: vectorized, no sample files needed.
 
 Files are written as the writer writes them (``ipc.schemas`` Arrow schemas,
 zstd Parquet, ``layout.file_metadata``, temp name + rename), one per
@@ -8,10 +8,6 @@ zstd Parquet, ``layout.file_metadata``, temp name + rename), one per
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Iterable
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -20,14 +16,6 @@ import pyarrow.parquet as pq
 from ticktape.archive.layout import HOUR_NS, FileKey, file_metadata, hour_of_ns, safe_join
 from ticktape.ipc import schemas as S
 from ticktape.replay import fmt
-
-#: real recorded messages: ../shared/samples beside the checkout (as tests/conftest.py locates them)
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
-BINANCE_SAMPLE = str(SAMPLES / "binance_futures" / "cryptofeed_v2_BINANCE_FUTURES.ws.1.0")
-BYBIT_SAMPLES = (
-    str(SAMPLES / "bybit" / "cryptofeed_v2_v5_BYBIT.ws.1.0"),
-    str(SAMPLES / "bybit" / "cryptofeed_v2_v5_BYBIT.ws.2.0"),
-)
 
 
 def write_table(root: str, key: FileKey, table: pa.Table, row_group_size: int = 256_000) -> str:
@@ -67,73 +55,6 @@ def raw_table(local_ts: np.ndarray, channels: list[str] | np.ndarray, payloads: 
     return pa.Table.from_arrays(
         [_ts(local_ts), chans, pa.array(np.full(n, conn_id, np.uint32)), pay], schema=S.RAW_SCHEMA
     )
-
-
-# --- real recorded frames --------------------------------------------------------------------
-
-_LINE = re.compile(rb"^(\d+\.\d+): (.*)$")
-
-
-@dataclass(slots=True)
-class Frame:
-    local_ts: int
-    symbol: str
-    channel: str
-    payload: bytes
-
-
-def binance_frames(path: str = BINANCE_SAMPLE) -> list[Frame]:
-    """Frames of the cryptofeed v2 recording: combined-stream envelopes, exactly as received."""
-    import json
-
-    out: list[Frame] = []
-    with open(path, "rb") as f:
-        for line in f:
-            m = _LINE.match(line.rstrip(b"\n"))
-            if not m:
-                continue
-            payload = m[2]
-            stream = json.loads(payload).get("stream")
-            if not isinstance(stream, str) or "@" not in stream:
-                continue
-            sym, rest = stream.split("@", 1)
-            out.append(Frame(round(float(m[1]) * 1e6) * 1000, sym.upper(), rest.split("@", 1)[0], payload))
-    return out
-
-
-def bybit_frames(paths: Iterable[str] = BYBIT_SAMPLES) -> list[Frame]:
-    import json
-
-    out: list[Frame] = []
-    for p in paths:
-        with open(p, "rb") as f:
-            for line in f:
-                m = _LINE.match(line.rstrip(b"\n"))
-                if not m:
-                    continue
-                topic = json.loads(m[2]).get("topic")
-                if not isinstance(topic, str) or "." not in topic:
-                    continue
-                ch, sym = topic.rsplit(".", 1)
-                out.append(Frame(round(float(m[1]) * 1e6) * 1000, sym, ch, m[2]))
-    out.sort(key=lambda f: f.local_ts)
-    return out
-
-
-def write_frames(root: str, exchange: str, frames: list[Frame], shift_ns: int = 0) -> dict[str, int]:
-    """Raw files from frames (one series per symbol); returns rows per symbol."""
-    by_sym: dict[str, list[Frame]] = {}
-    for fr in frames:
-        by_sym.setdefault(fr.symbol, []).append(fr)
-    counts = {}
-    for sym, frs in by_sym.items():
-        frs.sort(key=lambda f: f.local_ts)
-        t = raw_table(
-            np.array([f.local_ts + shift_ns for f in frs], np.int64), [f.channel for f in frs], [f.payload for f in frs]
-        )
-        write_by_hour(root, exchange, "raw", sym, t)
-        counts[sym] = len(frs)
-    return counts
 
 
 # --- synthetic, vectorized (scale) -----------------------------------------------------------

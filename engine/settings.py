@@ -1,0 +1,123 @@
+"""The configuration's shape: msgspec Structs, one per TOML table, and its error.
+
+Pure data with no imports from the engine, so modules that only need a
+settings type (connectors, writers, exchanges) depend on this module, not on
+``engine.config`` (the loader, which asks the connectors to validate).
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class ConfigError(ValueError):
+    """A config problem, phrased for the user: file, key, what is wrong."""
+
+
+class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class ArchiveConfig(_Strict):
+    #: local directory holding the archive (created if missing)
+    root: str = "./archive"
+    #: seconds between durable journal flushes (<= 1 s bounds crash loss)
+    flush_interval: float = 0.5
+    #: keep every exchange frame in the ``raw`` data type (needed for /replay)
+    raw: bool = True
+    #: seconds after an hour ends before its journals become Parquet
+    finalize_grace: float = 5.0
+    #: zstd level for finalized Parquet
+    zstd_level: int = 3
+    #: rows per Parquet row group
+    row_group_size: int = 256_000
+
+
+class RingConfig(_Strict):
+    #: records per fixed-size ring (trades, book_change, book_snapshot_N)
+    records: int = 1 << 20
+    #: raw frames per exchange (index ring capacity)
+    raw_records: int = 1 << 18
+    #: bytes of raw payload arena per exchange
+    raw_bytes: int = 64 << 20
+
+
+class MetricsConfig(_Strict):
+    host: str = "127.0.0.1"
+    #: Prometheus text endpoint at http://host:port/metrics; 0 disables it
+    port: int = 9464
+
+
+class LogConfig(_Strict):
+    dir: str = "./logs"
+    level: str = "INFO"
+    file: str = "capture.log"
+
+
+class SupervisorConfig(_Strict):
+    #: delay before restarting a child that died; doubles per consecutive crash
+    restart_delay: float = 0.5
+    restart_delay_max: float = 30.0
+    #: seconds ingest processes get to stop before they are terminated
+    ingest_stop_timeout: float = 10.0
+    #: seconds writers get to drain the rings and finalize files at shutdown
+    drain_timeout: float = 120.0
+
+
+class S3Config(_Strict):
+    #: s3://bucket/prefix to mirror the archive to after each hourly finalize
+    url: str
+    endpoint_url: str | None = None
+    profile: str | None = None
+    region: str | None = None
+    concurrency: int = 8
+    #: seconds to open a connection / to wait for each read; a frozen endpoint ends in an error
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    #: attempts per request (botocore standard retries)
+    max_attempts: int = 3
+
+
+class ExchangeConfig(_Strict):
+    symbols: list[str]
+    #: normalized streams: trades, book_change, book_snapshot
+    channels: list[str] = msgspec.field(default_factory=lambda: ["trades", "book_change"])
+    #: levels for book_snapshot (and the book depth subscribed where it matters)
+    depth: int = 20
+    #: websocket base URL override (e.g. the simulator); default: the real exchange
+    url: str | None = None
+    #: REST base URL override (book snapshots)
+    rest_url: str | None = None
+    #: per-exchange override of archive.raw
+    raw: bool | None = None
+    #: binance: "aggTrade" (default) or "trade"
+    trade_stream: str | None = None
+
+
+class SimulatorConfig(_Strict):
+    """Start the built-in exchange simulator (``capture sim``) as a child of the
+    capture, for demos and soak runs: point the exchanges' ``url`` at
+    ``ws://127.0.0.1:<port>``."""
+
+    port: int = 18765
+    host: str = "127.0.0.1"
+    #: market events per second per symbol
+    rate: float = 50.0
+    seed: int = 1
+    #: share of market events that are trades (the rest are book updates)
+    trade_share: float = 0.5
+
+
+class Config(_Strict):
+    exchanges: dict[str, ExchangeConfig]
+    archive: ArchiveConfig = msgspec.field(default_factory=ArchiveConfig)
+    ring: RingConfig = msgspec.field(default_factory=RingConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
+    log: LogConfig = msgspec.field(default_factory=LogConfig)
+    supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
+    s3: S3Config | None = None
+    simulator: SimulatorConfig | None = None
+    #: writer processes; exchanges are spread over them
+    writers: int = 1
+    #: where the file was read from (filled by ``load``)
+    source: str = ""

@@ -1,0 +1,28 @@
+"""What venues and connections need from the simulator that hosts them.
+
+A ``Protocol`` instead of the ``Simulator`` class, so the protocol modules
+(``venue``, ``conn`` and the per-exchange venues) do not import ``server``,
+which imports them: the dependency runs one way, server -> venues -> host.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class SimHost(Protocol):
+    seed: int
+    #: first trade id / sequence number (from the wall clock, so runs never repeat ids)
+    id_base: int
+    trade_share: float
+    history_limit: int
+    recording: bool
+    max_buffer: int
+    slow_conns: int
+
+    def log_fault(self, exchange: str, kind: str, conn: int, detail: str) -> None: ...
+
+    def take_fault(self, exchange: str, kind: str, conn: int | None = None) -> bool: ...
+
+    def dirty(self, conn: Any) -> None:
+        """``conn`` (a ``sim.conn.Conn``) has frames queued: write them this loop turn."""
