@@ -39,7 +39,21 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             continue
         mod.add_arguments(p)
         p.set_defaults(_main=mod.main)
+        fill_descriptions(p)
     return parser
+
+
+def fill_descriptions(parser: argparse.ArgumentParser) -> None:
+    """Every nested subcommand's ``--help`` starts with a description: its one-line
+    help when the subcommand's module gave none."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        helps = {a.dest: a.help for a in action._choices_actions}
+        for name, sub in action.choices.items():
+            if not sub.description and helps.get(name):
+                sub.description = helps[name]
+            fill_descriptions(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

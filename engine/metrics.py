@@ -1,30 +1,44 @@
-"""/metrics: Prometheus text exposition (format 0.0.4) read straight from shared memory.
+"""Prometheus metrics read straight from shared memory at scrape time.
 
-Nothing is sent to the supervisor: feed counters come from each exchange's
-``FeedStats`` block and ring figures from the ring headers, read when a scrape
-arrives. Served by a tiny asyncio HTTP handler on 127.0.0.1 by default.
+Nothing is sent to the supervisor: a prometheus_client custom ``Collector``
+reads each exchange's ``FeedStats`` block, the ring headers and the children
+table when a scrape arrives. prometheus_client writes the exposition (text
+0.0.4, or OpenMetrics when the scraper's Accept header asks for it), so names,
+escaping and ``_total`` suffixes follow the format's rules.
+
+Families (``ticktape_`` prefix):
+
+* ``feed_<counter>_total{exchange,symbol}``: per subscribed symbol (messages,
+  bytes, gaps, resyncs, malformed, duplicates, ...), and
+  ``feed_last_message_age_seconds`` / ``feed_ready``;
+* ``exchange_<counter>_total{exchange}``: the connection-level row (symbol
+  ``_``): reconnects, disconnects, subscribe errors, and ``control_messages`` /
+  ``control_bytes`` (acks, pongs), with ``exchange_last_message_age_seconds``
+  over all of the exchange's frames;
+* ``ring_*{exchange,table}``: fill ratio, records written / committed / dropped,
+  capacity, and ``writer_lag_seconds`` (age of the oldest record not yet durable);
+* ``child_*{role,name}``, ``disk_free_bytes{path}``, ``up``, ``ready``, ``uptime_seconds``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import math
+import os
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from ticktape.ipc.raw_ring import RawRing
 from ticktape.ipc.ring import RecordRing
 from ticktape.ipc.ringset import RingSetSpec
 from ticktape.ipc.stats import FIELDS, F, FeedStats
 
-log = logging.getLogger("ticktape.metrics")
-
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-# FeedStats field -> (metric suffix, help)
-_FEED_COUNTERS = {
+#: FeedStats fields that only the connection-level row (symbol ``_``) carries
+CONNECTION_LEVEL = frozenset({"reconnects", "disconnects", "subscribe_errors"})
+_HELP = {
     "messages": "frames received",
     "bytes": "payload bytes received",
     "gaps": "sequence gaps detected",
@@ -35,7 +49,8 @@ _FEED_COUNTERS = {
     "disconnects": "connections lost (including stalls)",
     "subscribe_errors": "subscriptions refused by the exchange",
 }
-assert set(_FEED_COUNTERS) | {"last_msg_ns"} == set(FIELDS)
+_COUNTERS = [f for f in FIELDS if f != "last_msg_ns"]
+_EXCHANGE_NAME = {"messages": "control_messages", "bytes": "control_bytes"}
 
 
 @dataclass
@@ -43,6 +58,7 @@ class FeedView:
     spec: RingSetSpec
     stats: FeedStats
     rings: dict[str, RecordRing | RawRing]
+    ready: dict[str, bool] = field(default_factory=dict)  # symbol -> frame received since ingest start
 
 
 @dataclass
@@ -54,114 +70,132 @@ class ChildView:
     restarts: int
 
 
-def _esc(v: str) -> str:
-    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+@dataclass
+class Snapshot:
+    """What one scrape sees (built by the supervisor, read by the collector)."""
+
+    feeds: list[FeedView]
+    children: list[ChildView]
+    started: float  # time.monotonic() at supervisor start
+    ready: bool = False
+    disk_paths: list[str] = field(default_factory=list)
 
 
-def _labels(**kv: str) -> str:
-    return "{" + ",".join(f'{k}="{_esc(v)}"' for k, v in kv.items()) + "}"
+def ring_lag_seconds(ring: RecordRing | RawRing, now_ns: int) -> float:
+    """Seconds since the oldest record the writer has not yet made durable arrived (0 when none)."""
+    idx = ring.index if isinstance(ring, RawRing) else ring
+    rs, ws = idx.read_seq, idx.write_seq
+    if ws <= rs or idx.records is None:
+        return 0.0
+    ts = int(idx.records[rs % idx.capacity]["local_ts"])
+    return max(0.0, (now_ns - ts) / 1e9) if ts > 0 else 0.0
 
 
-def _num(v: float) -> str:
-    if isinstance(v, float) and math.isnan(v):
-        return "NaN"
-    return repr(v) if isinstance(v, float) else str(v)
+class ShmCollector(Collector):
+    """Reads shared memory on every ``collect()`` (one scrape)."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.snapshot()
+        now_ns = time.time_ns()
+        yield _gauge("ticktape_up", "1 while the supervisor runs", [], [((), 1)])
+        yield _gauge("ticktape_ready", "1 once every feed is subscribed and every writer drains", [],
+                     [((), int(snap.ready))])
+        yield _gauge("ticktape_uptime_seconds", "seconds since the supervisor started", [],
+                     [((), round(time.monotonic() - snap.started, 3))])
+        yield from _feed_metrics(snap.feeds, now_ns)
+        yield from _ring_metrics(snap.feeds, now_ns)
+        yield from _child_metrics(snap.children)
+        disks = []
+        for p in snap.disk_paths:
+            try:
+                st = os.statvfs(p)
+            except OSError:
+                continue
+            disks.append(((p,), st.f_bavail * st.f_frsize))
+        yield _gauge("ticktape_disk_free_bytes", "bytes free for the capture on the file system of path",
+                     ["path"], disks)
 
 
-class _Out:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def family(self, name: str, kind: str, help_text: str, samples: Iterable[tuple[str, float]]) -> None:
-        self.lines.append(f"# HELP {name} {help_text}")
-        self.lines.append(f"# TYPE {name} {kind}")
-        self.lines.extend(f"{name}{labels} {_num(v)}" for labels, v in samples)
+def _gauge(name: str, help_text: str, labels: list[str], rows: Iterable[tuple[tuple[str, ...], float]]) -> Metric:
+    m = GaugeMetricFamily(name, help_text, labels=labels)
+    for lv, v in rows:
+        m.add_metric(list(lv), v)
+    return m
 
 
-def render(feeds: list[FeedView], children: list[ChildView], started: float, now_ns: int | None = None) -> str:
-    now_ns = time.time_ns() if now_ns is None else now_ns
-    out = _Out()
-    out.family("ticktape_up", "gauge", "1 while the supervisor runs", [("", 1)])
-    out.family("ticktape_uptime_seconds", "gauge", "seconds since the supervisor started",
-               [("", round(time.monotonic() - started, 3))])
+def _counter(name: str, help_text: str, labels: list[str], rows: Iterable[tuple[tuple[str, ...], float]]) -> Metric:
+    m = CounterMetricFamily(name, help_text, labels=labels)
+    for lv, v in rows:
+        m.add_metric(list(lv), v)
+    return m
 
-    rows: list[tuple[str, str, list[int]]] = []
+
+def _feed_metrics(feeds: list[FeedView], now_ns: int) -> Iterator[Metric]:
+    sym_rows: list[tuple[tuple[str, str], list[int], bool]] = []
+    ex_rows: list[tuple[tuple[str], list[int]]] = []
     for f in feeds:
         values = f.stats.values.tolist()
-        for sym_id, sym in enumerate(f.spec.symbols):
-            rows.append((f.spec.exchange, sym, values[sym_id]))
-    for field, help_text in _FEED_COUNTERS.items():
-        i = F[field]
-        out.family(f"ticktape_feed_{field}_total", "counter", f"per feed: {help_text}",
-                   [(_labels(exchange=e, symbol=s), v[i]) for e, s, v in rows])
+        ex_rows.append(((f.spec.exchange,), values[0]))
+        for sid, sym in enumerate(f.spec.symbols):
+            if sid:
+                sym_rows.append(((f.spec.exchange, sym), values[sid], f.ready.get(sym, False)))
     last = F["last_msg_ns"]
-    out.family(
-        "ticktape_feed_last_message_age_seconds", "gauge",
-        "seconds since the feed's last frame (NaN before the first)",
-        [(_labels(exchange=e, symbol=s), (now_ns - v[last]) / 1e9 if v[last] else math.nan) for e, s, v in rows],
-    )
 
-    ring_rows: list[tuple[str, str, RecordRing, float]] = []
+    def age(v: list[int]) -> float:
+        return (now_ns - v[last]) / 1e9 if v[last] else math.nan
+
+    for fld in _COUNTERS:
+        text = _HELP.get(fld, fld.replace("_", " "))
+        if fld not in CONNECTION_LEVEL:
+            yield _counter(f"ticktape_feed_{fld}", f"per subscribed symbol: {text}",
+                           ["exchange", "symbol"], [(lv, v[F[fld]]) for lv, v, _ in sym_rows])
+        name = _EXCHANGE_NAME.get(fld, fld)
+        scope = "frames of no symbol (acks, pongs, errors)" if fld in _EXCHANGE_NAME else text
+        yield _counter(f"ticktape_exchange_{name}", f"connection level (no symbol): {scope}",
+                       ["exchange"], [(lv, v[F[fld]]) for lv, v in ex_rows])
+    yield _gauge("ticktape_feed_last_message_age_seconds", "seconds since the symbol's last frame (NaN before the first)",
+                 ["exchange", "symbol"], [(lv, age(v)) for lv, v, _ in sym_rows])
+    yield _gauge("ticktape_exchange_last_message_age_seconds",
+                 "seconds since any frame of the exchange (NaN before the first)",
+                 ["exchange"], [(lv, age(v)) for lv, v in ex_rows])
+    yield _gauge("ticktape_feed_ready", "1 once the symbol's frames arrive on the current ingest process",
+                 ["exchange", "symbol"], [(lv, int(r)) for lv, _, r in sym_rows])
+
+
+def _ring_metrics(feeds: list[FeedView], now_ns: int) -> Iterator[Metric]:
+    rows: list[tuple[tuple[str, str], RecordRing, RecordRing | RawRing]] = []
     for f in feeds:
         for dt, r in f.rings.items():
-            idx = r.index if isinstance(r, RawRing) else r
-            ring_rows.append((f.spec.exchange, dt, idx, r.fill()))
-    lab = [(_labels(exchange=e, type=dt), idx, fill) for e, dt, idx, fill in ring_rows]
-    out.family("ticktape_ring_fill_ratio", "gauge", "unread share of the ring (raw: max of index and arena)",
-               [(lb, round(fill, 6)) for lb, _, fill in lab])
-    out.family("ticktape_ring_write_seq", "counter", "records published by the producer",
-               [(lb, idx.write_seq) for lb, idx, _ in lab])
-    out.family("ticktape_ring_read_seq", "counter", "records committed (durable) by the writer",
-               [(lb, idx.read_seq) for lb, idx, _ in lab])
-    out.family("ticktape_ring_dropped_total", "counter", "records refused because the ring was full",
-               [(lb, idx.dropped) for lb, idx, _ in lab])
-    out.family("ticktape_ring_capacity", "gauge", "records the ring holds",
-               [(lb, idx.capacity) for lb, idx, _ in lab])
-
-    clab = [(_labels(role=c.role, name=c.name), c) for c in children]
-    out.family("ticktape_child_restarts_total", "counter", "times the supervisor restarted this child",
-               [(lb, c.restarts) for lb, c in clab])
-    out.family("ticktape_child_up", "gauge", "1 while the child process is alive", [(lb, int(c.up)) for lb, c in clab])
-    out.family("ticktape_child_pid", "gauge", "process id of the child", [(lb, c.pid) for lb, c in clab])
-    return "\n".join(out.lines) + "\n"
+            rows.append(((f.spec.exchange, dt), r.index if isinstance(r, RawRing) else r, r))
+    labels = ["exchange", "table"]
+    yield _gauge("ticktape_ring_fill_ratio", "unread share of the ring (raw: max of index and arena)", labels,
+                 [(lv, round(r.fill(), 6)) for lv, _, r in rows])
+    yield _counter("ticktape_ring_written_records", "records published into the ring by the producer", labels,
+                   [(lv, i.write_seq) for lv, i, _ in rows])
+    yield _counter("ticktape_ring_committed_records", "records the writer made durable (journal fsynced)", labels,
+                   [(lv, i.read_seq) for lv, i, _ in rows])
+    yield _counter("ticktape_ring_dropped_records", "records refused because the ring was full", labels,
+                   [(lv, i.dropped) for lv, i, _ in rows])
+    yield _gauge("ticktape_ring_capacity_records", "records the ring holds", labels,
+                 [(lv, i.capacity) for lv, i, _ in rows])
+    yield _gauge("ticktape_writer_lag_seconds", "age of the oldest record in the ring not yet durable (0 = caught up)",
+                 labels, [(lv, round(ring_lag_seconds(r, now_ns), 6)) for lv, _, r in rows])
 
 
-class MetricsServer:
-    """GET /metrics on host:port; anything else is a 404. One short response per connection."""
+def _child_metrics(children: list[ChildView]) -> Iterator[Metric]:
+    labels = ["role", "name"]
+    yield _counter("ticktape_child_restarts", "times the supervisor restarted this child", labels,
+                   [((c.role, c.name), c.restarts) for c in children])
+    yield _gauge("ticktape_child_up", "1 while the child process is alive", labels,
+                 [((c.role, c.name), int(c.up)) for c in children])
+    yield _gauge("ticktape_child_pid", "process id of the child", labels,
+                 [((c.role, c.name), c.pid) for c in children])
 
-    def __init__(self, host: str, port: int, body: Callable[[], str]) -> None:
-        self.host, self.port, self.body = host, port, body
-        self._server: asyncio.Server | None = None
 
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self.host, self.port, limit=16384)
-        sock = self._server.sockets[0]
-        self.port = sock.getsockname()[1]
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5.0)
-            parts = head.split(b"\r\n", 1)[0].split()
-            method = parts[0] if parts else b""
-            path = parts[1].split(b"?", 1)[0] if len(parts) > 1 else b""
-            if method not in (b"GET", b"HEAD"):
-                status, ctype, body = "405 Method Not Allowed", "text/plain", b"method not allowed\n"
-            elif path == b"/metrics":
-                status, ctype, body = "200 OK", CONTENT_TYPE, self.body().encode()
-            else:
-                status, ctype, body = "404 Not Found", "text/plain", b"see /metrics\n"
-            hdr = (f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                   "Connection: close\r\n\r\n").encode()
-            writer.write(hdr if method == b"HEAD" else hdr + body)
-            await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-            pass
-        except Exception:
-            log.exception("metrics request failed")
-        finally:
-            writer.close()
+def registry_for(snapshot: Callable[[], Snapshot]) -> CollectorRegistry:
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(ShmCollector(snapshot))
+    return reg

@@ -36,20 +36,23 @@ import msgspec
 from ticktape.engine.children import child_main
 from ticktape.engine.config import Config, effective_raw
 from ticktape.engine.connectors import connector, connector_module
-from ticktape.engine.metrics import ChildView, FeedView, MetricsServer, render
+from ticktape.engine.metrics import ChildView, FeedView, Snapshot, registry_for
+from ticktape.engine.metrics_server import MetricsServer
 from ticktape.engine.sim_child import SIMULATED, wait_listening
 from ticktape.engine.stopflag import StopFlag
 from ticktape.ipc import ringset
 from ticktape.ipc.ring import HEADER_BYTES, new_ring_name
 from ticktape.ipc.ringset import RingSetSpec
 from ticktape.ipc.schemas import RAW_INDEX_DTYPE, dtype_for
-from ticktape.ipc.stats import FeedStats
+from ticktape.ipc.stats import F, FeedStats
 
 log = logging.getLogger("ticktape.supervisor")
 
 WRITER_TARGET = "ticktape.writers.process:writer_main"
 _STABLE_AFTER = 60.0  # seconds up before a child's crash streak is forgiven
 _MAX_DRAIN_RESTARTS = 3
+READY_WAIT = 60.0  # --duration starts counting at readiness, or after this long without it
+_STUCK_AFTER = 5.0  # a ring over half full whose writer committed nothing for this long: not draining
 
 
 @dataclass
@@ -63,6 +66,7 @@ class Child:
     restarts: int = 0
     streak: int = 0
     started_at: float = 0.0
+    started_ns: int = 0  # wall clock at spawn: frames after it came from this incarnation
     restart_at: float | None = None
     drain_restarts: int = 0
     last_pid: int = 0
@@ -144,6 +148,9 @@ class Supervisor:
         self._stop_reason = ""
         self.bg_sync: Any = None  # archive.s3.BackgroundSync when [s3] is configured
         self._synced_hour = 0
+        self.ready_at: float | None = None  # monotonic time every feed was first subscribed
+        self.stopping = False
+        self._progress: dict[tuple[str, str], tuple[int, float]] = {}  # ring -> (read_seq, when it moved)
         # resolve paths once: children must agree with the supervisor whatever their cwd
         self.archive_cfg = msgspec.structs.replace(cfg.archive, root=str(Path(cfg.archive.root).resolve()))
         self.log_cfg = msgspec.structs.replace(cfg.log, dir=str(Path(cfg.log.dir).resolve()))
@@ -231,6 +238,7 @@ class Supervisor:
         )
         proc.start()
         c.proc, c.started_at, c.restart_at, c.last_pid, c.exitcode = proc, time.monotonic(), None, proc.pid or 0, None
+        c.started_ns = time.time_ns()
         log.info("%s started (pid %d)", c.name, c.last_pid, extra={"role": c.role, "child": c.name, "pid": c.last_pid})
 
     # -- the run ----------------------------------------------------------------
@@ -256,9 +264,9 @@ class Supervisor:
             raise StartError(f"archive.root {self.archive_cfg.root}: {e.strerror or e}") from None
         m = self.cfg.metrics
         if m.port:
-            self.metrics = MetricsServer(m.host, m.port, self.render_metrics)
+            self.metrics = MetricsServer(m.host, m.port, registry_for(self.metrics_snapshot), self.not_ready)
             try:
-                await self.metrics.start()
+                self.metrics.start()
             except OSError as e:
                 raise StartError(f"metrics.port {m.host}:{m.port}: cannot listen ({e.strerror or e})") from None
         sweep_stale_segments()
@@ -283,9 +291,24 @@ class Supervisor:
                 },
             )
             self._start_background_sync()
-            deadline = None if self.duration is None else time.monotonic() + self.duration
+            deadline: float | None = None
+            waiting_since = time.monotonic()
             while not self._stop_requested.is_set():
                 self._maybe_notify_sync()
+                self._track_progress()
+                if self.ready_at is None:
+                    reasons = self.not_ready()
+                    if not reasons:
+                        self.ready_at = time.monotonic()
+                        log.info("ready: every feed subscribed (%.1f s after start)", self.ready_at - self.started,
+                                 extra={"ready_after": round(self.ready_at - self.started, 3)})
+                    elif self.duration is not None and deadline is None \
+                            and time.monotonic() - waiting_since > READY_WAIT:
+                        log.warning("not ready after %.0f s (%s); --duration counts from now",
+                                    READY_WAIT, "; ".join(reasons[:5]))
+                        deadline = time.monotonic() + self.duration
+                if self.duration is not None and deadline is None and self.ready_at is not None:
+                    deadline = self.ready_at + self.duration
                 if deadline is not None and time.monotonic() >= deadline:
                     self.request_stop(f"duration {self.duration:g} s elapsed")
                     break
@@ -294,6 +317,7 @@ class Supervisor:
                     await asyncio.wait_for(self._stop_requested.wait(), timeout=0.1)
                 except TimeoutError:
                     pass
+            self.stopping = True
             log.info("stopping: %s", self._stop_reason)
             rc = await self._shutdown()
             if self.bg_sync is not None:  # the hour just finalized leaves the machine too
@@ -302,10 +326,11 @@ class Supervisor:
                 self.bg_sync = None
             return rc
         finally:
+            self.stopping = True
             self._kill_leftovers()
+            if self.metrics is not None:  # before the segments go: a scrape reads them
+                self.metrics.close()
             self._release()
-            if self.metrics is not None:
-                await self.metrics.close()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
 
@@ -463,9 +488,51 @@ class Supervisor:
             f.stats.close()
         self.feeds.clear()
 
-    # -- metrics -----------------------------------------------------------------
-    def render_metrics(self) -> str:
-        feeds = [FeedView(f.spec, f.stats, f.rings) for f in self.feeds if f.rings]
-        kids = [ChildView(c.role, c.name, c.last_pid, c.alive, c.restarts) for c in self.children]
-        return render(feeds, kids, self.started)
+    # -- readiness and metrics ------------------------------------------------------
+    def _track_progress(self) -> None:
+        now = time.monotonic()
+        for f in self.feeds:
+            for dt, r in f.rings.items():
+                idx = r.index if hasattr(r, "index") else r
+                seq = idx.read_seq
+                old = self._progress.get((f.name, dt))
+                if old is None or old[0] != seq:
+                    self._progress[(f.name, dt)] = (seq, now)
 
+    def feed_ready(self) -> dict[str, dict[str, bool]]:
+        """exchange -> symbol -> a frame arrived on the current ingest process."""
+        kids = {c.name: c for c in self.children if c.role == "ingest"}
+        out: dict[str, dict[str, bool]] = {}
+        for f in self.feeds:
+            c = kids.get(f"ingest-{f.name}")
+            since = c.started_ns if c is not None and c.alive else None
+            last = f.stats.values[:, F["last_msg_ns"]].tolist()
+            out[f.name] = {
+                sym: since is not None and last[i] >= since for i, sym in enumerate(f.spec.symbols) if i
+            }
+        return out
+
+    def not_ready(self) -> list[str]:
+        """Why the capture is not ready (``[]`` = ready): a feed with no frame on its
+        current connection, a child that is down, a writer that stopped draining."""
+        if self.stopping:
+            return ["stopping"]
+        if not self.feeds or not self.children:
+            return ["starting"]
+        reasons = [f"{c.name} is not running" for c in self.children if not c.alive]
+        for ex, syms in self.feed_ready().items():
+            reasons.extend(f"{ex}/{s}: no frame yet" for s, ok in syms.items() if not ok)
+        now = time.monotonic()
+        for f in self.feeds:
+            for dt, r in f.rings.items():
+                seq_at = self._progress.get((f.name, dt))
+                if r.fill() > 0.5 and seq_at is not None and now - seq_at[1] > _STUCK_AFTER:
+                    reasons.append(f"{f.name}/{dt}: ring {r.fill():.0%} full and not drained for {now - seq_at[1]:.0f} s")
+        return reasons
+
+    def metrics_snapshot(self) -> Snapshot:
+        ready = self.feed_ready() if self.feeds else {}
+        feeds = [FeedView(f.spec, f.stats, f.rings, ready.get(f.name, {})) for f in self.feeds if f.rings]
+        kids = [ChildView(c.role, c.name, c.last_pid, c.alive, c.restarts) for c in self.children]
+        disks = [self.archive_cfg.root] + ([self.log_cfg.dir] if self.log_cfg.dir != self.archive_cfg.root else [])
+        return Snapshot(feeds, kids, self.started, ready=not self.not_ready(), disk_paths=disks)

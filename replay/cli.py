@@ -1,23 +1,36 @@
-"""``capture replay serve --archive DIR --port 8000 [--host 127.0.0.1]``."""
+"""``capture replay serve --archive DIR --port 8000 [--host 127.0.0.1]``.
+
+Start-up order (so ``serve & curl`` works): check the archive, bind both
+listening sockets (a busy port is one line, exit 2), and only then import the
+server (aiohttp, pyarrow) and build the app on the already-listening sockets;
+connections that arrive meanwhile wait in the backlog instead of being refused.
+The archive inventory is warmed in the background once the server runs.
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
+import socket
 import sys
 
-from ticktape.replay.options import DEFAULT_MAX_RANGE_HOURS
+DESCRIPTION = (
+    "Serve an archive (a directory or s3://bucket/prefix) over the Tardis Machine replay API: "
+    "/replay, /replay-normalized, /exchanges on HTTP, /ws-replay and /ws-replay-normalized on the port and port + 1."
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="replay_cmd", metavar="CMD", required=True)
-    p = sub.add_parser("serve", help="serve an archive over the Tardis Machine replay API (HTTP + WebSocket)")
+    p = sub.add_parser("serve", help="serve an archive over the Tardis Machine replay API (HTTP + WebSocket)",
+                       description=DESCRIPTION)
     p.add_argument("--archive", required=True, help="archive root: a directory or s3://bucket/prefix")
     p.add_argument("--port", type=int, default=8000, help="HTTP port; WebSocket routes also on port + 1 (default 8000)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: local only)")
-    p.add_argument("--max-range-hours", type=float, default=DEFAULT_MAX_RANGE_HOURS,
-                   help=f"largest from..to span a request may ask for (default {DEFAULT_MAX_RANGE_HOURS} h)")
+    p.add_argument("--max-range-hours", type=float, default=None,
+                   help="largest from..to span a request may ask for (default 744 h = 31 days)")
     p.add_argument("--ws-subscribe-window", type=float, default=2.0,
                    help="seconds a /ws-replay client has to send its subscribe messages (default 2)")
     p.add_argument("--batch-rows", type=int, default=0,
@@ -25,16 +38,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=4, help="worker threads that build response batches")
 
 
-def main(args: argparse.Namespace) -> int:
-    from ticktape.replay.server import Settings, serve_forever
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket, or OSError."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
+        s.listen(128)
+        s.setblocking(False)
+    except OSError:
+        s.close()
+        raise
+    return s
 
+
+def _bind_error(host: str, port: int, e: OSError) -> str:
+    if e.errno == errno.EADDRINUSE:
+        return f"replay: port {port} on {host} is already in use (the server needs --port and --port + 1); choose another --port"
+    if e.errno == errno.EACCES:
+        return f"replay: no permission to listen on {host}:{port}; choose a --port above 1023"
+    return f"replay: cannot listen on {host}:{port}: {e.strerror or e}"
+
+
+def main(args: argparse.Namespace) -> int:
     s3 = args.archive.startswith("s3://")
     if not s3 and not os.path.isdir(args.archive):
         print(f"replay: archive directory {args.archive!r} does not exist", file=sys.stderr)
         return 2
     if not 0 < args.port < 65535:
-        print(f"replay: bad port {args.port}", file=sys.stderr)
+        print(f"replay: bad port {args.port} (1..65534: the WebSocket routes use port + 1)", file=sys.stderr)
         return 2
+    socks: list[socket.socket] = []
+    for port in (args.port, args.port + 1):
+        try:
+            socks.append(bind(args.host, port))
+        except (OSError, UnicodeError) as e:
+            for s in socks:
+                s.close()
+            if isinstance(e, socket.gaierror | UnicodeError):
+                print(f"replay: bad --host {args.host!r}: {e}", file=sys.stderr)
+            else:
+                print(_bind_error(args.host, port, e), file=sys.stderr)
+            return 2
     try:
         from ticktape.engine.logging_setup import setup
 
@@ -49,11 +95,49 @@ def main(args: argparse.Namespace) -> int:
         from ticktape.archive.s3_client import load_env
 
         load_env()  # AWS_* from the environment or a .env file
-    settings = Settings(args.archive if s3 else os.path.abspath(args.archive), args.max_range_hours, args.ws_subscribe_window, args.threads)
+    from ticktape.replay.options import DEFAULT_MAX_RANGE_HOURS
+    from ticktape.replay.server import Settings
+
+    settings = Settings(args.archive if s3 else os.path.abspath(args.archive),
+                        DEFAULT_MAX_RANGE_HOURS if args.max_range_hours is None else args.max_range_hours,
+                        args.ws_subscribe_window, args.threads)
     try:
         import uvloop
 
-        uvloop.run(serve_forever(settings, args.host, args.port))
+        uvloop.run(_serve(settings, socks, args.host, args.port))
     except KeyboardInterrupt:
         pass
+    except FileNotFoundError as e:  # an s3:// prefix that is not there
+        print(f"replay: {e}", file=sys.stderr)
+        return 2
     return 0
+
+
+async def _serve(settings: object, socks: list[socket.socket], host: str, port: int) -> None:
+    import asyncio
+
+    from aiohttp import web
+
+    from ticktape.replay import storage
+    from ticktape.replay.server import EXECUTOR, INVENTORY, Settings, make_app
+
+    assert isinstance(settings, Settings)
+    if not storage.root_exists(settings.root):
+        raise FileNotFoundError(f"archive {settings.root!r} does not exist")
+    app = make_app(settings)
+    ws_app = make_app(settings, ws_only=True, shared=app)
+    runners = []
+    for a, sock in ((app, socks[0]), (ws_app, socks[1])):
+        runner = web.AppRunner(a, access_log=None, handler_cancellation=False)
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
+        runners.append(runner)
+    logging.getLogger("ticktape.replay").info(
+        "replay server on http://%s:%d (ws also on %d), archive %s", host, port, port + 1, settings.root)
+    # warm the inventory (directory listing, raw channel names) while nobody waits for it
+    app[EXECUTOR].submit(app[INVENTORY].describe)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        for r in reversed(runners):
+            await r.cleanup()

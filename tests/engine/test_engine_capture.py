@@ -41,13 +41,13 @@ METRIC_NAMES = [
     "ticktape_feed_gaps_total",
     "ticktape_feed_resyncs_total",
     "ticktape_feed_malformed_total",
-    "ticktape_feed_reconnects_total",
-    "ticktape_feed_disconnects_total",
+    "ticktape_exchange_reconnects_total",
+    "ticktape_exchange_disconnects_total",
     "ticktape_feed_last_message_age_seconds",
     "ticktape_ring_fill_ratio",
-    "ticktape_ring_write_seq",
-    "ticktape_ring_read_seq",
-    "ticktape_ring_dropped_total",
+    "ticktape_ring_written_records_total",
+    "ticktape_ring_committed_records_total",
+    "ticktape_ring_dropped_records_total",
     "ticktape_child_restarts_total",
     "ticktape_child_pid",
 ]
@@ -88,14 +88,14 @@ def test_writer_and_ingest_kill9_lose_and_duplicate_nothing(tmp_path: Path, capt
     m = cap.until(
         lambda m: child_restarts(m, "ingest-synthetic") == 1
         and all(
-            total(m, "ticktape_ring_write_seq", type=dt) >= n
+            total(m, "ticktape_ring_written_records_total", table=dt) >= n
             for dt, n in [("trades", count), ("book_change", count), ("raw", count),
                           (f"book_snapshot_{DEPTH}", count // 10)]
         ),
         what="all records produced after the ingest restart",
     )
     assert produced_at_writer_kill < count, "the writer must be killed mid-stream"
-    assert total(m, "ticktape_ring_dropped_total") == 0
+    assert total(m, "ticktape_ring_dropped_records_total") == 0
     for name in METRIC_NAMES:
         assert any(n == name for n, _ in m), f"/metrics lacks {name}"
 
@@ -161,7 +161,7 @@ def test_kill9_of_whole_capture_recovers_on_next_start(tmp_path: Path, capture, 
     cap = capture(cfg1, port)
     m = cap.until(
         lambda m: total(m, "ticktape_feed_messages_total") >= rate * 1.5
-        and total(m, "ticktape_ring_read_seq", type="trades") > 0,
+        and total(m, "ticktape_ring_committed_records_total", table="trades") > 0,
         what="records flushed",
     )
     produced = total(m, "ticktape_feed_messages_total")
@@ -228,7 +228,7 @@ def test_ctrl_c_to_the_process_group_stops_cleanly(tmp_path: Path, capture, free
     url = f"synthetic://?rate=5000&count={count}"
     cfg = write_config(tmp_path / "c.toml", root=root, logs=logs, port=port, url=url, channels=("trades",))
     cap = capture(cfg, port)
-    cap.until(lambda m: total(m, "ticktape_ring_write_seq", type="trades") >= count, what="all produced")
+    cap.until(lambda m: total(m, "ticktape_ring_written_records_total", table="trades") >= count, what="all produced")
     os.killpg(cap.proc.pid, signal.SIGINT)
     assert cap.wait(60) == 0, cap.output()[-3000:]
     assert "stopping: SIGINT" in cap.output()
@@ -246,7 +246,7 @@ def test_supervisor_kill9_children_stop_and_writer_finalizes(tmp_path: Path, cap
     url = f"synthetic://?rate=5000&count={count}"
     cfg = write_config(tmp_path / "c.toml", root=root, logs=logs, port=port, url=url, channels=("trades",))
     cap = capture(cfg, port)
-    m = cap.until(lambda m: total(m, "ticktape_ring_write_seq", type="trades") >= count, what="all produced")
+    m = cap.until(lambda m: total(m, "ticktape_ring_written_records_total", table="trades") >= count, what="all produced")
     kids = [child_pid(m, "writer-0"), child_pid(m, "ingest-synthetic")]
     kill9(cap.proc.pid)
     cap.wait(10)

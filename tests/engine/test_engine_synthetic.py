@@ -4,7 +4,6 @@ skips a record. Also /metrics over those rings."""
 
 from __future__ import annotations
 
-import asyncio
 import multiprocessing as mp
 import os
 import signal
@@ -19,7 +18,8 @@ import pytest
 from ticktape.engine import synthetic
 from ticktape.engine.children import child_main
 from ticktape.engine.config import ExchangeConfig, LogConfig
-from ticktape.engine.metrics import ChildView, FeedView, MetricsServer, render
+from ticktape.engine.metrics import ChildView, FeedView, Snapshot, registry_for
+from ticktape.engine.metrics_server import MetricsServer
 from ticktape.engine.stopflag import StopFlag
 from ticktape.ipc import ringset
 from ticktape.ipc.raw_ring import RawRing
@@ -155,35 +155,37 @@ def test_kill9_and_restart_neither_repeats_nor_skips(rig: tuple) -> None:
 
 def test_metrics_endpoint_reads_rings_and_stats(rig: tuple) -> None:
     _ex, spec, rings, stats, _log_cfg = rig
-    rings["trades"].push_array(np.zeros(10, dtype=rings["trades"].dtype))
-    rings["trades"].commit(4)
+    recs = np.zeros(10, dtype=rings["trades"].dtype)
+    recs["local_ts"] = time.time_ns() - 3_000_000_000
+    rings["trades"].push_array(recs)
+    rings["trades"].commit(4)  # 6 records not yet durable, 3 s old
     stats.values[1, F["messages"]] = 42
     stats.values[1, F["last_msg_ns"]] = time.time_ns() - 2_000_000_000
-    text = render([FeedView(spec, stats, rings)], [ChildView("writer", "writer-0", 123, True, 2)], time.monotonic())
-    assert 'ticktape_feed_messages_total{exchange="synthetic",symbol="AAA"} 42' in text
-    assert 'ticktape_ring_write_seq{exchange="synthetic",type="trades"} 10' in text
-    assert 'ticktape_ring_read_seq{exchange="synthetic",type="trades"} 4' in text
-    assert 'ticktape_ring_fill_ratio{exchange="synthetic",type="trades"} ' in text
-    assert 'ticktape_child_restarts_total{role="writer",name="writer-0"} 2' in text
-    age = next(line for line in text.splitlines() if line.startswith('ticktape_feed_last_message_age_seconds{exchange="synthetic",symbol="AAA"}'))
-    assert 1.9 < float(age.split()[-1]) < 10
-
-    async def scrape() -> tuple[str, int]:
-        srv = MetricsServer("127.0.0.1", 0, lambda: text)
-        await srv.start()
-        try:
-            def get(path: str) -> tuple[str, int]:
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{srv.port}{path}", timeout=5) as r:
-                        return r.read().decode(), r.status
-                except urllib.error.HTTPError as e:
-                    return "", e.code
-            body, status = await asyncio.to_thread(get, "/metrics")
-            _, missing = await asyncio.to_thread(get, "/nope")
-            assert missing == 404
-            return body, status
-        finally:
-            await srv.close()
-
-    body, status = asyncio.run(scrape())
-    assert status == 200 and body == text
+    stats.values[0, F["messages"]] = 3  # acks / pongs: connection level
+    stats.values[0, F["last_msg_ns"]] = time.time_ns()
+    snap = Snapshot([FeedView(spec, stats, rings)], [ChildView("writer", "writer-0", 123, True, 2)], time.monotonic())
+    srv = MetricsServer("127.0.0.1", 0, registry_for(lambda: snap), lambda: ["synthetic/AAA: no frame yet"])
+    srv.start()
+    try:
+        def get(path: str) -> tuple[str, int]:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{srv.port}{path}", timeout=5) as r:
+                    return r.read().decode(), r.status
+            except urllib.error.HTTPError as e:
+                return e.read().decode(), e.code
+        text, status = get("/metrics")
+        assert status == 200
+        assert get("/nope")[1] == 404
+        assert get("/healthz") == ("ok\n", 200)
+        assert get("/readyz") == ("not ready: synthetic/AAA: no frame yet\n", 503)
+    finally:
+        srv.close()
+    assert 'ticktape_feed_messages_total{exchange="synthetic",symbol="AAA"} 42.0' in text
+    assert 'symbol="_"' not in text  # the connection-level row has its own families
+    assert 'ticktape_exchange_control_messages_total{exchange="synthetic"} 3.0' in text
+    assert 'ticktape_ring_written_records_total{exchange="synthetic",table="trades"} 10.0' in text
+    assert 'ticktape_ring_committed_records_total{exchange="synthetic",table="trades"} 4.0' in text
+    assert 'ticktape_ring_fill_ratio{exchange="synthetic",table="trades"} ' in text
+    assert 'ticktape_child_restarts_total{name="writer-0",role="writer"} 2.0' in text
+    lag = next(line for line in text.splitlines() if line.startswith('ticktape_writer_lag_seconds{exchange="synthetic",table="trades"}'))
+    assert 2.9 < float(lag.split()[-1]) < 30
