@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ticktape.replay.fixtures import synth_archive
+from ticktape.bench.synth_archive import synth_archive
 
 pytestmark = pytest.mark.slow
 
