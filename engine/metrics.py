@@ -48,6 +48,7 @@ _HELP = {
     "reconnects": "connections re-established",
     "disconnects": "connections lost (including stalls)",
     "subscribe_errors": "subscriptions refused by the exchange",
+    "rest_errors": "REST requests that failed (book snapshots, open interest polls)",
 }
 _COUNTERS = [f for f in FIELDS if f != "last_msg_ns"]
 _EXCHANGE_NAME = {"messages": "control_messages", "bytes": "control_bytes"}

@@ -80,7 +80,7 @@ class S3Config(_Strict):
 
 class ExchangeConfig(_Strict):
     symbols: list[str]
-    #: normalized streams: trades, book_change, book_snapshot
+    #: normalized streams: trades, book_change, book_snapshot, book_ticker, derivative_ticker, liquidations
     channels: list[str] = msgspec.field(default_factory=lambda: ["trades", "book_change"])
     #: levels for book_snapshot (and the book depth subscribed where it matters)
     depth: int = 20
@@ -92,6 +92,10 @@ class ExchangeConfig(_Strict):
     raw: bool | None = None
     #: binance: "aggTrade" (default) or "trade"
     trade_stream: str | None = None
+    #: binance: diff depth push speed, "0ms", "100ms" (default) or "500ms"
+    depth_speed: str | None = None
+    #: binance: seconds between open interest polls of one symbol (REST; default 10)
+    open_interest_interval: float | None = None
 
 
 class SimulatorConfig(_Strict):

@@ -3,10 +3,11 @@
 Streams are named in the URL (``/public/stream?streams=a/b`` for depth and
 ``@trade``, ``/market/stream?streams=`` for aggTrade), so no SUBSCRIBE message
 is needed and no subscribe rate limit applies; at most ``STREAMS_PER_CONN``
-streams per connection. The diff book (``<s>@depth@100ms``) is bridged from
-``GET /fapi/v1/depth?limit=1000`` with U/u/pu; every ``pu`` must equal the
+streams per connection. The diff book (``<s>@depth@<depth_speed>``: 0ms, 100ms
+or 500ms) is bridged from ``GET /fapi/v1/depth?limit=1000`` with U/u/pu; every ``pu`` must equal the
 previous ``u``, else: gap event, resync. Connections roll over before the
-24 h limit with an overlap; sequence ids dedupe the overlap.
+24 h limit with an overlap; sequence ids dedupe the overlap. ``bookTicker``,
+``markPrice@1s``, ``forceOrder`` and the open-interest poll: ``binance_tickers``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ticktape.exchanges import common
+from ticktape.exchanges import binance_tickers, common
 from ticktape.exchanges.book import Bridge, DiffSync, SyncState, bridge
 from ticktape.exchanges.connection import Link, Listener, Plan, Timing
 from ticktape.exchanges.feed import Feed
@@ -35,14 +36,17 @@ WS_URL = "wss://fstream.binance.com"
 REST_URL = "https://fapi.binance.com"
 PUBLIC_PATH = "/public/stream"  # depth, depth<N>, @trade, bookTicker
 MARKET_PATH = "/market/stream"  # aggTrade, markPrice, kline, ...
-SUPPORTED = ("trades", "book_change", "book_snapshot")
+SUPPORTED = ("trades", "book_change", "book_snapshot", "book_ticker", "derivative_ticker", "liquidations")
+DEPTH_SPEEDS = ("0ms", "100ms", "500ms")
 DEPTHS = (5, 10, 20)
 TRADE_STREAMS = ("aggTrade", "trade")
 STREAMS_PER_CONN = 200  # limit 1024; stays well under URL length limits
 SNAPSHOT_LIMIT = 1000
 SYMBOL_RE = re.compile(r"[A-Z0-9]{2,30}(_[0-9]{6})?")
 
-AGG, TRADE, DIFF, PARTIAL = 0, 1, 2, 3
+AGG, TRADE, DIFF, PARTIAL, BOOKT, MARK, FORCE = 0, 1, 2, 3, 4, 5, 6
+_KIND_TYPE = {AGG: "trades", TRADE: "trades", DIFF: "book_change", BOOKT: "book_ticker", MARK: "derivative_ticker",
+              FORCE: "liquidations"}
 _SIDE = (SIDE_BUY, SIDE_SELL)  # indexed by aggTrade/trade ``m`` (buyer is maker: a sell)
 _STREAM_RE = re.compile(rb'\{\s*"stream"\s*:\s*"([^"]{1,80})"')
 
@@ -121,6 +125,9 @@ def validate(name: str, cfg: ExchangeConfig) -> None:
         )
     if cfg.trade_stream is not None and cfg.trade_stream not in TRADE_STREAMS:
         raise ValueError(f"trade_stream {cfg.trade_stream!r}: must be one of {', '.join(TRADE_STREAMS)}")
+    if cfg.depth_speed is not None and cfg.depth_speed not in DEPTH_SPEEDS:
+        raise ValueError(f"depth_speed {cfg.depth_speed!r}: must be one of {', '.join(DEPTH_SPEEDS)}")
+    binance_tickers.validate(cfg)
     common.check_url(cfg.url, ("ws", "wss"), "url")
     common.check_url(cfg.rest_url, ("http", "https"), "rest_url")
 
@@ -144,6 +151,12 @@ def raw_channels(name: str, cfg: ExchangeConfig) -> tuple[str, ...]:
         out += ["depth", "depthSnapshot"]
     if "book_snapshot" in cfg.channels:
         out.append(f"depth{cfg.depth}")
+    if "book_ticker" in cfg.channels:
+        out.append("bookTicker")
+    if "derivative_ticker" in cfg.channels:
+        out += ["markPrice", "openInterest"]
+    if "liquidations" in cfg.channels:
+        out.append("forceOrder")
     return tuple(out)
 
 
@@ -174,7 +187,12 @@ class BinanceFutures(Feed):
             TRADE: msgspec.json.Decoder(TradeFrame, strict=False),
             DIFF: msgspec.json.Decoder(DepthFrame, strict=False),
             PARTIAL: msgspec.json.Decoder(DepthFrame, strict=False),
+            BOOKT: msgspec.json.Decoder(binance_tickers.BookTickerFrame, strict=False),
         }
+        self.depth_speed = cfg.depth_speed or "100ms"
+        self.tickers = binance_tickers.Tickers(self)
+        self.last_mark = [-1] * len(self.spec.symbols)
+        self.last_force = [-1] * len(self.spec.symbols)
         n = len(self.spec.symbols)
         self.last_trade = [-1] * n
         self.overlap_base = [-1] * n
@@ -194,6 +212,8 @@ class BinanceFutures(Feed):
         for entries in self.streams():
             for name, kind, sym, chan in entries:
                 self.routes[name] = (kind, sym, chan)
+                if kind == MARK:  # the 3 s variant has the same shape (recordings hold either)
+                    self.routes[name.removesuffix("@1s")] = (kind, sym, chan)
 
     # -- plans -------------------------------------------------------------------
     def streams(self) -> tuple[list[tuple[str, int, int, int]], list[tuple[str, int, int, int]]]:
@@ -209,9 +229,15 @@ class BinanceFutures(Feed):
                 entry = (f"{low}@{ts_name}", AGG if ts_name == "aggTrade" else TRADE, sym, self.chan_id[ts_name])
                 (market if ts_name == "aggTrade" else public).append(entry)
             if "book_change" in chans:
-                public.append((f"{low}@depth@100ms", DIFF, sym, self.chan_id["depth"]))
+                public.append((f"{low}@depth@{self.depth_speed}", DIFF, sym, self.chan_id["depth"]))
             if "book_snapshot" in chans:
                 public.append((f"{low}@depth{self.depth}@100ms", PARTIAL, sym, self.chan_id[f"depth{self.depth}"]))
+            if "book_ticker" in chans:
+                public.append((f"{low}@bookTicker", BOOKT, sym, self.chan_id["bookTicker"]))
+            if "derivative_ticker" in chans:
+                market.append((f"{low}@markPrice@1s", MARK, sym, self.chan_id["markPrice"]))
+            if "liquidations" in chans:
+                market.append((f"{low}@forceOrder", FORCE, sym, self.chan_id["forceOrder"]))
         return public, market
 
     def plans(self) -> list[Plan]:
@@ -228,7 +254,7 @@ class BinanceFutures(Feed):
                 tag = max(set(kinds), key=kinds.count)
                 out.append(Plan(url=url, streams=streams, label=label, tag=tag))
                 for name, kind, sym, _ in chunk:
-                    dt = {AGG: "trades", TRADE: "trades", DIFF: "book_change"}.get(kind, f"book_snapshot_{self.depth}")
+                    dt = _KIND_TYPE.get(kind, f"book_snapshot_{self.depth}")
                     log.info("subscribe %s (%s) on %s", self.feed_id(dt, sym), name, label)
         return out
 
@@ -284,6 +310,8 @@ class BinanceFutures(Feed):
             keep = self.on_partial(ts, sym, data)  # a duplicate: counted there
         elif kind == DIFF and type(data) is Depth:
             keep = self.on_diff(lst, ts, sym, data)
+        elif kind == BOOKT and type(data) is binance_tickers.BookTicker:
+            keep = self.tickers.on_book_ticker(ts, sym, data)
         elif kind == TRADE and type(data) is Trade:
             keep = self.on_trade(ts, sym, data.t, data, lst.link.rolling)
         else:
@@ -323,6 +351,8 @@ class BinanceFutures(Feed):
                 keep = self.on_diff(lst, ts, sym, self._depth.decode(env.data))
             elif kind == PARTIAL:
                 keep = self.on_partial(ts, sym, self._depth.decode(env.data))
+            elif kind >= BOOKT:
+                keep = self.on_ticker_stream(kind, ts, sym, env.data, lst.link.rolling)
             else:
                 tr = self._trade.decode(env.data)
                 keep = self.on_trade(ts, sym, tr.t, tr, lst.link.rolling)
@@ -353,6 +383,24 @@ class BinanceFutures(Feed):
             self.last_trade[sym] = tid
         self.out.trade_fast(ts, t.T * 1_000_000, sym, b"%d" % tid, t.p, t.q, SIDE_SELL if t.m else SIDE_BUY)
         return True
+
+    def on_ticker_stream(self, kind: int, ts: int, sym: int, data: msgspec.Raw, rolling: bool) -> bool:
+        tk = self.tickers
+        if kind == BOOKT:
+            return tk.on_book_ticker(ts, sym, tk.book_ticker.decode(data))
+        if kind == MARK:
+            mp = tk.mark.decode(data)
+            if self.last_mark[sym] >= mp.E:  # pushed once a second: an equal or older time is a repeat
+                self.bump("duplicates", sym)
+                return False
+            self.last_mark[sym] = mp.E
+            return tk.on_mark(ts, sym, mp)
+        fo = tk.force.decode(data)
+        if rolling and self.last_force[sym] >= fo.o.T:  # the overlap of a planned reconnect
+            self.bump("duplicates", sym)
+            return False
+        self.last_force[sym] = max(self.last_force[sym], fo.o.T)
+        return tk.on_force(ts, sym, fo)
 
     def overlap_started(self, link: Link) -> None:
         for chan, sym in link.plan.streams:
@@ -473,6 +521,7 @@ class BinanceFutures(Feed):
                     continue
                 if status != 200:
                     log.warning("%s snapshot HTTP %d: %.200r", self.feed_id("book_change", sym), status, body)
+                    self.bump("rest_errors", sym)
                     self.out.event(ts, "info", symbol=sym, channel=self.ch_snap, detail=f"snapshot HTTP {status}")
                     await asyncio.sleep(delay if status not in (418, 429) else max(delay, 10.0))
                     delay = min(delay * 2, 60.0)
@@ -493,17 +542,30 @@ class BinanceFutures(Feed):
         """The REST client is imported and set up here, before any connection opens:
         importing aiohttp costs 0.2-0.5 s, which inside the running loop would hold every
         frame of that time back and stamp them all with one late ``local_ts``."""
-        if "book_change" in self.cfg.channels and not self.manual_snapshots:
+        rest = "book_change" in self.cfg.channels or "derivative_ticker" in self.cfg.channels
+        if rest and not self.manual_snapshots and self._session is None:
             import aiohttp
 
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
+        self.tickers.start()
 
     async def _get(self, url: str) -> tuple[int, bytes, int]:
+        status, body, ts, _ = await self.rest_get(url)
+        return status, body, ts
+
+    async def rest_get(self, url: str) -> tuple[int, bytes, int, float]:
+        """(status, body, receive time ns, Retry-After seconds or 0)."""
         if self._session is None:
-            await self.start()
+            import aiohttp
+
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
         async with self._session.get(url) as resp:
             body = await resp.read()
-            return resp.status, body, time.time_ns()
+            try:
+                retry = float(resp.headers.get("Retry-After", 0))
+            except ValueError:
+                retry = 0.0
+            return resp.status, body, time.time_ns(), retry
 
     def _closing(self) -> bool:
         return bool(self.links) and all(link.closing for link in self.links)
@@ -593,6 +655,7 @@ class BinanceFutures(Feed):
                 self.sync[sym].fetching = False
 
     async def stop(self) -> None:
+        await self.tickers.stop()
         for t in list(self._tasks):
             t.cancel()
         if self._session is not None:

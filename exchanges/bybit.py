@@ -8,7 +8,8 @@ previous ``u`` + 1 (``u == 1`` = service restart: the delta overwrites the
 book, written as snapshot rows); a jump is a gap, ``u <=`` previous is a
 duplicate. Resync = unsubscribe + subscribe the topic (Bybit answers with a
 fresh snapshot); if none arrives in ``RESYNC_TIMEOUT`` s the connection is
-dropped and rebuilt.
+dropped and rebuilt. ``orderbook.1`` (book_ticker), ``tickers`` (derivative_ticker)
+and ``allLiquidation`` (liquidations): ``bybit_tickers``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ticktape.exchanges import common
+from ticktape.exchanges import bybit_tickers, common
 from ticktape.exchanges.book import DeltaSeq
 from ticktape.exchanges.connection import Listener, Plan, Timing
 from ticktape.exchanges.feed import Feed
@@ -34,14 +35,15 @@ log = logging.getLogger("ticktape.exchanges")
 EXCHANGE = "bybit"
 WS_URL = "wss://stream.bybit.com"
 PATH = "/v5/public/linear"
-SUPPORTED = ("trades", "book_change")
+SUPPORTED = ("trades", "book_change", "book_ticker", "derivative_ticker", "liquidations")
 DEPTHS = (1, 50, 200, 1000)
 TOPICS_PER_CONN = 200
 TOPICS_PER_MSG = 10
 RESYNC_TIMEOUT = 10.0
 SYMBOL_RE = re.compile(r"[A-Z0-9]{2,30}(-[0-9]{2}[A-Z]{3}[0-9]{2})?")
 
-BOOK, TRADES = 0, 1
+BOOK, TRADES, BBO, TICK, LIQ = 0, 1, 2, 3, 4
+_KIND_TYPE = {BOOK: "book_change", TRADES: "trades", BBO: "book_ticker", TICK: "derivative_ticker", LIQ: "liquidations"}
 _TOPIC_RE = re.compile(rb'\{\s*"topic"\s*:\s*"([^"]{1,80})"')
 
 
@@ -111,6 +113,12 @@ def raw_channels(name: str, cfg: ExchangeConfig) -> tuple[str, ...]:
         out.append("publicTrade")
     if "book_change" in cfg.channels:
         out.append(f"orderbook.{cfg.depth}")
+    if "book_ticker" in cfg.channels and "orderbook.1" not in out:
+        out.append("orderbook.1")
+    if "derivative_ticker" in cfg.channels:
+        out.append("tickers")
+    if "liquidations" in cfg.channels:
+        out.append("allLiquidation")
     return tuple(out)
 
 
@@ -128,6 +136,8 @@ class Bybit(Feed):
         self._trades_frame = msgspec.json.Decoder(TradesFrame, strict=False)
         self.routes: dict[str, tuple[int, int, int]] = {}
         self.topics: list[tuple[str, int, int, int]] = []
+        self.book_topics: set[str] = set()  # topics whose levels become book_change rows
+        self.bbo_topics: set[str] = set()  # orderbook.1 topics that become book_ticker rows
         chans = self.cfg.channels
         for s in self.cfg.symbols:
             sym = self.sym_id[s]
@@ -136,9 +146,19 @@ class Bybit(Feed):
             if "book_change" in chans:
                 ob = f"orderbook.{self.cfg.depth}"
                 self.topics.append((f"{ob}.{s}", BOOK, sym, self.chan_id[ob]))
+                self.book_topics.add(f"{ob}.{s}")
+            if "book_ticker" in chans:
+                self.bbo_topics.add(f"orderbook.1.{s}")
+                if f"orderbook.1.{s}" not in self.book_topics:
+                    self.topics.append((f"orderbook.1.{s}", BBO, sym, self.chan_id["orderbook.1"]))
+            if "derivative_ticker" in chans:
+                self.topics.append((f"tickers.{s}", TICK, sym, self.chan_id["tickers"]))
+            if "liquidations" in chans:
+                self.topics.append((f"allLiquidation.{s}", LIQ, sym, self.chan_id["allLiquidation"]))
         for name, kind, sym, chan in self.topics:
             self.routes[name] = (kind, sym, chan)
-        self.seq: dict[str, DeltaSeq] = {t[0]: DeltaSeq() for t in self.topics if t[1] == BOOK}
+        self.seq: dict[str, DeltaSeq] = {t[0]: DeltaSeq() for t in self.topics if t[1] in (BOOK, BBO, TICK)}
+        self.tickers = bybit_tickers.Tickers(self)
         self.topic_link: dict[str, int] = {}
         #: subscribe req_id -> its topics (Bybit refuses a whole message for one bad topic)
         self.requests: dict[str, list[str]] = {}
@@ -153,7 +173,7 @@ class Bybit(Feed):
             label = f"linear#{i // TOPICS_PER_CONN}"
             for name, kind, sym, _ in chunk:
                 self.topic_link[name] = len(out)
-                log.info("subscribe %s (%s) on %s", self.feed_id("trades" if kind == TRADES else "book_change", sym), name, label)
+                log.info("subscribe %s (%s) on %s", self.feed_id(_KIND_TYPE[kind], sym), name, label)
             out.append(Plan(url=self.ws_url, subscribe=msgs, streams=[(c, s) for _, _, s, c in chunk], label=label))
         return out
 
@@ -184,7 +204,7 @@ class Bybit(Feed):
                 self.count(sym, ts, len(payload))
                 if self.raw_on:
                     self.out.raw_fast(ts, payload, lst.conn_id, sym, chan)
-                if kind == BOOK and type(fast) is BookFrame:
+                if kind in (BOOK, BBO) and type(fast) is BookFrame:
                     self.on_book(lst, ts, sym, chan, fast, fast.data)
                 elif kind == TRADES and type(fast) is TradesFrame:
                     self.on_trades(ts, sym, fast.data)
@@ -201,7 +221,7 @@ class Bybit(Feed):
             topic = m[1].decode() if m else ""
             kind, sym, chan = self.routes.get(topic, (-1, 0, 0))
             self.malformed(lst.conn_id, ts, payload, f"envelope: {e}", sym, chan)
-            if kind == BOOK and self.seq[topic].synced:
+            if kind in (BOOK, BBO) and self.seq[topic].synced:
                 self.resync(topic, ts, "malformed book frame")
             return
         route = self.routes.get(env.topic)
@@ -215,11 +235,17 @@ class Bybit(Feed):
         try:
             if kind == TRADES:
                 self.on_trades(ts, sym, self._trades.decode(env.data))
+            elif kind == TICK:
+                self.tickers.on_ticker(ts, sym, chan, lst.conn_id, env.topic, env.type, env.ts * 1_000_000, env.data)
+                if env.type == "snapshot":
+                    self.on_ticker_snapshot(env.topic)
+            elif kind == LIQ:
+                self.tickers.on_liquidations(ts, sym, env.data)
             else:
                 self.on_book(lst, ts, sym, chan, env, self._book.decode(env.data))
         except msgspec.DecodeError as e:
             self.malformed(lst.conn_id, ts, payload, f"{env.topic}: {e}", sym, chan, keep_raw=False)
-            if kind == BOOK:
+            if kind != TRADES and kind != LIQ:
                 self.resync(env.topic, ts, "malformed book frame")
         if self._pending_resync:
             self._do_pending(ts)
@@ -252,11 +278,20 @@ class Bybit(Feed):
             self.bump("resyncs", sym)
             self.out.event(ts, "resync", symbol=sym, channel=chan, conn_id=lst.conn_id, detail=f"snapshot at u={b.u}")
         ets = env.ts * 1_000_000
-        push = self.out.book_levels
-        push(ts, ets, sym, snapshot, BOOK_BID, b.b)
-        push(ts, ets, sym, snapshot, BOOK_ASK, b.a)
+        topic = env.topic
+        if topic in self.bbo_topics:
+            self.tickers.on_bbo(ts, ets, sym, snapshot, b)
+        if topic in self.book_topics:
+            push = self.out.book_levels
+            push(ts, ets, sym, snapshot, BOOK_BID, b.b)
+            push(ts, ets, sym, snapshot, BOOK_ASK, b.a)
         st.last_u = b.u
         st.synced = st.synced_once = True
+
+    def on_ticker_snapshot(self, topic: str) -> None:
+        st = self.seq[topic]
+        st.synced = st.synced_once = True
+        st.resync_deadline = 0.0
 
     # -- resync -----------------------------------------------------------------
     def resync(self, topic: str, ts: int, why: str) -> None:
@@ -314,6 +349,8 @@ class Bybit(Feed):
             if self.routes[topic][2] and (self.routes[topic][2], self.routes[topic][1]) in lst.plan.streams:
                 st.reset()
                 st.resync_deadline = 0.0
+                if self.routes[topic][0] == TICK:
+                    self.tickers.forget(self.routes[topic][1])
 
 
 #: the Feed class ``exchanges.registry.ingest_main`` runs for this exchange

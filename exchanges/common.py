@@ -51,6 +51,14 @@ def check_url(url: str | None, schemes: tuple[str, ...], key: str) -> None:
 def check_no_trade_stream(name: str, cfg: ExchangeConfig) -> None:
     if cfg.trade_stream is not None:
         raise ValueError(f"trade_stream is a binance-futures option; {name} has one trade stream")
+    check_no_binance_options(name, cfg)
+
+
+def check_no_binance_options(name: str, cfg: ExchangeConfig) -> None:
+    if cfg.depth_speed is not None:
+        raise ValueError(f"depth_speed is a binance-futures option; {name} has no diff depth speeds")
+    if cfg.open_interest_interval is not None:
+        raise ValueError(f"open_interest_interval is a binance-futures option ({name} streams its open interest)")
 
 
 def join_url(base: str, path: str) -> str:

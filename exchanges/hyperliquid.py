@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ticktape.exchanges import common
+from ticktape.exchanges import common, hyperliquid_tickers
 from ticktape.exchanges.book import Dedup
 from ticktape.exchanges.connection import Listener, Plan, Timing
 from ticktape.exchanges.feed import Feed
@@ -35,7 +35,7 @@ log = logging.getLogger("ticktape.exchanges")
 EXCHANGE = "hyperliquid"
 WS_URL = "wss://api.hyperliquid.xyz"
 PATH = "/ws"
-SUPPORTED = ("trades", "book_change", "book_snapshot")
+SUPPORTED = ("trades", "book_change", "book_snapshot", "book_ticker", "derivative_ticker")
 DEPTHS = (20,)
 SUBS_PER_CONN = 500
 # perps: BTC, kPEPE; spot: @107 or PURR/USDC; builder-deployed perps: xyz:TSLA
@@ -43,7 +43,8 @@ SYMBOL_RE = re.compile(r"[A-Za-z0-9]{1,20}|@[0-9]{1,6}|[A-Z0-9]{1,20}/[A-Z0-9]{1
 NAN = float("nan")
 _PX, _SZ = attrgetter("px"), attrgetter("sz")
 
-BOOK, TRADES = 0, 1
+BOOK, TRADES, BBO, CTX = 0, 1, 2, 3
+_KIND_TYPE = {TRADES: "trades", BBO: "book_ticker", CTX: "derivative_ticker"}
 _CHANNEL_RE = re.compile(rb'\{\s*"channel"\s*:\s*"([^"]{1,40})"')
 _COIN_RE = re.compile(rb'"coin"\s*:\s*"([^"]{1,40})"')
 
@@ -95,6 +96,8 @@ def validate(name: str, cfg: ExchangeConfig) -> None:
         if s.upper().endswith(("USDT", "-PERP", "PERP")) and "/" not in s:
             raise ValueError(f"symbol {s!r} is not a {name} coin (Hyperliquid names perps by coin: BTC, ETH, SOL)")
     common.check_symbols(name, cfg.symbols, SYMBOL_RE, "BTC", " (perps by coin, spot as @N)")
+    if "liquidations" in cfg.channels:
+        raise ValueError(f"channel 'liquidations': {hyperliquid_tickers.NO_LIQUIDATIONS}")
     common.check_channels(name, cfg.channels, SUPPORTED)
     if ("book_snapshot" in cfg.channels or "book_change" in cfg.channels) and cfg.depth not in DEPTHS:
         raise ValueError(f"depth {cfg.depth}: {name} l2Book always sends 20 levels a side (set depth = 20)")
@@ -115,6 +118,10 @@ def raw_channels(name: str, cfg: ExchangeConfig) -> tuple[str, ...]:
         out.append("trades")
     if "book_snapshot" in cfg.channels or "book_change" in cfg.channels:
         out.append("l2Book")
+    if "book_ticker" in cfg.channels:
+        out.append("bbo")
+    if "derivative_ticker" in cfg.channels:
+        out.append("activeAssetCtx")
     return tuple(out)
 
 
@@ -132,6 +139,9 @@ class Hyperliquid(Feed):
         self._trades_frame = msgspec.json.Decoder(TradesFrame, strict=False)
         self.ch_trades = self.chan_id.get("trades", 0)
         self.ch_book = self.chan_id.get("l2Book", 0)
+        self.ch_bbo = self.chan_id.get("bbo", 0)
+        self.ch_ctx = self.chan_id.get("activeAssetCtx", 0)
+        self.tickers = hyperliquid_tickers.Tickers(self)
         self.levels = self.out.snapshot_levels
         self.want_snapshot = "book_snapshot" in self.cfg.channels
         self.want_changes = "book_change" in self.cfg.channels
@@ -144,6 +154,10 @@ class Hyperliquid(Feed):
                 self.subs.append(({"type": "trades", "coin": s}, TRADES, sym, self.ch_trades))
             if "book_snapshot" in self.cfg.channels or "book_change" in self.cfg.channels:
                 self.subs.append(({"type": "l2Book", "coin": s}, BOOK, sym, self.ch_book))
+            if "book_ticker" in self.cfg.channels:
+                self.subs.append(({"type": "bbo", "coin": s}, BBO, sym, self.ch_bbo))
+            if "derivative_ticker" in self.cfg.channels:
+                self.subs.append(({"type": "activeAssetCtx", "coin": s}, CTX, sym, self.ch_ctx))
 
     def seed_dedup(self, limit: int = 50_000) -> None:
         """A restarted ingest process (after a crash) still finds its last trades in the
@@ -170,7 +184,7 @@ class Hyperliquid(Feed):
             label = f"ws#{i // SUBS_PER_CONN}"
             msgs = [msgspec.json.encode({"method": "subscribe", "subscription": sub}) for sub, *_ in chunk]
             for sub, kind, sym, _ in chunk:
-                dt = "trades" if kind == TRADES else f"book_snapshot_{self.cfg.depth}"
+                dt = _KIND_TYPE.get(kind, f"book_snapshot_{self.cfg.depth}")
                 log.info("subscribe %s (%s) on %s", self.feed_id(dt, sym), sub, label)
             out.append(Plan(url=self.ws_url, subscribe=msgs, streams=[(c, s) for _, _, s, c in chunk], label=label))
         return out
@@ -206,7 +220,8 @@ class Hyperliquid(Feed):
             m_ch = _CHANNEL_RE.match(head)
             m_coin = _COIN_RE.search(head)
             sym = self.sym_id.get(m_coin[1].decode(), 0) if m_coin else 0
-            chan = {b"trades": self.ch_trades, b"l2Book": self.ch_book}.get(m_ch[1], 0) if m_ch else 0
+            chan = {b"trades": self.ch_trades, b"l2Book": self.ch_book, b"bbo": self.ch_bbo,
+                    b"activeAssetCtx": self.ch_ctx}.get(m_ch[1], 0) if m_ch else 0
             self.malformed(lst.conn_id, ts, payload, f"envelope: {e}", sym, chan)
             return
         ch = env.channel
@@ -224,8 +239,32 @@ class Hyperliquid(Feed):
                 self.malformed(lst.conn_id, ts, payload, f"trades: {e}", 0, self.ch_trades)
                 return
             self.handle_trades(lst, ts, payload, trades)
+        elif ch == "bbo" or ch == "activeAssetCtx":
+            self.handle_ticker(lst, ts, payload, ch, env.data)
         else:
             self.control(lst, ts, payload, env)
+
+    def handle_ticker(self, lst: Listener, ts: int, payload: memoryview, ch: str, data: msgspec.Raw) -> None:
+        tk = self.tickers
+        chan = self.ch_bbo if ch == "bbo" else self.ch_ctx
+        try:
+            d: hyperliquid_tickers.Bbo | hyperliquid_tickers.AssetCtx = (
+                tk.bbo.decode(data) if ch == "bbo" else tk.ctx.decode(data)
+            )
+        except msgspec.DecodeError as e:
+            m = _COIN_RE.search(payload.tobytes()[:200])
+            self.malformed(lst.conn_id, ts, payload, f"{ch}: {e}", self.sym_id.get(m[1].decode(), 0) if m else 0, chan)
+            return
+        sym = self.sym_id.get(d.coin, 0)
+        self.count(sym, ts, len(payload))
+        if self.raw_on:
+            self.out.raw_fast(ts, payload, lst.conn_id, sym, chan)
+        if not sym:
+            return
+        if type(d) is hyperliquid_tickers.Bbo:
+            tk.on_bbo(ts, sym, d)
+        elif type(d) is hyperliquid_tickers.AssetCtx:
+            tk.on_ctx(ts, sym, d)
 
     def handle_book(self, lst: Listener, ts: int, payload: memoryview, b: L2Book) -> None:
         sym = self.sym_id.get(b.coin, 0)

@@ -21,6 +21,7 @@ FIELDS = (
     "reconnects",  # connections re-established
     "disconnects",  # connections lost (incl. stalls)
     "subscribe_errors",
+    "rest_errors",  # REST requests that failed (HTTP error, timeout); each also an ``info`` event
     "last_msg_ns",  # local receive time of the last frame (ns)
 )
 F = {name: i for i, name in enumerate(FIELDS)}
