@@ -1,19 +1,25 @@
-"""Archive layout: where a file lives is a pure function of its four keys.
+"""Archive layout: one table per data type; where a file lives is a pure function of its four keys.
 
-    <root>/exchange=<exchange>/type=<data type>/date=<YYYY-MM-DD>/symbol=<symbol>/<HH>.parquet
+    <root>/<table>/exchange=<exchange>/symbol=<symbol>/date=<YYYY-MM-DD>/hour=<HH>/data.parquet
 
-Hive-style folders let DuckDB, Polars, pyarrow.dataset and Spark prune by
-exchange, data type, date and symbol; restore-by-range computes paths and
-needs no listing. Open hours live in journals under ``<root>/.journal/`` (same
-relative layout, ``.arrows`` suffix); temp files start with ``.`` so no reader,
-glob or sync ever takes them for data.
+A table is a data type (``trades``, ``book_change``, ``book_snapshot_N`` (one
+table per N), ``raw``, ``events``): one schema per table, so DuckDB, Polars,
+pyarrow.dataset, pandas and Spark read a table directory whole with their
+defaults, and the Hive folders give them exchange, symbol, date and hour as
+partition columns to prune by. Restore-by-range computes paths and needs no
+listing. Nothing but data files lives inside a table directory: open hours are
+journals under ``<root>/.journal/`` (same relative layout, ``.arrows``
+suffix), writer state under ``<root>/.state/``, temp files under
+``<root>/.tmp/`` (same filesystem, renamed into place).
 
-Every name that reaches a path is validated here, so no exchange, symbol or
-data type can step outside the root.
+``FileKey.relpath`` is the one place that computes a path. Every name that
+reaches a path is validated here, so no exchange, symbol or data type can step
+outside the root.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,15 +30,21 @@ from ticktape.ipc.schemas import DATA_TYPES_HELP, NO_SYMBOL_NAME, is_data_type
 
 JOURNAL_DIR = ".journal"
 STATE_DIR = ".state"
+TMP_DIR = ".tmp"
+#: every directory of the root that is not a table (never read as data, never uploaded)
+PRIVATE_DIRS = (JOURNAL_DIR, STATE_DIR, TMP_DIR)
+DATA_FILE = "data.parquet"
 PARQUET_SUFFIX = ".parquet"
 JOURNAL_SUFFIX = ".arrows"
+#: Hive partition keys inside a table directory, outermost first
+PARTITION_KEYS = ("exchange", "symbol", "date", "hour")
 HOUR_NS = 3_600_000_000_000
 
 _EXCHANGE_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 _SYMBOL_RE = re.compile(r"^[A-Za-z0-9@][A-Za-z0-9._@:-]{0,63}$")
 _REL_RE = re.compile(
-    r"^exchange=(?P<exchange>[^/]+)/type=(?P<type>[^/]+)/date=(?P<date>\d{4}-\d{2}-\d{2})"
-    r"/symbol=(?P<symbol>[^/]+)/(?P<hour>\d{2})\.parquet$"
+    r"^(?P<type>[a-z0-9_]+)/exchange=(?P<exchange>[^/]+)/symbol=(?P<symbol>[^/]+)"
+    r"/date=(?P<date>\d{4}-\d{2}-\d{2})/hour=(?P<hour>\d{2})/data\.parquet$"
 )
 
 
@@ -85,12 +97,19 @@ class FileKey:
     def relpath(self) -> str:
         """POSIX path relative to the archive root (also the S3 key suffix)."""
         return (
-            f"exchange={self.exchange}/type={self.data_type}/date={self.hour:%Y-%m-%d}"
-            f"/symbol={self.symbol}/{self.hour:%H}{PARQUET_SUFFIX}"
+            f"{self.data_type}/exchange={self.exchange}/symbol={self.symbol}"
+            f"/date={self.hour:%Y-%m-%d}/hour={self.hour:%H}/{DATA_FILE}"
         )
 
     def journal_relpath(self) -> str:
         return f"{JOURNAL_DIR}/{self.relpath()[: -len(PARQUET_SUFFIX)]}{JOURNAL_SUFFIX}"
+
+    def tmp_relpath(self, tag: str) -> str:
+        """A temp file for this key under ``.tmp/`` (outside every table; renamed into place).
+
+        ``tag`` tells concurrent producers apart (writer id, restore token)."""
+        flat = self.relpath()[: -len(PARQUET_SUFFIX)].replace("/", ",")
+        return f"{TMP_DIR}/{flat}.{tag}.tmp"
 
     @classmethod
     def from_relpath(cls, rel: str) -> FileKey:
@@ -98,7 +117,10 @@ class FileKey:
         m = _REL_RE.match(rel)
         if not m:
             raise LayoutError(f"not an archive file path: {rel!r}")
-        hour = datetime.strptime(f"{m['date']} {m['hour']}", "%Y-%m-%d %H").replace(tzinfo=UTC)
+        try:
+            hour = datetime.strptime(f"{m['date']} {m['hour']}", "%Y-%m-%d %H").replace(tzinfo=UTC)
+        except ValueError:
+            raise LayoutError(f"not an archive file path (bad date/hour): {rel!r}") from None
         return cls(m["exchange"], m["type"], m["symbol"], hour)
 
     @classmethod
@@ -166,6 +188,37 @@ def paths_for_range(
     """The files that should exist for a range (the seed's ``only_paths``)."""
     hours = list(hours_between(start, end))
     return [FileKey(exchange, data_type, s, h) for s in symbols for h in hours]
+
+
+def scan_files(root: str, data_type: str | None = None, exchange: str | None = None) -> Iterator[tuple[FileKey, str]]:
+    """(key, local path) of every finalized file under a local root (optionally one table / exchange).
+
+    Walks only table directories; private dirs (``.journal``, ``.state``, ``.tmp``) and
+    anything that is not an archive path are skipped."""
+
+    root = os.path.abspath(root)
+    if data_type is not None:
+        tables = [check_data_type(data_type)]
+    else:
+        try:
+            tables = sorted(n for n in os.listdir(root) if is_data_type(n))
+        except FileNotFoundError:
+            return
+    for table in tables:
+        base = os.path.join(root, table)
+        if exchange is not None:
+            base = os.path.join(base, f"exchange={check_exchange(exchange)}")
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in filenames:
+                if name != DATA_FILE:
+                    continue
+                path = os.path.join(dirpath, name)
+                try:
+                    key = FileKey.from_relpath(os.path.relpath(path, root).replace(os.sep, "/"))
+                except LayoutError:
+                    continue
+                yield key, path
 
 
 # --- file metadata -----------------------------------------------------------

@@ -1,7 +1,7 @@
 """Load a range of the archive into memory: pyarrow Table, pandas or Polars.
 
 Opens only the files the catalog computes for the range and, through
-pyarrow.dataset's predicate pushdown on ``local_ts`` row-group statistics,
+pyarrow.dataset's predicate pushdown on ``local_ts_ns`` row-group statistics,
 reads only the row groups that overlap it. Missing hours are skipped and
 logged (a capture gap is not an error); an empty range gives an empty table
 with the data type's schema.
@@ -29,8 +29,8 @@ from ticktape.archive.catalog import (
     resolve_data_type,
     time_range,
 )
-from ticktape.archive.layout import JOURNAL_DIR, FileKey, LayoutError
-from ticktape.ipc.schemas import TS, arrow_schema_for
+from ticktape.archive.layout import scan_files
+from ticktape.ipc.schemas import LOCAL_TS_NS, arrow_schema_for, local_ns
 
 log = logging.getLogger("ticktape.archive")
 
@@ -71,7 +71,7 @@ def load(
     format: Format = "arrow",
     s3_options: Any = None,
 ) -> Any:
-    """Rows with ``start <= local_ts < end``, sorted by ``local_ts`` (stable: file order kept on ties).
+    """Rows with ``start <= local_ts_ns < end``, sorted by arrival time (stable: file order kept on ties).
 
     ``start``/``end`` take ``YYYY-MM-DD:HH`` (an end hour is included) or ISO
     times (an ISO end is exclusive). Several symbols (list or ``"A,B"``) add a
@@ -87,13 +87,13 @@ def load(
     unknown = [c for c in want if c not in out_schema.names]
     if unknown:
         raise ValueError(f"unknown column(s) {unknown} for {dt}; columns are {out_schema.names}")
-    read_cols = [c for c in schema.names if c in want or c == "local_ts"]
+    read_cols = [c for c in schema.names if c in want or c == LOCAL_TS_NS]
 
     fs, base = _filesystem(root, s3_options)
     keys = keys_for_range(exchange, dt, syms, s, e)
-    lo = pa.scalar(int(s.timestamp() * 1_000_000) * 1000, TS)
-    hi = pa.scalar(int(e.timestamp() * 1_000_000) * 1000, TS)
-    expr = (ds.field("local_ts") >= lo) & (ds.field("local_ts") < hi)
+    lo = pa.scalar(_ns_of(s), pa.int64())
+    hi = pa.scalar(_ns_of(e), pa.int64())
+    expr = (ds.field(LOCAL_TS_NS) >= lo) & (ds.field(LOCAL_TS_NS) < hi)
     parts: list[pa.Table] = []
     for i, sym in enumerate(syms):
         wanted = [path_for(base, k) for k in keys if k.symbol == sym]
@@ -127,13 +127,17 @@ def load(
     return convert(table, format)
 
 
+def _ns_of(t: datetime) -> int:
+    return (int(t.timestamp()) * 1_000_000 + t.microsecond) * 1000
+
+
 def _sorted(table: pa.Table) -> pa.Table:
     if table.num_rows < 2:
         return table
-    ts = table.column("local_ts").cast(pa.int64()).to_numpy()
+    ts = local_ns(table)
     if bool(np.all(ts[1:] >= ts[:-1])):
         return table
-    return table.take(pc.sort_indices(table, sort_keys=[("local_ts", "ascending")]))
+    return table.take(pc.sort_indices(table, sort_keys=[(LOCAL_TS_NS, "ascending")]))
 
 
 def convert(table: pa.Table, format: Format) -> Any:
@@ -172,42 +176,19 @@ class Series:
     bytes: int
 
 
-def _subdirs(path: str, key: str) -> list[tuple[str, str]]:
-    try:
-        it = os.scandir(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    with it:
-        return sorted(
-            (e.name[len(key) + 1 :], e.path)
-            for e in it
-            if e.name.startswith(f"{key}=") and e.is_dir(follow_symlinks=False)
-        )
-
-
 def list_archive(root: str) -> list[Series]:
     """Inventory of a local archive, from directory names only (no file is opened)."""
     acc: dict[tuple[str, str, str], list[Any]] = {}
-    for ex, exp in _subdirs(root, "exchange"):
-        if ex == JOURNAL_DIR:
+    for k, path in scan_files(root):
+        try:
+            size = os.stat(path, follow_symlinks=False).st_size
+        except FileNotFoundError:
             continue
-        for dt, dtp in _subdirs(exp, "type"):
-            for date, datep in _subdirs(dtp, "date"):
-                for sym, symp in _subdirs(datep, "symbol"):
-                    with os.scandir(symp) as it:
-                        for f in it:
-                            if f.name.startswith(".") or not f.is_file(follow_symlinks=False):
-                                continue
-                            rel = f"exchange={ex}/type={dt}/date={date}/symbol={sym}/{f.name}"
-                            try:
-                                k = FileKey.from_relpath(rel)
-                            except LayoutError:
-                                continue
-                            a = acc.setdefault((ex, dt, sym), [k.hour, k.hour, 0, 0])
-                            a[0] = min(a[0], k.hour)
-                            a[1] = max(a[1], k.hour)
-                            a[2] += 1
-                            a[3] += f.stat(follow_symlinks=False).st_size
+        a = acc.setdefault((k.exchange, k.data_type, k.symbol), [k.hour, k.hour, 0, 0])
+        a[0] = min(a[0], k.hour)
+        a[1] = max(a[1], k.hour)
+        a[2] += 1
+        a[3] += size
     return [Series(ex, dt, sym, a[0], a[1], a[2], a[3]) for (ex, dt, sym), a in sorted(acc.items())]
 
 

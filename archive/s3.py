@@ -4,8 +4,8 @@
 
     report = sync_archive("./archive", "s3://bucket/ticks", endpoint_url="https://s3.us-west-004.backblazeb2.com")
     report = restore_range("s3://bucket/ticks", "./archive", exchange="binance-futures",
-                           data_types="trades,book_snapshot_20", symbols="BTCUSDT",
-                           start="2025-01-05:22", end="2025-01-06:02")
+                           symbols="BTCUSDT", start="2025-01-05:22", end="2025-01-06:02",
+                           data_types="trades,book_snapshot_20")   # default: every table
 
     bg = BackgroundSync.from_config(cfg.s3, cfg.archive.root)   # engine.config.S3Config
     bg.start()
@@ -17,12 +17,14 @@ See ``s3_client`` (credentials, endpoint, errors), ``s3_sync`` and ``s3_restore`
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Sequence
 from typing import Any
 
 from ticktape.archive.catalog import TimeLike, keys_for_range
+from ticktape.archive.layout import FileKey
 from ticktape.archive.s3_client import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_ATTEMPTS,
@@ -33,7 +35,7 @@ from ticktape.archive.s3_client import (
     parse_url,
     redact,
 )
-from ticktape.archive.s3_restore import RestoreReport, restore_all, restore_keys
+from ticktape.archive.s3_restore import RestoreReport, remote_tables, restore_all, restore_keys
 from ticktape.archive.s3_sync import SyncReport, sync_archive
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "SyncReport",
     "load_env",
     "parse_url",
+    "range_keys",
     "restore_all",
     "restore_keys",
     "restore_range",
@@ -58,21 +61,43 @@ def restore_range(
     root: str,
     *,
     exchange: str,
-    data_types: str | Sequence[str],
     symbols: str | Sequence[str],
     start: TimeLike,
     end: TimeLike,
+    data_types: str | Sequence[str] | None = None,
     depth: int | None = None,
     opts: S3Options | None = None,
     concurrency: int = 8,
     overwrite: bool = False,
     progress: bool = False,
 ) -> RestoreReport:
-    """Fetch the files of a range (paths computed from the layout, no listing)."""
-    keys = keys_for_range(exchange, data_types, symbols, start, end, depth)
+    """Fetch the files of a range (paths computed from the layout, no file listing).
+
+    ``data_types`` None = every table the bucket holds (one delimiter listing of
+    the prefix's top level names them), as the seed's restore does."""
+    keys = range_keys(url, exchange, symbols, start, end, data_types, depth, opts)
     return restore_keys(
         url, root, keys, opts, concurrency=concurrency, overwrite=overwrite, progress=progress
     )
+
+
+def range_keys(
+    url: str,
+    exchange: str,
+    symbols: str | Sequence[str],
+    start: TimeLike,
+    end: TimeLike,
+    data_types: str | Sequence[str] | None = None,
+    depth: int | None = None,
+    opts: S3Options | None = None,
+) -> list[FileKey]:
+    """The files of a range; without ``data_types``, of every table under the prefix."""
+    if data_types is None or (isinstance(data_types, str) and not data_types.strip()):
+        tables = asyncio.run(remote_tables(url, opts))
+        if not tables:
+            return []
+        data_types = tables
+    return keys_for_range(exchange, data_types, symbols, start, end, depth)
 
 
 class BackgroundSync:

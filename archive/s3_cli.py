@@ -13,7 +13,6 @@ import logging
 import os
 import sys
 
-from ticktape.archive.catalog import keys_for_range
 from ticktape.archive.layout import LayoutError
 from ticktape.archive.s3_client import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -88,7 +87,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("archive", nargs="?", default=DEFAULT_ROOT, help=f"archive root (default {DEFAULT_ROOT})")
     r.add_argument("--exchange", help="exchange id, e.g. binance-futures")
     r.add_argument("--symbol", help="symbol(s), comma separated")
-    r.add_argument("--type", dest="types", help="data type(s), comma separated: trades,book_snapshot_20,...")
+    r.add_argument(
+        "--type",
+        dest="types",
+        help="data type(s), comma separated: trades,book_snapshot_20,... (default: every table in the bucket)",
+    )
     r.add_argument("--depth", type=int, help="levels for a bare 'book_snapshot' type")
     r.add_argument("--from", dest="start", help="YYYY-MM-DD:HH or ISO time (inclusive)")
     r.add_argument("--to", dest="end", help="YYYY-MM-DD:HH (that hour included) or ISO time (exclusive)")
@@ -156,6 +159,7 @@ def _sync(args: argparse.Namespace) -> int:
 
 
 def _restore(args: argparse.Namespace) -> int:
+    from ticktape.archive.s3 import range_keys
     from ticktape.archive.s3_restore import restore_all, restore_keys
 
     parse_url(args.url)
@@ -175,7 +179,6 @@ def _restore(args: argparse.Namespace) -> int:
             for n, v in (
                 ("--exchange", args.exchange),
                 ("--symbol", args.symbol),
-                ("--type", args.types),
                 ("--from", args.start),
                 ("--to", args.end),
             )
@@ -183,7 +186,9 @@ def _restore(args: argparse.Namespace) -> int:
         ]
         if need:
             raise S3Error(f"missing {', '.join(need)} (or use --all to restore everything)")
-        keys = keys_for_range(args.exchange, args.types, args.symbol, args.start, args.end, args.depth)
+        keys = range_keys(
+            args.url, args.exchange, args.symbol, args.start, args.end, args.types, args.depth, _opts(args)
+        )
         report = restore_keys(
             args.url,
             root,

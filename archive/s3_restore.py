@@ -1,8 +1,8 @@
 """``capture s3 restore``: fetch the files of a range from the bucket into the local archive.
 
 Paths are computed from (exchange, type, symbol, hour), so no listing is
-needed. Each object is streamed to a temp name (leading '.') in its target
-directory while hashed, checked against its size and the sha256 kept as
+needed. Each object is streamed to a temp file under ``<root>/.tmp/`` (outside
+every table, same filesystem) while hashed, checked against its size and the sha256 kept as
 metadata (or the md5 ETag of objects uploaded by other tools), then fsynced
 and renamed into place: a reader never sees half a file, and a mismatch leaves
 nothing behind. A local file that differs from the bucket's copy is kept and
@@ -39,6 +39,7 @@ from ticktape.archive.s3_client import (
     parse_url,
 )
 from ticktape.archive.s3_sync import SHA_META, Progress, connect_and_list, run_pool
+from ticktape.ipc.schemas import is_data_type
 
 log = logging.getLogger("ticktape.s3")
 
@@ -94,9 +95,11 @@ class ChecksumMismatch(S3Error):
     pass
 
 
-def _tmp_name(dest: str) -> str:
-    d, name = os.path.split(dest)
-    return os.path.join(d, f".{name}.{secrets.token_hex(4)}.part")
+_PART_TAG = "restore"
+
+
+def _tmp_name(root: str, k: FileKey) -> str:
+    return safe_join(root, k.tmp_relpath(f"{_PART_TAG}-{secrets.token_hex(4)}"))
 
 
 def _fsync_dir(path: str) -> None:
@@ -107,11 +110,13 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def _clean_stale_parts(dest: str) -> None:
-    d, name = os.path.split(dest)
+def _clean_stale_parts(root: str, k: FileKey) -> None:
+    """Temp files an interrupted restore of the same file left behind."""
+    d, stem = os.path.split(_tmp_name(root, k))
+    prefix = stem[: stem.rindex(f".{_PART_TAG}-") + len(_PART_TAG) + 2]
     try:
         for n in os.listdir(d):
-            if n.startswith(f".{name}.") and n.endswith(".part"):
+            if n.startswith(prefix) and n.endswith(".tmp"):
                 os.unlink(os.path.join(d, n))
     except FileNotFoundError:
         pass
@@ -140,14 +145,17 @@ def _write_hash(f: Any, chunk: bytes, sha: Any, md5: Any, last: bool = False) ->
         os.fsync(f.fileno())
 
 
-async def _download(client: Any, bucket: str, key: str, dest: str, rel: str) -> int:
+async def _download(client: Any, bucket: str, key: str, root: str, k: FileKey) -> int:
     """GET -> temp file -> verify -> fsync -> rename. Returns bytes written."""
+    rel = k.relpath()
+    dest = safe_join(root, rel)
     resp = await client.get_object(Bucket=bucket, Key=key)
     want_sha, want_md5 = _expected(resp)
     want_size = int(resp.get("ContentLength", -1))
     os.makedirs(os.path.dirname(dest), exist_ok=True)
-    _clean_stale_parts(dest)
-    tmp = _tmp_name(dest)
+    _clean_stale_parts(root, k)
+    tmp = _tmp_name(root, k)
+    os.makedirs(os.path.dirname(tmp), exist_ok=True)
     sha = hashlib.sha256()
     md5 = hashlib.md5() if want_sha is None else None  # md5 only when it is all there is to check
     size = 0
@@ -253,7 +261,7 @@ async def restore_keys_async(
                         report.conflicts.append(rel)
                         log.warning("differs %s: local copy differs from the bucket's; kept", rel)
                         return
-                n = await _download(client, bucket, key, dest, rel)
+                n = await _download(client, bucket, key, os.path.abspath(root), k)
             except ChecksumMismatch as e:
                 report.failed.append((rel, str(e)))
                 log.error("%s", e)
@@ -286,6 +294,34 @@ async def restore_keys_async(
         return report
     finally:
         report.elapsed = time.perf_counter() - t0
+        await close_fs(fs)
+
+
+async def remote_tables(url: str, opts: S3Options | None = None) -> list[str]:
+    """The tables (data types) under the prefix: one delimiter listing of its top level, no file listing."""
+    opts = opts or S3Options()
+    bucket, prefix = parse_url(url)
+    where = opts.where(url)
+    fs = make_fs(opts, asynchronous=True)
+    try:
+        try:
+            client = await fs.set_session()
+        except Exception as e:
+            raise S3Error(describe(e, where)) from None
+        await check_bucket(client, bucket, prefix, where)
+        pfx = f"{prefix}/" if prefix else ""
+        names: list[str] = []
+        try:
+            paginator = client.get_paginator("list_objects_v2")
+            async for page in paginator.paginate(Bucket=bucket, Prefix=pfx, Delimiter="/"):
+                for cp in page.get("CommonPrefixes", ()):
+                    name = str(cp["Prefix"])[len(pfx) :].rstrip("/")
+                    if is_data_type(name):
+                        names.append(name)
+        except Exception as e:
+            raise S3Error(describe(e, where)) from None
+        return sorted(names)
+    finally:
         await close_fs(fs)
 
 

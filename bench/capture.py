@@ -72,17 +72,17 @@ def _wait_pids(metrics_port: int, timeout: float = 20.0) -> dict[str, int]:
 
 def _archived(root: Path) -> dict[str, int]:
     out = {"raw_data_rows": 0, "trades": 0, "book_change": 0, "gap_events": 0, "drop_events": 0}
-    raw_dir = root / "exchange=binance-futures" / "type=raw"
+    raw_dir = root / "raw" / "exchange=binance-futures"
     if raw_dir.exists():
         t = ds.dataset(raw_dir, format="parquet", partitioning="hive").to_table(columns=["channel", "payload"])
         data = pc.and_(pc.invert(pc.is_in(t["channel"], value_set=_pa_strings(["", "depthSnapshot"]))),
                        pc.greater(pc.binary_length(t["payload"]), 0))
         out["raw_data_rows"] = int(pc.sum(data).as_py() or 0)
     for dt in ("trades", "book_change"):
-        d = root / "exchange=binance-futures" / f"type={dt}"
+        d = root / dt / "exchange=binance-futures"
         if d.exists():
             out[dt] = ds.dataset(d, format="parquet", partitioning="hive").count_rows()
-    ev = root / "exchange=binance-futures" / "type=events"
+    ev = root / "events" / "exchange=binance-futures"
     if ev.exists():
         kinds = ds.dataset(ev, format="parquet", partitioning="hive").to_table(columns=["kind"])["kind"]
         kinds = kinds.cast("string")

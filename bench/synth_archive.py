@@ -20,22 +20,18 @@ from ticktape.replay import fmt
 
 def write_table(root: str, key: FileKey, table: pa.Table, row_group_size: int = 256_000) -> str:
     path = safe_join(root, key.relpath())
-    d = os.path.dirname(path)
-    os.makedirs(d, exist_ok=True)
-    tmp = os.path.join(d, f".{os.path.basename(path)}.tmp")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = safe_join(root, key.tmp_relpath("fixture"))
+    os.makedirs(os.path.dirname(tmp), exist_ok=True)
     table = table.replace_schema_metadata(file_metadata(key, "replay-fixture"))
     pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size)
     os.replace(tmp, path)
     return path
 
 
-def _ts(a: np.ndarray) -> pa.Array:
-    return pa.array(np.asarray(a, np.int64), pa.int64()).view(S.TS)
-
-
 def write_by_hour(root: str, exchange: str, data_type: str, symbol: str, table: pa.Table) -> list[str]:
     """Split a local_ts-sorted table into hourly files."""
-    ts = np.asarray(table.column("local_ts").cast(pa.int64()).to_numpy())
+    ts = S.local_ns(table)
     if len(ts) == 0:
         return []
     hours = ts // HOUR_NS
@@ -52,9 +48,7 @@ def raw_table(local_ts: np.ndarray, channels: list[str] | np.ndarray, payloads: 
     n = len(local_ts)
     pay = payloads if isinstance(payloads, pa.Array) else pa.array(payloads, pa.binary())
     chans = pa.array(list(channels), pa.string()) if not isinstance(channels, pa.Array) else channels
-    return pa.Table.from_arrays(
-        [_ts(local_ts), chans, pa.array(np.full(n, conn_id, np.uint32)), pay], schema=S.RAW_SCHEMA
-    )
+    return S.table_from_ns("raw", local_ts, None, [chans, pa.array(np.full(n, conn_id, np.uint32)), pay])
 
 
 # --- synthetic, vectorized (scale) -----------------------------------------------------------
@@ -105,11 +99,10 @@ def synth_trades(local: np.ndarray, rng: np.random.Generator, base: float) -> pa
     n = len(local)
     side = pa.DictionaryArray.from_arrays(pa.array(rng.integers(1, 3, n).astype(np.int8)), pa.array(S.TRADE_SIDES))
     ids = pa.array(np.arange(n, dtype=np.int64) + int(local[0]) // 1_000_000 if n else np.zeros(0, np.int64))
-    return pa.Table.from_arrays(
-        [_ts(local), _ts(local - 3_000_000), ids.cast(pa.string()),
-         pa.array(np.round(base + np.cumsum(rng.normal(0, 0.05, n)), 2)), pa.array(np.round(rng.exponential(0.5, n), 3) + 0.001),
-         side],
-        schema=S.TRADES_SCHEMA,
+    return S.table_from_ns(
+        "trades", local, local - 3_000_000,
+        [ids.cast(pa.string()), pa.array(np.round(base + np.cumsum(rng.normal(0, 0.05, n)), 2)),
+         pa.array(np.round(rng.exponential(0.5, n), 3) + 0.001), side],
     )
 
 
@@ -139,10 +132,10 @@ def synth_book(msg_local: np.ndarray, rng: np.random.Generator, base: float, lev
     price = np.round(np.concatenate([snap_bid, snap_ask, p]), 1)
     amount = np.concatenate([np.round(rng.exponential(2.0, 2 * levels), 3) + 0.001, amt])
     is_snap = np.concatenate([np.ones(2 * levels, np.bool_), np.zeros(n, np.bool_)])
-    return pa.Table.from_arrays(
-        [_ts(local), _ts(local - 2_000_000), pa.array(is_snap),
-         pa.DictionaryArray.from_arrays(pa.array(all_side), pa.array(S.BOOK_SIDES)), pa.array(price), pa.array(amount)],
-        schema=S.BOOK_CHANGE_SCHEMA,
+    return S.table_from_ns(
+        "book_change", local, local - 2_000_000,
+        [pa.array(is_snap), pa.DictionaryArray.from_arrays(pa.array(all_side), pa.array(S.BOOK_SIDES)),
+         pa.array(price), pa.array(amount)],
     )
 
 
@@ -174,14 +167,13 @@ def synth_archive(
                 cut = np.sort(rng.integers(h0, h0 + HOUR_NS, disconnects))
                 marks = raw_table(cut, ["depth"] * disconnects, [b""] * disconnects)
                 t = pa.concat_tables([t, marks])
-                order = np.argsort(np.asarray(t.column("local_ts").cast(pa.int64())), kind="stable")
+                order = np.argsort(S.local_ns(t), kind="stable")
                 t = t.take(pa.array(order))
-                ev = pa.Table.from_arrays(
-                    [_ts(cut), _ts(np.zeros(disconnects, np.int64)),
-                     pa.DictionaryArray.from_arrays(pa.array(np.zeros(disconnects, np.int8)), pa.array(S.EVENT_KINDS)),
+                ev = S.table_from_ns(
+                    "events", cut, np.zeros(disconnects, np.int64),
+                    [pa.DictionaryArray.from_arrays(pa.array(np.zeros(disconnects, np.int8)), pa.array(S.EVENT_KINDS)),
                      pa.array(["depth"] * disconnects), pa.array(np.ones(disconnects, np.uint32)),
                      pa.array(["connection lost"] * disconnects)],
-                    schema=S.EVENTS_SCHEMA,
                 )
                 write_table(root, FileKey(exchange, "events", sym, hour_of_ns(h0)), ev)
                 tot["disconnects"] += disconnects

@@ -15,7 +15,8 @@ from functools import cache
 import numpy as np
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+#: 2: tables layout, ``timestamp[us, UTC]`` + ``local_ts_ns`` (1: ``timestamp[ns]`` naive)
+SCHEMA_VERSION = 2
 
 # --- enums (small ints in the ring, dictionary strings on disk) -------------
 
@@ -187,12 +188,14 @@ assert DERIVATIVE_TICKER_STRUCT.size == DERIVATIVE_TICKER_DTYPE.itemsize
 
 # --- Arrow schemas (disk layout) ---------------------------------------------
 
-#: Nanosecond timestamps, always UTC. Stored without a time-zone annotation on
-#: purpose: DuckDB reads tz-annotated nanosecond columns as TIMESTAMPTZ_NS, which
-#: most of its time functions (date_trunc, min/max to Python, comparisons with
-#: TIMESTAMPTZ literals) do not accept; naive TIMESTAMP_NS works everywhere
-#: (DuckDB, Polars, pandas, Spark) and UTC is the archive-wide convention.
-TS = pa.timestamp("ns")
+#: Timestamps on disk: microseconds, UTC-annotated (Parquet TIMESTAMP(MICROS,
+#: isAdjustedToUTC=true)), the one timestamp every engine reads natively with its
+#: defaults (Spark 3.5/4, Trino, DuckDB, Polars, pandas, pyarrow). Spark refuses
+#: nanosecond Parquet timestamps, so the exact arrival time in ns is kept beside
+#: it as a plain int64 column, ``local_ts_ns`` (replay and loaders order by it).
+TS = pa.timestamp("us", tz="UTC")
+#: exact arrival time, ns since the epoch
+LOCAL_TS_NS = "local_ts_ns"
 DICT_STR = pa.dictionary(pa.int8(), pa.string())
 
 TRADES_SCHEMA = pa.schema(
@@ -203,6 +206,7 @@ TRADES_SCHEMA = pa.schema(
         ("price", pa.float64()),
         ("amount", pa.float64()),
         ("side", DICT_STR),
+        (LOCAL_TS_NS, pa.int64()),
     ]
 )
 
@@ -214,6 +218,7 @@ BOOK_CHANGE_SCHEMA = pa.schema(
         ("side", DICT_STR),
         ("price", pa.float64()),
         ("amount", pa.float64()),
+        (LOCAL_TS_NS, pa.int64()),
     ]
 )
 
@@ -225,6 +230,7 @@ EVENTS_SCHEMA = pa.schema(
         ("channel", pa.string()),
         ("conn_id", pa.uint32()),
         ("detail", pa.string()),
+        (LOCAL_TS_NS, pa.int64()),
     ]
 )
 
@@ -234,6 +240,7 @@ RAW_SCHEMA = pa.schema(
         ("channel", pa.string()),
         ("conn_id", pa.uint32()),
         ("payload", pa.binary()),
+        (LOCAL_TS_NS, pa.int64()),
     ]
 )
 
@@ -246,6 +253,7 @@ BOOK_TICKER_SCHEMA = pa.schema(
         ("bid_amount", pa.float64()),
         ("ask_price", pa.float64()),
         ("ask_amount", pa.float64()),
+        (LOCAL_TS_NS, pa.int64()),
     ]
 )
 
@@ -260,6 +268,7 @@ DERIVATIVE_TICKER_SCHEMA = pa.schema(
         ("funding_timestamp", TS),
         ("predicted_funding_rate", pa.float64()),
         ("open_interest", pa.float64()),
+        (LOCAL_TS_NS, pa.int64()),
     ]
 )
 
@@ -271,6 +280,7 @@ LIQUIDATIONS_SCHEMA = pa.schema(
         ("side", DICT_STR),
         ("price", pa.float64()),
         ("amount", pa.float64()),
+        (LOCAL_TS_NS, pa.int64()),
     ]
 )
 
@@ -289,6 +299,7 @@ def book_snapshot_schema(levels: int) -> pa.Schema:
             ("bid_amount", lst),
             ("ask_price", lst),
             ("ask_amount", lst),
+            (LOCAL_TS_NS, pa.int64()),
         ]
     )
 
@@ -356,8 +367,25 @@ def arrow_schema_for(data_type: str) -> pa.Schema:
 # --- numpy batch -> Arrow (no per-record Python loop) -------------------------
 
 
+def _ns(col: np.ndarray) -> pa.Array:
+    return pa.array(np.ascontiguousarray(col), type=pa.int64())
+
+
+def ts_from_ns(ns: np.ndarray, zero_is_null: bool = False) -> pa.Array:
+    """int64 ns -> ``timestamp[us, UTC]`` (floored to the µs); 0 = "none" -> null when asked."""
+    us = np.floor_divide(np.ascontiguousarray(ns, dtype=np.int64), 1000)
+    mask = (us == 0) if zero_is_null else None
+    if mask is not None and not mask.any():
+        mask = None
+    return pa.array(us, type=pa.int64(), mask=mask).view(TS) if mask is not None else pa.array(us).view(TS)
+
+
 def _ts(col: np.ndarray) -> pa.Array:
-    return pa.array(np.ascontiguousarray(col), type=pa.int64()).view(TS)
+    return ts_from_ns(col)
+
+
+def _ets(col: np.ndarray) -> pa.Array:
+    return ts_from_ns(col, zero_is_null=True)
 
 
 def _dict(codes: np.ndarray, names: tuple[str, ...]) -> pa.Array:
@@ -378,9 +406,8 @@ def _f64_nullable(col: np.ndarray) -> pa.Array:
 
 
 def _ts_nullable(col: np.ndarray) -> pa.Array:
-    """ns timestamp column with 0 = none -> Arrow timestamps with nulls."""
-    arr = np.ascontiguousarray(col)
-    return pa.array(arr, type=pa.int64(), mask=arr == 0).view(TS)
+    """ns timestamp column with 0 = none -> Arrow timestamps (µs, UTC) with nulls."""
+    return ts_from_ns(col, zero_is_null=True)
 
 
 def _str_nullable(col: np.ndarray) -> pa.Array:
@@ -393,8 +420,9 @@ def _ticker_batch_to_arrow(data_type: str, batch: np.ndarray) -> pa.RecordBatch:
         return pa.RecordBatch.from_arrays(
             [
                 _ts(batch["local_ts"]),
-                _ts(batch["exchange_ts"]),
+                _ets(batch["exchange_ts"]),
                 *(_f64_nullable(batch[c]) for c in ("bid_price", "bid_amount", "ask_price", "ask_amount")),
+                _ns(batch["local_ts"]),
             ],
             schema=BOOK_TICKER_SCHEMA,
         )
@@ -402,7 +430,7 @@ def _ticker_batch_to_arrow(data_type: str, batch: np.ndarray) -> pa.RecordBatch:
         return pa.RecordBatch.from_arrays(
             [
                 _ts(batch["local_ts"]),
-                _ts(batch["exchange_ts"]),
+                _ets(batch["exchange_ts"]),
                 _f64_nullable(batch["last_price"]),
                 _f64_nullable(batch["mark_price"]),
                 _f64_nullable(batch["index_price"]),
@@ -410,17 +438,19 @@ def _ticker_batch_to_arrow(data_type: str, batch: np.ndarray) -> pa.RecordBatch:
                 _ts_nullable(batch["funding_timestamp"]),
                 _f64_nullable(batch["predicted_funding_rate"]),
                 _f64_nullable(batch["open_interest"]),
+                _ns(batch["local_ts"]),
             ],
             schema=DERIVATIVE_TICKER_SCHEMA,
         )
     return pa.RecordBatch.from_arrays(
         [
             _ts(batch["local_ts"]),
-            _ts(batch["exchange_ts"]),
+            _ets(batch["exchange_ts"]),
             _str_nullable(batch["id"]),
             _dict(batch["side"], TRADE_SIDES),
             pa.array(np.ascontiguousarray(batch["price"])),
             pa.array(np.ascontiguousarray(batch["amount"])),
+            _ns(batch["local_ts"]),
         ],
         schema=LIQUIDATIONS_SCHEMA,
     )
@@ -442,11 +472,12 @@ def fixed_batch_to_arrow(
         return pa.RecordBatch.from_arrays(
             [
                 _ts(batch["local_ts"]),
-                _ts(batch["exchange_ts"]),
+                _ets(batch["exchange_ts"]),
                 _fixed_str(batch["id"]),
                 pa.array(np.ascontiguousarray(batch["price"])),
                 pa.array(np.ascontiguousarray(batch["amount"])),
                 _dict(batch["side"], TRADE_SIDES),
+                _ns(batch["local_ts"]),
             ],
             schema=TRADES_SCHEMA,
         )
@@ -454,11 +485,12 @@ def fixed_batch_to_arrow(
         return pa.RecordBatch.from_arrays(
             [
                 _ts(batch["local_ts"]),
-                _ts(batch["exchange_ts"]),
+                _ets(batch["exchange_ts"]),
                 pa.array(np.ascontiguousarray(batch["is_snapshot"]).astype(np.bool_)),
                 _dict(batch["side"], BOOK_SIDES),
                 pa.array(np.ascontiguousarray(batch["price"])),
                 pa.array(np.ascontiguousarray(batch["amount"])),
+                _ns(batch["local_ts"]),
             ],
             schema=BOOK_CHANGE_SCHEMA,
         )
@@ -470,11 +502,12 @@ def fixed_batch_to_arrow(
         return pa.RecordBatch.from_arrays(
             [
                 _ts(batch["local_ts"]),
-                _ts(batch["exchange_ts"]),
+                _ets(batch["exchange_ts"]),
                 _dict(batch["kind"], EVENT_KINDS),
                 chan,
                 pa.array(np.ascontiguousarray(batch["conn_id"])),
                 _fixed_str(batch["detail"]),
+                _ns(batch["local_ts"]),
             ],
             schema=EVENTS_SCHEMA,
         )
@@ -484,11 +517,12 @@ def fixed_batch_to_arrow(
     return pa.RecordBatch.from_arrays(
         [
             _ts(batch["local_ts"]),
-            _ts(batch["exchange_ts"]),
+            _ets(batch["exchange_ts"]),
             _levels(batch["bid_price"], levels),
             _levels(batch["bid_amount"], levels),
             _levels(batch["ask_price"], levels),
             _levels(batch["ask_amount"], levels),
+            _ns(batch["local_ts"]),
         ],
         schema=book_snapshot_schema(levels),
     )
@@ -541,6 +575,36 @@ def raw_batch_to_arrow(
         pa.array(channel_names or ("",), pa.string()),
     ).cast(pa.string())
     return pa.RecordBatch.from_arrays(
-        [_ts(index["local_ts"]), chan, pa.array(np.ascontiguousarray(index["conn_id"])), payload_arr],
+        [
+            _ts(index["local_ts"]),
+            chan,
+            pa.array(np.ascontiguousarray(index["conn_id"])),
+            payload_arr,
+            _ns(index["local_ts"]),
+        ],
         schema=RAW_SCHEMA,
     )
+
+
+def table_from_ns(
+    data_type: str, local_ns: np.ndarray, exchange_ns: np.ndarray | None, columns: list[pa.Array]
+) -> pa.Table:
+    """A disk table of ``data_type`` from ns times and its other columns in schema order.
+
+    ``exchange_ns`` is None for ``raw`` (no exchange time); 0 in it means "none" (null).
+    For fixtures, tools and importers that build tables outside the ring path.
+    """
+    local = np.ascontiguousarray(local_ns, dtype=np.int64)
+    head = [ts_from_ns(local)]
+    if exchange_ns is not None:
+        head.append(ts_from_ns(np.asarray(exchange_ns, dtype=np.int64), zero_is_null=True))
+    return pa.Table.from_arrays([*head, *columns, _ns(local)], schema=arrow_schema_for(data_type))
+
+
+def local_ns(table: pa.Table | pa.RecordBatch) -> np.ndarray:
+    """The exact arrival times (``local_ts_ns``) of a disk table/batch as one int64 numpy array."""
+    col = table.column(LOCAL_TS_NS)
+    if isinstance(col, pa.ChunkedArray):
+        parts = [c.to_numpy(zero_copy_only=False) for c in col.chunks]
+        return np.concatenate(parts).astype(np.int64, copy=False) if parts else np.zeros(0, np.int64)
+    return np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.int64)

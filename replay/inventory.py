@@ -16,7 +16,7 @@ from typing import Any
 
 import pyarrow.compute as pc
 
-from ticktape.archive.layout import FileKey
+from ticktape.archive.layout import FileKey, scan_files
 from ticktape.archive.loaders import Series, list_archive
 from ticktape.replay import storage
 
@@ -57,16 +57,11 @@ class Inventory:
             self.series()
             return [(p, 0.0) for p in getattr(self, "_s3_paths", {}).get((exchange, "raw"), [])]
         out: list[tuple[str, float]] = []
-        base = os.path.join(self.root, f"exchange={exchange}", "type=raw")
-        for dirpath, _dirs, files in os.walk(base):
-            for f in files:
-                if f.startswith(".") or not f.endswith(".parquet"):
-                    continue
-                p = os.path.join(dirpath, f)
-                try:
-                    out.append((p, os.stat(p).st_mtime))
-                except FileNotFoundError:
-                    continue
+        for _key, p in scan_files(self.root, "raw", exchange):
+            try:
+                out.append((p, os.stat(p).st_mtime))
+            except FileNotFoundError:
+                continue
         return out
 
     def invalidate(self) -> None:

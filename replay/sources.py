@@ -3,9 +3,13 @@
 Paths are computed from the layout (no listing), hour by hour; a missing
 hour is a capture gap, not an error; an unreadable file is (the stream stops). Batches are bounded (``BATCH_ROWS``) so
 memory stays flat whatever the range, and clipped to ``[start, end)``. Files
-are sorted by ``local_ts`` as the writer finalizes them; a file that is not
+are sorted by arrival time as the writer finalizes them; a file that is not
 (a clock step during capture) is sorted once, stably, so the merge downstream
 can rely on order.
+
+Batches come out in the replay's internal form: ``local_ts`` is the exact
+arrival time (the file's ``local_ts_ns``) as ``timestamp[ns]`` and comes first,
+``exchange_ts`` is ``timestamp[ns]`` with 0 for "none" (null on disk).
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ticktape.archive.layout import HOUR_NS, FileKey, hour_of_ns, safe_join
+from ticktape.ipc.schemas import LOCAL_TS_NS
 from ticktape.replay import storage
 
 log = logging.getLogger("ticktape.replay")
@@ -39,6 +45,33 @@ def hour_paths(root: str, exchange: str, data_type: str, symbol: str, start_ns: 
             out.append(p)
         h += HOUR_NS
     return out
+
+
+_NS = pa.timestamp("ns")
+
+
+def _disk_columns(columns: Sequence[str] | None) -> list[str] | None:
+    """Columns to read from a file for the requested internal ones."""
+    if columns is None:
+        return None
+    out = [LOCAL_TS_NS]
+    out += [c for c in columns if c not in ("local_ts", LOCAL_TS_NS)]
+    return out
+
+
+def internal_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Disk batch -> internal form (local_ts = local_ts_ns as ns first, exchange_ts ns with 0 = none)."""
+    names: list[str] = ["local_ts"]
+    arrays: list[pa.Array] = [batch.column(LOCAL_TS_NS).view(_NS)]
+    for name, col in zip(batch.schema.names, batch.columns, strict=True):
+        if name in ("local_ts", LOCAL_TS_NS):
+            continue
+        if name == "exchange_ts":
+            us = pc.fill_null(col.view(pa.int64()) if col.type != pa.int64() else col, 0)
+            col = pc.multiply(us, 1000).view(_NS)
+        names.append(name)
+        arrays.append(col)
+    return pa.RecordBatch.from_arrays(arrays, names=names)
 
 
 def ts_ns(batch: pa.RecordBatch | pa.Table) -> np.ndarray:
@@ -71,10 +104,7 @@ def read_range(
             # never skip data silently: the response is cut short and the client sees an error
             log.error("replay: unreadable file %s: %s", path, e)
             raise ReplayDataError(f"unreadable archive file {path}: {e}") from e
-        cols = list(columns) if columns is not None else None
-        if cols is not None and "local_ts" not in cols:
-            cols = ["local_ts", *cols]
-        yield from _file_batches(pf, cols, start_ns, end_ns, batch_rows, path)
+        yield from _file_batches(pf, _disk_columns(columns), start_ns, end_ns, batch_rows, path)
 
 
 def _file_batches(
@@ -83,7 +113,7 @@ def _file_batches(
     # skip row groups wholly outside the range using their statistics
     groups = []
     md = pf.metadata
-    ts_idx = md.schema.names.index("local_ts") if "local_ts" in md.schema.names else 0
+    ts_idx = md.schema.names.index(LOCAL_TS_NS)
     for g in range(md.num_row_groups):
         st = md.row_group(g).column(ts_idx).statistics
         if st is not None and st.has_min_max:
@@ -95,7 +125,8 @@ def _file_batches(
     if not groups:
         return
     last = -(2**63)
-    for batch in pf.iter_batches(batch_size=batch_rows, row_groups=groups, columns=cols):
+    for disk in pf.iter_batches(batch_size=batch_rows, row_groups=groups, columns=cols):
+        batch = internal_batch(disk)
         ts = ts_ns(batch)
         if len(ts) == 0:
             continue
@@ -116,6 +147,9 @@ def _sorted_file(
     pf: pq.ParquetFile, cols: list[str] | None, start_ns: int, end_ns: int, batch_rows: int
 ) -> Iterator[pa.RecordBatch]:
     t = pf.read(columns=cols)
+    t = pa.Table.from_batches([internal_batch(b) for b in t.to_batches()]) if t.num_rows else t
+    if t.num_rows == 0:
+        return
     ts = ts_ns(t)
     keep = np.flatnonzero((ts >= start_ns) & (ts < end_ns))
     order = keep[np.argsort(ts[keep], kind="stable")]

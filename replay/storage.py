@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from ticktape.archive.layout import JOURNAL_DIR, FileKey, LayoutError
+from ticktape.archive.layout import PRIVATE_DIRS, FileKey, LayoutError
 
 
 def is_s3(root: str) -> bool:
@@ -65,7 +65,7 @@ def s3_files(root: str) -> list[tuple[FileKey, int, str]]:
     out: list[tuple[FileKey, int, str]] = []
     for path, info in fs.find(base, detail=True).items():
         rel = path[len(base) + 1 :]
-        if rel.startswith(JOURNAL_DIR) or os.path.basename(rel).startswith("."):
+        if rel.split("/", 1)[0] in PRIVATE_DIRS or os.path.basename(rel).startswith("."):
             continue
         try:
             key = FileKey.from_relpath(rel)

@@ -1,11 +1,11 @@
 """Journal -> finalized zstd Parquet file, atomically and idempotently.
 
-The file is written to a temp name starting with '.', fsynced, renamed over
-the target and the directory fsynced. Its key-value metadata lists the ids of
+The file is written to a temp file under ``<root>/.tmp/`` (outside every table,
+same filesystem), fsynced, renamed over the target and the directory fsynced. Its key-value metadata lists the ids of
 every journal merged into it (``ticktape.journals``), so finalizing a journal
 whose id is already listed (a crash between the rename and the journal's
 removal) is a no-op instead of a duplicate. Late records for an hour already
-finalized are merged: existing rows + journal rows, stably sorted by local_ts.
+finalized are merged: existing rows + journal rows, stably sorted by local_ts_ns.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from ticktape.archive.layout import FileKey, file_metadata, safe_join
 from ticktape.engine.config import ArchiveConfig
-from ticktape.ipc.schemas import arrow_schema_for
+from ticktape.ipc.schemas import arrow_schema_for, local_ns
 from ticktape.writers.fsutil import fsync_dir, makedirs_durable
 
 log = logging.getLogger("ticktape.writer")
@@ -42,17 +42,11 @@ def merged_journal_ids(path: str) -> list[str]:
     return [x for x in text.split(",") if x]
 
 
-def _local_ts(table: pa.Table) -> np.ndarray:
-    col = table.column("local_ts")
-    parts = [c.view(pa.int64()).to_numpy(zero_copy_only=False) for c in col.chunks]
-    return np.concatenate(parts) if len(parts) != 1 else parts[0]
-
-
 def sort_by_local_ts(table: pa.Table) -> pa.Table:
-    """Stable sort by local_ts; a no-op (no copy) when already ordered, the usual case."""
+    """Stable sort by arrival time (local_ts_ns); a no-op (no copy) when already ordered, the usual case."""
     if table.num_rows < 2:
         return table
-    ts = _local_ts(table)
+    ts = local_ns(table)
     if bool(np.all(ts[1:] >= ts[:-1])):
         return table
     return table.take(pa.array(np.argsort(ts, kind="stable")))
@@ -81,7 +75,7 @@ def finalize_batches(
         ids = merged_journal_ids(target)
         if journal_id and journal_id in ids:
             return None
-        tables.append(pq.read_table(target).cast(schema))
+        tables.append(pq.ParquetFile(target).read().cast(schema))
     added = sum(b.num_rows for b in batches)
     if batches:
         for b in batches:
@@ -97,7 +91,8 @@ def finalize_batches(
 
     d = os.path.dirname(target)
     makedirs_durable(d)
-    tmp = os.path.join(d, f".{os.path.basename(target)}.{writer_tag}.tmp")
+    tmp = safe_join(root, key.tmp_relpath(writer_tag))
+    makedirs_durable(os.path.dirname(tmp))
     with pq.ParquetWriter(
         tmp,
         table.schema,

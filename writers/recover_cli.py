@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 
+from ticktape.archive.layout import TMP_DIR
 from ticktape.engine.config import ArchiveConfig
 from ticktape.writers.writer import recover_journal, scan_journals
 
@@ -40,14 +41,19 @@ def recover_all(root: str, archive: ArchiveConfig, host: str = "") -> tuple[int,
 
 
 def sweep_temp_files(root: str) -> int:
-    """Remove Parquet temp files (``.HH.parquet.<writer>.tmp``) left by a crash mid-finalize."""
+    """Remove temp files (``<root>/.tmp/*``) left by a crash mid-finalize or mid-restore."""
     n = 0
-    for dirpath, _dirs, names in os.walk(root):
-        for name in names:
-            if name.startswith(".") and ".parquet." in name and name.endswith(".tmp"):
-                os.unlink(os.path.join(dirpath, name))
-                log.info("removed leftover temp file %s", os.path.join(dirpath, name))
-                n += 1
+    d = os.path.join(root, TMP_DIR)
+    try:
+        names = sorted(os.listdir(d))
+    except FileNotFoundError:
+        return 0
+    for name in names:
+        path = os.path.join(d, name)
+        if os.path.isfile(path) and not os.path.islink(path):
+            os.unlink(path)
+            log.info("removed leftover temp file %s", path)
+            n += 1
     return n
 
 

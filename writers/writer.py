@@ -27,6 +27,7 @@ from ticktape.archive.layout import (
     JOURNAL_DIR,
     JOURNAL_SUFFIX,
     PARQUET_SUFFIX,
+    TMP_DIR,
     FileKey,
     check_exchange,
     check_symbol,
@@ -38,7 +39,7 @@ from ticktape.ipc import ringset
 from ticktape.ipc.raw_ring import RawRing
 from ticktape.ipc.ring import RecordRing
 from ticktape.ipc.ringset import RingSetSpec
-from ticktape.ipc.schemas import NO_SYMBOL_NAME, fixed_batch_to_arrow, raw_batch_to_arrow
+from ticktape.ipc.schemas import NO_SYMBOL_NAME, fixed_batch_to_arrow, is_data_type, raw_batch_to_arrow
 from ticktape.writers import state as wstate
 from ticktape.writers.finalize import finalize_batches, merged_journal_ids
 from ticktape.writers.journal import Journal, cut_tail, read_journal
@@ -77,15 +78,23 @@ def journal_key(rel: str) -> FileKey:
 
 def scan_journals(root: str, exchange: str | None = None, data_type: str | None = None) -> Iterator[str]:
     """Relative paths of the journals on disk (optionally of one exchange / data type)."""
-    base = os.path.join(root, JOURNAL_DIR)
-    if exchange is not None:
-        base = os.path.join(base, f"exchange={exchange}")
-        if data_type is not None:
-            base = os.path.join(base, f"type={data_type}")
-    for dirpath, _dirs, files in os.walk(base):
-        for f in sorted(files):
-            if f.endswith(JOURNAL_SUFFIX) and not f.startswith("."):
-                yield os.path.relpath(os.path.join(dirpath, f), root).replace(os.sep, "/")
+    jroot = os.path.join(root, JOURNAL_DIR)
+    if data_type is not None:
+        tables = [data_type]
+    else:
+        try:
+            tables = sorted(n for n in os.listdir(jroot) if is_data_type(n))
+        except FileNotFoundError:
+            return
+    for table in tables:
+        base = os.path.join(jroot, table)
+        if exchange is not None:
+            base = os.path.join(base, f"exchange={exchange}")
+        for dirpath, dirs, files in os.walk(base):
+            dirs.sort()
+            for f in sorted(files):
+                if f.endswith(JOURNAL_SUFFIX) and not f.startswith("."):
+                    yield os.path.relpath(os.path.join(dirpath, f), root).replace(os.sep, "/")
 
 
 def recover_journal(root: str, rel: str, archive: ArchiveConfig, host: str, tag: str = "w") -> int:
@@ -159,7 +168,20 @@ class Writer:
             raise
 
     # -- start-up recovery --------------------------------------------------------
+    def _sweep_own_temp_files(self) -> None:
+        """Temp files this writer id left in ``.tmp/`` (a crash mid-finalize): never data."""
+        d = os.path.join(self.root, TMP_DIR)
+        try:
+            names = os.listdir(d)
+        except FileNotFoundError:
+            return
+        for name in names:
+            if name.endswith(f".{self._tag}.tmp"):
+                log.info("removing leftover temp file %s", os.path.join(d, name))
+                os.unlink(os.path.join(d, name))
+
     def _start(self) -> WriterState:
+        self._sweep_own_temp_files()
         old = wstate.load(self.root, self.writer_id)
         st = WriterState()
         unlink_after: list[str] = []

@@ -17,16 +17,16 @@ def test_seed_example_five_hours_per_type():
         depth=20,
     )
     assert paths == [
-        "./archives/exchange=binance-futures/type=book_snapshot_20/date=2025-01-05/symbol=BTCUSDT/22.parquet",
-        "./archives/exchange=binance-futures/type=book_snapshot_20/date=2025-01-05/symbol=BTCUSDT/23.parquet",
-        "./archives/exchange=binance-futures/type=book_snapshot_20/date=2025-01-06/symbol=BTCUSDT/00.parquet",
-        "./archives/exchange=binance-futures/type=book_snapshot_20/date=2025-01-06/symbol=BTCUSDT/01.parquet",
-        "./archives/exchange=binance-futures/type=book_snapshot_20/date=2025-01-06/symbol=BTCUSDT/02.parquet",
-        "./archives/exchange=binance-futures/type=trades/date=2025-01-05/symbol=BTCUSDT/22.parquet",
-        "./archives/exchange=binance-futures/type=trades/date=2025-01-05/symbol=BTCUSDT/23.parquet",
-        "./archives/exchange=binance-futures/type=trades/date=2025-01-06/symbol=BTCUSDT/00.parquet",
-        "./archives/exchange=binance-futures/type=trades/date=2025-01-06/symbol=BTCUSDT/01.parquet",
-        "./archives/exchange=binance-futures/type=trades/date=2025-01-06/symbol=BTCUSDT/02.parquet",
+        "./archives/book_snapshot_20/exchange=binance-futures/symbol=BTCUSDT/date=2025-01-05/hour=22/data.parquet",
+        "./archives/book_snapshot_20/exchange=binance-futures/symbol=BTCUSDT/date=2025-01-05/hour=23/data.parquet",
+        "./archives/book_snapshot_20/exchange=binance-futures/symbol=BTCUSDT/date=2025-01-06/hour=00/data.parquet",
+        "./archives/book_snapshot_20/exchange=binance-futures/symbol=BTCUSDT/date=2025-01-06/hour=01/data.parquet",
+        "./archives/book_snapshot_20/exchange=binance-futures/symbol=BTCUSDT/date=2025-01-06/hour=02/data.parquet",
+        "./archives/trades/exchange=binance-futures/symbol=BTCUSDT/date=2025-01-05/hour=22/data.parquet",
+        "./archives/trades/exchange=binance-futures/symbol=BTCUSDT/date=2025-01-05/hour=23/data.parquet",
+        "./archives/trades/exchange=binance-futures/symbol=BTCUSDT/date=2025-01-06/hour=00/data.parquet",
+        "./archives/trades/exchange=binance-futures/symbol=BTCUSDT/date=2025-01-06/hour=01/data.parquet",
+        "./archives/trades/exchange=binance-futures/symbol=BTCUSDT/date=2025-01-06/hour=02/data.parquet",
     ]
 
 
@@ -40,8 +40,8 @@ def test_month_and_year_crossing_and_s3_root():
     ]
     p = paths_for_range("s3://bkt/ticks/", "bybit", "trades", "BTCUSDT", "2025-01-31:23", "2025-02-01:00")
     assert p == [
-        "s3://bkt/ticks/exchange=bybit/type=trades/date=2025-01-31/symbol=BTCUSDT/23.parquet",
-        "s3://bkt/ticks/exchange=bybit/type=trades/date=2025-02-01/symbol=BTCUSDT/00.parquet",
+        "s3://bkt/ticks/trades/exchange=bybit/symbol=BTCUSDT/date=2025-01-31/hour=23/data.parquet",
+        "s3://bkt/ticks/trades/exchange=bybit/symbol=BTCUSDT/date=2025-02-01/hour=00/data.parquet",
     ]
 
 

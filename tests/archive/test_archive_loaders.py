@@ -31,20 +31,23 @@ def archive_root(tmp_path_factory: pytest.TempPathFactory) -> str:
         row_group_size=100,
     )
     # things a loader / hive reader must not take for data
-    os.makedirs(os.path.join(root, ".journal", "exchange=x"), exist_ok=True)
-    with open(os.path.join(root, ".journal", "exchange=x", "03.arrows"), "wb") as f:
+    os.makedirs(os.path.join(root, ".journal", "trades", "exchange=x"), exist_ok=True)
+    with open(os.path.join(root, ".journal", "trades", "exchange=x", "data.arrows"), "wb") as f:
         f.write(b"not parquet")
+    os.makedirs(os.path.join(root, ".tmp"), exist_ok=True)
+    with open(os.path.join(root, ".tmp", "trades,exchange=x.w0.tmp"), "wb") as f:
+        f.write(b"half a file")
     return root
 
 
 def _all_rows(root: str, data_type: str, symbol: str) -> pa.Table:
     files = sorted(
         os.path.join(dp, f)
-        for dp, _, fs in os.walk(os.path.join(root, f"exchange={EX}", f"type={data_type}"))
+        for dp, _, fs in os.walk(os.path.join(root, data_type, f"exchange={EX}", f"symbol={symbol}"))
         for f in fs
-        if f.endswith(".parquet") and f"symbol={symbol}" in dp
+        if f == "data.parquet"
     )
-    return pa.concat_tables([pq.read_table(f) for f in files])
+    return pa.concat_tables([pq.ParquetFile(f).read() for f in files])
 
 
 def _ns(t: str) -> int:
@@ -53,14 +56,14 @@ def _ns(t: str) -> int:
 
 def test_range_filter_matches_brute_force(archive_root: str):
     full = _all_rows(archive_root, "trades", "BTCUSDT")
-    ts = full["local_ts"].cast(pa.int64()).to_numpy()
+    ts = full["local_ts_ns"].to_numpy()
     lo, hi = _ns("2025-01-31T23:17:00Z"), _ns("2025-02-01T01:05:30Z")
     expect = full.filter(pa.array((ts >= lo) & (ts < hi)))
     got = load(archive_root, EX, "trades", "BTCUSDT", "2025-01-31T23:17:00Z", "2025-02-01T01:05:30Z")
     assert got.schema.remove_metadata() == TRADES_SCHEMA
     assert got.num_rows == expect.num_rows > 0
     assert got.equals(expect)
-    gts = got["local_ts"].cast(pa.int64()).to_numpy()
+    gts = got["local_ts_ns"].to_numpy()
     assert gts.min() >= lo and gts.max() < hi and np.all(np.diff(gts) >= 0)
 
 
@@ -76,7 +79,7 @@ def test_several_symbols_add_symbol_column_sorted(archive_root: str):
     assert got.schema.field("symbol").type == pa.dictionary(pa.int16(), pa.string())
     counts = got["symbol"].to_pandas().value_counts().to_dict()
     assert counts == {"BTCUSDT": 1200, "ETHUSDT": 1200}
-    assert np.all(np.diff(got["local_ts"].cast(pa.int64()).to_numpy()) >= 0)
+    assert np.all(np.diff(got["local_ts_ns"].to_numpy()) >= 0)
 
 
 def test_empty_range_and_missing_files(archive_root: str, caplog: pytest.LogCaptureFixture):
@@ -114,19 +117,17 @@ def test_columns_and_formats(archive_root: str):
         load(archive_root, EX, "trades", "BTCUSDT", "2025-02-01:01", "2025-02-01:01", columns=["nope"])
 
 
-def test_duckdb_polars_pandas_read_the_archive_with_hive_partitions(archive_root: str):
-    glob = f"{archive_root}/**/*.parquet"
+def test_duckdb_polars_pandas_read_a_table_directory(archive_root: str):
+    table = os.path.join(archive_root, "trades")
     rel = duckdb.sql(
-        f"SELECT count(*) FROM read_parquet('{glob}', hive_partitioning=true) "
-        f"WHERE exchange='{EX}' AND type='trades' AND symbol='ETHUSDT' AND date='2025-02-01'"
+        f"SELECT count(*) FROM read_parquet('{table}/**/*.parquet') "
+        f"WHERE exchange='{EX}' AND symbol='ETHUSDT' AND date='2025-02-01'"
     )
     assert rel is not None and rel.fetchall() == [(3 * 600,)]
-    lf = pl.scan_parquet(f"{archive_root}/exchange={EX}/type=trades/**/*.parquet", hive_partitioning=True)
+    lf = pl.scan_parquet(table)
     got = lf.filter(pl.col("symbol") == "BTCUSDT").select(pl.len()).collect().item()
     assert got == 5 * 600
-    df = pd.read_parquet(
-        os.path.join(archive_root, f"exchange={EX}", "type=trades"), filters=[("symbol", "=", "BTCUSDT")]
-    )
+    df = pd.read_parquet(table, filters=[("symbol", "=", "BTCUSDT")])
     assert len(df) == 5 * 600
 
 
@@ -141,7 +142,7 @@ def test_inventory(archive_root: str):
     inv = inventory(archive_root)
     assert inv[EX]["trades"]["BTCUSDT"]["first_hour"] == "2025-01-31T22:00:00Z"
     assert inv[EX]["trades"]["BTCUSDT"]["last_hour"] == "2025-02-01T02:00:00Z"
-    assert safe_join(archive_root, "exchange=x").startswith(archive_root)
+    assert safe_join(archive_root, "trades/exchange=x").startswith(archive_root)
 
 
 def test_reads_only_the_row_groups_of_the_range(tmp_path):
@@ -156,10 +157,11 @@ def test_reads_only_the_row_groups_of_the_range(tmp_path):
     path = os.path.join(root, key.relpath())
     md = pq.ParquetFile(path).metadata
     assert md.num_row_groups == 6
-    orig_ts = pq.read_table(path)["local_ts"].cast(pa.int64()).to_numpy()
+    orig_ts = pq.ParquetFile(path).read()["local_ts_ns"].to_numpy()
     lo, hi = _ns("2025-01-05T22:20:00Z"), _ns("2025-01-05T22:30:00Z")
-    stats = [md.row_group(i).column(0).statistics for i in range(6)]
-    keep = [i for i, s in enumerate(stats) if s.max.value >= lo and s.min.value < hi]
+    ns_col = md.schema.names.index("local_ts_ns")
+    stats = [md.row_group(i).column(ns_col).statistics for i in range(6)]
+    keep = [i for i, s in enumerate(stats) if s.max >= lo and s.min < hi]
     assert 0 < len(keep) < 6
     data = bytearray(Path(path).read_bytes())
     for i in set(range(6)) - set(keep):
@@ -169,9 +171,9 @@ def test_reads_only_the_row_groups_of_the_range(tmp_path):
             data[start : start + col.total_compressed_size] = b"\xff" * col.total_compressed_size
     Path(path).write_bytes(bytes(data))
     with pytest.raises(Exception):  # noqa: B017 - the damage is real: reading everything fails
-        pq.read_table(path)
+        pq.ParquetFile(path).read()
     got = load(root, EX, "trades", "BTCUSDT", "2025-01-05T22:20:00Z", "2025-01-05T22:30:00Z")
-    ts = got["local_ts"].cast(pa.int64()).to_numpy()
+    ts = got["local_ts_ns"].to_numpy()
     assert got.num_rows == int(((orig_ts >= lo) & (orig_ts < hi)).sum()) > 0
     assert ts.min() >= lo and ts.max() < hi
     assert FileKey.from_relpath(key.relpath()) == key

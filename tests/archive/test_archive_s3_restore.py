@@ -95,17 +95,35 @@ def test_round_trip_restores_a_range_byte_for_byte(tmp_path, s3_endpoint, synced
     )
     assert again.ok and again.skipped == 5
     assert again.downloaded == [
-        f"exchange=binance-futures/type=trades/date=2025-01-05/symbol=BTCUSDT/{h}.parquet" for h in (20, 21)
+        f"trades/exchange=binance-futures/symbol=BTCUSDT/date=2025-01-05/hour={h}/data.parquet" for h in (20, 21)
     ]
     assert again.missing == [
-        "exchange=binance-futures/type=trades/date=2025-01-05/symbol=BTCUSDT/18.parquet",
-        "exchange=binance-futures/type=trades/date=2025-01-05/symbol=BTCUSDT/19.parquet",
+        "trades/exchange=binance-futures/symbol=BTCUSDT/date=2025-01-05/hour=18/data.parquet",
+        "trades/exchange=binance-futures/symbol=BTCUSDT/date=2025-01-05/hour=19/data.parquet",
     ]
+
+
+def test_restore_without_types_fetches_every_table_of_the_range(tmp_path, s3_endpoint, bucket):
+    """The seed's restore: exchange + symbol + range, every data type (tables named by the bucket)."""
+    root = str(tmp_path / "archive")
+    keys = write_sample_archive(
+        root, data_types=("trades", "book_snapshot_20", "raw", "events"), start="2025-01-05:22", hours=3,
+        rows_per_hour=20,
+    )
+    url = f"s3://{bucket}/all"
+    assert sync_archive(root, url, endpoint_url=s3_endpoint).ok
+    new = str(tmp_path / "restored")
+    r = restore_range(url, new, exchange=EX, symbols="ETHUSDT", start="2025-01-05:23", end="2025-01-06:00",
+                      opts=S3Options(endpoint_url=s3_endpoint))
+    want = sorted(k.relpath() for k in keys if k.symbol == "ETHUSDT" and k.hour.hour in (23, 0))
+    assert r.ok and r.missing == [] and sorted(r.downloaded) == want
+    assert {k.split("/")[0] for k in want} == {"trades", "book_snapshot_20", "raw", "events"}
+    assert set(_files(new)) == set(want)
 
 
 def test_corrupted_object_is_refused_and_leaves_nothing(tmp_path, s3_endpoint, s3, bucket, synced, capsys):
     _, url, original = synced
-    rel = "exchange=binance-futures/type=trades/date=2025-01-05/symbol=BTCUSDT/23.parquet"
+    rel = "trades/exchange=binance-futures/symbol=BTCUSDT/date=2025-01-05/hour=23/data.parquet"
     key = f"ticks/{rel}"
     head = s3.head_object(Bucket=bucket, Key=key)
     body = bytearray(original[rel])
@@ -156,7 +174,7 @@ def test_corrupted_object_is_refused_and_leaves_nothing(tmp_path, s3_endpoint, s
 
 def test_local_file_that_differs_is_kept(tmp_path, s3_endpoint, synced):
     root, url, original = synced
-    rel = "exchange=binance-futures/type=trades/date=2025-01-05/symbol=BTCUSDT/22.parquet"
+    rel = "trades/exchange=binance-futures/symbol=BTCUSDT/date=2025-01-05/hour=22/data.parquet"
     path = os.path.join(root, rel)
     Path(path).write_bytes(b"local edit")
     opts = S3Options(endpoint_url=s3_endpoint)
@@ -174,10 +192,10 @@ def test_evil_keys_never_write_outside_the_root(tmp_path, s3_endpoint, s3, bucke
     evil = [
         "ticks/../../escaped.parquet",
         "ticks//tmp/abs.parquet",
-        "ticks/exchange=binance-futures/type=trades/date=2025-01-05/symbol=../22.parquet",
-        "ticks/exchange=../type=trades/date=2025-01-05/symbol=BTCUSDT/22.parquet",
-        "ticks/exchange=binance-futures/type=trades/date=2025-01-05/symbol=BTCUSDT/../../../../../x/22.parquet",
-        "ticks/exchange=binance-futures/type=trades/date=2025-01-05/symbol=BTCUSDT/22.parquet/../../../evil.parquet",
+        "ticks/trades/exchange=binance-futures/symbol=../date=2025-01-05/hour=22/data.parquet",
+        "ticks/trades/exchange=../symbol=BTCUSDT/date=2025-01-05/hour=22/data.parquet",
+        "ticks/trades/exchange=binance-futures/symbol=BTCUSDT/date=2025-01-05/../../../../../../x/data.parquet",
+        "ticks/trades/exchange=binance-futures/symbol=BTCUSDT/date=2025-01-05/hour=22/data.parquet/../../../evil.parquet",
     ]
     for k in evil:
         s3.put_object(Bucket=bucket, Key=k, Body=b"evil")
@@ -268,11 +286,11 @@ def test_cli_sync_dry_run_then_sync_then_nothing(tmp_path, s3_endpoint, s3, buck
         == 0
     )
     out = capsys.readouterr().out
-    assert out.count('"upload exchange=') == 3 and "uploaded 3 files" in out
+    assert out.count('"upload trades/exchange=') == 3 and "uploaded 3 files" in out
     assert capture_main(["s3", "sync", root, url, "--endpoint-url", s3_endpoint, "-q"]) == 0
     assert "nothing to upload: all 3 files already in" in capsys.readouterr().out
     assert capture_main(["s3", "restore", url, root, "--exchange", EX, "--endpoint-url", s3_endpoint]) == 1
-    assert "missing --symbol, --type, --from, --to" in capsys.readouterr().err
+    assert "missing --symbol, --from, --to" in capsys.readouterr().err
 
 
 def test_redact_masks_secrets(monkeypatch):

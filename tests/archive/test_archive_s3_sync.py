@@ -47,12 +47,13 @@ def _bucket_contents(s3: Any, bucket: str, prefix: str) -> dict[str, tuple[str, 
 
 def _with_junk(root: str) -> None:
     """An open journal, writer temp files and stray files: none may ever be uploaded."""
-    d = os.path.join(root, ".journal", f"exchange={EX}", "type=trades", "date=2025-01-06", "symbol=BTCUSDT")
+    d = os.path.join(root, ".journal", "trades", f"exchange={EX}", "symbol=BTCUSDT", "date=2025-01-06", "hour=03")
     os.makedirs(d)
-    Path(os.path.join(d, "03.arrows")).write_bytes(b"journal")
-    sd = os.path.join(root, f"exchange={EX}", "type=trades", "date=2025-01-05", "symbol=BTCUSDT")
-    Path(os.path.join(sd, ".23.parquet.tmp")).write_bytes(b"half a file")
-    Path(os.path.join(sd, ".24.parquet")).write_bytes(b"hidden")
+    Path(os.path.join(d, "data.arrows")).write_bytes(b"journal")
+    os.makedirs(os.path.join(root, ".tmp"), exist_ok=True)
+    Path(os.path.join(root, ".tmp", "trades,exchange=x,hour=23,data.w0.tmp")).write_bytes(b"half a file")
+    sd = os.path.join(root, "trades", f"exchange={EX}", "symbol=BTCUSDT", "date=2025-01-05", "hour=23")
+    Path(os.path.join(sd, ".data.parquet")).write_bytes(b"hidden")
     Path(os.path.join(sd, "notes.txt")).write_bytes(b"x")
     Path(os.path.join(sd, "7.parquet")).write_bytes(b"not an hour name")
     os.makedirs(os.path.join(root, ".state"), exist_ok=True)
@@ -179,7 +180,7 @@ def test_background_sync_uploads_after_notify(tmp_path, s3_endpoint, s3, bucket)
     bg.stop()
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
     assert (
-        f"bg/{FileKey.from_relpath('exchange=binance-futures/type=trades/date=2025-01-06/symbol=BTCUSDT/00.parquet').relpath()}"
+        f"bg/{FileKey.from_relpath('trades/exchange=binance-futures/symbol=BTCUSDT/date=2025-01-06/hour=00/data.parquet').relpath()}"
         in keys
     )
     assert len(keys) == 3
@@ -205,7 +206,7 @@ def test_large_file_goes_multipart_and_round_trips(tmp_path, s3_endpoint, s3, bu
     monkeypatch.setattr(sync_mod, "SINGLE_PUT_MAX", 1 << 20)
     monkeypatch.setattr(sync_mod, "MULTIPART_CHUNK", 5 << 20)
     root = str(tmp_path / "a")
-    key = FileKey.from_relpath("exchange=bybit/type=raw/date=2025-01-05/symbol=BTCUSDT/22.parquet")
+    key = FileKey.from_relpath("raw/exchange=bybit/symbol=BTCUSDT/date=2025-01-05/hour=22/data.parquet")
     path = os.path.join(root, key.relpath())
     os.makedirs(os.path.dirname(path))
     Path(path).write_bytes(os.urandom(11 << 20))

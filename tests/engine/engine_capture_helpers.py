@@ -152,6 +152,6 @@ def kill9(pid: int) -> None:
 
 def read_type(root: Path, data_type: str) -> pa.Table:
     """All finalized Parquet rows of one data type, with the Hive keys as columns."""
-    base = root / "exchange=synthetic" / f"type={data_type}"
+    base = root / data_type / "exchange=synthetic"
     dataset = ds.dataset(base, format="parquet", partitioning="hive")
     return dataset.to_table()

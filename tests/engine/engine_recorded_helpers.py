@@ -101,7 +101,7 @@ def bybit_book(frames: list[bytes]) -> tuple[Book, int]:
 
 def read(root: Path, exchange: str, data_type: str) -> pa.Table:
     """One exchange's data type from the archive, hive partitions as columns."""
-    part = root / f"exchange={exchange}" / f"type={data_type}"
+    part = root / data_type / f"exchange={exchange}"
     if not part.is_dir():
         return pa.table({})
     return ds.dataset(part, format="parquet", partitioning="hive").to_table()
@@ -116,7 +116,7 @@ def rows_of(table: pa.Table, symbol: str, **eq: Any) -> list[dict[str, Any]]:
     for col, val in eq.items():
         mask &= np.asarray(table[col].cast(pa.string()).to_numpy(zero_copy_only=False)) == val
     sub = table.filter(pa.array(mask))
-    ts = sub["local_ts"].to_numpy().astype("int64")
+    ts = sub["local_ts_ns"].to_numpy()
     assert (np.diff(ts) >= 0).all(), f"{symbol} {eq}: rows out of local_ts order on disk"
     return sub.to_pylist()
 
@@ -128,7 +128,7 @@ def book_from_rows(rows: list[dict[str, Any]]) -> tuple[Book, list[list[dict[str
     groups: list[list[dict[str, Any]]] = []
     key = None
     for r in rows:
-        k = (r["local_ts"], r["exchange_ts"])
+        k = (r["local_ts_ns"], r["exchange_ts"])
         if r["is_snapshot"]:
             if k != key:
                 book = {"bid": {}, "ask": {}}

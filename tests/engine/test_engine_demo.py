@@ -34,8 +34,7 @@ def test_capture_run_with_builtin_simulator(tmp_path: Path, free_port: int, capt
     assert proc.returncode == 0, proc.stderr[-2000:] + proc.stdout[-2000:]
     root = tmp_path / "archive-demo"
     rows = duckdb.sql(
-        f"select exchange, symbol, count(*) from read_parquet('{root}/*/type=trades/*/*/*.parquet', "
-        "hive_partitioning=true) group by all"
+        f"select exchange, symbol, count(*) from read_parquet('{root}/trades/**/*.parquet') group by all"
     ).fetchall()
     got = {(e, s) for e, s, n in rows if n > 0}
     want = {("binance-futures", s) for s in ("BTCUSDT", "ETHUSDT", "SOLUSDT", "DYDXUSDT")}
@@ -43,8 +42,7 @@ def test_capture_run_with_builtin_simulator(tmp_path: Path, free_port: int, capt
     want |= {("hyperliquid", s) for s in ("BTC", "ETH", "SOL")}
     assert got == want
     kinds = duckdb.sql(
-        f"select distinct exchange, kind from read_parquet('{root}/*/type=events/*/*/*.parquet', "
-        "hive_partitioning=true)"
+        f"select distinct exchange, kind from read_parquet('{root}/events/**/*.parquet')"
     ).fetchall()
     # every exchange connected, and the planned shutdown is marked as a disconnect
     for ex in ("binance-futures", "bybit", "hyperliquid"):

@@ -47,7 +47,7 @@ url = "synthetic://?rate=2000&seed=3"
         root = tmp_path / "archive"
         local = {str(p.relative_to(root)): p.stat().st_size for p in root.rglob("*.parquet")
                  if not any(part.startswith(".") for part in p.relative_to(root).parts)}
-        assert any("type=trades" in k for k in local)
+        assert any(k.startswith("trades/exchange=synthetic/") for k in local)
         listed = s3.list_objects_v2(Bucket="ticks", Prefix="capture/").get("Contents", [])
         remote = {o["Key"].removeprefix("capture/"): o["Size"] for o in listed}
         assert remote == local

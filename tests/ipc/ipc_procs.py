@@ -59,7 +59,7 @@ def _consume_raw(name: str, total: int, batch: int) -> list[tuple[int, int, int,
             rb = raw_batch_to_arrow(index, arena, base, ("", "c1", "c2"))
             syms = index["symbol"].tolist()
             for ts, ch, conn_id, payload, sym in zip(
-                rb.column(0).cast("int64").to_pylist(),
+                rb.column("local_ts_ns").to_pylist(),
                 rb.column(1).to_pylist(),
                 rb.column(2).to_pylist(),
                 rb.column(3).to_pylist(),

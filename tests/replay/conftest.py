@@ -59,9 +59,7 @@ def write_l2book_snapshots(root: Path) -> None:
         def lv(a: np.ndarray) -> pa.Array:
             return pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1)), 20)
 
-        ts = pa.array(local, pa.int64()).view(S.TS)
-        t = pa.Table.from_arrays([ts, pa.array(local - 1_000_000, pa.int64()).view(S.TS), lv(bid_p), lv(bid_a),
-                                  lv(ask_p), lv(ask_a)], schema=S.book_snapshot_schema(20))
+        t = S.table_from_ns("book_snapshot_20", local, local - 1_000_000, [lv(bid_p), lv(bid_a), lv(ask_p), lv(ask_a)])
         write_table(str(root), FileKey("hyperliquid", "book_snapshot_20", "BTC", hour_of_ns(h0)), t, 500)
 
 
@@ -76,7 +74,7 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ]
     write_frames(str(root), "binance-futures", frames)
     write_frames(str(root), "bybit", bybit_frames())
-    bad = root / "exchange=binance-futures/type=raw/date=2021-07-22/symbol=CORRUPTUSDT/20.parquet"
+    bad = root / "raw/exchange=binance-futures/symbol=CORRUPTUSDT/date=2021-07-22/hour=20/data.parquet"
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b"PAR1 this is not a parquet file PAR1")
     synth_archive(str(root), symbols=("BTCUSDT", "ETHUSDT"), hours=2, raw_per_hour=2000, trades_per_hour=3000,

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 # disconnect markers put into the real binance recording (ns); the first hits two symbols at once
@@ -72,12 +71,12 @@ def archived(
 ) -> list[tuple[int, bytes]]:
     """Every non-empty raw frame of the archive for the filter in [lo, hi), straight from Parquet, by local_ts."""
     rows: list[tuple[int, int, bytes]] = []
-    for i, f in enumerate(sorted((root / f"exchange={exchange}" / "type=raw").rglob("*.parquet"))):
-        sym = f.parent.name.split("=", 1)[1]
+    for i, f in enumerate(sorted((root / "raw" / f"exchange={exchange}").rglob("data.parquet"))):
+        sym = f.parents[2].name.split("=", 1)[1]
         if sym in ("_", "CORRUPTUSDT") or (symbols is not None and sym not in symbols):
             continue
         t = pq.read_table(f)
-        for ts, ch, p in zip(t.column("local_ts").cast(pa.int64()).to_pylist(), t.column("channel").to_pylist(),
+        for ts, ch, p in zip(t.column("local_ts_ns").to_pylist(), t.column("channel").to_pylist(),
                              t.column("payload").to_pylist(), strict=True):
             if p and (channels is None or ch in channels) and lo <= ts < hi:
                 rows.append((ts, i, p))

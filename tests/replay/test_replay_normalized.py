@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from replay_helpers import SYNTH_END, SYNTH_START, ServerProc, get_lines, tardis_ts
@@ -16,11 +17,13 @@ LO, HI = 1_736_186_400_000_000_000, 1_736_193_600_000_000_000  # the synthetic t
 
 def rows(root: Path, exchange: str, data_type: str, symbol: str) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    folder = root / f"exchange={exchange}" / f"type={data_type}"
-    for f in sorted(folder.glob(f"date=*/symbol={symbol}/*.parquet")):
+    folder = root / data_type / f"exchange={exchange}" / f"symbol={symbol}"
+    for f in sorted(folder.glob("date=*/hour=*/data.parquet")):
         t = pq.read_table(f)
-        for c in ("local_ts", "exchange_ts"):
-            t = t.set_column(t.schema.get_field_index(c), c, t.column(c).cast(pa.int64()))
+        # as ns ints: local_ts exact (local_ts_ns), exchange_ts 0 where none (null on disk)
+        t = t.set_column(t.schema.get_field_index("local_ts"), "local_ts", t.column("local_ts_ns"))
+        ets = pc.multiply(pc.fill_null(t.column("exchange_ts").cast(pa.int64()), 0), 1000)
+        t = t.set_column(t.schema.get_field_index("exchange_ts"), "exchange_ts", ets)
         out += [r for r in t.to_pylist() if LO <= r["local_ts"] < HI]
     return out
 

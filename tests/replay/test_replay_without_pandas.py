@@ -60,12 +60,12 @@ def test_replay_serves_without_pandas(tmp_path: Path) -> None:
                 assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
                 time.sleep(0.1)
         base = f"http://127.0.0.1:{port}"
-        raw = ds.dataset(root / "exchange=binance-futures" / "type=raw", format="parquet", partitioning="hive")
+        raw = ds.dataset(root / "raw" / "exchange=binance-futures", format="parquet", partitioning="hive")
         want_raw = int(pc.sum(pc.greater(pc.binary_length(raw.to_table(columns=["payload"])["payload"]), 0)).as_py())
         opts = {"exchange": "binance-futures", "filters": [], "from": "2025-01-06T18:00:00Z", "to": "2025-01-06T19:00:00Z"}
         lines = _get(f"{base}/replay?options={urllib.parse.quote(json.dumps(opts))}").splitlines()
         assert len(lines) == want_raw
-        want_trades = ds.dataset(root / "exchange=binance-futures" / "type=trades", format="parquet",
+        want_trades = ds.dataset(root / "trades" / "exchange=binance-futures", format="parquet",
                                  partitioning="hive").count_rows()
         nopts = {"exchange": "binance-futures", "symbols": ["BTCUSDT", "ETHUSDT"], "dataTypes": ["trade"],
                  "from": "2025-01-06T18:00:00Z", "to": "2025-01-06T19:00:00Z"}

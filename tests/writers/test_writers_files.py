@@ -62,16 +62,18 @@ def test_hour_split_late_merge_and_readback(capture, caplog) -> None:
     w.close()
     assert journals_left(archive.root) == []
     writes = [r.getMessage() for r in caplog.records if r.getMessage().startswith("WRITE ")]
-    assert any("BTCUSDT/00.parquet records: 252 size:" in m for m in writes)
+    assert any("symbol=BTCUSDT/date=2026-01-01/hour=00/data.parquet records: 252 size:" in m for m in writes)
 
     root = archive.root
-    f00 = f"{root}/exchange=bybit/type=trades/date=2026-01-01/symbol=BTCUSDT/00.parquet"
-    f01 = f"{root}/exchange=bybit/type=trades/date=2026-01-01/symbol=BTCUSDT/01.parquet"
+    f00 = f"{root}/trades/exchange=bybit/symbol=BTCUSDT/date=2026-01-01/hour=00/data.parquet"
+    f01 = f"{root}/trades/exchange=bybit/symbol=BTCUSDT/date=2026-01-01/hour=01/data.parquet"
     t00, t01 = pq.read_table(f00), pq.read_table(f01)
     assert t00.schema.remove_metadata() == TRADES_SCHEMA
-    ts = t00.column("local_ts").cast("int64").to_numpy()
+    ts = t00.column("local_ts_ns").to_numpy()
     assert np.all(np.diff(ts) >= 0) and ts.max() < H0 + HOUR_NS
-    assert t01.column("local_ts").cast("int64").to_numpy().min() >= H0 + HOUR_NS
+    assert t01.column("local_ts_ns").to_numpy().min() >= H0 + HOUR_NS
+    # µs timestamps are the ns arrival time floored; exchange_ts 0 ("none") is null
+    assert np.array_equal(t00.column("local_ts").cast("int64").to_numpy(), ts // 1000)
     assert t00.num_rows == 250 + 2 and t01.num_rows == 250
     md = pq.ParquetFile(f00).metadata
     assert md.metadata[b"ticktape.host"] == b"h1" and md.metadata[b"ticktape.symbol"] == b"BTCUSDT"
@@ -82,23 +84,23 @@ def test_hour_split_late_merge_and_readback(capture, caplog) -> None:
     ids = sorted(int(x) for x in read_type(root, "trades").column("id").to_pylist())
     assert ids == [*range(1000), *range(5000, 5004)]
 
-    events = pq.read_table(f"{root}/exchange=bybit/type=events/date=2026-01-01/symbol=_/00.parquet")
+    events = pq.read_table(f"{root}/events/exchange=bybit/symbol=_/date=2026-01-01/hour=00/data.parquet")
     assert events.column("kind").to_pylist() == ["disconnect"]
     assert events.column("detail").to_pylist() == ["closed by peer"]
-    raw_ = pq.read_table(f"{root}/exchange=bybit/type=raw/date=2026-01-01/symbol=_/00.parquet")
+    assert events.column("exchange_ts").to_pylist() == [None]
+    raw_ = pq.read_table(f"{root}/raw/exchange=bybit/symbol=_/date=2026-01-01/hour=00/data.parquet")
     assert raw_.column("payload").to_pylist() == [b""]
     assert raw_.schema.remove_metadata() == arrow_schema_for("raw")
 
     con = duckdb.connect()
     rows = con.sql(
-        f"select symbol, epoch_ns(local_ts) // {HOUR_NS} - {H0 // HOUR_NS} h, count(*) from read_parquet('{root}/exchange=*/type=trades/**/*.parquet',"
-        " hive_partitioning=true) group by all order by all"
+        f"select symbol, hour::int, epoch_us(local_ts) * 1000 // {HOUR_NS} - {H0 // HOUR_NS} h, count(*)"
+        f" from read_parquet('{root}/trades/**/*.parquet') group by all order by all"
     ).fetchall()
-    assert rows == [("BTCUSDT", 0, 252), ("BTCUSDT", 1, 250), ("ETHUSDT", 0, 252), ("ETHUSDT", 1, 250)]
-    n_all = con.sql(
-        f"select count(*) from read_parquet('{root}/**/*.parquet', hive_partitioning=true, union_by_name=true)"
-    ).fetchall()
-    assert n_all == [(1004 + 1 + 2,)]
+    assert rows == [("BTCUSDT", 0, 0, 252), ("BTCUSDT", 1, 1, 250), ("ETHUSDT", 0, 0, 252), ("ETHUSDT", 1, 1, 250)]
+    tables = {t: con.sql(f"select count(*) from read_parquet('{root}/{t}/**/*.parquet')").fetchall()
+              for t in ("trades", "events", "raw")}
+    assert tables == {"trades": [(1004,)], "events": [(1,)], "raw": [(2,)]}
 
 
 def test_finalize_twice_is_idempotent(tmp_path) -> None:
@@ -127,7 +129,7 @@ def test_torn_journal_tail_is_cut_by_capture_recover(capture, capsys) -> None:
     with open(journal, "r+b") as f:  # a crash in the middle of the 3rd batch
         f.truncate(size - 37)
     assert read_journal(journal).records == 200
-    stale = os.path.join(os.path.dirname(journal.replace("/.journal/", "/")), ".00.parquet.w0.tmp")
+    stale = os.path.join(archive.root, ".tmp", "trades,exchange=bybit,symbol=BTCUSDT,date=2026-01-01,hour=00,data.w0.tmp")
     os.makedirs(os.path.dirname(stale), exist_ok=True)
     open(stale, "wb").close()  # a crash mid-finalize leaves this
     assert capture_main(["recover", archive.root]) == 0

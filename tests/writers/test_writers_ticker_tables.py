@@ -4,6 +4,7 @@ hourly Parquet -> loader, every field, NaN/0/empty as nulls, full ring counted."
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 
 import pytest
 
@@ -53,20 +54,24 @@ def test_ticker_tables_round_trip(tmp_path) -> None:
         assert [(r["symbol"], r["bid_price"], r["bid_amount"], r["ask_price"], r["ask_amount"]) for r in rows] == [
             ("BTCUSDT", 100.5, 2.0, 100.6, 3.0), ("ETHUSDT", None, None, 9.5, 1.25)
         ]
-        assert [r["exchange_ts"].value for r in rows] == [H0, H0 + 1]
+        assert [r["exchange_ts"] for r in rows] == [_dt(H0), _dt(H0 + 1)]  # µs, UTC
         rows = load(root, "bybit", "derivative_ticker", ["BTCUSDT", "ETHUSDT"], "2026-01-01:00", "2026-01-01:00").to_pylist()
         cols = ["last_price", "mark_price", "index_price", "funding_rate", "predicted_funding_rate", "open_interest"]
         got = [tuple(r[c] for c in cols) for r in rows]
         want = [tuple(_none(x) for x in (d[3], d[4], d[5], d[6], d[8], d[9])) for d in dt]
         assert got == want
-        assert rows[0]["funding_timestamp"].value == H0 + 8 * 3600 * 10**9 and rows[1]["funding_timestamp"] is None
-        assert rows[1]["exchange_ts"].value == 0
+        assert rows[0]["funding_timestamp"] == _dt(H0 + 8 * 3600 * 10**9) and rows[1]["funding_timestamp"] is None
+        assert rows[1]["exchange_ts"] is None  # 0 in the ring = none
         rows = load(root, "bybit", "liquidations", ["BTCUSDT", "ETHUSDT"], "2026-01-01:00", "2026-01-01:00").to_pylist()
         assert [(r["id"], r["side"], r["price"], r["amount"]) for r in rows] == [
             (None, "sell", 99.0, 0.5), ("x-1", "buy", 9.0, 7.0)
         ]
     finally:
         ringset.close(rings)
+
+
+def _dt(ns: int) -> datetime:
+    return datetime.fromtimestamp(ns // 1000 / 1e6, UTC).replace(microsecond=ns // 1000 % 1_000_000)
 
 
 @pytest.mark.parametrize("data_type", TYPES)

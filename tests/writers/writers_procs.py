@@ -68,7 +68,7 @@ def produce(spec: RingSetSpec, total: int, base_ns: int, batch: int = 100, raw_e
 
 
 def read_type(root: str, data_type: str) -> pa.Table:
-    files = sorted(glob.glob(os.path.join(root, f"exchange=*/type={data_type}/**/*.parquet"), recursive=True))
+    files = sorted(glob.glob(os.path.join(root, data_type, "exchange=*/**/data.parquet"), recursive=True))
     tables = []
     for f in files:
         t = pq.read_table(f)
