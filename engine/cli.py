@@ -15,6 +15,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "s3": ("ticktape.archive.s3_cli", "mirror the archive to S3 (sync) and fetch ranges back (restore)"),
     "replay": ("ticktape.replay.cli", "serve the archive over the Tardis Machine replay API"),
     "recover": ("ticktape.writers.recover_cli", "turn journals left by a crash into Parquet files"),
+    "migrate": ("ticktape.archive.migrate", "convert an archive of the old layout (exchange=/type=/...) into tables"),
     "bench": ("ticktape.bench.cli", "reproducible benchmarks: ring, writer, ingest, capture, s3, replay"),
 }
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,9 +65,11 @@ def finalize_batches(
     archive: ArchiveConfig,
     host: str,
     writer_tag: str = "w",
+    extra_ids: Sequence[str] = (),
 ) -> Finalized | None:
     """Write (or merge) ``batches`` into the key's Parquet file. None if the
-    journal was already merged (its id is in the file's metadata)."""
+    journal was already merged (its id is in the file's metadata). ``extra_ids``
+    are recorded as merged too (ids a migrated file carries over)."""
     schema = arrow_schema_for(key.data_type)
     target = safe_join(root, key.relpath())
     tables: list[pa.Table] = []
@@ -84,6 +87,7 @@ def finalize_batches(
         tables.append(pa.Table.from_batches(batches, schema=schema))
     table = pa.concat_tables(tables) if tables else schema.empty_table()
     table = sort_by_local_ts(table)
+    ids += [x for x in extra_ids if x and x not in ids]
     if journal_id:
         ids.append(journal_id)
     meta = file_metadata(key, host, {"journals": ",".join(ids), "records": str(table.num_rows)})
