@@ -138,7 +138,8 @@ def data_types(name: str, cfg: ExchangeConfig, raw: bool) -> list[str]:
 
 
 def trade_stream(cfg: ExchangeConfig) -> str:
-    return cfg.trade_stream or "aggTrade"
+    """``trade`` by default: the stream Tardis records and builds normalized trades from (aggTrade on request)."""
+    return cfg.trade_stream or "trade"
 
 
 def raw_channels(name: str, cfg: ExchangeConfig) -> tuple[str, ...]:
@@ -603,7 +604,7 @@ class BinanceFutures(Feed):
             st.snapshot = None
             del st.buffer[:start]
             return verdict
-        ets = snap.E * 1_000_000
+        ets = (snap.T or snap.E) * 1_000_000  # the snapshot's transaction time, as Tardis stamps it
         push = self.out.book_levels
         push(snap_ts, ets, sym, True, BOOK_BID, snap.bids)
         push(snap_ts, ets, sym, True, BOOK_ASK, snap.asks)

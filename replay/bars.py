@@ -1,14 +1,13 @@
-"""Trade bars (``trade_bar_{n}{ticks|ms|s|m|vol}``) aggregated from trades with numpy ``reduceat``.
+"""Trade bars (``trade_bar_{n}{ticks|ms|s|m|vol}``) computed exactly as tardis-dev's ``computeTradeBars``.
 
-Bar membership, on local timestamps and in trade order:
-- time: trades with ``local_ts // interval`` equal; the bar is stamped (``timestamp``
-  and ``localTimestamp``) with its end, and emitted once complete (a later trade
-  or the end of the range reached that end);
-- tick: every ``n`` consecutive trades; stamped with its last trade;
-- volume: a trade belongs to bar ``k`` when the volume traded before it lies in
-  ``[k*n, (k+1)*n)``; stamped with its last trade.
-An incomplete bar at the end of the range is not emitted. Rows of the bar in
-progress are carried to the next batch, so memory is one bar plus one batch.
+Each trade updates the bar in progress in trade order (high/low, close and its time when the trade is not
+older than the last, buy/sell volume, an incremental vwap, then volume), so the floating-point results are
+the ones tardis-dev produces. A time bar closes when a trade's exchange-time bucket (milliseconds) is past
+the bar's open bucket: it is stamped with the end of its interval and that trade's ``localTimestamp``;
+tick and volume bars close right after the trade that makes ``trades >= n`` / ``volume >= n`` and carry that
+trade's ``localTimestamp``. The bar in progress at the end of the range is never emitted; a disconnect
+starts afresh (``reset``). The per-trade recurrence is sequential by nature, so this is a plain loop over
+Python floats; only bars are formatted, in one vector pass per batch.
 """
 
 from __future__ import annotations
@@ -23,122 +22,110 @@ from ticktape.replay.merge import Chunk
 from ticktape.replay.options import Bar
 from ticktape.replay.sources import ts_ns
 
-_FIELDS = ("local", "ets", "price", "amount", "buy")
+_DATE_MIN_MS = -8_640_000_000_000_000
 
 
 class BarBuilder:
     def __init__(self, bar: Bar, symbol: str, exchange: str) -> None:
         self.bar = bar
-        self.carry: dict[str, np.ndarray] | None = None
-        self.base = 0  # trades before the carried rows (tick bars)
-        self.vol_base = 0.0  # volume before the carried rows (volume bars)
-        interval = int(bar.interval) if bar.kind != "volume" else bar.interval
-        self.head = (
+        interval = bar.interval if bar.kind != "time" else int(bar.interval)
+        self.interval = float(interval)
+        head = (
             b'{"type":"trade_bar","symbol":' + json.dumps(symbol).encode() + b',"exchange":'
             + json.dumps(exchange).encode() + b',"name":' + json.dumps(bar.name).encode()
-            + f',"interval":{interval},"kind":"{bar.kind}","open":'.encode()
+            + b',"interval":' + fmt.numbers(np.array([float(interval)])).to_pylist()[0]
+            + f',"kind":"{bar.kind}","open":'.encode()
         )
+        self.head = head
+        self.reset()
 
-    def _arrays(self, batch: pa.RecordBatch) -> dict[str, np.ndarray]:
-        local = ts_ns(batch)
-        ets = np.asarray(batch.column("exchange_ts").view(pa.int64()).to_numpy()).astype(np.int64)
-        ets = np.where(ets == 0, local, ets)
-        side = batch.column("side")
-        txt = side.dictionary_decode() if pa.types.is_dictionary(side.type) else side
-        buy = np.asarray(pa.compute.equal(txt, "buy").to_numpy(zero_copy_only=False), np.bool_)
-        return {
-            "local": local,
-            "ets": ets,
-            "price": np.asarray(batch.column("price").to_numpy()).astype(np.float64),
-            "amount": np.asarray(batch.column("amount").to_numpy()).astype(np.float64),
-            "buy": buy,
-        }
+    def reset(self) -> None:
+        self.trades = 0
+        self.open = self.close = 0.0
+        self.high, self.low = float(-(2**53 - 1)), float(2**53 - 1)
+        self.volume = self.buy = self.sell = self.vwap = 0.0
+        self.open_ms = self.close_ms = self.stamp_ms = _DATE_MIN_MS
+        self.out: list[tuple[float, ...]] = []
 
-    def _ids(self, a: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Bar id per row and whether each row's bar is complete."""
-        n = len(a["local"])
-        kind, iv = self.bar.kind, self.bar.interval
-        if kind == "time":
-            ids = a["local"] // int(iv * 1_000_000)
-            return ids, ids < ids[-1]
-        if kind == "tick":
-            ids = (self.base + np.arange(n, dtype=np.int64)) // int(iv)
-            return ids, (ids + 1) * int(iv) <= self.base + n
-        cum = self.vol_base + np.cumsum(a["amount"])
-        ids = np.floor((cum - a["amount"]) / iv).astype(np.int64)
-        return ids, (ids + 1) * iv <= cum[-1] + 1e-12 * max(1.0, abs(cum[-1]))
+    def _emit(self, local: int, stamp_ms: int) -> None:
+        self.out.append((self.open, self.high, self.low, self.close, self.volume, self.buy, self.sell,
+                         self.trades, self.vwap, self.open_ms, self.close_ms, local, stamp_ms))
+        out = self.out
+        self.reset()
+        self.out = out
 
     def feed(self, batch: pa.RecordBatch) -> Chunk | None:
-        a = self._arrays(batch)
-        if self.carry is not None:
-            a = {k: np.concatenate((self.carry[k], a[k])) for k in _FIELDS}
-            self.carry = None
-        if len(a["local"]) == 0:
-            return None
-        ids, done = self._ids(a)
-        k = int(done.sum())  # complete bars are a prefix
-        if k < len(ids):
-            self.carry = {f: a[f][k:] for f in _FIELDS}
-        self.base += k
-        self.vol_base += float(a["amount"][:k].sum())
-        if k == 0:
-            return None
-        return self._lines({f: a[f][:k] for f in _FIELDS}, ids[:k])
+        local = ts_ns(batch)
+        ets = np.asarray(batch.column("exchange_ts").view(pa.int64()).to_numpy()).astype(np.int64)
+        ms = np.where(ets == 0, local, ets) // 1_000_000
+        side = batch.column("side")
+        txt = side.dictionary_decode() if pa.types.is_dictionary(side.type) else side
+        buy = np.asarray(pa.compute.equal(txt, "buy").to_numpy(zero_copy_only=False), np.bool_).tolist()
+        sell = np.asarray(pa.compute.equal(txt, "sell").to_numpy(zero_copy_only=False), np.bool_).tolist()
+        price = np.asarray(batch.column("price").to_numpy()).astype(np.float64).tolist()
+        amount = np.asarray(batch.column("amount").to_numpy()).astype(np.float64).tolist()
+        kind, iv = self.bar.kind, self.interval
+        ivi = int(iv)
+        for i, (t, loc, p, q) in enumerate(zip(ms.tolist(), local.tolist(), price, amount, strict=True)):
+            if self.trades and kind == "time" and t // ivi > self.open_ms // ivi:
+                self._emit(loc, (self.open_ms // ivi + 1) * ivi)
+            if self.trades == 0:
+                self.open, self.open_ms = p, t
+            if self.high < p:
+                self.high = p
+            if self.low > p:
+                self.low = p
+            if t >= self.stamp_ms:
+                self.close, self.close_ms, self.stamp_ms = p, t, t
+            if buy[i]:
+                self.buy += q
+            if sell[i]:
+                self.sell += q
+            self.trades += 1
+            self.vwap = (self.vwap * self.volume + p * q) / (self.volume + q) if self.volume + q else float("nan")
+            self.volume += q
+            if (kind == "volume" and self.volume >= iv) or (kind == "tick" and self.trades >= iv):
+                self._emit(loc, self.stamp_ms)
+        return self._lines()
 
     def finish(self, end_ns: int) -> Chunk | None:
-        """At the end of the range: a time bar whose end was reached is complete."""
-        c, self.carry = self.carry, None
-        if c is None or self.bar.kind != "time" or len(c["local"]) == 0:
-            return None
-        iv = int(self.bar.interval * 1_000_000)
-        if (int(c["local"][-1]) // iv + 1) * iv > end_ns:
-            return None
-        return self._lines(c, c["local"] // iv)
+        """The bar in progress at the end of the range is not emitted (tardis-dev never closes it)."""
+        return None
 
-    def _lines(self, a: dict[str, np.ndarray], ids: np.ndarray) -> Chunk:
-        starts = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))
-        last = np.append(starts[1:], len(ids)) - 1
-        p, q, buy = a["price"], a["amount"], a["buy"]
-        vol = np.add.reduceat(q, starts)
-        buyv = np.add.reduceat(np.where(buy, q, 0.0), starts)
-        notional = np.add.reduceat(p * q, starts)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            vwap = np.where(vol > 0, notional / np.where(vol > 0, vol, 1.0), p[last])
-        if self.bar.kind == "time":
-            iv = int(self.bar.interval * 1_000_000)
-            stamp = (ids[starts] + 1) * iv
-            local = stamp
-        else:
-            stamp = a["ets"][last]
-            local = a["local"][last]
-        count = pa.array(np.diff(np.append(starts, len(ids)))).cast(pa.string()).cast(pa.binary())
+    def _lines(self) -> Chunk | None:
+        if not self.out:
+            return None
+        a = np.array(self.out, np.float64)
+        self.out = []
+        i64 = a[:, 9:].astype(np.int64)
+        local = i64[:, 2]
         lines = fmt.join(
             self.head,
-            fmt.numbers(p[starts]),
+            fmt.numbers(a[:, 0]),
             b',"high":',
-            fmt.numbers(np.maximum.reduceat(p, starts)),
+            fmt.numbers(a[:, 1]),
             b',"low":',
-            fmt.numbers(np.minimum.reduceat(p, starts)),
+            fmt.numbers(a[:, 2]),
             b',"close":',
-            fmt.numbers(p[last]),
+            fmt.numbers(a[:, 3]),
             b',"volume":',
-            fmt.numbers(vol),
+            fmt.numbers(a[:, 4]),
             b',"buyVolume":',
-            fmt.numbers(buyv),
+            fmt.numbers(a[:, 5]),
             b',"sellVolume":',
-            fmt.numbers(vol - buyv),
+            fmt.numbers(a[:, 6]),
             b',"trades":',
-            count,
+            fmt.numbers(a[:, 7]),
             b',"vwap":',
-            fmt.numbers(vwap),
+            fmt.numbers(a[:, 8]),
             b',"openTimestamp":"',
-            fmt.ts_strings(a["ets"][starts]),
+            fmt.ts_strings(i64[:, 0] * 1_000_000, fmt.EXCHANGE_DIGITS),
             b'","closeTimestamp":"',
-            fmt.ts_strings(a["ets"][last]),
-            b'","timestamp":"',
-            fmt.ts_strings(stamp),
+            fmt.ts_strings(i64[:, 1] * 1_000_000, fmt.EXCHANGE_DIGITS),
             b'","localTimestamp":"',
-            fmt.ts_strings(local),
+            fmt.ts_strings(local, fmt.LOCAL_DIGITS),
+            b'","timestamp":"',
+            fmt.ts_strings(i64[:, 3] * 1_000_000, fmt.EXCHANGE_DIGITS),
             b'"}\n',
         )
         return Chunk(np.ascontiguousarray(local, np.int64), lines)

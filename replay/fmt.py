@@ -2,9 +2,12 @@
 
 Every line the server sends is assembled from Arrow binary arrays with
 ``binary_join_element_wise`` (one C loop per batch), never a Python loop per
-message. Timestamps use Tardis's form, UTC with 7 fractional digits and ``Z``
-(``2025-01-06T18:42:16.2225220Z``): a fixed 28-byte field built from a numpy
-uint8 matrix, the date part formatted once per distinct second.
+message. Timestamps use Tardis's forms, UTC with ``Z``: raw replay's 7 fractional digits
+(``2025-01-06T18:42:16.2225220Z``, as Tardis stores them), and in normalized messages
+6 digits for ``localTimestamp`` and 3 for exchange-derived times (as Tardis Machine
+serializes them). Each is a fixed-width field built from a numpy uint8 matrix, the date
+part formatted once per distinct second; digits beyond the width are truncated, as
+Tardis's Date/μs parsing does.
 """
 
 from __future__ import annotations
@@ -14,18 +17,24 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 TS_WIDTH = 28  # "YYYY-MM-DDTHH:MM:SS.fffffffZ"
-_POW10 = 10 ** np.arange(6, -1, -1, dtype=np.int64)  # 7 fractional digits
+LOCAL_DIGITS = 6  # normalized localTimestamp: microseconds
+EXCHANGE_DIGITS = 3  # normalized timestamp (exchange time), interval and bar stamps: milliseconds
 
 
-def ts_matrix(ts_ns: np.ndarray) -> np.ndarray:
-    """(n, 28) uint8 matrix of Tardis timestamps for int64 ns epoch times."""
+def ts_width(digits: int = 7) -> int:
+    return 21 + digits
+
+
+def ts_matrix(ts_ns: np.ndarray, digits: int = 7) -> np.ndarray:
+    """(n, 21 + digits) uint8 matrix of Tardis timestamps for int64 ns epoch times."""
     ts = np.asarray(ts_ns, dtype=np.int64)
     n = len(ts)
-    out = np.empty((n, TS_WIDTH), dtype=np.uint8)
+    width = ts_width(digits)
+    out = np.empty((n, width), dtype=np.uint8)
     if n == 0:
         return out
     secs = np.floor_divide(ts, 1_000_000_000)
-    frac = (ts - secs * 1_000_000_000) // 100
+    frac = (ts - secs * 1_000_000_000) // 10 ** (9 - digits)
     # distinct seconds: files are time-sorted, so runs are long; np.unique covers unsorted input too
     if bool(np.all(secs[1:] >= secs[:-1])):
         starts = np.flatnonzero(np.diff(secs, prepend=secs[0] - 1))
@@ -37,11 +46,11 @@ def ts_matrix(ts_ns: np.ndarray) -> np.ndarray:
     out[:, :19] = text.view(np.uint8).reshape(len(uniq), 19)[inv]
     out[:, 19] = ord(".")
     f = frac.astype(np.int32)
-    for j in range(6, -1, -1):  # 7 column passes beat one (n, 7) int64 broadcast
+    for j in range(digits - 1, -1, -1):  # column passes beat one (n, digits) int64 broadcast
         q = f // 10
         out[:, 20 + j] = f - q * 10 + 48
         f = q
-    out[:, 27] = ord("Z")
+    out[:, width - 1] = ord("Z")
     return out
 
 
@@ -53,22 +62,32 @@ def fixed_width(matrix: np.ndarray) -> pa.Array:
     return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
-def ts_strings(ts_ns: np.ndarray) -> pa.Array:
-    return fixed_width(ts_matrix(ts_ns))
+def ts_strings(ts_ns: np.ndarray, digits: int = 7) -> pa.Array:
+    return fixed_width(ts_matrix(ts_ns, digits))
 
 
-def ts_text(ts_ns: int) -> str:
+def ts_text(ts_ns: int, digits: int = 7) -> str:
     """One timestamp in the same form (for JSON built in Python, e.g. errors and disconnects)."""
-    return bytes(ts_matrix(np.array([ts_ns], dtype=np.int64))[0]).decode()
+    return bytes(ts_matrix(np.array([ts_ns], dtype=np.int64), digits)[0]).decode()
 
 
 def numbers(values: pa.Array | np.ndarray) -> pa.Array:
-    """float64 -> shortest round-trip text (Arrow's formatter; valid JSON numbers for finite values).
+    """float64 -> shortest round-trip text, as JavaScript's Number#toString writes it (JSON.stringify).
 
+    Arrow's formatter agrees with JavaScript except that it switches to exponents from 1e11 on, where
+    JavaScript writes positional digits up to 1e21: those (rare) values are rewritten here.
     NaN/inf have no JSON form: they become ``null``.
     """
     arr = values if isinstance(values, pa.Array) else pa.array(values, pa.float64())
     text = pc.cast(arr, pa.string())
+    big = pc.and_(pc.greater_equal(pc.abs(arr), 1e11), pc.less(pc.abs(arr), 1e21))
+    if pc.any(big).as_py():
+        idx = np.flatnonzero(np.asarray(big.to_numpy(zero_copy_only=False), np.bool_))
+        vals = np.asarray(arr.to_numpy(zero_copy_only=False), np.float64)[idx]
+        fixed = [np.format_float_positional(v, trim="-") for v in vals.tolist()]
+        mask = np.zeros(len(arr), np.bool_)
+        mask[idx] = True
+        text = pc.replace_with_mask(text, pa.array(mask), pa.array(fixed, pa.string()))
     finite = pc.is_finite(arr)
     if not pc.all(finite).as_py():
         text = pc.if_else(finite, text, pa.scalar("null"))

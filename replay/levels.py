@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ticktape.replay import fmt
 
@@ -22,22 +23,30 @@ def constant(value: bytes, n: int) -> pa.Array:
 
 
 def level_elements(price: np.ndarray, amount: np.ndarray, first: np.ndarray) -> pa.Array:
-    """``{"price":p,"amount":a}`` per level, with a leading comma unless it opens its list."""
+    """``{"price":p,"amount":a}`` per level, with a leading comma unless it opens its list.
+
+    A NaN price is an empty level (a snapshot deeper than the book): ``{}``, as Tardis pads it.
+    """
     body = fmt.join(b'{"price":', fmt.numbers(price), b',"amount":', fmt.numbers(amount), b"}")
+    pad = np.isnan(price)
+    if pad.any():
+        body = pc.if_else(pa.array(pad), pa.scalar(b"{}", pa.binary()), body)
     comma = pa.array(np.where(first, b"", b","), pa.binary())
     return fmt.join(comma, body)
 
 
 def trailer(exchange_ts: np.ndarray, local_ts: np.ndarray, opening: bytes = b"]") -> pa.Array:
-    """``<opening>,"timestamp":"…","localTimestamp":"…"}\n`` per message (``]`` closes the asks list)."""
-    a, b, c, d = opening + b',"timestamp":"', b'","localTimestamp":"', b'"}\n', fmt.TS_WIDTH
-    w = len(a) + d + len(b) + d + len(c)
+    """``<opening>,"timestamp":"…","localTimestamp":"…"}\n`` per message (``]`` closes the asks list);
+    ``timestamp`` with milliseconds, ``localTimestamp`` with microseconds, as Tardis Machine writes them."""
+    a, b, c = opening + b',"timestamp":"', b'","localTimestamp":"', b'"}\n'
+    d, e = fmt.ts_width(fmt.EXCHANGE_DIGITS), fmt.ts_width(fmt.LOCAL_DIGITS)
+    w = len(a) + d + len(b) + e + len(c)
     m = np.empty((len(local_ts), w), np.uint8)
     m[:, : len(a)] = np.frombuffer(a, np.uint8)
-    m[:, len(a) : len(a) + d] = fmt.ts_matrix(exchange_ts)
+    m[:, len(a) : len(a) + d] = fmt.ts_matrix(exchange_ts, fmt.EXCHANGE_DIGITS)
     i = len(a) + d
     m[:, i : i + len(b)] = np.frombuffer(b, np.uint8)
-    m[:, i + len(b) : i + len(b) + d] = fmt.ts_matrix(local_ts)
+    m[:, i + len(b) : i + len(b) + e] = fmt.ts_matrix(local_ts, fmt.LOCAL_DIGITS)
     m[:, w - len(c) :] = np.frombuffer(c, np.uint8)
     return fmt.fixed_width(m)
 

@@ -11,8 +11,9 @@ of all requests are merged by local timestamp.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -114,62 +115,157 @@ def _combine(parts: list[Chunk]) -> Chunk:
 # --- book ----------------------------------------------------------------------------------------
 
 
+def _decimal_places(n: float) -> int:
+    """tardis-dev's decimalPlaces: powers of ten until n * 10**k has no fraction."""
+    k = 0
+    while (n * 10**k) % 1 != 0 and k < 20:
+        k += 1
+    return k
+
+
 class _Snap:
-    """One snapshot data type's emission state."""
+    """One snapshot data type over one symbol, with tardis-dev's ``BookSnapshotComputable`` rules.
 
-    __slots__ = ("amounts", "counts", "header", "interval_ns", "last", "last_bucket", "local", "prices", "spec",
-                 "stamp")
+    Levels are compared one by one with the last ones taken (missing levels are empty, ``{}`` in the
+    output); the book "changed" when any of the top ``depth`` differs. Before a message: if the book
+    changed and the message's exchange time (ms) is in a later interval bucket than the last update,
+    the snapshot is emitted stamped with the end of the last update's interval. After applying it:
+    the first change ever, or any change with interval 0, is emitted stamped with the message's time.
+    """
 
-    def __init__(self, spec: Snapshot, symbol: str, exchange: str, quote: bool = False) -> None:
-        self.spec = spec
-        self.interval_ns = spec.interval_ms * 1_000_000
-        self.last_bucket: int | None = None
-        self.last: tuple[list[float], ...] | None = None
-        # emitted snapshots, flat: per snapshot its times, level counts (bids, asks) and levels
-        self.local: list[int] = []
-        self.stamp: list[int] = []
-        self.counts: list[int] = []
-        self.prices: list[float] = []
-        self.amounts: list[float] = []
+    __slots__ = (
+        "asks",
+        "bids",
+        "changed",
+        "depth",
+        "gpow",
+        "grouping",
+        "header",
+        "initialized",
+        "iv",
+        "last",
+        "out_amount",
+        "out_local",
+        "out_price",
+        "out_stamp",
+    )
+
+    def __init__(self, spec: Snapshot, symbol: str, exchange: str) -> None:
+        self.depth = spec.depth
+        self.iv = spec.interval_ms
+        self.grouping = spec.grouping
+        self.gpow = 10.0 ** _decimal_places(spec.grouping) if spec.grouping else 1.0
+        self.bids: list[tuple[float, float] | None] = [None] * spec.depth
+        self.asks: list[tuple[float, float] | None] = [None] * spec.depth
+        self.changed = False
+        self.initialized = False
+        self.last = -(2**62)
+        self.out_local: list[int] = []
+        self.out_stamp: list[int] = []
+        self.out_price: list[float] = []
+        self.out_amount: list[float] = []
+        grouping = b""
+        if spec.grouping is not None:
+            grouping = b',"grouping":' + fmt.numbers(np.array([spec.grouping])).to_pylist()[0]
         self.header = (
             b'{"type":"book_snapshot","symbol":' + _name(symbol) + b',"exchange":' + _name(exchange)
-            + b',"name":' + _name("quote" if quote else spec.name)
-            + f',"depth":{spec.depth},"interval":{spec.interval_ms},"bids":['.encode()
+            + b',"name":' + _name(spec.name) + f',"depth":{spec.depth},"interval":{spec.interval_ms}'.encode()
+            + grouping + b',"bids":['
         )
 
-    def take(self, book: Book, local: int, stamp: int) -> None:
-        lv = book.levels(self.spec.depth)
-        if lv == self.last or (not lv[0] and not lv[2]):
-            return
-        self.last = lv
-        bp, ba, ap, aa = lv
-        self.local.append(local)
-        self.stamp.append(stamp)
-        self.counts += (len(bp), len(ap))
-        self.prices += bp
-        self.prices += ap
-        self.amounts += ba
-        self.amounts += aa
+    def _due(self, t: int) -> bool:
+        if not self.changed:
+            return False
+        if self.iv == 0 or not self.initialized:
+            return True
+        if t // self.iv > self.last // self.iv:
+            self.last = (self.last // self.iv + 1) * self.iv
+            return True
+        return False
+
+    def _emit(self, local: int) -> None:
+        self.out_local.append(local)
+        self.out_stamp.append(self.last)
+        nan = float("nan")
+        for lv in (*self.bids, *self.asks):
+            if lv is None:
+                self.out_price.append(nan)
+                self.out_amount.append(nan)
+            else:
+                self.out_price.append(lv[0])
+                self.out_amount.append(lv[1])
+        self.changed = False
+
+    def before(self, t: int, local: int) -> None:
+        if self._due(t):
+            self._emit(local)
+
+    def after(self, book: Book, t: int, local: int) -> None:
+        if self.grouping is None:
+            bp, ba, ap, aa = book.levels(self.depth)
+            d = self.depth
+            nb = list(zip(bp, ba, strict=True)) + [None] * (d - len(bp))
+            na = list(zip(ap, aa, strict=True)) + [None] * (d - len(ap))
+            if nb != self.bids or na != self.asks:
+                self.bids, self.asks, self.changed = nb, na, True
+        else:
+            self._grouped(book.bids, self.bids, False)
+            self._grouped(book.asks, self.asks, True)
+        self.last = t
+        if self._due(t):
+            self._emit(local)
+            self.initialized = True
+
+    def _grouped(self, side: Any, cur: list[tuple[float, float] | None], asks: bool) -> None:
+        """tardis-dev's _updateSideGrouped, float for float (levels past the last group are left as they were)."""
+        pw = self.gpow
+        gp = self.grouping * pw  # type: ignore[operator]
+        levels = side.levels
+        keys = side.keys if asks else reversed(side.keys)
+        group = float("nan")  # none yet
+        agg = 0.0
+        depth = 0
+        for p in keys:
+            pp = p * pw
+            rem = math.fmod(pp, gp) / pw
+            g = (pp - rem * pw + (gp if asks and rem > 0 else 0.0)) / pw
+            if group != group:
+                group = g
+            if group != g:
+                lv = (group, agg)
+                if cur[depth] != lv:
+                    cur[depth] = lv
+                    self.changed = True
+                depth += 1
+                if depth == self.depth:
+                    break
+                group, agg = g, 0.0
+            agg += levels[p]
+        if depth < self.depth and agg > 0:
+            lv = (group, agg)
+            if cur[depth] != lv:
+                cur[depth] = lv
+                self.changed = True
 
     def flush(self) -> Chunk | None:
-        k = len(self.local)
+        k = len(self.out_local)
         if not k:
             return None
-        local = np.array(self.local, np.int64)
-        stamp = np.array(self.stamp, np.int64)
-        counts = np.array(self.counts, np.int64)
-        price = np.array(self.prices, np.float64)
-        amount = np.array(self.amounts, np.float64)
-        self.local, self.stamp, self.counts, self.prices, self.amounts = [], [], [], [], []
-        per_msg = counts[0::2] + counts[1::2]
-        msg = np.repeat(np.arange(k, dtype=np.int64), per_msg)
-        is_ask = np.repeat(np.tile(np.array([False, True]), k), counts)
+        local = np.array(self.out_local, np.int64)
+        stamp = np.array(self.out_stamp, np.int64) * 1_000_000
+        price = np.array(self.out_price, np.float64)
+        amount = np.array(self.out_amount, np.float64)
+        self.out_local, self.out_stamp, self.out_price, self.out_amount = [], [], [], []
+        d = self.depth
+        msg = np.repeat(np.arange(k, dtype=np.int64), 2 * d)
+        is_ask = np.tile(np.repeat(np.array([False, True]), d), k)
         lines = assemble(constant(self.header, k), trailer(stamp, local), msg, is_ask, price, amount)
         return Chunk(local, lines)
 
 
 def _whole_groups(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """Re-cut batches so no (local_ts, exchange_ts) message straddles two batches."""
+    """Re-cut batches so rows of one local time never straddle two batches (a message, or a resync's
+    snapshot with the diffs it absorbs, is always whole)."""
     carry: pa.RecordBatch | None = None
     for b in batches:
         if carry is not None:
@@ -178,10 +274,7 @@ def _whole_groups(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]
         if len(b) == 0:
             continue
         local = ts_ns(b)
-        ets = _np(b.column("exchange_ts")).astype(np.int64, copy=False)
-        last = len(b) - 1
-        same = (local == local[last]) & (ets == ets[last])
-        cut = int(np.flatnonzero(~same)[-1]) + 1 if not same.all() else 0
+        cut = int(np.searchsorted(local, local[-1], "left"))
         if cut == 0:
             carry = b
             continue
@@ -192,106 +285,160 @@ def _whole_groups(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]
         yield carry
 
 
-def book_source(root: str, req: NormalizedRequest, symbol: str) -> Iterator[Chunk]:
+class _Rows(NamedTuple):
+    local: np.ndarray
+    ets: np.ndarray
+    is_snap: np.ndarray
+    is_ask: np.ndarray
+    price: np.ndarray
+    amount: np.ndarray
+
+    def take(self, idx: np.ndarray) -> _Rows:
+        return _Rows(*(a[idx] for a in self))
+
+
+def _merge_resyncs(rows: _Rows) -> _Rows:
+    """Binance resync: the diffs buffered while the REST snapshot was fetched are archived right after it
+    with its local time; tardis-dev merges them into the snapshot (level by level, new prices appended in
+    arrival order) and sends one isSnapshot book_change with the snapshot's time. Done here the same way."""
+    local, ets, snap = rows.local, rows.ets, rows.is_snap
+    n = len(local)
+    if n == 0 or not snap.any():
+        return rows
+    brk = np.ones(n, np.bool_)
+    brk[1:] = (local[1:] != local[:-1]) | (ets[1:] != ets[:-1]) | (snap[1:] != snap[:-1])
+    gs = np.flatnonzero(brk)
+    ends = np.append(gs[1:], n)
+    pieces: list[_Rows] = []
+    cur = 0
+    g = 0
+    ng = len(gs)
+    while g < ng:
+        if not snap[gs[g]] or g + 1 >= ng or snap[gs[g + 1]] or local[gs[g + 1]] != local[gs[g]]:
+            g += 1
+            continue
+        h = g + 1
+        while h < ng and not snap[gs[h]] and local[gs[h]] == local[gs[g]]:
+            h += 1
+        lo, hi = int(gs[g]), int(ends[h - 1])
+        if lo > cur:
+            pieces.append(rows.take(np.arange(cur, lo)))
+        sides: list[tuple[list[float], list[float]]] = []
+        for ask in (False, True):
+            s_idx = [i for i in range(lo, int(ends[g])) if bool(rows.is_ask[i]) == ask]
+            prices = [float(rows.price[i]) for i in s_idx]
+            amounts = [float(rows.amount[i]) for i in s_idx]
+            where = {p: k for k, p in enumerate(prices)}
+            for i in range(int(ends[g]), hi):
+                if bool(rows.is_ask[i]) != ask:
+                    continue
+                p, a = float(rows.price[i]), float(rows.amount[i])
+                k = where.get(p)
+                if k is None:
+                    where[p] = len(prices)
+                    prices.append(p)
+                    amounts.append(a)
+                else:
+                    amounts[k] = a
+            sides.append((prices, amounts))
+        nb, na = len(sides[0][0]), len(sides[1][0])
+        m = nb + na
+        pieces.append(_Rows(
+            np.full(m, local[lo], np.int64), np.full(m, ets[lo], np.int64), np.ones(m, np.bool_),
+            np.r_[np.zeros(nb, np.bool_), np.ones(na, np.bool_)],
+            np.array(sides[0][0] + sides[1][0], np.float64), np.array(sides[0][1] + sides[1][1], np.float64)))
+        cur = hi
+        g = h
+    if not pieces:
+        return rows
+    if cur < n:
+        pieces.append(rows.take(np.arange(cur, n)))
+    return _Rows(*(np.concatenate([getattr(p, f) for p in pieces]) for f in _Rows._fields))
+
+
+def change_rows(root: str, req: NormalizedRequest, symbol: str) -> Iterator[_Rows]:
+    """The symbol's ``book_change`` rows in local time order, never cutting a local time in two."""
+    batches = read_range(root, req.exchange, "book_change", symbol, req.range.start_ns, req.range.end_ns)
+    for batch in _whole_groups(batches):
+        yield _Rows(
+            ts_ns(batch),
+            _np(batch.column("exchange_ts")).astype(np.int64, copy=False),
+            _np(batch.column("is_snapshot")).astype(np.bool_),
+            _codes(batch.column("side"), ("bid", "ask")) == 1,
+            _np(batch.column("price")).astype(np.float64, copy=False),
+            _np(batch.column("amount")).astype(np.float64, copy=False),
+        )
+
+
+def snapshot_table_rows(root: str, req: NormalizedRequest, symbol: str, levels: int) -> Iterator[_Rows]:
+    """A stored ``book_snapshot_N`` series (Hyperliquid l2Book, Binance depthN) as book_change rows: every
+    stored snapshot is one isSnapshot message, its bids then its asks (padding dropped), as tardis-dev maps
+    l2Book frames."""
+    for batch in read_range(root, req.exchange, f"book_snapshot_{levels}", symbol, req.range.start_ns,
+                            req.range.end_ns):
+        k = len(batch)
+        local = ts_ns(batch)
+        ets = _np(batch.column("exchange_ts")).astype(np.int64, copy=False)
+        cols = []
+        for c in ("bid_price", "bid_amount", "ask_price", "ask_amount"):
+            col = batch.column(c)
+            cols.append(np.asarray(col.flatten().to_numpy(zero_copy_only=False), np.float64).reshape(k, levels))
+        price = np.concatenate([cols[0], cols[2]], axis=1).reshape(-1)
+        amount = np.concatenate([cols[1], cols[3]], axis=1).reshape(-1)
+        is_ask = np.tile(np.repeat(np.array([False, True]), levels), k)
+        msg = np.repeat(np.arange(k), 2 * levels)
+        keep = ~np.isnan(price)
+        m = int(keep.sum())
+        yield _Rows(local[msg][keep], ets[msg][keep], np.ones(m, np.bool_), is_ask[keep], price[keep], amount[keep])
+
+
+def book_source(req: NormalizedRequest, symbol: str, source: Iterator[_Rows]) -> Iterator[Chunk]:
     ex = req.exchange
     book = Book()
-    pre = [_Snap(s, symbol, ex) for s in req.snapshots if s.interval_ms > 0]
-    post = [_Snap(s, symbol, ex) for s in req.snapshots if s.interval_ms == 0]
-    if req.quote:
-        post.append(_Snap(Snapshot("quote", 1, 0), symbol, ex, quote=True))
-    need_book = bool(pre or post)
+    received = False  # tardis-dev's book ignores changes until its first snapshot
+    snaps = [_Snap(s, symbol, ex) for s in req.snapshots]
     head_t = b'{"type":"book_change","symbol":' + _name(symbol) + b',"exchange":' + _name(ex) + b',"isSnapshot":true,"bids":['
     head_f = head_t.replace(b'"isSnapshot":true', b'"isSnapshot":false')
-    prev_snap = False
-    batches = read_range(root, ex, "book_change", symbol, req.range.start_ns, req.range.end_ns)
-    for batch in _whole_groups(batches):
-        local = ts_ns(batch)
-        ets = _exchange_ts(batch, local)
-        raw_ets = _np(batch.column("exchange_ts")).astype(np.int64, copy=False)
+    for rows in source:
+        if ex in MERGES_RESYNC:
+            rows = _merge_resyncs(rows)
+        local, raw_ets, is_snap, is_ask, price, amount = rows
+        ets = np.where(raw_ets == 0, local, raw_ets)
         n = len(local)
-        is_snap = _np(batch.column("is_snapshot")).astype(np.bool_)
-        is_ask = _codes(batch.column("side"), ("bid", "ask")) == 1
-        price = _np(batch.column("price")).astype(np.float64, copy=False)
-        amount = _np(batch.column("amount")).astype(np.float64, copy=False)
         brk = np.ones(n, np.bool_)
         brk[1:] = (local[1:] != local[:-1]) | (raw_ets[1:] != raw_ets[:-1]) | (is_snap[1:] != is_snap[:-1])
         gs = np.flatnonzero(brk)
         g_snap = is_snap[gs]
-        before: list[Chunk] = []
-        after: list[Chunk] = []
-        if need_book:
-            prev_snap = _walk_book(book, pre, post, gs, g_snap, local, ets, is_ask, price, amount, prev_snap)
-            before = [c for c in (s.flush() for s in pre) if c is not None]
-            after = [c for c in (s.flush() for s in post) if c is not None]
-        changes: list[Chunk] = []
+        parts: list[Chunk] = []
         if req.book_change:
             msg = np.cumsum(brk) - 1
             heads = pc.if_else(pa.array(g_snap), pa.scalar(head_t, pa.binary()), pa.scalar(head_f, pa.binary()))
             lines = assemble(heads, trailer(ets[gs], local[gs]), msg, is_ask, price, amount)
-            changes.append(Chunk(local[gs], lines))
-        # on equal local time: snapshots of the book before a message, the message, snapshots after it
-        parts = before + changes + after
+            parts.append(Chunk(local[gs], lines))
+        if snaps:
+            book.load(is_ask, price, amount)
+            ends = np.append(gs[1:], n).tolist()
+            ms = (ets[gs] // 1_000_000).tolist()
+            locs = local[gs].tolist()
+            for g, r in enumerate(gs.tolist()):
+                t, loc = ms[g], locs[g]
+                for s in snaps:
+                    s.before(t, loc)
+                if g_snap[g]:
+                    book.clear()
+                    received = True
+                if received:
+                    book.apply(r, ends[g])
+                for s in snaps:
+                    s.after(book, t, loc)
+            parts += [c for c in (s.flush() for s in snaps) if c is not None]
+        # equal local times: the book_change first, then the snapshots computed from it (tardis-dev's order)
         if parts:
             yield _combine(parts)
 
 
-def _walk_book(
-    book: Book,
-    pre: list[_Snap],
-    post: list[_Snap],
-    gs: np.ndarray,
-    g_snap: np.ndarray,
-    local: np.ndarray,
-    ets: np.ndarray,
-    is_ask: np.ndarray,
-    price: np.ndarray,
-    amount: np.ndarray,
-    prev_snap: bool,
-) -> bool:
-    """Apply the batch to the book, taking snapshots where the rules say; returns whether it ended in a snapshot."""
-    n, ng = len(local), len(gs)
-    ends = np.append(gs[1:], n)
-    book.load(is_ask, price, amount)
-    reset = g_snap.copy()
-    if ng:
-        reset[0] = g_snap[0] and not prev_snap
-        reset[1:] = g_snap[1:] & ~g_snap[:-1]
-    crossing: list[np.ndarray] = []
-    for s in pre:
-        bucket = local[gs] // s.interval_ns
-        prev = np.empty(ng, np.int64)
-        if ng:
-            prev[0] = bucket[0] if s.last_bucket is None else s.last_bucket
-            prev[1:] = bucket[:-1]
-            s.last_bucket = int(bucket[-1])
-        crossing.append(bucket != prev)
-    if post:
-        visit = np.arange(ng)
-    else:
-        mask = reset.copy()
-        for c in crossing:
-            mask |= c
-        visit = np.flatnonzero(mask)
-    cur = 0
-    for g in visit.tolist():
-        r = int(gs[g])
-        if r > cur:
-            book.apply(cur, r)
-            cur = r
-        for s, c in zip(pre, crossing, strict=True):
-            if c[g]:
-                s.take(book, int(local[r]), (int(local[r]) // s.interval_ns) * s.interval_ns)
-        if reset[g]:
-            book.clear()
-        if post:
-            e = int(ends[g])
-            book.apply(r, e)
-            cur = e
-            for s in post:
-                s.take(book, int(local[r]), int(ets[r]))
-    if cur < n:
-        book.apply(cur, n)
-    return bool(g_snap[-1]) if ng else prev_snap
+#: exchanges whose resync snapshot absorbs the diffs buffered before it (tardis-dev's binance mappers)
+MERGES_RESYNC = ("binance-futures",)
 
 
 # --- disconnects -------------------------------------------------------------------------------
@@ -308,42 +455,59 @@ def _event_source(root: str, req: NormalizedRequest, symbol: str) -> Iterator[Ch
             continue
         ts = ts_ns(batch)[idx]
         ts = ts[np.concatenate(([True], ts[1:] != ts[:-1]))]
-        yield Chunk(ts, fmt.join(line, fmt.ts_strings(ts), b'"}\n'))
+        yield Chunk(ts, fmt.join(line, fmt.ts_strings(ts, fmt.LOCAL_DIGITS), b'"}\n'))
+
+
+def _message_times(root: str, req: NormalizedRequest) -> np.ndarray:
+    """Local times of the request's messages (its symbols' trades and book rows), sorted."""
+    from ticktape.replay.sources import hour_paths
+
+    rng = req.range
+    parts = [np.zeros(0, np.int64)]
+    for sym in req.symbols:
+        tables = []
+        if req.needs_trades:
+            tables.append("trades")
+        if req.needs_book:
+            if hour_paths(root, req.exchange, "book_change", sym, rng.start_ns, rng.end_ns):
+                tables.append("book_change")
+            else:
+                tables += [f"book_snapshot_{n}" for n in _stored_levels(root, req.exchange, sym)]
+        for t in tables:
+            for batch in read_range(root, req.exchange, t, sym, rng.start_ns, rng.end_ns, ["local_ts"]):
+                parts.append(ts_ns(batch))
+    return np.unique(np.concatenate(parts))
 
 
 def disconnect_source(root: str, req: NormalizedRequest) -> Iterator[Chunk]:
-    """Every disconnect of the request's symbols and of the exchange's connections, once per instant."""
+    """A disconnect of the request's symbols or of the exchange's connections, as tardis-dev reports it:
+    stamped with the last message before it, not before any message, once between two messages."""
     srcs = [_event_source(root, req, s) for s in [*req.symbols, NO_SYMBOL_NAME]]
-    last = None
-    for c in merge(srcs, ahead=False):  # runs inside a pool thread already: no nested waits on the pool
-        keep = np.ones(len(c), np.bool_)
-        keep[1:] = c.ts[1:] != c.ts[:-1]
-        if last is not None and len(c):
-            keep[0] = c.ts[0] != last
-        last = int(c.ts[-1]) if len(c) else last
-        if not keep.all():
-            idx = np.flatnonzero(keep)
-            c = Chunk(c.ts[idx], c.lines.take(pa.array(idx)))
-        if len(c):
-            yield c
+    drops = [c.ts for c in merge(srcs, ahead=False)]  # in a pool thread already: no nested waits on the pool
+    if not drops:
+        return
+    at = np.unique(np.concatenate(drops))
+    times = _message_times(root, req)
+    prev = np.searchsorted(times, at, "left") - 1
+    keep = prev >= 0
+    keep[1:] &= prev[1:] != prev[:-1]
+    at, prev = at[keep], prev[keep]
+    if len(at):
+        line = b'{"type":"disconnect","exchange":' + _name(req.exchange) + b',"localTimestamp":"'
+        yield Chunk(at, fmt.join(line, fmt.ts_strings(times[prev], fmt.LOCAL_DIGITS), b'"}\n'))
 
 
 def _book_or_snapshots(root: str, req: NormalizedRequest, symbol: str) -> Iterator[Chunk]:
-    """From book_change when the range has it; else snapshots/quotes from a stored book_snapshot_N table."""
-    from ticktape.replay import snapshots
+    """From book_change when the range has it; else from a stored book_snapshot_N series (each stored snapshot
+    replaces the book, as tardis-dev maps Hyperliquid's l2Book)."""
     from ticktape.replay.sources import hour_paths
 
     rng = req.range
     if hour_paths(root, req.exchange, "book_change", symbol, rng.start_ns, rng.end_ns):
-        return book_source(root, req, symbol)
-    specs = [(_Snap(s, symbol, req.exchange).header, s.depth, s.interval_ms) for s in req.snapshots]
-    if req.quote:
-        specs.append((_Snap(Snapshot("quote", 1, 0), symbol, req.exchange, quote=True).header, 1, 0))
-    need = max((d for _, d, _ in specs), default=0)
-    for levels in _stored_levels(root, req.exchange, symbol):
-        if specs and levels >= need and hour_paths(root, req.exchange, f"book_snapshot_{levels}", symbol,
-                                                   rng.start_ns, rng.end_ns):
-            return snapshots.table_source(root, req.exchange, symbol, levels, rng.start_ns, rng.end_ns, specs)
+        return book_source(req, symbol, change_rows(root, req, symbol))
+    for levels in reversed(_stored_levels(root, req.exchange, symbol)):
+        if hour_paths(root, req.exchange, f"book_snapshot_{levels}", symbol, rng.start_ns, rng.end_ns):
+            return book_source(req, symbol, snapshot_table_rows(root, req, symbol, levels))
     return iter(())
 
 

@@ -18,8 +18,9 @@ from ticktape.archive.layout import LayoutError, check_exchange, check_symbol, p
 from ticktape.replay.inventory import Inventory
 
 DEFAULT_MAX_RANGE_HOURS = 24 * 31
-NORMALIZED_FIXED = ("trade", "book_change", "quote", "disconnect")
-_SNAP_RE = re.compile(r"^book_snapshot_(\d{1,4})_(\d{1,9})(ms|s|m)$")
+NORMALIZED_FIXED = ("trade", "book_change", "disconnect")
+_SNAP_RE = re.compile(r"^book_snapshot_(\d{1,4})_(?:grouped(\d{1,9}(?:\.\d{1,9})?)_)?(\d{1,9})(ms|s|m)$")
+_QUOTE_RE = re.compile(r"^quote_(\d{1,9})(ms|s|m)$")
 _BAR_RE = re.compile(r"^trade_bar_(\d{1,9})(ticks|ms|s|m|vol)$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000}
 
@@ -51,6 +52,7 @@ class Snapshot:
     name: str
     depth: int
     interval_ms: int
+    grouping: float | None = None  # price step levels are summed into (book_snapshot_N_groupedG_I)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +69,6 @@ class NormalizedRequest:
     range: Range
     trade: bool = False
     book_change: bool = False
-    quote: bool = False
     disconnect: bool = False
     snapshots: list[Snapshot] = field(default_factory=list)
     bars: list[Bar] = field(default_factory=list)
@@ -78,7 +79,7 @@ class NormalizedRequest:
 
     @property
     def needs_book(self) -> bool:
-        return self.book_change or self.quote or bool(self.snapshots)
+        return self.book_change or bool(self.snapshots)
 
 
 def decode_options(text: str | None) -> Any:
@@ -196,15 +197,25 @@ def parse_raw(o: Any, inv: Inventory, max_hours: float = DEFAULT_MAX_RANGE_HOURS
 def parse_data_type(dt: Any, req: NormalizedRequest) -> None:
     if not isinstance(dt, str):
         raise OptionsError("'dataTypes' must be an array of strings")
+    if dt == "quote":  # Tardis Machine: a depth-1 book_snapshot named quote, on every change
+        req.snapshots.append(Snapshot(dt, 1, 0))
+        return
     if dt in NORMALIZED_FIXED:
         setattr(req, dt, True)
         return
+    m = _QUOTE_RE.match(dt)
+    if m:
+        req.snapshots.append(Snapshot(dt, 1, int(m[1]) * _UNIT_MS[m[2]]))
+        return
     m = _SNAP_RE.match(dt)
     if m:
-        depth, interval = int(m[1]), int(m[2]) * _UNIT_MS[m[3]]
+        depth, interval = int(m[1]), int(m[3]) * _UNIT_MS[m[4]]
         if not 1 <= depth <= 1000:
             raise OptionsError(f"{dt}: depth must be 1..1000")
-        req.snapshots.append(Snapshot(dt, depth, interval))
+        grouping = float(m[2]) if m[2] is not None else None
+        if grouping is not None and grouping <= 0:
+            raise OptionsError(f"{dt}: grouping must be positive")
+        req.snapshots.append(Snapshot(dt, depth, interval, grouping))
         return
     m = _BAR_RE.match(dt)
     if m:
@@ -220,7 +231,7 @@ def parse_data_type(dt: Any, req: NormalizedRequest) -> None:
         return
     raise OptionsError(
         f"unknown data type {dt!r} (trade, book_change, book_snapshot_{{levels}}_{{interval}}{{ms|s|m}}, "
-        "quote, trade_bar_{n}{ticks|ms|s|m|vol}, disconnect)"
+        "book_snapshot_{levels}_grouped{step}_{interval}{ms|s|m}, quote, quote_{interval}{ms|s|m}, trade_bar_{n}{ticks|ms|s|m|vol}, disconnect)"
     )
 
 

@@ -57,6 +57,7 @@ raw_bytes = 8388608
 [exchanges.binance-futures]
 symbols = {json.dumps(list(BINANCE_SYMBOLS))}
 channels = ["trades", "book_change"]
+trade_stream = "aggTrade"
 url = "{binance_url}"
 """
     if bybit_url is not None:

@@ -19,7 +19,7 @@ def diff(u, price):
 
 
 def test_trades_and_diffs_once_each_across_the_overlap(rig):
-    r = rig("binance-futures", symbols=["BTCUSDT"], channels=["trades", "book_change"])
+    r = rig("binance-futures", symbols=["BTCUSDT"], channels=["trades", "book_change"], trade_stream="aggTrade")
     sid = r.spec.symbol_id("BTCUSDT")
     old = r.listener
     link = old.link

@@ -71,7 +71,7 @@ def rebuild(rows, sym_id):
 
 
 def test_every_frame_decodes_and_books_sync(rig):
-    r = rig("binance-futures", symbols=SYMBOLS, channels=["trades", "book_change"])
+    r = rig("binance-futures", symbols=SYMBOLS, channels=["trades", "book_change"], trade_stream="aggTrade")
     frames = cryptofeed_frames(WS)
     snapshots = [s for s in cryptofeed_http(HTTP) if "/fapi/v1/depth" in s[0]]
     assert len(frames) == 1535 and len(snapshots) == 4
@@ -98,7 +98,7 @@ def test_every_frame_decodes_and_books_sync(rig):
 
 
 def test_trades_match_the_frames(rig):
-    r = rig("binance-futures", symbols=SYMBOLS, channels=["trades"])
+    r = rig("binance-futures", symbols=SYMBOLS, channels=["trades"], trade_stream="aggTrade")
     frames = cryptofeed_frames(WS)
     for ts, f in frames:
         r.frame(f, ts)
@@ -116,7 +116,7 @@ def test_trades_match_the_frames(rig):
 
 
 def test_raw_keeps_every_frame_and_the_rest_snapshots(rig):
-    r = rig("binance-futures", symbols=SYMBOLS, channels=["trades", "book_change"])
+    r = rig("binance-futures", symbols=SYMBOLS, channels=["trades", "book_change"], trade_stream="aggTrade")
     frames = cryptofeed_frames(WS)
     snapshots = [s for s in cryptofeed_http(HTTP) if "/fapi/v1/depth" in s[0]]
     replay(r, frames, snapshots)

@@ -139,6 +139,6 @@ def test_sync_drop_resync_over_sockets(rig):
     trades = [int(t["id"]) for t in r.records("trades")]
     assert trades == sorted(set(trades))
     raw_channels = {x[1] for x in r.raw()}
-    assert {"depth", "depthSnapshot", "aggTrade"} <= raw_channels
+    assert {"depth", "depthSnapshot", "trade"} <= raw_channels
     snaps = [x for x in r.raw() if x[1] == "depthSnapshot" and x[4]]
     assert len(snaps) >= 2 and all(json.loads(x[4])["stream"] == "btcusdt@depthSnapshot" for x in snaps)

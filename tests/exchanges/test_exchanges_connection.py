@@ -187,7 +187,7 @@ def test_upgrade_refused_is_a_subscribe_error_and_retried(rig):
 
         srv = await ws_create_server(factory, "127.0.0.1", 0)
         port = srv.sockets[0].getsockname()[1]
-        r = rig("binance-futures", symbols=["FOOUSDT"], channels=["trades"], url=f"ws://127.0.0.1:{port}", options=FAST)
+        r = rig("binance-futures", symbols=["FOOUSDT"], channels=["trades"], trade_stream="aggTrade", url=f"ws://127.0.0.1:{port}", options=FAST)
         stop = asyncio.Event()
         run = asyncio.create_task(run_feed(r.feed, stop.is_set))
         await until(lambda: len(attempts) >= 3)

@@ -67,9 +67,9 @@ def test_config_loader_names_the_key(tmp_path):
 def test_data_types_and_raw_channels():
     b = cfg(symbols=["BTCUSDT"], channels=["trades", "book_change", "book_snapshot"], depth=20)
     assert registry.data_types("binance-futures", b, True) == ["trades", "book_change", "book_snapshot_20", "raw"]
-    assert registry.raw_channels("binance-futures", b) == ("aggTrade", "depth", "depthSnapshot", "depth20")
-    t = cfg(symbols=["BTCUSDT"], channels=["trades"], trade_stream="trade")
-    assert registry.raw_channels("binance-futures", t) == ("trade",)
+    assert registry.raw_channels("binance-futures", b) == ("trade", "depth", "depthSnapshot", "depth20")
+    t = cfg(symbols=["BTCUSDT"], channels=["trades"], trade_stream="aggTrade")
+    assert registry.raw_channels("binance-futures", t) == ("aggTrade",)
     y = cfg(symbols=["BTCUSDT"], channels=["trades", "book_change"], depth=50)
     assert registry.data_types("bybit", y, False) == ["trades", "book_change"]
     assert registry.raw_channels("bybit", y) == ("publicTrade", "orderbook.50")
@@ -80,7 +80,7 @@ def test_data_types_and_raw_channels():
 
 def test_binance_plans_split_public_and_market_paths(rig):
     r = rig("binance-futures", symbols=["BTCUSDT", "ETHUSDT"], channels=["trades", "book_change", "book_snapshot"],
-            url="ws://127.0.0.1:9100")
+            trade_stream="aggTrade", url="ws://127.0.0.1:9100")
     plans = r.feed.plans()
     assert [p.url for p in plans] == [
         "ws://127.0.0.1:9100/public/stream?streams=btcusdt@depth@100ms/btcusdt@depth20@100ms/ethusdt@depth@100ms/ethusdt@depth20@100ms",

@@ -50,6 +50,16 @@ def tardis_ts(ns: int) -> str:
     return s[:-2] + "Z"
 
 
+def tardis_ms(ns: int) -> str:
+    """A normalized message's exchange time: milliseconds, as Tardis Machine writes it."""
+    return tardis_ts(ns)[:23] + "Z"
+
+
+def tardis_us(ns: int) -> str:
+    """A normalized message's localTimestamp: microseconds, as Tardis Machine writes it."""
+    return tardis_ts(ns)[:26] + "Z"
+
+
 def get_lines(url: str) -> list[bytes]:
     import asyncio
 

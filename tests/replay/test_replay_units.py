@@ -29,7 +29,14 @@ def test_timestamp_text_matches_reference(values: list[int], sort: bool) -> None
 @given(st.lists(st.floats(allow_nan=False, allow_infinity=False, width=64), min_size=1, max_size=30))
 def test_numbers_round_trip_through_json(values: list[float]) -> None:
     text = fmt.numbers(np.array(values, np.float64)).to_pylist()
-    assert [json.loads(t) for t in text] == values
+    assert [json.loads(t, parse_int=float) for t in text] == values
+
+
+def test_numbers_written_as_javascript_writes_them() -> None:
+    vals = [6.0, 0.00001, 1e-7, 1e21, 1e16, 123456789012.5, 0.1 + 0.2, 1.5e-6, 4.555693385655574e16]
+    want = [b"6", b"0.00001", b"1e-7", b"1e+21", b"10000000000000000", b"123456789012.5", b"0.30000000000000004",
+            b"0.0000015", b"45556933856555740"]
+    assert fmt.numbers(np.array(vals)).to_pylist() == want
 
 
 def test_non_finite_numbers_are_null() -> None:
