@@ -37,6 +37,7 @@ async def capture(rig, script, seconds=1.5, rate=150, options=None, exchanges=SY
         rigs = {}
         for ex, syms in exchanges.items():
             rigs[ex] = rig(ex, symbols=syms, channels=(channels or CHANNELS)[ex], depth=DEPTH[ex], url=sim.ws_url(ex),
+                           **({"trade_stream": "aggTrade"} if ex == "binance-futures" else {}),
                            options={**FAST, "manual_snapshots": False, **(options or {})}, capacity=1 << 18)
         stop = asyncio.Event()
         runs = [asyncio.create_task(run_feed(r.feed, stop.is_set)) for r in rigs.values()]
@@ -76,7 +77,7 @@ def sent_trades(sim, ex, channel, sym):
 @pytest.mark.slow
 def test_three_exchanges_records_equal_what_was_sent(rig):
     sim, rigs = uvloop.run(capture(rig, None))
-    trade_ch = {"binance-futures": "trade", "bybit": "publicTrade", "hyperliquid": "trades"}
+    trade_ch = {"binance-futures": "aggTrade", "bybit": "publicTrade", "hyperliquid": "trades"}
     for ex, syms in SYMS.items():
         r = rigs[ex]
         assert r.feed.stat("gaps") == 0
@@ -192,7 +193,7 @@ def test_fault_script_events_at_the_right_places_and_books_right_after(rig):
         assert rebuild(rows, sid) == sim_book(sim, "bybit", sym, ev, depth=50), sym
 
     # trades: no duplicates, in the order sent, nothing lost where no connection fault happened
-    trade_ch = {"binance-futures": "trade", "bybit": "publicTrade", "hyperliquid": "trades"}
+    trade_ch = {"binance-futures": "aggTrade", "bybit": "publicTrade", "hyperliquid": "trades"}
     for ex, syms in SYMS.items():
         for sym in syms:
             got = [t["id"].decode() for t in trade_rows(rigs[ex], sym)]
