@@ -14,6 +14,7 @@ BENCHES: dict[str, str] = {
     "writer": "ticktape.bench.writer",
     "ingest": "ticktape.bench.ingest",
     "capture": "ticktape.bench.capture",
+    "feed": "ticktape.bench.feed",
     "s3": "ticktape.bench.s3",
     "replay": "ticktape.bench.replay",
 }

@@ -53,6 +53,9 @@ _STABLE_AFTER = 60.0  # seconds up before a child's crash streak is forgiven
 _MAX_DRAIN_RESTARTS = 3
 READY_WAIT = 60.0  # --duration starts counting at readiness, or after this long without it
 _STUCK_AFTER = 5.0  # a ring over half full whose writer committed nothing for this long: not draining
+_IDLE_WAKE = 1.0  # seconds the run loop sleeps when nothing happens (once ready)
+_START_WAKE = 0.1  # ... and until every feed is subscribed (readiness starts --duration)
+_REAP_POLL = 0.01
 
 
 @dataclass
@@ -145,6 +148,8 @@ class Supervisor:
         self.started = time.monotonic()
         self.metrics: MetricsServer | None = None
         self._stop_requested: asyncio.Event | None = None
+        self._wake: asyncio.Event | None = None  # set by a stop request or a child's exit
+        self._exited: set[int] = set()  # sentinels of children seen exiting, not yet reaped
         self._stop_reason = ""
         self.bg_sync: Any = None  # archive.s3.BackgroundSync when [s3] is configured
         self._synced_hour = 0
@@ -239,11 +244,47 @@ class Supervisor:
         proc.start()
         c.proc, c.started_at, c.restart_at, c.last_pid, c.exitcode = proc, time.monotonic(), None, proc.pid or 0, None
         c.started_ns = time.time_ns()
+        try:  # a child's exit wakes the run loop at once (no polling)
+            asyncio.get_running_loop().add_reader(proc.sentinel, self._on_child_exit, proc.sentinel)
+        except (RuntimeError, NotImplementedError):
+            pass
         log.info("%s started (pid %d)", c.name, c.last_pid, extra={"role": c.role, "child": c.name, "pid": c.last_pid})
 
     # -- the run ----------------------------------------------------------------
     def run(self) -> int:
         return asyncio.run(self._run())
+
+    def _on_child_exit(self, sentinel: int) -> None:
+        asyncio.get_running_loop().remove_reader(sentinel)
+        self._exited.add(sentinel)
+        if self._wake is not None:
+            self._wake.set()
+
+    def _close_proc(self, c: Child) -> None:
+        """Forget a dead child's process object (its exit watch first: the fd closes)."""
+        if c.proc is None:
+            return
+        self._exited.discard(c.proc.sentinel)
+        try:
+            asyncio.get_running_loop().remove_reader(c.proc.sentinel)
+        except (RuntimeError, NotImplementedError, ValueError):
+            pass
+        c.proc.close()
+        c.proc = None
+
+    def _idle_timeout(self, deadline: float | None) -> float:
+        """How long the run loop may sleep: until the next pending restart, the
+        --duration deadline, or ``_IDLE_WAKE`` (S3 hour check, progress), whichever is first."""
+        now = time.monotonic()
+        t = _IDLE_WAKE if self.ready_at is not None else _START_WAKE
+        if deadline is not None:
+            t = min(t, deadline - now)
+        for c in self.children:
+            if c.restart_at is not None:
+                t = min(t, c.restart_at - now)
+            elif c.proc is not None and c.proc.sentinel in self._exited:
+                t = min(t, _REAP_POLL)  # its pipe closed a moment before it can be reaped
+        return max(0.0, t)
 
     def request_stop(self, reason: str) -> None:
         if self._stop_requested is None or self._stop_requested.is_set():
@@ -252,10 +293,13 @@ class Supervisor:
             return
         self._stop_reason = reason
         self._stop_requested.set()
+        if self._wake is not None:
+            self._wake.set()
 
     async def _run(self) -> int:
         loop = asyncio.get_running_loop()
         self._stop_requested = asyncio.Event()
+        self._wake = wake = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop, sig.name)
         try:
@@ -294,6 +338,7 @@ class Supervisor:
             deadline: float | None = None
             waiting_since = time.monotonic()
             while not self._stop_requested.is_set():
+                wake.clear()
                 self._maybe_notify_sync()
                 self._track_progress()
                 if self.ready_at is None:
@@ -314,7 +359,7 @@ class Supervisor:
                     break
                 self._watch()
                 try:
-                    await asyncio.wait_for(self._stop_requested.wait(), timeout=0.1)
+                    await asyncio.wait_for(wake.wait(), timeout=self._idle_timeout(deadline))
                 except TimeoutError:
                     pass
             self.stopping = True
@@ -373,8 +418,7 @@ class Supervisor:
             c.streak = 1 if up >= _STABLE_AFTER else c.streak + 1
             delay = min(sup.restart_delay * 2 ** (c.streak - 1), sup.restart_delay_max)
             c.restart_at = now + delay
-            c.proc.close()
-            c.proc = None
+            self._close_proc(c)
             log.error(
                 "%s (pid %d) exited with code %s after %.1f s; restarting in %.1f s",
                 c.name, c.last_pid, c.exitcode, up, delay,
@@ -462,7 +506,7 @@ class Supervisor:
                 c.drain_restarts += 1
                 log.error("%s exited with code %s while draining; restarting it", c.name, c.exitcode)
                 c.restarts += 1
-                c.proc.close()
+                self._close_proc(c)
                 self._spawn(c)
 
     def _undrained(self) -> dict[tuple[str, str], int]:

@@ -1,0 +1,351 @@
+"""What a user pays per frame: a full ``capture run`` fed by a local blaster, CPU summed over all capture processes.
+
+For each scenario a ``capture run`` subprocess (supervisor, one ingest, one
+writer, multiprocessing's resource tracker) connects to ``bench.blaster``,
+which first sends a few priming frames (and, for Binance's diff book, serves
+the REST snapshot the connector bridges from) and, once they are durable,
+writes the pre-encoded frames as fast as TCP allows. The figure is the CPU
+time (every thread's ``/proc/<pid>/task/<tid>/schedstat``) of every process of the capture tree from just
+before the blast until every frame is counted by the feed and every ring is
+committed by the writer (the rows are durable in fsynced journals), divided
+by the frames blasted. Hour files are finalized after that, at shutdown, and
+not counted. ``idle_cpu_ms_per_s``: the same tree connected to a silent feed
+for ``--idle-seconds``; ``idle_cpu_ms_per_s_by_process`` splits it.
+
+Progress is read from ``/metrics`` every ``POLL`` seconds during the blast
+(that rendering is counted too: a few µs per poll, not per frame).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ticktape.bench.blaster import Blaster, frame_bytes
+
+POLL = 0.1
+T0 = 1_767_225_600_000  # ms, 2026-01-01T00:00Z
+SCENARIOS = ("aggtrade_raw", "aggtrade_noraw", "diff42_raw", "diff42_noraw", "diff17_raw", "diff17_noraw",
+             "bybit50_raw", "hl_l2book_raw")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma separated subset")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiplies every scenario's frame count")
+    parser.add_argument("--runs", type=int, default=1, help="runs per scenario (median reported)")
+    parser.add_argument("--idle-seconds", type=float, default=10.0, help="idle window (0 skips the idle figure)")
+
+
+# --- frames -----------------------------------------------------------------------
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def _lv(n: int, base: float, step: float, i: int) -> list[list[str]]:
+    return [[f"{base + step * k:.1f}", f"{0.001 * ((i + k) % 997 + 1):.3f}"] for k in range(n)]
+
+
+def agg_frames(n: int) -> list[bytes]:
+    return [_dumps({"stream": "btcusdt@aggTrade", "data": {
+        "e": "aggTrade", "E": T0 + i, "a": 10_000_000 + i, "s": "BTCUSDT", "p": f"{60000 + (i % 500) * 0.1:.1f}",
+        "q": f"{0.001 * (i % 900 + 1):.3f}", "f": 5 * i, "l": 5 * i + 2, "T": T0 + i, "m": bool(i & 1)}})
+        for i in range(n)]
+
+
+START_U = 8_000_000
+
+
+def diff_frames(n: int, bids: int, asks: int) -> list[bytes]:
+    """A continuous U/u/pu chain bridging from a snapshot with lastUpdateId = START_U."""
+    out = []
+    for i in range(n):
+        u = START_U + 1 + 3 * i
+        out.append(_dumps({"stream": "btcusdt@depth@100ms", "data": {
+            "e": "depthUpdate", "E": T0 + i, "T": T0 + i, "s": "BTCUSDT", "U": u - 2, "u": u, "pu": u - 3,
+            "b": _lv(bids, 60000.0 - (i % 7) * 0.1, -0.1, i), "a": _lv(asks, 60000.1 + (i % 5) * 0.1, 0.1, i)}}))
+    return out
+
+
+def binance_snapshot() -> bytes:
+    return _dumps({"lastUpdateId": START_U, "E": T0, "T": T0,
+                   "bids": _lv(1000, 60000.0, -0.1, 0), "asks": _lv(1000, 60000.1, 0.1, 0)})
+
+
+def bybit_frames(n: int) -> list[bytes]:
+    snap = _dumps({"topic": "orderbook.50.BTCUSDT", "type": "snapshot", "ts": T0, "data": {
+        "s": "BTCUSDT", "b": _lv(50, 60000.0, -0.1, 0), "a": _lv(50, 60000.1, 0.1, 0), "u": 1, "seq": 1}, "cts": T0})
+    return [snap] + [_dumps({"topic": "orderbook.50.BTCUSDT", "type": "delta", "ts": T0 + i, "data": {
+        "s": "BTCUSDT", "b": _lv(5, 60000.0 - (i % 9) * 0.1, -0.1, i), "a": _lv(5, 60000.1 + (i % 9) * 0.1, 0.1, i),
+        "u": 2 + i, "seq": 10 * i}, "cts": T0 + i}) for i in range(n - 1)]
+
+
+def hl_frames(n: int) -> list[bytes]:
+    def lv(base: float, step: float, i: int) -> list[dict[str, Any]]:
+        return [{"px": f"{base + step * k:.1f}", "sz": f"{0.01 * ((i + k) % 97 + 1):.2f}", "n": k % 5 + 1}
+                for k in range(20)]
+
+    return [_dumps({"channel": "l2Book", "data": {"coin": "BTC", "time": T0 + i,
+                                                   "levels": [lv(60000, -1, i), lv(60001, 1, i)]}})
+            for i in range(n)]
+
+
+@dataclass
+class Scenario:
+    exchange: str
+    symbol: str
+    channels: list[str]
+    raw: bool
+    frames: int
+    build: Callable[[int], list[bytes]]
+    depth: int = 20
+    snapshot: Callable[[], bytes] | None = None
+
+
+def scenarios() -> dict[str, Scenario]:
+    bf, hl = "binance-futures", "hyperliquid"
+    return {
+        "aggtrade_raw": Scenario(bf, "BTCUSDT", ["trades"], True, 300_000, agg_frames),
+        "aggtrade_noraw": Scenario(bf, "BTCUSDT", ["trades"], False, 300_000, agg_frames),
+        "diff42_raw": Scenario(bf, "BTCUSDT", ["book_change"], True, 60_000, lambda n: diff_frames(n, 21, 21),
+                               snapshot=binance_snapshot),
+        "diff42_noraw": Scenario(bf, "BTCUSDT", ["book_change"], False, 60_000, lambda n: diff_frames(n, 21, 21),
+                                 snapshot=binance_snapshot),
+        "diff17_raw": Scenario(bf, "BTCUSDT", ["book_change"], True, 100_000, lambda n: diff_frames(n, 9, 8),
+                               snapshot=binance_snapshot),
+        "diff17_noraw": Scenario(bf, "BTCUSDT", ["book_change"], False, 100_000, lambda n: diff_frames(n, 9, 8),
+                                 snapshot=binance_snapshot),
+        "bybit50_raw": Scenario("bybit", "BTCUSDT", ["book_change"], True, 150_000, bybit_frames, depth=50),
+        "hl_l2book_raw": Scenario(hl, "BTC", ["book_snapshot"], True, 60_000, hl_frames),
+    }
+
+
+# --- the capture tree -------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _tree(root: int) -> list[int]:
+    """``root`` and its descendants (from /proc)."""
+    parent: dict[int, int] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                parent[int(d)] = int(Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    out, todo = [], [root]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += [c for c, pp in parent.items() if pp == p]
+    return out
+
+
+def _cpu(pid: int) -> float:
+    """CPU seconds of a process, nanosecond-exact: the sum of its threads' ``schedstat``
+    (``stat``'s utime+stime count 10 ms ticks, too coarse for idle figures)."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0
+    for t in tasks:
+        try:
+            total += int(Path(f"/proc/{pid}/task/{t}/schedstat").read_text().split()[0])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / 1e9
+
+
+def _name(pid: int) -> str:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return "?"
+    return "resource_tracker" if b"resource_tracker" in cmd else ("child" if b"multiprocessing" in cmd else "supervisor")
+
+
+class Metrics:
+    def __init__(self, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}/metrics"
+
+    def read(self) -> dict[str, Any]:
+        text = urllib.request.urlopen(self.url, timeout=5).read().decode()
+
+        def fam(name: str) -> list[tuple[str, float]]:
+            return [(m[1], float(m[2])) for m in re.finditer(rf"^{name}\{{([^}}]*)\}} (\S+)$", text, re.M)]
+
+        return {
+            "messages": sum(v for _, v in fam("ticktape_feed_messages_total")),
+            "write": {k: v for k, v in fam("ticktape_ring_write_seq")},
+            "read": {k: v for k, v in fam("ticktape_ring_read_seq")},
+            "dropped": sum(v for _, v in fam("ticktape_ring_dropped_total")),
+            "gaps": sum(v for _, v in fam("ticktape_feed_gaps_total")),
+            "pids": {m[1]: int(float(m[2])) for m in re.finditer(
+                r'^ticktape_child_pid\{[^}]*name="([^"]+)"[^}]*\} (\S+)$', text, re.M)},
+        }
+
+    def wait(self, cond: Callable[[dict[str, Any]], bool], timeout: float, what: str) -> dict[str, Any]:
+        end = time.monotonic() + timeout
+        last: dict[str, Any] = {}
+        while time.monotonic() < end:
+            try:
+                last = self.read()
+                if cond(last):
+                    return last
+            except OSError:
+                pass
+            time.sleep(POLL)
+        raise TimeoutError(f"{what} (last metrics: {json.dumps({k: v for k, v in last.items() if k != 'pids'})})")
+
+
+def _durable(m: dict[str, Any]) -> bool:
+    return bool(m["write"]) and all(m["read"].get(k) == v for k, v in m["write"].items())
+
+
+class Capture:
+    """``capture run`` on a one-exchange, one-symbol config pointed at the blaster."""
+
+    def __init__(self, sc: Scenario, url: str, workdir: Path) -> None:
+        self.metrics_port = _free_port()
+        cfg = workdir / "capture.toml"
+        cfg.write_text(
+            f'[archive]\nroot = "{workdir / "archive"}"\nraw = {str(sc.raw).lower()}\nfinalize_grace = 1.0\n'
+            f'[log]\ndir = "{workdir / "logs"}"\nlevel = "WARNING"\n[metrics]\nport = {self.metrics_port}\n'
+            f'[exchanges.{sc.exchange}]\nsymbols = ["{sc.symbol}"]\nchannels = {json.dumps(sc.channels)}\n'
+            f'depth = {sc.depth}\nurl = "{url}"\n'
+        )
+        self.proc = subprocess.Popen([sys.executable, "-m", "ticktape.engine.cli", "run", str(cfg)], cwd=workdir,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.metrics = Metrics(self.metrics_port)
+
+    def pids(self) -> list[int]:
+        return _tree(self.proc.pid)
+
+    def cpu(self, pids: list[int]) -> dict[int, float]:
+        return {p: _cpu(p) for p in pids}
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = self.proc.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+        if self.proc.returncode != 0:
+            raise RuntimeError(f"capture exited {self.proc.returncode}: {err.decode()[-800:]}")
+
+
+def _by_role(cap: Capture, pids: list[int], c0: dict[int, float], c1: dict[int, float],
+             names: dict[int, str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for p in pids:
+        role = names.get(p) or _name(p)
+        out[role] = out.get(role, 0.0) + c1[p] - c0[p]
+    return out
+
+
+def run_scenario(name: str, sc: Scenario, scale: float) -> dict[str, Any]:
+    n_total = max(1000, int(sc.frames * scale))
+    prime = 50
+    frames = sc.build(n_total + prime)
+    pre, body = frame_bytes(frames[:prime]), frame_bytes(frames[prime:])
+    n = len(frames) - prime
+    payload_bytes = sum(map(len, frames[prime:]))
+    del frames
+    snapshot = sc.snapshot() if sc.snapshot else b""
+    with tempfile.TemporaryDirectory(prefix="tt-bench-feed-") as tmp, Blaster(snapshot) as bl:
+        cap = Capture(sc, bl.url, Path(tmp))
+        try:
+            m = cap.metrics.wait(lambda m: len(m["pids"]) >= 2 and all(m["pids"].values()), 60, "capture start")
+            names = {pid: n.split("-")[0] for n, pid in m["pids"].items()}
+            names[cap.proc.pid] = "supervisor"
+            conn = bl.wait_subscribed()
+            bl.blast(conn, pre)
+            m = cap.metrics.wait(lambda m: m["messages"] >= prime and _durable(m) and sum(m["write"].values()) > 0,
+                                 60, "priming frames durable")
+            if sc.snapshot is not None and not bl.snapshot_requests:
+                raise RuntimeError("the connector never asked for the REST snapshot")
+            m0 = m["messages"]
+            pids = cap.pids()
+            c0, t0 = cap.cpu(pids), time.monotonic()
+            bl.blast(conn, body)
+            t_sent = time.monotonic()
+            m = cap.metrics.wait(lambda m: m["messages"] >= m0 + n and _durable(m), 600, "blasted frames durable")
+            c1, t1 = cap.cpu(pids), time.monotonic()
+        finally:
+            cap.stop()
+    roles = _by_role(cap, pids, c0, c1, names)
+    total = sum(roles.values())
+    return {
+        "cpu_us_per_frame": total / n * 1e6,
+        "frames": n,
+        "frame_bytes": payload_bytes // n,
+        "by_process_us_per_frame": {k: round(v / n * 1e6, 3) for k, v in sorted(roles.items())},
+        "wall_s": round(t1 - t0, 3),
+        "send_s": round(t_sent - t0, 3),
+        "frames_per_s_wall": round(n / (t1 - t0)),
+        "ring_dropped": int(m["dropped"]),
+        "gaps": int(m["gaps"]),
+    }
+
+
+def idle(seconds: float) -> dict[str, Any]:
+    sc = scenarios()["aggtrade_raw"]
+    with tempfile.TemporaryDirectory(prefix="tt-bench-feed-idle-") as tmp, Blaster() as bl:
+        cap = Capture(sc, bl.url, Path(tmp))
+        try:
+            m = cap.metrics.wait(lambda m: len(m["pids"]) >= 2 and all(m["pids"].values()), 60, "capture start")
+            names = {pid: n.split("-")[0] for n, pid in m["pids"].items()}
+            names[cap.proc.pid] = "supervisor"
+            bl.wait_subscribed()
+            time.sleep(1.0)  # start-up work done
+            pids = cap.pids()
+            c0, t0 = cap.cpu(pids), time.monotonic()
+            time.sleep(seconds)  # a fixed window: the figure is a rate, no metrics polled meanwhile
+            c1, t1 = cap.cpu(pids), time.monotonic()
+        finally:
+            cap.stop()
+    roles = _by_role(cap, pids, c0, c1, names)
+    dt = t1 - t0
+    return {"idle_cpu_ms_per_s": sum(roles.values()) / dt * 1e3,
+            "idle_cpu_ms_per_s_by_process": {k: round(v / dt * 1e3, 3) for k, v in sorted(roles.items())}}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    table = scenarios()
+    wanted = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    bad = [s for s in wanted if s not in table]
+    if bad:
+        print(f"error: --scenarios: unknown {', '.join(bad)} (one of {', '.join(table)})", file=sys.stderr)
+        raise SystemExit(2)
+    per: dict[str, float] = {}
+    detail: dict[str, Any] = {}
+    for name in wanted:
+        runs = [run_scenario(name, table[name], args.scale) for _ in range(max(1, args.runs))]
+        per[name] = round(statistics.median(r["cpu_us_per_frame"] for r in runs), 3)
+        detail[name] = runs[len(runs) // 2] if len(runs) > 1 else runs[0]
+        if len(runs) > 1:
+            detail[name]["all_runs_us"] = [round(r["cpu_us_per_frame"], 3) for r in runs]
+    out: dict[str, Any] = {"cpu_us_per_frame": per}
+    if args.idle_seconds > 0:
+        out.update(idle(args.idle_seconds))
+    out["detail"] = detail
+    return out
