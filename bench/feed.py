@@ -9,8 +9,8 @@ time (every thread's ``/proc/<pid>/task/<tid>/schedstat``) of every process of t
 before the blast until every frame is counted by the feed and every ring is
 committed by the writer (the rows are durable in fsynced journals), divided
 by the frames blasted. Hour files are finalized after that, at shutdown, and
-not counted. ``idle_cpu_ms_per_s``: the same tree connected to a silent feed
-for ``--idle-seconds``; ``idle_cpu_ms_per_s_by_process`` splits it.
+not counted. ``idle_cpu_ms_per_s``: the same tree connected to a feed that
+sent a few frames and then went silent, for ``--idle-seconds``; ``idle_cpu_ms_per_s_by_process`` splits it.
 
 Progress is read from ``/metrics`` every ``POLL`` seconds during the blast
 (that rendering is counted too: a few µs per poll, not per frame).
@@ -193,9 +193,9 @@ class Metrics:
 
         return {
             "messages": sum(v for _, v in fam("ticktape_feed_messages_total")),
-            "write": {k: v for k, v in fam("ticktape_ring_write_seq")},
-            "read": {k: v for k, v in fam("ticktape_ring_read_seq")},
-            "dropped": sum(v for _, v in fam("ticktape_ring_dropped_total")),
+            "write": {k: v for k, v in fam("ticktape_ring_written_records_total")},
+            "read": {k: v for k, v in fam("ticktape_ring_committed_records_total")},
+            "dropped": sum(v for _, v in fam("ticktape_ring_dropped_records_total")),
             "gaps": sum(v for _, v in fam("ticktape_feed_gaps_total")),
             "pids": {m[1]: int(float(m[2])) for m in re.finditer(
                 r'^ticktape_child_pid\{[^}]*name="([^"]+)"[^}]*\} (\S+)$', text, re.M)},
@@ -315,7 +315,9 @@ def idle(seconds: float) -> dict[str, Any]:
             m = cap.metrics.wait(lambda m: len(m["pids"]) >= 2 and all(m["pids"].values()), 60, "capture start")
             names = {pid: n.split("-")[0] for n, pid in m["pids"].items()}
             names[cap.proc.pid] = "supervisor"
-            bl.wait_subscribed()
+            conn = bl.wait_subscribed()
+            bl.blast(conn, frame_bytes(sc.build(50)))  # a live feed that then goes quiet
+            cap.metrics.wait(lambda m: m["messages"] >= 50 and _durable(m), 60, "priming frames durable")
             time.sleep(1.0)  # start-up work done
             pids = cap.pids()
             c0, t0 = cap.cpu(pids), time.monotonic()

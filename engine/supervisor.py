@@ -54,7 +54,7 @@ _MAX_DRAIN_RESTARTS = 3
 READY_WAIT = 60.0  # --duration starts counting at readiness, or after this long without it
 _STUCK_AFTER = 5.0  # a ring over half full whose writer committed nothing for this long: not draining
 _IDLE_WAKE = 1.0  # seconds the run loop sleeps when nothing happens (once ready)
-_START_WAKE = 0.1  # ... and until every feed is subscribed (readiness starts --duration)
+_START_WAKE = 0.1  # ... and, with --duration, until ready (readiness starts the count)
 _REAP_POLL = 0.01
 
 
@@ -276,7 +276,7 @@ class Supervisor:
         """How long the run loop may sleep: until the next pending restart, the
         --duration deadline, or ``_IDLE_WAKE`` (S3 hour check, progress), whichever is first."""
         now = time.monotonic()
-        t = _IDLE_WAKE if self.ready_at is not None else _START_WAKE
+        t = _START_WAKE if self.ready_at is None and self.duration is not None else _IDLE_WAKE
         if deadline is not None:
             t = min(t, deadline - now)
         for c in self.children:
