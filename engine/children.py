@@ -68,8 +68,26 @@ def _watch_parent(parent_pid: int, stop: Any, name: str) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+def _report(report: Any, name: str, e: BaseException) -> None:
+    """One line for the supervisor: why this child died (it fails the run if it never starts)."""
+    if report is None:
+        return
+    text = f"{type(e).__name__}: {e}".splitlines()[0] if str(e) else type(e).__name__
+    try:
+        report.send(text[:500])
+    except Exception:  # the supervisor is gone or the pipe is closed: the log has it
+        pass
+
+
 def child_main(
-    role: str, name: str, log_cfg: LogConfig, target: str, args: tuple[Any, ...], stop: Any, parent_pid: int
+    role: str,
+    name: str,
+    log_cfg: LogConfig,
+    target: str,
+    args: tuple[Any, ...],
+    stop: Any,
+    parent_pid: int,
+    report: Any = None,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _untrack_shared_memory()
@@ -80,8 +98,9 @@ def child_main(
         fn(*args)
     except SystemExit:
         raise
-    except BaseException:
+    except BaseException as e:
         log.exception("%s (%s) crashed", name, role, extra={"role": role, "child": name})
+        _report(report, name, e)
         logging.shutdown()
         sys.exit(1)
     logging.shutdown()

@@ -166,6 +166,8 @@ def validate(cfg: Config) -> None:
          "seconds (<= supervisor.restart_delay_max)", lo_open=True)
     _num(src, "supervisor.ingest_stop_timeout", sup.ingest_stop_timeout, 0, 3600, "seconds", lo_open=True)
     _num(src, "supervisor.drain_timeout", sup.drain_timeout, 0, _DAY, "seconds", lo_open=True)
+    _num(src, "supervisor.start_failures", sup.start_failures, 1, 1000)
+    _num(src, "supervisor.start_window", sup.start_window, 0, 3600, "seconds", lo_open=True)
     if cfg.s3 is not None:
         _validate_s3(src, cfg.s3)
     for name, ex in cfg.exchanges.items():

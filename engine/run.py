@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ticktape.engine.supervisor import StartError, Supervisor
+    from ticktape.engine.preflight import StartError
+    from ticktape.engine.supervisor import Supervisor
 
     if args.duration is not None and not args.duration > 0:
         print("error: --duration must be > 0 seconds", file=sys.stderr)
@@ -64,9 +65,13 @@ def main(args: argparse.Namespace) -> int:
     except OSError as e:
         print(f"error: {cfg.source}: key log.dir: cannot open the log file: {e}", file=sys.stderr)
         return 2
+    sup = Supervisor(cfg, duration=args.duration)
     try:
-        return Supervisor(cfg, duration=args.duration).run()
+        rc = sup.run()
     except StartError as e:
         logging.getLogger("ticktape.supervisor").error("cannot start: %s", e)
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if sup.failure:
+        print(f"error: {sup.failure}", file=sys.stderr)
+    return rc

@@ -62,6 +62,10 @@ class SupervisorConfig(_Strict):
     ingest_stop_timeout: float = 10.0
     #: seconds writers get to drain the rings and finalize files at shutdown
     drain_timeout: float = 120.0
+    #: a child that dies this many times in a row within ``start_window`` s of starting
+    #: can never start (a port taken, a root it cannot write, ...): the run stops, exit 1, with the reason
+    start_failures: int = 5
+    start_window: float = 10.0
 
 
 class S3Config(_Strict):

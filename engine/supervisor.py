@@ -33,17 +33,18 @@ from typing import Any
 
 import msgspec
 
+from ticktape.archive.lock import ArchiveLock, LockHeld
 from ticktape.engine.children import child_main
 from ticktape.engine.config import Config, effective_raw
 from ticktape.engine.connectors import connector, connector_module
 from ticktape.engine.metrics import ChildView, FeedView, Snapshot, registry_for
 from ticktape.engine.metrics_server import MetricsServer
+from ticktape.engine.preflight import StartError, check_port_free, check_root_writable, check_shm_room
 from ticktape.engine.sim_child import SIMULATED, wait_listening
 from ticktape.engine.stopflag import StopFlag
 from ticktape.ipc import ringset
-from ticktape.ipc.ring import HEADER_BYTES, new_ring_name
+from ticktape.ipc.ring import new_ring_name
 from ticktape.ipc.ringset import RingSetSpec
-from ticktape.ipc.schemas import RAW_INDEX_DTYPE, dtype_for
 from ticktape.ipc.stats import F, FeedStats
 
 log = logging.getLogger("ticktape.supervisor")
@@ -74,6 +75,11 @@ class Child:
     drain_restarts: int = 0
     last_pid: int = 0
     exitcode: int | None = None
+    #: consecutive deaths within ``supervisor.start_window`` s of starting
+    start_failures: int = 0
+    #: (receive end, send end) of the pipe on which the child reports why it crashed
+    reasons: Any = None
+    last_reason: str = ""
 
     @property
     def alive(self) -> bool:
@@ -120,22 +126,6 @@ def sweep_stale_segments(shm_dir: str = "/dev/shm") -> int:
     return removed
 
 
-def _spec_bytes(spec: RingSetSpec) -> int:
-    """Bytes of shared memory ``ringset.create(spec)`` maps (same sizing rules)."""
-    total = 0
-    for dt in spec.rings:
-        if dt == "raw":
-            total += 2 * HEADER_BYTES + spec.raw_index_capacity * RAW_INDEX_DTYPE.itemsize + spec.raw_arena_bytes
-        else:
-            cap = spec.record_capacity if dt != "events" else max(4096, spec.record_capacity // 16)
-            total += HEADER_BYTES + cap * dtype_for(dt).itemsize
-    return total
-
-
-class StartError(RuntimeError):
-    """Something the user must fix before the capture can start (one line)."""
-
-
 class Supervisor:
     def __init__(self, cfg: Config, duration: float | None = None, writer_target: str = WRITER_TARGET) -> None:
         self.cfg = cfg
@@ -159,25 +149,14 @@ class Supervisor:
         # resolve paths once: children must agree with the supervisor whatever their cwd
         self.archive_cfg = msgspec.structs.replace(cfg.archive, root=str(Path(cfg.archive.root).resolve()))
         self.log_cfg = msgspec.structs.replace(cfg.log, dir=str(Path(cfg.log.dir).resolve()))
+        self.lock = ArchiveLock(self.archive_cfg.root, "capture run")
+        #: why the run failed (a child that can never start); makes the exit code non-zero
+        self.failure = ""
 
     # -- set-up -----------------------------------------------------------------
-    def _check_shm_space(self, specs: list[RingSetSpec]) -> None:
-        """Rings are sparse until written, and tmpfs answers a write past its
-        space with SIGBUS: refuse to start rather than crash hours later."""
-        need = sum(_spec_bytes(s) for s in specs)
-        try:
-            st = os.statvfs("/dev/shm")
-        except OSError:  # not Linux: nothing to check
-            return
-        free = st.f_bavail * st.f_frsize
-        if need > free:
-            raise StartError(
-                f"{self.cfg.source}: key ring: the rings need {need >> 20} MiB of shared memory but /dev/shm "
-                f"has {free >> 20} MiB free; lower ring.records / ring.raw_bytes (or the book_snapshot depth)"
-            )
-
-    def _build_feeds(self) -> None:
+    def _make_specs(self) -> list[tuple[str, RingSetSpec]]:
         rc = self.cfg.ring
+        out = []
         for name, ex in self.cfg.exchanges.items():
             try:
                 conn = connector(name)
@@ -193,7 +172,15 @@ class Supervisor:
                 raw_index_capacity=rc.raw_records,
                 raw_arena_bytes=rc.raw_bytes,
             )
-            self._check_shm_space([spec, *(f.spec for f in self.feeds)])
+            out.append((name, spec))
+        return out
+
+    def _build_feeds(self) -> None:
+        """Rings + stats of every exchange, their memory reserved now (see ``ipc.ring.create_shm``),
+        after checking that /dev/shm has room for all of them together."""
+        specs = self._make_specs()
+        need = check_shm_room([s for _, s in specs], self.cfg.source)
+        for name, spec in specs:
             try:
                 stats = FeedStats(new_ring_name(f"{name}-stats"), len(spec.symbols), create=True)
                 feed = Feed(name, spec, stats)
@@ -201,13 +188,14 @@ class Supervisor:
                 feed.rings = ringset.create(spec)
             except OSError as e:
                 raise StartError(
-                    f"{self.cfg.source}: key ring: cannot create the shared-memory rings of {name} "
+                    f"{self.cfg.source}: key ring: cannot reserve the shared-memory rings of {name} "
                     f"({e.strerror or e}); lower ring.records / ring.raw_bytes"
                 ) from None
             log.info(
                 "rings created",
-                extra={"exchange": name, "data_types": list(spec.rings), "symbols": list(ex.symbols)},
+                extra={"exchange": name, "data_types": list(spec.rings), "symbols": list(spec.symbols[1:])},
             )
+        log.info("shared memory reserved: %.1f MiB", need / (1 << 20), extra={"shm_bytes": need})
 
     def _build_children(self) -> None:
         sim = self.cfg.simulator
@@ -235,9 +223,11 @@ class Supervisor:
             )
 
     def _spawn(self, c: Child) -> None:
+        if c.reasons is None:
+            c.reasons = self.ctx.Pipe(duplex=False)
         proc = self.ctx.Process(
             target=child_main,
-            args=(c.role, c.name, self.log_cfg, c.target, c.args, c.stop, os.getpid()),
+            args=(c.role, c.name, self.log_cfg, c.target, c.args, c.stop, os.getpid(), c.reasons[1]),
             name=c.name,
             daemon=False,
         )
@@ -302,18 +292,29 @@ class Supervisor:
         self._wake = wake = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop, sig.name)
+        root = self.archive_cfg.root
+        check_root_writable(root)
         try:
-            Path(self.archive_cfg.root).mkdir(parents=True, exist_ok=True)
+            self.lock.acquire()
+        except LockHeld as e:
+            raise StartError(f"archive.root {root}: in use by {e.holder}; one capture per archive root") from None
         except OSError as e:
-            raise StartError(f"archive.root {self.archive_cfg.root}: {e.strerror or e}") from None
+            raise StartError(f"archive.root {root}: cannot lock ({e.strerror or e})") from None
         m = self.cfg.metrics
-        if m.port:
-            self.metrics = MetricsServer(m.host, m.port, registry_for(self.metrics_snapshot), self.not_ready)
-            try:
-                self.metrics.start()
-            except OSError as e:
-                raise StartError(f"metrics.port {m.host}:{m.port}: cannot listen ({e.strerror or e})") from None
-        sweep_stale_segments()
+        try:
+            if m.port:
+                self.metrics = MetricsServer(m.host, m.port, registry_for(self.metrics_snapshot), self.not_ready)
+                try:
+                    self.metrics.start()
+                except OSError as e:
+                    raise StartError(f"metrics.port {m.host}:{m.port}: cannot listen ({e.strerror or e})") from None
+            if self.cfg.simulator is not None:
+                sim = self.cfg.simulator
+                check_port_free(sim.host, sim.port, "simulator.port")
+            sweep_stale_segments()
+        except BaseException:
+            self.lock.release()
+            raise
         try:
             self._build_feeds()
             self._build_children()
@@ -365,6 +366,9 @@ class Supervisor:
             self.stopping = True
             log.info("stopping: %s", self._stop_reason)
             rc = await self._shutdown()
+            if self.failure:
+                log.error("capture failed: %s", self.failure)
+                rc = max(rc, 1)
             if self.bg_sync is not None:  # the hour just finalized leaves the machine too
                 log.info("final S3 sync")
                 await asyncio.to_thread(self.bg_sync.stop)
@@ -378,6 +382,15 @@ class Supervisor:
             self._release()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
+            self._close_pipes()
+            self.lock.release()
+
+    def _close_pipes(self) -> None:
+        for c in self.children:
+            if c.reasons is not None:
+                for conn in c.reasons:
+                    conn.close()
+                c.reasons = None
 
     def _start_background_sync(self) -> None:
         if self.cfg.s3 is None:
@@ -415,6 +428,18 @@ class Supervisor:
                 continue
             c.exitcode = c.proc.exitcode
             up = now - c.started_at
+            reason = self._reason(c)
+            c.start_failures = c.start_failures + 1 if up < sup.start_window else 0
+            if c.start_failures >= sup.start_failures:
+                c.proc.close()
+                c.proc = None
+                self.failure = (
+                    f"{c.name} failed {c.start_failures} times in a row within {sup.start_window:g} s of starting "
+                    f"(last exit code {c.exitcode}): {reason or 'no reason reported; see the log'}"
+                )
+                log.error("%s; stopping the capture", self.failure, extra={"role": c.role, "child": c.name})
+                self.request_stop(f"{c.name} cannot start")
+                return
             c.streak = 1 if up >= _STABLE_AFTER else c.streak + 1
             delay = min(sup.restart_delay * 2 ** (c.streak - 1), sup.restart_delay_max)
             c.restart_at = now + delay
@@ -425,6 +450,16 @@ class Supervisor:
                 extra={"role": c.role, "child": c.name, "pid": c.last_pid, "exitcode": c.exitcode,
                        "restarts": c.restarts + 1},
             )
+
+    def _reason(self, c: Child) -> str:
+        """The last one-line crash reason the child sent (``engine.children.child_main``)."""
+        conn = c.reasons[0] if c.reasons is not None else None
+        try:
+            while conn is not None and conn.poll():
+                c.last_reason = str(conn.recv())
+        except (EOFError, OSError):
+            pass
+        return c.last_reason
 
     async def _wait(self, kids: list[Child], timeout: float, on_tick: Any = None) -> list[Child]:
         """Wait until ``kids`` have exited; return the ones still alive at the timeout."""

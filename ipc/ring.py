@@ -20,6 +20,7 @@ outlives a crashed producer or consumer.
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
 import os
 import secrets
@@ -56,7 +57,22 @@ def attach_shm(name: str) -> shared_memory.SharedMemory:
     return shm
 
 
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def shm_reserved_bytes(size: int) -> int:
+    """What a segment of ``size`` bytes takes from /dev/shm once reserved (whole pages)."""
+    return (size + _PAGE - 1) // _PAGE * _PAGE
+
+
 def create_shm(name: str, size: int) -> shared_memory.SharedMemory:
+    """Create a segment and reserve its memory now (``posix_fallocate``).
+
+    A fresh segment is sparse: tmpfs allocates a page at its first write, and
+    answers a write it has no room for with SIGBUS. Reserving every page at
+    creation turns "/dev/shm filled up by someone else an hour later" from a
+    child killed by SIGBUS into an ``OSError`` (ENOSPC) before anything starts.
+    """
     try:  # a segment left by a killed run: it is ours to replace
         old = shared_memory.SharedMemory(name=name, create=False)
         old.close()
@@ -64,8 +80,26 @@ def create_shm(name: str, size: int) -> shared_memory.SharedMemory:
     except FileNotFoundError:
         pass
     shm = shared_memory.SharedMemory(name=name, create=True, size=size)
+    fd = getattr(shm, "_fd", -1)
+    if fd >= 0 and hasattr(os, "posix_fallocate"):
+        try:
+            os.posix_fallocate(fd, 0, shm_reserved_bytes(size))
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                shm.close()
+                shm.unlink()
+                raise
+            _touch(shm)  # no fallocate on this filesystem: write one byte per page instead
     _CREATED.add(shm._name)  # type: ignore[attr-defined]
     return shm
+
+
+def _touch(shm: shared_memory.SharedMemory) -> None:
+    buf = shm.buf
+    assert buf is not None
+    view = np.ndarray((len(buf),), dtype=np.uint8, buffer=buf)
+    view[::_PAGE] = 0
+    del view
 
 
 def new_ring_name(label: str) -> str:

@@ -3,7 +3,8 @@
 For a capture that will not be restarted (or an archive copied off a dead
 machine): each journal becomes its hour's Parquet file, up to its last
 complete batch; a torn tail is cut; late records merge into existing files.
-Run it only while no capture writes to that archive.
+It takes the archive's lock (``archive.lock``): while a capture holds it,
+it refuses (exit 2) rather than finalize that capture's live journals.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import socket
 
 from ticktape.archive.layout import TMP_DIR
+from ticktape.archive.lock import ArchiveLock, LockHeld
 from ticktape.engine.config import ArchiveConfig
 from ticktape.writers.writer import recover_journal, scan_journals
 
@@ -71,6 +73,19 @@ def main(args: argparse.Namespace) -> int:
         print("capture recover: --row-group-size must be >= 1")
         return 2
     archive = ArchiveConfig(root=root, zstd_level=args.zstd_level, row_group_size=args.row_group_size)
-    files, records = recover_all(root, archive, args.host)
+    lock = ArchiveLock(root, "capture recover")
+    try:
+        lock.acquire()
+    except LockHeld as e:  # a live capture's journals are not leftovers: never touch them
+        print(f"capture recover: archive root {root} is in use by {e.holder}; stop that capture first "
+              "(it recovers its journals itself)")
+        return 2
+    except OSError as e:
+        print(f"capture recover: cannot lock {root} ({e.strerror or e})")
+        return 2
+    try:
+        files, records = recover_all(root, archive, args.host)
+    finally:
+        lock.release()
     print(f"recovered {files} journals, {records} records")
     return 0
