@@ -36,7 +36,7 @@ import msgspec
 from ticktape.archive.lock import ArchiveLock, LockHeld
 from ticktape.engine.children import child_main
 from ticktape.engine.config import Config, effective_raw
-from ticktape.engine.connectors import connector, connector_module
+from ticktape.engine.connectors import SYNTHETIC, connector, connector_module
 from ticktape.engine.metrics import ChildView, FeedView, Snapshot, registry_for
 from ticktape.engine.metrics_server import MetricsServer
 from ticktape.engine.preflight import StartError, check_port_free, check_root_writable, check_shm_room
@@ -218,9 +218,10 @@ class Supervisor:
             stop = StopFlag(self.ctx)
             ex = self.cfg.exchanges[f.name]
             target = f"{connector_module(f.name)}:ingest_main"
-            self.children.append(
-                Child("ingest", f"ingest-{f.name}", target, (f.spec, ex, f.stats.name, stop, self.log_cfg), stop)
-            )
+            args: tuple[Any, ...] = (f.spec, ex, f.stats.name, stop, self.log_cfg)
+            if f.name != SYNTHETIC:  # connectors read their own recent history (e.g. trade ids) from the archive
+                args += ({"archive_root": self.archive_cfg.root},)
+            self.children.append(Child("ingest", f"ingest-{f.name}", target, args, stop))
 
     def _spawn(self, c: Child) -> None:
         if c.reasons is None:

@@ -292,7 +292,7 @@ class BinanceFutures(Feed):
                     self._do_pending(ts)
                 return
             else:
-                self.bump("duplicates", sym)
+                self.duplicate(ts, sym, chan, lst.conn_id, tid, what="trades")
                 keep = False
         elif kind == PARTIAL and type(data) is Depth:  # on_partial, inlined
             if data.u > (lp := self.last_partial)[sym]:
@@ -369,7 +369,8 @@ class BinanceFutures(Feed):
 
     def on_trade(self, ts: int, sym: int, tid: int, t: AggTrade | Trade, rolling: bool = False) -> bool:
         """Ids rise; while two connections overlap, a trade may come first on either, so
-        ids are remembered (``overlap_ids``) instead of compared with the last one."""
+        ids are remembered (``overlap_ids``) instead of compared with the last one (the
+        overlap's expected duplicates are counted, not reported as events)."""
         if rolling:
             seen = self.overlap_ids[sym]
             if tid <= self.overlap_base[sym] or tid in seen:
@@ -378,7 +379,7 @@ class BinanceFutures(Feed):
             seen.add(tid)
             self.last_trade[sym] = max(self.last_trade[sym], tid)
         elif tid <= self.last_trade[sym]:
-            self.bump("duplicates", sym)
+            self.duplicate(ts, sym, self.ch_trade, 0, tid, what="trades")
             return False
         else:
             self.last_trade[sym] = tid
@@ -427,7 +428,7 @@ class BinanceFutures(Feed):
 
     def on_partial(self, ts: int, sym: int, d: Depth) -> bool:
         if d.u <= self.last_partial[sym]:
-            self.bump("duplicates", sym)
+            self.duplicate(ts, sym, self.chan_id.get(f"depth{self.depth}", 0), 0, d.u, what=f"depth{self.depth} frames")
             return False
         self.last_partial[sym] = d.u
         out = self.out
@@ -439,7 +440,10 @@ class BinanceFutures(Feed):
         st = self.sync[sym]
         if st.state == SyncState.SYNCED:
             if d.u <= st.last_u:
-                self.bump("duplicates", sym)
+                if lst.link.rolling:
+                    self.bump("duplicates", sym)
+                else:
+                    self.duplicate(ts, sym, self.ch_depth, lst.conn_id, d.u, what="diffs")
                 return False
             if d.pu != st.last_u:
                 if lst.link.rolling:  # two connections race during a planned reconnect: hold it
@@ -615,7 +619,7 @@ class BinanceFutures(Feed):
         st.fetching = False
         for i, (ts, d) in enumerate(pending):
             if i and d.u <= last:
-                self.bump("duplicates", sym)
+                self.duplicate(ts, sym, self.ch_depth, 0, d.u, what="diffs")
                 continue
             if i and d.pu != last:
                 self.gap(ts, sym, self.ch_depth, 0, f"pu {d.pu} != previous u {last} (buffered)", d.E * 1_000_000)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ticktape.exchanges import bybit_tickers, common
-from ticktape.exchanges.book import DeltaSeq
+from ticktape.exchanges.book import Dedup, DeltaSeq
 from ticktape.exchanges.connection import Listener, Plan, Timing
 from ticktape.exchanges.feed import Feed
 from ticktape.ipc.schemas import BOOK_ASK, BOOK_BID, SIDE_BUY, SIDE_SELL, SIDE_UNKNOWN
@@ -159,6 +159,7 @@ class Bybit(Feed):
             self.routes[name] = (kind, sym, chan)
         self.seq: dict[str, DeltaSeq] = {t[0]: DeltaSeq() for t in self.topics if t[1] in (BOOK, BBO, TICK)}
         self.tickers = bybit_tickers.Tickers(self)
+        self.seen_trades = [Dedup[str](50_000) for _ in self.spec.symbols]
         self.topic_link: dict[str, int] = {}
         #: subscribe req_id -> its topics (Bybit refuses a whole message for one bad topic)
         self.requests: dict[str, list[str]] = {}
@@ -207,7 +208,7 @@ class Bybit(Feed):
                 if kind in (BOOK, BBO) and type(fast) is BookFrame:
                     self.on_book(lst, ts, sym, chan, fast, fast.data)
                 elif kind == TRADES and type(fast) is TradesFrame:
-                    self.on_trades(ts, sym, fast.data)
+                    self.on_trades(lst, ts, sym, chan, fast.data)
                 if self._pending_resync:
                     self._do_pending(ts)
                 return
@@ -234,7 +235,7 @@ class Bybit(Feed):
             self.out.raw(ts, payload, lst.conn_id, sym, chan)
         try:
             if kind == TRADES:
-                self.on_trades(ts, sym, self._trades.decode(env.data))
+                self.on_trades(lst, ts, sym, chan, self._trades.decode(env.data))
             elif kind == TICK:
                 self.tickers.on_ticker(ts, sym, chan, lst.conn_id, env.topic, env.type, env.ts * 1_000_000, env.data)
                 if env.type == "snapshot":
@@ -250,9 +251,14 @@ class Bybit(Feed):
         if self._pending_resync:
             self._do_pending(ts)
 
-    def on_trades(self, ts: int, sym: int, trades: list[Trade]) -> None:
+    def on_trades(self, lst: Listener, ts: int, sym: int, chan: int, trades: list[Trade]) -> None:
+        """Trade ids (``i``) are remembered per symbol: a trade the venue sends again is dropped."""
         push = self.out.trade_fast
+        seen = self.seen_trades[sym]
         for t in trades:
+            if not seen.add(t.i):
+                self.duplicate(ts, sym, chan, lst.conn_id, t.i, what="trades")
+                continue
             side = SIDE_BUY if t.S == "Buy" else SIDE_SELL if t.S == "Sell" else SIDE_UNKNOWN
             push(ts, t.T * 1_000_000, sym, t.i.encode(), t.p, t.v, side)
 
@@ -267,8 +273,7 @@ class Bybit(Feed):
                 snapshot = True
                 self.out.event(ts, "resync", symbol=sym, channel=chan, conn_id=lst.conn_id, detail="u == 1: service restart, book overwritten")
             elif b.u <= st.last_u:
-                self.bump("duplicates", sym)
-                self.out.event(ts, "duplicate", symbol=sym, channel=chan, conn_id=lst.conn_id, detail=f"u {b.u} <= previous u {st.last_u}")
+                self.duplicate(ts, sym, chan, lst.conn_id, b.u, what="orderbook updates")
                 return
             elif b.u != st.last_u + 1:
                 self.gap(ts, sym, chan, lst.conn_id, f"u {b.u} != previous u {st.last_u} + 1", env.ts * 1_000_000)

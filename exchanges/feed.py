@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("ticktape.exchanges")
 
 NF = len(FIELDS)
+#: a duplicate burst ends after this long without another duplicate on its stream
+DUP_QUIET_NS = 1_000_000_000
 _MESSAGES, _BYTES, _GAPS, _RESYNCS = F["messages"], F["bytes"], F["gaps"], F["resyncs"]
 _MALFORMED, _DUPLICATES, _RECONNECTS = F["malformed"], F["duplicates"], F["reconnects"]
 _DISCONNECTS, _SUBERR, _LAST = F["disconnects"], F["subscribe_errors"], F["last_msg_ns"]
@@ -37,7 +39,9 @@ class Feed:
     timing = Timing()
     #: connector options beside the ``Timing`` fields (one set for all exchanges, since
     #: $TICKTAPE_INGEST_OPTIONS reaches every ingest process)
-    option_names: frozenset[str] = frozenset({"manual_snapshots", "snapshot_limit", "rest_interval"})
+    option_names: frozenset[str] = frozenset(
+        {"manual_snapshots", "snapshot_limit", "rest_interval", "snapshot_delay", "archive_root"}
+    )
 
     def __init__(
         self,
@@ -78,6 +82,8 @@ class Feed:
         self._plans: list[Plan] | None = None
         self.sym_id = {s: i for i, s in enumerate(spec.symbols)}
         self.chan_id = {c: i for i, c in enumerate(spec.channels)}
+        #: open duplicate bursts: (symbol, channel) -> [first ts, last ts, count, first id, last id, conn, what]
+        self._dups: dict[tuple[int, int], list[Any]] = {}
 
     # -- what a subclass provides ------------------------------------------------
     def plans(self) -> list[Plan]:
@@ -179,6 +185,32 @@ class Feed:
             self.out.raw(ts, payload, conn_id, symbol, channel)
         self.out.event(ts, "malformed", symbol=symbol, channel=channel, conn_id=conn_id, detail=why)
         log.warning("%s conn %d: malformed frame (%s): %.200r", self.exchange, conn_id, why, bytes(payload[:200]))
+
+    def duplicate(self, ts: int, symbol: int, channel: int, conn_id: int, ident: object = "", n: int = 1,
+                  what: str = "updates") -> None:
+        """``n`` records the venue already sent (same trade id / sequence number): dropped,
+        counted, and one ``duplicate`` event per burst (written when the burst ends, with its
+        count and id range), not one per message."""
+        self.c[symbol * NF + _DUPLICATES] += n
+        b = self._dups.get((symbol, channel))
+        if b is None:
+            self._dups[(symbol, channel)] = [ts, ts, n, ident, ident, conn_id, what]
+        else:
+            b[1] = ts
+            b[2] += n
+            b[4] = ident
+
+    def flush_duplicates(self, now_ns: int, force: bool = False) -> None:
+        """Write the event of every burst quiet for ``DUP_QUIET_NS`` (all of them if ``force``)."""
+        for key, (first_ts, last_ts, n, first, last, conn, what) in list(self._dups.items()):
+            if not force and now_ns - last_ts < DUP_QUIET_NS:
+                continue
+            del self._dups[key]
+            sym, chan = key
+            ids = f" ({first}..{last})" if first != "" and first != last else f" ({first})" if first != "" else ""
+            detail = f"{n} duplicate {what} dropped{ids}"
+            self.out.event(first_ts, "duplicate", symbol=sym, channel=chan, conn_id=conn, detail=detail[:96])
+            log.warning("%s/%s: %s", self.exchange, self.spec.symbols[sym], detail)
 
     def gap(self, ts: int, symbol: int, channel: int, conn_id: int, detail: str, exchange_ts: int = 0) -> None:
         """``exchange_ts``: the exchange time of the update that broke the sequence (ns)."""

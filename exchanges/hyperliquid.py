@@ -8,7 +8,8 @@ One subscription per coin and type, sent one message at a time
 ``SUBS_PER_CONN`` subscriptions per connection (limit 1000 per IP). Heartbeat
 ``{"method":"ping"}`` every 30 s (idle connections close after ~60 s).
 Trades carry no sequence: duplicates (the recent-trades snapshot sent on every
-(re)subscribe) are dropped by ``tid``.
+(re)subscribe) are dropped by ``tid``, remembered across captures (seeded from
+the archive at start).
 """
 
 from __future__ import annotations
@@ -146,6 +147,11 @@ class Hyperliquid(Feed):
         self.want_snapshot = "book_snapshot" in self.cfg.channels
         self.want_changes = "book_change" in self.cfg.channels
         self.dedup = [Dedup[int](50_000) for _ in self.spec.symbols]
+        self.book_time = [-1] * len(self.spec.symbols)
+        self.book_last = [b""] * len(self.spec.symbols)
+        root = self.options.get("archive_root")
+        if root and "trades" in self.cfg.channels:
+            self.seed_from_archive(str(root))
         self.seed_dedup()
         self.subs: list[tuple[dict[str, str], int, int, int]] = []
         for s in self.cfg.symbols:
@@ -158,6 +164,33 @@ class Hyperliquid(Feed):
                 self.subs.append(({"type": "bbo", "coin": s}, BBO, sym, self.ch_bbo))
             if "derivative_ticker" in self.cfg.channels:
                 self.subs.append(({"type": "activeAssetCtx", "coin": s}, CTX, sym, self.ch_ctx))
+
+    def seed_from_archive(self, root: str, hours: float = 2.0, limit: int = 50_000) -> None:
+        """A new capture (after a graceful stop or a crash) is re-sent the recent trades on
+        subscribe too: remember the tids of the last ``hours`` of trades archived for each
+        coin, read through the public loaders (only finalized files), before the first frame."""
+        from datetime import UTC, datetime, timedelta
+
+        from ticktape.archive import loaders
+
+        end = datetime.now(UTC) + timedelta(minutes=1)
+        start = end - timedelta(hours=hours)
+        n = 0
+        for sym_name, sym in self.sym_id.items():
+            if not sym:
+                continue
+            try:
+                t = loaders.load(root, self.exchange, "trades", sym_name, start, end, columns=["id"])
+            except Exception as e:  # an unreadable archive must not stop the capture: say so
+                log.warning("%s/%s: recent trade ids not read from the archive (%s: %s); duplicates of the "
+                            "first re-sent trades are possible", self.exchange, sym_name, type(e).__name__, e)
+                continue
+            for tid in t["id"].to_pylist()[-limit:]:
+                if tid is not None and tid.isdigit():
+                    self.dedup[sym].add(int(tid))
+                    n += 1
+        if n:
+            log.info("%s: %d trade ids of the last %g h read from the archive for dedup", self.exchange, n, hours)
 
     def seed_dedup(self, limit: int = 50_000) -> None:
         """A restarted ingest process (after a crash) still finds its last trades in the
@@ -272,6 +305,13 @@ class Hyperliquid(Feed):
         if self.raw_on:
             self.out.raw_fast(ts, payload, lst.conn_id, sym, self.ch_book)
         if sym:
+            # l2Book has no sequence: an older ``time``, or the same time and the same bytes, is a repeat
+            last = self.book_time[sym]
+            if b.time < last or (b.time == last and payload == self.book_last[sym]):
+                self.duplicate(ts, sym, self.ch_book, lst.conn_id, b.time, what="l2Book frames")
+                return
+            self.book_time[sym] = b.time
+            self.book_last[sym] = bytes(payload)
             self.on_book(ts, sym, b)
 
     def handle_trades(self, lst: Listener, ts: int, payload: memoryview, trades: list[Trade]) -> None:
@@ -306,17 +346,12 @@ class Hyperliquid(Feed):
     def on_trades(self, lst: Listener, ts: int, sym: int, trades: list[Trade]) -> None:
         seen = self.dedup[sym]
         push = self.out.trade_fast
-        dups = 0
         for t in trades:
             if not seen.add(t.tid):
-                dups += 1
+                self.duplicate(ts, sym, self.ch_trades, lst.conn_id, t.tid, what="trades")
                 continue
             side = SIDE_BUY if t.side == "B" else SIDE_SELL if t.side == "A" else SIDE_UNKNOWN
             push(ts, t.time * 1_000_000, sym, str(t.tid).encode(), t.px, t.sz, side)
-        if dups:
-            self.bump("duplicates", sym, dups)
-            self.out.event(ts, "duplicate", symbol=sym, channel=self.ch_trades, conn_id=lst.conn_id,
-                           detail=f"{dups} of {len(trades)} trades already seen (tid)")
 
     def control(self, lst: Listener, ts: int, payload: memoryview, env: Envelope) -> None:
         self.count(0, ts, len(payload))

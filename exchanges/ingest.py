@@ -40,12 +40,15 @@ async def run_feed(feed: Feed, should_stop: Callable[[], bool]) -> None:
             for link in feed.links:
                 link.check(now, feed.ping)
             feed.tick(now)
+            feed.flush_duplicates(time.time_ns())
             feed.flush_stats()
             feed.out.flush_pending()
             for t in tasks:  # a link task must never end on its own; surface bugs
                 if t.done() and not t.cancelled() and t.exception() is not None:
                     raise t.exception()  # type: ignore[misc]
     finally:
+        # before the shutdown markers: the last events row of a clean stop is its disconnect
+        feed.flush_duplicates(time.time_ns(), force=True)
         for link in feed.links:
             await link.close()
         with contextlib.suppress(TimeoutError):

@@ -67,6 +67,7 @@ class Rig:
     def events(self) -> list[tuple[str, str, str]]:
         from ticktape.ipc.schemas import EVENT_KINDS
 
+        self.feed.flush_duplicates(0, force=True)  # open duplicate bursts end here (as at a stop)
         ev = self.records("events")
         return [
             (EVENT_KINDS[int(e["kind"])], self.spec.symbols[int(e["symbol"])], e["detail"].decode())

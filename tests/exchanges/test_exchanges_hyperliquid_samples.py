@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 from conftest import SAMPLES
 
@@ -67,12 +68,15 @@ def test_malformed_frames_are_counted_and_kept(rig):
 def test_book_change_is_one_snapshot_group_per_l2book(rig):
     r = rig("hyperliquid", symbols=["BANANA"], channels=["book_change"], depth=20)
     line = next(x for x in TARDIS.read_bytes().splitlines() if b'"BANANA"' in x)
+    later = re.sub(rb'"time":(\d+)', lambda m: b'"time":%d' % (int(m[1]) + 500), line, count=1)
     r.frame(line, 7)
-    r.frame(line, 8)
+    r.frame(later, 8)
+    r.frame(later, 9)  # the same l2Book again: a duplicate, not a third group
     rows = r.records("book_change")
     assert len(rows) == 8 and rows["is_snapshot"].all()
     assert [float(x) for x in rows["price"][:4]] == [59.8, 59.778, 59.811, 59.832]
     assert [int(x) for x in rows["local_ts"]] == [7] * 4 + [8] * 4
+    assert r.feed.stat("duplicates", r.spec.symbol_id("BANANA")) == 1
 
 
 def test_a_restarted_process_still_drops_resent_trades(rig):

@@ -30,6 +30,24 @@ def drain(ring):
     return out
 
 
+def peek_all(ring):
+    """Every record in the ring, left there (nothing committed)."""
+    _, views = ring.peek()
+    return np.concatenate(views) if views else np.zeros(0, ring.dtype)
+
+
+def snapshot_groups(rows, sid):
+    sub = rows[rows["symbol"] == sid]
+    return len(np.flatnonzero(np.diff(np.r_[0, sub["is_snapshot"]]) == 1))
+
+
+def wait_for(cond, what, timeout=90.0):
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
 def raw_rows(spec, ring):
     _, chunks = ring.peek()
     rows = []
@@ -65,13 +83,24 @@ def test_kill_9_ingest_then_restart(tmp_path):
                 p.start()
                 return p, stop
 
+            bspec, brings, _ = state["binance-futures"]
+            hspec, hrings, _ = state["hyperliquid"]
+
+            def streaming(groups):
+                """Every binance book has ``groups`` snapshots, every symbol 30 more trades than at ``base``."""
+                books = peek_all(brings["book_change"])
+                bt, ht = peek_all(brings["trades"]), peek_all(hrings["trades"])
+                return (all(snapshot_groups(books, bspec.symbol_id(s)) >= groups for s in ("BTCUSDT", "ETHUSDT"))
+                        and all((bt["symbol"] == bspec.symbol_id(s)).sum() >= 30 * groups for s in ("BTCUSDT", "ETHUSDT"))
+                        and all((ht["symbol"] == hspec.symbol_id(s)).sum() >= 30 * groups for s in ("BTC", "ETH")))
+
             procs = {ex: start(ex) for ex in setups}
-            time.sleep(2.0)
+            wait_for(lambda: streaming(1), "books synced and trades flowing")
             for p, _ in procs.values():
                 os.kill(p.pid, signal.SIGKILL)
                 p.join(5)
             procs = {ex: start(ex) for ex in setups}  # the supervisor's restart
-            time.sleep(2.5)
+            wait_for(lambda: streaming(2), "books resynced and trades flowing after the restart")
             for _p, stop in procs.values():
                 stop.set()
             for p, _ in procs.values():

@@ -22,7 +22,7 @@ def test_first_frames_are_stamped_on_arrival(tmp_path):
         finally:
             run.kill()
         sent = {}
-        for s in sim.sent("binance-futures", "aggTrade"):
+        for s in sim.sent("binance-futures", "trade"):
             sent.setdefault((s.symbol, s.ids[0]), s.ts_ns)
     delays = []
     for sym in SYMBOLS:
