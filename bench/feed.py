@@ -229,7 +229,7 @@ class Capture:
             f'[archive]\nroot = "{workdir / "archive"}"\nraw = {str(sc.raw).lower()}\nfinalize_grace = 1.0\n'
             f'[log]\ndir = "{workdir / "logs"}"\nlevel = "WARNING"\n[metrics]\nport = {self.metrics_port}\n'
             f'[exchanges.{sc.exchange}]\nsymbols = ["{sc.symbol}"]\nchannels = {json.dumps(sc.channels)}\n'
-            f'depth = {sc.depth}\nurl = "{url}"\n'
+            f'depth = {sc.depth}\nurl = "{url}"\n' + ('trade_stream = "aggTrade"\n' if "trades" in sc.channels else "")
         )
         self.proc = subprocess.Popen([sys.executable, "-m", "ticktape.engine.cli", "run", str(cfg)], cwd=workdir,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
