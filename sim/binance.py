@@ -30,6 +30,13 @@ SPEEDS = ("", "@100ms", "@250ms", "@500ms", "@0ms")
 MAX_STREAMS = 1024
 MAX_MSGS_PER_S = 10
 STALE_BACK = 1000  # a stale snapshot is this many diffs old
+#: diff depth push interval by stream suffix (no suffix: 250 ms); 0 = one frame per update
+DEPTH_SPEED_S = {"": 0.25, "@0ms": 0.0, "@100ms": 0.1, "@250ms": 0.25, "@500ms": 0.5}
+MARK_INTERVAL_S = {"@1s": 1.0, "": 3.0}
+#: REST request weight per minute per IP and the weights of the endpoints served
+WEIGHT_LIMIT = 2400
+DEPTH_WEIGHT = {5: 2, 10: 2, 20: 2, 50: 2, 100: 5, 500: 10, 1000: 20}
+OI_WEIGHT = 1
 
 
 def channel_of(stream: str) -> tuple[str, str, str] | None:
@@ -48,6 +55,10 @@ def channel_of(stream: str) -> tuple[str, str, str] | None:
         return "trade", sym, PUBLIC
     if rest == "bookTicker" and not speed:
         return "bookTicker", sym, PUBLIC
+    if rest == "markPrice" and speed in MARK_INTERVAL_S:
+        return "markPrice", sym, MARKET
+    if rest == "forceOrder" and not speed:
+        return "forceOrder", sym, MARKET
     if rest == "depth" and speed in SPEEDS:
         return "depth", sym, PUBLIC
     if rest in PARTIAL and speed in SPEEDS[:4]:
@@ -77,6 +88,12 @@ class Binance(Venue):
 
     def __init__(self, *a: Any, **kw: Any) -> None:
         self.ids: dict[str, _Ids] = {}
+        #: open diff-depth windows per (symbol, speed suffix): [U, pu, u, changes, opened at, last event]
+        self.windows: dict[tuple[str, str], list[Any]] = {}
+        self.next_mark: dict[str, float] = {}
+        #: (monotonic time, path, weight, 200 body or b"") of every REST request (tests check the budget)
+        self.rest_log: deque[tuple[float, str, int, bytes]] = deque(maxlen=100_000)
+        self._weights: deque[tuple[float, int]] = deque()
         super().__init__(*a, **kw)
 
     def new_market(self, m: Market) -> None:
@@ -239,11 +256,7 @@ class Binance(Venue):
         t_ms = now - 2
         subs = self.subscribers("depth", sym)
         if subs:
-            b = b",".join(b'["%s","%s"]' % (px(p).encode(), qty(q).encode()) for s, p, q in ev.changes if s == BID)
-            a = b",".join(b'["%s","%s"]' % (px(p).encode(), qty(q).encode()) for s, p, q in ev.changes if s == ASK)
-            data = b'{"e":"depthUpdate","E":%d,"T":%d,"s":"%s","U":%d,"u":%d,"pu":%d,"b":[%s],"a":[%s]}' % (
-                now, t_ms, sb, big_u, uid, pu, b, a)
-            self._fanout(subs, "depth", sym, data, (big_u, uid, pu), ev.n)
+            self._depth(m, subs, ev, big_u, uid, pu, now, t_ms)
         for ch, n in PARTIAL.items():
             subs = self.subscribers(ch, sym)
             if subs:
@@ -251,19 +264,106 @@ class Binance(Venue):
                 data = b'{"e":"depthUpdate","E":%d,"T":%d,"s":"%s","U":%d,"u":%d,"pu":%d,"b":[%s],"a":[%s]}' % (
                     now, t_ms, sb, big_u, uid, pu, _levels(m, bids), _levels(m, asks))
                 self._fanout(subs, ch, sym, data, (big_u, uid, pu), ev.n)
+        d = self.deriv(m)
+        liq = d.on_book()
+        if liq is not None:
+            subs = self.subscribers("forceOrder", sym)
+            if subs:
+                lq = qty(liq.lots).encode()
+                data = (b'{"e":"forceOrder","E":%d,"o":{"s":"%s","S":"%s","o":"LIMIT","f":"IOC","q":"%s","p":"%s",'
+                        b'"ap":"%s","X":"FILLED","l":"%s","z":"%s","T":%d}}') % (
+                    now, sb, b"SELL" if liq.sell else b"BUY", lq, px(liq.px).encode(), px(liq.px).encode(), lq, lq, t_ms)
+                self._fanout(subs, "forceOrder", sym, data, (t_ms,), ev.n)
         subs = self.subscribers("bookTicker", sym)
-        if subs:
+        if subs and d.top_changed():  # Binance pushes any change of the best price or size
             bb, ba = m.best()
             data = b'{"e":"bookTicker","u":%d,"s":"%s","b":"%s","B":"%s","a":"%s","A":"%s","T":%d,"E":%d}' % (
                 uid, sb, px(bb).encode(), qty(m.bids[bb]).encode(), px(ba).encode(), qty(m.asks[ba]).encode(), t_ms, now)
             self._fanout(subs, "bookTicker", sym, data, (uid,), ev.n)
 
+    def _depth(self, m: Market, subs: dict[Conn, str], ev: BookEvent, big_u: int, uid: int, pu: int, now: int,
+               t_ms: int) -> None:
+        """One frame per update for ``@0ms``; other speeds fold the updates of their
+        window into one frame (last size per level; U of the first, u of the last, pu
+        = the previous frame's u), sent by ``pump`` when the window closes."""
+        by_speed: dict[str, dict[Conn, str]] = {}
+        for conn, name in subs.items():
+            by_speed.setdefault(name[name.index("@depth") + 6:], {})[conn] = name
+        px, qty = m.spec.px, m.spec.qty
+        for speed, group in by_speed.items():
+            if DEPTH_SPEED_S.get(speed, 0.0) == 0.0:
+                b = b",".join(b'["%s","%s"]' % (px(p).encode(), qty(q).encode()) for s, p, q in ev.changes if s == BID)
+                a = b",".join(b'["%s","%s"]' % (px(p).encode(), qty(q).encode()) for s, p, q in ev.changes if s == ASK)
+                data = b'{"e":"depthUpdate","E":%d,"T":%d,"s":"%s","U":%d,"u":%d,"pu":%d,"b":[%s],"a":[%s]}' % (
+                    now, t_ms, m.symbol.encode(), big_u, uid, pu, b, a)
+                self._fanout(group, "depth", m.symbol, data, (big_u, uid, pu), ev.n)
+                continue
+            w = self.windows.get((m.symbol, speed))
+            if w is None:
+                w = self.windows[(m.symbol, speed)] = [big_u, pu, uid, {}, time.monotonic(), ev.n]
+            w[2] = uid
+            w[5] = ev.n
+            for side, p, q in ev.changes:
+                w[3][(side, p)] = q
+
+    def pump(self, now: float) -> None:
+        """Close due diff-depth windows; push markPrice on its 1 s (or 3 s) schedule."""
+        for key in [k for k, w in self.windows.items() if now - w[4] >= DEPTH_SPEED_S[k[1]]]:
+            sym, speed = key
+            big_u, pu, uid, changes, _, n = self.windows.pop(key)
+            subs = self.subscribers("depth", sym)
+            group = {c: name for c, name in (subs or {}).items() if name.endswith("@depth" + speed)}
+            if not group:
+                continue
+            m = self.markets[sym]
+            px, qty = m.spec.px, m.spec.qty
+            b = b",".join(b'["%s","%s"]' % (px(p).encode(), qty(q).encode()) for (s, p), q in changes.items() if s == BID)
+            a = b",".join(b'["%s","%s"]' % (px(p).encode(), qty(q).encode()) for (s, p), q in changes.items() if s == ASK)
+            ms = time.time_ns() // 1_000_000
+            data = b'{"e":"depthUpdate","E":%d,"T":%d,"s":"%s","U":%d,"u":%d,"pu":%d,"b":[%s],"a":[%s]}' % (
+                ms, ms - 2, sym.encode(), big_u, uid, pu, b, a)
+            self._fanout(group, "depth", sym, data, (big_u, uid, pu), n)
+        for sym, m in self.markets.items():
+            subs = self.subscribers("markPrice", sym)
+            if not subs:
+                continue
+            due = self.next_mark.get(sym)
+            if due is None:
+                due = self.next_mark[sym] = now
+            if now < due:
+                continue
+            self.next_mark[sym] = due + 1.0 if now - due < 1.0 else now + 1.0
+            d = self.deriv(m)
+            d.step()
+            ms = time.time_ns() // 1_000_000
+            data = (b'{"e":"markPriceUpdate","E":%d,"s":"%s","p":"%.8f","P":"%.8f","i":"%.8f","r":"%.8f","T":%d}') % (
+                ms, sym.encode(), d.mark(), d.mark(), d.index(), d.funding(), d.next_funding_ms(ms))
+            self._fanout(subs, "markPrice", sym, data, (ms,), m.n - 1)
+
     # -- REST -----------------------------------------------------------------------------
+    def _weigh(self, path: str, weight: int) -> bool:
+        """Count a request against the per-minute IP weight; False once over the limit."""
+        now = time.monotonic()
+        w = self._weights
+        w.append((now, weight))
+        while w and now - w[0][0] >= 60.0:
+            w.popleft()
+        return sum(x for _, x in w) <= WEIGHT_LIMIT
+
     def rest(self, path: str, query: dict[str, str]) -> tuple[int, bytes] | None:
+        if path == "/fapi/v1/openInterest" and self.replay is None:
+            return self.open_interest(query)
         if path != "/fapi/v1/depth":
             return None
         if self.replay is not None:
             return self.replay.rest(path, query)
+        try:
+            weight = DEPTH_WEIGHT.get(int(query.get("limit", "500")), 20)
+        except ValueError:
+            weight = 20
+        self.rest_log.append((time.monotonic(), path, weight, b""))
+        if not self._weigh(path, weight):
+            return 429, b'{"code":-1003,"msg":"Too many requests; current limit of IP is 2400 requests per minute."}'
         sym = query.get("symbol", "")
         if not sym:
             return 400, b'{"code":-1102,"msg":"Mandatory parameter \'symbol\' was not sent, was empty/null, or malformed."}'
@@ -283,6 +383,26 @@ class Binance(Venue):
             if stale is not None:
                 return 200, stale
         return 200, self.snapshot(m, limit)
+
+    def open_interest(self, query: dict[str, str]) -> tuple[int, bytes]:
+        """``GET /fapi/v1/openInterest?symbol=``: weight 1; the rest_error fault applies."""
+        status, body = self._open_interest(query)
+        self.rest_log.append((time.monotonic(), "/fapi/v1/openInterest", OI_WEIGHT, body if status == 200 else b""))
+        return status, body
+
+    def _open_interest(self, query: dict[str, str]) -> tuple[int, bytes]:
+        if not self._weigh("/fapi/v1/openInterest", OI_WEIGHT):
+            return 429, b'{"code":-1003,"msg":"Too many requests; current limit of IP is 2400 requests per minute."}'
+        sym = query.get("symbol", "")
+        if not sym:
+            return 400, b'{"code":-1102,"msg":"Mandatory parameter \'symbol\' was not sent, was empty/null, or malformed."}'
+        if not self.valid_symbol(sym):
+            return 400, b'{"code":-1121,"msg":"Invalid symbol."}'
+        if self.sim.take_fault(self.exchange, "rest_error"):
+            return 503, b'{"code":-1001,"msg":"Internal error; unable to process your request. Please try again."}'
+        d = self.deriv(self.market(sym))
+        return 200, b'{"symbol":"%s","openInterest":"%s","time":%d}' % (
+            sym.encode(), d.open_interest().encode(), time.time_ns() // 1_000_000)
 
     def stale_snapshot(self, m: Market, limit: int) -> bytes | None:
         """The book as it was ``STALE_BACK`` diffs ago (as a lagging REST replica serves it):

@@ -23,6 +23,7 @@ from ticktape.sim.venue import Venue
 DEPTHS = (1, 50, 200, 1000)
 RESEND_DEPTH1 = 3.0  # orderbook.1 re-sends its snapshot (same u) after this long without change
 MAX_ARGS_CHARS = 21_000
+TICKERS_INTERVAL_S = 0.1  # linear tickers push every 100 ms (only the fields that changed)
 
 
 class _Topic:
@@ -37,7 +38,7 @@ class _Topic:
 
 
 class _State:
-    __slots__ = ("last_px", "rng", "salt", "seq", "topics", "tseq")
+    __slots__ = ("cs", "last_px", "next_ticker", "rng", "salt", "seq", "tick_dir", "ticker", "topics", "tseq")
 
     def __init__(self, m: Market, base: int) -> None:
         self.rng = random.Random(m.rng.getrandbits(64) ^ 0xB7B)
@@ -47,6 +48,10 @@ class _State:
         self.salt = random.Random(base).getrandbits(128)  # trade ids (uuids) differ per run too
         self.topics: dict[int, _Topic] = {d: _Topic(d, base + self.rng.randrange(50_000_000)) for d in DEPTHS}
         self.last_px = 0
+        self.tick_dir = "ZeroPlusTick"
+        self.cs = self.seq  # tickers' cross sequence
+        self.ticker: dict[str, str] | None = None  # the full ticker last published (tickers)
+        self.next_ticker = 0.0
 
 
 class Bybit(Venue):
@@ -70,8 +75,8 @@ class Bybit(Venue):
             return ".".join(parts[:-1]), parts[-1]
         if len(parts) == 3 and parts[0] == "orderbook" and parts[1].isdigit() and int(parts[1]) in DEPTHS:
             return f"orderbook.{parts[1]}", parts[2]
-        if len(parts) == 2 and parts[0] == "publicTrade":
-            return "publicTrade", parts[1]
+        if len(parts) == 2 and parts[0] in ("publicTrade", "tickers", "allLiquidation"):
+            return parts[0], parts[1]
         return None
 
     def _reply(self, conn: Conn, op: str, req_id: str, success: bool, ret_msg: str) -> None:
@@ -124,7 +129,9 @@ class Bybit(Venue):
             channel, sym = t
             m = self.market(sym) if self.replay is None else None
             self.subscribe(conn, channel, sym, a)
-            if channel != "publicTrade" and self.replay is None:
+            if channel == "tickers" and m is not None:
+                self._ticker_snapshot(conn, m)
+            elif channel.startswith("orderbook.") and self.replay is None:
                 assert m is not None
                 self._snapshot(conn, m, int(channel.split(".")[1]))
 
@@ -141,6 +148,67 @@ class Bybit(Venue):
         data = b'{"topic":"orderbook.%d.%s","type":"snapshot","ts":%d,"data":{"s":"%s","b":[%s],"a":[%s],"u":%d,"seq":%d},"cts":%d}' % (
             depth, m.symbol.encode(), now, m.symbol.encode(), _levels(m, bids), _levels(m, asks), tp.u, st.seq, now - 3)
         conn.send(f"orderbook.{depth}", m.symbol, data, (tp.u, st.seq), m.n - 1, fault)
+
+    # -- tickers -------------------------------------------------------------------------
+    def _ticker_now(self, m: Market) -> dict[str, str]:
+        """The full linear ticker as it stands (the venue's field names and strings)."""
+        d = self.deriv(m)
+        st = self.st[m.symbol]
+        dec = m.spec.px_dec
+        px, qty = m.spec.px, m.spec.qty
+        bb, ba = m.best()
+        last = st.last_px or bb
+        oi = d.oi_lots / 10**m.spec.qty_dec
+        return {
+            "symbol": m.symbol,
+            "tickDirection": st.tick_dir,
+            "lastPrice": px(last),
+            "markPrice": f"{d.mark():.{dec}f}",
+            "indexPrice": f"{d.index():.{dec}f}",
+            "openInterest": d.open_interest(),
+            "openInterestValue": f"{oi * d.mark():.2f}",
+            "nextFundingTime": str(d.next_funding_ms()),
+            "fundingRate": f"{d.funding():.6f}",
+            "bid1Price": px(bb),
+            "bid1Size": qty(m.bids.get(bb, 0)),
+            "ask1Price": px(ba),
+            "ask1Size": qty(m.asks.get(ba, 0)),
+        }
+
+    def _ticker_snapshot(self, conn: Conn, m: Market) -> None:
+        st = self.st[m.symbol]
+        if st.ticker is None:
+            st.ticker = self._ticker_now(m)
+            st.next_ticker = time.monotonic() + TICKERS_INTERVAL_S
+        st.cs += 1 + st.cs % 7
+        now = time.time_ns() // 1_000_000
+        data = b'{"topic":"tickers.%s","type":"snapshot","data":%s,"cs":%d,"ts":%d}' % (
+            m.symbol.encode(), msgspec.json.encode(st.ticker), st.cs, now)
+        conn.send("tickers", m.symbol, data, (st.cs,), m.n - 1)
+
+    def pump(self, now: float) -> None:
+        """Every 100 ms a ``tickers`` delta with the fields that changed (none changed: no frame)."""
+        for sym, st in self.st.items():
+            if st.ticker is None or now < st.next_ticker:
+                continue
+            st.next_ticker = max(st.next_ticker + TICKERS_INTERVAL_S, now)
+            subs = self.subscribers("tickers", sym)
+            if not subs:
+                st.ticker = None  # nobody listens: the next subscriber starts from a fresh snapshot
+                continue
+            m = self.markets[sym]
+            self.deriv(m).step()
+            full = self._ticker_now(m)
+            delta = {k: v for k, v in full.items() if st.ticker.get(k) != v}
+            if not delta:
+                continue
+            st.ticker = full
+            st.cs += 1 + st.cs % 7
+            ms = time.time_ns() // 1_000_000
+            data = b'{"topic":"tickers.%s","type":"delta","data":%s,"cs":%d,"ts":%d}' % (
+                sym.encode(), msgspec.json.encode({"symbol": sym, **delta}), st.cs, ms)
+            for conn in list(subs):
+                conn.send("tickers", sym, data, (st.cs,), m.n - 1)
 
     def restart(self, symbol: str | None) -> None:
         for sym, st in self.st.items():
@@ -175,6 +243,7 @@ class Bybit(Venue):
             p = ev.px
             tick = ("PlusTick" if p > st.last_px else "MinusTick" if p < st.last_px else "ZeroPlusTick")
             st.last_px = p
+            st.tick_dir = tick
             for q in ev.fills:
                 st.tseq += 1
                 i = str(uuid.UUID(int=r.getrandbits(128) ^ st.salt, version=4))
@@ -188,6 +257,15 @@ class Bybit(Venue):
                     conn.send("publicTrade", sym, data, tuple(ids), ev.n)
             return
         st.seq += 1 + st.rng.randrange(30)
+        liq = self.deriv(m).on_book()
+        if liq is not None:
+            subs = self.subscribers("allLiquidation", sym)
+            if subs:
+                # S is the liquidated position's side: a long ("Buy") is liquidated by a sell
+                data = b'{"topic":"allLiquidation.%s","type":"snapshot","ts":%d,"data":[{"T":%d,"s":"%s","S":"%s","v":"%s","p":"%s"}]}' % (
+                    sb, now, now - 1, sb, b"Buy" if liq.sell else b"Sell", qty(liq.lots).encode(), px(liq.px).encode())
+                for conn in list(subs):
+                    conn.send("allLiquidation", sym, data, (now - 1,), ev.n)
         for depth, tp in st.topics.items():
             channel = f"orderbook.{depth}"
             subs = self.subscribers(channel, sym)

@@ -19,8 +19,8 @@ Kinds:
 - ``slow``: for ``seconds`` the exchange's rate is multiplied by ``factor``
   and a connection whose unsent buffer exceeds the simulator's
   ``max_buffer`` is dropped, as the exchanges drop slow consumers.
-- ``rest_error``: the next ``count`` REST depth requests answer HTTP 503 (Binance
-  shape ``{"code":-1001,...}``).
+- ``rest_error``: the next ``count`` Binance REST requests (depth snapshots, open
+  interest polls) answer HTTP 503 (shape ``{"code":-1001,...}``).
 - ``rest_stale``: the next Binance depth snapshot is an old one (up to 1000
   diffs back, as a lagging replica serves): it cannot bridge into the
   diffs a client buffered since, so the client must fetch again.

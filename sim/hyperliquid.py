@@ -22,6 +22,8 @@ from ticktape.sim.venue import Venue
 LEVELS = 20
 RECENT = 10
 MAX_SUBS = 1000
+CTX_INTERVAL_S = 1.0  # activeAssetCtx pushes
+TYPES = ("l2Book", "trades", "bbo", "activeAssetCtx")
 
 
 class _State:
@@ -42,6 +44,7 @@ class Hyperliquid(Venue):
 
     def __init__(self, *a: Any, **kw: Any) -> None:
         self.st: dict[str, _State] = {}
+        self.next_ctx: dict[str, float] = {}
         super().__init__(*a, **kw)
 
     def new_market(self, m: Market) -> None:
@@ -65,7 +68,7 @@ class Hyperliquid(Venue):
         sub = req.get("subscription")
         typ = sub.get("type") if isinstance(sub, dict) else None
         coin = sub.get("coin") if isinstance(sub, dict) else None
-        if typ not in ("l2Book", "trades") or not isinstance(coin, str) or not self.valid_symbol(coin) \
+        if typ not in TYPES or not isinstance(coin, str) or not self.valid_symbol(coin) \
                 or (method == "subscribe" and self.sim.take_fault(self.exchange, "subscribe_error", conn.id)):
             conn.send_control(b'{"channel":"error","data":"Invalid subscription ' + _esc(msgspec.json.encode(sub)) + b'"}')
             return
@@ -91,11 +94,51 @@ class Hyperliquid(Venue):
         m = self.market(coin)
         if typ == "l2Book":
             conn.send("l2Book", coin, self._book(m, time.time_ns() // 1_000_000), (), m.n - 1)
+        elif typ == "bbo":
+            conn.send("bbo", coin, self._bbo(m, time.time_ns() // 1_000_000), (), m.n - 1)
+        elif typ == "activeAssetCtx":
+            self.next_ctx.setdefault(coin, time.monotonic() + CTX_INTERVAL_S)
+            conn.send("activeAssetCtx", coin, self._ctx(m), (), m.n - 1)
         else:
             recent = list(self.st[coin].recent)
             if recent:
                 data = b'{"channel":"trades","data":[%s]}' % b",".join(r for r, _ in recent)
                 conn.send("trades", coin, data, tuple(t for _, t in recent), m.n - 1)
+
+    def _bbo(self, m: Market, now: int) -> bytes:
+        bids, asks = m.top(1)
+        b = _levels(m, bids) or b"null"
+        a = _levels(m, asks) or b"null"
+        return b'{"channel":"bbo","data":{"coin":"%s","time":%d,"bbo":[%s,%s]}}' % (m.symbol.encode(), now, b, a)
+
+    def _ctx(self, m: Market) -> bytes:
+        d = self.deriv(m)
+        dec = m.spec.px_dec + 1
+        mid = d.mid()
+        ctx = (b'{"funding":"%s","openInterest":"%s","prevDayPx":"%s","dayNtlVlm":"%s","premium":"%s",'
+               b'"oraclePx":"%s","markPx":"%s","midPx":"%s","impactPxs":["%s","%s"],"dayBaseVlm":"%s"}') % (
+            _num(f"{d.funding():.8f}").encode(), _num(d.open_interest()).encode(),
+            _num(m.spec.px(m.spec.base_ticks)).encode(), _num(f"{d.oi_lots * 7.5:.2f}").encode(),
+            _num(f"{d.premium:.8f}").encode(), _num(f"{d.index():.{dec}f}").encode(),
+            _num(f"{d.mark():.{dec}f}").encode(), _num(f"{mid:.{dec}f}").encode(),
+            _num(m.spec.px(m.bb)).encode(), _num(m.spec.px(m.ba)).encode(), _num(d.open_interest()).encode())
+        return b'{"channel":"activeAssetCtx","data":{"coin":"%s","ctx":%s}}' % (m.symbol.encode(), ctx)
+
+    def pump(self, now: float) -> None:
+        """activeAssetCtx once a second per subscribed coin (the whole context each time)."""
+        for coin, due in list(self.next_ctx.items()):
+            if now < due:
+                continue
+            subs = self.subscribers("activeAssetCtx", coin)
+            if not subs:
+                del self.next_ctx[coin]
+                continue
+            self.next_ctx[coin] = max(due + CTX_INTERVAL_S, now)
+            m = self.markets[coin]
+            self.deriv(m).step()
+            data = self._ctx(m)
+            for conn in list(subs):
+                conn.send("activeAssetCtx", coin, data, (), m.n - 1)
 
     def _book(self, m: Market, now: int) -> bytes:
         bids, asks = m.top(LEVELS)
@@ -132,6 +175,11 @@ class Hyperliquid(Venue):
             data = self._book(m, now)
             for conn in list(subs):
                 conn.send("l2Book", sym, data, (now,), ev.n)
+        subs = self.subscribers("bbo", sym)
+        if subs and self.deriv(m).top_changed():
+            data = self._bbo(m, now)
+            for conn in list(subs):
+                conn.send("bbo", sym, data, (now,), ev.n)
 
 
 def _levels(m: Market, levels: list[tuple[int, int]]) -> bytes:

@@ -402,6 +402,11 @@ class Simulator:
                     except Exception:  # a bug must not silently stop every market
                         self.errors += 1
                         log.exception("sim: %s/%s event failed", v.exchange, m.symbol)
+                try:
+                    v.pump(now)
+                except Exception:
+                    self.errors += 1
+                    log.exception("sim: %s timed streams failed", v.exchange)
 
     def _due(self, entry: ScriptEntry, now: float) -> bool:
         at, f = entry

@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from ticktape.sim.conn import Conn
+from ticktape.sim.derivs import Derivs
 from ticktape.sim.host import SimHost
 from ticktape.sim.market import BookEvent, Market, Trade
 from ticktape.sim.record import Sent
@@ -32,7 +33,8 @@ class Venue:
         self.sent: list[Sent] = []
         self.frames = 0  # data frames sent (fault scripts count these)
         self.rate_factor = 1.0
-        self.replay: Any = None  # sim.replay.Replayer when replaying a recording
+        self.replay: Any = None
+        self.derivs: dict[str, Derivs] = {}  # sim.replay.Replayer when replaying a recording
         for s in symbols or ():
             self.market(s)
 
@@ -102,6 +104,16 @@ class Venue:
     def restart(self, symbol: str | None) -> None:
         """The exchange's service restart (a fault); only Bybit signals one (``u`` = 1)."""
         raise ValueError(f"{self.exchange} has no restart signal (bybit only)")
+
+    def deriv(self, m: Market) -> Derivs:
+        """The market's perpetual-futures state (mark, funding, open interest, liquidations)."""
+        d = self.derivs.get(m.symbol)
+        if d is None:
+            d = self.derivs[m.symbol] = Derivs(self.exchange, m, self.sim.seed)
+        return d
+
+    def pump(self, now: float) -> None:
+        """Called by the market pump every tick: timed streams (mark price, tickers, contexts)."""
 
     def tick(self, now: float) -> None:
         """Watchdog hook for timed frames (Bybit's depth-1 re-sent snapshot)."""

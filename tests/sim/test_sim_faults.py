@@ -15,7 +15,7 @@ from sim_test_helpers import connect, until
 from ticktape.sim.faults import Fault
 from ticktape.sim.server import Simulator
 
-BF_DEPTH = "/public/stream?streams=btcusdt@depth@100ms"
+BF_DEPTH = "/public/stream?streams=btcusdt@depth@0ms"  # one frame per update
 
 
 def test_drop_closes_without_close_frame_and_stall_withholds_frames_and_pongs() -> None:
