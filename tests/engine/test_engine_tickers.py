@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 
 from ticktape.archive.loaders import load
@@ -70,14 +71,18 @@ def f(x: Any) -> float:
 
 
 def disk(root: Path, ex: str, dt: str, sym: str, hours: tuple[str, str]) -> list[dict[str, Any]]:
-    rows = load(str(root), ex, dt, sym, *hours).to_pylist()
-    for r in rows:
-        for k, v in r.items():
-            if v is None and k not in ("id", "funding_timestamp"):
-                r[k] = NAN
-            elif hasattr(v, "value"):  # pandas Timestamp
-                r[k] = v.value
-    return rows
+    """Rows as stored: timestamps (µs, UTC) as ns ints (None when null), null doubles as NaN."""
+    t = load(str(root), ex, dt, sym, *hours)
+    cols = {}
+    for name in t.column_names:
+        col = t.column(name)
+        if pa.types.is_timestamp(col.type):
+            cols[name] = [None if v is None else v * 1000 for v in col.cast(pa.int64()).to_pylist()]
+        elif pa.types.is_floating(col.type):
+            cols[name] = [NAN if v is None else v for v in col.to_pylist()]
+        else:
+            cols[name] = col.to_pylist()
+    return [dict(zip(cols, vals, strict=True)) for vals in zip(*cols.values(), strict=True)]
 
 
 def check_prefix(got: list[tuple], want: list[tuple], what: str, tail: int = 6) -> None:
@@ -128,7 +133,7 @@ def hyperliquid_expected(sim: SimulatorThread, sym: str) -> dict[str, list[tuple
     for m in sent_json(sim, "hyperliquid", "bbo", sym):
         b, a = m["data"]["bbo"]
         bt.append((m["data"]["time"] * 10**6, f(b and b["px"]), f(b and b["sz"]), f(a and a["px"]), f(a and a["sz"])))
-    dt = [(0, NAN, f(c["markPx"]), f(c["oraclePx"]), f(c["funding"]), None, NAN, f(c["openInterest"]))
+    dt = [(None, NAN, f(c["markPx"]), f(c["oraclePx"]), f(c["funding"]), None, NAN, f(c["openInterest"]))
           for c in (m["data"]["ctx"] for m in sent_json(sim, "hyperliquid", "activeAssetCtx", sym))]
     return {"book_ticker": bt, "derivative_ticker": dt}
 
@@ -204,7 +209,7 @@ def binance_derivs(sim: SimulatorThread, root: Path, sym: str, hours: tuple[str,
     got_oi = [json.loads(r["payload"])["data"] for r in raw if r["channel"] == "openInterest"]
     assert got_oi == [json.loads(b) for b in bodies[: len(got_oi)]] and len(got_oi) >= 2
     rows = disk(root, "binance-futures", "derivative_ticker", sym, hours)
-    assert [r["local_ts"] for r in rows] == [r["local_ts"] for r in raw]
+    assert [r["local_ts_ns"] for r in rows] == [r["local_ts_ns"] for r in raw]
     st = [NAN, NAN, NAN, None, NAN]
     for row, r in zip(rows, raw, strict=True):
         m = json.loads(r["payload"])["data"]
