@@ -46,6 +46,7 @@ from ticktape.ipc import ringset
 from ticktape.ipc.ring import new_ring_name
 from ticktape.ipc.ringset import RingSetSpec
 from ticktape.ipc.stats import F, FeedStats
+from ticktape.writers import unclean
 
 log = logging.getLogger("ticktape.supervisor")
 
@@ -152,6 +153,7 @@ class Supervisor:
         self.lock = ArchiveLock(self.archive_cfg.root, "capture run")
         #: why the run failed (a child that can never start); makes the exit code non-zero
         self.failure = ""
+        self.clean_ingest_stop = False
 
     # -- set-up -----------------------------------------------------------------
     def _make_specs(self) -> list[tuple[str, RingSetSpec]]:
@@ -318,6 +320,7 @@ class Supervisor:
             raise
         try:
             self._build_feeds()
+            self._mark_previous_run()
             self._build_children()
             for c in self.children:  # simulator, then writers: consumers ready before producers
                 self._spawn(c)
@@ -494,6 +497,7 @@ class Supervisor:
             c.restart_at = None  # a pending restart is cancelled
             c.stop.set()
         left = await self._wait(ingest, sup.ingest_stop_timeout)
+        self.clean_ingest_stop = not left
         if left:
             await self._terminate(left, f"within {sup.ingest_stop_timeout:g} s")
         for c in self.children:
@@ -522,8 +526,34 @@ class Supervisor:
         if bad_exit:
             log.error("writer(s) exited with an error at shutdown: %s", ", ".join(bad_exit))
         rc = 1 if undrained or bad_exit else 0
+        if rc == 0 and self.clean_ingest_stop and not left:
+            unclean.remove_marker(self.archive_cfg.root)  # every stream ended with its own shutdown marker
         log.info("capture stopped", extra={"exit_code": rc})
         return rc
+
+    def _mark_previous_run(self) -> None:
+        """Under the lock, before any writer starts: if the previous capture on this root did
+        not stop cleanly, mark its hole (``writers.unclean``); then leave this run's marker."""
+        root = self.archive_cfg.root
+        prev = unclean.read_marker(root)
+        if prev is not None:
+            try:
+                unclean.mark_unclean_stop(root, prev, self.archive_cfg, self.host)
+            except Exception:  # never block a start on it; the log says what is unmarked
+                log.exception("could not mark the previous capture's unclean stop")
+        marker = unclean.RunMarker(
+            pid=os.getpid(),
+            host=self.host,
+            started_ns=time.time_ns(),
+            exchanges={
+                f.name: unclean.ExchangeStreams(list(f.spec.symbols[1:]), list(f.spec.channels[1:]), "raw" in f.spec.rings)
+                for f in self.feeds
+            },
+        )
+        try:
+            unclean.write_marker(root, marker)
+        except OSError as e:
+            raise StartError(f"archive.root {root}: cannot write the run marker ({e.strerror or e})") from None
 
     def _watch_drain(self) -> None:
         """During the drain, a writer that crashes is restarted (its stop event is

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 from engine_capture_helpers import Capture, write_config
 
@@ -181,3 +182,58 @@ def test_full_dev_shm_after_start_does_not_sigbus(tmp_path: Path, capture_cmd: l
     assert t.num_rows
     last = t["local_ts"].to_numpy().astype("datetime64[ns]").astype("int64").max()
     assert last > filled_ns + 5_000_000_000, "the capture did not go on after /dev/shm filled up"
+
+
+def _journals(root: Path, table: str) -> list[Path]:
+    return list((root / ".journal" / table).rglob("*.arrows")) if (root / ".journal" / table).exists() else []
+
+
+def test_unclean_stop_is_marked_at_the_next_start(
+    tmp_path: Path, capture: Callable[..., Capture], capture_cmd: list[str]
+) -> None:
+    """Issue 9: after a kill -9 of the whole capture the seconds while nothing ran had no
+    disconnect event and no empty raw row: replay showed the hole as a quiet market."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    root = tmp_path / "archive"
+    first = capture(_config(tmp_path, "a", root, symbols=("AAA", "BBB")), 0)
+    _wait_output(first, "capture started")
+    end = time.monotonic() + 60
+    while not _journals(root, "trades"):  # something durable from the first run
+        assert time.monotonic() < end and first.proc.poll() is None, first.output()[-3000:]
+        time.sleep(0.05)
+    os.killpg(first.proc.pid, signal.SIGKILL)
+    first.wait(30)
+    killed_ns = time.time_ns()
+    r = subprocess.run([*capture_cmd, "run", str(_config(tmp_path, "b", root, symbols=("AAA", "BBB"))),
+                        "--duration", "2"], cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr + r.stdout[-3000:]
+
+    ev = ds.dataset(str(root / "events"), format="parquet", partitioning="hive").to_table()
+    marks = ev.filter(pc.match_substring(ev["detail"], "without a clean stop"))
+    assert marks.num_rows >= 2, ev.to_pandas().to_string()[-3000:]
+    assert set(marks["kind"].to_pylist()) == {"disconnect"}
+    assert set(marks["symbol"].to_pylist()) == {"AAA", "BBB"}  # every stream of the dead run
+    ts = set(marks["local_ts_ns"].to_pylist())
+    assert len(ts) == 1
+    mark_ns = ts.pop()
+    trades = ds.dataset(str(root / "trades"), format="parquet", partitioning="hive").to_table(columns=["local_ts_ns"])
+    t = np.sort(trades["local_ts_ns"].to_numpy())
+    # the marker sits at the last durable record of the dead run, before the kill: the hole
+    # (nothing recorded) starts there and the next run's data comes after it
+    assert mark_ns <= killed_ns
+    before = t[t <= mark_ns]
+    after = t[t > mark_ns]
+    assert len(before) and len(after)
+    assert after[0] - mark_ns > 0 and after[0] > killed_ns, "no hole after the marker?"
+    raw = ds.dataset(str(root / "raw"), format="parquet", partitioning="hive").to_table(
+        columns=["local_ts_ns", "payload", "symbol"])
+    empty = raw.filter(pc.and_(pc.equal(raw["local_ts_ns"], mark_ns), pc.equal(pc.binary_length(raw["payload"]), 0)))
+    assert set(empty["symbol"].to_pylist()) == {"AAA", "BBB"}
+    # a clean stop leaves no marker behind: a third start marks nothing new
+    r = subprocess.run([*capture_cmd, "run", str(_config(tmp_path, "c", root, symbols=("AAA", "BBB"))),
+                        "--duration", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr
+    ev2 = ds.dataset(str(root / "events"), format="parquet", partitioning="hive").to_table()
+    assert ev2.filter(pc.match_substring(ev2["detail"], "without a clean stop")).num_rows == marks.num_rows
