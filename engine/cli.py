@@ -14,6 +14,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("ticktape.sim.cli", "run the local exchange simulator (binance-futures, bybit, hyperliquid)"),
     "s3": ("ticktape.archive.s3_cli", "mirror the archive to S3 (sync) and fetch ranges back (restore)"),
     "replay": ("ticktape.replay.cli", "serve the archive over the Tardis Machine replay API"),
+    "export": ("ticktape.archive.export", "write a range as Tardis CSV datasets (trades, incremental_book_L2, ...)"),
+    "import": ("ticktape.archive.import_", "bring Tardis CSV datasets and raw NDJSON into the archive"),
     "recover": ("ticktape.writers.recover_cli", "turn journals left by a crash into Parquet files"),
     "migrate": ("ticktape.archive.migrate", "convert an archive of the old layout (exchange=/type=/...) into tables"),
     "bench": ("ticktape.bench.cli", "reproducible benchmarks: ring, writer, ingest, capture, s3, replay"),

@@ -1,0 +1,192 @@
+"""Tardis.dev downloadable CSV datasets: names, columns, file naming, read and write.
+
+The format (docs.tardis.dev "Downloadable CSV files"): one gzip CSV per
+(exchange, data type, UTC day, symbol), named
+``<exchange>_<data_type>_<YYYY-MM-DD>_<SYMBOL>.csv.gz``; comma separated, LF,
+a header line, timestamps in microseconds since the epoch (UTC), empty field
+= no value. Rows are written and read as whole Arrow columns (pyarrow.csv),
+never one Python call per row.
+
+Which ticktape table each dataset maps to (both directions):
+
+| Tardis dataset | ticktape table |
+|---|---|
+| trades | trades |
+| incremental_book_L2 | book_change |
+| book_snapshot_25 / book_snapshot_5 | book_snapshot_25 / book_snapshot_5 |
+| quotes | book_snapshot_1 (one level a side) |
+| book_ticker | book_ticker |
+| derivative_ticker | derivative_ticker |
+| liquidations | liquidations |
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+#: the four columns every dataset starts with
+HEAD = ("exchange", "symbol", "timestamp", "local_timestamp")
+
+
+def snapshot_columns(levels: int) -> tuple[str, ...]:
+    """``asks[0].price, asks[0].amount, bids[0].price, bids[0].amount, asks[1].price, ...`` (best first)."""
+    out: list[str] = []
+    for i in range(levels):
+        out += [f"asks[{i}].price", f"asks[{i}].amount", f"bids[{i}].price", f"bids[{i}].amount"]
+    return tuple(out)
+
+
+_QUOTE = ("ask_amount", "ask_price", "bid_price", "bid_amount")
+
+#: dataset -> its columns after ``HEAD``, exactly as Tardis documents them
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "trades": ("id", "side", "price", "amount"),
+    "incremental_book_L2": ("is_snapshot", "side", "price", "amount"),
+    "book_snapshot_25": snapshot_columns(25),
+    "book_snapshot_5": snapshot_columns(5),
+    "quotes": _QUOTE,
+    "book_ticker": _QUOTE,
+    "derivative_ticker": (
+        "funding_timestamp",
+        "funding_rate",
+        "predicted_funding_rate",
+        "open_interest",
+        "last_price",
+        "index_price",
+        "mark_price",
+    ),
+    "liquidations": ("id", "side", "price", "amount"),
+}
+
+DATASETS = tuple(COLUMNS)
+
+#: dataset -> the ticktape table it is stored as
+TABLE_OF: dict[str, str] = {
+    "trades": "trades",
+    "incremental_book_L2": "book_change",
+    "book_snapshot_25": "book_snapshot_25",
+    "book_snapshot_5": "book_snapshot_5",
+    "quotes": "book_snapshot_1",
+    "book_ticker": "book_ticker",
+    "derivative_ticker": "derivative_ticker",
+    "liquidations": "liquidations",
+}
+
+#: levels of the snapshot-shaped datasets
+LEVELS = {"book_snapshot_25": 25, "book_snapshot_5": 5, "quotes": 1}
+
+
+def columns(dataset: str) -> tuple[str, ...]:
+    return HEAD + COLUMNS[dataset]
+
+
+def filename_symbol(symbol: str) -> str:
+    """Tardis names files by the symbol with ``/`` and ``:`` replaced by ``-``."""
+    return re.sub(r"[/:]", "-", symbol)
+
+
+def filename(exchange: str, dataset: str, day: date, symbol: str) -> str:
+    return f"{exchange}_{dataset}_{day:%Y-%m-%d}_{filename_symbol(symbol)}.csv.gz"
+
+
+_NAME_RE = re.compile(
+    r"^(?P<exchange>[a-z0-9-]+)_(?P<dataset>" + "|".join(sorted(DATASETS, key=len, reverse=True))
+    + r")_(?P<day>\d{4}-\d{2}-\d{2})_(?P<symbol>.+?)\.csv(?:\.gz)?$"
+)
+
+
+@dataclass(frozen=True)
+class DatasetFile:
+    exchange: str
+    dataset: str
+    day: date
+    symbol: str  # as in the file name (the rows carry the exact symbol)
+
+
+def parse_filename(name: str) -> DatasetFile | None:
+    m = _NAME_RE.match(name)
+    if not m:
+        return None
+    return DatasetFile(m["exchange"], m["dataset"], date.fromisoformat(m["day"]), m["symbol"])
+
+
+# --- writing -------------------------------------------------------------------------------
+
+
+def write(path: str, dataset: str, table: pa.Table) -> None:
+    """``table`` holds ``columns(dataset)`` in order (strings, int64 µs, doubles with nulls for
+    "no value", booleans); written gzip-compressed with Tardis's unquoted header."""
+    names = columns(dataset)
+    if tuple(table.column_names) != names:
+        raise ValueError(f"{dataset}: columns {table.column_names} are not {list(names)}")
+    with pa.CompressedOutputStream(path, "gzip") as out:
+        out.write((",".join(names) + "\n").encode())
+        if table.num_rows:
+            # no quotes (as Tardis writes them); Arrow refuses a value with a comma, quote or newline
+            pacsv.write_csv(table, out, pacsv.WriteOptions(include_header=False, quoting_style="none"))
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+class FormatError(ValueError):
+    """A file that is not the Tardis dataset it claims to be (message names the file)."""
+
+
+def _types(dataset: str) -> dict[str, pa.DataType]:
+    t: dict[str, pa.DataType] = {"exchange": pa.string(), "symbol": pa.string(), "timestamp": pa.int64(),
+                                 "local_timestamp": pa.int64()}
+    for c in COLUMNS[dataset]:
+        if c in ("id", "side"):
+            t[c] = pa.string()
+        elif c == "is_snapshot":
+            t[c] = pa.bool_()
+        elif c == "funding_timestamp":
+            t[c] = pa.int64()
+        else:
+            t[c] = pa.float64()
+    return t
+
+
+def read(path: str, dataset: str) -> pa.Table:
+    """The file's rows with typed columns; FormatError (naming the file and what is wrong) otherwise."""
+    want = columns(dataset)
+    try:
+        with pa.input_stream(path, compression="gzip" if path.endswith(".gz") else None) as f:
+            data = f.read()
+        nl = data.find(b"\n")
+        header = (data if nl < 0 else data[:nl]).decode("utf-8", "replace").rstrip("\r")
+        if tuple(header.split(",")) != want:
+            raise FormatError(f"{path}: header is not Tardis {dataset}'s ({','.join(want[:8])}...): {header[:120]!r}")
+        body = b"" if nl < 0 else data[nl + 1 :]
+        if not body.strip():
+            return pa.schema([(c, t) for c, t in _types(dataset).items()]).empty_table()
+        return pacsv.read_csv(
+            pa.BufferReader(body),
+            read_options=pacsv.ReadOptions(column_names=list(want)),
+            convert_options=pacsv.ConvertOptions(
+                column_types=_types(dataset), strings_can_be_null=False, quoted_strings_can_be_null=False,
+                null_values=[""],
+            ),
+        )
+    except (pa.ArrowInvalid, OSError, EOFError) as e:
+        raise FormatError(f"{path}: not a readable Tardis {dataset} CSV ({e})") from None
+
+
+def int_col(table: pa.Table, name: str) -> np.ndarray:
+    """An int64 column as numpy (nulls are an error: Tardis timestamps are always present)."""
+    col = table.column(name)
+    if col.null_count:
+        raise FormatError(f"column {name}: {col.null_count} empty values")
+    return np.asarray(col.to_numpy(), dtype=np.int64)
+
+
+def float_col(table: pa.Table, name: str) -> np.ndarray:
+    """A double column as numpy with NaN for empty fields."""
+    return np.asarray(table.column(name).fill_null(np.nan).to_numpy(), dtype=np.float64)
