@@ -36,7 +36,7 @@ from ticktape.archive import tardis_csv as T
 from ticktape.archive.catalog import TimeLike, time_range
 from ticktape.archive.layout import LayoutError, check_exchange
 from ticktape.archive.loaders import list_archive, load
-from ticktape.ipc.schemas import NO_SYMBOL_NAME
+from ticktape.ipc.schemas import LOCAL_TS_NS, NO_SYMBOL_NAME, local_ns
 
 log = logging.getLogger("ticktape.export")
 
@@ -149,8 +149,10 @@ def _from_changes(table: pa.Table, k: int) -> tuple[np.ndarray, np.ndarray, list
     n = table.num_rows
     if n == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), [np.zeros((0, k))] * 4
-    local = np.asarray(table.column("local_ts").cast(pa.int64()).to_numpy(), dtype=np.int64)
-    ets = np.asarray(table.column("exchange_ts").cast(pa.int64()).to_numpy(), dtype=np.int64)
+    # messages are told apart at full precision (the exact arrival time where the table keeps it)
+    local = (local_ns(table) if LOCAL_TS_NS in table.column_names
+             else np.asarray(table.column("local_ts").cast(pa.int64()).to_numpy(), dtype=np.int64))
+    ets = np.asarray(table.column("exchange_ts").cast(pa.int64()).fill_null(0).to_numpy(), dtype=np.int64)
     snap = np.asarray(table.column("is_snapshot").to_numpy(zero_copy_only=False), dtype=np.bool_)
     side = _as_string(table.column("side"))
     is_ask = np.asarray(pa.compute.equal(side, "ask").to_numpy(zero_copy_only=False), dtype=np.bool_)

@@ -22,15 +22,41 @@ import asyncio
 import logging
 import math
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import msgspec
 
+from ticktape.engine.settings import ExchangeConfig
+from ticktape.ipc.outbox import Outbox
+from ticktape.ipc.ringset import RingSetSpec
 from ticktape.ipc.schemas import SIDE_BUY, SIDE_SELL
 
-if TYPE_CHECKING:
-    from ticktape.engine.config import ExchangeConfig
-    from ticktape.exchanges.binance_futures import BinanceFutures
+
+class BinanceFutures(Protocol):
+    """What the tickers need from their feed (``exchanges.binance_futures.BinanceFutures``,
+    which imports this module: a protocol keeps the dependency one way)."""
+
+    out: Outbox
+    cfg: ExchangeConfig
+    spec: RingSetSpec
+    chan_id: dict[str, int]
+    sym_id: dict[str, int]
+    raw_on: bool
+    rest_base: str
+    manual_snapshots: bool
+
+    def bump(self, field: str, symbol: int = 0, n: int = 1) -> None: ...
+
+    def feed_id(self, data_type: str, symbol: int) -> str: ...
+
+    def count(self, symbol: int, ts: int, nbytes: int) -> None: ...
+
+    def malformed(
+        self, conn_id: int, ts: int, payload: memoryview | bytes, why: str, symbol: int = 0, channel: int = 0,
+        keep_raw: bool = True,
+    ) -> None: ...
+
+    async def rest_get(self, url: str) -> tuple[int, bytes, int, float]: ...
 
 log = logging.getLogger("ticktape.exchanges")
 

@@ -13,14 +13,34 @@ the book's ``u`` rules (``Bybit.on_book``'s sequencing applies to it too).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import msgspec
 
+from ticktape.exchanges.book import DeltaSeq
+from ticktape.ipc.outbox import Outbox
+from ticktape.ipc.ringset import RingSetSpec
 from ticktape.ipc.schemas import SIDE_BUY, SIDE_SELL, SIDE_UNKNOWN
 
-if TYPE_CHECKING:
-    from ticktape.exchanges.bybit import Book, Bybit
+
+class Book(Protocol):
+    """An ``orderbook.1`` body (``exchanges.bybit.Book``): levels as (price, amount)."""
+
+    b: list[tuple[float, float]]
+    a: list[tuple[float, float]]
+
+
+class Bybit(Protocol):
+    """What the tickers need from their feed (``exchanges.bybit.Bybit``, which imports this
+    module: a protocol keeps the dependency one way)."""
+
+    out: Outbox
+    spec: RingSetSpec
+    seq: dict[str, DeltaSeq]
+
+    def gap(self, ts: int, symbol: int, channel: int, conn_id: int, detail: str, exchange_ts: int = 0) -> None: ...
+
+    def resync(self, topic: str, ts: int, why: str) -> None: ...
 
 NAN = math.nan
 

@@ -12,12 +12,10 @@ liquidated user's own ``userEvents``), so ``liquidations`` is refused for it.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import msgspec
 
-if TYPE_CHECKING:
-    from ticktape.exchanges.hyperliquid import Hyperliquid
+from ticktape.exchanges.feed import Feed
 
 NAN = math.nan
 NO_LIQUIDATIONS = (
@@ -49,7 +47,7 @@ class AssetCtx(msgspec.Struct, gc=False):
 
 
 class Tickers:
-    def __init__(self, feed: Hyperliquid) -> None:
+    def __init__(self, feed: Feed) -> None:
         self.feed = feed
         self.out = feed.out
         self.bbo = msgspec.json.Decoder(Bbo, strict=False)

@@ -30,6 +30,7 @@ import pytest
 from ticktape.archive.export import export
 from ticktape.archive.import_ import import_path
 from ticktape.archive.loaders import list_archive, load
+from ticktape.ipc.schemas import local_ns
 
 REPO = Path(__file__).resolve().parents[2]
 _NOW = datetime.now(UTC)
@@ -144,7 +145,7 @@ def test_export_of_a_capture_has_tardis_names_columns_and_units(captured: Path, 
 def _naive_quotes(t: pa.Table) -> list[tuple[float, float, float, float]]:
     """Best bid/ask after each message, rebuilt with plain dicts (a message = rows with the same
     local and exchange time; snapshot rows after other rows start a new book)."""
-    local = t.column("local_ts").cast(pa.int64()).to_pylist()
+    local = local_ns(t).tolist()
     ets = t.column("exchange_ts").cast(pa.int64()).to_pylist()
     snap = t.column("is_snapshot").to_pylist()
     side = t.column("side").cast(pa.string()).to_pylist()
@@ -265,9 +266,7 @@ def _raw_rows(root: str, exchange: str) -> set[tuple[int, str, str, bytes]]:
         if s.exchange != exchange or s.data_type != "raw" or s.symbol == "_":
             continue
         t = load(root, exchange, "raw", s.symbol, *RANGE)
-        ts = t.column("local_ts").cast(pa.int64()).to_numpy()
-        if pa.types.is_timestamp(t.column("local_ts").type) and t.column("local_ts").type.unit == "us":
-            ts = np.asarray(t.column("local_ts_ns").to_numpy())
+        ts = local_ns(t)
         for n, ch, p in zip(ts.tolist(), t.column("channel").to_pylist(), t.column("payload").to_pylist(), strict=True):
             if p:
                 out.add((n // 100, s.symbol, ch, p))
