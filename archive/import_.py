@@ -42,6 +42,7 @@ import pyarrow as pa
 
 from ticktape.archive import tardis_csv as T
 from ticktape.archive.layout import HOUR_NS, FileKey, LayoutError, check_exchange, check_symbol, hour_of_ns
+from ticktape.archive.lock import ArchiveLock, LockHeld
 from ticktape.engine.settings import ArchiveConfig
 from ticktape.ipc import schemas as S
 from ticktape.writers.finalize import finalize_batches
@@ -318,7 +319,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--exchange", default=None,
                         help="exchange id of the raw NDJSON files (CSV rows name their own)")
     parser.epilog = ("Importing a file twice changes nothing (each (file, hour) is recorded in the Parquet "
-                     "metadata). Run it while no capture writes to the same exchange of the archive.")
+                     "metadata). It takes the archive's lock: it refuses (exit 2) while a capture runs on the same root.")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -333,6 +334,19 @@ def main(args: argparse.Namespace) -> int:
             print(f"error: --exchange: {e}", file=sys.stderr)
             return 2
     os.makedirs(args.archive, exist_ok=True)
+    lock = ArchiveLock(args.archive, "capture import")
+    try:
+        lock.acquire()  # the files it merges into must not be finalized by a capture at the same time
+    except LockHeld as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        return _import_all(args)
+    finally:
+        lock.release()
+
+
+def _import_all(args: argparse.Namespace) -> int:
     total: dict[str, int] = {}
     for f in args.files:
         try:

@@ -13,6 +13,7 @@ import pyarrow as pa
 from ticktape.archive.export import export
 from ticktape.archive.import_ import import_path, write_records
 from ticktape.archive.loaders import load
+from ticktape.archive.lock import ArchiveLock
 from ticktape.engine.settings import ArchiveConfig
 from ticktape.ipc import schemas as S
 
@@ -98,6 +99,11 @@ def test_import_refuses_what_is_not_tardis_in_one_line(tmp_path: Path, capture_c
                               timeout=60)
         assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
         assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    good = tmp_path / "frames.ndjson"
+    with ArchiveLock(str(tmp_path / "arc"), "capture run"):  # a capture on the same root
+        proc = subprocess.run([*capture_cmd, "import", str(tmp_path / "arc"), str(good), "--exchange", "binance-futures"],
+                              capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "in use by pid" in proc.stderr, proc.stderr
 
 
 def test_ndjson_lines_that_are_not_frames_are_counted_and_marked(tmp_path: Path) -> None:
