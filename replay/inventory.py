@@ -124,6 +124,8 @@ class Inventory:
                 normalized += ["book_change", "book_snapshot_{levels}_{interval}{ms|s|m}", "quote"]
             elif any(t.startswith("book_snapshot_") for t in types):  # partial-depth capture (l2Book, depth20)
                 normalized += ["book_snapshot_{levels}_{interval}{ms|s|m}", "quote"]
+            normalized += [n for n, t in (("book_ticker", "book_ticker"), ("derivative_ticker", "derivative_ticker"),
+                                          ("liquidation", "liquidations")) if t in types]
             normalized.append("disconnect")
             out.append(
                 {

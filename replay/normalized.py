@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ticktape.ipc.schemas import NO_SYMBOL_NAME, TRADE_SIDES
-from ticktape.replay import fmt
+from ticktape.replay import book_ticker, derivative_ticker, fmt, liquidation
 from ticktape.replay.bars import BarBuilder
 from ticktape.replay.book import Book
 from ticktape.replay.levels import assemble, constant, trailer
@@ -536,9 +536,17 @@ def sources(root: str, reqs: list[NormalizedRequest]) -> list[Iterator[Chunk]]:
                 out.append(trade_source(root, req, s))
             if req.needs_book:
                 out.append(_book_or_snapshots(root, req, s))
+            for name, src in _TICKER_SOURCES.items():
+                if getattr(req, name):
+                    out.append(src(root, req, s))
         if req.disconnect:
             out.append(disconnect_source(root, req))
     return out
+
+
+#: one module per type, each built from its own table
+_TICKER_SOURCES = {"book_ticker": book_ticker.source, "derivative_ticker": derivative_ticker.source,
+                   "liquidation": liquidation.source}
 
 
 def stream(root: str, reqs: list[NormalizedRequest]) -> Iterator[Chunk]:

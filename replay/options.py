@@ -18,7 +18,9 @@ from ticktape.archive.layout import LayoutError, check_exchange, check_symbol, p
 from ticktape.replay.inventory import Inventory
 
 DEFAULT_MAX_RANGE_HOURS = 24 * 31
-NORMALIZED_FIXED = ("trade", "book_change", "disconnect")
+NORMALIZED_FIXED = ("trade", "book_change", "disconnect", "book_ticker", "derivative_ticker", "liquidation")
+#: normalized type -> the table it is built from (one module each: replay.book_ticker, ...)
+TICKER_TABLES = {"book_ticker": "book_ticker", "derivative_ticker": "derivative_ticker", "liquidation": "liquidations"}
 _SNAP_RE = re.compile(r"^book_snapshot_(\d{1,4})_(?:grouped(\d{1,9}(?:\.\d{1,9})?)_)?(\d{1,9})(ms|s|m)$")
 _QUOTE_RE = re.compile(r"^quote_(\d{1,9})(ms|s|m)$")
 _BAR_RE = re.compile(r"^trade_bar_(\d{1,9})(ticks|ms|s|m|vol)$")
@@ -70,6 +72,9 @@ class NormalizedRequest:
     trade: bool = False
     book_change: bool = False
     disconnect: bool = False
+    book_ticker: bool = False
+    derivative_ticker: bool = False
+    liquidation: bool = False
     snapshots: list[Snapshot] = field(default_factory=list)
     bars: list[Bar] = field(default_factory=list)
 
@@ -231,7 +236,8 @@ def parse_data_type(dt: Any, req: NormalizedRequest) -> None:
         return
     raise OptionsError(
         f"unknown data type {dt!r} (trade, book_change, book_snapshot_{{levels}}_{{interval}}{{ms|s|m}}, "
-        "book_snapshot_{levels}_grouped{step}_{interval}{ms|s|m}, quote, quote_{interval}{ms|s|m}, trade_bar_{n}{ticks|ms|s|m|vol}, disconnect)"
+        "book_snapshot_{levels}_grouped{step}_{interval}{ms|s|m}, quote, quote_{interval}{ms|s|m}, trade_bar_{n}{ticks|ms|s|m|vol}, book_ticker, derivative_ticker, "
+        "liquidation, disconnect)"
     )
 
 
@@ -249,7 +255,8 @@ def parse_normalized(o: Any, inv: Inventory, max_hours: float = DEFAULT_MAX_RANG
         dts = item.get("dataTypes")
         if not isinstance(dts, list) or not dts:
             raise OptionsError("'dataTypes' is required: a non-empty array")
-        types = [t for t in inv.data_types(exchange) if t in ("trades", "book_change") or t.startswith("book_snapshot_")]
+        types = [t for t in inv.data_types(exchange)
+                 if t in ("trades", "book_change", *TICKER_TABLES.values()) or t.startswith("book_snapshot_")]
         present = sorted({s for t in types for s in inv.symbols(exchange, t)})
         req = NormalizedRequest(exchange, _symbols(item.get("symbols"), exchange, present, "'symbols'"), rng)
         for dt in dts:
