@@ -16,8 +16,8 @@ only then delete the old file. The new file's ``ticktape.journals`` metadata
 records a marker per migrated source, so a run killed anywhere is resumed by
 running it again: a source whose marker is already in its target is verified
 and deleted, never added twice. Old journals (hours that were still open) are
-merged the same way, deduplicated by their journal id. Run it while no capture
-writes to the archive.
+merged the same way, deduplicated by their journal id. It takes the archive's
+lock (``archive.lock``), so it refuses to run beside a capture on the same root.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ticktape.archive.layout import JOURNAL_DIR, TMP_DIR, FileKey, LayoutError, safe_join
+from ticktape.archive.lock import ArchiveLock, LockHeld
 from ticktape.engine.config import ArchiveConfig
 from ticktape.ipc.schemas import LOCAL_TS_NS, arrow_schema_for, ts_from_ns
 from ticktape.writers.finalize import JOURNALS_KEY, finalize_batches, sort_by_local_ts
@@ -345,7 +346,19 @@ def main(args: argparse.Namespace) -> int:
     def say(line: str) -> None:
         print(line, flush=True)
 
-    report = migrate_archive(root, progress=None if args.quiet else say)
+    lock = ArchiveLock(root, "capture migrate")
+    try:
+        lock.acquire()
+    except LockHeld as e:
+        print(f"capture migrate: archive root {root} is in use by {e.holder}; stop it first", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"capture migrate: cannot lock {root} ({e.strerror or e})", file=sys.stderr)
+        return 2
+    try:
+        report = migrate_archive(root, progress=None if args.quiet else say)
+    finally:
+        lock.release()
     for line in iter_lines(report):
         print(line, file=sys.stderr)
     print(report.summary(), flush=True)

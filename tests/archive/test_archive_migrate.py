@@ -204,3 +204,15 @@ def test_bad_archive_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFi
     assert capture_main(["migrate", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is not a directory" in err
+
+
+def test_refused_while_a_capture_holds_the_archive(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    from ticktape.archive.lock import ArchiveLock
+
+    root = tmp_path / "archive"
+    write_old_archive(root, hours=1, rows=10)
+    with ArchiveLock(str(root), "capture run"):
+        assert capture_main(["migrate", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "in use by pid" in err and "capture run" in err
+    assert any(p.name.startswith("exchange=") for p in root.iterdir())  # untouched
