@@ -25,9 +25,9 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
@@ -128,67 +128,95 @@ def _changed(rows: np.ndarray) -> np.ndarray:
     return np.flatnonzero(~same)
 
 
-def _from_snapshots(table: pa.Table, k: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    """Rows of a stored snapshot table cut to ``k`` levels, kept where those levels changed."""
-    mats = [_fit(_matrix(table.column(c)), k) for c in ("bid_price", "bid_amount", "ask_price", "ask_amount")]
-    keep = _changed(np.concatenate(mats, axis=1))
-    empty = np.isnan(mats[0][keep, 0]) & np.isnan(mats[2][keep, 0])
-    keep = keep[~empty]
-    return (ts_us(table.column("exchange_ts"))[keep], ts_us(table.column("local_ts"))[keep], [m[keep] for m in mats])
+class _SnapshotCut:
+    """Rows of stored snapshot tables cut to ``k`` levels, kept where those levels changed
+    (fed hour by hour; the last row seen is carried over)."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.prev: np.ndarray | None = None
+
+    def feed(self, table: pa.Table) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        k = self.k
+        mats = [_fit(_matrix(table.column(c)), k) for c in ("bid_price", "bid_amount", "ask_price", "ask_amount")]
+        rows = np.concatenate(mats, axis=1)
+        if self.prev is not None and len(rows):
+            keep = _changed(np.concatenate([self.prev[None, :], rows]))  # row 0: the previous hour's last
+            keep = keep[keep > 0] - 1
+        else:
+            keep = _changed(rows)
+        if len(rows):
+            self.prev = rows[-1].copy()
+        empty = np.isnan(mats[0][keep, 0]) & np.isnan(mats[2][keep, 0])
+        keep = keep[~empty]
+        return ts_us(table.column("exchange_ts"))[keep], ts_us(table.column("local_ts"))[keep], [m[keep] for m in mats]
 
 
-def _from_changes(table: pa.Table, k: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    """Top ``k`` after every book_change message that changed it (Tardis's book_snapshot_K / quotes).
+class _BookRebuild:
+    """Top ``k`` after every book_change message that changed it (Tardis's book_snapshot_K / quotes),
+    fed hour by hour with the book carried over.
 
     A message = consecutive rows with the same local and exchange time; a run of
     ``is_snapshot`` rows after other rows replaces the book. Nothing is emitted
-    before the first snapshot (the book is not known yet).
+    before the first snapshot (the book is not known yet). The per-message work is
+    ``replay.book.Book`` (bulk dict updates, sorted price lists).
     """
-    from ticktape.replay.book import Book
 
-    n = table.num_rows
-    if n == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), [np.zeros((0, k))] * 4
-    # messages are told apart at full precision (the exact arrival time where the table keeps it)
-    local = (local_ns(table) if LOCAL_TS_NS in table.column_names
-             else np.asarray(table.column("local_ts").cast(pa.int64()).to_numpy(), dtype=np.int64))
-    ets = np.asarray(table.column("exchange_ts").cast(pa.int64()).fill_null(0).to_numpy(), dtype=np.int64)
-    snap = np.asarray(table.column("is_snapshot").to_numpy(zero_copy_only=False), dtype=np.bool_)
-    side = _as_string(table.column("side"))
-    is_ask = np.asarray(pa.compute.equal(side, "ask").to_numpy(zero_copy_only=False), dtype=np.bool_)
-    price = np.asarray(table.column("price").to_numpy(), dtype=np.float64)
-    amount = np.asarray(table.column("amount").to_numpy(), dtype=np.float64)
-    reset = snap & np.concatenate(([True], ~snap[:-1]))
-    start = np.concatenate(([True], (local[1:] != local[:-1]) | (ets[1:] != ets[:-1]))) | reset
-    bounds = np.append(np.flatnonzero(start), n).tolist()
-    resets = reset.tolist()
-    book = Book()
-    book.load(is_ask, price, amount)
-    known = False
-    last: tuple[list[float], ...] | None = None
-    idx: list[int] = []
-    out: list[tuple[list[float], list[float], list[float], list[float]]] = []
-    for j in range(len(bounds) - 1):
-        lo, hi = bounds[j], bounds[j + 1]
-        if resets[lo]:
-            book.clear()
-            known = True
-        book.apply(lo, hi)
-        if not known:
-            continue
-        lv = book.levels(k)
-        if lv != last and (lv[0] or lv[2]):
-            out.append(lv)
-            idx.append(hi - 1)
-        last = lv
-    m = len(out)
-    mats = [np.full((m, k), np.nan) for _ in range(4)]
-    for r, lv in enumerate(out):
-        for c in range(4):
-            vals = lv[c]
-            mats[c][r, : len(vals)] = vals
-    ix = np.asarray(idx, np.int64)
-    return ts_us(table.column("exchange_ts"))[ix], ts_us(table.column("local_ts"))[ix], mats
+    def __init__(self, k: int) -> None:
+        from ticktape.replay.book import Book
+
+        self.k = k
+        self.book = Book()
+        self.known = False
+        self.last: tuple[list[float], ...] | None = None
+        self.prev_snap = False
+
+    def feed(self, table: pa.Table) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        k = self.k
+        n = table.num_rows
+        if n == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), [np.zeros((0, k))] * 4
+        # messages are told apart at full precision (the exact arrival time where the table keeps it)
+        local = (local_ns(table) if LOCAL_TS_NS in table.column_names
+                 else np.asarray(table.column("local_ts").cast(pa.int64()).to_numpy(), dtype=np.int64))
+        ets = np.asarray(table.column("exchange_ts").cast(pa.int64()).fill_null(0).to_numpy(), dtype=np.int64)
+        snap = np.asarray(table.column("is_snapshot").to_numpy(zero_copy_only=False), dtype=np.bool_)
+        side = _as_string(table.column("side"))
+        is_ask = np.asarray(pa.compute.equal(side, "ask").to_numpy(zero_copy_only=False), dtype=np.bool_)
+        price = np.asarray(table.column("price").to_numpy(), dtype=np.float64)
+        amount = np.asarray(table.column("amount").to_numpy(), dtype=np.float64)
+        reset = snap & np.concatenate(([not self.prev_snap], ~snap[:-1]))
+        self.prev_snap = bool(snap[-1])
+        start = np.concatenate(([True], (local[1:] != local[:-1]) | (ets[1:] != ets[:-1]))) | reset
+        bounds = np.append(np.flatnonzero(start), n).tolist()
+        resets = reset.tolist()
+        book = self.book
+        book.load(is_ask, price, amount)
+        idx: list[int] = []
+        out: list[tuple[list[float], list[float], list[float], list[float]]] = []
+        last = self.last
+        for j in range(len(bounds) - 1):
+            lo, hi = bounds[j], bounds[j + 1]
+            if resets[lo]:
+                book.clear()
+                self.known = True
+            book.apply(lo, hi)
+            if not self.known:
+                continue
+            lv = book.levels(k)
+            if lv != last and (lv[0] or lv[2]):
+                out.append(lv)
+                idx.append(hi - 1)
+            last = lv
+        self.last = last
+        m = len(out)
+        mats = [np.full((m, k), np.nan) for _ in range(4)]
+        for r, lv in enumerate(out):
+            for c in range(4):
+                vals = lv[c]
+                mats[c][r, : len(vals)] = vals
+        ix = np.asarray(idx, np.int64)
+        return ts_us(table.column("exchange_ts"))[ix], ts_us(table.column("local_ts"))[ix], mats
 
 
 # --- per dataset -------------------------------------------------------------------------
@@ -207,10 +235,15 @@ class _Archive:
                 self.have.setdefault(s.symbol, set()).add(s.data_type)
                 self.span[(s.symbol, s.data_type)] = (s.first_hour, s.last_hour + timedelta(hours=1))
 
-    def load(self, table: str, symbol: str, start: datetime, end: datetime) -> pa.Table:
-        """The range cut to the hours the series has (a wide range must not mean a path per hour)."""
+    def hours(self, table: str, symbol: str, start: datetime, end: datetime) -> Iterator[pa.Table]:
+        """The range hour by hour (memory stays one hour), cut to the hours the series has."""
         lo, hi = self.span[(symbol, table)]
-        return load(self.root, self.exchange, table, symbol, max(start, lo), max(min(end, hi), max(start, lo)))
+        lo, hi = max(start, lo), min(end, hi)
+        h = lo.replace(minute=0, second=0, microsecond=0)
+        while h < hi:
+            nxt = h + timedelta(hours=1)
+            yield load(self.root, self.exchange, table, symbol, max(lo, h), min(hi, nxt))
+            h = nxt
 
     def snapshot_tables(self, symbol: str) -> list[str]:
         """Stored book_snapshot_N tables, deepest first."""
@@ -218,59 +251,67 @@ class _Archive:
         return sorted(snaps, key=lambda t: -int(t.rsplit("_", 1)[1]))
 
 
-Built = tuple[list[pa.Array], str] | None
-
-
-def build(arc: _Archive, dataset: str, symbol: str, start: datetime, end: datetime) -> Built:
-    """The dataset's columns for one symbol over the range and the table they came from; None if none."""
-    have = arc.have.get(symbol, set())
-
-    def get(table: str) -> pa.Table:
-        return arc.load(table, symbol, start, end)
-
-    ex = arc.exchange
-    if dataset in ("trades", "liquidations") and dataset in have:
-        t = get(dataset)
+def _simple(dataset: str, t: pa.Table) -> tuple[np.ndarray, np.ndarray, list[pa.Array]]:
+    """(timestamp µs, local_timestamp µs, the dataset's other columns) of a table of the same rows."""
+    if dataset in ("trades", "liquidations"):
         cols = [_as_string(t.column("id")), _as_string(t.column("side")), t.column("price").combine_chunks(),
                 t.column("amount").combine_chunks()]
-        return _frame(ex, symbol, ts_us(t.column("exchange_ts")), ts_us(t.column("local_ts")), cols), dataset
-    if dataset == "incremental_book_L2" and "book_change" in have:
-        t = get("book_change")
+    elif dataset == "incremental_book_L2":
         cols = [t.column("is_snapshot").combine_chunks(), _as_string(t.column("side")),
                 t.column("price").combine_chunks(), t.column("amount").combine_chunks()]
-        return _frame(ex, symbol, ts_us(t.column("exchange_ts")), ts_us(t.column("local_ts")), cols), "book_change"
-    if dataset == "book_ticker" and "book_ticker" in have:
-        t = get("book_ticker")
+    elif dataset == "book_ticker":
         mats = [np.asarray(t.column(c).fill_null(np.nan).to_numpy(), np.float64)[:, None]
                 for c in ("bid_price", "bid_amount", "ask_price", "ask_amount")]
         cols = _levels_table(dataset, *mats)
-        return _frame(ex, symbol, ts_us(t.column("exchange_ts")), ts_us(t.column("local_ts")), cols), dataset
-    if dataset == "derivative_ticker" and "derivative_ticker" in have:
-        t = get("derivative_ticker")
+    else:  # derivative_ticker
         ft = t.column("funding_timestamp")
         cols = [
             pa.array(ts_us(ft), pa.int64(), mask=np.asarray(ft.is_null().to_numpy(zero_copy_only=False), np.bool_)),
             *(t.column(c).combine_chunks() for c in ("funding_rate", "predicted_funding_rate", "open_interest",
                                                      "last_price", "index_price", "mark_price")),
         ]
-        return _frame(ex, symbol, ts_us(t.column("exchange_ts")), ts_us(t.column("local_ts")), cols), dataset
-    if dataset in T.LEVELS:
-        k = T.LEVELS[dataset]
-        own = T.TABLE_OF[dataset]
-        if own in have:
-            ets, loc, mats = _from_snapshots(get(own), k)
-            source = own
-        elif "book_change" in have:
-            ets, loc, mats = _from_changes(get("book_change"), k)
-            source = "book_change (rebuilt)"
-        elif arc.snapshot_tables(symbol):
-            src = arc.snapshot_tables(symbol)[0]
-            ets, loc, mats = _from_snapshots(get(src), k)
-            source = src
-        else:
+    return ts_us(t.column("exchange_ts")), ts_us(t.column("local_ts")), cols
+
+
+#: dataset -> the table of the same rows
+_SAME_ROWS = {"trades": "trades", "liquidations": "liquidations", "incremental_book_L2": "book_change",
+              "book_ticker": "book_ticker", "derivative_ticker": "derivative_ticker"}
+
+
+def chunks(arc: _Archive, dataset: str, symbol: str, start: datetime, end: datetime
+           ) -> tuple[str, Iterator[pa.Table]] | None:
+    """(the table it comes from, the dataset's rows hour by hour) for one symbol; None if the archive
+    has nothing to make it from."""
+    have = arc.have.get(symbol, set())
+    ex = arc.exchange
+    names = list(T.columns(dataset))
+
+    def frame(ts: np.ndarray, local: np.ndarray, cols: list[pa.Array]) -> pa.Table:
+        return pa.Table.from_arrays(_frame(ex, symbol, ts, local, cols), names=names)
+
+    table = _SAME_ROWS.get(dataset)
+    if table is not None:
+        if table not in have:
             return None
-        return _frame(ex, symbol, ets, loc, _levels_table(dataset, *mats)), source
-    return None
+        return table, (frame(*_simple(dataset, t)) for t in arc.hours(table, symbol, start, end))
+    k = T.LEVELS[dataset]
+    own = T.TABLE_OF[dataset]
+    feeder: _SnapshotCut | _BookRebuild
+    if own in have:
+        source, feeder = own, _SnapshotCut(k)
+    elif "book_change" in have:
+        source, feeder = "book_change", _BookRebuild(k)
+    elif arc.snapshot_tables(symbol):
+        source, feeder = arc.snapshot_tables(symbol)[0], _SnapshotCut(k)
+    else:
+        return None
+
+    def gen() -> Iterator[pa.Table]:
+        for t in arc.hours(source, symbol, start, end):
+            ets, loc, mats = feeder.feed(t)
+            yield frame(ets, loc, _levels_table(dataset, *mats))
+
+    return (f"{source} (rebuilt)" if source == "book_change" else source), gen()
 
 
 def export(
@@ -284,7 +325,8 @@ def export(
     on_file: Callable[[Exported], None] | None = None,
 ) -> list[Exported]:
     """Write the datasets of ``exchange`` (every symbol, or ``symbols``) for ``start <= local_ts < end``
-    (no bound: from the first / to the last hour the archive has for the exchange)."""
+    (no bound: from the first / to the last hour the archive has for the exchange). Reads and
+    writes an hour at a time."""
     check_exchange(exchange)
     bad = [d for d in datasets if d not in T.DATASETS]
     if bad:
@@ -299,28 +341,37 @@ def export(
     syms = sorted(arc.have) if symbols is None else list(symbols)
     os.makedirs(out_dir, exist_ok=True)
     done: list[Exported] = []
+
+    def finish(w: T.DatasetWriter, path: str, dataset: str, sym: str, day: date, source: str) -> None:
+        w.close()
+        item = Exported(path, dataset, sym, f"{day:%Y-%m-%d}", w.rows, source)
+        log.info("EXPORT %s rows: %d from %s", path, w.rows, source)
+        done.append(item)
+        if on_file is not None:
+            on_file(item)
+
     for sym in syms:
         for dataset in datasets:
-            built = build(arc, dataset, sym, s, e)
-            if built is None:
+            made = chunks(arc, dataset, sym, s, e)
+            if made is None:
                 continue
-            cols, source = built
-            table = pa.Table.from_arrays(cols, names=list(T.columns(dataset)))
-            if table.num_rows == 0:
-                continue
-            local = np.asarray(table.column("local_timestamp").to_numpy(), np.int64)
-            days = local // DAY_US
-            cuts = np.flatnonzero(np.diff(days)) + 1
-            for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(days)], strict=True):
-                day = datetime.fromtimestamp(int(days[lo]) * 86_400, UTC).date()
-                path = os.path.join(out_dir, T.filename(exchange, dataset, day, sym))
-                part = table.slice(int(lo), int(hi - lo))
-                T.write(path, dataset, part)
-                item = Exported(path, dataset, sym, f"{day:%Y-%m-%d}", part.num_rows, source)
-                log.info("EXPORT %s rows: %d from %s", path, part.num_rows, source)
-                done.append(item)
-                if on_file is not None:
-                    on_file(item)
+            source, parts = made
+            cur: tuple[T.DatasetWriter, str, date] | None = None
+            for table in parts:
+                if table.num_rows == 0:
+                    continue
+                days = np.asarray(table.column("local_timestamp").to_numpy(), np.int64) // DAY_US
+                cuts = np.flatnonzero(np.diff(days)) + 1
+                for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(days)], strict=True):
+                    day = datetime.fromtimestamp(int(days[lo]) * 86_400, UTC).date()
+                    if cur is None or cur[2] != day:
+                        if cur is not None:
+                            finish(cur[0], cur[1], dataset, sym, cur[2], source)
+                        path = os.path.join(out_dir, T.filename(exchange, dataset, day, sym))
+                        cur = (T.DatasetWriter(path, dataset), path, day)
+                    cur[0].write(table.slice(int(lo), int(hi - lo)))
+            if cur is not None:
+                finish(cur[0], cur[1], dataset, sym, cur[2], source)
     return done
 
 

@@ -50,6 +50,8 @@ from ticktape.writers.finalize import finalize_batches
 log = logging.getLogger("ticktape.import")
 
 HOST = "import"
+#: bytes of CSV text parsed at a time (a Tardis day file can be gigabytes)
+CSV_BLOCK = 16 << 20
 
 
 @dataclass
@@ -105,12 +107,12 @@ def _codes(col: pa.ChunkedArray, names: tuple[str, ...], default: int = 0) -> np
     return np.asarray(idx.to_numpy(), dtype=np.uint8)
 
 
-def _records(dataset: str, t: pa.Table) -> tuple[str, np.ndarray, list[str]]:
-    """(table, ring-dtype records, notes) for one symbol's rows of a Tardis dataset."""
+def _records(dataset: str, t: pa.Table) -> tuple[str, np.ndarray, int]:
+    """(table, ring-dtype records, ids cut to the id field) for one symbol's rows of a Tardis dataset."""
     table = T.TABLE_OF[dataset]
     n = t.num_rows
     rec = np.zeros(n, dtype=S.dtype_for(table))
-    notes: list[str] = []
+    long = 0
     rec["local_ts"] = T.int_col(t, "local_timestamp") * 1000
     rec["exchange_ts"] = T.int_col(t, "timestamp") * 1000
     if dataset in ("trades", "liquidations"):
@@ -118,8 +120,6 @@ def _records(dataset: str, t: pa.Table) -> tuple[str, np.ndarray, list[str]]:
         import pyarrow.compute as pc
 
         long = int(pc.sum(pc.greater(pc.binary_length(ids), S.TRADE_ID_BYTES)).as_py() or 0)
-        if long:
-            notes.append(f"{long} ids longer than {S.TRADE_ID_BYTES} bytes were cut to {S.TRADE_ID_BYTES}")
         rec["id"] = np.asarray(ids.to_numpy(zero_copy_only=False), dtype=f"S{S.TRADE_ID_BYTES}")
         rec["side"] = _codes(t.column("side"), S.TRADE_SIDES)
         rec["price"] = T.float_col(t, "price")
@@ -148,34 +148,101 @@ def _records(dataset: str, t: pa.Table) -> tuple[str, np.ndarray, list[str]]:
         rec["funding_timestamp"] = np.asarray(ft.fill_null(0).to_numpy(), np.int64) * 1000
         for c in ("funding_rate", "predicted_funding_rate", "open_interest", "last_price", "index_price", "mark_price"):
             rec[c] = T.float_col(t, c)
-    return table, rec, notes
+    return table, rec, long
+
+
+class _HourBuffer:
+    """Rows of one (exchange, table, symbol), held until their hour is complete, then written
+    through finalize. Inputs are ordered by local time, so an hour is complete once a later one
+    shows up; rows out of that order are still written (as another part of their hour, with its
+    own journal id), never dropped."""
+
+    def __init__(self, root: str, exchange: str, table: str, symbol: str, sid: str, cfg: ArchiveConfig) -> None:
+        self.root, self.exchange, self.table, self.symbol = root, exchange, table, symbol
+        self.sid, self.cfg = sid, cfg
+        self.batches: list[pa.RecordBatch] = []
+        self.local: list[np.ndarray] = []
+        self.parts: dict[int, int] = {}  # hour -> parts written
+        self.files: list[str] = []
+        self.added = 0
+        self.cut_ids = 0  # trade/liquidation ids longer than the record's id field
+
+    def add(self, batch: pa.RecordBatch, local_ns: np.ndarray) -> None:
+        if not len(local_ns):
+            return
+        self.batches.append(batch)
+        self.local.append(np.asarray(local_ns, np.int64))
+        self.flush(before=int(local_ns.max()) // HOUR_NS)
+
+    def flush(self, before: int | None = None) -> None:
+        if not self.batches:
+            return
+        local = np.concatenate(self.local) if len(self.local) > 1 else self.local[0]
+        hours = local // HOUR_NS
+        done = np.ones(len(hours), np.bool_) if before is None else hours < before
+        if not done.any():
+            return
+        table = pa.Table.from_batches(self.batches)
+        if done.all():
+            self.batches, self.local = [], []
+        else:
+            keep = np.flatnonzero(~done)
+            self.batches = table.take(pa.array(keep)).combine_chunks().to_batches()
+            self.local = [local[keep]]
+            idx = np.flatnonzero(done)
+            table, local, hours = table.take(pa.array(idx)), local[idx], hours[idx]
+        order = np.argsort(hours, kind="stable")
+        if not np.array_equal(order, np.arange(len(order))):
+            table, local, hours = table.take(pa.array(order)), local[order], hours[order]
+        cuts = np.flatnonzero(np.diff(hours)) + 1
+        for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(hours)], strict=True):
+            h = int(hours[lo])
+            part = self.parts.get(h, 0)
+            self.parts[h] = part + 1
+            chunk = table.slice(int(lo), int(hi - lo)).combine_chunks().to_batches()
+            batch = chunk[0] if len(chunk) == 1 else pa.Table.from_batches(chunk).combine_chunks().to_batches()[0]
+            files, added = write_records(self.root, self.exchange, self.table, self.symbol, batch,
+                                         local[int(lo) : int(hi)], f"{self.sid}-{part}", self.cfg)
+            self.files += files
+            self.added += added
 
 
 def import_csv(root: str, path: str, archive: ArchiveConfig | None = None) -> Imported:
-    """One Tardis CSV dataset file into the archive (every symbol in it)."""
+    """One Tardis CSV dataset file into the archive (every symbol in it), an hour at a time."""
     import pyarrow.compute as pc
 
     meta = T.parse_filename(os.path.basename(path))
     if meta is None:
         raise T.FormatError(f"{path}: not a Tardis dataset file name (<exchange>_<data_type>_<YYYY-MM-DD>_<SYMBOL>.csv.gz)")
     cfg = archive or ArchiveConfig()
-    t = T.read(path, meta.dataset)
     res = Imported(path, meta.dataset)
     sid = _source_id(path)
-    for ex in pc.unique(t.column("exchange")).to_pylist():
-        check_exchange(ex)
-        tx = t.filter(pc.equal(t.column("exchange"), ex))
-        for sym in pc.unique(tx.column("symbol")).to_pylist():
-            check_symbol(sym)
-            ts = tx.filter(pc.equal(tx.column("symbol"), sym))
-            table, rec, notes = _records(meta.dataset, ts)
-            res.notes += [f"{sym}: {x}" for x in notes]
-            for x in notes:
-                log.warning("%s %s: %s", path, sym, x)
-            batch = S.fixed_batch_to_arrow(table, rec)
-            files, added = write_records(root, ex, table, sym, batch, rec["local_ts"], sid, cfg)
-            res.files += files
-            res.rows[table] = res.rows.get(table, 0) + added
+    table = T.TABLE_OF[meta.dataset]
+    buffers: dict[tuple[str, str], _HourBuffer] = {}
+    for batch in T.read_batches(path, meta.dataset, CSV_BLOCK):
+        t = pa.Table.from_batches([batch])
+        exs = pc.unique(t.column("exchange")).to_pylist()
+        for ex in exs:
+            tx = t if len(exs) == 1 else t.filter(pc.equal(t.column("exchange"), ex))
+            syms = pc.unique(tx.column("symbol")).to_pylist()
+            for sym in syms:
+                buf = buffers.get((ex, sym))
+                if buf is None:
+                    check_exchange(ex)
+                    check_symbol(sym)
+                    buf = buffers[(ex, sym)] = _HourBuffer(root, ex, table, sym, sid, cfg)
+                ts = tx if len(syms) == 1 else tx.filter(pc.equal(tx.column("symbol"), sym))
+                _, rec, cut = _records(meta.dataset, ts)
+                buf.cut_ids += cut
+                buf.add(S.fixed_batch_to_arrow(table, rec), rec["local_ts"])
+    for buf in buffers.values():
+        buf.flush()
+        if buf.cut_ids:
+            note = f"{buf.symbol}: {buf.cut_ids} ids longer than {S.TRADE_ID_BYTES} bytes were cut to {S.TRADE_ID_BYTES}"
+            res.notes.append(note)
+            log.warning("%s %s", path, note)
+        res.files += buf.files
+        res.rows[table] = res.rows.get(table, 0) + buf.added
     return res
 
 
@@ -211,91 +278,104 @@ def _iso_ns(texts: list[bytes]) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-class _Series:
-    """Raw rows of one symbol: times, channel ids, payload slices of one buffer."""
-
-    def __init__(self) -> None:
-        self.ts: list[int] = []
-        self.chan: list[int] = []
-        self.payload: list[bytes] = []
-        self.channels: dict[str, int] = {"": 0}
+#: lines parsed, routed and handed to the hour buffers at a time (bounded memory for big files)
+NDJSON_CHUNK = 100_000
 
 
 def import_ndjson(root: str, path: str, exchange: str, archive: ArchiveConfig | None = None) -> Imported:
-    """Raw NDJSON (tardis-dev cache lines or /replay output) into ``raw`` rows of ``exchange``."""
+    """Raw NDJSON (tardis-dev cache lines or /replay output) into ``raw`` rows of ``exchange``.
+
+    Routing a frame to its (channel, symbol) decodes it: that is the one per-frame Python
+    step (``sim.replay.route``, msgspec); times and rows are converted a chunk at a time."""
     from ticktape.sim.replay import route
 
     check_exchange(exchange)
     cfg = archive or ArchiveConfig()
     res = Imported(path, "ndjson")
+    sid = _source_id(path)
+    buffers: dict[str, _HourBuffer] = {}
+    marks: list[tuple[int, str, str]] = []  # (time, kind, detail)
+    last_ts = 0
     times: list[bytes] = []
     frames: list[bytes] = []
-    marks: list[tuple[int, str, str]] = []  # (index of the line before, kind, detail)
+    pending: list[tuple[int, str, str]] = []  # (index of the line before in this chunk, kind, detail)
+
+    def process() -> None:
+        nonlocal last_ts
+        try:
+            ts = _iso_ns(times)
+        except ValueError as e:
+            raise T.FormatError(f"{path}: a timestamp is not ISO 8601 ({e})") from None
+        for i, kind, detail in pending:
+            marks.append((int(ts[i]) if i >= 0 else last_ts, kind, detail))
+        by_sym: dict[str, tuple[list[int], list[str], list[bytes]]] = {}
+        for i, fr in enumerate(frames):
+            r = route(fr)
+            sym, ch = (S.NO_SYMBOL_NAME, "") if r is None or r[0] != exchange else (r[3], r[2])
+            rows = by_sym.get(sym)
+            if rows is None:
+                rows = by_sym[sym] = ([], [], [])
+            rows[0].append(i)
+            rows[1].append(ch)
+            rows[2].append(fr)
+        for sym, (ix, chans, payloads) in by_sym.items():
+            buf = buffers.get(sym)
+            if buf is None:
+                check_symbol(sym)
+                buf = buffers[sym] = _HourBuffer(root, exchange, "raw", sym, sid, cfg)
+            names = tuple(dict.fromkeys(["", *chans]))
+            code = {c: k for k, c in enumerate(names)}
+            n = len(ix)
+            idx = np.zeros(n, dtype=S.RAW_INDEX_DTYPE)
+            idx["local_ts"] = ts[np.asarray(ix, np.int64)]
+            lengths = np.fromiter((len(x) for x in payloads), np.int64, n)
+            idx["length"] = lengths
+            idx["pos"] = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+            idx["channel"] = np.fromiter((code[c] for c in chans), np.uint16, n)
+            buf.add(S.raw_batch_to_arrow(idx, b"".join(payloads), 0, names), idx["local_ts"])
+        if len(ts):
+            last_ts = int(ts[-1])
+        times.clear()
+        frames.clear()
+        pending.clear()
+
     try:
         for no, line in enumerate(_lines(path), 1):
             if not line.strip():
-                marks.append((len(times) - 1, "disconnect", f"import: /replay disconnect marker (line {no})"))
+                pending.append((len(times) - 1, "disconnect", f"import: /replay disconnect marker (line {no})"))
                 continue
             p = _parse_line(line)
             if p is None:
-                marks.append((len(times) - 1, "malformed", f"import: line {no} is not a Tardis NDJSON line"))
+                pending.append((len(times) - 1, "malformed", f"import: line {no} is not a Tardis NDJSON line"))
                 continue
             times.append(p[0])
             frames.append(p[1])
+            if len(times) >= NDJSON_CHUNK:
+                process()
     except (OSError, EOFError) as e:
         raise T.FormatError(f"{path}: cannot read ({e})") from None
-    try:
-        ts = _iso_ns(times)
-    except ValueError as e:
-        raise T.FormatError(f"{path}: a timestamp is not ISO 8601 ({e})") from None
-    series: dict[str, _Series] = {}
-    for i, fr in enumerate(frames):
-        r = route(fr)
-        if r is None or r[0] != exchange:
-            sym, ch = S.NO_SYMBOL_NAME, ""
-        else:
-            sym, ch = r[3], r[2]
-        s = series.get(sym)
-        if s is None:
-            s = series[sym] = _Series()
-        cid = s.channels.get(ch)
-        if cid is None:
-            cid = s.channels[ch] = len(s.channels)
-        s.ts.append(int(ts[i]))
-        s.chan.append(cid)
-        s.payload.append(fr)
-    sid = _source_id(path)
-    for sym, s in sorted(series.items()):
-        check_symbol(sym)
-        n = len(s.ts)
-        idx = np.zeros(n, dtype=S.RAW_INDEX_DTYPE)
-        idx["local_ts"] = np.asarray(s.ts, np.int64)
-        lengths = np.fromiter((len(p) for p in s.payload), np.int64, n)
-        idx["length"] = lengths
-        idx["pos"] = np.concatenate(([0], np.cumsum(lengths)[:-1])) if n else np.zeros(0, np.int64)
-        idx["channel"] = np.asarray(s.chan, np.uint16)
-        names = tuple(sorted(s.channels, key=s.channels.__getitem__))
-        batch = S.raw_batch_to_arrow(idx, b"".join(s.payload), 0, names)
-        files, added = write_records(root, exchange, "raw", sym, batch, idx["local_ts"], sid, cfg)
-        res.files += files
-        res.rows["raw"] = res.rows.get("raw", 0) + added
+    process()
+    for _sym, buf in sorted(buffers.items()):
+        buf.flush()
+        res.files += buf.files
+        res.rows["raw"] = res.rows.get("raw", 0) + buf.added
     if marks:
         res.skipped = len(marks)
-        kinds = {k for _, k, _ in marks}
-        for k in sorted(kinds):
+        for k in sorted({k for _, k, _ in marks}):
             cnt = sum(1 for _, kk, _ in marks if kk == k)
             msg = (f"{cnt} empty lines (/replay disconnect markers, no time of their own)" if k == "disconnect"
                    else f"{cnt} lines that are not Tardis NDJSON")
             res.notes.append(f"{msg}: marked as {k} events (symbol _)")
             log.warning("%s: %s", path, msg)
         ev = np.zeros(len(marks), dtype=S.EVENT_DTYPE)
-        ev["local_ts"] = [int(ts[i]) if i >= 0 and len(ts) else 0 for i, _, _ in marks]
+        ev["local_ts"] = [t for t, _, _ in marks]
         ev["kind"] = [S.EVENT_CODE[k] for _, k, _ in marks]
         ev["detail"] = [d.encode()[: S.EVENT_DETAIL_BYTES] for _, _, d in marks]
-        batch = S.fixed_batch_to_arrow("events", ev)
-        files, added = write_records(root, exchange, "events", S.NO_SYMBOL_NAME, batch, ev["local_ts"], sid, cfg)
-        res.files += files
-        res.rows["events"] = added
+        evbuf = _HourBuffer(root, exchange, "events", S.NO_SYMBOL_NAME, sid, cfg)
+        evbuf.add(S.fixed_batch_to_arrow("events", ev), ev["local_ts"])
+        evbuf.flush()
+        res.files += evbuf.files
+        res.rows["events"] = evbuf.added
     return res
 
 

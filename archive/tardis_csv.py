@@ -23,6 +23,7 @@ Which ticktape table each dataset maps to (both directions):
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 
@@ -119,17 +120,37 @@ def parse_filename(name: str) -> DatasetFile | None:
 # --- writing -------------------------------------------------------------------------------
 
 
-def write(path: str, dataset: str, table: pa.Table) -> None:
-    """``table`` holds ``columns(dataset)`` in order (strings, int64 µs, doubles with nulls for
-    "no value", booleans); written gzip-compressed with Tardis's unquoted header."""
-    names = columns(dataset)
-    if tuple(table.column_names) != names:
-        raise ValueError(f"{dataset}: columns {table.column_names} are not {list(names)}")
-    with pa.CompressedOutputStream(path, "gzip") as out:
-        out.write((",".join(names) + "\n").encode())
+class DatasetWriter:
+    """One gzip dataset file written in chunks: Tardis's unquoted header, then rows as they come."""
+
+    def __init__(self, path: str, dataset: str) -> None:
+        self.dataset = dataset
+        self.names = columns(dataset)
+        self.rows = 0
+        self._out = pa.CompressedOutputStream(path, "gzip")
+        self._out.write((",".join(self.names) + "\n").encode())
+
+    def write(self, table: pa.Table) -> None:
+        """``table`` holds ``columns(dataset)`` in order (strings, int64 µs, doubles with nulls for
+        "no value", booleans)."""
+        if tuple(table.column_names) != self.names:
+            raise ValueError(f"{self.dataset}: columns {table.column_names} are not {list(self.names)}")
         if table.num_rows:
             # no quotes (as Tardis writes them); Arrow refuses a value with a comma, quote or newline
-            pacsv.write_csv(table, out, pacsv.WriteOptions(include_header=False, quoting_style="none"))
+            pacsv.write_csv(table, self._out, pacsv.WriteOptions(include_header=False, quoting_style="none"))
+            self.rows += table.num_rows
+
+    def close(self) -> None:
+        self._out.close()
+
+
+def write(path: str, dataset: str, table: pa.Table) -> None:
+    """A whole dataset file at once."""
+    w = DatasetWriter(path, dataset)
+    try:
+        w.write(table)
+    finally:
+        w.close()
 
 
 # --- reading -------------------------------------------------------------------------------
@@ -177,6 +198,42 @@ def read(path: str, dataset: str) -> pa.Table:
         )
     except (pa.ArrowInvalid, OSError, EOFError) as e:
         raise FormatError(f"{path}: not a readable Tardis {dataset} CSV ({e})") from None
+
+
+def read_batches(path: str, dataset: str, block_size: int = 16 << 20) -> Iterator[pa.RecordBatch]:
+    """The file's rows in record batches of about ``block_size`` bytes of CSV (a day of
+    incremental_book_L2 is gigabytes: never all in memory); FormatError as ``read``."""
+    want = columns(dataset)
+    comp = "gzip" if path.endswith(".gz") else None
+    try:
+        with pa.input_stream(path, compression=comp) as f:
+            header = f.read(1 << 16).split(b"\n", 1)[0].decode("utf-8", "replace").rstrip("\r")
+        if tuple(header.split(",")) != want:
+            raise FormatError(f"{path}: header is not Tardis {dataset}'s ({','.join(want[:8])}...): {header[:120]!r}")
+        stream = pa.input_stream(path, compression=comp)
+        reader = pacsv.open_csv(
+            stream,
+            read_options=pacsv.ReadOptions(column_names=list(want), skip_rows=1, block_size=block_size),
+            convert_options=pacsv.ConvertOptions(
+                column_types=_types(dataset), strings_can_be_null=False, quoted_strings_can_be_null=False,
+                null_values=[""],
+            ),
+        )
+    except (pa.ArrowInvalid, OSError, EOFError) as e:
+        if "Empty CSV file" in str(e):
+            return
+        raise FormatError(f"{path}: not a readable Tardis {dataset} CSV ({e})") from None
+    try:
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                return
+            except (pa.ArrowInvalid, OSError, EOFError) as e:
+                raise FormatError(f"{path}: not a readable Tardis {dataset} CSV ({e})") from None
+            yield batch
+    finally:
+        stream.close()
 
 
 def int_col(table: pa.Table, name: str) -> np.ndarray:
