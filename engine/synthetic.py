@@ -31,6 +31,7 @@ from urllib.parse import parse_qsl, urlsplit
 import msgspec
 import numpy as np
 
+from ticktape.engine import clock
 from ticktape.engine.settings import ExchangeConfig, LogConfig
 from ticktape.ipc import ringset
 from ticktape.ipc.outbox import Outbox
@@ -253,7 +254,7 @@ def ingest_main(spec: RingSetSpec, ex_cfg: ExchangeConfig, stats_name: str, stop
     stats = FeedStats(stats_name, len(spec.symbols))
     prod = _Producer(spec, rings, p, stats)
     resumed = prod.done
-    now = time.time_ns()
+    now = clock.now_ns()
     prod.out.event(now, "connect", detail=f"synthetic start at trade {resumed}")
     if resumed:
         stats.values[0, F["reconnects"]] += 1
@@ -268,7 +269,7 @@ def ingest_main(spec: RingSetSpec, ex_cfg: ExchangeConfig, stats_name: str, stop
             if p.count:
                 target = min(target, p.count)
             if target > prod.done:
-                prod.produce(min(target, prod.done + MAX_BATCH), time.time_ns())
+                prod.produce(min(target, prod.done + MAX_BATCH), clock.now_ns())
             else:
                 time.sleep(0.002 if not p.count or prod.done < p.count else 0.05)
     finally:

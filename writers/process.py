@@ -86,7 +86,7 @@ def run_writer(writer: Writer, stop: MpEvent | threading.Event, flush_interval: 
         if now - last >= flush_interval or writer.max_fill() > URGENT_FILL:
             last = now
             writer.drain_once()
-            writer.finalize_due()
+            writer.finalize_due(background=True)  # never stalls the drain
         else:  # never Event.wait: see stop_requested
             time.sleep(max(0.0, min(period, last + flush_interval - now)))
     while writer.drain_once():  # producers are stopped: empty the rings

@@ -10,6 +10,15 @@ journals back to the recorded lengths and commits each ring up to the recorded
 sequence: nothing lost, nothing written twice. With a new ring generation (the
 whole capture died, the rings are new) the journals are recovered as they are
 (torn tail cut) and finalized before anything new is written.
+
+Finalizing (an hour's journal -> its Parquet file, ``finalize.finalize_journal``,
+streamed in bounded memory) runs on a background thread in the writer process
+(``finalize_due(background=True)``), so the drain loop never stops at an hour
+boundary. The journal leaves ``journals`` when it is handed over but stays in
+the saved state until its file is renamed into place (``_reap``), so a crash
+at any moment finalizes it again (idempotent by journal id). Rows that arrive
+for a key whose finalize is still running wait for it (``_wait_inflight``), so
+they go to a fresh journal that is merged later, as any late rows are.
 """
 
 from __future__ import annotations
@@ -17,8 +26,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pyarrow as pa
 
@@ -34,6 +43,7 @@ from ticktape.archive.layout import (
     hour_of_ns,
     safe_join,
 )
+from ticktape.engine import clock
 from ticktape.engine.config import ArchiveConfig
 from ticktape.ipc import ringset
 from ticktape.ipc.raw_ring import RawRing
@@ -41,7 +51,7 @@ from ticktape.ipc.ring import RecordRing
 from ticktape.ipc.ringset import RingSetSpec
 from ticktape.ipc.schemas import NO_SYMBOL_NAME, fixed_batch_to_arrow, is_data_type, raw_batch_to_arrow
 from ticktape.writers import state as wstate
-from ticktape.writers.finalize import finalize_batches, merged_journal_ids
+from ticktape.writers.finalize import finalize_journal, merged_journal_ids
 from ticktape.writers.journal import Journal, cut_tail, read_journal
 from ticktape.writers.split import Group, split_groups
 from ticktape.writers.state import JournalState, RingState, WriterState
@@ -112,8 +122,10 @@ def recover_journal(root: str, rel: str, archive: ArchiveConfig, host: str, tag:
         )
         cut_tail(path, contents.good_length)
     added = 0
-    if contents.records:
-        res = finalize_batches(root, key, contents.batches, contents.journal_id, archive, host, tag)
+    jid, records, length = contents.journal_id, contents.records, contents.good_length
+    del contents  # the streaming finalize reads the file again, one batch at a time
+    if records:
+        res = finalize_journal(root, key, path, length, jid, records, archive, host, tag)
         if res is None:
             log.info("journal %s was already in %s", path, key.relpath())
         else:
@@ -140,6 +152,8 @@ class Writer:
         self.max_batch = max_batch
         self._tag = f"w{writer_id}"
         self.journals: dict[str, Journal] = {}
+        self._inflight: dict[str, tuple[Journal, Future[None]]] = {}
+        self._pool: ThreadPoolExecutor | None = None
         self.records_written = 0
         self.files_written = 0
         self.bad_symbols = 0
@@ -312,17 +326,34 @@ class Writer:
             rel = key.journal_relpath()
             j = self.journals.get(rel)
             if j is None:
+                if rel in self._inflight:  # late rows while its finalize runs (rare)
+                    self._wait_inflight(rel)
+                j = self.journals.get(rel)
+            if j is None:
                 j = self.journals[rel] = Journal.create(self.root, key)
             j.append(rb.slice(g.start, g.stop - g.start))
             touched.add(rel)
 
     # -- finalizing -------------------------------------------------------------------
-    def finalize_due(self, now: float | None = None) -> int:
-        """Finalize the journals whose hour ended more than ``finalize_grace`` ago."""
-        t = time.time() if now is None else now
+    def finalize_due(self, now: float | None = None, background: bool = False) -> int:
+        """Finalize the journals whose hour ended more than ``finalize_grace`` ago; returns
+        the files made. ``background``: hand them to the finalize thread and return at
+        once (their files count when ``_reap`` sees them done, on a later call)."""
+        reaped = self._reap()
+        t = clock.now() if now is None else now
         limit = int((t - self.archive.finalize_grace) * 1e9)
         due = [rel for rel, j in self.journals.items() if j.key.hour_ns + HOUR_NS <= limit]
-        return self._finalize(due) if due else 0
+        if not due:
+            return reaped
+        if background:
+            self._submit(due)
+            return reaped
+        return reaped + self._finalize(due)
+
+    def _finalize_one(self, j: Journal) -> None:
+        finalize_journal(
+            self.root, j.key, j.path, j.length, j.journal_id, j.records, self.archive, self.host, self._tag
+        )
 
     def _finalize(self, rels: list[str]) -> int:
         done: list[Journal] = []
@@ -330,25 +361,59 @@ class Writer:
             j = self.journals[rel]
             try:
                 j.sync()
-                contents = read_journal(j.path, limit=j.length)
-                if contents.good_length != j.length:
-                    raise RuntimeError(
-                        f"journal {j.path}: only {contents.good_length} of {j.length} durable bytes readable"
-                    )
-                finalize_batches(
-                    self.root, j.key, contents.batches, j.journal_id, self.archive, self.host, self._tag
-                )
-                del contents
+                self._finalize_one(j)
             except Exception:  # keep the journal (nothing lost), retry next time
                 log.exception("could not finalize %s; journal kept", j.path)
                 continue
+            del self.journals[rel]
             done.append(j)
+        return self._retire(done)
+
+    def _submit(self, rels: list[str]) -> None:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"finalize-{self._tag}")
+        for rel in rels:
+            j = self.journals[rel]
+            try:
+                j.sync()
+            except OSError:
+                log.exception("could not sync %s before finalizing; will retry", j.path)
+                continue
+            del self.journals[rel]
+            self._inflight[rel] = (j, self._pool.submit(self._finalize_one, j))
+
+    def _reap(self, block: bool = False) -> int:
+        """Retire the background finalizes that are done (all of them with ``block``)."""
+        done: list[Journal] = []
+        for rel, (j, fut) in list(self._inflight.items()):
+            if not block and not fut.done():
+                continue
+            del self._inflight[rel]
+            try:
+                fut.result()
+            except Exception:  # keep the journal (nothing lost), retry next time
+                log.exception("could not finalize %s; journal kept", j.path)
+                self.journals[rel] = j
+                continue
+            done.append(j)
+        return self._retire(done)
+
+    def _wait_inflight(self, rel: str) -> None:
+        j, fut = self._inflight.pop(rel)
+        try:
+            fut.result()
+        except Exception:
+            log.exception("could not finalize %s; journal kept", j.path)
+            self.journals[rel] = j
+            return
+        self._retire([j])
+
+    def _retire(self, done: list[Journal]) -> int:
+        """Finalized: drop the journals from the state (saved), then close and unlink them."""
         if not done:
             return 0
         for j in done:
-            rel = j.key.journal_relpath()
-            del self.journals[rel]
-            self.state.journals.pop(rel, None)
+            self.state.journals.pop(j.key.journal_relpath(), None)
         wstate.save(self.root, self.writer_id, self.state)
         for j in done:
             j.close()
@@ -359,9 +424,13 @@ class Writer:
     def close(self, finalize_all: bool = True) -> None:
         """Finalize every open journal (graceful stop) or leave them for the next start."""
         try:
+            self._reap(block=True)
             if finalize_all and self.journals:
                 self._finalize(list(self.journals))
         finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
             for j in self.journals.values():
                 j.close()
             for rings in self._ringsets:
