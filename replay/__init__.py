@@ -5,6 +5,8 @@ Modules, one job each:
 - ``server``: aiohttp app and routes (/replay, /replay-normalized, /exchanges,
   /status, /ws-replay, /ws-replay-normalized; WebSocket routes also on port + 1);
   ``Server(Settings(root), host, port)`` for in-process use.
+- ``state``: settings, app keys and stream admission shared by ``server`` and ``ws`` (429 beyond the cap).
+- ``limits``: query size / JSON depth bounds (400) and the per-stream memory plan (batch size, or 503).
 - ``options``: request options parsed and validated (``OptionsError`` -> HTTP 400).
 - ``inventory``: what the archive holds (exchanges, symbols, raw channels, ranges).
 - ``storage``: local directory or ``s3://bucket/prefix`` (s3fs) file access.
@@ -15,5 +17,6 @@ Modules, one job each:
   ``book_snapshot_N`` tables; ``bars``: trade bars; ``levels``: bids/asks JSON.
 - ``fmt``: vectorized text (7-digit timestamps, numbers, joins).
 - ``ws`` + ``subscribe``: WebSocket replay and exchange subscribe messages.
-- ``streaming``: drive a chunk iterator from the event loop with one chunk in flight.
+- ``streaming``: drive a chunk iterator from the event loop with one chunk in flight; stop at once for a
+  client that is gone.
 """

@@ -36,6 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-rows", type=int, default=0,
                    help="rows per read batch (bounds memory per client; default 32768)")
     p.add_argument("--threads", type=int, default=4, help="worker threads that build response batches")
+    p.add_argument("--max-streams", type=int, default=64,
+                   help="concurrent streams (all routes together); more are refused with 429 (default 64)")
+    p.add_argument("--max-stream-mb", type=int, default=256,
+                   help="memory one stream may hold in flight; batches shrink to fit, a request that cannot fit "
+                        "is refused with 503 (default 256)")
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -66,6 +71,11 @@ def main(args: argparse.Namespace) -> int:
     if not s3 and not os.path.isdir(args.archive):
         print(f"replay: archive directory {args.archive!r} does not exist", file=sys.stderr)
         return 2
+    for name, v in (("--max-streams", args.max_streams), ("--max-stream-mb", args.max_stream_mb),
+                    ("--threads", args.threads)):
+        if not 1 <= v <= 100_000:
+            print(f"replay: bad {name} {v} (1..100000)", file=sys.stderr)
+            return 2
     if not 0 < args.port < 65535:
         print(f"replay: bad port {args.port} (1..65534: the WebSocket routes use port + 1)", file=sys.stderr)
         return 2
@@ -96,11 +106,11 @@ def main(args: argparse.Namespace) -> int:
 
         load_env()  # AWS_* from the environment or a .env file
     from ticktape.replay.options import DEFAULT_MAX_RANGE_HOURS
-    from ticktape.replay.server import Settings
+    from ticktape.replay.state import Settings
 
     settings = Settings(args.archive if s3 else os.path.abspath(args.archive),
                         DEFAULT_MAX_RANGE_HOURS if args.max_range_hours is None else args.max_range_hours,
-                        args.ws_subscribe_window, args.threads)
+                        args.ws_subscribe_window, args.threads, args.max_streams, args.max_stream_mb)
     try:
         import uvloop
 
@@ -119,7 +129,8 @@ async def _serve(settings: object, socks: list[socket.socket], host: str, port: 
     from aiohttp import web
 
     from ticktape.replay import storage
-    from ticktape.replay.server import EXECUTOR, INVENTORY, Settings, make_app
+    from ticktape.replay.server import make_app, make_runner
+    from ticktape.replay.state import EXECUTOR, INVENTORY, Settings
 
     assert isinstance(settings, Settings)
     if not storage.root_exists(settings.root):
@@ -128,7 +139,7 @@ async def _serve(settings: object, socks: list[socket.socket], host: str, port: 
     ws_app = make_app(settings, ws_only=True, shared=app)
     runners = []
     for a, sock in ((app, socks[0]), (ws_app, socks[1])):
-        runner = web.AppRunner(a, access_log=None, handler_cancellation=False)
+        runner = make_runner(a)
         await runner.setup()
         await web.SockSite(runner, sock).start()
         runners.append(runner)

@@ -84,7 +84,8 @@ def trade_lines(batch: pa.RecordBatch, symbol: str, exchange: str) -> Chunk:
 
 def trade_source(root: str, req: NormalizedRequest, symbol: str) -> Iterator[Chunk]:
     bars = [BarBuilder(b, symbol, req.exchange) for b in req.bars]
-    for batch in read_range(root, req.exchange, "trades", symbol, req.range.start_ns, req.range.end_ns):
+    for batch in read_range(root, req.exchange, "trades", symbol, req.range.start_ns, req.range.end_ns,
+                            batch_rows=req.batch_rows or None):
         parts: list[Chunk] = []
         if req.trade:
             parts.append(trade_lines(batch, symbol, req.exchange))
@@ -358,7 +359,8 @@ def _merge_resyncs(rows: _Rows) -> _Rows:
 
 def change_rows(root: str, req: NormalizedRequest, symbol: str) -> Iterator[_Rows]:
     """The symbol's ``book_change`` rows in local time order, never cutting a local time in two."""
-    batches = read_range(root, req.exchange, "book_change", symbol, req.range.start_ns, req.range.end_ns)
+    batches = read_range(root, req.exchange, "book_change", symbol, req.range.start_ns, req.range.end_ns,
+                         batch_rows=req.batch_rows or None)
     for batch in _whole_groups(batches):
         yield _Rows(
             ts_ns(batch),
@@ -375,7 +377,7 @@ def snapshot_table_rows(root: str, req: NormalizedRequest, symbol: str, levels: 
     stored snapshot is one isSnapshot message, its bids then its asks (padding dropped), as tardis-dev maps
     l2Book frames."""
     for batch in read_range(root, req.exchange, f"book_snapshot_{levels}", symbol, req.range.start_ns,
-                            req.range.end_ns):
+                            req.range.end_ns, batch_rows=req.batch_rows or None):
         k = len(batch)
         local = ts_ns(batch)
         ets = _np(batch.column("exchange_ts")).astype(np.int64, copy=False)
@@ -497,18 +499,27 @@ def disconnect_source(root: str, req: NormalizedRequest) -> Iterator[Chunk]:
         yield Chunk(at, fmt.join(line, fmt.ts_strings(times[prev], fmt.LOCAL_DIGITS), b'"}\n'))
 
 
-def _book_or_snapshots(root: str, req: NormalizedRequest, symbol: str) -> Iterator[Chunk]:
-    """From book_change when the range has it; else from a stored book_snapshot_N series (each stored snapshot
-    replaces the book, as tardis-dev maps Hyperliquid's l2Book)."""
+def book_table(root: str, req: NormalizedRequest, symbol: str) -> str | None:
+    """The table a symbol's book comes from: book_change when the range has it; else the deepest stored
+    book_snapshot_N series (each stored snapshot replaces the book, as tardis-dev maps Hyperliquid's l2Book)."""
     from ticktape.replay.sources import hour_paths
 
     rng = req.range
     if hour_paths(root, req.exchange, "book_change", symbol, rng.start_ns, rng.end_ns):
-        return book_source(req, symbol, change_rows(root, req, symbol))
+        return "book_change"
     for levels in reversed(_stored_levels(root, req.exchange, symbol)):
         if hour_paths(root, req.exchange, f"book_snapshot_{levels}", symbol, rng.start_ns, rng.end_ns):
-            return book_source(req, symbol, snapshot_table_rows(root, req, symbol, levels))
-    return iter(())
+            return f"book_snapshot_{levels}"
+    return None
+
+
+def _book_or_snapshots(root: str, req: NormalizedRequest, symbol: str) -> Iterator[Chunk]:
+    table = book_table(root, req, symbol)
+    if table is None:
+        return iter(())
+    if table == "book_change":
+        return book_source(req, symbol, change_rows(root, req, symbol))
+    return book_source(req, symbol, snapshot_table_rows(root, req, symbol, int(table.rsplit("_", 1)[1])))
 
 
 def _stored_levels(root: str, exchange: str, symbol: str) -> list[int]:
@@ -526,6 +537,19 @@ def _stored_levels(root: str, exchange: str, symbol: str) -> list[int]:
 
 
 _INVENTORIES: dict[str, Any] = {}
+
+
+def series(root: str, reqs: list[NormalizedRequest]) -> list[tuple[str, str, str]]:
+    """(exchange, table, symbol) of every series the stream reads in bulk (for the memory plan)."""
+    out: list[tuple[str, str, str]] = []
+    for req in reqs:
+        for s in req.symbols:
+            if req.needs_trades:
+                out.append((req.exchange, "trades", s))
+            table = book_table(root, req, s) if req.needs_book else None
+            if table is not None:
+                out.append((req.exchange, table, s))
+    return out
 
 
 def sources(root: str, reqs: list[NormalizedRequest]) -> list[Iterator[Chunk]]:

@@ -47,6 +47,7 @@ class RawRequest:
     channels: dict[str, list[str]]  # channel -> symbols (every symbol present when the filter named none)
     range: Range
     with_disconnects: bool
+    batch_rows: int = 0  # rows per read batch for this stream (0 = the server's default), set by admission
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,7 @@ class NormalizedRequest:
     liquidation: bool = False
     snapshots: list[Snapshot] = field(default_factory=list)
     bars: list[Bar] = field(default_factory=list)
+    batch_rows: int = 0  # rows per read batch for this stream (0 = the server's default), set by admission
 
     @property
     def needs_trades(self) -> bool:
@@ -94,6 +96,8 @@ def decode_options(text: str | None) -> Any:
         raise OptionsError("options too long")
     try:
         return json.loads(text)
+    except RecursionError:
+        raise OptionsError("options nest too deeply") from None
     except ValueError as e:
         raise OptionsError(f"options is not valid JSON: {e}") from None
 

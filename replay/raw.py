@@ -96,17 +96,27 @@ def batch_lines(batch: pa.RecordBatch, channels: pa.Array | None, markers: bool)
 def _symbol_source(root: str, req: RawRequest, symbol: str, channels: list[str] | None) -> Iterator[Chunk]:
     chans = None if channels is None else pa.array(channels, pa.string())
     for batch in read_range(root, req.exchange, "raw", symbol, req.range.start_ns, req.range.end_ns, RAW_COLUMNS,
-                            read_dictionary=["channel"]):
+                            batch_rows=req.batch_rows or None, read_dictionary=["channel"]):
         c = batch_lines(batch, chans, req.with_disconnects)
         if c is not None and len(c):
             yield c
 
 
-def sources(root: str, req: RawRequest) -> list[Iterator[Chunk]]:
+def _by_symbol(req: RawRequest) -> dict[str, list[str]]:
     by_symbol: dict[str, list[str]] = {}
     for ch, syms in req.channels.items():
         for s in syms:
             by_symbol.setdefault(s, []).append(ch)
+    return by_symbol
+
+
+def series(req: RawRequest) -> list[tuple[str, str, str]]:
+    """(exchange, table, symbol) of every series the stream reads (for the memory plan)."""
+    return [(req.exchange, "raw", s) for s in sorted(_by_symbol(req))]
+
+
+def sources(root: str, req: RawRequest) -> list[Iterator[Chunk]]:
+    by_symbol = _by_symbol(req)
     out = [_symbol_source(root, req, s, chans) for s, chans in sorted(by_symbol.items())]
     if req.with_disconnects:
         out.append(_symbol_source(root, req, NO_SYMBOL_NAME, []))  # connection-level markers only
@@ -139,11 +149,12 @@ def stream(root: str, req: RawRequest) -> Iterator[Chunk]:
 
 
 def frame_source(
-    root: str, exchange: str, symbol: str, channels: list[str], start_ns: int, end_ns: int
+    root: str, exchange: str, symbol: str, channels: list[str], start_ns: int, end_ns: int, batch_rows: int = 0
 ) -> Iterator[Chunk]:
     """The frames themselves (no envelope, no markers), for /ws-replay."""
     chans = pa.array(channels, pa.string())
-    for batch in read_range(root, exchange, "raw", symbol, start_ns, end_ns, RAW_COLUMNS, read_dictionary=["channel"]):
+    for batch in read_range(root, exchange, "raw", symbol, start_ns, end_ns, RAW_COLUMNS, batch_rows=batch_rows or None,
+                            read_dictionary=["channel"]):
         payload = batch.column("payload")
         keep = pc.and_(_channel_mask(batch.column("channel"), chans), pc.greater(pc.binary_length(payload), 0))
         idx = np.flatnonzero(np.asarray(keep.to_numpy(zero_copy_only=False), np.bool_))

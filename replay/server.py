@@ -4,68 +4,79 @@ Routes: ``GET /replay``, ``GET /replay-normalized``, ``GET /exchanges``
 (and ``/exchanges/{id}``), ``WS /ws-replay``, ``WS /ws-replay-normalized``.
 The WebSocket routes are served on the HTTP port and on port + 1, as Tardis
 Machine does. Options are validated before the response starts: a bad
-request is a 400 with ``{"code": 400, "message": reason}``. Responses stream
-one chunk at a time with awaited (draining) writes.
+request is a 400 with ``{"code": 400, "message": reason}`` (``limits`` bounds
+every route's query size and JSON depth). A stream is then admitted
+(``state.admit``: 429 beyond ``max_streams``; ``limits.plan``: 503 beyond the
+per-stream memory budget, else the batch size that fits it) and streams one
+chunk at a time with awaited (draining) writes. Handlers are cancelled when
+their client goes away, and no work is queued for a client already gone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from ticktape.replay import fmt, normalized, raw
+from ticktape.replay import fmt, limits, normalized, raw, ws
 from ticktape.replay.inventory import Inventory
 from ticktape.replay.merge import Chunk
-from ticktape.replay.options import (
-    DEFAULT_MAX_RANGE_HOURS,
-    OptionsError,
-    decode_options,
-    parse_normalized,
-    parse_raw,
+from ticktape.replay.options import OptionsError, decode_options, parse_normalized, parse_raw
+from ticktape.replay.state import (
+    ACTIVE,
+    COUNTS,
+    EXECUTOR,
+    INVENTORY,
+    SESSIONS,
+    SETTINGS,
+    Settings,
+    admit,
+    bad_request,
+    client_gone,
+    count,
+    refuse,
+    register,
+    trim_when_idle,
+    unregister,
 )
 from ticktape.replay.streaming import Prefetch
+
+__all__ = ["Server", "Settings", "make_app", "serve_forever"]
 
 log = logging.getLogger("ticktape.replay")
 
 CONTENT_TYPE = "application/x-json-stream"
 
 
-@dataclass(slots=True)
-class Settings:
-    root: str
-    max_range_hours: float = DEFAULT_MAX_RANGE_HOURS
-    ws_subscribe_window: float = 2.0
-    threads: int = 4
+@web.middleware
+async def query_limits(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                       ) -> web.StreamResponse:
+    """Every route: a bounded query string and bounded JSON depth in its values, before any handler runs."""
+    try:
+        limits.check_query(request.query_string, request.query)
+    except limits.LimitError as e:
+        return refuse(e.status, str(e))
+    return await handler(request)
 
 
-SETTINGS = web.AppKey("settings", Settings)
-INVENTORY = web.AppKey("inventory", Inventory)
-EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)
-ACTIVE = web.AppKey("active", dict)
-
-
-def bad_request(reason: str) -> web.Response:
-    return web.json_response({"code": 400, "message": reason}, status=400)
-
-
-async def _stream_chunks(request: web.Request, chunks: Any, what: str) -> web.StreamResponse:
+async def _stream_chunks(request: web.Request, chunks: Iterator[Chunk], state: dict[str, Any]) -> web.StreamResponse:
     app = request.app
+    what = state["what"]
     resp = web.StreamResponse(status=200, headers={"Content-Type": CONTENT_TYPE})
-    await resp.prepare(request)
     it: Prefetch[Chunk] = Prefetch(chunks, app[EXECUTOR])
-    sid = id(resp)
-    state: dict[str, Any] = {"what": what, "sent_bytes": 0}
-    app[ACTIVE][sid] = state
     n = 0
     t0 = time.perf_counter()
     try:
+        await resp.prepare(request)
         async for chunk in it:
+            if client_gone(request):
+                raise ConnectionResetError("client gone")
             data = fmt.data_bytes(chunk.lines)
             await resp.write(data)
             n += len(chunk)
@@ -75,7 +86,7 @@ async def _stream_chunks(request: web.Request, chunks: Any, what: str) -> web.St
     except ConnectionError as e:
         log.info("%s: client went away after %d messages (%s)", what, n, type(e).__name__)
     except asyncio.CancelledError:
-        log.info("%s: cancelled after %d messages", what, n)
+        log.info("%s: cancelled after %d messages (client gone)", what, n)
         raise
     except Exception:
         # headers are out: drop the connection without the final chunk so the client sees an incomplete body
@@ -83,9 +94,39 @@ async def _stream_chunks(request: web.Request, chunks: Any, what: str) -> web.St
         if request.transport is not None:
             request.transport.abort()
     finally:
-        await it.close()
-        app[ACTIVE].pop(sid, None)
+        it.close()
     return resp
+
+
+async def _admitted(request: web.Request, what: str, series: Callable[[], list[tuple[str, str, str]]],
+                    start: Callable[[int], Iterator[Chunk]], start_ns: int, end_ns: int) -> web.StreamResponse:
+    """Admission, then the stream: 429 beyond the stream cap, 503 beyond the memory budget, nothing at all for
+    a client already gone; the stream's slot is held from admission to its last write."""
+    app = request.app
+    refusal = admit(app)
+    if refusal is not None:
+        return refusal
+    if client_gone(request):
+        count(app, "gone_before_start")
+        return web.Response(status=499)  # nobody to answer: start no work
+    key = id(request)
+    state = register(app, key, what)
+    try:
+        s = app[SETTINGS]
+        loop = asyncio.get_running_loop()
+        try:
+            plan = await loop.run_in_executor(
+                app[EXECUTOR], lambda: limits.plan(s.root, series(), start_ns, end_ns, s.stream_budget))
+        except limits.LimitError as e:
+            count(app, f"refused_{e.status}")
+            return refuse(e.status, str(e))
+        if client_gone(request):
+            count(app, "gone_before_start")
+            return web.Response(status=499)
+        state["batch_rows"] = plan.batch_rows
+        return await _stream_chunks(request, start(plan.batch_rows), state)
+    finally:
+        unregister(app, key)
 
 
 async def replay(request: web.Request) -> web.StreamResponse:
@@ -94,7 +135,9 @@ async def replay(request: web.Request) -> web.StreamResponse:
         req = parse_raw(decode_options(request.query.get("options")), request.app[INVENTORY], s.max_range_hours)
     except OptionsError as e:
         return bad_request(str(e))
-    return await _stream_chunks(request, raw.stream(s.root, req), f"/replay {req.exchange}")
+    return await _admitted(
+        request, f"/replay {req.exchange}", lambda: raw.series(req),
+        lambda rows: raw.stream(s.root, dataclasses.replace(req, batch_rows=rows)), req.range.start_ns, req.range.end_ns)
 
 
 async def replay_normalized(request: web.Request) -> web.StreamResponse:
@@ -103,8 +146,15 @@ async def replay_normalized(request: web.Request) -> web.StreamResponse:
         reqs = parse_normalized(decode_options(request.query.get("options")), request.app[INVENTORY], s.max_range_hours)
     except OptionsError as e:
         return bad_request(str(e))
+
+    def start(rows: int) -> Iterator[Chunk]:
+        for r in reqs:
+            r.batch_rows = rows
+        return normalized.stream(s.root, reqs)
+
     what = "/replay-normalized " + ",".join(r.exchange for r in reqs)
-    return await _stream_chunks(request, normalized.stream(s.root, reqs), what)
+    return await _admitted(request, what, lambda: normalized.series(s.root, reqs), start,
+                           min(r.range.start_ns for r in reqs), max(r.range.end_ns for r in reqs))
 
 
 async def exchanges(request: web.Request) -> web.Response:
@@ -131,36 +181,50 @@ def _rss_kb() -> int:
 
 
 async def status(request: web.Request) -> web.Response:
-    """Liveness and resource use: open streams, WebSocket sessions, asyncio tasks, resident memory."""
-    from ticktape.replay import ws
-
+    """Liveness and resource use: open streams, WebSocket sessions, asyncio tasks, open fds, resident memory."""
+    s = request.app[SETTINGS]
+    counts: dict[str, int] = request.app[COUNTS]
     return web.json_response(
         {
             "active_streams": len(request.app[ACTIVE]),
+            "max_streams": s.max_streams,
+            "max_stream_mb": s.max_stream_mb,
             "streams": list(request.app[ACTIVE].values()),
-            "ws_sessions": len(request.app[ws.SESSIONS]),
+            "ws_sessions": len(request.app[SESSIONS]),
+            "counts": counts,
             "tasks": len(asyncio.all_tasks()),
+            "fds": _fd_count(),
             "rss_kb": _rss_kb(),
         }
     )
 
 
-def make_app(settings: Settings, *, ws_only: bool = False, shared: web.Application | None = None) -> web.Application:
-    from ticktape.replay import ws
+def _fd_count() -> int:
+    import os
 
-    app = web.Application()
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return -1
+
+
+def make_app(settings: Settings, *, ws_only: bool = False, shared: web.Application | None = None) -> web.Application:
+    app = web.Application(middlewares=[query_limits])
     if shared is not None:  # the port + 1 app shares state with the main one
         app[SETTINGS] = shared[SETTINGS]
         app[INVENTORY] = shared[INVENTORY]
         app[EXECUTOR] = shared[EXECUTOR]
         app[ACTIVE] = shared[ACTIVE]
-        app[ws.SESSIONS] = shared[ws.SESSIONS]
+        app[COUNTS] = shared[COUNTS]
+        app[SESSIONS] = shared[SESSIONS]
     else:
         app[SETTINGS] = settings
         app[INVENTORY] = Inventory(settings.root)
         app[EXECUTOR] = ThreadPoolExecutor(settings.threads, thread_name_prefix="replay")
         app[ACTIVE] = {}
-        app[ws.SESSIONS] = {}
+        app[COUNTS] = {}
+        app.cleanup_ctx.append(_idle_trim)
+        app[SESSIONS] = {}
         app.on_cleanup.append(_shutdown_executor)
     if not ws_only:
         app.router.add_get("/replay", replay)
@@ -171,6 +235,18 @@ def make_app(settings: Settings, *, ws_only: bool = False, shared: web.Applicati
     app.router.add_get("/ws-replay", ws.ws_replay)
     app.router.add_get("/ws-replay-normalized", ws.ws_replay_normalized)
     return app
+
+
+def make_runner(app: web.Application) -> web.AppRunner:
+    """Handlers are cancelled when their client goes away (no work for a gone client); request lines up to
+    ``limits.MAX_REQUEST_LINE`` reach the query check, which answers an oversized one with its reason."""
+    return web.AppRunner(app, access_log=None, handler_cancellation=True, max_line_size=limits.MAX_REQUEST_LINE)
+
+
+async def _idle_trim(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.ensure_future(trim_when_idle(app))
+    yield
+    task.cancel()
 
 
 async def _shutdown_executor(app: web.Application) -> None:
@@ -194,7 +270,7 @@ class Server:
         if not storage.root_exists(self.settings.root):
             raise FileNotFoundError(f"archive {self.settings.root!r} does not exist")
         for app, port in ((self.app, self.port), (self.ws_app, self.port + 1)):
-            runner = web.AppRunner(app, access_log=None, handler_cancellation=False)
+            runner = make_runner(app)
             await runner.setup()
             await web.TCPSite(runner, self.host, port, backlog=128).start()
             self.runners.append(runner)

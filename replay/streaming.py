@@ -3,35 +3,47 @@
 Building lines is numpy/Arrow work that releases the GIL, so the next chunk
 is prepared in a thread while the current one is written; at most one chunk
 is in flight, which (with the awaited, draining writes) bounds memory per
-client. ``close`` waits for the in-flight build before closing the iterator,
-so a client that goes away frees everything.
+client. ``close`` never waits: a build still queued is cancelled (it never
+runs), one already running is left to finish and the iterator is closed
+right after it, in the pool. So a handler whose client is gone returns at
+once and no work is started for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from typing import TypeVar
 
 T = TypeVar("T")
 _END = object()
+log = logging.getLogger("ticktape.replay")
 
 
 def _next(it: Iterator[T]) -> object:
     return next(it, _END)
 
 
+def _close(it: Iterator[T]) -> None:
+    close = getattr(it, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:
+            log.exception("replay: closing a stream's sources failed")
+
+
 class Prefetch(AsyncIterator[T]):
-    def __init__(self, it: Iterator[T], executor: Executor | None = None) -> None:
+    def __init__(self, it: Iterator[T], executor: Executor) -> None:
         self.it = it
         self.executor = executor
-        self.loop = asyncio.get_running_loop()
-        self.pending: asyncio.Future[object] | None = None
+        self.pending: Future[object] | None = None
         self.done = False
 
     def _submit(self) -> None:
-        self.pending = asyncio.ensure_future(self.loop.run_in_executor(self.executor, _next, self.it))
+        self.pending = self.executor.submit(_next, self.it)
 
     def __aiter__(self) -> Prefetch[T]:
         return self
@@ -42,7 +54,7 @@ class Prefetch(AsyncIterator[T]):
         if self.pending is None:
             self._submit()
         assert self.pending is not None
-        item = await self.pending
+        item = await asyncio.wrap_future(self.pending)
         self.pending = None
         if item is _END:
             self.done = True
@@ -50,14 +62,20 @@ class Prefetch(AsyncIterator[T]):
         self._submit()
         return item  # type: ignore[return-value]
 
-    async def close(self) -> None:
+    def close(self) -> None:
+        """Stop: cancel the queued build, or close the sources as soon as the running one returns."""
+        if self.done and self.pending is None and self.it is None:
+            return
         self.done = True
-        if self.pending is not None:
-            try:
-                await self.pending
-            except Exception:
-                pass
-            self.pending = None
-        close = getattr(self.it, "close", None)
-        if close is not None:
-            await self.loop.run_in_executor(self.executor, close)
+        it, self.it = self.it, None  # type: ignore[assignment]
+        pending, self.pending = self.pending, None
+        if pending is None or pending.cancel() or pending.done():
+            self._close_in_pool(it)
+        else:
+            pending.add_done_callback(lambda _f: self._close_in_pool(it))
+
+    def _close_in_pool(self, it: Iterator[T]) -> None:
+        try:
+            self.executor.submit(_close, it)
+        except RuntimeError:  # the pool is shut down (server stopping): close here
+            _close(it)

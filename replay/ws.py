@@ -19,7 +19,7 @@ import numpy as np
 from aiohttp import WSMsgType, web
 
 from ticktape.archive.layout import LayoutError, check_exchange
-from ticktape.replay import normalized, raw
+from ticktape.replay import limits, normalized, raw
 from ticktape.replay.merge import Chunk, merge
 from ticktape.replay.options import (
     OptionsError,
@@ -27,6 +27,17 @@ from ticktape.replay.options import (
     decode_options,
     parse_normalized,
     parse_range,
+)
+from ticktape.replay.state import (
+    EXECUTOR,
+    INVENTORY,
+    SESSIONS,
+    SETTINGS,
+    admit,
+    bad_request,
+    refuse,
+    register,
+    unregister,
 )
 from ticktape.replay.streaming import Prefetch
 from ticktape.replay.subscribe import SubscribeError, parse
@@ -52,16 +63,7 @@ class Session:
     task: asyncio.Task[None] | None = None
 
 
-SESSIONS = web.AppKey("ws_sessions", dict)
-
-
-def _bad(reason: str) -> web.Response:
-    return web.json_response({"code": 400, "message": reason}, status=400)
-
-
 async def ws_replay(request: web.Request) -> web.StreamResponse:
-    from ticktape.replay.server import INVENTORY, SETTINGS
-
     settings = request.app[SETTINGS]
     q = request.query
     try:
@@ -70,12 +72,16 @@ async def ws_replay(request: web.Request) -> web.StreamResponse:
         check_exchange_known(exchange, request.app[INVENTORY])
         rng = parse_range(q.get("from"), q.get("to"), settings.max_range_hours)
     except (OptionsError, LayoutError) as e:
-        return _bad(str(e))
+        return bad_request(str(e))
     session_key = q.get("session") or None
+    sessions: dict[str, Session] = request.app[SESSIONS]
+    if session_key is None or session_key not in sessions:  # joining an open session adds no stream
+        refusal = admit(request.app)
+        if refusal is not None:
+            return refusal
     ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=1 << 20)
     await ws.prepare(request)
     member = Member(ws, exchange, rng.start_ns, rng.end_ns)
-    sessions: dict[str, Session] = request.app[SESSIONS]
     if session_key is not None and session_key in sessions:
         sess = sessions[session_key]
         sess.members.append(member)
@@ -83,17 +89,18 @@ async def ws_replay(request: web.Request) -> web.StreamResponse:
         sess = Session(session_key or f"_{id(member)}", [member])
         if session_key is not None:
             sessions[session_key] = sess
+        register(request.app, id(sess), f"/ws-replay session {sess.key}")
         sess.task = asyncio.ensure_future(_run_session(request.app, sess, settings.ws_subscribe_window))
-    await _collect_subscriptions(member, settings.ws_subscribe_window, request.app)
-    await member.done.wait()
-    if not ws.closed:
-        await ws.close()
+    try:
+        await _collect_subscriptions(member, settings.ws_subscribe_window, request.app)
+        await member.done.wait()
+    finally:  # also when this handler is cancelled (its client went away)
+        if not ws.closed:
+            await ws.close()
     return ws
 
 
 async def _collect_subscriptions(m: Member, window: float, app: web.Application) -> None:
-    from ticktape.replay.server import INVENTORY
-
     loop = asyncio.get_running_loop()
     deadline = loop.time() + window
     channels = set(app[INVENTORY].raw_channels(m.exchange))
@@ -130,36 +137,50 @@ async def _collect_subscriptions(m: Member, window: float, app: web.Application)
 
 
 async def _run_session(app: web.Application, sess: Session, window: float) -> None:
-    from ticktape.replay.server import EXECUTOR, SETTINGS
-
-    root = app[SETTINGS].root
+    settings = app[SETTINGS]
+    root = settings.root
+    it: Prefetch[Chunk] | None = None
     try:
         await asyncio.sleep(window)  # others may join while the first subscribe window is open
-        app[SESSIONS].pop(sess.key, None)
+        if app[SESSIONS].get(sess.key) is sess:
+            del app[SESSIONS][sess.key]
         members = list(sess.members)
         await asyncio.gather(*(m.ready.wait() for m in members))
-        srcs: list[Any] = []
+        wanted: list[tuple[Member, str, list[str]]] = []
         owner: list[int] = []
         for i, m in enumerate(members):
             by_sym: dict[str, list[str]] = {}
             for ch, sym in m.subs:
                 by_sym.setdefault(sym, []).append(ch)
             for sym, chans in sorted(by_sym.items()):
-                srcs.append(raw.frame_source(root, m.exchange, sym, chans, m.start_ns, m.end_ns))
+                wanted.append((m, sym, chans))
                 owner.append(i)
-        if srcs:
-            it: Prefetch[Chunk] = Prefetch(merge(srcs), app[EXECUTOR])
+        if wanted and not all(m.ws.closed for m in members):
+            series = [(m.exchange, "raw", sym) for m, sym, _ in wanted]
+            lo, hi = min(m.start_ns for m in members), max(m.end_ns for m in members)
             try:
-                owners = np.asarray(owner, np.int32)
-                async for chunk in it:
-                    await _send_chunk(chunk, [m.ws for m in members], owners)
-            finally:
-                await it.close()
+                plan = await asyncio.get_running_loop().run_in_executor(
+                    app[EXECUTOR], lambda: limits.plan(root, series, lo, hi, settings.stream_budget))
+            except limits.LimitError as e:
+                for m in members:
+                    await m.ws.send_json({"error": str(e)})
+                return
+            srcs = [raw.frame_source(root, m.exchange, sym, chans, m.start_ns, m.end_ns, plan.batch_rows)
+                    for m, sym, chans in wanted]
+            it = Prefetch(merge(srcs), app[EXECUTOR])
+            owners = np.asarray(owner, np.int32)
+            async for chunk in it:
+                await _send_chunk(chunk, [m.ws for m in members], owners)
     except (ConnectionResetError, ConnectionError):
         log.info("ws-replay session %s: a client went away", sess.key)
     except Exception:
         log.exception("ws-replay session %s failed", sess.key)
     finally:
+        if it is not None:
+            it.close()
+        if app[SESSIONS].get(sess.key) is sess:
+            del app[SESSIONS][sess.key]
+        unregister(app, id(sess))
         for m in sess.members:
             m.done.set()
 
@@ -183,29 +204,46 @@ async def _send_chunk(chunk: Chunk, sockets: list[web.WebSocketResponse], owners
 
 
 async def ws_replay_normalized(request: web.Request) -> web.StreamResponse:
-    from ticktape.replay.server import EXECUTOR, INVENTORY, SETTINGS
-
-    settings = request.app[SETTINGS]
+    app = request.app
+    settings = app[SETTINGS]
     try:
-        reqs = parse_normalized(decode_options(request.query.get("options")), request.app[INVENTORY],
-                                settings.max_range_hours)
+        reqs = parse_normalized(decode_options(request.query.get("options")), app[INVENTORY], settings.max_range_hours)
     except OptionsError as e:
-        return _bad(str(e))
-    ws = web.WebSocketResponse(heartbeat=30.0)
-    await ws.prepare(request)
-    it: Prefetch[Chunk] = Prefetch(normalized.stream(settings.root, reqs), request.app[EXECUTOR])
+        return bad_request(str(e))
+    refusal = admit(app)
+    if refusal is not None:
+        return refusal
+    key = id(request)
+    register(app, key, "/ws-replay-normalized " + ",".join(r.exchange for r in reqs))
+    it: Prefetch[Chunk] | None = None
     try:
-        async for chunk in it:
-            # lines end with '\n'; a WebSocket message is the JSON alone
-            stripped = Chunk(chunk.ts, _strip_newlines(chunk.lines), None)
-            await _send_chunk(stripped, [ws], None)
-    except (ConnectionResetError, ConnectionError):
-        log.info("ws-replay-normalized: client went away")
+        lo, hi = min(r.range.start_ns for r in reqs), max(r.range.end_ns for r in reqs)
+        try:
+            plan = await asyncio.get_running_loop().run_in_executor(
+                app[EXECUTOR], lambda: limits.plan(settings.root, normalized.series(settings.root, reqs), lo, hi,
+                                                   settings.stream_budget))
+        except limits.LimitError as e:
+            return refuse(e.status, str(e))
+        for r in reqs:
+            r.batch_rows = plan.batch_rows
+        ws = web.WebSocketResponse(heartbeat=30.0)
+        await ws.prepare(request)
+        it = Prefetch(normalized.stream(settings.root, reqs), app[EXECUTOR])
+        try:
+            async for chunk in it:
+                # lines end with '\n'; a WebSocket message is the JSON alone
+                stripped = Chunk(chunk.ts, _strip_newlines(chunk.lines), None)
+                await _send_chunk(stripped, [ws], None)
+        except (ConnectionResetError, ConnectionError):
+            log.info("ws-replay-normalized: client went away")
+        finally:
+            if not ws.closed:
+                await ws.close()
+        return ws
     finally:
-        await it.close()
-    if not ws.closed:
-        await ws.close()
-    return ws
+        if it is not None:
+            it.close()
+        unregister(app, key)
 
 
 def _strip_newlines(arr: Any) -> Any:
