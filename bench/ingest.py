@@ -20,6 +20,7 @@ from ticktape.engine.config import ExchangeConfig
 from ticktape.exchanges import registry
 from ticktape.exchanges.binance_futures import AggTrade, BinanceFutures, Depth
 from ticktape.exchanges.binance_futures import Envelope as BEnv
+from ticktape.exchanges.binance_tickers import BookTicker
 from ticktape.exchanges.book import SyncState
 from ticktape.exchanges.bybit import Book, Bybit
 from ticktape.exchanges.bybit import Envelope as YEnv
@@ -27,6 +28,7 @@ from ticktape.exchanges.connection import Link, Listener
 from ticktape.exchanges.feed import Feed
 from ticktape.exchanges.hyperliquid import Envelope as HEnv
 from ticktape.exchanges.hyperliquid import Hyperliquid, L2Book
+from ticktape.exchanges.hyperliquid_tickers import Bbo
 from ticktape.ipc import ringset
 from ticktape.ipc.outbox import Outbox
 
@@ -86,6 +88,39 @@ def frames_hl_book(n: int) -> list[bytes]:
     return [
         json.dumps({"channel": "l2Book", "data": {"coin": "BTC", "time": T0 + i, "levels": [lv(60000, -1, i), lv(60001, 1, i)]}},
                    separators=(",", ":")).encode()
+        for i in range(n)
+    ]
+
+
+def frames_binance_book_ticker(n: int) -> list[bytes]:
+    """The real shape (samples/binance_futures bookTicker), prices moving."""
+    return [
+        b'{"stream":"btcusdt@bookTicker","data":{"e":"bookTicker","u":%d,"s":"BTCUSDT","b":"%.1f","B":"%.3f",'
+        b'"a":"%.1f","A":"%.3f","T":%d,"E":%d}}' % (
+            600_000_000 + i, 60000 + (i % 500) * 0.1, 0.001 * (i % 900 + 1), 60000.1 + (i % 500) * 0.1,
+            0.001 * (i % 700 + 1), T0 + i, T0 + i + 3)
+        for i in range(n)
+    ]
+
+
+def frames_bybit_tickers(n: int) -> list[bytes]:
+    """Bybit linear ``tickers`` deltas: 2-4 changed fields each (bid/ask, mark, open interest)."""
+    out = []
+    for i in range(n):
+        d: dict[str, str] = {"symbol": "BTCUSDT", "bid1Price": f"{60000 + i % 50 * 0.1:.1f}", "bid1Size": f"{1 + i % 9}"}
+        if i % 3 == 0:
+            d["markPrice"] = f"{60000.05 + i % 70 * 0.1:.2f}"
+        if i % 5 == 0:
+            d["openInterest"] = f"{50000 + i % 400}.123"
+        out.append(json.dumps({"topic": "tickers.BTCUSDT", "type": "delta", "data": d, "cs": 10 + i, "ts": T0 + i},
+                              separators=(",", ":")).encode())
+    return out
+
+
+def frames_hl_bbo(n: int) -> list[bytes]:
+    return [
+        b'{"channel":"bbo","data":{"coin":"BTC","time":%d,"bbo":[{"px":"%.1f","sz":"%.5f","n":3},'
+        b'{"px":"%.1f","sz":"%.5f","n":2}]}}' % (T0 + i, 97000 + i % 300, 0.1 + i % 17, 97001 + i % 300, 0.2 + i % 13)
         for i in range(n)
     ]
 
@@ -182,7 +217,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     fig: dict[str, Any] = {"frames_per_run": n, "runs": runs, "raw_capture": raw,
                            "clock": "wall" if getattr(args, "wall", False) else "thread_cpu"}
     cases: list[tuple[str, Callable[[], _Rig], Callable[[_Rig], list[bytes]], type, Any, int]] = [
-        ("binance_aggTrade", lambda: _Rig(BinanceFutures, "binance-futures", raw, n, frame_bytes=180, symbols=["BTCUSDT"], channels=["trades"]),
+        ("binance_aggTrade", lambda: _Rig(BinanceFutures, "binance-futures", raw, n, frame_bytes=180, symbols=["BTCUSDT"], channels=["trades"], trade_stream="aggTrade"),
          lambda r: frames_binance_agg(n), BEnv, AggTrade, 1),
         ("binance_depth20", lambda: _Rig(BinanceFutures, "binance-futures", raw, n, frame_bytes=960, symbols=["BTCUSDT"], channels=["book_snapshot"], depth=20),
          lambda r: frames_binance_depth(n, 20, "btcusdt@depth20@100ms", 0), BEnv, Depth, 1),
@@ -192,6 +227,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
          lambda r: frames_bybit_delta(n, 5), YEnv, Book, 10),
         ("hyperliquid_l2Book", lambda: _Rig(Hyperliquid, "hyperliquid", raw, n, frame_bytes=1500, symbols=["BTC"], channels=["book_snapshot"], depth=20),
          lambda r: frames_hl_book(n), HEnv, L2Book, 1),
+        ("binance_bookTicker", lambda: _Rig(BinanceFutures, "binance-futures", raw, n, frame_bytes=200, symbols=["BTCUSDT"], channels=["book_ticker"]),
+         lambda r: frames_binance_book_ticker(n), BEnv, BookTicker, 1),
+        ("bybit_tickers_delta", lambda: _Rig(Bybit, "bybit", raw, n, frame_bytes=250, symbols=["BTCUSDT"], channels=["derivative_ticker"]),
+         lambda r: frames_bybit_tickers(n), YEnv, dict[str, Any], 1),
+        ("hyperliquid_bbo", lambda: _Rig(Hyperliquid, "hyperliquid", raw, n, frame_bytes=200, symbols=["BTC"], channels=["book_ticker"]),
+         lambda r: frames_hl_bbo(n), HEnv, Bbo, 1),
     ]
     for name, make, build, env_t, data_t, _rows in cases:
         rig = make()
@@ -216,6 +257,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 def resets(rig: _Rig = rig, snap: bytes = snap) -> None:
                     rig.feed.frame(rig.listener, 1, memoryview(snap))
                     rig.drain()
+            elif name == "bybit_tickers_delta":
+                tsnap = (b'{"topic":"tickers.BTCUSDT","type":"snapshot","data":{"symbol":"BTCUSDT","lastPrice":"60000.0",'
+                         b'"markPrice":"60000.05","indexPrice":"60000.1","openInterest":"50000.1","fundingRate":"0.0001",'
+                         b'"nextFundingTime":"1700006400000","bid1Price":"59999.9","bid1Size":"1","ask1Price":"60000.1",'
+                         b'"ask1Size":"2"},"cs":1,"ts":1}')
+
+                def resets(rig: _Rig = rig, snap: bytes = tsnap) -> None:
+                    rig.feed.frame(rig.listener, 1, memoryview(snap))
+                    rig.drain()
+            elif name == "binance_bookTicker":
+                feed = rig.feed
+                assert isinstance(feed, BinanceFutures)
+
+                def resets(feed: BinanceFutures = feed, rig: _Rig = rig) -> None:
+                    feed.tickers.last_bt = [-1] * len(feed.tickers.last_bt)
+                    rig.drain()
             elif name.startswith("binance"):
                 feed = rig.feed
                 assert isinstance(feed, BinanceFutures)
@@ -228,7 +285,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             fig[f"{name}_us"] = round(_time(_ingest(rig, frames), n, runs, resets), 3)
             fig[f"{name}_decode_only_us"] = round(_time(_decode(env_t, data_t, frames), n, runs, lambda: None), 3)
             fast = getattr(rig.feed, "_fast", {}).get(rig.listener.plan.tag) or getattr(rig.feed, "_book_frame", None)
-            if fast is not None:  # the one-pass decoder the ingest path really uses
+            if fast is not None and name not in ("bybit_tickers_delta", "hyperliquid_bbo"):  # the one-pass decoder used
                 fig[f"{name}_decode_one_pass_us"] = round(_time(_decode_one(fast, frames), n, runs, lambda: None), 3)
             fig[f"{name}_bytes"] = sum(map(len, frames)) // len(frames)
             st = rig.feed
