@@ -34,7 +34,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from ticktape.ipc.raw_ring import RawRing
 from ticktape.ipc.ring import RecordRing
 from ticktape.ipc.ringset import RingSetSpec
-from ticktape.ipc.stats import FIELDS, F, FeedStats
+from ticktape.ipc.stats import FIELDS, WF, F, FeedStats, WriterStats
 
 #: FeedStats fields that only the connection-level row (symbol ``_``) carries
 CONNECTION_LEVEL = frozenset({"reconnects", "disconnects", "subscribe_errors"})
@@ -80,6 +80,8 @@ class Snapshot:
     started: float  # time.monotonic() at supervisor start
     ready: bool = False
     disk_paths: list[str] = field(default_factory=list)
+    #: (writer name, its storage-health block)
+    writers: list[tuple[str, WriterStats]] = field(default_factory=list)
 
 
 def ring_lag_seconds(ring: RecordRing | RawRing, now_ns: int) -> float:
@@ -109,6 +111,7 @@ class ShmCollector(Collector):
         yield from _feed_metrics(snap.feeds, now_ns)
         yield from _ring_metrics(snap.feeds, now_ns)
         yield from _child_metrics(snap.children)
+        yield from _writer_metrics(snap.writers)
         disks = []
         for p in snap.disk_paths:
             try:
@@ -194,6 +197,16 @@ def _child_metrics(children: list[ChildView]) -> Iterator[Metric]:
                  [((c.role, c.name), int(c.up)) for c in children])
     yield _gauge("ticktape_child_pid", "process id of the child", labels,
                  [((c.role, c.name), c.pid) for c in children])
+
+
+def _writer_metrics(writers: list[tuple[str, WriterStats]]) -> Iterator[Metric]:
+    rows = [((name,), ws.values.copy()) for name, ws in writers]
+    yield _counter("ticktape_writer_storage_errors", "write attempts the archive file system refused (full, read-only, ...)",
+                   ["writer"], [(lv, int(v[WF["storage_errors"]])) for lv, v in rows])
+    yield _gauge("ticktape_writer_storage_blocked", "1 while the writer cannot write: records wait in the rings",
+                 ["writer"], [(lv, int(v[WF["storage_blocked"]])) for lv, v in rows])
+    yield _counter("ticktape_writer_storage_blocked_seconds", "time spent unable to write (finished episodes)",
+                   ["writer"], [(lv, v[WF["storage_blocked_ns"]] / 1e9) for lv, v in rows])
 
 
 def registry_for(snapshot: Callable[[], Snapshot]) -> CollectorRegistry:

@@ -43,9 +43,10 @@ from ticktape.engine.preflight import StartError, check_port_free, check_root_wr
 from ticktape.engine.sim_child import SIMULATED, wait_listening
 from ticktape.engine.stopflag import StopFlag
 from ticktape.ipc import ringset
+from ticktape.ipc.raw_ring import RawRing
 from ticktape.ipc.ring import new_ring_name
 from ticktape.ipc.ringset import RingSetSpec
-from ticktape.ipc.stats import F, FeedStats
+from ticktape.ipc.stats import F, FeedStats, WriterStats
 from ticktape.writers import unclean
 
 log = logging.getLogger("ticktape.supervisor")
@@ -154,6 +155,7 @@ class Supervisor:
         #: why the run failed (a child that can never start); makes the exit code non-zero
         self.failure = ""
         self.clean_ingest_stop = False
+        self.writer_stats: dict[str, WriterStats] = {}
 
     # -- set-up -----------------------------------------------------------------
     def _make_specs(self) -> list[tuple[str, RingSetSpec]]:
@@ -214,7 +216,8 @@ class Supervisor:
             specs = [f.spec for f in self.feeds[i::n]]
             stop = StopFlag(self.ctx)
             self.children.append(
-                Child("writer", f"writer-{i}", self.writer_target, (specs, self.archive_cfg, stop, i, self.host), stop)
+                Child("writer", f"writer-{i}", self.writer_target,
+                      (specs, self.archive_cfg, stop, i, self.host, self._writer_stats(f"writer-{i}").name), stop)
             )
         for f in self.feeds:
             stop = StopFlag(self.ctx)
@@ -525,8 +528,14 @@ class Supervisor:
         bad_exit = [c.name for c in writers if c.exitcode not in (0, None)]
         if bad_exit:
             log.error("writer(s) exited with an error at shutdown: %s", ", ".join(bad_exit))
-        rc = 1 if undrained or bad_exit else 0
-        if rc == 0 and self.clean_ingest_stop and not left:
+        dropped = self._dropped()
+        for (exchange, dt), n in dropped.items():
+            log.error(
+                "%d %s records of %s were dropped at a full ring (data lost; marked by drop events)", n, dt, exchange,
+                extra={"exchange": exchange, "data_type": dt, "records": n},
+            )
+        rc = 1 if undrained or bad_exit or dropped else 0
+        if not (undrained or bad_exit) and self.clean_ingest_stop and not left:
             unclean.remove_marker(self.archive_cfg.root)  # every stream ended with its own shutdown marker
         log.info("capture stopped", extra={"exit_code": rc})
         return rc
@@ -575,6 +584,16 @@ class Supervisor:
                 self._close_proc(c)
                 self._spawn(c)
 
+    def _dropped(self) -> dict[tuple[str, str], int]:
+        """Records producers could not push because a ring was full (lost: the exit code says so)."""
+        out: dict[tuple[str, str], int] = {}
+        for f in self.feeds:
+            for dt, r in f.rings.items():
+                n = (r.index if isinstance(r, RawRing) else r).dropped
+                if n:
+                    out[(f.name, dt)] = int(n)
+        return out
+
     def _undrained(self) -> dict[tuple[str, str], int]:
         out: dict[tuple[str, str], int] = {}
         for f in self.feeds:
@@ -592,11 +611,23 @@ class Supervisor:
                 c.proc.kill()
                 c.proc.join(5)
 
+    def _writer_stats(self, name: str) -> WriterStats:
+        """Shared-memory storage health of one writer (read by /metrics)."""
+        try:
+            ws = WriterStats(new_ring_name(f"{name}-stats"), create=True)
+        except OSError as e:
+            raise StartError(f"/dev/shm: cannot create the writer stats block ({e.strerror or e})") from None
+        self.writer_stats[name] = ws
+        return ws
+
     def _release(self) -> None:
         for f in self.feeds:
             ringset.close(f.rings)
             f.stats.close()
         self.feeds.clear()
+        for ws in self.writer_stats.values():
+            ws.close()
+        self.writer_stats.clear()
 
     # -- readiness and metrics ------------------------------------------------------
     def _track_progress(self) -> None:
@@ -645,4 +676,5 @@ class Supervisor:
         feeds = [FeedView(f.spec, f.stats, f.rings, ready.get(f.name, {})) for f in self.feeds if f.rings]
         kids = [ChildView(c.role, c.name, c.last_pid, c.alive, c.restarts) for c in self.children]
         disks = [self.archive_cfg.root] + ([self.log_cfg.dir] if self.log_cfg.dir != self.archive_cfg.root else [])
-        return Snapshot(feeds, kids, self.started, ready=not self.not_ready(), disk_paths=disks)
+        writers = [(name, ws) for name, ws in self.writer_stats.items() if ws.values is not None]
+        return Snapshot(feeds, kids, self.started, ready=not self.not_ready(), disk_paths=disks, writers=writers)

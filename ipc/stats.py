@@ -51,3 +51,40 @@ class FeedStats:
                 self.shm.unlink()
             except FileNotFoundError:
                 pass
+
+
+WRITER_FIELDS = (
+    "storage_errors",  # write cycles that failed on the archive file system (ENOSPC, EROFS, EDQUOT, EIO)
+    "storage_blocked",  # 1 while the writer cannot write (records wait in the rings)
+    "storage_blocked_ns",  # total time spent blocked (ns), the current episode included once it ends
+    "storage_errno",  # errno of the last storage failure
+)
+WF = {name: i for i, name in enumerate(WRITER_FIELDS)}
+
+
+class WriterStats:
+    """One writer's storage health, written by that writer and read for /metrics."""
+
+    def __init__(self, name: str, create: bool = False) -> None:
+        size = len(WRITER_FIELDS) * 8
+        self.shm = create_shm(name, size) if create else attach_shm(name)
+        self.owner = create
+        self.values = np.ndarray((len(WRITER_FIELDS),), dtype=np.int64, buffer=self.shm.buf)
+        if create:
+            self.values[:] = 0
+
+    @property
+    def name(self) -> str:
+        return self.shm.name
+
+    def close(self) -> None:
+        self.values = None  # type: ignore[assignment]
+        try:
+            self.shm.close()
+        except BufferError:  # pragma: no cover
+            pass
+        if self.owner:
+            try:
+                self.shm.unlink()
+            except FileNotFoundError:
+                pass

@@ -170,7 +170,12 @@ def finalize_journal(
     if written != records:
         os.unlink(tmp)
         raise RuntimeError(f"journal {path}: {written} records readable in {length} bytes, state says {records}")
-    size = _publish(tmp, target)
+    try:
+        size = _publish(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
     log.info("WRITE %s records: %d size: %d KB", target, written, (size + 1023) // 1024)
     return Finalized(target, written, written, size)
 
@@ -224,8 +229,13 @@ def finalize_batches(
     makedirs_durable(os.path.dirname(target))
     tmp = safe_join(root, key.tmp_relpath(writer_tag))
     makedirs_durable(os.path.dirname(tmp))
-    with _parquet_writer(tmp, table.schema, archive) as w:
-        w.write_table(table, row_group_size=archive.row_group_size)
-    size = _publish(tmp, target)
+    try:
+        with _parquet_writer(tmp, table.schema, archive) as w:
+            w.write_table(table, row_group_size=archive.row_group_size)
+        size = _publish(tmp, target)
+    except BaseException:  # a full disk: give the half-written temp file's space back at once
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
     log.info("WRITE %s records: %d size: %d KB", target, table.num_rows, (size + 1023) // 1024)
     return Finalized(target, table.num_rows, added, size)

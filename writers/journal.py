@@ -45,6 +45,8 @@ class Journal:
         self.records = records
         self._new_file = new
         self._dirty = False
+        #: bytes past ``length`` may be on disk (a failed write whose rollback could not truncate)
+        self._cut_pending = False
 
     @classmethod
     def create(cls, root: str, key: FileKey) -> Journal:
@@ -71,7 +73,21 @@ class Journal:
             raise
         return cls(key, path, fd, length, journal_id, records, new=False)
 
+    def rollback(self, length: int, records: int) -> None:
+        """Forget appends after ``length`` (a cycle that failed on a full or read-only disk):
+        the next append writes there again; the bytes beyond are cut as soon as the disk lets us."""
+        self.length, self.records, self._dirty = length, records, False
+        try:
+            os.ftruncate(self.fd, length)
+            self._cut_pending = False
+        except OSError:
+            self._cut_pending = True
+        os.lseek(self.fd, length, os.SEEK_SET)
+
     def append(self, batch: pa.RecordBatch) -> None:
+        if self._cut_pending:
+            os.ftruncate(self.fd, self.length)
+            self._cut_pending = False
         if self.length == 0:
             schema = batch.schema.with_metadata({JOURNAL_ID_KEY: self.journal_id.encode()})
             sink = pa.BufferOutputStream()

@@ -23,6 +23,7 @@ from types import FrameType
 from ticktape.engine.config import ArchiveConfig
 from ticktape.ipc.raw_ring import RawRing
 from ticktape.ipc.ringset import RingSetSpec
+from ticktape.ipc.stats import WriterStats
 from ticktape.writers.writer import Writer
 
 log = logging.getLogger("ticktape.writer")
@@ -83,24 +84,40 @@ def run_writer(writer: Writer, stop: MpEvent | threading.Event, flush_interval: 
     last = time.monotonic()
     while not stop_requested(stop) and not term.is_set():
         now = time.monotonic()
-        if now - last >= flush_interval or writer.max_fill() > URGENT_FILL:
+        blocked = writer.storage.blocked  # a full/read-only disk: retry on its own interval, no busy loop
+        if (now - last >= flush_interval or (writer.max_fill() > URGENT_FILL and not blocked)) and (
+            writer.storage.may_try()
+        ):
             last = now
             writer.drain_once()
             writer.finalize_due(background=True)  # never stalls the drain
         else:  # never Event.wait: see stop_requested
-            time.sleep(max(0.0, min(period, last + flush_interval - now)))
-    while writer.drain_once():  # producers are stopped: empty the rings
-        pass
+            time.sleep(_POLL_MIN if blocked else max(0.0, min(period, last + flush_interval - now)))
+    # producers are stopped: empty the rings (on a full disk keep retrying until the
+    # supervisor's drain_timeout sends SIGTERM: the records only exist in the rings)
+    while True:
+        if writer.drain_once():
+            continue
+        if writer.storage.blocked and not term.is_set():
+            time.sleep(writer.storage.retry_interval)
+            continue
+        break
     writer.close(finalize_all=True)
 
 
 def writer_main(
-    specs: list[RingSetSpec], archive: ArchiveConfig, stop: MpEvent, writer_id: int = 0, host: str = ""
+    specs: list[RingSetSpec],
+    archive: ArchiveConfig,
+    stop: MpEvent,
+    writer_id: int = 0,
+    host: str = "",
+    stats_name: str = "",
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    writer = Writer(specs, archive, writer_id=writer_id, host=host)
+    stats = WriterStats(stats_name) if stats_name else None
+    writer = Writer(specs, archive, writer_id=writer_id, host=host, stats=stats)
     log.info(
         "writer %d started: %s", writer_id, ", ".join(s.key for s in writer.sources) or "no rings"
     )

@@ -29,6 +29,7 @@ import socket
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
+import numpy as np
 import pyarrow as pa
 
 from ticktape.archive.layout import (
@@ -49,12 +50,21 @@ from ticktape.ipc import ringset
 from ticktape.ipc.raw_ring import RawRing
 from ticktape.ipc.ring import RecordRing
 from ticktape.ipc.ringset import RingSetSpec
-from ticktape.ipc.schemas import NO_SYMBOL_NAME, fixed_batch_to_arrow, is_data_type, raw_batch_to_arrow
+from ticktape.ipc.schemas import (
+    EVENT_CODE,
+    EVENT_DTYPE,
+    NO_SYMBOL_NAME,
+    fixed_batch_to_arrow,
+    is_data_type,
+    raw_batch_to_arrow,
+)
+from ticktape.ipc.stats import WriterStats
 from ticktape.writers import state as wstate
 from ticktape.writers.finalize import finalize_journal, merged_journal_ids
 from ticktape.writers.journal import Journal, cut_tail, read_journal
 from ticktape.writers.split import Group, split_groups
 from ticktape.writers.state import JournalState, RingState, WriterState
+from ticktape.writers.storage import StorageGuard, is_storage_error
 
 log = logging.getLogger("ticktape.writer")
 
@@ -144,6 +154,7 @@ class Writer:
         writer_id: int = 0,
         host: str = "",
         max_batch: int = 1 << 20,
+        stats: WriterStats | None = None,
     ) -> None:
         self.archive = archive
         self.root = os.path.abspath(archive.root)
@@ -157,6 +168,10 @@ class Writer:
         self.records_written = 0
         self.files_written = 0
         self.bad_symbols = 0
+        #: a full or read-only archive: records wait in the rings, retried on a short interval
+        self.storage = StorageGuard(self.root, stats)
+        #: details of ended storage episodes, written as ``info`` events by the next durable cycle
+        self._pending_events: list[str] = []
         self._ringsets: list[dict[str, RecordRing | RawRing]] = []
         self.sources: list[_Source] = []
         for spec in specs:
@@ -253,10 +268,47 @@ class Writer:
         return max((s.ring.fill() for s in self.sources), default=0.0)
 
     def drain_once(self) -> int:
-        """One durable cycle over every ring; returns the records made durable."""
+        """One durable cycle over every ring; returns the records made durable.
+
+        If the archive's file system refuses a write (full, read-only, ...), the cycle is
+        rolled back (journals cut to their durable length, no ring cursor committed, so
+        the records stay in the rings) and retried every ``storage.retry_interval`` s."""
+        if not self.storage.may_try():
+            return 0
+        before = {rel: (j.length, j.records) for rel, j in self.journals.items()}
         touched: set[str] = set()
+        try:
+            n = self._cycle(touched)
+        except OSError as e:
+            if not is_storage_error(e):
+                raise
+            self._rollback(touched, before)
+            self.storage.failed(e, "writing journals")
+            return 0
+        if n:
+            detail = self.storage.recovered()
+            if detail is not None:
+                self._pending_events.append(detail)
+        return n
+
+    def _rollback(self, touched: set[str], before: dict[str, tuple[int, int]]) -> None:
+        # every open journal, not only the touched ones: the write that failed left part of a
+        # message in a journal it never got to mark as touched
+        for rel, j in list(self.journals.items()):
+            if rel in before:
+                j.rollback(*before[rel])
+            else:  # created in this cycle and never recorded: the records are still in the rings
+                j.close()
+                try:
+                    os.unlink(j.path)
+                except OSError:
+                    pass  # a read-only disk: a journal the state does not list is removed at restart
+                del self.journals[rel]
+
+    def _cycle(self, touched: set[str]) -> int:
         ends: list[tuple[_Source, int]] = []
         total = 0
+        events = self._append_pending_events(touched)
         for src in self.sources:
             if src.index.available() == 0:
                 continue
@@ -264,21 +316,56 @@ class Writer:
             if n:
                 ends.append((src, src.read_seq + n))
                 total += n
-        if not ends:
+        if not ends and not events:
             return 0
         for rel in touched:
+            self.journals[rel].sync()
+        prev_journals = {rel: self.state.journals.get(rel) for rel in touched}
+        prev_seqs = {src.key: self.state.rings[src.key].seq for src, _ in ends}
+        for rel in touched:
             j = self.journals[rel]
-            j.sync()
             self.state.journals[rel] = JournalState(
                 f"{j.key.exchange}/{j.key.data_type}", j.journal_id, j.length, j.records
             )
         for src, end in ends:
             self.state.rings[src.key].seq = end
-        wstate.save(self.root, self.writer_id, self.state)
+        try:
+            wstate.save(self.root, self.writer_id, self.state)
+        except BaseException:  # the state on disk is the old one: so is the state in memory
+            for rel, js in prev_journals.items():
+                if js is None:
+                    self.state.journals.pop(rel, None)
+                else:
+                    self.state.journals[rel] = js
+            for key, seq in prev_seqs.items():
+                self.state.rings[key].seq = seq
+            raise
         for src, end in ends:
             src.ring.commit(end)
+        self._pending_events.clear()
         self.records_written += total
-        return total
+        return total + events
+
+    def _append_pending_events(self, touched: set[str]) -> int:
+        """The writer's own ``info`` rows (a storage episode that ended), one per exchange."""
+        if not self._pending_events:
+            return 0
+        now = clock.now_ns()
+        n = 0
+        for spec in {s.spec.exchange: s.spec for s in self.sources}.values():
+            ev = np.zeros(len(self._pending_events), dtype=EVENT_DTYPE)
+            ev["local_ts"] = now
+            ev["kind"] = EVENT_CODE["info"]
+            ev["detail"] = [d.encode()[: EVENT_DTYPE["detail"].itemsize] for d in self._pending_events]
+            key = FileKey(spec.exchange, "events", NO_SYMBOL_NAME, hour_of_ns(now))
+            rel = key.journal_relpath()
+            j = self.journals.get(rel)
+            if j is None:
+                j = self.journals[rel] = Journal.create(self.root, key)
+            j.append(fixed_batch_to_arrow("events", ev, spec.channels))
+            touched.add(rel)
+            n += len(ev)
+        return n
 
     def _drain_fixed(self, src: _Source, touched: set[str]) -> int:
         ring = src.ring
@@ -340,6 +427,8 @@ class Writer:
         the files made. ``background``: hand them to the finalize thread and return at
         once (their files count when ``_reap`` sees them done, on a later call)."""
         reaped = self._reap()
+        if self.storage.blocked:  # retried once writes work again
+            return reaped
         t = clock.now() if now is None else now
         limit = int((t - self.archive.finalize_grace) * 1e9)
         due = [rel for rel, j in self.journals.items() if j.key.hour_ns + HOUR_NS <= limit]
@@ -362,12 +451,22 @@ class Writer:
             try:
                 j.sync()
                 self._finalize_one(j)
-            except Exception:  # keep the journal (nothing lost), retry next time
-                log.exception("could not finalize %s; journal kept", j.path)
+            except Exception as e:  # keep the journal (nothing lost), retry next time
+                self._finalize_failed(j, e)
+                if is_storage_error(e):
+                    break
                 continue
             del self.journals[rel]
             done.append(j)
         return self._retire(done)
+
+    def _finalize_failed(self, j: Journal, e: Exception) -> None:
+        """A full or read-only disk is said once (``storage``); anything else with its traceback."""
+        if is_storage_error(e):
+            assert isinstance(e, OSError)
+            self.storage.failed(e, f"finalizing {j.path}")
+        else:
+            log.error("could not finalize %s; journal kept", j.path, exc_info=e)
 
     def _submit(self, rels: list[str]) -> None:
         if self._pool is None:
@@ -391,8 +490,8 @@ class Writer:
             del self._inflight[rel]
             try:
                 fut.result()
-            except Exception:  # keep the journal (nothing lost), retry next time
-                log.exception("could not finalize %s; journal kept", j.path)
+            except Exception as e:  # keep the journal (nothing lost), retry next time
+                self._finalize_failed(j, e)
                 self.journals[rel] = j
                 continue
             done.append(j)
@@ -402,8 +501,8 @@ class Writer:
         j, fut = self._inflight.pop(rel)
         try:
             fut.result()
-        except Exception:
-            log.exception("could not finalize %s; journal kept", j.path)
+        except Exception as e:
+            self._finalize_failed(j, e)
             self.journals[rel] = j
             return
         self._retire([j])
@@ -417,7 +516,11 @@ class Writer:
         wstate.save(self.root, self.writer_id, self.state)
         for j in done:
             j.close()
-            os.unlink(j.path)
+            try:
+                os.unlink(j.path)
+            except OSError as e:
+                if not is_storage_error(e):
+                    raise
         self.files_written += len(done)
         return len(done)
 
