@@ -206,7 +206,7 @@ class Outbox:
         off = pos % cap
         idx = r.index
         seq = idx._wseq
-        end = pos + ((n + 7) & -8)
+        end = pos + n  # payloads are packed (raw_ring._ALIGN == 1)
         if off + n > cap or end - r._rpos_cache > cap or seq - idx._read_cache >= idx.capacity:
             if not r.push(local_ts, payload, conn_id, symbol, channel):
                 self._lose("raw", symbol)

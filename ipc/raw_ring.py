@@ -21,7 +21,7 @@ from ticktape.ipc.ring import HEADER_BYTES, MAGIC, RecordRing, attach_shm, creat
 from ticktape.ipc.schemas import RAW_INDEX_DTYPE, RAW_INDEX_STRUCT
 
 _A_MAGIC, _A_WRITE, _A_READ, _A_CAP = 0, 8, 16, 24  # uint64 word indices
-_ALIGN = 8
+_ALIGN = 1  # payloads packed back to back: a batch's bytes are one contiguous slice
 
 
 class RawRing:

@@ -529,14 +529,18 @@ def fixed_batch_to_arrow(
 
 
 def raw_batch_to_arrow(
-    index: np.ndarray, payload: memoryview | bytes, base_pos: int, channel_names: tuple[str, ...]
+    index: np.ndarray, payload: memoryview | bytes, base_pos: int, channel_names: tuple[str, ...],
+    copy: bool = True,
 ) -> pa.RecordBatch:
     """Raw index records + the contiguous arena bytes they point into -> RecordBatch.
 
     ``payload`` holds the bytes from absolute position ``base_pos`` on; every
     record's payload must lie inside it (the raw ring guarantees payloads never
     straddle the wrap). Offsets are built with numpy, the binary column from
-    buffers: no per-record Python work.
+    buffers: no per-record Python work. ``copy=False``: when the payloads are
+    back to back (the raw ring packs them), the batch's payload buffer *is*
+    ``payload`` (the ring's arena): valid only until those records are committed,
+    so only for a batch written out at once (the writer's journal append).
     """
     n = len(index)
     pos = np.ascontiguousarray(index["pos"]).astype(np.int64) - base_pos
@@ -547,8 +551,10 @@ def raw_batch_to_arrow(
     ends = pos + length
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(length, out=offsets[1:])
+    zero_copy = False
     if n and np.array_equal(pos[1:], ends[:-1]) and pos[0] == 0:
         data = src[: int(ends[-1])]
+        zero_copy = not copy
     elif n and bool(np.all(pos[1:] >= ends[:-1])) and pos[0] >= 0:
         # arena order with alignment gaps (the ring's own layout): keep-mask built
         # with an int8 running sum, 1 byte of scratch per payload byte
@@ -564,7 +570,8 @@ def raw_batch_to_arrow(
         data = src[gather]
     if offsets[-1] < 2**31:
         payload_arr = pa.BinaryArray.from_buffers(
-            pa.binary(), n, [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data.copy())]
+            pa.binary(), n,
+            [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data if zero_copy else data.copy())],
         )
     else:  # pragma: no cover - a >2 GiB batch
         payload_arr = pa.LargeBinaryArray.from_buffers(

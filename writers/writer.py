@@ -387,7 +387,8 @@ class Writer:
         n = 0
         for index, arena, base in chunks:
             order, groups = split_groups(index["symbol"], index["local_ts"])
-            rb = raw_batch_to_arrow(index, arena, base, src.spec.channels)  # arena order: cheap
+            # arena order, payloads back to back: the batch points into the arena (journaled before commit)
+            rb = raw_batch_to_arrow(index, arena, base, src.spec.channels, copy=False)
             if order is not None:
                 rb = rb.take(pa.array(order))
             self._append_groups(src, rb, groups, touched)
