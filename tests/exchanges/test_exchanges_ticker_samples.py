@@ -200,3 +200,19 @@ def test_hyperliquid_tardis_exemplars_bbo_and_asset_ctx(rig) -> None:
     eq_rows(rows_of(r, "derivative_ticker", DT), want_dt)
     assert [x[4] for x in r.raw()] == lines
     assert r.feed.stat("malformed") == 0
+
+
+def test_bybit_orderbook1_shared_by_book_change_and_book_ticker(rig) -> None:
+    """book_change at depth 1 and book_ticker read the same topic: one subscription, both tables."""
+    frames = [(ts, f) for ts, f in cryptofeed_frames(BY_WS[0]) if b'"topic":"orderbook.1.' in f]
+    syms = sorted({json.loads(f)["data"]["s"] for _, f in frames})
+    r = rig("bybit", symbols=syms, channels=["book_change", "book_ticker"], depth=1)
+    topics = [t[0] for t in r.feed.topics]
+    assert len(topics) == len(set(topics)) == len(syms)  # orderbook.1.<s> subscribed once per symbol
+    for ts, f in frames:
+        r.frame(f, ts)
+    assert len(r.records("book_ticker")) == len(frames)
+    rows = r.records("book_change")
+    want = sum(len(json.loads(f)["data"]["b"]) + len(json.loads(f)["data"]["a"]) for _, f in frames)
+    assert len(rows) == want
+    assert [x[4] for x in r.raw()] == [f for _, f in frames]  # each frame kept once

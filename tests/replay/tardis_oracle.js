@@ -30,6 +30,9 @@ function normalizers(dataTypes) {
   if (dataTypes.includes('book_change') || dataTypes.some((d) => d.startsWith('book_snapshot_') || d.startsWith('quote'))) {
     out.push(td.normalizeBookChanges)
   }
+  if (dataTypes.includes('book_ticker')) out.push(td.normalizeBookTickers)
+  if (dataTypes.includes('derivative_ticker')) out.push(td.normalizeDerivativeTickers)
+  if (dataTypes.includes('liquidation')) out.push(td.normalizeLiquidations)
   return out
 }
 function computables(dataTypes) {
