@@ -22,6 +22,7 @@ Which ticktape table each dataset maps to (both directions):
 
 from __future__ import annotations
 
+import gzip
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from datetime import date
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+
+GZIP_LEVEL = 6
 
 #: the four columns every dataset starts with
 HEAD = ("exchange", "symbol", "timestamp", "local_timestamp")
@@ -127,7 +130,8 @@ class DatasetWriter:
         self.dataset = dataset
         self.names = columns(dataset)
         self.rows = 0
-        self._out = pa.CompressedOutputStream(path, "gzip")
+        # gzip level 6 (gzip's own default): Arrow's 9 spends ~4x the CPU for ~3 % less size
+        self._out = gzip.GzipFile(path, "wb", compresslevel=GZIP_LEVEL)
         self._out.write((",".join(self.names) + "\n").encode())
 
     def write(self, table: pa.Table) -> None:
