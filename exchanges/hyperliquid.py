@@ -361,7 +361,8 @@ class Hyperliquid(Feed):
             text = bytes(env.data)
             m = re.search(rb'coin\W+([A-Za-z0-9@:/]{1,40})', text)
             sym = self.sym_id.get(m[1].decode(), 0) if m else 0
-            chan = self.ch_trades if b"trades" in text else self.ch_book if b"l2Book" in text else 0
+            chan = next((c for name, c in ((b"trades", self.ch_trades), (b"l2Book", self.ch_book), (b"bbo", self.ch_bbo),
+                                           (b"activeAssetCtx", self.ch_ctx)) if name in text), 0)
             self.bump("subscribe_errors", sym)
             detail = text[:90].decode(errors="replace")
             self.out.event(ts, "subscribe_error", symbol=sym, channel=chan, conn_id=lst.conn_id, detail=detail)

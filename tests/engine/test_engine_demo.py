@@ -41,6 +41,9 @@ def test_capture_run_with_builtin_simulator(tmp_path: Path, free_port: int, capt
     want |= {("bybit", s) for s in ("BTCUSDT", "ETHUSDT", "SOLUSDT")}
     want |= {("hyperliquid", s) for s in ("BTC", "ETH", "SOL")}
     assert got == want
+    for table in ("book_ticker", "derivative_ticker"):  # issue 12's tables, on every venue
+        rows = duckdb.sql(f"select distinct exchange from read_parquet('{root}/{table}/**/*.parquet')").fetchall()
+        assert {e for (e,) in rows} == {"binance-futures", "bybit", "hyperliquid"}, table
     kinds = duckdb.sql(
         f"select distinct exchange, kind from read_parquet('{root}/events/**/*.parquet')"
     ).fetchall()
