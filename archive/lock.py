@@ -84,3 +84,38 @@ class ArchiveLock:
 def _describe(text: str) -> str:
     line = text.strip().splitlines()[0] if text.strip() else ""
     return line if line.startswith("pid ") else "another process (pid not recorded yet)"
+
+
+WRITERS_LOCK_NAME = ".writers.lock"
+
+
+def hold_writers_lock(root: str) -> int:
+    """A writer process holds this shared lock for its whole life (the fd is returned and
+    kept open): a capture whose supervisor died can leave writers draining for a while,
+    and the next capture must not recover journals they still write (``wait_writers_gone``)."""
+    os.makedirs(root, exist_ok=True)
+    fd = os.open(os.path.join(os.path.abspath(root), WRITERS_LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def wait_writers_gone(root: str, timeout: float) -> bool:
+    """Under the root's lock, before any writer of ours starts: wait until no writer of an
+    earlier capture holds the writers' lock. False if some still did after ``timeout`` s."""
+    fd = os.open(os.path.join(os.path.abspath(root), WRITERS_LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() >= end:
+                    return False
+                time.sleep(0.05)
+    finally:
+        os.close(fd)  # drops the lock again: our own writers take it shared

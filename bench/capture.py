@@ -3,9 +3,9 @@
 The simulator runs in this process (its own thread), ``capture run`` in a
 subprocess (supervisor, one ingest process, one writer). For each rate the
 simulator streams binance-futures aggTrade + depth diffs for ``--seconds``,
-then stops first (so every frame it sent has been delivered), then the capture
-gets SIGTERM and finalizes. Loss = data frames the simulator sent minus raw
-data rows in the archive; ring drops and gap events are read back too. CPU
+then stops first; once the capture's frame counter stops moving (every frame
+delivered) the capture gets SIGTERM and finalizes. Loss = data frames the
+simulator sent (read after it stopped) minus raw data rows in the archive; ring drops and gap events are read back too. CPU
 shares come from /proc for the ingest and writer processes over the window.
 """
 
@@ -70,6 +70,23 @@ def _wait_pids(metrics_port: int, timeout: float = 20.0) -> dict[str, int]:
     raise RuntimeError("capture did not start (no child pids on /metrics)")
 
 
+def _settle(metrics_port: int, quiet: float = 0.5, timeout: float = 30.0) -> None:
+    """Wait until the capture has received everything the stopped simulator sent: its
+    frame counter stops moving for ``quiet`` seconds."""
+    last, since, end = -1.0, time.monotonic(), time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2).read().decode()
+            n = sum(float(m[1]) for m in re.finditer(r"^ticktape_feed_messages_total\{[^}]*\} (\S+)$", text, re.M))
+        except OSError:
+            n = last
+        if n != last:
+            last, since = n, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.05)
+
+
 def _archived(root: Path) -> dict[str, int]:
     out = {"raw_data_rows": 0, "trades": 0, "book_change": 0, "gap_events": 0, "drop_events": 0}
     raw_dir = root / "raw" / "exchange=binance-futures"
@@ -131,16 +148,19 @@ url = "{sim.ws_url('binance-futures')}"
             time.sleep(seconds)
             f1 = sim.call(lambda s: s.stats()["frames"]["binance-futures"])
             c1, w1, t1 = _cpu_seconds(ingest), _cpu_seconds(writer), time.monotonic()
-            stats = sim.call(lambda s: s.stats())
         finally:
             sim.stop()  # the exchange goes quiet first: every frame sent is delivered
-            time.sleep(1.0)
+            _settle(metrics_port)
             proc.send_signal(signal.SIGTERM)
             _, err = proc.communicate(timeout=120)
         if proc.returncode != 0:
             raise RuntimeError(f"capture exited {proc.returncode}: {err.decode()[-500:]}")
     finally:
         sim.stop()
+    # read after the stop: frames sent between the window's end and the stop are in the
+    # archive too (reading before it reported "lost -4000")
+    assert sim.sim is not None
+    stats = sim.sim.stats()
     sent = int(stats["frames"]["binance-futures"])
     got = _archived(workdir / "archive")
     window = t1 - t0

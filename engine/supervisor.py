@@ -33,7 +33,7 @@ from typing import Any
 
 import msgspec
 
-from ticktape.archive.lock import ArchiveLock, LockHeld
+from ticktape.archive.lock import ArchiveLock, LockHeld, wait_writers_gone
 from ticktape.engine.children import child_main
 from ticktape.engine.config import Config, effective_raw
 from ticktape.engine.connectors import SYNTHETIC, connector, connector_module
@@ -544,6 +544,12 @@ class Supervisor:
         """Under the lock, before any writer starts: if the previous capture on this root did
         not stop cleanly, mark its hole (``writers.unclean``); then leave this run's marker."""
         root = self.archive_cfg.root
+        wait = self.cfg.supervisor.drain_timeout
+        if not wait_writers_gone(root, 0.0):  # a dead supervisor's writers may still be draining
+            log.warning("writers of an earlier capture are still finishing on %s; waiting up to %g s", root, wait)
+            if not wait_writers_gone(root, wait):
+                raise StartError(f"archive.root {root}: writers of an earlier capture are still running after "
+                                 f"{wait:g} s (supervisor.drain_timeout); stop them first")
         prev = unclean.read_marker(root)
         if prev is not None:
             try:

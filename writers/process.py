@@ -20,6 +20,7 @@ import time
 from multiprocessing.synchronize import Event as MpEvent
 from types import FrameType
 
+from ticktape.archive.lock import hold_writers_lock
 from ticktape.engine.config import ArchiveConfig
 from ticktape.ipc.raw_ring import RawRing
 from ticktape.ipc.ringset import RingSetSpec
@@ -117,6 +118,8 @@ def writer_main(
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     stats = WriterStats(stats_name) if stats_name else None
+    lock_fd = hold_writers_lock(archive.root)  # held until this process exits (see archive.lock)
+    log.debug("writers' lock held (fd %d)", lock_fd)
     writer = Writer(specs, archive, writer_id=writer_id, host=host, stats=stats)
     log.info(
         "writer %d started: %s", writer_id, ", ".join(s.key for s in writer.sources) or "no rings"

@@ -15,7 +15,7 @@ import os
 import socket
 
 from ticktape.archive.layout import TMP_DIR
-from ticktape.archive.lock import ArchiveLock, LockHeld
+from ticktape.archive.lock import ArchiveLock, LockHeld, wait_writers_gone
 from ticktape.engine.config import ArchiveConfig
 from ticktape.writers.writer import recover_journal, scan_journals
 
@@ -84,6 +84,10 @@ def main(args: argparse.Namespace) -> int:
         print(f"capture recover: cannot lock {root} ({e.strerror or e})")
         return 2
     try:
+        if not wait_writers_gone(root, 10.0):
+            print(f"capture recover: writers of a capture whose supervisor died are still finishing on {root}; "
+                  "run it again once they are gone")
+            return 2
         files, records = recover_all(root, archive, args.host)
     finally:
         lock.release()

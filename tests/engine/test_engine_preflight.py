@@ -237,3 +237,31 @@ def test_unclean_stop_is_marked_at_the_next_start(
     assert r.returncode == 0, r.stderr
     ev2 = ds.dataset(str(root / "events"), format="parquet", partitioning="hive").to_table()
     assert ev2.filter(pc.match_substring(ev2["detail"], "without a clean stop")).num_rows == marks.num_rows
+
+
+def test_next_capture_waits_for_a_dead_supervisors_writers(
+    tmp_path: Path, capture: Callable[..., Capture], capture_cmd: list[str]
+) -> None:
+    """kill -9 of the supervisor alone leaves its writers draining for a moment; the next
+    capture (or ``capture recover``) must not recover journals they still write."""
+    import sys
+
+    root = tmp_path / "archive"
+    root.mkdir()
+    holder = subprocess.Popen(  # stands in for an orphaned writer: holds the writers' lock until stdin closes
+        [sys.executable, "-c", "import sys; from ticktape.archive.lock import hold_writers_lock; "
+         f"hold_writers_lock({str(root)!r}); print('held', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        rec = subprocess.run([*capture_cmd, "recover", str(root)], capture_output=True, text=True, timeout=60)
+        assert rec.returncode == 2 and "still finishing" in rec.stdout, rec.stdout + rec.stderr
+        nxt = capture(_config(tmp_path, "b", root), 0, ["--duration", "2"])
+        _wait_output(nxt, "still finishing")
+        assert "writer-0 started" not in nxt.output()
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(30)
+    assert nxt.wait(120) == 0, nxt.output()[-3000:]
+    assert "writer-0 started" in nxt.output()
