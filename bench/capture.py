@@ -22,7 +22,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -180,8 +180,20 @@ url = "{sim.ws_url('binance-futures')}"
     }
 
 
+def _bad(msg: str) -> NoReturn:
+    print(f"capture bench capture: {msg}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    try:
+        rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    except ValueError:
+        _bad(f"--rates {args.rates!r}: comma-separated numbers > 0")
+    if not rates or not all(0 < r < 1e7 for r in rates):
+        _bad(f"--rates {args.rates!r}: comma-separated numbers > 0")
+    if not 0 < args.seconds <= 3600:
+        _bad(f"--seconds {args.seconds:g}: must be > 0 and <= 3600")
     figures: dict[str, Any] = {}
     best = 0.0
     for rate in rates:

@@ -54,7 +54,22 @@ def report(title: str, figures: dict[str, Any], as_json: bool) -> None:
         print(f"  {k:<{width}}  {v}")
 
 
+def _check_numbers(args: argparse.Namespace) -> str:
+    """Every numeric option of a benchmark is a finite number >= 0 (seconds, counts, sizes;
+    0 means "skip" or "any free port" where the option says so)."""
+    for name, value in vars(args).items():
+        if name.startswith("_") or isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if not 0 <= value < float("inf"):
+            return f"capture bench {args.bench}: --{name.replace('_', '-')} {value!r}: must be a number >= 0"
+    return ""
+
+
 def main(args: argparse.Namespace) -> int:
+    bad = _check_numbers(args)
+    if bad:
+        print(bad, file=sys.stderr)
+        return 2
     figures = args._bench(args)
     report(f"bench {args.bench}", figures, args.json)
     sys.stdout.flush()

@@ -129,7 +129,10 @@ def main(args: argparse.Namespace) -> int:
 
     try:
         uvloop.run(run())
-    except (OSError, ValueError) as e:
+    except OSError as e:  # the bind: a taken port, an address that is not this machine's
+        print(f"capture sim: --host {args.host} --port {args.port}: cannot listen ({e.strerror or e})", file=sys.stderr)
+        return 2
+    except ValueError as e:
         print(f"capture sim: {e}", file=sys.stderr)
         return 1
     return 0

@@ -148,3 +148,20 @@ def test_capture_run_bad_value_one_line_before_any_child(
     assert lines[0].startswith(f"error: {path}: ") and key in lines[0] and why in lines[0], lines[0]
     assert "Traceback" not in r.stderr and r.stdout == ""
     assert not (tmp_path / "archive").exists() and not (tmp_path / "logs").exists()  # nothing started
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["bench", "capture", "--seconds", "-1"], "--seconds -1.0: must be a number >= 0"),
+        (["bench", "capture", "--seconds", "0"], "--seconds 0: must be > 0"),
+        (["bench", "capture", "--rates", "fast"], "--rates 'fast'"),
+        (["bench", "ring", "--runs", "-2"], "--runs -2"),
+    ],
+)
+def test_cli_numbers_are_checked_one_line(capture_cmd: list[str], argv: list[str], named: str) -> None:
+    """Issue 9: every CLI input validated (a negative window was a traceback)."""
+    r = subprocess.run([*capture_cmd, *argv], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0] and "Traceback" not in r.stderr, r.stderr

@@ -95,6 +95,7 @@ def test_capture_sim_cli_rejects_bad_arguments(capture_cmd: list[str]) -> None:
         (["--fault", "1.0:stall:bybit:long"], "SECONDS 'long' is not a number"),
         (["--rate", "-5"], "--rate -5: must be > 0"),
         (["--trade-share", "2"], "--trade-share 2: must be 0..1"),
+        (["--host", "256.1.1.1"], "--host 256.1.1.1 --port 0: cannot listen"),
     ],
 )
 def test_capture_sim_cli_names_the_bad_part(capture_cmd: list[str], argv: list[str], named: str) -> None:
