@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies every scenario's frame count")
     parser.add_argument("--runs", type=int, default=1, help="runs per scenario (median reported)")
     parser.add_argument("--idle-seconds", type=float, default=10.0, help="idle window (0 skips the idle figure)")
+    parser.add_argument("--compare", metavar="CHECKOUT", default=None,
+                        help="also run every scenario with the capture from another checkout (its directory on "
+                             "PYTHONPATH), interleaved run by run: on a busy machine the ratios are what count")
 
 
 # --- frames -----------------------------------------------------------------------
@@ -222,7 +225,7 @@ def _durable(m: dict[str, Any]) -> bool:
 class Capture:
     """``capture run`` on a one-exchange, one-symbol config pointed at the blaster."""
 
-    def __init__(self, sc: Scenario, url: str, workdir: Path) -> None:
+    def __init__(self, sc: Scenario, url: str, workdir: Path, pythonpath: str | None = None) -> None:
         self.metrics_port = _free_port()
         cfg = workdir / "capture.toml"
         cfg.write_text(
@@ -231,8 +234,11 @@ class Capture:
             f'[exchanges.{sc.exchange}]\nsymbols = ["{sc.symbol}"]\nchannels = {json.dumps(sc.channels)}\n'
             f'depth = {sc.depth}\nurl = "{url}"\n' + ('trade_stream = "aggTrade"\n' if "trades" in sc.channels else "")
         )
+        env = dict(os.environ)
+        if pythonpath:
+            env["PYTHONPATH"] = pythonpath
         self.proc = subprocess.Popen([sys.executable, "-m", "ticktape.engine.cli", "run", str(cfg)], cwd=workdir,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
         self.metrics = Metrics(self.metrics_port)
 
     def pids(self) -> list[int]:
@@ -262,7 +268,7 @@ def _by_role(cap: Capture, pids: list[int], c0: dict[int, float], c1: dict[int, 
     return out
 
 
-def run_scenario(name: str, sc: Scenario, scale: float) -> dict[str, Any]:
+def run_scenario(name: str, sc: Scenario, scale: float, pythonpath: str | None = None) -> dict[str, Any]:
     n_total = max(1000, int(sc.frames * scale))
     prime = 50
     frames = sc.build(n_total + prime)
@@ -272,7 +278,7 @@ def run_scenario(name: str, sc: Scenario, scale: float) -> dict[str, Any]:
     del frames
     snapshot = sc.snapshot() if sc.snapshot else b""
     with tempfile.TemporaryDirectory(prefix="tt-bench-feed-") as tmp, Blaster(snapshot) as bl:
-        cap = Capture(sc, bl.url, Path(tmp))
+        cap = Capture(sc, bl.url, Path(tmp), pythonpath)
         try:
             m = cap.metrics.wait(lambda m: len(m["pids"]) >= 2 and all(m["pids"].values()), 60, "capture start")
             names = {pid: n.split("-")[0] for n, pid in m["pids"].items()}
@@ -307,10 +313,10 @@ def run_scenario(name: str, sc: Scenario, scale: float) -> dict[str, Any]:
     }
 
 
-def idle(seconds: float) -> dict[str, Any]:
+def idle(seconds: float, pythonpath: str | None = None) -> dict[str, Any]:
     sc = scenarios()["aggtrade_raw"]
     with tempfile.TemporaryDirectory(prefix="tt-bench-feed-idle-") as tmp, Blaster() as bl:
-        cap = Capture(sc, bl.url, Path(tmp))
+        cap = Capture(sc, bl.url, Path(tmp), pythonpath)
         try:
             m = cap.metrics.wait(lambda m: len(m["pids"]) >= 2 and all(m["pids"].values()), 60, "capture start")
             names = {pid: n.split("-")[0] for n, pid in m["pids"].items()}
@@ -339,15 +345,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"error: --scenarios: unknown {', '.join(bad)} (one of {', '.join(table)})", file=sys.stderr)
         raise SystemExit(2)
     per: dict[str, float] = {}
+    other: dict[str, float] = {}
     detail: dict[str, Any] = {}
     for name in wanted:
-        runs = [run_scenario(name, table[name], args.scale) for _ in range(max(1, args.runs))]
+        runs, alt = [], []
+        for _ in range(max(1, args.runs)):
+            runs.append(run_scenario(name, table[name], args.scale))
+            if args.compare:
+                alt.append(run_scenario(name, table[name], args.scale, args.compare))
         per[name] = round(statistics.median(r["cpu_us_per_frame"] for r in runs), 3)
         detail[name] = runs[len(runs) // 2] if len(runs) > 1 else runs[0]
         if len(runs) > 1:
             detail[name]["all_runs_us"] = [round(r["cpu_us_per_frame"], 3) for r in runs]
+        if alt:
+            other[name] = round(statistics.median(r["cpu_us_per_frame"] for r in alt), 3)
+            detail[name]["compare_all_runs_us"] = [round(r["cpu_us_per_frame"], 3) for r in alt]
+            detail[name]["compare_by_process_us_per_frame"] = alt[len(alt) // 2]["by_process_us_per_frame"]
     out: dict[str, Any] = {"cpu_us_per_frame": per}
+    if args.compare:
+        out["compare_checkout"] = args.compare
+        out["compare_cpu_us_per_frame"] = other
+        out["compare_ratio"] = {k: round(other[k] / per[k], 2) for k in per if per[k]}
     if args.idle_seconds > 0:
         out.update(idle(args.idle_seconds))
+        if args.compare:
+            alt_idle = idle(args.idle_seconds, args.compare)
+            out["compare_idle_cpu_ms_per_s"] = alt_idle["idle_cpu_ms_per_s"]
+            out["compare_idle_cpu_ms_per_s_by_process"] = alt_idle["idle_cpu_ms_per_s_by_process"]
     out["detail"] = detail
     return out

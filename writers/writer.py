@@ -61,12 +61,15 @@ from ticktape.ipc.schemas import (
 from ticktape.ipc.stats import WriterStats
 from ticktape.writers import state as wstate
 from ticktape.writers.finalize import finalize_journal, merged_journal_ids
+from ticktape.writers.fsutil import makedirs_durable
 from ticktape.writers.journal import Journal, cut_tail, read_journal
 from ticktape.writers.split import Group, split_groups
 from ticktape.writers.state import JournalState, RingState, WriterState
 from ticktape.writers.storage import StorageGuard, is_storage_error
 
 log = logging.getLogger("ticktape.writer")
+
+PREPARE_AHEAD_S = 30.0  # the next hour's journal directories are made this long before it starts
 
 
 class _Source:
@@ -165,6 +168,7 @@ class Writer:
         self.journals: dict[str, Journal] = {}
         self._inflight: dict[str, tuple[Journal, Future[None]]] = {}
         self._pool: ThreadPoolExecutor | None = None
+        self._prepared_hour = 0
         self.records_written = 0
         self.files_written = 0
         self.bad_symbols = 0
@@ -431,6 +435,8 @@ class Writer:
         if self.storage.blocked:  # retried once writes work again
             return reaped
         t = clock.now() if now is None else now
+        if background:
+            self._prepare_next_hour(int(t * 1e9))
         limit = int((t - self.archive.finalize_grace) * 1e9)
         due = [rel for rel, j in self.journals.items() if j.key.hour_ns + HOUR_NS <= limit]
         if not due:
@@ -439,6 +445,32 @@ class Writer:
             self._submit(due)
             return reaped
         return reaped + self._finalize(due)
+
+    def _prepare_next_hour(self, now_ns: int) -> None:
+        """In the last ``PREPARE_AHEAD_S`` of an hour, create (durably) the journal
+        directories of the next hour on the finalize thread, so the first cycle of the
+        new hour does not fsync a directory tree per open file on the drain path."""
+        nxt = (now_ns // HOUR_NS + 1) * HOUR_NS
+        if nxt - now_ns > PREPARE_AHEAD_S * 1e9 or self._prepared_hour == nxt or not self.journals:
+            return
+        self._prepared_hour = nxt
+        hour = hour_of_ns(nxt)
+        dirs = sorted({
+            os.path.dirname(safe_join(self.root, FileKey(k.exchange, k.data_type, k.symbol, hour).journal_relpath()))
+            for k in (j.key for j in self.journals.values())
+        })
+
+        def prepare() -> None:
+            for d in dirs:
+                try:
+                    makedirs_durable(d)
+                except OSError as e:  # the drain path creates them anyway
+                    log.warning("could not prepare %s: %s", d, e)
+                    return
+
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"finalize-{self._tag}")
+        self._pool.submit(prepare)
 
     def _finalize_one(self, j: Journal) -> None:
         finalize_journal(
