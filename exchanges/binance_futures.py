@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ticktape.exchanges import binance_tickers, common
-from ticktape.exchanges.book import Bridge, DiffSync, SyncState, bridge
+from ticktape.exchanges.book import MAX_BUFFER, Bridge, DiffSync, SyncState, bridge
 from ticktape.exchanges.connection import Link, Listener, Plan, Timing
 from ticktape.exchanges.feed import Feed
+from ticktape.ipc.ring import RecordRing
 from ticktape.ipc.schemas import BOOK_ASK, BOOK_BID, SIDE_BUY, SIDE_SELL
 
 if TYPE_CHECKING:
@@ -461,8 +462,9 @@ class BinanceFutures(Feed):
                 self.emit_diff(nxt[0], sym, nxt[1])
                 st.last_u = nxt[1].u
             return True
-        if not st.push(ts, d):
-            log.warning("%s diff buffer overflow, oldest diffs dropped", self.feed_id("book_change", sym))
+        if not st.push(ts, d) and st.lost == 1:  # once per overflow: the gap event says how many
+            log.warning("%s diff buffer full (%d) while waiting for the snapshot: dropping the oldest diffs",
+                        self.feed_id("book_change", sym), MAX_BUFFER)
         if st.snapshot is not None and self.try_bridge(sym) != Bridge.STALE:
             return True
         if not st.fetching:
@@ -476,8 +478,18 @@ class BinanceFutures(Feed):
         push(ts, ets, sym, False, BOOK_ASK, d.a)
 
     # -- book sync -------------------------------------------------------------------
+    def report_lost(self, sym: int, ts: int) -> None:
+        """Diffs a full buffer dropped while the snapshot was awaited: a ``gap`` with the range."""
+        lost = self.sync[sym].take_lost()
+        if lost is not None:
+            n, first, last, ets = lost
+            self.gap(ts, sym, self.ch_depth, 0,
+                     f"diff buffer full ({MAX_BUFFER}) awaiting the snapshot: {n} diffs dropped, U {first}..u {last}",
+                     ets * 1_000_000)
+
     def resync(self, sym: int, ts: int, why: str, first: tuple[int, Depth] | None = None) -> None:
         st = self.sync[sym]
+        self.report_lost(sym, ts)
         st.reset()
         self.out.event(ts, "resync", symbol=sym, channel=self.ch_depth, detail=f"{why}: fetching a new snapshot")
         if first is not None:
@@ -489,13 +501,30 @@ class BinanceFutures(Feed):
 
     def _do_pending(self, ts: int) -> None:
         for sym in list(self._pending_resync):
-            if self.sync[sym].state == SyncState.SYNCED:
+            st = self.sync[sym]
+            if st.state == SyncState.SYNCED:
+                self.gap(ts, sym, self.ch_depth, 0, f"book records dropped (ring full) after u {st.last_u}")
                 self.resync(sym, ts, "book records dropped (ring full)")
         self._pending_resync.clear()
 
     def tick(self, now: float) -> None:
         if self._pending_resync:
             self._do_pending(time.time_ns())
+        for sym, st in enumerate(self.sync):  # snapshots held back until the book ring had room
+            if st.waiting_room and st.snapshot is not None and self.book_room(sym):
+                self.try_bridge(sym)
+
+    def book_room(self, sym: int) -> bool:
+        """Room in the book ring for the snapshot and the buffered diffs (a resync into a full
+        ring would only drop its own snapshot and start over, for as long as the ring stays full)."""
+        ring = self.out.rings.get("book_change")
+        if not isinstance(ring, RecordRing):
+            return True
+        st = self.sync[sym]
+        snap = st.snapshot[1] if st.snapshot is not None else None
+        need = (len(snap.bids) + len(snap.asks) if snap is not None else 2 * self.snapshot_limit) + 8 * len(st.buffer)
+        free = ring.capacity - (ring.write_seq - ring.read_seq)  # the writer's cursor now, not a cached one
+        return free >= min(need, ring.capacity // 2)
 
     def fetch_snapshot(self, sym: int) -> None:
         st = self.sync[sym]
@@ -538,7 +567,8 @@ class BinanceFutures(Feed):
                     continue
                 if verdict != Bridge.STALE:
                     return
-                await asyncio.sleep(self.rest_interval)
+                # a snapshot that does not bridge: fetched again, backing off (a late REST path stays late)
+                await asyncio.sleep(min(self.rest_interval * 2 ** self.sync[sym].stale, 10.0))
         finally:
             if st.generation == generation:
                 st.fetching = False
@@ -604,10 +634,26 @@ class BinanceFutures(Feed):
             del st.buffer[:start]  # all older than the snapshot
             return verdict
         if verdict == Bridge.STALE:
-            log.info("%s snapshot older than the buffered diffs; fetching again", self.feed_id("book_change", sym))
+            self.report_lost(sym, snap_ts)
+            st.stale += 1
+            first_u = st.buffer[start][1].U if start < len(st.buffer) else -1
+            detail = (f"snapshot lastUpdateId {snap.lastUpdateId} older than the buffered diffs (U {first_u}): "
+                      f"fetching again (attempt {st.stale + 1})")
+            self.bump("snapshot_retries", sym)
+            self.out.event(snap_ts, "resync", symbol=sym, channel=self.ch_depth, detail=detail[:96])
+            log.warning("%s %s", self.feed_id("book_change", sym), detail)
             st.snapshot = None
             del st.buffer[:start]
             return verdict
+        if not self.book_room(sym):
+            del st.buffer[:start]  # older than the snapshot: never needed
+            if not st.waiting_room:
+                st.waiting_room = True
+                log.warning("%s book ring full: the snapshot waits for room", self.feed_id("book_change", sym))
+            return Bridge.WAIT
+        self.report_lost(sym, snap_ts)
+        st.waiting_room = False
+        st.stale = 0
         ets = (snap.T or snap.E) * 1_000_000  # the snapshot's transaction time, as Tardis stamps it
         push = self.out.book_levels
         push(snap_ts, ets, sym, True, BOOK_BID, snap.bids)
@@ -656,6 +702,7 @@ class BinanceFutures(Feed):
     def on_lost(self, lst: Listener) -> None:
         for chan, sym in lst.plan.streams:
             if chan == self.ch_depth and chan:
+                self.report_lost(sym, time.time_ns())
                 self.sync[sym].reset()
                 self.sync[sym].fetching = False
 

@@ -36,7 +36,8 @@ class DiffSync(Generic[E]):
     snapshot (``U <= lastUpdateId <= u``, dropping ``u < lastUpdateId``).
     """
 
-    __slots__ = ("ahead", "buffer", "fetching", "generation", "last_u", "snapshot", "state", "synced_once")
+    __slots__ = ("ahead", "buffer", "fetching", "generation", "last_u", "lost", "lost_ets", "lost_from", "lost_to",
+                 "snapshot", "stale", "state", "synced_once", "waiting_room")
 
     def __init__(self) -> None:
         self.state = SyncState.BUFFERING
@@ -48,21 +49,46 @@ class DiffSync(Generic[E]):
         self.synced_once = False
         #: diffs that arrived ahead of the chain during a planned reconnect, by their ``pu``
         self.ahead: dict[int, tuple[int, Any]] = {}
+        #: diffs dropped from a full buffer since the last report: count, first ``U``, last ``u``,
+        #: exchange time (ms) of the first (``take_lost``)
+        self.lost = 0
+        self.lost_from = self.lost_to = self.lost_ets = 0
+        self.stale = 0  # snapshots of this sync that did not bridge (they back off)
+        self.waiting_room = False  # a snapshot waits for room in the book ring
 
     def reset(self) -> None:
+        """Start over (gap, drop, lost connection). A fetch under way belongs to the old
+        generation and ends by itself, so a new one may start at once."""
         self.state = SyncState.BUFFERING
         self.buffer.clear()
         self.ahead.clear()
         self.snapshot = None
         self.generation += 1
+        self.fetching = False
+        self.waiting_room = False
 
     def push(self, ts: int, ev: Any) -> bool:
-        """Buffer a diff; False when the buffer overflowed (oldest dropped: the snapshot must be newer)."""
-        self.buffer.append((ts, ev))
-        if len(self.buffer) > MAX_BUFFER:
-            del self.buffer[: len(self.buffer) - MAX_BUFFER]
+        """Buffer a diff; False when the buffer overflowed (oldest dropped and remembered in
+        ``lost*``: the snapshot must be newer, and the loss is reported)."""
+        buf = self.buffer
+        buf.append((ts, ev))
+        if len(buf) > MAX_BUFFER:
+            n = len(buf) - MAX_BUFFER
+            if not self.lost:
+                self.lost_from, self.lost_ets = buf[0][1].U, buf[0][1].E
+            self.lost_to = buf[n - 1][1].u
+            self.lost += n
+            del buf[:n]
             return False
         return True
+
+    def take_lost(self) -> tuple[int, int, int, int] | None:
+        """(count, first U, last u, first exchange time ms) of the diffs dropped since the last call."""
+        if not self.lost:
+            return None
+        out = (self.lost, self.lost_from, self.lost_to, self.lost_ets)
+        self.lost = 0
+        return out
 
 
 def bridge(last_update_id: int, buffer: list[tuple[int, Any]]) -> tuple[Bridge, int]:

@@ -25,6 +25,7 @@ from ticktape.exchanges import bybit_tickers, common
 from ticktape.exchanges.book import Dedup, DeltaSeq
 from ticktape.exchanges.connection import Listener, Plan, Timing
 from ticktape.exchanges.feed import Feed
+from ticktape.ipc.ring import RecordRing
 from ticktape.ipc.schemas import BOOK_ASK, BOOK_BID, SIDE_BUY, SIDE_SELL, SIDE_UNKNOWN
 
 if TYPE_CHECKING:
@@ -165,6 +166,7 @@ class Bybit(Feed):
         self.requests: dict[str, list[str]] = {}
         self._req = 0
         self._pending_resync: set[int] = set()
+        self._await_room: set[str] = set()  # topics whose resubscribe waits for room in the book ring
 
     def plans(self) -> list[Plan]:
         out: list[Plan] = []
@@ -299,29 +301,53 @@ class Bybit(Feed):
         st.resync_deadline = 0.0
 
     # -- resync -----------------------------------------------------------------
-    def resync(self, topic: str, ts: int, why: str) -> None:
+    def resync(self, topic: str, ts: int, why: str, when_room: bool = False) -> None:
+        """Unsubscribe + subscribe ``topic`` (Bybit answers with a snapshot). ``when_room``:
+        only once the book ring has room for that snapshot (after a ring-full drop, a
+        snapshot into a still-full ring would be dropped too, and the book never whole)."""
         st = self.seq[topic]
         st.reset()
         _kind, sym, chan = self.routes[topic]
-        st.resync_deadline = time.monotonic() + RESYNC_TIMEOUT
-        self.out.event(ts, "resync", symbol=sym, channel=chan, detail=f"{why}: resubscribing {topic}")
+        self.out.event(ts, "resync", symbol=sym, channel=chan, detail=f"{why}: resubscribing {topic}"[:96])
+        if when_room and not self.book_room():
+            self._await_room.add(topic)
+            log.warning("%s: book ring full: resubscribing %s once it has room", self.exchange, topic)
+            return
+        self._resubscribe(topic)
+
+    def _resubscribe(self, topic: str) -> None:
+        self.seq[topic].resync_deadline = time.monotonic() + RESYNC_TIMEOUT
         link = self.links[self.topic_link[topic]] if self.links else None
         if link is not None and link.current is not None:
             link.current.send(self.op("unsubscribe", [topic]))
             link.current.send(self.op("subscribe", [topic]))
 
+    def book_room(self) -> bool:
+        """Room in the book ring for a snapshot (both sides at the subscribed depth, and a margin)."""
+        ring = self.out.rings.get("book_change")
+        if not isinstance(ring, RecordRing):
+            return True
+        free = ring.capacity - (ring.write_seq - ring.read_seq)
+        return free >= min(4 * self.cfg.depth + 256, ring.capacity // 2)
+
     def on_book_drop(self, symbol: int) -> None:
         self._pending_resync.add(symbol)
 
     def _do_pending(self, ts: int) -> None:
-        for topic, (kind, sym, _) in self.routes.items():
-            if kind == BOOK and sym in self._pending_resync and self.seq[topic].synced:
-                self.resync(topic, ts, "book records dropped (ring full)")
+        for topic, (kind, sym, chan) in self.routes.items():
+            st = self.seq.get(topic)
+            if kind == BOOK and sym in self._pending_resync and st is not None and st.synced:
+                self.gap(ts, sym, chan, 0, f"book records dropped (ring full) after u {st.last_u}")
+                self.resync(topic, ts, "book records dropped (ring full)", when_room=True)
         self._pending_resync.clear()
 
     def tick(self, now: float) -> None:
         if self._pending_resync:
             self._do_pending(time.time_ns())
+        if self._await_room and self.book_room():
+            for topic in sorted(self._await_room):
+                self._resubscribe(topic)
+            self._await_room.clear()
         for topic, st in self.seq.items():
             if st.resync_deadline and now > st.resync_deadline:
                 st.resync_deadline = 0.0
@@ -354,6 +380,7 @@ class Bybit(Feed):
             if self.routes[topic][2] and (self.routes[topic][2], self.routes[topic][1]) in lst.plan.streams:
                 st.reset()
                 st.resync_deadline = 0.0
+                self._await_room.discard(topic)  # the reconnect subscribes it again
                 if self.routes[topic][0] == TICK:
                     self.tickers.forget(self.routes[topic][1])
 

@@ -22,6 +22,7 @@ FIELDS = (
     "disconnects",  # connections lost (incl. stalls)
     "subscribe_errors",
     "rest_errors",  # REST requests that failed (HTTP error, timeout); each also an ``info`` event
+    "snapshot_retries",  # book snapshots fetched again: older than the buffered diffs (each a ``resync`` event)
     "last_msg_ns",  # local receive time of the last frame (ns)
 )
 F = {name: i for i, name in enumerate(FIELDS)}

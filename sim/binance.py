@@ -378,11 +378,15 @@ class Binance(Venue):
         if self.sim.take_fault(self.exchange, "rest_error"):
             return 503, b'{"code":-1001,"msg":"Internal error; unable to process your request. Please try again."}'
         m = self.market(sym)
+        body = None
         if self.sim.take_fault(self.exchange, "rest_stale"):
-            stale = self.stale_snapshot(m, limit)
-            if stale is not None:
-                return 200, stale
-        return 200, self.snapshot(m, limit)
+            body = self.stale_snapshot(m, limit)
+        if body is None:
+            body = self.snapshot(m, limit)
+        late = self.sim.take(self.exchange, "rest_delay")
+        if late is not None:  # taken now, answered ``seconds`` later
+            return 307, self.sim.hold_answer(200, body, late.seconds).encode()
+        return 200, body
 
     def open_interest(self, query: dict[str, str]) -> tuple[int, bytes]:
         """``GET /fapi/v1/openInterest?symbol=``: weight 1; the rest_error fault applies."""

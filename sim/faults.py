@@ -21,6 +21,9 @@ Kinds:
   ``max_buffer`` is dropped, as the exchanges drop slow consumers.
 - ``rest_error``: the next ``count`` Binance REST requests (depth snapshots, open
   interest polls) answer HTTP 503 (shape ``{"code":-1001,...}``).
+- ``rest_delay``: the next ``count`` Binance depth snapshots are taken when
+  requested but answered ``seconds`` later (a ``307`` to a side server that
+  holds them), so a client's diff buffer grows meanwhile.
 - ``rest_stale``: the next Binance depth snapshot is an old one (up to 1000
   diffs back, as a lagging replica serves): it cannot bridge into the
   diffs a client buffered since, so the client must fetch again.
@@ -37,7 +40,7 @@ from dataclasses import dataclass
 
 KINDS = (
     "drop", "stall", "malformed", "truncated", "gap", "duplicate", "reorder",
-    "subscribe_error", "slow", "rest_error", "rest_stale", "restart",
+    "subscribe_error", "slow", "rest_error", "rest_stale", "rest_delay", "restart",
 )
 #: faults applied to individual data frames of a connection
 FRAME_KINDS = ("malformed", "truncated", "gap", "duplicate", "reorder")

@@ -24,5 +24,11 @@ class SimHost(Protocol):
 
     def take_fault(self, exchange: str, kind: str, conn: int | None = None) -> bool: ...
 
+    def take(self, exchange: str, kind: str, conn: int | None = None) -> Any:
+        """The pending subscribe/REST ``sim.faults.Fault`` consumed now, or None."""
+
+    def hold_answer(self, status: int, body: bytes, seconds: float) -> str:
+        """A REST answer sent ``seconds`` from now; the URL to redirect the request to."""
+
     def dirty(self, conn: Any) -> None:
         """``conn`` (a ``sim.conn.Conn``) has frames queued: write them this loop turn."""

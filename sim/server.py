@@ -31,6 +31,7 @@ from ticktape.sim.bybit import Bybit
 from ticktape.sim.conn import Conn
 from ticktape.sim.faults import FRAME_KINDS, Fault, ScriptEntry, parse_script
 from ticktape.sim.hyperliquid import Hyperliquid
+from ticktape.sim.late_rest import LateRest
 from ticktape.sim.market import Market
 from ticktape.sim.record import Sent
 from ticktape.sim.venue import Venue
@@ -139,6 +140,7 @@ class Simulator:
         self.replay_path = Path(replay) if replay is not None else None
         self.replay_speed = replay_speed
         self.replayer: Any = None
+        self.late = LateRest(host)
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self) -> Simulator:
@@ -153,6 +155,7 @@ class Simulator:
             websocket_handshake_timeout=10, logger_name="ticktape.sim.ws",
         )
         self.port = self._server.sockets[0].getsockname()[1]
+        await self.late.start()
         self.t0 = time.monotonic()
         loop = asyncio.get_running_loop()
         if self.replayer is None:
@@ -177,6 +180,7 @@ class Simulator:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+        await self.late.stop()
 
     async def __aenter__(self) -> Simulator:
         return await self.start()
@@ -301,7 +305,7 @@ class Simulator:
                         c.faults.append(replace(f, exchange=e))
                 else:
                     self._pending_frame_faults.setdefault(e, []).append(replace(f, exchange=e))
-            elif f.kind in ("subscribe_error", "rest_error", "rest_stale"):
+            elif f.kind in ("subscribe_error", "rest_error", "rest_stale", "rest_delay"):
                 self._takes.setdefault((e, f.kind), []).append(replace(f, exchange=e))
             elif f.kind == "restart":
                 if f.exchange is not None or e == "bybit":
@@ -312,17 +316,25 @@ class Simulator:
 
     def take_fault(self, exchange: str, kind: str, conn: int | None = None) -> bool:
         """Consume one pending subscribe/REST error for ``exchange`` (True if one was due)."""
+        return self.take(exchange, kind, conn) is not None
+
+    def take(self, exchange: str, kind: str, conn: int | None = None) -> Fault | None:
+        """Consume one pending subscribe/REST fault for ``exchange``: the fault, or None."""
         pending = self._takes.get((exchange, kind))
         if not pending:
-            return False
+            return None
         f = pending[0]
         if f.conn is not None and conn is not None and f.conn != conn:
-            return False
+            return None
         f.count -= 1
         if f.count <= 0:
             pending.pop(0)
-        self.log_fault(exchange, kind, conn or 0, "refused")
-        return True
+        self.log_fault(exchange, kind, conn or 0, "refused" if kind != "rest_delay" else f"answered {f.seconds}s late")
+        return f
+
+    def hold_answer(self, status: int, body: bytes, seconds: float) -> str:
+        """A REST answer sent ``seconds`` from now; the URL to redirect the request to."""
+        return self.late.hold(status, body, seconds)
 
     # -- output batching ----------------------------------------------------------------------
     def dirty(self, conn: Conn) -> None:
@@ -356,6 +368,9 @@ class Simulator:
                 ans = v.rest(path, query)
                 if ans is not None:
                     status, body = ans
+                    if status == 307:  # a late answer (``rest_delay``): the body is where it waits
+                        resp = WSUpgradeResponse.create_redirect_response(307, body.decode())
+                        return WSUpgradeResponseWithListener(resp, None)
                     if status == 200:
                         resp = WSUpgradeResponse.create_ok_response(body, {"Content-Type": "application/json"})
                         return WSUpgradeResponseWithListener(resp, None)

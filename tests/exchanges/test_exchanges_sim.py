@@ -117,9 +117,12 @@ def test_three_exchanges_records_equal_what_was_sent(rig):
         sid = h.spec.symbol_id(sym)
         mine = snaps[snaps["symbol"] == sid]
         sent = [s for s in sim.sent("hyperliquid", "l2Book", sym) if not s.fault]
-        assert len(mine) >= 10 and len(sent) - len(mine) <= 3
+        # an l2Book equal to the previous one (same time, same bytes: an event deep in the book
+        # within the same millisecond) is a duplicate, dropped and counted
+        dups = h.feed.stat("duplicates", sid)
+        assert len(mine) >= 10 and len(sent) - len(mine) - dups <= 3
         last = mine[-1]
-        ev = sent[len(mine) - 1].event
+        ev = sent[len(mine) + dups - 1].event
         ref = sim_book(sim, "hyperliquid", sym, ev, depth=20)
         assert dict(zip(last["bid_price"], last["bid_amount"], strict=True)) == ref["b"]
         assert dict(zip(last["ask_price"], last["ask_amount"], strict=True)) == ref["a"]
