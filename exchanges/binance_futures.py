@@ -176,6 +176,7 @@ class BinanceFutures(Feed):
         self.rest_base = cfg.rest_url or (common.http_base_of(cfg.url) if cfg.url else REST_URL)
         self.snapshot_limit = int(self.options.get("snapshot_limit", SNAPSHOT_LIMIT))
         self.rest_interval = float(self.options.get("rest_interval", 0.25))  # weight 20 each: <= 4/s
+        self.rest_timeout = float(self.options.get("rest_timeout", 30.0))  # one REST request, seconds
         self.manual_snapshots = bool(self.options.get("manual_snapshots", False))
         self._env = msgspec.json.Decoder(Envelope)
         self._agg = msgspec.json.Decoder(AggTrade, strict=False)
@@ -548,8 +549,11 @@ class BinanceFutures(Feed):
                     await asyncio.sleep(wait)
                 try:
                     status, body, ts = await self._get(url)
-                except Exception as e:
-                    log.warning("%s snapshot request failed: %s: %s", self.feed_id("book_change", sym), type(e).__name__, e)
+                except Exception as e:  # timeout, refused, reset: counted, an event, retried with backoff
+                    why = f"snapshot request failed: {type(e).__name__}: {e}"
+                    log.warning("%s %s", self.feed_id("book_change", sym), why)
+                    self.bump("rest_errors", sym)
+                    self.out.event(time.time_ns(), "info", symbol=sym, channel=self.ch_snap, detail=why[:96])
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 30.0)
                     continue
@@ -581,7 +585,7 @@ class BinanceFutures(Feed):
         if rest and not self.manual_snapshots and self._session is None:
             import aiohttp
 
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.rest_timeout))
         self.tickers.start()
 
     async def _get(self, url: str) -> tuple[int, bytes, int]:
@@ -593,7 +597,7 @@ class BinanceFutures(Feed):
         if self._session is None:
             import aiohttp
 
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.rest_timeout))
         async with self._session.get(url) as resp:
             body = await resp.read()
             try:

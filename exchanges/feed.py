@@ -40,7 +40,7 @@ class Feed:
     #: connector options beside the ``Timing`` fields (one set for all exchanges, since
     #: $TICKTAPE_INGEST_OPTIONS reaches every ingest process)
     option_names: frozenset[str] = frozenset(
-        {"manual_snapshots", "snapshot_limit", "rest_interval", "snapshot_delay", "archive_root"}
+        {"manual_snapshots", "snapshot_limit", "rest_interval", "rest_timeout", "archive_root"}
     )
 
     def __init__(

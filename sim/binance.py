@@ -385,7 +385,7 @@ class Binance(Venue):
             body = self.snapshot(m, limit)
         late = self.sim.take(self.exchange, "rest_delay")
         if late is not None:  # taken now, answered ``seconds`` later
-            return 307, self.sim.hold_answer(200, body, late.seconds).encode()
+            return 307, self.sim.hold_answer(self.exchange, 200, body, late.seconds, late.frames).encode()
         return 200, body
 
     def open_interest(self, query: dict[str, str]) -> tuple[int, bytes]:

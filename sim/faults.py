@@ -23,7 +23,9 @@ Kinds:
   interest polls) answer HTTP 503 (shape ``{"code":-1001,...}``).
 - ``rest_delay``: the next ``count`` Binance depth snapshots are taken when
   requested but answered ``seconds`` later (a ``307`` to a side server that
-  holds them), so a client's diff buffer grows meanwhile.
+  holds them), and not before the exchange sent ``frames`` more data frames
+  (a backlog of a known size however busy the machine), so a client's diff
+  buffer grows meanwhile.
 - ``rest_stale``: the next Binance depth snapshot is an old one (up to 1000
   diffs back, as a lagging replica serves): it cannot bridge into the
   diffs a client buffered since, so the client must fetch again.
@@ -57,6 +59,8 @@ class Fault:
     count: int = 1
     seconds: float = 0.0
     factor: float = 10.0
+    #: rest_delay: also hold the answer until the exchange sent this many more data frames
+    frames: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

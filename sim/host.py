@@ -27,8 +27,8 @@ class SimHost(Protocol):
     def take(self, exchange: str, kind: str, conn: int | None = None) -> Any:
         """The pending subscribe/REST ``sim.faults.Fault`` consumed now, or None."""
 
-    def hold_answer(self, status: int, body: bytes, seconds: float) -> str:
-        """A REST answer sent ``seconds`` from now; the URL to redirect the request to."""
+    def hold_answer(self, exchange: str, status: int, body: bytes, seconds: float, frames: int = 0) -> str:
+        """A REST answer sent ``seconds`` from now (and after ``frames`` more data frames); its URL."""
 
     def dirty(self, conn: Any) -> None:
         """``conn`` (a ``sim.conn.Conn``) has frames queued: write them this loop turn."""

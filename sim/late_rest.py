@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import logging
 import time
+from collections.abc import Callable
 
 log = logging.getLogger("ticktape.sim")
 
@@ -20,7 +21,7 @@ class LateRest:
         self.host = host
         self.port = 0
         self._server: asyncio.Server | None = None
-        self._held: dict[int, tuple[float, int, bytes]] = {}
+        self._held: dict[int, tuple[float, int, bytes, Callable[[], bool] | None]] = {}
         self._ids = itertools.count(1)
 
     async def start(self) -> None:
@@ -33,10 +34,10 @@ class LateRest:
             await self._server.wait_closed()
             self._server = None
 
-    def hold(self, status: int, body: bytes, seconds: float) -> str:
-        """Keep ``body`` for ``seconds``; the URL the client is redirected to."""
+    def hold(self, status: int, body: bytes, seconds: float, ready: Callable[[], bool] | None = None) -> str:
+        """Keep ``body`` for ``seconds`` (and until ``ready()``); the URL the client is redirected to."""
         key = next(self._ids)
-        self._held[key] = (time.monotonic() + seconds, status, body)
+        self._held[key] = (time.monotonic() + seconds, status, body, ready)
         return f"http://{self.host}:{self.port}/late/{key}"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -48,8 +49,10 @@ class LateRest:
             if held is None:
                 status, body = 404, b'{"code":-1,"msg":"unknown late answer"}'
             else:
-                due, status, body = held
+                due, status, body, ready = held
                 await asyncio.sleep(max(0.0, due - time.monotonic()))
+                while ready is not None and not ready():
+                    await asyncio.sleep(0.02)
             reason = b"OK" if status == 200 else b"Error"
             writer.write(b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
                          b"Connection: close\r\n\r\n%s" % (status, reason, len(body), body))

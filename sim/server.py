@@ -332,9 +332,12 @@ class Simulator:
         self.log_fault(exchange, kind, conn or 0, "refused" if kind != "rest_delay" else f"answered {f.seconds}s late")
         return f
 
-    def hold_answer(self, status: int, body: bytes, seconds: float) -> str:
-        """A REST answer sent ``seconds`` from now; the URL to redirect the request to."""
-        return self.late.hold(status, body, seconds)
+    def hold_answer(self, exchange: str, status: int, body: bytes, seconds: float, frames: int = 0) -> str:
+        """A REST answer sent ``seconds`` from now, and once ``exchange`` sent ``frames`` more
+        data frames; the URL to redirect the request to."""
+        v = self.venue(exchange)
+        target = v.frames + frames
+        return self.late.hold(status, body, seconds, (lambda: v.frames >= target) if frames else None)
 
     # -- output batching ----------------------------------------------------------------------
     def dirty(self, conn: Conn) -> None:

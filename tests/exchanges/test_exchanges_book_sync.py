@@ -19,7 +19,7 @@ from ticktape.sim.thread import SimulatorThread
 
 EX = "binance-futures"
 SYM = "BTCUSDT"
-CFG = {EX: {"symbols": [SYM], "channels": ["book_change"]}}
+CFG = {EX: {"symbols": [SYM], "channels": ["book_change"], "depth_speed": "0ms"}}  # a diff per book event
 
 
 #: per venue: its config, the simulator's book channel, and the depth its book is compared at
@@ -71,10 +71,10 @@ def kinds(run: CaptureRun, ex: str = EX) -> list[dict[str, Any]]:
 
 @pytest.mark.slow
 def test_late_snapshot_behind_a_20k_diff_backlog_is_a_gap_then_a_whole_book(tmp_path):
-    # 4000 book events/s and a first snapshot answered 8 s late: > 20,000 diffs wait for it
+    # the first snapshot is answered once 25,000 more diffs were sent: > 20,000 diffs wait for it
     with SimulatorThread({EX: None}, rate=4000, trade_share=0.0, seed=21) as sim:
-        sim.fault(Fault("rest_delay", EX, seconds=8.0))
-        run = CaptureRun(tmp_path, sim, CFG, raw=True, records=1 << 17)
+        sim.fault(Fault("rest_delay", EX, seconds=1.0, frames=25_000))
+        run = CaptureRun(tmp_path, sim, CFG, raw=True, records=1 << 17, options={"rest_timeout": 300})
         try:
             m = run.until(lambda m: feed(m, "gaps") >= 1 and feed(m, "snapshot_retries") >= 1, timeout=120,
                           what="the overflow gap and the refetch")
