@@ -135,7 +135,7 @@ def test_resync_after_a_full_ring_completes(tmp_path, ex):
             m = run.until(lambda m: feed(m, "resyncs", ex) >= 1, timeout=120, what="the resync completed")
             seen = feed(m, "messages", ex)
             run.until(lambda m: feed(m, "messages", ex) >= seen + 500, what="updates applied after the resync")
-            assert run.stop() == 0, run.output()[-3000:]
+            assert run.stop() == 1, run.output()[-3000:]  # records were dropped: the exit code says so
         finally:
             run.kill()
         ev = kinds(run, ex)
