@@ -88,10 +88,12 @@ def child_main(
     stop: Any,
     parent_pid: int,
     report: Any = None,
+    log_sink: str | None = None,
 ) -> None:
+    """``log_sink``: the supervisor's log-sink address (lines go there, not to the file)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _untrack_shared_memory()
-    logging_setup.setup(log_cfg, process_name=name)
+    logging_setup.setup(log_cfg, process_name=name, sink=log_sink)
     _watch_parent(parent_pid, stop, name)
     try:
         fn = resolve(target)

@@ -158,6 +158,10 @@ def validate(cfg: Config) -> None:
         raise _err(src, f"key log.level: {cfg.log.level!r} must be one of {', '.join(_LOG_LEVELS)}")
     if not cfg.log.dir.strip():
         raise _err(src, "key log.dir: must not be empty")
+    if cfg.log.max_bytes < 4096:
+        raise _err(src, f"key log.max_bytes: {cfg.log.max_bytes} must be >= 4096 (bytes before the log file rotates)")
+    if not 0 <= cfg.log.backups <= 1000:
+        raise _err(src, f"key log.backups: {cfg.log.backups} must be 0..1000 (rotated log files kept)")
     if not cfg.log.file or "/" in cfg.log.file or cfg.log.file in (".", ".."):
         raise _err(src, f"key log.file: {cfg.log.file!r} must be a file name (no '/'), inside log.dir")
     sup = cfg.supervisor

@@ -2,9 +2,16 @@
 
 One object per line, as the seed's archiver writes them, so ``jq``/DuckDB can
 read the log: ``{"level", "time" (ISO UTC, microseconds), "message", "logger",
-"process", ...extra fields}``. Lines go to stdout and to ``<log.dir>/<log.file>``
-(opened in append mode by every process; one ``write`` per line keeps lines
-whole).
+"process", ...extra fields}``.
+
+One process writes the log file: under ``capture run`` the supervisor owns
+``<log.dir>/<log.file>`` (rotated at ``log.max_bytes``, ``log.backups`` kept),
+and children send each finished line to it as one datagram on an abstract Unix
+socket (``engine.log_sink``; lock-free, so a child killed mid-log blocks no
+one). A child whose supervisor is gone appends to its own rotating file
+``<stem>.<process>.log``. A process run alone (an ingest test, ``replay
+serve``) writes the file itself. The console (stdout) shows JSON lines, or
+``engine.console``'s readable view when ``capture run`` is on a terminal.
 
 Credentials never reach the log: extra fields whose names look like secrets
 are masked, URL passwords (``scheme://user:pass@``) are masked, and the values
@@ -16,9 +23,12 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 import os
 import re
+import socket
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,6 +46,8 @@ _secrets: set[str] = set()
 # attributes every LogRecord has; anything else came in through ``extra=``
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 _OURS = "_ticktape_handler"
+_MAX_DATAGRAM = 60_000  # bytes of one forwarded line (longer lines are cut, marked "truncated")
+_state: dict[str, Any] = {"sink": None}
 
 
 def register_secret(value: str | None) -> None:
@@ -62,6 +74,9 @@ class JsonFormatter(logging.Formatter):
         self.process_name = process_name
 
     def format(self, record: logging.LogRecord) -> str:
+        line = getattr(record, "_line", None)
+        if line is not None:  # a line finished (and scrubbed) by another process
+            return str(line)
         out: dict[str, Any] = {
             "level": record.levelname,
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="microseconds"),
@@ -100,9 +115,77 @@ class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
-def setup(cfg: LogConfig | None, process_name: str = "supervisor", stdout: bool = True) -> Path | None:
-    """Route the root logger to JSON lines on stdout and the log file.
+class _SinkHandler(logging.Handler):
+    """Sends each finished line to the supervisor's log sink (one datagram); falls back
+    to this process's own rotating file when the supervisor is not there."""
 
+    def __init__(self, address: str, fallback: Callable[[], logging.Handler | None]) -> None:
+        super().__init__()
+        self.address = address
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.settimeout(5.0)  # a full sink queue waits (bounded), never drops silently
+        self._fallback_factory = fallback
+        self._fallback: logging.Handler | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+            data = line.encode("utf-8", "replace")
+            if len(data) > _MAX_DATAGRAM:
+                obj = json.loads(line)
+                for k in ("message", "exc"):
+                    if isinstance(obj.get(k), str):
+                        obj[k] = obj[k][: _MAX_DATAGRAM // 4]
+                obj["truncated"] = True
+                data = json.dumps(obj, default=str, ensure_ascii=False).encode()[:_MAX_DATAGRAM]
+            self.sock.sendto(data, self.address)
+        except OSError:
+            if self._fallback is None:
+                self._fallback = self._fallback_factory()
+            if self._fallback is not None:
+                self._fallback.handle(record)
+        except Exception:
+            self.handleError(record)
+
+    def close(self) -> None:
+        self.sock.close()
+        if self._fallback is not None:
+            self._fallback.close()
+        super().close()
+
+
+def _rotating(path: Path, cfg: LogConfig) -> logging.Handler:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return logging.handlers.RotatingFileHandler(
+        path, mode="a", maxBytes=cfg.max_bytes, backupCount=cfg.backups, encoding="utf-8"
+    )
+
+
+def own_file(cfg: LogConfig, process_name: str) -> Path:
+    """A child's own log file, used only when the supervisor's sink is gone."""
+    p = log_path(cfg)
+    return p.with_name(f"{p.stem}.{process_name}{p.suffix or '.log'}")
+
+
+def quiet_third_party(record: logging.LogRecord) -> bool:
+    """Console filter: other libraries' INFO chatter (picows' "New connection
+    accepted", aiohttp's access lines) stays in the file, out of the console."""
+    return record.name.startswith(("ticktape", "py.warnings")) or record.levelno >= logging.WARNING
+
+
+def setup(
+    cfg: LogConfig | None,
+    process_name: str = "supervisor",
+    stdout: bool = True,
+    sink: str | None = None,
+    console: logging.Handler | None = None,
+) -> Path | None:
+    """Route the root logger to JSON lines on stdout and the (rotating) log file.
+
+    ``sink``: the supervisor's log-sink address; lines go there instead of the
+    file and stdout (a later call without ``sink`` in the same process keeps it).
+    ``console``: a handler to use instead of JSON lines on stdout (the readable
+    console); it sees ticktape's records and other libraries' warnings.
     Idempotent: handlers installed by an earlier call are replaced, so a child
     process (or a library calling this again) never duplicates lines.
     Raises OSError if the log file cannot be opened.
@@ -117,16 +200,54 @@ def setup(cfg: LogConfig | None, process_name: str = "supervisor", stdout: bool 
     fmt = JsonFormatter(process_name)
     handlers: list[logging.Handler] = []
     path: Path | None = None
-    if cfg is not None and cfg.file:
-        path = log_path(cfg)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(path, mode="a", encoding="utf-8"))
-    if stdout:
-        handlers.append(_StdoutHandler())
+    sink = sink or _state["sink"]
+    _state["sink"] = sink
+    if sink is not None:
+        c = cfg
+        handlers.append(_SinkHandler(sink, lambda: _fallback_file(c, process_name, fmt)))
+    else:
+        if cfg is not None and cfg.file:
+            path = log_path(cfg)
+            handlers.append(_rotating(path, cfg))
+        if console is not None:
+            console.addFilter(quiet_third_party)
+            handlers.append(console)
+        elif stdout:
+            handlers.append(_StdoutHandler())
     for h in handlers:
-        h.setFormatter(fmt)
+        if h is not console:
+            h.setFormatter(fmt)
         setattr(h, _OURS, True)
         root.addHandler(h)
     root.setLevel((cfg.level if cfg is not None else "INFO").upper())
     logging.captureWarnings(True)
     return path
+
+
+def _fallback_file(cfg: LogConfig | None, process_name: str, fmt: logging.Formatter) -> logging.Handler | None:
+    if cfg is None or not cfg.file:
+        return None
+    try:
+        h = _rotating(own_file(cfg, process_name), cfg)
+    except OSError:
+        return None
+    h.setFormatter(fmt)
+    return h
+
+
+def forward(line: str) -> None:
+    """Hand a line another process finished (read from the sink) to this process's
+    handlers: written as is to the file and JSON stdout, parsed for the console."""
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        obj = {"message": line, "level": "INFO", "logger": "ticktape.child"}
+    level = logging.getLevelName(str(obj.get("level", "INFO")))
+    rec = logging.makeLogRecord({
+        "name": str(obj.get("logger", "")), "levelno": level if isinstance(level, int) else logging.INFO,
+        "levelname": str(obj.get("level", "INFO")), "msg": str(obj.get("message", "")), "args": None,
+        "_line": line, "_obj": obj,
+    })
+    for h in logging.getLogger().handlers:
+        if getattr(h, _OURS, False) and rec.levelno >= h.level:
+            h.handle(rec)

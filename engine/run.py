@@ -29,6 +29,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="stop by itself after this many seconds (graceful: drain, finalize, exit 0)",
     )
+    parser.add_argument(
+        "--log-format",
+        choices=("auto", "console", "json"),
+        default="auto",
+        help="stdout: a live status and readable event lines (console), or JSON lines (json); "
+        "auto = console on a terminal, else json. The log file always holds JSON lines.",
+    )
     parser.epilog = (
         "SIGINT/SIGTERM stop ingest first, then the writers drain the rings and finalize their files. "
         "Prometheus metrics at http://127.0.0.1:<metrics.port>/metrics."
@@ -60,18 +67,28 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    fmt = args.log_format
+    view = None
+    if fmt == "console" or (fmt == "auto" and sys.stdout.isatty()):
+        from ticktape.engine.console import ConsoleView
+
+        view = ConsoleView()
     try:
-        logging_setup.setup(cfg.log, process_name="supervisor")
+        logging_setup.setup(cfg.log, process_name="supervisor", console=view)
     except OSError as e:
         print(f"error: {cfg.source}: key log.dir: cannot open the log file: {e}", file=sys.stderr)
         return 2
-    sup = Supervisor(cfg, duration=args.duration)
+    sup = Supervisor(cfg, duration=args.duration, view=view)
     try:
         rc = sup.run()
     except StartError as e:
         logging.getLogger("ticktape.supervisor").error("cannot start: %s", e)
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if view is not None and sup.summary is not None:
+        from ticktape.engine import summary
+
+        view.print(summary.render(sup.summary))
     if sup.failure:
         print(f"error: {sup.failure}", file=sys.stderr)
     return rc

@@ -52,6 +52,10 @@ class LogConfig(_Strict):
     dir: str = "./logs"
     level: str = "INFO"
     file: str = "capture.log"
+    #: the log file is rotated when it would grow past this many bytes
+    max_bytes: int = 64 * 1024 * 1024
+    #: rotated files kept (capture.log.1 .. capture.log.N); older ones are deleted
+    backups: int = 5
 
 
 class SupervisorConfig(_Strict):

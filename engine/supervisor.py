@@ -34,9 +34,11 @@ from typing import Any
 import msgspec
 
 from ticktape.archive.lock import ArchiveLock, LockHeld, wait_writers_gone
+from ticktape.engine import logging_setup, summary
 from ticktape.engine.children import child_main
 from ticktape.engine.config import Config, effective_raw
 from ticktape.engine.connectors import SYNTHETIC, connector, connector_module
+from ticktape.engine.log_sink import LogSink
 from ticktape.engine.metrics import ChildView, FeedView, Snapshot, registry_for
 from ticktape.engine.metrics_server import MetricsServer
 from ticktape.engine.preflight import StartError, check_port_free, check_root_writable, check_shm_room
@@ -129,8 +131,13 @@ def sweep_stale_segments(shm_dir: str = "/dev/shm") -> int:
 
 
 class Supervisor:
-    def __init__(self, cfg: Config, duration: float | None = None, writer_target: str = WRITER_TARGET) -> None:
+    def __init__(
+        self, cfg: Config, duration: float | None = None, writer_target: str = WRITER_TARGET, view: Any = None
+    ) -> None:
         self.cfg = cfg
+        self.view = view  # engine.console.ConsoleView on a terminal: live status via attach()/detach()
+        self.sink: LogSink | None = None
+        self.summary: summary.RunSummary | None = None
         self.duration = duration
         self.writer_target = writer_target
         self.host = socket.gethostname()
@@ -233,7 +240,8 @@ class Supervisor:
             c.reasons = self.ctx.Pipe(duplex=False)
         proc = self.ctx.Process(
             target=child_main,
-            args=(c.role, c.name, self.log_cfg, c.target, c.args, c.stop, os.getpid(), c.reasons[1]),
+            args=(c.role, c.name, self.log_cfg, c.target, c.args, c.stop, os.getpid(), c.reasons[1],
+                  self.sink.address if self.sink is not None else None),
             name=c.name,
             daemon=False,
         )
@@ -322,6 +330,12 @@ class Supervisor:
             self.lock.release()
             raise
         try:
+            self.sink = LogSink(logging_setup.forward)  # children's lines: one writer of the log file
+            self.sink.start()
+        except OSError as e:  # pragma: no cover - no abstract Unix sockets: children write their own files
+            log.warning("log sink unavailable (%s); children log to their own files", e)
+            self.sink = None
+        try:
             self._build_feeds()
             self._mark_previous_run()
             self._build_children()
@@ -343,6 +357,8 @@ class Supervisor:
                 },
             )
             self._start_background_sync()
+            if self.view is not None:
+                self.view.attach(self.status_rows)
             deadline: float | None = None
             waiting_since = time.monotonic()
             while not self._stop_requested.is_set():
@@ -384,8 +400,12 @@ class Supervisor:
         finally:
             self.stopping = True
             self._kill_leftovers()
-            if self.metrics is not None:  # before the segments go: a scrape reads them
+            if self.view is not None:  # before the segments go: the live status reads them
+                self.view.detach()
+            if self.metrics is not None:  # likewise a scrape
                 self.metrics.close()
+            if self.sink is not None:
+                self.sink.stop()
             self._release()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
@@ -537,7 +557,10 @@ class Supervisor:
         rc = 1 if undrained or bad_exit or dropped else 0
         if not (undrained or bad_exit) and self.clean_ingest_stop and not left:
             unclean.remove_marker(self.archive_cfg.root)  # every stream ended with its own shutdown marker
-        log.info("capture stopped", extra={"exit_code": rc})
+        if self.sink is not None:  # every child has exited: take in their last lines (WRITE ...)
+            self.sink.stop()
+        self.summary = self._summarize(sum(undrained.values()))
+        log.info("capture stopped", extra={"exit_code": rc, "summary": self.summary.as_dict()})
         return rc
 
     def _mark_previous_run(self) -> None:
@@ -569,6 +592,30 @@ class Supervisor:
             unclean.write_marker(root, marker)
         except OSError as e:
             raise StartError(f"archive.root {root}: cannot write the run marker ({e.strerror or e})") from None
+
+    def _summarize(self, undrained: int) -> summary.RunSummary:
+        written = self.sink.written if self.sink is not None else {}
+        out = summary.RunSummary(self.archive_cfg.root, str(Path(self.log_cfg.dir) / self.log_cfg.file),
+                                 summary.files_by_table(self.archive_cfg.root, written), undrained=undrained)
+        for f in self.feeds:
+            tot = f.stats.values.sum(axis=0).tolist()
+            counts = {k: int(tot[F[k]]) for k in summary.LOSS_FIELDS if k in F}
+            counts["dropped"] = sum(int((r.index if hasattr(r, "index") else r).dropped) for r in f.rings.values())
+            out.losses[f.name] = {k: counts.get(k, 0) for k in summary.LOSS_FIELDS}
+        return out
+
+    def status_rows(self) -> list[dict[str, Any]]:
+        """Per exchange, for the live console: symbols receiving, messages, fullest ring."""
+        ready = self.feed_ready()
+        rows = []
+        for f in self.feeds:
+            syms = ready.get(f.name, {})
+            rows.append({
+                "exchange": f.name, "feeds": len(syms), "ready": sum(syms.values()),
+                "messages": int(f.stats.values[:, F["messages"]].sum()),
+                "ring_fill": max((r.fill() for r in f.rings.values()), default=0.0),
+            })
+        return rows
 
     def _watch_drain(self) -> None:
         """During the drain, a writer that crashes is restarted (its stop event is

@@ -259,11 +259,13 @@ class Feed:
             self.out.event(ts, "info", conn_id=lst.conn_id, detail="planned reconnect: old connection closed")
             return
         why = "shutdown" if lst.link.closing else ("stall" if lst.stalled else "connection lost")
-        self.bump("disconnects")
+        if why != "shutdown":  # our own stop is marked in the archive but is no connection loss
+            self.bump("disconnects")
         streams = lst.plan.streams or [(0, 0)]
         for chan, sym in streams:
             self.out.event(ts, "disconnect", symbol=sym, channel=chan, conn_id=lst.conn_id, detail=why)
             if self.raw_on:
                 self.out.raw(ts, b"", lst.conn_id, sym, chan)
-        log.warning("%s conn %d disconnected (%s) after %d frames", self.exchange, lst.conn_id, why, lst.frames)
+        log.log(logging.INFO if why == "shutdown" else logging.WARNING,  # a normal stop is no warning
+                "%s conn %d disconnected (%s) after %d frames", self.exchange, lst.conn_id, why, lst.frames)
         self.on_lost(lst)

@@ -73,3 +73,67 @@ def test_setup_is_idempotent(logged: Path, tmp_path: Path) -> None:
     logging.getLogger("ticktape.test").info("once")
     lines = _lines(logged)
     assert [ln["message"] for ln in lines] == ["once"] and lines[0]["process"] == "again"
+
+
+def _reset_root(before: tuple[list[logging.Handler], int]) -> None:
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if h not in before[0]:
+            root.removeHandler(h)
+            h.close()
+    root.setLevel(before[1])
+
+
+def test_log_file_rotates_by_size_and_keeps_only_the_backups(tmp_path: Path) -> None:
+    root = logging.getLogger()
+    before = (list(root.handlers), root.level)
+    try:
+        cfg = LogConfig(dir=str(tmp_path), file="cap.log", max_bytes=4096, backups=2)
+        logging_setup.setup(cfg, process_name="test", stdout=False)
+        log = logging.getLogger("ticktape.test")
+        for i in range(400):  # ~60 KB of lines: many rotations
+            log.info("line %05d %s", i, "x" * 60)
+    finally:
+        _reset_root(before)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["cap.log", "cap.log.1", "cap.log.2"]
+    assert all((tmp_path / n).stat().st_size <= 4096 for n in names)
+    last = [json.loads(x)["message"] for x in (tmp_path / "cap.log").read_text().splitlines()]
+    assert last[-1].startswith("line 00399")  # the newest lines are in the live file, whole
+
+
+def test_child_lines_reach_the_one_file_through_the_sink(tmp_path: Path) -> None:
+    """A child process sends its lines to the supervisor's sink; only the supervisor writes the file."""
+    import multiprocessing as mp
+
+    from ticktape.engine.log_sink import LogSink
+
+    root = logging.getLogger()
+    before = (list(root.handlers), root.level)
+    cfg = LogConfig(dir=str(tmp_path), file="cap.log")
+    try:
+        logging_setup.setup(cfg, process_name="supervisor", stdout=False)
+        sink = LogSink(logging_setup.forward)
+        sink.start()
+        p = mp.get_context("spawn").Process(target=_child_logs, args=(cfg, sink.address))
+        p.start()
+        p.join(60)
+        assert p.exitcode == 0
+        sink.stop()
+        logging.getLogger("ticktape.test").info("supervisor line")
+    finally:
+        _reset_root(before)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cap.log"]  # no per-child file: the sink was there
+    lines = [json.loads(x) for x in (tmp_path / "cap.log").read_text().splitlines()]
+    child = [x for x in lines if x["process"] == "child-1"]
+    assert [x["message"] for x in child] == [f"child line {i}" for i in range(200)] + ["WRITE /a/b.parquet records: 7 size: 1 KB"]
+    assert sink.written == {"/a/b.parquet": 7}
+    assert lines[-1]["message"] == "supervisor line"
+
+
+def _child_logs(cfg: LogConfig, sink: str) -> None:
+    logging_setup.setup(cfg, process_name="child-1", sink=sink)
+    log = logging.getLogger("ticktape.test")
+    for i in range(200):
+        log.info("child line %d", i)
+    log.info("WRITE %s records: %d size: %d KB", "/a/b.parquet", 7, 1)

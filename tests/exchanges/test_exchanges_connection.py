@@ -136,7 +136,7 @@ def test_drop_reconnect_resubscribe_and_markers(rig):
     empties = [x for x in raw if x[4] == b""]
     assert [(x[1], x[2]) for x in empties] == [("trades", "BTC")] * 2
     assert len({x[3] for x in raw}) >= 2  # two connection ids
-    assert r.feed.stat("reconnects") == 1 and r.feed.stat("disconnects") == 2
+    assert r.feed.stat("reconnects") == 1 and r.feed.stat("disconnects") == 1  # the shutdown is no loss
 
 
 @pytest.mark.slow
