@@ -14,6 +14,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("ticktape.sim.cli", "run the local exchange simulator (binance-futures, bybit, hyperliquid)"),
     "s3": ("ticktape.archive.s3_cli", "mirror the archive to S3 (sync) and fetch ranges back (restore)"),
     "replay": ("ticktape.replay.cli", "serve the archive over the Tardis Machine replay API"),
+    "report": ("ticktape.archive.report_cli", "data-quality report: coverage, gaps, disconnects, drops (table, JSON, HTML)"),
     "export": ("ticktape.archive.export", "write a range as Tardis CSV datasets (trades, incremental_book_L2, ...)"),
     "import": ("ticktape.archive.import_", "bring Tardis CSV datasets and raw NDJSON into the archive"),
     "recover": ("ticktape.writers.recover_cli", "turn journals left by a crash into Parquet files"),

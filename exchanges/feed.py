@@ -109,7 +109,10 @@ class Feed:
         self.bump("disconnects")
         for plan in self.get_plans():
             for chan, sym in plan.streams or [(0, 0)]:
-                self.out.event(ts, "disconnect", symbol=sym, channel=chan, detail="ingest process restarted")
+                # the hole began at the stream's last frame (FeedStats outlive the process), not now
+                last = self.last_ns[sym] if sym else max(self.last_ns)
+                detail = f"ingest process restarted; last frame ns={last}" if 0 < last <= ts else "ingest process restarted"
+                self.out.event(ts, "disconnect", symbol=sym, channel=chan, detail=detail)
                 if self.raw_on:
                     self.out.raw(ts, b"", 0, sym, chan)
         log.warning("%s: the previous ingest process ended without closing; disconnect markers written", self.exchange)
