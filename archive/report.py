@@ -34,6 +34,7 @@ import os
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -51,6 +52,7 @@ FAULT_KINDS = ("disconnect", "gap", "drop", "resync", "stall", "subscribe_error"
 SNAPSHOT_TABLE = re.compile(r"^book_snapshot_\d+$")
 
 Interval = tuple[int, int]
+_THREADS = min(8, (os.cpu_count() or 2) * 2)
 
 
 @dataclass
@@ -212,22 +214,26 @@ def _footer(fi: FileInfo, fs: Any) -> None:
         fi.last_ns = hi if fi.last_ns is None else max(fi.last_ns, hi)
 
 
-def _read_events(files: list[FileInfo], fs: Any) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    cols = ["local_ts_ns", "kind", "channel", "conn_id", "detail"]
-    for fi in files:
-        if fs is None:
-            t = pq.read_table(fi.path, columns=cols)
-        else:
-            with fs.open(fi.path, "rb") as f:
-                t = pq.read_table(f, columns=cols)
-        t = t.cast(pa.schema([pa.field(c, pa.int64() if c in ("local_ts_ns", "conn_id") else pa.string())
-                              for c in cols]))
-        d = t.to_pydict()
-        for ts, kind, chan, conn, detail in zip(d["local_ts_ns"], d["kind"], d["channel"], d["conn_id"], d["detail"],
-                                                strict=True):
-            out.append({"exchange": fi.key.exchange, "symbol": fi.key.symbol, "ts": int(ts), "kind": kind,
-                        "channel": chan or "", "conn_id": conn, "detail": detail or ""})
+_EVENT_COLS = ["local_ts_ns", "kind", "channel", "conn_id", "detail"]
+_EVENT_SCHEMA = pa.schema([pa.field(c, pa.int64() if c in ("local_ts_ns", "conn_id") else pa.string())
+                           for c in _EVENT_COLS])
+
+
+def _read_event_file(fi: FileInfo, fs: Any) -> list[dict[str, Any]]:
+    if fs is None:
+        t = pq.read_table(fi.path, columns=_EVENT_COLS, use_threads=False)
+    else:
+        with fs.open(fi.path, "rb") as f:
+            t = pq.read_table(f, columns=_EVENT_COLS, use_threads=False)
+    d = t.cast(_EVENT_SCHEMA).to_pydict()
+    return [{"exchange": fi.key.exchange, "symbol": fi.key.symbol, "ts": int(ts), "kind": kind,
+             "channel": chan or "", "conn_id": conn, "detail": detail or ""}
+            for ts, kind, chan, conn, detail in zip(d["local_ts_ns"], d["kind"], d["channel"], d["conn_id"],
+                                                    d["detail"], strict=True)]
+
+
+def _read_events(files: list[FileInfo], fs: Any, pool: ThreadPoolExecutor) -> list[dict[str, Any]]:
+    out = [e for part in pool.map(lambda fi: _read_event_file(fi, fs), files) for e in part]
     out.sort(key=lambda e: e["ts"])
     return out
 
@@ -247,10 +253,10 @@ def build(root: str, start_ns: int | None = None, end_ns: int | None = None,
             continue
         fi = FileInfo(key, path, size)
         (events if key.data_type == "events" else data).append(fi)
-    for fi in data:
-        _footer(fi, fs)
+    with ThreadPoolExecutor(_THREADS if fs is None else 4 * _THREADS) as pool:  # footers are small reads: overlap them
+        list(pool.map(lambda fi: _footer(fi, fs), data))
+        evs = _read_events(events, fs, pool)
     rep.files_read = len(data) + len(events)
-    evs = _read_events(events, fs)
     if start_ns is not None or end_ns is not None:
         evs = [e for e in evs if (start_ns is None or e["ts"] >= start_ns) and (end_ns is None or e["ts"] < end_ns)]
 

@@ -55,8 +55,13 @@ def main(args: argparse.Namespace) -> int:
     try:
         rep = report.build(args.archive if fs is not None else os.path.abspath(args.archive), start, end,
                            exchanges or None, fs=fs)
-    except OSError as e:
-        print(f"report: cannot read {args.archive}: {e}", file=sys.stderr)
+    except Exception as e:  # unreadable file, S3 credentials/bucket/endpoint: one line
+        if fs is not None:
+            from ticktape.archive.s3_client import describe
+
+            print(f"report: {describe(e, args.archive)}", file=sys.stderr)
+        else:
+            print(f"report: cannot read {args.archive}: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     if args.format == "table" and args.out is None:
         report_render.print_tables(rep)

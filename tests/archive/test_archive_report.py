@@ -325,3 +325,27 @@ def test_report_bad_input_is_one_line(tmp_path: Path, faulty_archive: dict[str, 
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "bad time" in r.stderr
     r = _report(faulty_archive["root"], "--format", "table")
     assert r.returncode == 0 and "coverage per feed and hour" in r.stdout and "faults" in r.stdout
+
+
+@pytest.mark.s3
+def test_report_reads_an_s3_archive_like_the_local_one(tmp_path: Path, s3: Any, bucket: str, s3_endpoint: str) -> None:
+    from ticktape.archive import report
+    from ticktape.archive.s3_client import S3Options, make_fs
+    from ticktape.bench.report import build_archive
+
+    root = tmp_path / "a"
+    build_archive(str(root), days=1, n_symbols=2, rows=400)
+    for p in root.rglob("*.parquet"):
+        rel = p.relative_to(root).as_posix()
+        if not rel.startswith("."):
+            s3.upload_file(str(p), bucket, f"ticks/{rel}")
+    local = report.build(str(root)).as_dict()
+    remote = report.build(f"s3://{bucket}/ticks", fs=make_fs(S3Options(endpoint_url=s3_endpoint))).as_dict()
+    assert local["faults"] and local["hours"]
+    for k in ("feeds", "hours", "faults", "counts", "tables"):
+        assert remote[k] == local[k], k
+    # and through the CLI, the endpoint from the environment as for `capture s3`
+    r = subprocess.run([sys.executable, "-m", "ticktape.engine.cli", "report", f"s3://{bucket}/ticks", "--format", "json"],
+                       capture_output=True, text=True, timeout=120, env={**os.environ, "AWS_ENDPOINT_URL": s3_endpoint})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["hours"] == local["hours"]

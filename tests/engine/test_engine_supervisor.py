@@ -32,7 +32,7 @@ def test_crashing_writer_backs_off_and_undrained_records_are_reported(
         "test.toml",
     )
     caplog.set_level(logging.INFO, logger="ticktape")
-    rc = Supervisor(cfg, duration=3.0, writer_target="ticktape.engine.no_such_module:writer_main").run()
+    rc = Supervisor(cfg, duration=6.0, writer_target="ticktape.engine.no_such_module:writer_main").run()
     assert rc == 1
     delays = [
         float(m[1])
