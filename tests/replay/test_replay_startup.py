@@ -75,7 +75,7 @@ def test_busy_port_and_missing_archive_are_one_line(archive: Path, free_port: in
 
 
 @pytest.mark.parametrize("argv", [["replay", "serve"], ["s3", "sync"], ["s3", "restore"], ["run"], ["sim"],
-                                  ["recover"], ["bench", "ring"]])
+                                  ["recover"], ["bench", "ring"], ["bench", "report"], ["report"]])
 def test_every_subcommand_has_a_description(argv: list[str]) -> None:
     r = subprocess.run([sys.executable, "-m", "ticktape.engine.cli", *argv, "--help"], capture_output=True, text=True,
                        timeout=60)
