@@ -34,9 +34,9 @@ START_ID = 7_000_000
 WATCH_BEFORE = 4.0  # seconds before the hour's end from which nothing may be dropped
 
 
-def _vm_hwm_kib(pid: int) -> int:
+def _vm_kib(pid: int, field: str = "VmHWM") -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1])
     return 0
 
@@ -81,10 +81,12 @@ url = "synthetic://?rate={RATE}&start={START_ID}"
         assert cap.proc.poll() is None, cap.output()[-3000:]
         time.sleep(0.05)
     dropped_before = total(cap.metrics(), "ticktape_ring_dropped_records_total")
+    rss_before = rss_max = _vm_kib(writer, "VmRSS")
     end = time.monotonic() + PRE + 60
     while time.monotonic() < end:
         assert cap.proc.poll() is None, cap.output()[-3000:]
-        peak = max(peak, _vm_hwm_kib(writer))
+        peak = max(peak, _vm_kib(writer))
+        rss_max = max(rss_max, _vm_kib(writer, "VmRSS"))
         if appeared is None and all(f.exists() for f in files):
             appeared = time.time() + offset - boundary  # seconds after the hour's end, capture clock
         if appeared is not None and time.time() + offset > boundary + GRACE + 4:
@@ -93,13 +95,14 @@ url = "synthetic://?rate={RATE}&start={START_ID}"
     assert appeared is not None, f"the ended hour's files never appeared: {cap.output()[-3000:]}"
     m = cap.metrics()
     dropped = total(m, "ticktape_ring_dropped_records_total") - dropped_before
-    peak = max(peak, _vm_hwm_kib(writer))
+    peak = max(peak, _vm_kib(writer))
     cap.proc.send_signal(signal.SIGTERM)
     rc = cap.wait(120)
     # exit 1 says "records were dropped at a full ring": allowed only for start-up drops (cold writer)
     assert rc == (1 if dropped_before else 0), cap.output()[-3000:]
     print(f"\nhour boundary at {RATE} trades/s + raw: file after {appeared:.2f} s (grace {GRACE} s), "
-          f"writer peak RSS {peak / 1024:.0f} MiB, ring drops {dropped:.0f} from {WATCH_BEFORE:g} s before the end "
+          f"writer RSS {rss_before / 1024:.0f} MiB {WATCH_BEFORE:g} s before the end, at most {rss_max / 1024:.0f} MiB "
+          f"after (lifetime peak {peak / 1024:.0f} MiB), ring drops {dropped:.0f} from {WATCH_BEFORE:g} s before the end "
           f"({dropped_before:.0f} at start-up)")
 
     assert dropped == 0
