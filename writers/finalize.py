@@ -145,7 +145,7 @@ def finalize_journal(
                     nonlocal rows, nbytes
                     if not pending:
                         return
-                    t = pa.Table.from_batches(pending, schema=schema).combine_chunks()
+                    t = pa.Table.from_batches(pending, schema=schema)  # chunks as appended: no copy
                     n = t.num_rows if everything else t.num_rows // rg * rg
                     if n:
                         w.write_table(t.slice(0, n), row_group_size=rg)
