@@ -291,6 +291,15 @@ def test_cli_sync_dry_run_then_sync_then_nothing(tmp_path, s3_endpoint, s3, buck
     assert "nothing to upload: all 3 files already in" in capsys.readouterr().out
     assert capture_main(["s3", "restore", url, root, "--exchange", EX, "--endpoint-url", s3_endpoint]) == 1
     assert "missing --symbol, --from, --to" in capsys.readouterr().err
+    # without --type: every table of the range (the seed's restore)
+    new = str(tmp_path / "restored")
+    args = ["s3", "restore", url, new, "--exchange", EX, "--symbol", "BTCUSDT", "--from", "2025-01-05:23",
+            "--to", "2025-01-06:00", "--endpoint-url", s3_endpoint, "-q"]
+    assert capture_main(args) == 0
+    assert sorted(_files(new)) == [
+        f"trades/exchange={EX}/symbol=BTCUSDT/date=2025-01-05/hour=23/data.parquet",
+        f"trades/exchange={EX}/symbol=BTCUSDT/date=2025-01-06/hour=00/data.parquet",
+    ]
 
 
 def test_redact_masks_secrets(monkeypatch):
