@@ -94,7 +94,7 @@ class ExchangeConfig(_Strict):
     depth: int = 20
     #: websocket base URL override (e.g. the simulator); default: the real exchange
     url: str | None = None
-    #: REST base URL override (book snapshots)
+    #: REST base URL override (book snapshots, instrument list)
     rest_url: str | None = None
     #: per-exchange override of archive.raw
     raw: bool | None = None
@@ -104,6 +104,8 @@ class ExchangeConfig(_Strict):
     depth_speed: str | None = None
     #: binance: seconds between open interest polls of one symbol (REST; default 10)
     open_interest_interval: float | None = None
+    #: check the symbols against the venue's instrument list at start (false: a feed with no list)
+    check_symbols: bool = True
 
 
 class SimulatorConfig(_Strict):

@@ -53,6 +53,9 @@ from ticktape.writers import unclean
 
 log = logging.getLogger("ticktape.supervisor")
 
+#: seconds for each venue's instrument list at start
+INSTRUMENTS_TIMEOUT = 5.0
+
 WRITER_TARGET = "ticktape.writers.process:writer_main"
 _STABLE_AFTER = 60.0  # seconds up before a child's crash streak is forgiven
 _MAX_DRAIN_RESTARTS = 3
@@ -339,7 +342,11 @@ class Supervisor:
             self._build_feeds()
             self._mark_previous_run()
             self._build_children()
+            checked = False
             for c in self.children:  # simulator, then writers: consumers ready before producers
+                if c.role != "sim" and not checked:  # the venues answer (the simulator too, once it listens)
+                    await self._check_instruments()
+                    checked = True
                 self._spawn(c)
                 if c.role == "sim" and self.cfg.simulator is not None:
                     sim = self.cfg.simulator
@@ -418,6 +425,30 @@ class Supervisor:
                 for conn in c.reasons:
                     conn.close()
                 c.reasons = None
+
+    async def _check_instruments(self, timeout: float = INSTRUMENTS_TIMEOUT) -> None:
+        """Every configured symbol against its venue's own instrument list, all venues at
+        once, before any writer or ingest process exists: an unknown symbol or an
+        unreachable venue is one line (StartError, exit 2) instead of a silent capture."""
+        from ticktape.exchanges.instruments import Unreachable
+
+        async def one(name: str) -> None:
+            check = getattr(connector(name), "check_listed", None)
+            if check is None or not self.cfg.exchanges[name].check_symbols:
+                return
+            try:
+                warning = await asyncio.to_thread(check, name, self.cfg.exchanges[name], timeout)
+            except ValueError as e:
+                raise StartError(f"{self.cfg.source}: key exchanges.{name}.symbols: {e}") from None
+            except Unreachable as e:
+                raise StartError(
+                    f"exchanges.{name}: cannot fetch the instrument list to check the symbols ({e}); "
+                    f"check url / rest_url and the network"
+                ) from None
+            if warning:
+                log.warning("%s", warning)
+
+        await asyncio.gather(*(one(f.name) for f in self.feeds))
 
     def _start_background_sync(self) -> None:
         if self.cfg.s3 is None:

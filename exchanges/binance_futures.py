@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ticktape.exchanges import binance_tickers, common
+from ticktape.exchanges import binance_tickers, common, instruments
 from ticktape.exchanges.book import MAX_BUFFER, Bridge, DiffSync, SyncState, bridge
 from ticktape.exchanges.connection import Link, Listener, Plan, Timing
 from ticktape.exchanges.feed import Feed
@@ -131,6 +131,21 @@ def validate(name: str, cfg: ExchangeConfig) -> None:
     binance_tickers.validate(cfg)
     common.check_url(cfg.url, ("ws", "wss"), "url")
     common.check_url(cfg.rest_url, ("http", "https"), "rest_url")
+
+
+def rest_base(cfg: ExchangeConfig) -> str:
+    return cfg.rest_url or (common.http_base_of(cfg.url) if cfg.url else REST_URL)
+
+
+def listed_symbols(cfg: ExchangeConfig, timeout: float) -> tuple[str, set[str]]:
+    """(where, symbols) of ``GET /fapi/v1/exchangeInfo`` (every status: a settling or
+    pre-trading symbol is listed, only an unknown one is an error)."""
+    url = common.join_url(rest_base(cfg), "/fapi/v1/exchangeInfo")
+    info = instruments.fetch_json(url, timeout=timeout)
+    try:
+        return url, {s["symbol"] for s in info["symbols"]}
+    except (KeyError, TypeError):
+        raise instruments.Unreachable(f"{url}: no symbols list in the answer") from None
 
 
 def data_types(name: str, cfg: ExchangeConfig, raw: bool) -> list[str]:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ticktape.exchanges import bybit_tickers, common
+from ticktape.exchanges import bybit_tickers, common, instruments
 from ticktape.exchanges.book import Dedup, DeltaSeq
 from ticktape.exchanges.connection import Listener, Plan, Timing
 from ticktape.exchanges.feed import Feed
@@ -99,8 +99,38 @@ def validate(name: str, cfg: ExchangeConfig) -> None:
         raise ValueError(f"depth {cfg.depth} is not a {name} orderbook depth (one of {', '.join(map(str, DEPTHS))})")
     common.check_no_trade_stream(name, cfg)
     common.check_url(cfg.url, ("ws", "wss"), "url")
-    if cfg.rest_url is not None:
-        raise ValueError(f"rest_url is not used by {name} (books resync by resubscribing)")
+    common.check_url(cfg.rest_url, ("http", "https"), "rest_url")
+
+
+REST_URL = "https://api.bybit.com"
+
+
+def rest_base(cfg: ExchangeConfig) -> str:
+    """``rest_url``, else the REST host of ``url`` (stream.bybit.com -> api.bybit.com; the
+    simulator serves both on one port), else api.bybit.com."""
+    if cfg.rest_url:
+        return cfg.rest_url
+    if not cfg.url:
+        return REST_URL
+    base = common.http_base_of(cfg.url)
+    return base.replace("://stream", "://api", 1)
+
+
+def listed_symbols(cfg: ExchangeConfig, timeout: float) -> tuple[str, set[str]]:
+    """(where, symbols) of ``GET /v5/market/instruments-info?category=linear`` (cursor pages)."""
+    url = common.join_url(rest_base(cfg), "/v5/market/instruments-info") + "?category=linear&limit=1000"
+    out: set[str] = set()
+    cursor = ""
+    for _ in range(50):
+        ans = instruments.fetch_json(url + (f"&cursor={cursor}" if cursor else ""), timeout=timeout)
+        if not isinstance(ans, dict) or ans.get("retCode") != 0:
+            raise instruments.Unreachable(f"{url}: {ans.get('retMsg') if isinstance(ans, dict) else ans!r}")
+        res = ans.get("result") or {}
+        out |= {x["symbol"] for x in res.get("list", [])}
+        cursor = res.get("nextPageCursor") or ""
+        if not cursor:
+            break
+    return url, out
 
 
 def data_types(name: str, cfg: ExchangeConfig, raw: bool) -> list[str]:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ticktape.exchanges import common, hyperliquid_tickers
+from ticktape.exchanges import common, hyperliquid_tickers, instruments
 from ticktape.exchanges.book import Dedup
 from ticktape.exchanges.connection import Listener, Plan, Timing
 from ticktape.exchanges.feed import Feed
@@ -104,8 +104,29 @@ def validate(name: str, cfg: ExchangeConfig) -> None:
         raise ValueError(f"depth {cfg.depth}: {name} l2Book always sends 20 levels a side (set depth = 20)")
     common.check_no_trade_stream(name, cfg)
     common.check_url(cfg.url, ("ws", "wss"), "url")
-    if cfg.rest_url is not None:
-        raise ValueError(f"rest_url is not used by {name} (l2Book frames are full snapshots)")
+    common.check_url(cfg.rest_url, ("http", "https"), "rest_url")
+
+
+REST_URL = "https://api.hyperliquid.xyz"
+
+
+def listed_symbols(cfg: ExchangeConfig, timeout: float) -> tuple[str, set[str]]:
+    """(where, names) from ``POST /info``: ``meta`` (perps), ``spotMeta`` when a spot pair
+    (``@N``, ``PURR/USDC``) is asked for, ``meta`` of a builder dex for ``dex:COIN``."""
+    base = cfg.rest_url or (common.http_base_of(cfg.url) if cfg.url else REST_URL)
+    url = common.join_url(base, "/info")
+    out: set[str] = set()
+    try:
+        dexes = {s.split(":")[0] for s in cfg.symbols if ":" in s}
+        for dex in ("", *sorted(dexes)):
+            meta = instruments.fetch_json(url, {"type": "meta", **({"dex": dex} if dex else {})}, timeout)
+            out |= {u["name"] for u in meta["universe"] if not u.get("isDelisted")}
+        if any(s.startswith("@") or "/" in s for s in cfg.symbols):
+            spot = instruments.fetch_json(url, {"type": "spotMeta"}, timeout)
+            out |= {u["name"] for u in spot["universe"]}
+    except (KeyError, TypeError):
+        raise instruments.Unreachable(f"{url}: no universe in the answer") from None
+    return url, out
 
 
 def data_types(name: str, cfg: ExchangeConfig, raw: bool) -> list[str]:

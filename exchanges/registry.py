@@ -41,6 +41,25 @@ def validate(name: str, cfg: ExchangeConfig) -> None:
     module(name).validate(name, cfg)
 
 
+def check_listed(name: str, cfg: ExchangeConfig, timeout: float = 5.0) -> str | None:
+    """Raise ValueError naming every configured symbol the venue's instrument list lacks
+    (``instruments.Unreachable`` if the list cannot be fetched). Returns a warning when
+    the server has no list there (HTTP 404: a test feed), None when all are listed."""
+    fn = getattr(module(name), "listed_symbols", None)
+    if fn is None:
+        return None
+    from ticktape.exchanges import instruments
+
+    try:
+        where, listed = fn(cfg, timeout)
+    except instruments.NoList as e:
+        return f"{name}: no instrument list ({e}); symbols not checked"
+    unknown = [s for s in cfg.symbols if s not in listed]
+    if unknown:
+        raise ValueError(f"symbol(s) {', '.join(unknown)} not listed by {name} ({where}, {len(listed)} instruments)")
+    return None
+
+
 def data_types(name: str, cfg: ExchangeConfig, raw: bool) -> list[str]:
     """On-disk data types this exchange's ingest process produces (``events`` is implied)."""
     return list(module(name).data_types(name, cfg, raw))

@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from ticktape.sim import instruments
 from ticktape.sim.conn import Conn
 from ticktape.sim.market import ASK, BID, BookEvent, Market, Trade, render_levels
 from ticktape.sim.venue import Venue
@@ -350,7 +351,14 @@ class Binance(Venue):
             w.popleft()
         return sum(x for _, x in w) <= WEIGHT_LIMIT
 
+    default_listed = instruments.LINEAR
+
     def rest(self, path: str, query: dict[str, str]) -> tuple[int, bytes] | None:
+        if path == "/fapi/v1/exchangeInfo":
+            return 200, instruments.binance_exchange_info(self.listed(), time.time_ns() // 1_000_000)
+        return self.rest_market(path, query)
+
+    def rest_market(self, path: str, query: dict[str, str]) -> tuple[int, bytes] | None:
         if path == "/fapi/v1/openInterest" and self.replay is None:
             return self.open_interest(query)
         if path != "/fapi/v1/depth":

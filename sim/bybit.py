@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from ticktape.sim import instruments
 from ticktape.sim.conn import Conn
 from ticktape.sim.market import BookEvent, Market, Trade, render_levels
 from ticktape.sim.venue import Venue
@@ -58,6 +59,12 @@ class Bybit(Venue):
     exchange = "bybit"
     ws_paths = ("/v5/public/linear",)
     resend_depth1 = RESEND_DEPTH1
+    default_listed = instruments.LINEAR
+
+    def rest(self, path: str, query: dict[str, str]) -> tuple[int, bytes] | None:
+        if path != "/v5/market/instruments-info":
+            return None
+        return instruments.bybit_instruments(self.listed(), query, time.time_ns() // 1_000_000)
 
     def __init__(self, *a: Any, **kw: Any) -> None:
         self.st: dict[str, _State] = {}

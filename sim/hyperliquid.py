@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from ticktape.sim import instruments
 from ticktape.sim.conn import Conn
 from ticktape.sim.market import BookEvent, Market, Trade, render_levels
 from ticktape.sim.venue import Venue
@@ -41,6 +42,15 @@ class Hyperliquid(Venue):
     exchange = "hyperliquid"
     ws_paths = ("/ws",)
     symbol_re = re.compile(r"[A-Za-z0-9]{1,20}|@[0-9]{1,6}")  # coins (kPEPE) and spot pairs (@107)
+    default_listed = (*instruments.HL_PERPS, *instruments.HL_SPOT)
+
+    def post(self, path: str, body: bytes) -> tuple[int, bytes] | None:
+        """``POST /info``: ``meta`` (perps) and ``spotMeta`` (spot pairs) of the listed symbols."""
+        if path != "/info":
+            return None
+        names = self.listed()
+        spot = [n for n in names if n.startswith("@") or "/" in n]
+        return instruments.hyperliquid_info([n for n in names if n not in spot], spot, body)
 
     def __init__(self, *a: Any, **kw: Any) -> None:
         self.st: dict[str, _State] = {}

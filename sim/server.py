@@ -24,12 +24,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener, ws_create_server
+from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener
 
 from ticktape.sim.binance import Binance
 from ticktape.sim.bybit import Bybit
 from ticktape.sim.conn import Conn
 from ticktape.sim.faults import FRAME_KINDS, Fault, ScriptEntry, parse_script
+from ticktape.sim.http_front import Front, ws_protocol_factory
 from ticktape.sim.hyperliquid import Hyperliquid
 from ticktape.sim.late_rest import LateRest
 from ticktape.sim.market import Market
@@ -150,10 +151,10 @@ class Simulator:
             from ticktape.sim.replay import Replayer
 
             self.replayer = Replayer(self.venues, self.replay_path, self.replay_speed)
-        self._server = await ws_create_server(
-            self._route, self.host, self.port, enable_auto_pong=False, max_frame_size=1 << 20,
-            websocket_handshake_timeout=10, logger_name="ticktape.sim.ws",
-        )
+        make_ws = ws_protocol_factory(self._route, max_frame_size=1 << 20, handshake_timeout=10,
+                                      logger_name="ticktape.sim.ws")
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: Front(make_ws, self._post), self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         await self.late.start()
         self.t0 = time.monotonic()
@@ -390,6 +391,14 @@ class Simulator:
                     conn.faults.extend(pending)
                 return conn
         return None  # 404
+
+    def _post(self, path: str, body: bytes) -> tuple[int, bytes] | None:
+        """A POST request (Hyperliquid ``/info``): the first venue that answers it."""
+        for v in self.venues.values():
+            ans = v.post(path, body)
+            if ans is not None:
+                return ans
+        return None
 
     # -- market pump ----------------------------------------------------------------------
     async def _pump(self) -> None:

@@ -122,6 +122,22 @@ class Venue:
         """A REST answer (status, JSON body) or None if the path is not this venue's."""
         return None
 
+    default_listed: tuple[str, ...] = ()
+
+    def listed(self) -> list[str]:
+        """The symbols the venue's instrument list names: the ones it was given, else its
+        default universe plus, when replaying, every symbol of the recording."""
+        if self.allowed is not None:
+            return sorted(self.allowed)
+        out = set(self.default_listed)
+        if self.replay is not None:
+            out |= {r[3] for *_, r in self.replay.frames if r[0] == self.exchange}
+        return sorted(out)
+
+    def post(self, path: str, body: bytes) -> tuple[int, bytes] | None:
+        """A POST answer (status, JSON body) or None if the path is not this venue's."""
+        return None
+
     def snapshot_subscribe(self, conn: Conn, channel: str, symbol: str) -> None:
         """Frames a new subscription gets at once (Bybit book snapshot, Hyperliquid l2Book)."""
 

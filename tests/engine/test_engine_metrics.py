@@ -77,6 +77,7 @@ symbols = ["BTC", "ETH"]
 channels = ["trades", "book_snapshot"]
 depth = 20
 url = "ws://127.0.0.1:{sim_port}"
+check_symbols = false  # the venue only comes up later in this test
 """)
     base = f"http://127.0.0.1:{mport}"
     out = open(tmp_path / "capture.out", "wb")  # noqa: SIM115
