@@ -47,3 +47,12 @@ def split_groups(symbol: np.ndarray, local_ts: np.ndarray) -> tuple[np.ndarray |
         for c, a, b in zip(uniq.tolist(), starts.tolist(), stops.tolist(), strict=True)
     ]
     return order, groups
+
+
+def take_rows(arr: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """``arr[order]`` for a structured array, as a row gather of raw bytes (numpy's
+    structured fancy indexing copies field by field: ~3x slower for 80-byte trades)."""
+    if not arr.flags.c_contiguous or arr.dtype.itemsize == 0:
+        return arr[order]
+    rows = arr.view(np.uint8).reshape(len(arr), arr.dtype.itemsize)
+    return np.take(rows, order, axis=0).view(arr.dtype).reshape(-1)

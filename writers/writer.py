@@ -31,6 +31,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # loaded at start, not by the first drain's first cast
 
 from ticktape.archive.layout import (
     HOUR_NS,
@@ -63,7 +64,7 @@ from ticktape.writers import state as wstate
 from ticktape.writers.finalize import finalize_journal, merged_journal_ids
 from ticktape.writers.fsutil import makedirs_durable
 from ticktape.writers.journal import Journal, cut_tail, read_journal
-from ticktape.writers.split import Group, split_groups
+from ticktape.writers.split import Group, split_groups, take_rows
 from ticktape.writers.state import JournalState, RingState, WriterState
 from ticktape.writers.storage import StorageGuard, is_storage_error
 
@@ -378,7 +379,7 @@ class Writer:
         n = 0
         for view in views:
             order, groups = split_groups(view["symbol"], view["local_ts"])
-            batch = view if order is None else view[order]
+            batch = view if order is None else take_rows(view, order)
             rb = fixed_batch_to_arrow(src.data_type, batch, src.spec.channels)
             self._append_groups(src, rb, groups, touched)
             n += len(view)
