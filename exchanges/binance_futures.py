@@ -72,6 +72,7 @@ class Trade(msgspec.Struct, gc=False):
     q: float
     T: int
     m: bool
+    X: str = "MARKET"  # INSURANCE_FUND / ADL / NA are not market trades: kept in raw only, as Tardis does
 
 
 class Depth(msgspec.Struct, gc=False):
@@ -331,7 +332,7 @@ class BinanceFutures(Feed):
         elif kind == BOOKT and type(data) is binance_tickers.BookTicker:
             keep = self.tickers.on_book_ticker(ts, sym, data)
         elif kind == TRADE and type(data) is Trade:
-            keep = self.on_trade(ts, sym, data.t, data, lst.link.rolling)
+            keep = self.on_trade(ts, sym, data.t, data, lst.link.rolling) if data.X == "MARKET" else True
         else:
             self.on_frame_slow(lst, ts, payload)
             return
@@ -373,7 +374,7 @@ class BinanceFutures(Feed):
                 keep = self.on_ticker_stream(kind, ts, sym, env.data, lst.link.rolling)
             else:
                 tr = self._trade.decode(env.data)
-                keep = self.on_trade(ts, sym, tr.t, tr, lst.link.rolling)
+                keep = self.on_trade(ts, sym, tr.t, tr, lst.link.rolling) if tr.X == "MARKET" else True
         except msgspec.DecodeError as e:
             self.malformed(lst.conn_id, ts, payload, f"{env.stream}: {e}", sym, chan)
             if kind == DIFF and self.sync[sym].state == SyncState.SYNCED:

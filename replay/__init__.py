@@ -12,9 +12,13 @@ Modules, one job each:
 - ``storage``: local directory or ``s3://bucket/prefix`` (s3fs) file access.
 - ``sources``: hourly Parquet files of one series read in bounded, time-clipped batches.
 - ``merge``: k-way merge of time-sorted ``Chunk`` streams (sources decoded ahead in threads).
-- ``raw``: exchange-native NDJSON lines; ``normalized``: Tardis normalized messages;
-  ``book``: order book state for snapshots; ``snapshots``: snapshots from stored
-  ``book_snapshot_N`` tables; ``bars``: trade bars; ``levels``: bids/asks JSON.
+- ``raw``: exchange-native NDJSON lines.
+- Normalized replay, one module per type over one source layer: ``rows`` reads a series and types its
+  rows (trade batches; book rows from ``book_change`` or a stored ``book_snapshot_N``, never cutting a
+  message; message times for disconnect stamps); ``trade``, ``bars`` (trade_bar), ``book_change``
+  (with Binance resync merging), ``book_snapshot`` (also quote; ``book``: the per-message book),
+  ``disconnect``, ``book_ticker``, ``derivative_ticker``, ``liquidation``; ``normalized`` puts them
+  together per (request, symbol) and merges; ``levels``: bids/asks JSON; ``fields``: optional fields.
 - ``fmt``: vectorized text (7-digit timestamps, numbers, joins).
 - ``ws`` + ``subscribe``: WebSocket replay and exchange subscribe messages.
 - ``streaming``: drive a chunk iterator from the event loop with one chunk in flight; stop at once for a
