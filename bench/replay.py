@@ -109,6 +109,13 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) 
     raise RuntimeError("replay server did not start")
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (and its threads), from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import uvloop
 
@@ -135,14 +142,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "snapshot_only": _url(port, "replay-normalized", {**base, "dataTypes": [args.snapshot]}),
         }
         for name, url in runs.items():
-            rates, counts, secs = [], [], []
+            rates, counts, secs, cpus = [], [], [], []
             for _ in range(args.repeat):
+                c0 = _cpu_s(proc.pid)
                 n, dt = uvloop.run(_read(url))
+                cpus.append(_cpu_s(proc.pid) - c0)
                 rates.append(n / dt)
                 counts.append(n)
                 secs.append(dt)
             figures[f"{name}_lines"] = counts[0]
             figures[f"{name}_msg_per_s"] = statistics.median(rates)
+            # what the server spent, whatever else ran on the machine
+            figures[f"{name}_server_cpu_s"] = statistics.median(cpus)
             if name == "snapshot_only":
                 figures["_snapshot_only_s"] = statistics.median(secs)
     finally:
@@ -155,5 +166,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     book_msgs = info["book_change_msgs"] * hours // info["hours"]
     figures["snapshot_book_msgs"] = book_msgs
     figures["snapshot_book_msgs_per_s"] = book_msgs / figures.pop("_snapshot_only_s")
+    figures["snapshot_book_msgs_per_server_cpu_s"] = book_msgs / figures["snapshot_only_server_cpu_s"]
     figures.update(REFERENCE)
     return figures

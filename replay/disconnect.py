@@ -31,14 +31,19 @@ def _event_source(root: str, req: NormalizedRequest, symbol: str) -> Iterator[Ch
 
 
 
+def drop_times(root: str, req: NormalizedRequest) -> np.ndarray:
+    """Local times (sorted, unique) of the drops of the request's symbols or of the exchange's connections."""
+    srcs = [_event_source(root, req, s) for s in [*req.symbols, NO_SYMBOL_NAME]]
+    drops = [c.ts for c in merge(srcs, ahead=False)]  # in a pool thread already: no nested waits on the pool
+    return np.unique(np.concatenate(drops)) if drops else np.zeros(0, np.int64)
+
+
 def source(root: str, req: NormalizedRequest) -> Iterator[Chunk]:
     """A disconnect of the request's symbols or of the exchange's connections, as tardis-dev reports it:
     stamped with the last message before it, not before any message, once between two messages."""
-    srcs = [_event_source(root, req, s) for s in [*req.symbols, NO_SYMBOL_NAME]]
-    drops = [c.ts for c in merge(srcs, ahead=False)]  # in a pool thread already: no nested waits on the pool
-    if not drops:
+    at = drop_times(root, req)
+    if not len(at):
         return
-    at = np.unique(np.concatenate(drops))
     times = message_times(root, req)
     prev = np.searchsorted(times, at, "left") - 1
     keep = prev >= 0

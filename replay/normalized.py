@@ -22,19 +22,46 @@ from ticktape.replay.book_snapshot import Snapshots
 from ticktape.replay.merge import Chunk, merge
 from ticktape.replay.options import NormalizedRequest
 from ticktape.replay.rows import BookRows, book_rows, book_table, trade_batches
+from ticktape.replay.sources import ts_ns
+
+
+def _resets(root: str, req: NormalizedRequest) -> np.ndarray:
+    """When computables start afresh: at every disconnect tardis-dev reports (it resets an exchange's
+    computables on each disconnect message, so only when those are asked for)."""
+    return disconnect.drop_times(root, req) if req.disconnect else np.zeros(0, np.int64)
+
+
+def _pieces(local: np.ndarray, resets: np.ndarray, ri: int) -> tuple[list[int], int]:
+    """Cut points (row indices) of a batch before which computables reset; ``ri``: the next reset to use.
+    A reset at a message's own time comes before it (tardis-dev sees the drop first)."""
+    cuts = []
+    while ri < len(resets) and (not len(local) or resets[ri] <= local[-1]):
+        cuts.append(int(np.searchsorted(local, resets[ri], "left")))
+        ri += 1
+    return cuts, ri
 
 
 def trade_source(root: str, req: NormalizedRequest, symbol: str) -> Iterator[Chunk]:
     """trade and trade_bar messages of one symbol, from the same batches."""
+    resets = _resets(root, req) if req.bars else np.zeros(0, np.int64)
+    ri = 0
     bars = [BarBuilder(b, symbol, req.exchange) for b in req.bars]
     for batch in trade_batches(root, req, symbol):
         parts: list[Chunk] = []
         if req.trade:
             parts.append(trade.trade_lines(batch, symbol, req.exchange))
-        for b in bars:
-            c = b.feed(batch)
-            if c is not None:
-                parts.append(c)
+        if bars:
+            cuts, ri = _pieces(ts_ns(batch), resets, ri)
+            lo = 0
+            for k, cut in enumerate([*cuts, len(batch)]):
+                if cut > lo:
+                    for b in bars:
+                        c = b.feed(batch.slice(lo, cut - lo))
+                        if c is not None:
+                            parts.append(c)
+                    lo = cut
+                if k < len(cuts):  # a disconnect: the bars in progress are dropped, as tardis-dev's reset does
+                    bars = [BarBuilder(b, symbol, req.exchange) for b in req.bars]
         if parts:
             yield _combine(parts)
 
@@ -53,10 +80,14 @@ def _combine(parts: list[Chunk]) -> Chunk:
 
 
 
-def book_source(req: NormalizedRequest, symbol: str, source: Iterator[BookRows]) -> Iterator[Chunk]:
-    """book_change and book_snapshot messages of one symbol, from the same rows."""
+def book_source(req: NormalizedRequest, symbol: str, source: Iterator[BookRows],
+                resets: np.ndarray | None = None) -> Iterator[Chunk]:
+    """book_change and book_snapshot messages of one symbol, from the same rows; the snapshots start afresh
+    (empty book, first snapshot at the first change) at each of ``resets``."""
     lines = book_change.Lines(symbol, req.exchange) if req.book_change else None
     snaps = Snapshots(req.snapshots, symbol, req.exchange) if req.snapshots else None
+    resets = np.zeros(0, np.int64) if resets is None else resets
+    ri = 0
     for rows in source:
         if req.exchange in book_change.MERGES_RESYNC:
             rows = book_change.merge_resyncs(rows)
@@ -70,7 +101,18 @@ def book_source(req: NormalizedRequest, symbol: str, source: Iterator[BookRows])
         if lines is not None:
             parts.append(lines(rows, brk, gs, ets))
         if snaps is not None:
-            parts += snaps.feed(rows, gs, ets)
+            cuts, ri = _pieces(local[gs], resets, ri)
+            if not cuts:
+                parts += snaps.feed(rows, gs, ets)
+            else:
+                lo = 0
+                for k, cut in enumerate([*cuts, len(gs)]):
+                    if cut > lo:
+                        r0, r1 = int(gs[lo]), int(gs[cut]) if cut < len(gs) else n
+                        parts += snaps.feed(rows.take(np.arange(r0, r1)), gs[lo:cut] - r0, ets[r0:r1])
+                        lo = cut
+                    if k < len(cuts):
+                        snaps = Snapshots(req.snapshots, symbol, req.exchange)
         # equal local times: the book_change first, then the snapshots computed from it (tardis-dev's order)
         if parts:
             yield _combine(parts)
@@ -96,7 +138,8 @@ def sources(root: str, reqs: list[NormalizedRequest]) -> list[Iterator[Chunk]]:
             if req.needs_trades:
                 out.append(trade_source(root, req, s))
             if req.needs_book:
-                out.append(book_source(req, s, book_rows(root, req, s)))
+                resets = _resets(root, req) if req.snapshots else None
+                out.append(book_source(req, s, book_rows(root, req, s), resets))
             for name, src in _TICKER_SOURCES.items():
                 if getattr(req, name):
                     out.append(src(root, req, s))
