@@ -46,7 +46,15 @@ def trade_source(root: str, req: NormalizedRequest, symbol: str) -> Iterator[Chu
     resets = _resets(root, req) if req.bars else np.zeros(0, np.int64)
     ri = 0
     bars = [BarBuilder(b, symbol, req.exchange) for b in req.bars]
+    skip = (trade.skipped_frames(root, req, symbol, disconnect.drop_times(root, req))
+            if req.exchange in trade.SKIPS_FIRST_FRAME else None)
     for batch in trade_batches(root, req, symbol):
+        if skip is not None and len(skip):
+            drop = np.isin(ts_ns(batch), skip)
+            if drop.any():
+                batch = batch.filter(pa.array(~drop))
+            if not len(batch):
+                continue
         parts: list[Chunk] = []
         if req.trade:
             parts.append(trade.trade_lines(batch, symbol, req.exchange))

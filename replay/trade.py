@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ticktape.ipc.schemas import TRADE_SIDES
 from ticktape.replay import fmt
 from ticktape.replay.levels import trailer
 from ticktape.replay.merge import Chunk
+from ticktape.replay.options import NormalizedRequest
 from ticktape.replay.rows import codes, exchange_ts, json_name
-from ticktape.replay.sources import ts_ns
+from ticktape.replay.sources import read_range, ts_ns
+
+#: exchanges whose tardis-dev trades mapper skips the first trades frame of each coin it sees (Hyperliquid's
+#: subscription sends recent trades first): at the start of a replay and after each disconnect
+SKIPS_FIRST_FRAME = ("hyperliquid",)
 
 _SIDE_TEXT = pa.array([b',"side":"' + s.encode() + b'"' for s in TRADE_SIDES], pa.binary())
 
@@ -32,3 +39,25 @@ def trade_lines(batch: pa.RecordBatch, symbol: str, exchange: str) -> Chunk:
     return Chunk(local, lines)
 
 
+
+
+def skipped_frames(root: str, req: NormalizedRequest, symbol: str, drops: np.ndarray) -> np.ndarray:
+    """Local times of the trades frames tardis-dev's mapper skips: the symbol's first archived ``trades`` frame
+    after the start and after each drop (its mapper is new then). Their rows (same local time) are left out."""
+    out: list[int] = []
+    taken: set[int] = set()
+    for batch in read_range(root, req.exchange, "raw", symbol, req.range.start_ns, req.range.end_ns,
+                            ["local_ts", "channel", "payload"], read_dictionary=["channel"]):
+        chan = batch.column("channel")
+        txt = chan.dictionary_decode() if pa.types.is_dictionary(chan.type) else chan
+        keep = pc.and_(pc.equal(txt, "trades"), pc.greater(pc.binary_length(batch.column("payload")), 0))
+        ts = ts_ns(batch)[np.asarray(keep.to_numpy(zero_copy_only=False), np.bool_)]
+        if not len(ts):
+            continue
+        seg = np.searchsorted(drops, ts, "right")
+        segs, first = np.unique(seg, return_index=True)
+        for g, i in zip(segs.tolist(), first.tolist(), strict=True):
+            if g not in taken:
+                taken.add(g)
+                out.append(int(ts[i]))
+    return np.array(out, np.int64)

@@ -157,10 +157,10 @@ KNOWN = {
 }
 #: the fault scenario still differs in ways that depend on where the faults fall, so these are not strict:
 #: after a sequence gap ticktape resyncs Binance from a new REST snapshot while tardis-dev's mapper ignores
-#: it and keeps applying diffs; tardis-dev skips Hyperliquid's first trades frame after each (re)subscription;
-#: a bar can close on a repeated trade frame 1 µs apart. Computables (books, snapshots, bars) now start
-#: afresh at every disconnect as tardis-dev's do.
-FAULTY_REASON = "binance gap resync, hyperliquid first trades frame, repeated trade frames (timing-dependent)"
+#: it and keeps applying diffs; a bar can close on a repeated trade frame 1 µs apart. Computables (books,
+#: snapshots, bars) start afresh at every disconnect and Hyperliquid's first trades frame after the start and
+#: each disconnect is skipped, as tardis-dev does.
+FAULTY_REASON = "binance gap resync, repeated trade frames (timing-dependent)"
 
 
 def _known(request: pytest.FixtureRequest, scenario: str, exchange: str, data_types: list[str]) -> None:
