@@ -55,6 +55,7 @@ class Hyperliquid(Venue):
     def __init__(self, *a: Any, **kw: Any) -> None:
         self.st: dict[str, _State] = {}
         self.next_ctx: dict[str, float] = {}
+        self.last_book_ms: dict[str, int] = {}
         super().__init__(*a, **kw)
 
     def new_market(self, m: Market) -> None:
@@ -103,7 +104,7 @@ class Hyperliquid(Venue):
             return
         m = self.market(coin)
         if typ == "l2Book":
-            conn.send("l2Book", coin, self._book(m, time.time_ns() // 1_000_000), (), m.n - 1)
+            conn.send("l2Book", coin, self._book(m, self._book_ms(coin)), (), m.n - 1)
         elif typ == "bbo":
             conn.send("bbo", coin, self._bbo(m, time.time_ns() // 1_000_000), (), m.n - 1)
         elif typ == "activeAssetCtx":
@@ -114,6 +115,13 @@ class Hyperliquid(Venue):
             if recent:
                 data = b'{"channel":"trades","data":[%s]}' % b",".join(r for r, _ in recent)
                 conn.send("trades", coin, data, tuple(t for _, t in recent), m.n - 1)
+
+    def _book_ms(self, coin: str) -> int:
+        """l2Book ``time``: the wall clock, but rising per coin (a book is one block's: two different
+        books never share a time, and clients drop a repeated time as a duplicate)."""
+        t = max(time.time_ns() // 1_000_000, self.last_book_ms.get(coin, 0) + 1)
+        self.last_book_ms[coin] = t
+        return t
 
     def _bbo(self, m: Market, now: int) -> bytes:
         bids, asks = m.top(1)
@@ -182,9 +190,10 @@ class Hyperliquid(Venue):
             return
         subs = self.subscribers("l2Book", sym)
         if subs:
-            data = self._book(m, now)
+            bt = self._book_ms(sym)
+            data = self._book(m, bt)
             for conn in list(subs):
-                conn.send("l2Book", sym, data, (now,), ev.n)
+                conn.send("l2Book", sym, data, (bt,), ev.n)
         subs = self.subscribers("bbo", sym)
         if subs and self.deriv(m).top_changed():
             data = self._bbo(m, now)
