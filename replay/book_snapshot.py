@@ -53,6 +53,7 @@ class Snap:
         "iv",
         "last",
         "out_amount",
+        "out_blocks",
         "out_local",
         "out_price",
         "out_stamp",
@@ -72,6 +73,8 @@ class Snap:
         self.out_stamp: list[int] = []
         self.out_price: list[float] = []
         self.out_amount: list[float] = []
+        # emitted by the interval path, a block at a time: (local, stamp ms, prices (k, 2d), amounts (k, 2d))
+        self.out_blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         grouping = b""
         if spec.grouping is not None:
             grouping = b',"grouping":' + fmt.numbers(np.array([spec.grouping])).to_pylist()[0]
@@ -196,21 +199,32 @@ class Snap:
         self.out_amount += vec[1].tolist() + vec[3].tolist()
         self.changed = False
 
+    def emit_block(self, local: np.ndarray, stamp: np.ndarray, tops: np.ndarray) -> None:
+        """Snapshots emitted by the interval path: ``tops`` (k, 4, depth) as bid p/a, ask p/a rows."""
+        if len(local):
+            self.out_blocks.append((local, stamp, np.concatenate([tops[:, 0], tops[:, 2]], axis=1),
+                                    np.concatenate([tops[:, 1], tops[:, 3]], axis=1)))
+
     def flush(self) -> Chunk | None:
-        k = len(self.out_local)
-        if not k:
-            return None
-        local = np.array(self.out_local, np.int64)
-        stamp = np.array(self.out_stamp, np.int64) * 1_000_000
-        price = np.array(self.out_price, np.float64)
-        amount = np.array(self.out_amount, np.float64)
-        self.out_local, self.out_stamp, self.out_price, self.out_amount = [], [], [], []
         d = self.depth
+        blocks = self.out_blocks
+        if self.out_local:
+            k = len(self.out_local)
+            blocks.insert(0, (np.array(self.out_local, np.int64), np.array(self.out_stamp, np.int64),
+                              np.array(self.out_price, np.float64).reshape(k, 2 * d),
+                              np.array(self.out_amount, np.float64).reshape(k, 2 * d)))
+        if not blocks:
+            return None
+        self.out_local, self.out_stamp, self.out_price, self.out_amount, self.out_blocks = [], [], [], [], []
+        local = np.concatenate([b[0] for b in blocks])
+        stamp = np.concatenate([b[1] for b in blocks]) * 1_000_000
+        price = np.concatenate([b[2] for b in blocks]).reshape(-1)
+        amount = np.concatenate([b[3] for b in blocks]).reshape(-1)
+        k = len(local)
         msg = np.repeat(np.arange(k, dtype=np.int64), 2 * d)
         is_ask = np.tile(np.repeat(np.array([False, True]), d), k)
-        lines = assemble(constant(self.header, k), trailer(stamp, local), msg, is_ask, price, amount)
+        lines = assemble(constant(self.header, k), trailer(stamp, local), msg, is_ask, price, amount, dedupe=True)
         return Chunk(local, lines)
-
 
 
 class DenseSide:
@@ -471,28 +485,36 @@ class Snapshots:
             rix = np.flatnonzero(mask) + r0
             seg = np.searchsorted(cut_rows, rix, "right")
             tops[:, 2 * k], tops[:, 2 * k + 1] = side_tops(side, rows, rix, seg, nseg, clears, depth)
-        taken = {id(s): s.taken_vector() for s in self.snaps}
-        start = {id(s): g0 for s in self.snaps}
-        ends = [*cuts.tolist(), G]
-        everyone = [(s, -1) for s in self.snaps]
-        for k, m in enumerate(ends):
-            todo = due.get(m) if m < G else everyone
-            if not todo:
-                continue
-            top = tops[k]
-            for s, st in todo:
-                now = top[:, : s.depth]
-                was = taken[id(s)]
-                a = start[id(s)]
-                if a < m and not s.changed:
-                    if now.tobytes() != was.tobytes():
-                        s.changed = True
-                    else:
-                        s.changed = interval_changed(rows, gs, g_snap, a, m, was)
-                taken[id(s)] = now
-                start[id(s)] = m
-                if m < G and s.changed:
-                    s.emit_vector(int(locs[m]), st, now)
         for s in self.snaps:
-            s.set_taken(np.ascontiguousarray(taken[id(s)]))
+            self._decide(s, due, tops, cuts, rows, gs, g_snap, g0, locs)
             s.last = int(ms[G - 1])
+
+    def _decide(self, s: Snap, due: dict[int, list[tuple[Snap, int]]], tops: np.ndarray, cuts: np.ndarray,
+                rows: BookRows, gs: np.ndarray, g_snap: np.ndarray, g0: int,
+                locs: np.ndarray) -> None:
+        """One snapshot type over the batch: at each of its due points (and at the batch's end), did its top
+        levels change since its previous one? Vectorized; only equal tops whose interval had rows at or
+        inside the top are walked (``interval_changed``)."""
+        G = len(gs)
+        mine = [(m, st) for m, items in due.items() for x, st in items if x is s]
+        mine.sort()
+        ms_due = np.array([m for m, _ in mine], np.int64)
+        stamps = np.array([st for _, st in mine], np.int64)
+        # segment index whose end is each due point, then the batch's end (the last segment)
+        k_due = np.searchsorted(cuts, ms_due)
+        ks = np.append(k_due, len(cuts))
+        ends_m = np.append(ms_due, G)
+        starts_m = np.r_[g0, ms_due]
+        now = tops[ks, :, : s.depth]
+        was = np.concatenate([s.taken_vector()[None], now[:-1]])
+        same = ((now == was) | (np.isnan(now) & np.isnan(was))).reshape(len(ks), -1).all(axis=1)
+        nonempty = starts_m < ends_m
+        changed = nonempty & ~same
+        if s.changed:
+            changed[0] = True
+        for j in np.flatnonzero(nonempty & same & ~changed).tolist():
+            changed[j] = interval_changed(rows, gs, g_snap, int(starts_m[j]), int(ends_m[j]), was[j])
+        emit = changed[:-1]
+        s.emit_block(locs[ms_due[emit]], stamps[emit], now[:-1][emit])
+        s.changed = bool(changed[-1])
+        s.set_taken(np.ascontiguousarray(now[-1]))

@@ -22,11 +22,32 @@ def constant(value: bytes, n: int) -> pa.Array:
     return fmt.fixed_width(np.tile(np.frombuffer(value, np.uint8), (n, 1)))
 
 
-def level_elements(price: np.ndarray, amount: np.ndarray, first: np.ndarray) -> pa.Array:
+def level_elements(price: np.ndarray, amount: np.ndarray, first: np.ndarray, dedupe: bool = False) -> pa.Array:
     """``{"price":p,"amount":a}`` per level, with a leading comma unless it opens its list.
 
-    A NaN price is an empty level (a snapshot deeper than the book): ``{}``, as Tardis pads it.
+    A NaN price is an empty level (a snapshot deeper than the book): ``{}``, as Tardis pads it. With
+    ``dedupe`` each distinct (price, amount, first) is formatted once and the texts are gathered: consecutive
+    snapshots repeat most of their levels, and formatting numbers is the expensive part.
     """
+    n = len(price)
+    if dedupe and n > 64:
+        order = np.lexsort((first, amount, price))
+        p, a, f = price[order], amount[order], first[order]
+        new = np.ones(n, np.bool_)
+        new[1:] = (_differ(p[1:], p[:-1])) | (_differ(a[1:], a[:-1])) | (f[1:] != f[:-1])
+        starts = np.flatnonzero(new)
+        inverse = np.empty(n, np.int64)
+        inverse[order] = np.cumsum(new) - 1
+        return _elements(p[starts], a[starts], f[starts]).take(pa.array(inverse))
+    return _elements(price, amount, first)
+
+
+def _differ(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Not the same value (two NaNs are the same; -0.0 and 0.0 are not, they may print differently)."""
+    return ~(((x == y) & (np.signbit(x) == np.signbit(y))) | (np.isnan(x) & np.isnan(y)))
+
+
+def _elements(price: np.ndarray, amount: np.ndarray, first: np.ndarray) -> pa.Array:
     body = fmt.join(b'{"price":', fmt.numbers(price), b',"amount":', fmt.numbers(amount), b"}")
     pad = np.isnan(price)
     if pad.any():
@@ -58,8 +79,9 @@ def assemble(
     is_ask: np.ndarray,
     price: np.ndarray,
     amount: np.ndarray,
+    dedupe: bool = False,
 ) -> pa.Array:
-    """One finished line per message.
+    """One finished line per message (``dedupe``: see ``level_elements``).
 
     ``headers`` end with ``"bids":[``; ``trailers`` start with ``]`` (closing asks).
     Level rows carry their message index ``msg`` (non-decreasing) and side;
@@ -74,7 +96,7 @@ def assemble(
     first = np.ones(n, np.bool_)
     if n:
         first[1:] = key[1:] != key[:-1]
-    elems = level_elements(price, amount, first)
+    elems = level_elements(price, amount, first, dedupe)
     nb = np.bincount(msg[~is_ask], minlength=g) if n else np.zeros(g, np.int64)
     na = np.bincount(msg[is_ask], minlength=g) if n else np.zeros(g, np.int64)
     size = 3 + nb + na

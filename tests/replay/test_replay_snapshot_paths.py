@@ -100,3 +100,15 @@ def test_band_fallback_and_small_blocks(seed: int, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(book_snapshot, "_block", counted)
     assert run(rows, specs, True, 997) == ref
     assert any(redone) and not all(redone)
+
+
+def test_levels_formatted_once_per_distinct_value_are_the_same_text() -> None:
+    from ticktape.replay.levels import level_elements
+
+    rng = np.random.default_rng(3)
+    n = 5000
+    price = rng.choice([100.0, 100.5, 99.25, 1e-7, 123456789.125, -0.0, np.nan], n)
+    amount = rng.choice([0.0, 1.5, 2.0, 0.001, 3e21], n)
+    first = rng.random(n) < 0.2
+    assert level_elements(price, amount, first, dedupe=True).to_pylist() == \
+        level_elements(price, amount, first).to_pylist()
