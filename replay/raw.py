@@ -67,8 +67,21 @@ def _channel_mask(col: pa.Array, channels: pa.Array) -> pa.Array:
     return pc.is_in(col, channels)
 
 
-def batch_lines(batch: pa.RecordBatch, channels: pa.Array | None, markers: bool) -> Chunk | None:
-    """Lines of one raw batch: frames of the wanted channels (None = all), plus markers if asked."""
+def cache_lines(ts: np.ndarray, payload: pa.Array) -> pa.Array:
+    """tardis-dev's cache / data-feeds slice lines: ``<28-char ISO time> <frame>``."""
+    m = np.empty((len(ts), fmt.TS_WIDTH + 1), np.uint8)
+    m[:, : fmt.TS_WIDTH] = fmt.ts_matrix(ts)
+    m[:, fmt.TS_WIDTH] = ord(" ")
+    data = payload.buffers()[2]
+    if data is not None and has_newline(data):
+        payload = pc.replace_substring(payload, "\n", " ")
+    return fmt.join(fmt.fixed_width(m), payload, b"\n")
+
+
+def batch_lines(batch: pa.RecordBatch, channels: pa.Array | None, markers: bool, cache: bool = False) -> Chunk | None:
+    """Lines of one raw batch: frames of the wanted channels (None = all), plus markers if asked;
+    ``cache``: in tardis-dev's slice format instead of /replay's."""
+    lines_of = cache_lines if cache else frame_lines
     ts = ts_ns(batch)
     payload = batch.column("payload")
     empty = pc.equal(pc.binary_length(payload), 0)
@@ -87,17 +100,18 @@ def batch_lines(batch: pa.RecordBatch, channels: pa.Array | None, markers: bool)
     else:
         empty_np = np.asarray(empty.to_numpy(zero_copy_only=False), dtype=np.bool_)
     if not empty_np.any():
-        return Chunk(ts, frame_lines(ts, payload))
-    lines = frame_lines(ts, payload)
+        return Chunk(ts, lines_of(ts, payload))
+    lines = lines_of(ts, payload)
     lines = pc.if_else(pa.array(empty_np), pa.scalar(b"\n", pa.binary()), lines)
     return Chunk(ts, lines)
 
 
-def _symbol_source(root: str, req: RawRequest, symbol: str, channels: list[str] | None) -> Iterator[Chunk]:
+def _symbol_source(root: str, req: RawRequest, symbol: str, channels: list[str] | None,
+                   cache: bool = False) -> Iterator[Chunk]:
     chans = None if channels is None else pa.array(channels, pa.string())
     for batch in read_range(root, req.exchange, "raw", symbol, req.range.start_ns, req.range.end_ns, RAW_COLUMNS,
                             batch_rows=req.batch_rows or None, read_dictionary=["channel"]):
-        c = batch_lines(batch, chans, req.with_disconnects)
+        c = batch_lines(batch, chans, req.with_disconnects, cache)
         if c is not None and len(c):
             yield c
 
@@ -115,11 +129,11 @@ def series(req: RawRequest) -> list[tuple[str, str, str]]:
     return [(req.exchange, "raw", s) for s in sorted(_by_symbol(req))]
 
 
-def sources(root: str, req: RawRequest) -> list[Iterator[Chunk]]:
+def sources(root: str, req: RawRequest, cache: bool = False) -> list[Iterator[Chunk]]:
     by_symbol = _by_symbol(req)
-    out = [_symbol_source(root, req, s, chans) for s, chans in sorted(by_symbol.items())]
+    out = [_symbol_source(root, req, s, chans, cache) for s, chans in sorted(by_symbol.items())]
     if req.with_disconnects:
-        out.append(_symbol_source(root, req, NO_SYMBOL_NAME, []))  # connection-level markers only
+        out.append(_symbol_source(root, req, NO_SYMBOL_NAME, [], cache))  # connection-level markers only
     return out
 
 
@@ -143,8 +157,9 @@ def dedupe_markers(chunks: Iterator[Chunk]) -> Iterator[Chunk]:
         yield c
 
 
-def stream(root: str, req: RawRequest) -> Iterator[Chunk]:
-    chunks = merge(sources(root, req))
+def stream(root: str, req: RawRequest, cache: bool = False) -> Iterator[Chunk]:
+    """/replay lines, or (``cache``) tardis-dev's data-feeds slice lines."""
+    chunks = merge(sources(root, req, cache))
     return dedupe_markers(chunks) if req.with_disconnects else chunks
 
 

@@ -23,7 +23,8 @@ from replay_helpers import BIG_END, BIG_START, ServerProc
 from tardis_diff_helpers import free_pair
 
 REPO = Path(__file__).resolve().parents[2]
-ROUTES = ("replay", "replay-normalized", "exchanges", "status", "ws-replay", "ws-replay-normalized")
+ROUTES = ("replay", "replay-normalized", "exchanges", "status", "ws-replay", "ws-replay-normalized",
+          "v1/data-feeds/binance-futures", "v1/exchanges/binance-futures")
 BIG = {"exchange": "binance-futures", "from": BIG_START, "to": BIG_END,
        "filters": [{"channel": "aggTrade", "symbols": ["BIGUSDT"]}, {"channel": "depth", "symbols": ["BIGUSDT"]}]}
 TEN_MIN = {**BIG, "to": "2025-01-07T00:10:00Z"}
