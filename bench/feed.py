@@ -232,7 +232,8 @@ class Capture:
             f'[archive]\nroot = "{workdir / "archive"}"\nraw = {str(sc.raw).lower()}\nfinalize_grace = 1.0\n'
             f'[log]\ndir = "{workdir / "logs"}"\nlevel = "WARNING"\n[metrics]\nport = {self.metrics_port}\n'
             f'[exchanges.{sc.exchange}]\nsymbols = ["{sc.symbol}"]\nchannels = {json.dumps(sc.channels)}\n'
-            f'depth = {sc.depth}\nurl = "{url}"\n' + ('trade_stream = "aggTrade"\n' if "trades" in sc.channels else "")
+            f'depth = {sc.depth}\nurl = "{url}"\ncheck_symbols = false\n'  # the blaster lists no instruments
+            + ('trade_stream = "aggTrade"\n' if "trades" in sc.channels else "")
         )
         env = dict(os.environ)
         if pythonpath:
