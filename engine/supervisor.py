@@ -48,7 +48,7 @@ from ticktape.ipc import ringset
 from ticktape.ipc.raw_ring import RawRing
 from ticktape.ipc.ring import new_ring_name
 from ticktape.ipc.ringset import RingSetSpec
-from ticktape.ipc.stats import F, FeedStats, WriterStats
+from ticktape.ipc.stats import WF, F, FeedStats, WriterStats
 from ticktape.writers import unclean
 
 log = logging.getLogger("ticktape.supervisor")
@@ -257,6 +257,23 @@ class Supervisor:
             pass
         log.info("%s started (pid %d)", c.name, c.last_pid, extra={"role": c.role, "child": c.name, "pid": c.last_pid})
 
+    async def _wait_writers_ready(self, timeout: float = 60.0) -> None:
+        """Start no producer before every writer drains: a writer still importing and
+        opening its journals (seconds on a busy machine) would see fast rings overflow
+        before its first cycle. A writer that died or is still not ready after
+        ``timeout`` does not hold the start (its restart and metrics say why)."""
+        end = time.monotonic() + timeout
+        writers = [c for c in self.children if c.role == "writer"]
+        stop = self._stop_requested
+        while stop is None or not stop.is_set():
+            waiting = [c.name for c in writers if c.alive and not self.writer_stats[c.name].values[WF["ready_ns"]]]
+            if not waiting:
+                return
+            if time.monotonic() >= end:
+                log.warning("%s not ready after %.0f s; starting the ingest processes anyway", ", ".join(waiting), timeout)
+                return
+            await asyncio.sleep(0.02)
+
     # -- the run ----------------------------------------------------------------
     def run(self) -> int:
         return asyncio.run(self._run())
@@ -342,11 +359,14 @@ class Supervisor:
             self._build_feeds()
             self._mark_previous_run()
             self._build_children()
-            checked = False
+            checked = writers_ready = False
             for c in self.children:  # simulator, then writers: consumers ready before producers
                 if c.role != "sim" and not checked:  # the venues answer (the simulator too, once it listens)
                     await self._check_instruments()
                     checked = True
+                if c.role == "ingest" and not writers_ready:
+                    await self._wait_writers_ready()
+                    writers_ready = True
                 self._spawn(c)
                 if c.role == "sim" and self.cfg.simulator is not None:
                     sim = self.cfg.simulator

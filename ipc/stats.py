@@ -59,6 +59,7 @@ WRITER_FIELDS = (
     "storage_blocked",  # 1 while the writer cannot write (records wait in the rings)
     "storage_blocked_ns",  # total time spent blocked (ns), the current episode included once it ends
     "storage_errno",  # errno of the last storage failure
+    "ready_ns",  # wall time the writer was set up and began draining (0 = still starting)
 )
 WF = {name: i for i, name in enumerate(WRITER_FIELDS)}
 

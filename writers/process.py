@@ -24,7 +24,7 @@ from ticktape.archive.lock import hold_writers_lock
 from ticktape.engine.config import ArchiveConfig
 from ticktape.ipc.raw_ring import RawRing
 from ticktape.ipc.ringset import RingSetSpec
-from ticktape.ipc.stats import WriterStats
+from ticktape.ipc.stats import WF, WriterStats
 from ticktape.writers.writer import Writer
 
 log = logging.getLogger("ticktape.writer")
@@ -124,5 +124,7 @@ def writer_main(
     log.info(
         "writer %d started: %s", writer_id, ", ".join(s.key for s in writer.sources) or "no rings"
     )
+    if stats is not None:  # the supervisor starts the producers once this is set
+        stats.values[WF["ready_ns"]] = time.time_ns()
     run_writer(writer, stop, archive.flush_interval)
     log.info("writer %d stopped: %d records, %d files", writer_id, writer.records_written, writer.files_written)
