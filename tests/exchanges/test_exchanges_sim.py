@@ -311,7 +311,8 @@ def test_unknown_symbols_are_subscribe_errors(rig):
             h = rig("hyperliquid", symbols=["BTC", "NOPE"], channels=["trades"], url=sim.ws_url(), options=FAST)
             stop = asyncio.Event()
             runs = [asyncio.create_task(run_feed(r.feed, stop.is_set)) for r in (y, h)]
-            await asyncio.sleep(0.8)
+            await wait_for(lambda: all(r.feed.stat("subscribe_errors", 2) >= 1 and r.feed.stat("messages", 1) > 0
+                                       for r in (y, h)), 30, "a subscribe error and the good symbol's frames")
             stop.set()
             await asyncio.gather(*runs)
             return y, h
