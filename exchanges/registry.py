@@ -25,6 +25,16 @@ MODULES: dict[str, str] = {
     "synthetic": "ticktape.engine.synthetic",
 }
 KNOWN: tuple[str, ...] = tuple(MODULES)
+#: exchange id -> every raw channel name its connector can record, whatever the config (``raw_channels``
+#: returns a subset; a test holds each module to this). Static, so listing it loads no connector.
+CHANNELS: dict[str, tuple[str, ...]] = {
+    "binance-futures": ("aggTrade", "trade", "depth", "depthSnapshot", "depth5", "depth10", "depth20", "bookTicker",
+                        "markPrice", "openInterest", "forceOrder"),
+    "bybit": ("publicTrade", "orderbook.1", "orderbook.50", "orderbook.200", "orderbook.1000", "tickers",
+              "allLiquidation"),
+    "hyperliquid": ("trades", "l2Book", "bbo", "activeAssetCtx"),
+    "synthetic": ("trade",),
+}
 
 
 def module(name: str) -> ModuleType:

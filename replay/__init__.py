@@ -8,7 +8,10 @@ Modules, one job each:
 - ``state``: settings, app keys and stream admission shared by ``server`` and ``ws`` (429 beyond the cap).
 - ``limits``: query size / JSON depth bounds (400) and the per-stream memory plan (batch size, or 503).
 - ``options``: request options parsed and validated (``OptionsError`` -> HTTP 400).
-- ``inventory``: what the archive holds (exchanges, symbols, raw channels, ranges).
+- ``front``: serves the listening sockets first (aiohttp + ``inventory`` only): ``/exchanges`` answered
+  while ``server``'s modules load in a thread; other requests wait, then go to the server's app.
+- ``inventory``: what the archive holds (exchanges, symbols, ranges from directory names; raw channels
+  read from the files lazily for ``/replay``, the connector's list for ``/exchanges``).
 - ``storage``: local directory or ``s3://bucket/prefix`` (s3fs) file access.
 - ``sources``: hourly Parquet files of one series read in bounded, time-clipped batches.
 - ``merge``: k-way merge of time-sorted ``Chunk`` streams (sources decoded ahead in threads).

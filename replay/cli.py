@@ -1,10 +1,12 @@
 """``capture replay serve --archive DIR --port 8000 [--host 127.0.0.1]``.
 
 Start-up order (so ``serve & curl`` works): check the archive, bind both
-listening sockets (a busy port is one line, exit 2), and only then import the
-server (aiohttp, pyarrow) and build the app on the already-listening sockets;
-connections that arrive meanwhile wait in the backlog instead of being refused.
-The archive inventory is warmed in the background once the server runs.
+listening sockets (a busy port is one line, exit 2), then serve them with
+``replay.front`` (aiohttp and the directory listing only: ``/exchanges`` is
+answered within a second of start) while the server's modules (pyarrow,
+pandas, the replay pipeline) load in a thread; requests to other routes wait
+for them. The raw channel names are read in the background once the server
+runs. An ``s3://`` archive is checked before anything is served.
 """
 
 from __future__ import annotations
@@ -97,24 +99,14 @@ def main(args: argparse.Namespace) -> int:
         setup(None, "replay")  # the engine's JSON lines on stdout
     except ImportError:
         logging.basicConfig(level=logging.INFO)
-    if args.batch_rows > 0:
-        from ticktape.replay import sources
-
-        sources.BATCH_ROWS = args.batch_rows
     if s3:
         from ticktape.archive.s3_client import load_env
 
         load_env()  # AWS_* from the environment or a .env file
-    from ticktape.replay.options import DEFAULT_MAX_RANGE_HOURS
-    from ticktape.replay.state import Settings
-
-    settings = Settings(args.archive if s3 else os.path.abspath(args.archive),
-                        DEFAULT_MAX_RANGE_HOURS if args.max_range_hours is None else args.max_range_hours,
-                        args.ws_subscribe_window, args.threads, args.max_streams, args.max_stream_mb)
     try:
         import uvloop
 
-        uvloop.run(_serve(settings, socks, args.host, args.port))
+        uvloop.run(_serve(args, socks))
     except KeyboardInterrupt:
         pass
     except FileNotFoundError as e:  # an s3:// prefix that is not there
@@ -123,31 +115,76 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve(settings: object, socks: list[socket.socket], host: str, port: int) -> None:
+def _load_server(args: argparse.Namespace) -> object:
+    """Import the server (the slow part of start-up: run in a thread) and return its Settings."""
+    import ticktape.replay.server  # noqa: F401  (pyarrow, pandas, the pipeline: loaded here, off the loop)
+    from ticktape.replay.options import DEFAULT_MAX_RANGE_HOURS
+    from ticktape.replay.state import Settings
+
+    if args.batch_rows > 0:
+        from ticktape.replay import sources
+
+        sources.BATCH_ROWS = args.batch_rows
+    s3 = args.archive.startswith("s3://")
+    return Settings(args.archive if s3 else os.path.abspath(args.archive),
+                    DEFAULT_MAX_RANGE_HOURS if args.max_range_hours is None else args.max_range_hours,
+                    args.ws_subscribe_window, args.threads, args.max_streams, args.max_stream_mb)
+
+
+async def _serve(args: argparse.Namespace, socks: list[socket.socket]) -> None:
     import asyncio
 
     from aiohttp import web
 
-    from ticktape.replay import storage
-    from ticktape.replay.server import make_app, make_runner
-    from ticktape.replay.state import EXECUTOR, INVENTORY, Settings
+    from ticktape.replay.front import Front
+    from ticktape.replay.inventory import Inventory
 
-    assert isinstance(settings, Settings)
-    if not storage.root_exists(settings.root):
-        raise FileNotFoundError(f"archive {settings.root!r} does not exist")
-    app = make_app(settings)
-    ws_app = make_app(settings, ws_only=True, shared=app)
+    s3 = args.archive.startswith("s3://")
+    loop = asyncio.get_running_loop()
+    if s3:  # listing it needs the S3 client anyway: check the prefix before serving
+        settings = await loop.run_in_executor(None, _load_server, args)
+        from ticktape.replay import storage
+
+        if not await loop.run_in_executor(None, storage.root_exists, args.archive):
+            raise FileNotFoundError(f"archive {args.archive!r} does not exist")
+    inventory = Inventory(args.archive)
+    fronts = [Front(inventory), Front(None)]  # port: every route; port + 1: the WebSocket routes
     runners = []
-    for a, sock in ((app, socks[0]), (ws_app, socks[1])):
-        runner = make_runner(a)
+    front_sites = []
+    for front, sock in zip(fronts, socks, strict=True):
+        # a long request line gets to the server's own query check (the server's runner bounds it after start-up)
+        runner = web.AppRunner(front.app, access_log=None, handler_cancellation=True, max_line_size=1 << 20)
         await runner.setup()
-        await web.SockSite(runner, sock).start()
+        site = web.SockSite(runner, sock.dup())  # its own fd: closing it leaves ``sock`` listening
+        await site.start()
         runners.append(runner)
-    logging.getLogger("ticktape.replay").info(
-        "replay server on http://%s:%d (ws also on %d), archive %s", host, port, port + 1, settings.root)
-    # warm the inventory (directory listing, raw channel names) while nobody waits for it
-    app[EXECUTOR].submit(app[INVENTORY].describe)
+        front_sites.append(site)
+    log = logging.getLogger("ticktape.replay")
+    log.info("replay front on http://%s:%d (ws also on %d), archive %s: /exchanges answered, server loading",
+             args.host, args.port, args.port + 1, inventory.root)
     try:
+        if not s3:
+            settings = await loop.run_in_executor(None, _load_server, args)
+        from ticktape.replay.server import make_app, make_runner
+        from ticktape.replay.state import EXECUTOR, INVENTORY, Settings
+
+        assert isinstance(settings, Settings)
+        app = make_app(settings)
+        app[INVENTORY] = inventory  # one inventory for the front's early answers and the server
+        ws_app = make_app(settings, ws_only=True, shared=app)
+        for a, sock in ((app, socks[0]), (ws_app, socks[1])):
+            runner = make_runner(a)
+            await runner.setup()
+            await web.SockSite(runner, sock).start()
+            runners.append(runner)
+        for front, a in zip(fronts, (app, ws_app), strict=True):
+            front.hand_over(a)  # requests the fronts hold (and their open connections) go to the server
+        for site in front_sites:
+            await site.stop()  # new connections: the server's own sites
+        log.info("replay server on http://%s:%d (ws also on %d), archive %s", args.host, args.port, args.port + 1,
+                 settings.root)
+        # read the raw channel names (for /replay's filters) while nobody waits for them
+        app[EXECUTOR].submit(inventory.warm)
         await asyncio.Event().wait()
     finally:
         for r in reversed(runners):

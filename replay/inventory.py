@@ -1,31 +1,107 @@
 """What the archive holds: exchanges, data types, symbols, raw channels, date ranges.
 
-Built from directory names (``archive.loaders.list_archive``), refreshed at
-most every few seconds since a live capture keeps adding hours. Raw channel
-names live inside the files (the ``channel`` column), so they are read once
-per file (only that dictionary-encoded column) and cached by path and mtime.
+Listed from directory names only (``<table>/exchange=/symbol=/date=/hour=``;
+no Parquet file is opened, and for each series only its first and last date
+directories are looked into), refreshed at most every few seconds since a
+live capture keeps adding hours. This path imports neither pyarrow nor pandas,
+so ``/exchanges`` answers within a second of start on any archive size.
+
+Raw channel names live inside the files (the ``channel`` column): the exact
+set, which ``/replay`` validates its filters against, is read once per file
+(only that column), cached by path and mtime, and warmed in the background.
+``/exchanges`` does not wait for it: it lists the channels the exchange's
+connector can record (``exchanges.registry.CHANNELS``), falling back to the
+scanned set only for an exchange the registry does not know.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
-from datetime import UTC
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-import pyarrow.compute as pc
-
-from ticktape.archive.layout import FileKey, scan_files
-from ticktape.archive.loaders import Series, list_archive
-from ticktape.replay import storage
-
 REFRESH_S = 5.0
+DATA_FILE = "data.parquet"
+# the archive's names (archive.layout checks the same; that module loads pyarrow, which this path must not)
+_TABLE_RE = re.compile(r"^(trades|book_change|events|raw|book_ticker|derivative_ticker|liquidations"
+                       r"|book_snapshot_[1-9][0-9]{0,4})$")
+_EXCHANGE_RE = re.compile(r"^exchange=([a-z0-9][a-z0-9-]{0,39})$")
+_SYMBOL_RE = re.compile(r"^symbol=(_|[A-Za-z0-9@][A-Za-z0-9._@:-]{0,63})$")
+_DATE_RE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
+_HOUR_RE = re.compile(r"^hour=(\d{2})$")
+
+
+def is_s3(root: str) -> bool:
+    return root.startswith("s3://")
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """One (exchange, data type, symbol) of the archive and the first and last hour it has a file for."""
+
+    exchange: str
+    data_type: str
+    symbol: str
+    first_hour: datetime
+    last_hour: datetime
+
+
+def _dirs(path: str, pattern: re.Pattern[str]) -> list[tuple[str, str]]:
+    """(captured name, path) of the sub-directories whose name matches, sorted."""
+    try:
+        with os.scandir(path) as it:
+            out = [(m[1], e.path) for e in it if (m := pattern.match(e.name)) and e.is_dir(follow_symlinks=False)]
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return []
+    return sorted(out)
+
+
+def _hour(date: str, hour: str) -> datetime | None:
+    try:
+        return datetime.strptime(f"{date} {hour}", "%Y-%m-%d %H").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def _edge_hour(dates: list[tuple[str, str]], last: bool) -> datetime | None:
+    """First (or last) hour with a finalized file, looking into as few date directories as it takes."""
+    for date, dpath in reversed(dates) if last else dates:
+        hours = [h for hn, hpath in _dirs(dpath, _HOUR_RE)
+                 if os.path.isfile(os.path.join(hpath, DATA_FILE)) and (h := _hour(date, hn)) is not None]
+        if hours:
+            return max(hours) if last else min(hours)
+    return None
+
+
+def list_local(root: str) -> list[Series]:
+    """Every series of a local archive, from directory names (equal to ``archive.loaders.list_archive``'s
+    exchange, data type, symbol, first and last hour)."""
+    try:
+        with os.scandir(root) as it:
+            tables = sorted(e.name for e in it if _TABLE_RE.match(e.name) and e.is_dir(follow_symlinks=False))
+    except FileNotFoundError:
+        return []
+    out: list[Series] = []
+    for table in tables:
+        for ex, epath in _dirs(os.path.join(root, table), _EXCHANGE_RE):
+            for sym, spath in _dirs(epath, _SYMBOL_RE):
+                if ".." in sym:
+                    continue
+                dates = _dirs(spath, _DATE_RE)
+                first = _edge_hour(dates, last=False)
+                last = _edge_hour(dates, last=True) if first is not None else None
+                if first is not None and last is not None:
+                    out.append(Series(ex, table, sym, first, last))
+    return sorted(out, key=lambda s: (s.exchange, s.data_type, s.symbol))
 
 
 class Inventory:
     def __init__(self, root: str, refresh_s: float = REFRESH_S) -> None:
-        self.root = root if storage.is_s3(root) else os.path.abspath(root)
+        self.root = root if is_s3(root) else os.path.abspath(root)
         self.refresh_s = refresh_s
         self._at = -1e18
         self._series: list[Series] = []
@@ -41,21 +117,25 @@ class Inventory:
             return self._series
 
     def _list(self) -> list[Series]:
-        if not storage.is_s3(self.root):
-            return list_archive(self.root)
+        if not is_s3(self.root):
+            return list_local(self.root)
+        from ticktape.replay import storage
+
         acc: dict[tuple[str, str, str], list[Any]] = {}
         self._s3_paths: dict[tuple[str, str], list[str]] = {}
-        for k, size, path in storage.s3_files(self.root):
-            a = acc.setdefault((k.exchange, k.data_type, k.symbol), [k.hour, k.hour, 0, 0])
-            a[0], a[1], a[2], a[3] = min(a[0], k.hour), max(a[1], k.hour), a[2] + 1, a[3] + size
+        for k, _size, path in storage.s3_files(self.root):
+            a = acc.setdefault((k.exchange, k.data_type, k.symbol), [k.hour, k.hour])
+            a[0], a[1] = min(a[0], k.hour), max(a[1], k.hour)
             self._s3_paths.setdefault((k.exchange, k.data_type), []).append(path)
-        return [Series(e, t, s, a[0], a[1], a[2], a[3]) for (e, t, s), a in sorted(acc.items())]
+        return [Series(e, t, s, a[0], a[1]) for (e, t, s), a in sorted(acc.items())]
 
     def _raw_files(self, exchange: str) -> list[tuple[str, float]]:
         """(path, version) of every raw file of an exchange; version changes when the file does."""
-        if storage.is_s3(self.root):
+        if is_s3(self.root):
             self.series()
             return [(p, 0.0) for p in getattr(self, "_s3_paths", {}).get((exchange, "raw"), [])]
+        from ticktape.archive.layout import scan_files
+
         out: list[tuple[str, float]] = []
         for _key, p in scan_files(self.root, "raw", exchange):
             try:
@@ -88,6 +168,10 @@ class Inventory:
 
     def raw_channels(self, exchange: str) -> list[str]:
         """Every channel name found in the exchange's raw files (read once per file, cached)."""
+        import pyarrow.compute as pc
+
+        from ticktape.replay import storage
+
         out: set[str] = set()
         for key in self._raw_files(exchange):
             chans = self._chan_cache.get(key)
@@ -101,14 +185,37 @@ class Inventory:
             out.update(chans)
         return sorted(out)
 
+    def channels(self, exchange: str) -> list[str]:
+        """The raw channels ``/exchanges`` lists: what the exchange's connector records (no file opened);
+        the scanned set for an exchange no connector speaks for."""
+        from ticktape.exchanges.registry import CHANNELS
+
+        known = CHANNELS.get(exchange)
+        return sorted(known) if known is not None else self.raw_channels(exchange)
+
+    def warm(self) -> None:
+        """Read every exchange's raw channel names now (run in the background at start)."""
+        for ex in self.exchanges():
+            if "raw" in self.data_types(ex):
+                self.raw_channels(ex)
+
+    def answer(self, exchange: str | None) -> tuple[int, Any]:
+        """(HTTP status, JSON body) of ``/exchanges`` (``exchange`` None) or ``/exchanges/{exchange}``."""
+        desc = self.describe()
+        if exchange is None:
+            return 200, desc
+        for d in desc:
+            if d["id"] == exchange:
+                return 200, d
+        return 404, {"code": 404, "message": f"unknown exchange {exchange!r}"}
+
     def describe(self) -> list[dict[str, Any]]:
         """The /exchanges answer: one entry per exchange."""
         by_ex: dict[str, dict[str, Any]] = {}
         for s in self.series():
             e = by_ex.setdefault(s.exchange, {"id": s.exchange, "dataTypes": {}, "symbols": {}})
             first = s.first_hour.astimezone(UTC).strftime("%Y-%m-%dT%H:00:00.000Z")
-            last = FileKey(s.exchange, s.data_type, s.symbol, s.last_hour).hour_ns + 3_600_000_000_000
-            last_text = time.strftime("%Y-%m-%dT%H:00:00.000Z", time.gmtime(last // 1_000_000_000))
+            last_text = time.strftime("%Y-%m-%dT%H:00:00.000Z", time.gmtime(int(s.last_hour.timestamp()) + 3600))
             e["dataTypes"].setdefault(s.data_type, {})[s.symbol] = {"availableSince": first, "availableTo": last_text}
             if s.symbol != "_":
                 sym = e["symbols"].setdefault(s.symbol, {"id": s.symbol, "availableSince": first, "availableTo": last_text})
@@ -130,7 +237,7 @@ class Inventory:
             out.append(
                 {
                     "id": ex,
-                    "channels": self.raw_channels(ex) if "raw" in types else [],
+                    "channels": self.channels(ex) if "raw" in types else [],
                     "dataTypes": normalized,
                     "archiveTypes": {t: sorted(k for k in v if k != "_") for t, v in sorted(types.items())},
                     "symbols": [e["symbols"][k] for k in sorted(e["symbols"])],

@@ -193,7 +193,7 @@ def parse_raw(o: Any, inv: Inventory, max_hours: float = DEFAULT_MAX_RANGE_HOURS
     for f in filters:
         f = _obj(f, "each filter")
         ch = _str(f, "channel")
-        if ch not in channels_present:
+        if ch not in channels_present and ch not in inv.channels(exchange):  # /exchanges' list: no rows, no error
             raise OptionsError(
                 f"unknown channel {ch!r} for {exchange} (archive has: {', '.join(channels_present) or 'none'})"
             )

@@ -159,14 +159,9 @@ async def replay_normalized(request: web.Request) -> web.StreamResponse:
 
 async def exchanges(request: web.Request) -> web.Response:
     inv = request.app[INVENTORY]
-    desc = await asyncio.get_running_loop().run_in_executor(request.app[EXECUTOR], inv.describe)
-    ex = request.match_info.get("exchange")
-    if ex is None:
-        return web.json_response(desc)
-    for d in desc:
-        if d["id"] == ex:
-            return web.json_response(d)
-    return web.json_response({"code": 404, "message": f"unknown exchange {ex!r}"}, status=404)
+    code, body = await asyncio.get_running_loop().run_in_executor(
+        request.app[EXECUTOR], inv.answer, request.match_info.get("exchange"))
+    return web.json_response(body, status=code)
 
 
 def _rss_kb() -> int:

@@ -53,7 +53,7 @@ def test_listens_within_a_second_and_answers_exchanges(archive: Path, free_port:
             body = json.loads(r.read())
         answered = time.monotonic() - t0
         assert [e["id"] for e in body] == ["binance-futures"]
-        assert set(body[0]["channels"]) == {"aggTrade", "depth"}
+        assert {"aggTrade", "depth"} <= set(body[0]["channels"])  # the connector's channels (no file opened)
         print(f"listening after {listening:.3f} s, /exchanges answered after {answered:.3f} s")
     finally:
         proc.terminate()
