@@ -70,6 +70,18 @@ def real_frames(path: Path, pred: Any) -> list[dict[str, Any]]:
     return out
 
 
+def has(frames: list[bytes], pred: Any) -> bool:
+    """Whether a frame matching ``pred`` has arrived (a frame that is not JSON never matches)."""
+    for f in frames:
+        try:
+            m = json.loads(f)
+        except ValueError:
+            continue
+        if isinstance(m, dict) and pred(m):
+            return True
+    return False
+
+
 def first(frames: list[bytes], pred: Any) -> dict[str, Any]:
     for f in frames:
         m = json.loads(f)
@@ -85,6 +97,10 @@ def test_shapes_match_real_samples() -> None:
     tardis_by = SAMPLES / "bybit/tardis_node_mappers_test_bybit_v5.jsonl"
     hl = SAMPLES / "hyperliquid/tardis_node_mappers_test_hyperliquid.jsonl"
 
+    def stream_is(kind: str) -> Any:
+        # a frame with every list filled, so element shapes compare too
+        return lambda m: m.get("stream", "").endswith(kind) and all(v for v in m["data"].values() if isinstance(v, list))
+
     async def main() -> None:
         async with Simulator(rate=400, seed=5) as sim:
             base = sim.ws_url()
@@ -95,13 +111,21 @@ def test_shapes_match_real_samples() -> None:
             hq = await connect(base + "/ws")
             hq.send(b'{"method":"subscribe","subscription":{"type":"l2Book","coin":"BTC"}}')
             hq.send(b'{"method":"subscribe","subscription":{"type":"trades","coin":"BTC"}}')
-            await until(lambda: len(pub.frames) > 60 and len(mkt.frames) > 5 and len(by.frames) > 30 and len(hq.frames) > 30)
+            # wait for every kind of frame compared below (frame totals alone say nothing about which
+            # streams have spoken yet: on a busy machine a total can be reached before a slow stream's first frame)
+            wanted = [
+                *((pub, stream_is(k)) for k in ("@depth@100ms", "@bookTicker", "@trade", "@depth20@100ms")),
+                (mkt, stream_is("@aggTrade")),
+                (by, lambda m: m.get("op") == "subscribe"),
+                (by, lambda m: m.get("type") == "snapshot" and m.get("topic", "").startswith("orderbook")),
+                (by, lambda m: m.get("type") == "delta" and bool(m["data"]["b"]) and bool(m["data"]["a"])),
+                (by, lambda m: m.get("topic", "").startswith("publicTrade")),
+                (hq, lambda m: m.get("channel") == "l2Book"),
+                (hq, lambda m: m.get("channel") == "trades"),
+            ]
+            await until(lambda: all(has(c.frames, pred) for c, pred in wanted), timeout=30.0)
             async with aiohttp.ClientSession() as s, s.get(sim.rest_url() + "/fapi/v1/depth?symbol=BTCUSDT&limit=1000") as r:
                 snap = json.loads(await r.read())
-
-        def stream_is(kind: str) -> Any:
-            # a frame with every list filled, so element shapes compare too
-            return lambda m: m.get("stream", "").endswith(kind) and all(v for v in m["data"].values() if isinstance(v, list))
 
         # binance: real cryptofeed frames (2021) and tardis exemplars
         for kind, frames in (("@depth@100ms", pub.frames), ("@bookTicker", pub.frames), ("@aggTrade", mkt.frames)):
