@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from ports import free_port_pair
 
 from ticktape.archive.export import export
 from ticktape.archive.import_ import import_path
@@ -220,23 +221,9 @@ def test_import_of_the_export_gives_the_same_rows(captured: Path, exported: Path
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*.parquet")} == before
 
 
-def _free_pair() -> int:
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        try:
-            with socket.socket() as s2:
-                s2.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no free port pair")
-
-
 @pytest.fixture(scope="module")
 def replay_server(captured: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    port = _free_pair()
+    port = free_port_pair()
     log = tmp_path_factory.mktemp("replay") / "server.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(

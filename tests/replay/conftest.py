@@ -11,26 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ports import free_port_pair
 from recorded_frames import Frame, binance_frames, bybit_frames, write_frames
 from replay_helpers import BIG_ROWS, MARK_A, MARK_B, ServerProc
 
 from ticktape.bench.synth_archive import synth_archive
 
 REPO = Path(__file__).resolve().parents[2]
-
-def _free_pair() -> int:
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        try:
-            with socket.socket() as s2:
-                s2.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no free port pair")
-
 
 def write_l2book_snapshots(root: Path) -> None:
     """hyperliquid BTC as captured from l2Book: book_snapshot_20 only (no book_change), two hours."""
@@ -90,7 +77,7 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def server(archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
-    port = _free_pair()
+    port = free_port_pair()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "ticktape.engine.cli", "replay", "serve", "--archive", str(archive), "--port", str(port),
            "--max-range-hours", "48", "--ws-subscribe-window", "0.6", "--batch-rows", "4096"]

@@ -16,6 +16,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from ports import free_port_pair
+
 TARDIS_DEV = "tardis-dev@13.35.3"
 ORACLE = Path(__file__).with_name("tardis_oracle.js")
 REPO = Path(__file__).resolve().parents[2]
@@ -32,20 +34,6 @@ def tardis_modules() -> Path:
         subprocess.run(["npm", "install", "--prefix", str(base), "--no-audit", "--no-fund", "--loglevel=error",
                         TARDIS_DEV], check=True, timeout=300)
     return mods
-
-
-def free_pair() -> int:
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        try:
-            with socket.socket() as s2:
-                s2.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no free port pair")
 
 
 def metrics(port: int) -> dict[str, float]:
@@ -118,7 +106,7 @@ class Server:
     """``capture replay serve`` over an archive, as a subprocess."""
 
     def __init__(self, root: Path, log: Path) -> None:
-        self.port = free_pair()
+        self.port = free_port_pair()
         self._log = open(log, "wb")  # noqa: SIM115 - the server writes to it while it runs
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ticktape.engine.cli", "replay", "serve", "--archive", str(root), "--port",

@@ -19,8 +19,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+from ports import free_port_pair
 from replay_helpers import BIG_END, BIG_START, ServerProc
-from tardis_diff_helpers import free_pair
 
 REPO = Path(__file__).resolve().parents[2]
 ROUTES = ("replay", "replay-normalized", "exchanges", "status", "ws-replay", "ws-replay-normalized",
@@ -150,7 +150,7 @@ def test_aborted_requests_then_concurrent_replays_leave_nothing_behind(server: S
 @pytest.fixture(scope="module")
 def tight(archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
     """A server that allows 2 streams of 1 MB each."""
-    port = free_pair()
+    port = free_port_pair()
     log_path = tmp_path_factory.mktemp("tight-log") / "server.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(

@@ -172,9 +172,9 @@ def _known(request: pytest.FixtureRequest, scenario: str, exchange: str, data_ty
 
 
 def _port() -> int:
-    from tardis_diff_helpers import free_pair
+    from ports import free_port_pair
 
-    return free_pair()
+    return free_port_pair()
 
 
 def _compare(modules: Path, env: tuple[Server, Path, int, int], work: str, exchange: str, symbols: list[str],

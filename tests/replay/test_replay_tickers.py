@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from ports import free_port_pair
 from replay_helpers import ServerProc, get_lines, tardis_ms, tardis_us
 
 from ticktape.engine.config import ArchiveConfig
@@ -77,25 +78,11 @@ def write_archive(root: Path) -> None:
             ringset.close(rings)
 
 
-def _free_pair() -> int:
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        try:
-            with socket.socket() as s2:
-                s2.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no free port pair")
-
-
 @pytest.fixture(scope="module")
 def ticker_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
     root = tmp_path_factory.mktemp("ticker-archive")
     write_archive(root)
-    port = _free_pair()
+    port = free_port_pair()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     log = tmp_path_factory.mktemp("ticker-log") / "server.log"
     with open(log, "wb") as out:

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ports import free_port_pair
 from tardis_diff_helpers import (
     ORACLE,
     Server,
     first_difference,
-    free_pair,
     minute_range,
     run_capture,
     tardis_modules,
@@ -33,7 +33,7 @@ SYMS = {"binance-futures": ["BTCUSDT", "ETHUSDT"], "bybit": ["BTCUSDT", "SOLUSDT
 @pytest.fixture(scope="module")
 def capture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Path, int, int]]:
     tmp = tmp_path_factory.mktemp("diff-tickers")
-    port = free_pair()
+    port = free_port_pair()
     t0 = time.time_ns()
     with SimulatorThread(list(SYMS), rate=120.0, seed=13, trade_share=0.3) as sim:
         toml = ""
