@@ -28,12 +28,15 @@ FIELDS = (
 F = {name: i for i, name in enumerate(FIELDS)}
 
 
-class FeedStats:
-    def __init__(self, name: str, n_symbols: int, create: bool = False) -> None:
-        size = n_symbols * len(FIELDS) * 8
+class _StatsBlock:
+    """An int64 array in a shared-memory segment: created (zeroed, owned, unlinked on close)
+    by the supervisor, attached by the one process that writes it."""
+
+    def __init__(self, name: str, shape: tuple[int, ...], create: bool) -> None:
+        size = int(np.prod(shape)) * 8
         self.shm = create_shm(name, size) if create else attach_shm(name)
         self.owner = create
-        self.values = np.ndarray((n_symbols, len(FIELDS)), dtype=np.int64, buffer=self.shm.buf)
+        self.values = np.ndarray(shape, dtype=np.int64, buffer=self.shm.buf)
         if create:
             self.values[:] = 0
 
@@ -52,6 +55,11 @@ class FeedStats:
                 self.shm.unlink()
             except FileNotFoundError:
                 pass
+
+
+class FeedStats(_StatsBlock):
+    def __init__(self, name: str, n_symbols: int, create: bool = False) -> None:
+        super().__init__(name, (n_symbols, len(FIELDS)), create)
 
 
 WRITER_FIELDS = (
@@ -64,29 +72,8 @@ WRITER_FIELDS = (
 WF = {name: i for i, name in enumerate(WRITER_FIELDS)}
 
 
-class WriterStats:
+class WriterStats(_StatsBlock):
     """One writer's storage health, written by that writer and read for /metrics."""
 
     def __init__(self, name: str, create: bool = False) -> None:
-        size = len(WRITER_FIELDS) * 8
-        self.shm = create_shm(name, size) if create else attach_shm(name)
-        self.owner = create
-        self.values = np.ndarray((len(WRITER_FIELDS),), dtype=np.int64, buffer=self.shm.buf)
-        if create:
-            self.values[:] = 0
-
-    @property
-    def name(self) -> str:
-        return self.shm.name
-
-    def close(self) -> None:
-        self.values = None  # type: ignore[assignment]
-        try:
-            self.shm.close()
-        except BufferError:  # pragma: no cover
-            pass
-        if self.owner:
-            try:
-                self.shm.unlink()
-            except FileNotFoundError:
-                pass
+        super().__init__(name, (len(WRITER_FIELDS),), create)
