@@ -190,6 +190,20 @@ def paths_for_range(
     return [FileKey(exchange, data_type, s, h) for s in symbols for h in hours]
 
 
+def table_dirs(parent: str, data_type: str | None = None, exchange: str | None = None) -> list[str]:
+    """The table directories under ``parent`` (the root, or the journal dir that mirrors it):
+    one table's or every data type's, narrowed to one exchange's partition when given."""
+    if data_type is not None:
+        tables = [data_type]
+    else:
+        try:
+            tables = sorted(n for n in os.listdir(parent) if is_data_type(n))
+        except FileNotFoundError:
+            return []
+    suffix = () if exchange is None else (f"exchange={exchange}",)
+    return [os.path.join(parent, table, *suffix) for table in tables]
+
+
 def scan_files(root: str, data_type: str | None = None, exchange: str | None = None) -> Iterator[tuple[FileKey, str]]:
     """(key, local path) of every finalized file under a local root (optionally one table / exchange).
 
@@ -198,16 +212,10 @@ def scan_files(root: str, data_type: str | None = None, exchange: str | None = N
 
     root = os.path.abspath(root)
     if data_type is not None:
-        tables = [check_data_type(data_type)]
-    else:
-        try:
-            tables = sorted(n for n in os.listdir(root) if is_data_type(n))
-        except FileNotFoundError:
-            return
-    for table in tables:
-        base = os.path.join(root, table)
-        if exchange is not None:
-            base = os.path.join(base, f"exchange={check_exchange(exchange)}")
+        check_data_type(data_type)
+    if exchange is not None:
+        check_exchange(exchange)
+    for base in table_dirs(root, data_type, exchange):
         for dirpath, dirnames, filenames in os.walk(base):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for name in filenames:

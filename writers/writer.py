@@ -44,6 +44,7 @@ from ticktape.archive.layout import (
     check_symbol,
     hour_of_ns,
     safe_join,
+    table_dirs,
 )
 from ticktape.engine import clock
 from ticktape.engine.config import ArchiveConfig
@@ -56,7 +57,6 @@ from ticktape.ipc.schemas import (
     EVENT_DTYPE,
     NO_SYMBOL_NAME,
     fixed_batch_to_arrow,
-    is_data_type,
     raw_batch_to_arrow,
 )
 from ticktape.ipc.stats import WriterStats
@@ -102,18 +102,7 @@ def journal_key(rel: str) -> FileKey:
 
 def scan_journals(root: str, exchange: str | None = None, data_type: str | None = None) -> Iterator[str]:
     """Relative paths of the journals on disk (optionally of one exchange / data type)."""
-    jroot = os.path.join(root, JOURNAL_DIR)
-    if data_type is not None:
-        tables = [data_type]
-    else:
-        try:
-            tables = sorted(n for n in os.listdir(jroot) if is_data_type(n))
-        except FileNotFoundError:
-            return
-    for table in tables:
-        base = os.path.join(jroot, table)
-        if exchange is not None:
-            base = os.path.join(base, f"exchange={exchange}")
+    for base in table_dirs(os.path.join(root, JOURNAL_DIR), data_type, exchange):
         for dirpath, dirs, files in os.walk(base):
             dirs.sort()
             for f in sorted(files):
