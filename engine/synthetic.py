@@ -234,6 +234,17 @@ class _Producer:
         self.done = upto
         return upto
 
+    def recount(self) -> None:
+        """Set the per-symbol message counters to the trades the rings hold.
+
+        A kill -9 between a batch's ring pushes and its counter update would
+        otherwise leave the counters short for good: the restart resumes after
+        the pushed batch, so that batch is never counted. The rings are the record.
+        """
+        sym = trade_values(self.p, self.nsym, np.arange(self.done))["symbol"]
+        v = self.stats.values
+        v[1:, F["messages"]] = np.bincount(sym, minlength=self.nsym + 1)[1 : len(v)]
+
     def _count(self, a: int, b: int, now_ns: int, sizes: np.ndarray | None) -> None:
         if b <= a:
             return
@@ -258,6 +269,7 @@ def ingest_main(spec: RingSetSpec, ex_cfg: ExchangeConfig, stats_name: str, stop
     prod.out.event(now, "connect", detail=f"synthetic start at trade {resumed}")
     if resumed:
         stats.values[0, F["reconnects"]] += 1
+        prod.recount()
     log.info(
         "synthetic producer started",
         extra={"exchange": spec.exchange, "resume_at": resumed, "rate": p.rate, "count": p.count},
