@@ -202,15 +202,14 @@ class Tickers:
         feed = self.feed
         syms = [feed.sym_id[s] for s in feed.cfg.symbols]
         step = self.interval / len(syms)
-        nxt = time.monotonic()
         while True:
             for sym in syms:
-                nxt += step
+                # spaced from this request's start, not from a fixed schedule: a stalled loop
+                # (a busy host) must not catch up with back-to-back requests
+                started = time.monotonic()
                 pause = await self.poll(sym)
                 now = time.monotonic()
-                if pause:
-                    nxt = max(nxt, now + pause)
-                await asyncio.sleep(max(0.0, nxt - now))
+                await asyncio.sleep(max(0.0, started + step - now, pause))
 
     async def poll(self, sym: int) -> float:
         """One request; returns the pause the venue asked for (418/429), else 0."""

@@ -42,11 +42,12 @@ def test_each_speed_batches_and_bridges(rig, speed: str) -> None:
     for a, b in itertools.pairwise(frames):
         assert b["pu"] == a["u"] and b["U"] > a["u"]  # one chain, no hole between frames
     events = [s.event for s in sent]
-    gaps_s = [(b.ts_ns - a.ts_ns) / 1e9 for a, b in itertools.pairwise(sent)]
     if speed == "0ms":
-        assert events == sorted(set(events)) and max(gaps_s) < 0.1  # a frame per update
+        # a frame per update: consecutive market events, none folded (timing-free, so it holds on a loaded machine)
+        assert all(b - a == 1 for a, b in itertools.pairwise(events)), events
     else:
         window = int(speed[:-2]) / 1000
+        gaps_s = [(b.ts_ns - a.ts_ns) / 1e9 for a, b in itertools.pairwise(sent)]
         assert min(gaps_s) >= window * 0.8, (speed, min(gaps_s))
         assert max(b - a for a, b in itertools.pairwise(events)) > 1  # several updates folded into a frame
     sid = r.spec.symbol_id("BTCUSDT")

@@ -35,4 +35,7 @@ def test_first_frames_are_stamped_on_arrival(tmp_path):
     p95 = delays[int(len(delays) * 0.95)]
     print(f"first frames: median {delays[len(delays) // 2]:.1f} ms, p95 {p95:.1f} ms, max {delays[-1]:.1f} ms")
     assert delays[0] >= 0, "stamped before the simulator sent it?"
-    assert p95 < 50 and delays[-1] < 250, f"p95 {p95:.1f} ms, max {delays[-1]:.1f} ms after the send"
+    # A loop blocked at start (a lazy import: 0.2-0.3 s, 1.7 s on a busy machine) stamps a run of
+    # the first frames late, so it moves p95. One late frame is the OS scheduler on a loaded
+    # machine, not the loop: the max bound only catches a loop blocked for a whole second.
+    assert p95 < 50 and delays[-1] < 1000, f"p95 {p95:.1f} ms, max {delays[-1]:.1f} ms after the send"
