@@ -25,9 +25,10 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -222,15 +223,32 @@ class _BookRebuild:
 # --- per dataset -------------------------------------------------------------------------
 
 
-class _Archive:
-    """What the archive holds for one exchange (from directory names, no file opened)."""
+class SeriesLike(Protocol):
+    """One (exchange, table, symbol) of an archive and its first and last hour (``loaders.Series``, or the
+    replay server's inventory rows)."""
 
-    def __init__(self, root: str, exchange: str) -> None:
+    @property
+    def exchange(self) -> str: ...
+    @property
+    def data_type(self) -> str: ...
+    @property
+    def symbol(self) -> str: ...
+    @property
+    def first_hour(self) -> datetime: ...
+    @property
+    def last_hour(self) -> datetime: ...
+
+
+class Archive:
+    """What the archive holds for one exchange (from directory names, no file opened; or from ``series``
+    already listed, e.g. by the replay server's inventory)."""
+
+    def __init__(self, root: str, exchange: str, series: Iterable[SeriesLike] | None = None) -> None:
         self.root = root
         self.exchange = exchange
         self.have: dict[str, set[str]] = {}
         self.span: dict[tuple[str, str], tuple[datetime, datetime]] = {}
-        for s in list_archive(root):
+        for s in list_archive(root) if series is None else series:
             if s.exchange == exchange and s.symbol != NO_SYMBOL_NAME:
                 self.have.setdefault(s.symbol, set()).add(s.data_type)
                 self.span[(s.symbol, s.data_type)] = (s.first_hour, s.last_hour + timedelta(hours=1))
@@ -278,7 +296,7 @@ _SAME_ROWS = {"trades": "trades", "liquidations": "liquidations", "incremental_b
               "book_ticker": "book_ticker", "derivative_ticker": "derivative_ticker"}
 
 
-def chunks(arc: _Archive, dataset: str, symbol: str, start: datetime, end: datetime
+def chunks(arc: Archive, dataset: str, symbol: str, start: datetime, end: datetime
            ) -> tuple[str, Iterator[pa.Table]] | None:
     """(the table it comes from, the dataset's rows hour by hour) for one symbol; None if the archive
     has nothing to make it from."""
@@ -331,7 +349,7 @@ def export(
     bad = [d for d in datasets if d not in T.DATASETS]
     if bad:
         raise ValueError(f"unknown Tardis dataset {bad[0]!r} (one of {', '.join(T.DATASETS)})")
-    arc = _Archive(root, exchange)
+    arc = Archive(root, exchange)
     if not arc.span:
         raise ValueError(f"archive {root} has nothing for exchange {exchange!r}")
     s, e = time_range(

@@ -16,7 +16,8 @@ Modules, one job each:
 - ``sources``: hourly Parquet files of one series read in bounded, time-clipped batches.
 - ``merge``: k-way merge of time-sorted ``Chunk`` streams (sources decoded ahead in threads).
 - ``raw``: exchange-native NDJSON lines (or tardis-dev's slice lines); ``data_api``: Tardis's HTTP data
-  API (/v1/data-feeds, /v1/exchanges) for the official clients.
+  API (/v1/data-feeds, /v1/exchanges) for the official clients; ``datasets``: Tardis's CSV dataset
+  downloads (/v1/{exchange}/{type}/{YYYY}/{MM}/{DD}/{SYMBOL}.csv.gz) from ``archive.export``.
 - Normalized replay, one module per type over one source layer: ``rows`` reads a series and types its
   rows (trade batches; book rows from ``book_change`` or a stored ``book_snapshot_N``, never cutting a
   message; message times for disconnect stamps); ``trade``, ``bars`` (trade_bar), ``book_change``

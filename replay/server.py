@@ -24,7 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ticktape.replay import data_api, fmt, limits, normalized, raw, ws
+from ticktape.replay import data_api, datasets, fmt, limits, normalized, raw, ws
 from ticktape.replay.inventory import Inventory
 from ticktape.replay.merge import Chunk
 from ticktape.replay.options import OptionsError, decode_options, parse_normalized, parse_raw
@@ -230,6 +230,8 @@ def make_app(settings: Settings, *, ws_only: bool = False, shared: web.Applicati
         # Tardis's HTTP data API (the official clients' ``endpoint`` pointed at this server's /v1)
         app.router.add_get("/v1/data-feeds/{exchange}", data_api.data_feed)
         app.router.add_get("/v1/exchanges/{exchange}", exchanges)
+        # Tardis's dataset downloads (tardis_dev.download_datasets' ``endpoint`` pointed at this server's /v1)
+        app.router.add_get("/v1/{exchange}/{data_type}/{year}/{month}/{day}/{file}", datasets.dataset)
     app.router.add_get("/ws-replay", ws.ws_replay)
     app.router.add_get("/ws-replay-normalized", ws.ws_replay_normalized)
     return app
