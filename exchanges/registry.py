@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 MODULES: dict[str, str] = {
     "binance-futures": "ticktape.exchanges.binance_futures",
     "bybit": "ticktape.exchanges.bybit",
+    "deribit": "ticktape.exchanges.deribit",
     "hyperliquid": "ticktape.exchanges.hyperliquid",
     "synthetic": "ticktape.engine.synthetic",
 }
@@ -32,6 +33,7 @@ CHANNELS: dict[str, tuple[str, ...]] = {
                         "markPrice", "openInterest", "forceOrder"),
     "bybit": ("publicTrade", "orderbook.1", "orderbook.50", "orderbook.200", "orderbook.1000", "tickers",
               "allLiquidation"),
+    "deribit": ("book", "trades", "ticker"),
     "hyperliquid": ("trades", "l2Book", "bbo", "activeAssetCtx"),
     "synthetic": ("trade",),
 }

@@ -46,7 +46,7 @@ KINDS = (
 )
 #: faults applied to individual data frames of a connection
 FRAME_KINDS = ("malformed", "truncated", "gap", "duplicate", "reorder")
-BOOK_CHANNELS = ("depth", "orderbook.1", "orderbook.50", "orderbook.200", "orderbook.1000", "l2Book")
+BOOK_CHANNELS = ("depth", "orderbook.1", "orderbook.50", "orderbook.200", "orderbook.1000", "l2Book", "book")
 
 
 @dataclass

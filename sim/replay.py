@@ -33,7 +33,13 @@ _V2_HTTP = re.compile(rb"^(\S+) -> (\d+(?:\.\d+)?): (.*)$")
 _PLAIN = re.compile(rb"^(\d{10,20}) (.*)$")
 
 
+class _Params(msgspec.Struct):
+    channel: str = ""
+
+
 class _Env(msgspec.Struct):
+    method: str | None = None
+    params: msgspec.Raw = msgspec.Raw(b"")  # deribit: {"channel": "book.X.raw", "data": ...}
     stream: str | None = None
     topic: str | None = None
     channel: str | None = None
@@ -85,6 +91,16 @@ def route(frame: bytes, dec: msgspec.json.Decoder[_Env] = msgspec.json.Decoder(_
         env = dec.decode(frame)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
+    if env.method == "subscription" and env.params:
+        try:
+            ch = msgspec.json.decode(env.params, type=_Params).channel
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None
+        parts = ch.split(".")
+        if len(parts) < 2:
+            return None
+        # keyed without the interval: a recorded ``.raw`` frame reaches a ``.100ms`` subscriber
+        return "deribit", f"{parts[0]}.{parts[1]}", parts[0], parts[1]
     if env.stream:
         parts = env.stream.split("@")
         return "binance-futures", env.stream, parts[1] if len(parts) > 1 else "", parts[0].upper()
@@ -190,6 +206,8 @@ def _keys_of(exchange: str, subs: dict[tuple[str, str], str]) -> Iterator[str]:
     for (channel, symbol), name in subs.items():
         if exchange == "hyperliquid":
             yield f"{channel}:{symbol}"
+        elif exchange == "deribit":
+            yield f"{channel}.{symbol}"
         else:
             yield name
 

@@ -29,6 +29,7 @@ from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithLis
 from ticktape.sim.binance import Binance
 from ticktape.sim.bybit import Bybit
 from ticktape.sim.conn import Conn
+from ticktape.sim.deribit import Deribit
 from ticktape.sim.faults import FRAME_KINDS, Fault, ScriptEntry, parse_script
 from ticktape.sim.http_front import Front, ws_protocol_factory
 from ticktape.sim.hyperliquid import Hyperliquid
@@ -39,7 +40,8 @@ from ticktape.sim.venue import Venue
 
 log = logging.getLogger("ticktape.sim")
 
-VENUES: dict[str, type[Venue]] = {"binance-futures": Binance, "bybit": Bybit, "hyperliquid": Hyperliquid}
+VENUES: dict[str, type[Venue]] = {"binance-futures": Binance, "bybit": Bybit, "hyperliquid": Hyperliquid,
+                                   "deribit": Deribit}
 EXCHANGES = tuple(VENUES)
 #: the real services' limits (seconds); tests scale them down
 MAX_CONN_AGE = {"binance-futures": 24 * 3600.0}

@@ -40,6 +40,8 @@ def ready(r) -> bool:
         return "book_change" not in r.rings or all(f.sync[r.spec.symbol_id(s)].synced_once for s in syms)
     if r.spec.exchange == "bybit":
         return all(st.synced for t, st in f.seq.items() if t.startswith("orderbook."))
+    if r.spec.exchange == "deribit":
+        return all(st.synced for st in f.seq.values())
     return all(f.book_time[r.spec.symbol_id(s)] >= 0 for s in syms) if "book_snapshot_20" in r.rings else True
 
 
@@ -66,7 +68,7 @@ async def capture(rig, script, seconds=1.5, rate=150, options=None, exchanges=SY
             sim.fault(f)
         rigs = {}
         for ex, syms in exchanges.items():
-            rigs[ex] = rig(ex, symbols=syms, channels=(channels or CHANNELS)[ex], depth=DEPTH[ex], url=sim.ws_url(ex),
+            rigs[ex] = rig(ex, symbols=syms, channels=(channels or CHANNELS)[ex], depth=DEPTH.get(ex, 20), url=sim.ws_url(ex),
                            # depth@0ms: a frame per update, so a withheld frame is a gap right away
                            **({"trade_stream": "aggTrade", "depth_speed": "0ms"} if ex == "binance-futures" else {}),
                            options={**FAST, "manual_snapshots": False, **(options or {})}, capacity=1 << 18)

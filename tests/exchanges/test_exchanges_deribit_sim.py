@@ -1,0 +1,88 @@
+"""deribit against the simulator over real sockets: a perpetual, a future and an option;
+records equal what the simulator sent, books equal its book after injected change_id gaps,
+heartbeats answered."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import uvloop
+from exchanges_book_helpers import rebuild
+from test_exchanges_sim import capture, sim_book, trade_rows
+
+from ticktape.ipc.schemas import SIDE_BUY, SIDE_SELL
+from ticktape.sim import deribit as sim_deribit
+from ticktape.sim import faults
+
+SYMS = {"deribit": ["BTC-PERPETUAL", "BTC-27JUN25", "BTC-27JUN25-60000-C"]}
+CHANNELS = {"deribit": ["trades", "book_change", "book_ticker", "derivative_ticker", "liquidations"]}
+
+
+def sent_data(sim, channel, sym):
+    """Payloads of the frames the simulator delivered (withheld ones left out), in order."""
+    return [json.loads(s.data)["params"]["data"] for s in sim.sent("deribit", channel, sym) if s.fault != "gap"]
+
+
+@pytest.mark.slow
+def test_three_instruments_records_equal_what_was_sent_and_books_after_gaps(rig, monkeypatch):
+    monkeypatch.setattr(sim_deribit.Deribit, "heartbeat_factor", 0.03)  # a test_request every 0.3 s
+    F = faults.Fault
+    script = [(0.4, F("gap", "deribit", symbol="BTC-27JUN25")), (0.6, F("gap", "deribit", symbol="BTC-PERPETUAL"))]
+    # no client pings: only the answers to the server's test_requests keep the connection open
+    sim, rigs = uvloop.run(capture(rig, script, seconds=2.0, rate=150, exchanges=SYMS, channels=CHANNELS,
+                                   options={"ping_interval": 0.0}))
+    r = rigs["deribit"]
+    assert not [f for f in sim.fault_log if f[2] == "heartbeat"], sim.fault_log
+    assert sim.venue("deribit").test_requests >= 3  # each answered with public/test in time
+    events = r.events()
+    assert r.feed.stat("malformed") == 0 and r.feed.stat("subscribe_errors") == 0
+    book = r.records("book_change")
+    raw = r.raw()
+    for sym in SYMS["deribit"]:
+        sid = r.spec.symbol_id(sym)
+        # trades one for one, liquidations = the trades marked as such
+        sent = sent_data(sim, "trades", sym)
+        want = [t for frame in sent for t in frame]
+        got = trade_rows(r, sym)
+        assert len(got) >= 15, (sym, len(got))
+        assert [(t["id"].decode(), float(t["price"]), float(t["amount"]), int(t["side"])) for t in got] == [
+            (t["trade_id"], t["price"], t["amount"], SIDE_BUY if t["direction"] == "buy" else SIDE_SELL) for t in want]
+        liqs = r.records("liquidations")
+        assert [x["id"].decode() for x in liqs if x["symbol"] == sid] == [t["trade_id"] for t in want if "liquidation" in t]
+        # tickers: every one a book_ticker row; derivative_ticker for the perpetual and the future only
+        tick = sent_data(sim, "ticker", sym)
+        bt = r.records("book_ticker")
+        assert [float(x["bid_price"]) for x in bt if x["symbol"] == sid] == [t["best_bid_price"] for t in tick]
+        dt = r.records("derivative_ticker")
+        mine = dt[dt["symbol"] == sid]
+        assert len(mine) == (0 if sym.endswith("-C") else len(tick)) and len(tick) >= 5, (sym, len(mine), len(tick))
+        if sym.endswith("PERPETUAL"):
+            assert [float(x["funding_rate"]) for x in mine] == [t["current_funding"] for t in tick]
+        # raw: byte for byte what was delivered on each channel
+        for channel in ("trades", "book", "ticker"):
+            delivered = [s.data for s in sim.sent("deribit", channel, sym) if s.fault != "gap"]
+            assert [x[4] for x in raw if x[2] == sym and x[1] == channel and x[4]] == delivered, (sym, channel)
+        # book: equal to the simulator's after the last applied change
+        last = r.feed.seq[f"book.{sym}.100ms"].last_u
+        ev = next(s.event for s in sim.sent("deribit", "book", sym) if s.ids[0] == last and s.fault != "gap")
+        assert rebuild(book, sid) == sim_book(sim, "deribit", sym, ev), sym
+    for sym in ("BTC-27JUN25", "BTC-PERPETUAL"):
+        kinds = [k for k, s, _ in events if s == sym and k in ("gap", "resync")]
+        assert kinds == ["gap", "resync", "resync"], (sym, events)  # gap, resubscribe, fresh snapshot
+        assert r.feed.stat("gaps", r.spec.symbol_id(sym)) == 1
+    assert r.feed.stat("gaps", r.spec.symbol_id("BTC-27JUN25-60000-C")) == 0
+
+
+def test_instruments_checked_against_get_instruments():
+    from ticktape.engine.config import ExchangeConfig
+    from ticktape.exchanges import registry
+    from ticktape.sim.thread import SimulatorThread
+
+    with SimulatorThread({"deribit": None}) as sim:
+        ok = ExchangeConfig(symbols=["BTC-PERPETUAL", "BTC-27JUN25", "BTC-27JUN25-60000-C"], url=sim.ws_url())
+        assert registry.check_listed("deribit", ok) is None
+        bad = ExchangeConfig(symbols=["BTC-PERPETUAL", "NOTA-PERPETUAL"], url=sim.ws_url())
+        with pytest.raises(ValueError, match=r"^symbol\(s\) NOTA-PERPETUAL not listed by deribit \(http://.*"
+                                             r"/api/v2/public/get_instruments\?currency=any&expired=false"):
+            registry.check_listed("deribit", bad)
