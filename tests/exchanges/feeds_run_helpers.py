@@ -153,3 +153,24 @@ restart_delay = 0.2
         for sym in (symbol, "_"):
             out += [{**r, "symbol": sym} for r in self.load(exchange, "events", sym).to_pylist()]
         return out
+
+
+def archived_book(run: CaptureRun, exchange: str, symbol: str) -> dict[str, dict[float, float]]:
+    """The book as a user rebuilds it from the archive: a run of is_snapshot rows sharing
+    (local_ts, exchange_ts) replaces the book, every other row changes one level."""
+    book: dict[str, dict[float, float]] = {"bid": {}, "ask": {}}
+    key = None
+    for r in run.load(exchange, "book_change", symbol).to_pylist():
+        k = (r["local_ts"], r["exchange_ts"])
+        if r["is_snapshot"]:
+            if k != key:
+                book = {"bid": {}, "ask": {}}
+                key = k
+        else:
+            key = None
+        side = book[str(r["side"])]
+        if r["amount"] == 0:
+            side.pop(r["price"], None)
+        else:
+            side[r["price"]] = r["amount"]
+    return book

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from feeds_run_helpers import CaptureRun, Metrics, metric
+from feeds_run_helpers import archived_book as archived_book_of
 
 from ticktape.sim.faults import Fault
 from ticktape.sim.thread import SimulatorThread
@@ -34,24 +35,7 @@ def feed(m: Metrics, name: str, ex: str = EX) -> float:
 
 
 def archived_book(run: CaptureRun, ex: str = EX) -> dict[str, dict[float, float]]:
-    """The book as a user rebuilds it from the archive: a run of is_snapshot rows sharing
-    (local_ts, exchange_ts) replaces the book, every other row changes one level."""
-    book: dict[str, dict[float, float]] = {"bid": {}, "ask": {}}
-    key = None
-    for r in run.load(ex, "book_change", SYM).to_pylist():
-        k = (r["local_ts"], r["exchange_ts"])
-        if r["is_snapshot"]:
-            if k != key:
-                book = {"bid": {}, "ask": {}}
-                key = k
-        else:
-            key = None
-        side = book[str(r["side"])]
-        if r["amount"] == 0:
-            side.pop(r["price"], None)
-        else:
-            side[r["price"]] = r["amount"]
-    return book
+    return archived_book_of(run, ex, SYM)
 
 
 def assert_book_whole(run: CaptureRun, sim: SimulatorThread, ex: str = EX) -> None:
