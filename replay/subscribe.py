@@ -4,7 +4,9 @@ Channel names are the archive's raw channel names (Tardis's): binance
 ``btcusdt@depth@100ms`` -> (depth, BTCUSDT), and a ``depth`` subscription
 also brings the ``depthSnapshot`` frames the book starts from; bybit
 ``orderbook.50.BTCUSDT`` -> (orderbook.50, BTCUSDT); hyperliquid
-``{"type": "l2Book", "coin": "BTC"}`` -> (l2Book, BTC).
+``{"type": "l2Book", "coin": "BTC"}`` -> (l2Book, BTC); deribit JSON-RPC
+``public/subscribe`` of ``book.BTC-PERPETUAL.100ms`` -> (book, BTC-PERPETUAL)
+(any interval: the archive holds what was recorded).
 """
 
 from __future__ import annotations
@@ -25,13 +27,15 @@ def parse(text: str | bytes) -> list[tuple[str, str]]:
     if not isinstance(msg, dict):
         raise SubscribeError("subscribe message must be a JSON object")
     method = str(msg.get("method", "")).upper()
+    if method in ("PUBLIC/SUBSCRIBE", "PRIVATE/SUBSCRIBE"):
+        return _deribit(msg.get("params"))
     if method == "SUBSCRIBE" and isinstance(msg.get("params"), list):
         return _binance(msg["params"])
     if str(msg.get("op", "")).lower() == "subscribe" and isinstance(msg.get("args"), list):
         return _bybit(msg["args"])
     if method == "SUBSCRIBE" and isinstance(msg.get("subscription"), dict):
         return _hyperliquid(msg["subscription"])
-    raise SubscribeError("not a subscribe message this server understands (binance, bybit, hyperliquid)")
+    raise SubscribeError("not a subscribe message this server understands (binance, bybit, hyperliquid, deribit)")
 
 
 def _binance(params: list[Any]) -> list[tuple[str, str]]:
@@ -62,3 +66,16 @@ def _hyperliquid(sub: dict[str, Any]) -> list[tuple[str, str]]:
     if not isinstance(t, str) or not isinstance(coin, str):
         raise SubscribeError("hyperliquid subscription needs 'type' and 'coin'")
     return [(t, coin)]
+
+
+def _deribit(params: Any) -> list[tuple[str, str]]:
+    chans = params.get("channels") if isinstance(params, dict) else None
+    if not isinstance(chans, list):
+        raise SubscribeError("deribit public/subscribe needs params.channels (a list)")
+    out: list[tuple[str, str]] = []
+    for c in chans:
+        parts = c.split(".") if isinstance(c, str) else []
+        if len(parts) < 2 or not parts[0] or not parts[1]:
+            raise SubscribeError(f"bad deribit channel {c!r} (e.g. book.BTC-PERPETUAL.100ms)")
+        out.append((parts[0], parts[1]))
+    return out
