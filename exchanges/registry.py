@@ -23,6 +23,7 @@ MODULES: dict[str, str] = {
     "bybit": "ticktape.exchanges.bybit",
     "deribit": "ticktape.exchanges.deribit",
     "hyperliquid": "ticktape.exchanges.hyperliquid",
+    "bitmex": "ticktape.exchanges.bitmex",
     "synthetic": "ticktape.engine.synthetic",
 }
 KNOWN: tuple[str, ...] = tuple(MODULES)
@@ -35,6 +36,7 @@ CHANNELS: dict[str, tuple[str, ...]] = {
               "allLiquidation"),
     "deribit": ("book", "trades", "ticker"),
     "hyperliquid": ("trades", "l2Book", "bbo", "activeAssetCtx"),
+    "bitmex": ("trade", "orderBookL2", "quote", "instrument", "liquidation"),
     "synthetic": ("trade",),
 }
 

@@ -35,6 +35,8 @@ class VenuePort(Protocol):
 
     def record(self, s: Sent) -> None: ...
 
+    def fault_applies(self, f: Fault, channel: str, ids: tuple[object, ...]) -> bool: ...
+
 
 class Conn(WSListener):  # type: ignore[misc]
     def __init__(self, venue: VenuePort, conn_id: int, path: str, query: dict[str, str]) -> None:
@@ -148,7 +150,7 @@ class Conn(WSListener):  # type: ignore[misc]
     def _fault(self, channel: str, symbol: str, data: bytes, ids: tuple[object, ...], event: int) -> bool:
         """Apply the first pending fault that matches this frame; True if the frame was handled."""
         for i, f in enumerate(self.faults):
-            if not f.matches(channel, symbol):
+            if not f.matches(channel, symbol) or not self.venue.fault_applies(f, channel, ids):
                 continue
             f.count -= 1
             if f.count <= 0:

@@ -10,7 +10,9 @@ Kinds:
 - ``malformed``: the next ``count`` data frames become invalid JSON.
 - ``truncated``: the next ``count`` data frames are cut in half.
 - ``gap``: the next ``count`` frames of a book channel are withheld, so the
-  client sees a sequence gap (Binance ``pu`` != previous ``u``, Bybit ``u`` jump).
+  client sees a sequence gap (Binance ``pu`` != previous ``u``, Bybit ``u`` jump;
+  BitMEX: the next frame inserting a level at the touch, so a later update or
+  delete of that level id is one the client does not know).
 - ``duplicate``: the next ``count`` data frames are sent twice.
 - ``reorder``: the next data frame is held back and sent after the one that
   follows it (out-of-order updates).
@@ -46,7 +48,8 @@ KINDS = (
 )
 #: faults applied to individual data frames of a connection
 FRAME_KINDS = ("malformed", "truncated", "gap", "duplicate", "reorder")
-BOOK_CHANNELS = ("depth", "orderbook.1", "orderbook.50", "orderbook.200", "orderbook.1000", "l2Book", "book")
+BOOK_CHANNELS = ("depth", "orderbook.1", "orderbook.50", "orderbook.200", "orderbook.1000", "l2Book", "book",
+                 "orderBookL2")
 
 
 @dataclass

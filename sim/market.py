@@ -51,6 +51,10 @@ _SPECS: dict[str, Spec] = {
     "BTC": Spec(1, 5, 97_000_0, tick_step=10, lot_max=200000),
     "ETH": Spec(1, 4, 34_000, lot_max=400000),
     "SOL": Spec(2, 2, 18_000, lot_max=50000),
+    # BitMEX contracts: integer sizes
+    "XBTUSD": Spec(1, 0, 97_000_0, tick_step=5, lot_max=300_000),
+    "ETHUSD": Spec(2, 0, 3_400_00, tick_step=5, lot_max=50_000),
+    "SOLUSD": Spec(2, 0, 180_00, tick_step=1, lot_max=20_000),
 }
 
 

@@ -6,7 +6,8 @@ Formats: cryptofeed v2 text (``<ts>: <frame>`` received frames; REST bodies
 prefix, e.g. ``X.ws.1.0`` + ``X.0`` + ``X.http.0.0``), cryptofeed v3
 (``*.jsonl.zst``, ``recv``/``http`` records) and plain ``<receive ns> <frame>``
 lines. Each frame is routed by its own ``stream`` (Binance), ``topic`` (Bybit)
-or ``channel`` + ``coin`` (Hyperliquid) to the connections subscribed to it,
+``channel`` + ``coin`` (Hyperliquid) or ``table`` + ``symbol`` (BitMEX) to the
+connections subscribed to it,
 byte for byte. Control frames (acks, pongs) are not replayed.
 
 Playback starts once every stream of the recording is subscribed, or
@@ -43,11 +44,14 @@ class _Env(msgspec.Struct):
     stream: str | None = None
     topic: str | None = None
     channel: str | None = None
+    table: str | None = None
+    filter: _Coin | None = None
     data: msgspec.Raw = msgspec.Raw(b"")
 
 
 class _Coin(msgspec.Struct):
     coin: str = ""
+    symbol: str = ""
 
 
 def read_recording(path: Path) -> tuple[list[tuple[int, bytes]], list[tuple[str, int, bytes]]]:
@@ -107,6 +111,13 @@ def route(frame: bytes, dec: msgspec.json.Decoder[_Env] = msgspec.json.Decoder(_
     if env.topic:
         parts = env.topic.split(".")
         return "bybit", env.topic, ".".join(parts[:-1]), parts[-1]
+    if env.table:  # bitmex: the symbol of the first item, or the partial's filter (an empty partial)
+        try:
+            items = msgspec.json.decode(env.data, type=list[_Coin]) if env.data else []
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None
+        sym = items[0].symbol if items else env.filter.symbol if env.filter is not None else ""
+        return ("bitmex", f"{env.table}:{sym}", env.table, sym) if sym else None
     if env.channel in ("l2Book", "trades", "bbo") and env.data:
         try:
             d = msgspec.json.decode(env.data)

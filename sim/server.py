@@ -27,6 +27,7 @@ from urllib.parse import parse_qsl, urlsplit
 from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener
 
 from ticktape.sim.binance import Binance
+from ticktape.sim.bitmex import Bitmex
 from ticktape.sim.bybit import Bybit
 from ticktape.sim.conn import Conn
 from ticktape.sim.deribit import Deribit
@@ -41,7 +42,7 @@ from ticktape.sim.venue import Venue
 log = logging.getLogger("ticktape.sim")
 
 VENUES: dict[str, type[Venue]] = {"binance-futures": Binance, "bybit": Bybit, "hyperliquid": Hyperliquid,
-                                   "deribit": Deribit}
+                                   "deribit": Deribit, "bitmex": Bitmex}
 EXCHANGES = tuple(VENUES)
 #: the real services' limits (seconds); tests scale them down
 MAX_CONN_AGE = {"binance-futures": 24 * 3600.0}

@@ -12,6 +12,7 @@ from typing import Any
 
 from ticktape.sim.conn import Conn
 from ticktape.sim.derivs import Derivs
+from ticktape.sim.faults import Fault
 from ticktape.sim.host import SimHost
 from ticktape.sim.market import BookEvent, Market, Trade
 from ticktape.sim.record import Sent
@@ -137,6 +138,11 @@ class Venue:
     def post(self, path: str, body: bytes) -> tuple[int, bytes] | None:
         """A POST answer (status, JSON body) or None if the path is not this venue's."""
         return None
+
+    def fault_applies(self, f: Fault, channel: str, ids: tuple[object, ...]) -> bool:
+        """Whether a pending frame fault takes this frame (its channel and symbol already match);
+        a venue narrows it (BitMEX: a book gap takes only a frame whose loss is detectable)."""
+        return True
 
     def snapshot_subscribe(self, conn: Conn, channel: str, symbol: str) -> None:
         """Frames a new subscription gets at once (Bybit book snapshot, Hyperliquid l2Book)."""

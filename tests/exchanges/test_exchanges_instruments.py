@@ -16,7 +16,7 @@ import pytest
 
 from ticktape.sim.thread import SimulatorThread
 
-GOOD = {"binance-futures": "BTCUSDT", "bybit": "ETHUSDT", "hyperliquid": "SOL"}
+GOOD = {"binance-futures": "BTCUSDT", "bybit": "ETHUSDT", "hyperliquid": "SOL", "bitmex": "XBTUSD"}
 
 
 def config(tmp: Path, ex: str, url: str, symbols: list[str]) -> Path:

@@ -41,6 +41,9 @@ def cfg(**kw):
         ("binance-futures", {"symbols": ["BTCUSDT"], "rest_url": "ftp://x"}, r"rest_url .*http or https"),
         ("hyperliquid", {"symbols": ["BTC"], "url": "ws://127.0.0.1:1?x=1"}, r"without query"),
         ("binance-futures", {"symbols": ["BTCUSDT"], "channels": ["trades", "trades"]}, r"duplicate channels"),
+        ("bitmex", {"symbols": ["xbtusd"]}, r"not a bitmex symbol.*XBTUSD"),
+        ("bitmex", {"symbols": ["XBTUSD"], "channels": ["book_snapshot"]}, r"'book_snapshot' is not supported by bitmex"),
+        ("bitmex", {"symbols": ["XBTUSD"], "depth": 25}, r"depth 25: bitmex orderBookL2 is the whole book"),
     ],
 )
 def test_bad_config_is_a_clear_error(name, kw, match):

@@ -21,7 +21,7 @@ SYMS = {"binance-futures": ["BTCUSDT", "ETHUSDT", "SOLUSDT"], "bybit": ["BTCUSDT
         "hyperliquid": ["BTC", "ETH", "SOL"]}
 CHANNELS = {"binance-futures": ["trades", "book_change", "book_snapshot"], "bybit": ["trades", "book_change"],
             "hyperliquid": ["trades", "book_snapshot"]}
-DEPTH = {"binance-futures": 20, "bybit": 50, "hyperliquid": 20}
+DEPTH = {"binance-futures": 20, "bybit": 50, "hyperliquid": 20, "bitmex": 20}
 
 
 
@@ -42,6 +42,8 @@ def ready(r) -> bool:
         return all(st.synced for t, st in f.seq.items() if t.startswith("orderbook."))
     if r.spec.exchange == "deribit":
         return all(st.synced for st in f.seq.values())
+    if r.spec.exchange == "bitmex":
+        return "book_change" not in r.rings or all(f.books[r.spec.symbol_id(s)].seq.synced for s in syms)
     return all(f.book_time[r.spec.symbol_id(s)] >= 0 for s in syms) if "book_snapshot_20" in r.rings else True
 
 
