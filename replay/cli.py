@@ -16,6 +16,7 @@ import errno
 import logging
 import os
 import socket
+import ssl
 import sys
 
 DESCRIPTION = (
@@ -43,6 +44,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--max-stream-mb", type=int, default=256,
                    help="memory one stream may hold in flight; batches shrink to fit, a request that cannot fit "
                         "is refused with 503 (default 256)")
+    p.add_argument("--tls-cert", default=None, metavar="PEM",
+                   help="serve HTTPS/WSS with this certificate chain (with --tls-key): the Node tardis-dev "
+                        "client only fetches https:// endpoints")
+    p.add_argument("--tls-key", default=None, metavar="PEM", help="private key of --tls-cert")
+
+
+def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    """The server's TLS context, None without --tls-cert; ValueError with a one-line reason."""
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ValueError("--tls-cert and --tls-key go together")
+    for name, path in (("--tls-cert", cert), ("--tls-key", key)):
+        if not os.path.isfile(path):
+            raise ValueError(f"{name} {path!r}: no such file")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as e:
+        raise ValueError(f"--tls-cert {cert!r} / --tls-key {key!r}: not a usable certificate and key ({e})") from None
+    return ctx
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -80,6 +102,11 @@ def main(args: argparse.Namespace) -> int:
             return 2
     if not 0 < args.port < 65535:
         print(f"replay: bad port {args.port} (1..65534: the WebSocket routes use port + 1)", file=sys.stderr)
+        return 2
+    try:
+        args.ssl = tls_context(args.tls_cert, args.tls_key)
+    except ValueError as e:
+        print(f"replay: {e}", file=sys.stderr)
         return 2
     socks: list[socket.socket] = []
     for port in (args.port, args.port + 1):
@@ -155,13 +182,14 @@ async def _serve(args: argparse.Namespace, socks: list[socket.socket]) -> None:
         # a long request line gets to the server's own query check (the server's runner bounds it after start-up)
         runner = web.AppRunner(front.app, access_log=None, handler_cancellation=True, max_line_size=1 << 20)
         await runner.setup()
-        site = web.SockSite(runner, sock.dup())  # its own fd: closing it leaves ``sock`` listening
+        site = web.SockSite(runner, sock.dup(), ssl_context=args.ssl)  # own fd: closing it leaves ``sock`` listening
         await site.start()
         runners.append(runner)
         front_sites.append(site)
     log = logging.getLogger("ticktape.replay")
-    log.info("replay front on http://%s:%d (ws also on %d), archive %s: /exchanges answered, server loading",
-             args.host, args.port, args.port + 1, inventory.root)
+    scheme = "https" if args.ssl is not None else "http"
+    log.info("replay front on %s://%s:%d (ws also on %d), archive %s: /exchanges answered, server loading",
+             scheme, args.host, args.port, args.port + 1, inventory.root)
     try:
         if not s3:
             settings = await loop.run_in_executor(None, _load_server, args)
@@ -175,14 +203,14 @@ async def _serve(args: argparse.Namespace, socks: list[socket.socket]) -> None:
         for a, sock in ((app, socks[0]), (ws_app, socks[1])):
             runner = make_runner(a)
             await runner.setup()
-            await web.SockSite(runner, sock).start()
+            await web.SockSite(runner, sock, ssl_context=args.ssl).start()
             runners.append(runner)
         for front, a in zip(fronts, (app, ws_app), strict=True):
             front.hand_over(a)  # requests the fronts hold (and their open connections) go to the server
         for site in front_sites:
             await site.stop()  # new connections: the server's own sites
-        log.info("replay server on http://%s:%d (ws also on %d), archive %s", args.host, args.port, args.port + 1,
-                 settings.root)
+        log.info("replay server on %s://%s:%d (ws also on %d), archive %s", scheme, args.host, args.port,
+                 args.port + 1, settings.root)
         # read the raw channel names (for /replay's filters) while nobody waits for them
         app[EXECUTOR].submit(inventory.warm)
         await asyncio.Event().wait()
