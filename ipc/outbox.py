@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from operator import attrgetter
 from typing import Any
 
+from ticktape.ipc import fastpack
 from ticktape.ipc.raw_ring import _A_WRITE, RawRing
 from ticktape.ipc.ring import _DROPPED, _READ, _WRITE, HEADER_BYTES, RecordRing
 from ticktape.ipc.ringset import RingSetSpec
@@ -44,8 +45,11 @@ class Outbox:
         spec: RingSetSpec,
         rings: dict[str, RecordRing | RawRing],
         on_book_drop: Callable[[int], None] | None = None,
+        compiled: bool = True,
     ) -> None:
         self.spec = spec
+        #: the C level packer (None: pack level by level in Python; same bytes)
+        self._pack_levels = fastpack.pack_levels if compiled else None
         self.rings = rings
         self.on_book_drop = on_book_drop
         self._lost: dict[tuple[str, int], int] = {}
@@ -257,7 +261,10 @@ class Outbox:
             mv = ring._mv
             size = ring.itemsize
             start = seq % cap
-            if start + k <= cap:
+            if self._pack_levels is not None:
+                self._pack_levels(mv, HEADER_BYTES, size, cap, seq, k, local_ts, exchange_ts, symbol, side,
+                                  is_snapshot, levels)
+            elif start + k <= cap:
                 off = HEADER_BYTES + start * size
                 for i in range(k):
                     p, a = levels[i]
