@@ -16,7 +16,7 @@ from ticktape.engine.config import SimulatorConfig
 log = logging.getLogger("ticktape.sim")
 
 #: exchanges the simulator speaks
-SIMULATED = ("binance-futures", "bybit", "hyperliquid", "deribit", "bitmex")
+SIMULATED = ("binance-futures", "bybit", "hyperliquid", "deribit", "bitmex", "okex", "okex-swap")
 
 
 def simulator_main(exchanges: list[str], cfg: SimulatorConfig, stop: Any) -> None:

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import msgspec
 
 from ticktape.exchanges.book import DeltaSeq
+from ticktape.exchanges.common import num
 from ticktape.ipc.outbox import Outbox
 from ticktape.ipc.ringset import RingSetSpec
 from ticktape.ipc.schemas import SIDE_BUY, SIDE_SELL, SIDE_UNKNOWN
@@ -52,11 +53,7 @@ class Liquidation(msgspec.Struct, gc=False):
     p: float
 
 
-def _num(state: dict[str, Any], key: str) -> float:
-    v = state.get(key)
-    if v is None or v == "":
-        return NAN
-    return float(v)
+_num = num
 
 
 class Tickers:

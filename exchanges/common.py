@@ -6,7 +6,7 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from operator import itemgetter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 if TYPE_CHECKING:
@@ -90,3 +90,11 @@ def snapshot_values(
 
 def ms_to_ns(ms: int) -> int:
     return ms * 1_000_000
+
+
+def num(d: dict[str, Any], key: str) -> float:
+    """A venue's numeric string field as a float; NaN when absent or "" (the venue gives none)."""
+    v = d.get(key)
+    if v is None or v == "":
+        return NAN
+    return float(v)

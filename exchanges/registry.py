@@ -24,6 +24,8 @@ MODULES: dict[str, str] = {
     "deribit": "ticktape.exchanges.deribit",
     "hyperliquid": "ticktape.exchanges.hyperliquid",
     "bitmex": "ticktape.exchanges.bitmex",
+    "okex": "ticktape.exchanges.okx",
+    "okex-swap": "ticktape.exchanges.okx",
     "synthetic": "ticktape.engine.synthetic",
 }
 KNOWN: tuple[str, ...] = tuple(MODULES)
@@ -37,6 +39,8 @@ CHANNELS: dict[str, tuple[str, ...]] = {
     "deribit": ("book", "trades", "ticker"),
     "hyperliquid": ("trades", "l2Book", "bbo", "activeAssetCtx"),
     "bitmex": ("trade", "orderBookL2", "quote", "instrument", "liquidation"),
+    "okex": ("trades", "books"),
+    "okex-swap": ("trades", "books", "funding-rate", "mark-price", "open-interest", "liquidation-orders"),
     "synthetic": ("trade",),
 }
 

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from picows import WSFrame, WSListener, WSMsgType, WSTransport
 
-from ticktape.sim.faults import Fault
+from ticktape.sim.faults import Fault, bad_checksum
 from ticktape.sim.host import SimHost
 from ticktape.sim.record import Sent
 
@@ -165,7 +165,9 @@ class Conn(WSListener):  # type: ignore[misc]
                     self.held = (channel, symbol, data, ids, event)
                     return True
                 return False
-            if kind == "malformed":
+            if kind == "checksum":
+                bad = bad_checksum(data)
+            elif kind == "malformed":
                 bad = data[: max(1, len(data) // 3)] + b'"}]}{"'  # not JSON
             elif kind == "truncated":
                 bad = data[: max(1, len(data) // 2)]

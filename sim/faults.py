@@ -31,6 +31,9 @@ Kinds:
 - ``rest_stale``: the next Binance depth snapshot is an old one (up to 1000
   diffs back, as a lagging replica serves): it cannot bridge into the
   diffs a client buffered since, so the client must fetch again.
+- ``checksum``: the next ``count`` OKX ``books`` frames carry a wrong CRC32
+  ``checksum`` (their levels are right: the client's book is fine but must
+  not trust it, and resyncs).
 - ``restart``: Bybit's service restart: every subscribed orderbook topic gets a
   snapshot with ``u`` = 1 and its deltas continue from there.
 
@@ -40,16 +43,18 @@ withheld by a fault carry ``Sent.fault`` = the kind.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 KINDS = (
     "drop", "stall", "malformed", "truncated", "gap", "duplicate", "reorder",
-    "subscribe_error", "slow", "rest_error", "rest_stale", "rest_delay", "restart",
+    "subscribe_error", "slow", "rest_error", "rest_stale", "rest_delay", "restart", "checksum",
 )
 #: faults applied to individual data frames of a connection
-FRAME_KINDS = ("malformed", "truncated", "gap", "duplicate", "reorder")
+FRAME_KINDS = ("malformed", "truncated", "gap", "duplicate", "reorder", "checksum")
 BOOK_CHANNELS = ("depth", "orderbook.1", "orderbook.50", "orderbook.200", "orderbook.1000", "l2Book", "book",
-                 "orderBookL2")
+                 "orderBookL2", "books")
+_CHECKSUM = re.compile(rb'"checksum":(-?[0-9]+)')
 
 
 @dataclass
@@ -72,6 +77,8 @@ class Fault:
             raise ValueError("fault count must be >= 1")
         if self.kind == "gap" and self.channel is None:
             self.channel = "*book"
+        if self.kind == "checksum" and self.channel is None:
+            self.channel = "books"
 
     def matches(self, channel: str, symbol: str) -> bool:
         ch = self.channel
@@ -91,3 +98,12 @@ def parse_script(entries: list[ScriptEntry] | None) -> list[ScriptEntry]:
         if isinstance(at, bool) or not isinstance(at, (int, float)) or at < 0:
             raise ValueError(f"script time {at!r}: seconds (float) or a frame count (int) >= 0")
     return out
+
+
+def bad_checksum(frame: bytes) -> bytes:
+    """``frame`` with its OKX ``checksum`` changed (off by one; 0 would read as "not sent")."""
+    m = _CHECKSUM.search(frame)
+    if m is None:
+        return frame
+    wrong = int(m[1]) + 1 if int(m[1]) != -1 else 1
+    return frame[: m.start(1)] + str(wrong).encode() + frame[m.end(1):]

@@ -115,3 +115,22 @@ def hyperliquid_info(perps: list[str], spot: list[str], body: bytes) -> tuple[in
                    "fullName": None}]
         return 200, msgspec.json.encode({"universe": universe, "tokens": tokens})
     return 422, b"Failed to deserialize the JSON body into the target type"
+
+
+def okx_instruments(symbols: list[str], inst_type: str) -> bytes:
+    """``GET /api/v5/public/instruments?instType=SPOT|SWAP`` (the fields clients read; OKX's own order)."""
+    out = []
+    for s in symbols:
+        sp = spec_for(s)
+        parts = s.split("-")
+        swap = inst_type == "SWAP"
+        out.append({
+            "alias": "", "baseCcy": "" if swap else parts[0], "category": "1", "ctMult": "1" if swap else "",
+            "ctType": "linear" if swap else "", "ctVal": sp.qty(1) if swap else "", "ctValCcy": parts[0] if swap else "",
+            "expTime": "", "instFamily": "-".join(parts[:2]) if swap else "", "instId": s, "instType": inst_type,
+            "lever": "100" if swap else "10", "listTime": "1611916828000", "lotSz": "1" if swap else sp.qty(1),
+            "maxLmtSz": "100000000", "maxMktSz": "100000000", "minSz": "1" if swap else sp.qty(1), "optType": "",
+            "quoteCcy": "" if swap else parts[1], "settleCcy": parts[1] if swap else "", "state": "live", "stk": "",
+            "tickSz": sp.px(sp.tick_step), "uly": "-".join(parts[:2]) if swap else "",
+        })
+    return msgspec.json.encode({"code": "0", "data": out, "msg": ""})

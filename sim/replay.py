@@ -5,7 +5,8 @@ Formats: cryptofeed v2 text (``<ts>: <frame>`` received frames; REST bodies
 ``<url> -> <ts>: <body>`` are read from the file and its siblings with the same
 prefix, e.g. ``X.ws.1.0`` + ``X.0`` + ``X.http.0.0``), cryptofeed v3
 (``*.jsonl.zst``, ``recv``/``http`` records) and plain ``<receive ns> <frame>``
-lines. Each frame is routed by its own ``stream`` (Binance), ``topic`` (Bybit)
+lines. Each frame is routed by its own ``stream`` (Binance), ``topic`` (Bybit),
+``arg`` (OKX: ``channel`` + ``instId``, spot or swap by the instId's shape),
 ``channel`` + ``coin`` (Hyperliquid) or ``table`` + ``symbol`` (BitMEX) to the
 connections subscribed to it,
 byte for byte. Control frames (acks, pongs) are not replayed.
@@ -38,9 +39,16 @@ class _Params(msgspec.Struct):
     channel: str = ""
 
 
+class _Arg(msgspec.Struct):
+    channel: str = ""
+    instId: str = ""
+    instType: str = ""
+
+
 class _Env(msgspec.Struct):
     method: str | None = None
     params: msgspec.Raw = msgspec.Raw(b"")  # deribit: {"channel": "book.X.raw", "data": ...}
+    arg: _Arg | None = None
     stream: str | None = None
     topic: str | None = None
     channel: str | None = None
@@ -118,6 +126,12 @@ def route(frame: bytes, dec: msgspec.json.Decoder[_Env] = msgspec.json.Decoder(_
             return None
         sym = items[0].symbol if items else env.filter.symbol if env.filter is not None else ""
         return ("bitmex", f"{env.table}:{sym}", env.table, sym) if sym else None
+    if env.arg is not None and env.data:  # OKX v5: the id follows the instrument's shape
+        a = env.arg
+        inst = a.instId or a.instType
+        ex = ("okex-swap" if inst == "SWAP" or inst.endswith("-SWAP") else "okex" if inst == "SPOT" or inst.count("-") == 1
+              else "okex-futures")
+        return ex, f"{a.channel}:{inst}", a.channel, inst
     if env.channel in ("l2Book", "trades", "bbo") and env.data:
         try:
             d = msgspec.json.decode(env.data)

@@ -36,13 +36,14 @@ from ticktape.sim.http_front import Front, ws_protocol_factory
 from ticktape.sim.hyperliquid import Hyperliquid
 from ticktape.sim.late_rest import LateRest
 from ticktape.sim.market import Market
+from ticktape.sim.okx import Okx, OkxSwap
 from ticktape.sim.record import Sent
 from ticktape.sim.venue import Venue
 
 log = logging.getLogger("ticktape.sim")
 
 VENUES: dict[str, type[Venue]] = {"binance-futures": Binance, "bybit": Bybit, "hyperliquid": Hyperliquid,
-                                   "deribit": Deribit, "bitmex": Bitmex}
+                                   "deribit": Deribit, "bitmex": Bitmex, "okex": Okx, "okex-swap": OkxSwap}
 EXCHANGES = tuple(VENUES)
 #: the real services' limits (seconds); tests scale them down
 MAX_CONN_AGE = {"binance-futures": 24 * 3600.0}

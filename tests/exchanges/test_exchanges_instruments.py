@@ -16,7 +16,10 @@ import pytest
 
 from ticktape.sim.thread import SimulatorThread
 
-GOOD = {"binance-futures": "BTCUSDT", "bybit": "ETHUSDT", "hyperliquid": "SOL", "bitmex": "XBTUSD"}
+GOOD = {"binance-futures": "BTCUSDT", "bybit": "ETHUSDT", "hyperliquid": "SOL", "bitmex": "XBTUSD",
+        "okex-swap": "ETH-USDT-SWAP"}
+#: a well-formed symbol the venue does not list
+BAD = {"okex-swap": "NOTACOIN-USDT-SWAP"}
 
 
 def config(tmp: Path, ex: str, url: str, symbols: list[str]) -> Path:
@@ -52,7 +55,7 @@ def test_the_simulator_serves_the_instrument_lists_in_their_real_shapes():
 @pytest.mark.parametrize("ex", list(GOOD))
 def test_unknown_symbol_is_a_config_error_before_capture_starts(tmp_path, ex):
     with SimulatorThread({ex: None}) as sim:
-        r = run(tmp_path, config(tmp_path, ex, sim.ws_url(), [GOOD[ex], "NOTACOIN"]))
+        r = run(tmp_path, config(tmp_path, ex, sim.ws_url(), [GOOD[ex], BAD.get(ex, "NOTACOIN")]))
         conns = sim.call(lambda s: len(s.venue(ex).conns) + s.venue(ex).frames)
     assert r.returncode == 2, r.stderr + r.stdout[-2000:]
     lines = r.stderr.strip().splitlines()
@@ -73,3 +76,13 @@ def test_unreachable_venue_is_one_clear_line(tmp_path):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "exchanges.bybit: cannot fetch the instrument list" in lines[0], r.stderr
     assert "started (pid" not in r.stdout
+
+
+def test_the_simulator_lists_okx_spot_and_swaps_apart():
+    with SimulatorThread({"okex": None, "okex-swap": None}) as sim:
+        base = sim.rest_url() + "/api/v5/public/instruments?instType="
+        spot = json.loads(urllib.request.urlopen(base + "SPOT", timeout=10).read())
+        swap = json.loads(urllib.request.urlopen(base + "SWAP", timeout=10).read())
+    assert spot["code"] == "0" and "BTC-USDT" in {x["instId"] for x in spot["data"]}
+    assert {x["instType"] for x in spot["data"]} == {"SPOT"} and {x["instType"] for x in swap["data"]} == {"SWAP"}
+    assert "BTC-USDT-SWAP" in {x["instId"] for x in swap["data"]} and all(x["state"] == "live" for x in swap["data"])

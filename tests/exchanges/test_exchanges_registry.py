@@ -44,6 +44,10 @@ def cfg(**kw):
         ("bitmex", {"symbols": ["xbtusd"]}, r"not a bitmex symbol.*XBTUSD"),
         ("bitmex", {"symbols": ["XBTUSD"], "channels": ["book_snapshot"]}, r"'book_snapshot' is not supported by bitmex"),
         ("bitmex", {"symbols": ["XBTUSD"], "depth": 25}, r"depth 25: bitmex orderBookL2 is the whole book"),
+        ("okex", {"symbols": ["BTC-USDT-SWAP"]}, r"symbol 'BTC-USDT-SWAP' is not a okex symbol.*BTC-USDT"),
+        ("okex-swap", {"symbols": ["BTC-USDT"]}, r"not a okex-swap symbol.*BTC-USDT-SWAP"),
+        ("okex", {"symbols": ["BTC-USDT"], "channels": ["liquidations"]}, r"'liquidations' is not supported by okex \(supported: trades, book_change\)"),
+        ("okex-swap", {"symbols": ["BTC-USDT-SWAP"], "channels": ["book_snapshot"]}, r"not supported by okex-swap"),
     ],
 )
 def test_bad_config_is_a_clear_error(name, kw, match):
@@ -79,6 +83,11 @@ def test_data_types_and_raw_channels():
     h = cfg(symbols=["BTC", "ETH"], channels=["trades", "book_snapshot"], depth=20)
     assert registry.data_types("hyperliquid", h, True) == ["trades", "book_snapshot_20", "raw"]
     assert registry.raw_channels("hyperliquid", h) == ("trades", "l2Book")
+    o = cfg(symbols=["BTC-USDT-SWAP"], channels=["trades", "book_change", "derivative_ticker", "liquidations"])
+    assert registry.data_types("okex-swap", o, True) == ["trades", "book_change", "derivative_ticker", "liquidations", "raw"]
+    assert registry.raw_channels("okex-swap", o) == ("trades", "books", "funding-rate", "mark-price", "open-interest",
+                                                     "liquidation-orders")
+    assert registry.raw_channels("okex", cfg(symbols=["BTC-USDT"])) == ("trades", "books")
 
 
 def test_binance_plans_split_public_and_market_paths(rig):
@@ -113,3 +122,16 @@ def test_bybit_and_hyperliquid_subscribe_messages(rig):
 def test_unknown_ingest_option_is_an_error(rig):
     with pytest.raises(ValueError, match=r"unknown ingest option\(s\) stall_timout .*stall_timeout"):
         rig("bybit", symbols=["BTCUSDT"], channels=["trades"], options={"stall_timout": 1})
+
+
+def test_okx_subscribe_messages_and_liquidations_by_instrument_type(rig):
+    import json
+
+    r = rig("okex-swap", symbols=["BTC-USDT-SWAP", "ETH-USDT-SWAP"], channels=["trades", "book_change", "liquidations"],
+            url="ws://127.0.0.1:9400")
+    (plan,) = r.feed.plans()
+    assert plan.url == "ws://127.0.0.1:9400/ws/v5/public"
+    assert [json.loads(m) for m in plan.subscribe] == [{"op": "subscribe", "args": [
+        {"channel": "trades", "instId": "BTC-USDT-SWAP"}, {"channel": "books", "instId": "BTC-USDT-SWAP"},
+        {"channel": "trades", "instId": "ETH-USDT-SWAP"}, {"channel": "books", "instId": "ETH-USDT-SWAP"},
+        {"channel": "liquidation-orders", "instType": "SWAP"}]}]

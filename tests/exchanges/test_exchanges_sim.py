@@ -21,7 +21,7 @@ SYMS = {"binance-futures": ["BTCUSDT", "ETHUSDT", "SOLUSDT"], "bybit": ["BTCUSDT
         "hyperliquid": ["BTC", "ETH", "SOL"]}
 CHANNELS = {"binance-futures": ["trades", "book_change", "book_snapshot"], "bybit": ["trades", "book_change"],
             "hyperliquid": ["trades", "book_snapshot"]}
-DEPTH = {"binance-futures": 20, "bybit": 50, "hyperliquid": 20, "bitmex": 20}
+DEPTH = {"binance-futures": 20, "bybit": 50, "hyperliquid": 20, "bitmex": 20, "okex": 400, "okex-swap": 400}
 
 
 
@@ -44,6 +44,8 @@ def ready(r) -> bool:
         return all(st.synced for st in f.seq.values())
     if r.spec.exchange == "bitmex":
         return "book_change" not in r.rings or all(f.books[r.spec.symbol_id(s)].seq.synced for s in syms)
+    if r.spec.exchange in ("okex", "okex-swap"):
+        return "book_change" not in r.rings or all(f.chains[r.spec.symbol_id(s)].synced for s in syms)
     return all(f.book_time[r.spec.symbol_id(s)] >= 0 for s in syms) if "book_snapshot_20" in r.rings else True
 
 
@@ -53,6 +55,16 @@ async def wait_for(cond, timeout: float, what: str, step: float = 0.02) -> None:
     while not cond():
         assert loop.time() < end, f"timed out after {timeout} s waiting for {what}"
         await asyncio.sleep(step)
+
+
+async def drained(sim, exchanges) -> None:
+    """A ping behind the last frame of every connection: its pong means the client read them all."""
+    sim.flush()
+    pinged = time.monotonic()
+    conns = [c for e in exchanges for c in sim.connections(e) if not c.closed and c.transport is not None]
+    for c in conns:
+        c.transport.send_ping(b"drained?")
+    await wait_for(lambda: all(c.closed or c.last_pong >= pinged for c in conns), 30, "the feeds to read every frame")
 
 
 async def capture(rig, script, seconds=1.5, rate=150, options=None, exchanges=SYMS, channels=None, at_start=(),
@@ -85,13 +97,7 @@ async def capture(rig, script, seconds=1.5, rate=150, options=None, exchanges=SY
         await asyncio.sleep(max(0.0, t0 + seconds - loop.time()))
         for ex in sim.rates:  # no more market events: what is sent from here on is only what was due
             sim.rates[ex] = 0.0
-        # a ping behind the last frame of every connection: its pong means the client read them all
-        sim.flush()
-        pinged = time.monotonic()
-        conns = [c for e in exchanges for c in sim.connections(e) if not c.closed and c.transport is not None]
-        for c in conns:
-            c.transport.send_ping(b"drained?")
-        await wait_for(lambda: all(c.closed or c.last_pong >= pinged for c in conns), 30, "the feeds to read every frame")
+        await drained(sim, exchanges)
         stop.set()
         await asyncio.wait_for(asyncio.gather(*runs), 15)
         await asyncio.sleep(0.05)
