@@ -25,6 +25,10 @@ from ticktape.exchanges.book import SyncState
 from ticktape.exchanges.bybit import Book, Bybit
 from ticktape.exchanges.bybit import Envelope as YEnv
 from ticktape.exchanges.connection import Link, Listener
+from ticktape.exchanges.deribit import Book as DBook
+from ticktape.exchanges.deribit import Deribit
+from ticktape.exchanges.deribit import Params as DParams
+from ticktape.exchanges.deribit import Trade as DTrade
 from ticktape.exchanges.feed import Feed
 from ticktape.exchanges.hyperliquid import Envelope as HEnv
 from ticktape.exchanges.hyperliquid import Hyperliquid, L2Book
@@ -123,6 +127,37 @@ def frames_hl_bbo(n: int) -> list[bytes]:
         b'{"px":"%.1f","sz":"%.5f","n":2}]}}' % (T0 + i, 97000 + i % 300, 0.1 + i % 17, 97001 + i % 300, 0.2 + i % 13)
         for i in range(n)
     ]
+
+
+def _deribit(channel: str, data: Any) -> bytes:
+    return json.dumps({"jsonrpc": "2.0", "method": "subscription", "params": {"channel": channel, "data": data}},
+                      separators=(",", ":")).encode()
+
+
+def frames_deribit_book(n: int, levels: int) -> list[bytes]:
+    def lv(base: float, step: float, i: int) -> list[list[Any]]:
+        return [["change", round(base + step * k, 1), float(1 + (i + k) % 7)] for k in range(levels)]
+
+    return [_deribit("book.BTC-PERPETUAL.100ms", {
+        "type": "change", "timestamp": T0 + i, "prev_change_id": 100 + 3 * i, "instrument_name": "BTC-PERPETUAL",
+        "change_id": 103 + 3 * i, "bids": lv(60000.0, -0.5, i), "asks": lv(60000.5, 0.5, i)}) for i in range(n)]
+
+
+def frames_deribit_trades(n: int) -> list[bytes]:
+    return [_deribit("trades.BTC-PERPETUAL.100ms", [{
+        "trade_seq": i, "trade_id": str(1_000_000 + i), "timestamp": T0 + i, "tick_direction": 0, "price": 60000.5,
+        "mark_price": 60000.1, "instrument_name": "BTC-PERPETUAL", "index_price": 60001.2, "direction": "buy",
+        "amount": 10.0}]) for i in range(n)]
+
+
+class _DEnv(msgspec.Struct):
+    """A deribit notification with its body left raw (``data`` as the other envelopes have it)."""
+
+    params: DParams
+
+    @property
+    def data(self) -> msgspec.Raw:
+        return self.params.data
 
 
 def _pow2(n: int) -> int:
@@ -233,6 +268,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
          lambda r: frames_bybit_tickers(n), YEnv, dict[str, Any], 1),
         ("hyperliquid_bbo", lambda: _Rig(Hyperliquid, "hyperliquid", raw, n, frame_bytes=200, symbols=["BTC"], channels=["book_ticker"]),
          lambda r: frames_hl_bbo(n), HEnv, Bbo, 1),
+        ("deribit_book_change_5x2", lambda: _Rig(Deribit, "deribit", raw, n, rows=10, frame_bytes=480, symbols=["BTC-PERPETUAL"], channels=["book_change"]),
+         lambda r: frames_deribit_book(n, 5), _DEnv, DBook, 10),
+        ("deribit_trades", lambda: _Rig(Deribit, "deribit", raw, n, frame_bytes=320, symbols=["BTC-PERPETUAL"], channels=["trades"]),
+         lambda r: frames_deribit_trades(n), _DEnv, list[DTrade], 1),
     ]
     for name, make, build, env_t, data_t, _rows in cases:
         rig = make()
@@ -266,6 +305,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 def resets(rig: _Rig = rig, snap: bytes = tsnap) -> None:
                     rig.feed.frame(rig.listener, 1, memoryview(snap))
                     rig.drain()
+            elif name == "deribit_book_change_5x2":
+                dsnap = (b'{"jsonrpc":"2.0","method":"subscription","params":{"channel":"book.BTC-PERPETUAL.100ms",'
+                         b'"data":{"type":"snapshot","timestamp":1,"instrument_name":"BTC-PERPETUAL","change_id":100,'
+                         b'"bids":[],"asks":[]}}}')
+
+                def resets(rig: _Rig = rig, snap: bytes = dsnap) -> None:
+                    rig.feed.frame(rig.listener, 1, memoryview(snap))
+                    rig.drain()
+            elif name == "deribit_trades":
+                feed = rig.feed
+                assert isinstance(feed, Deribit)
+
+                def resets(feed: Deribit = feed, rig: _Rig = rig) -> None:
+                    feed.seen_trades = [type(d)(d.cap) for d in feed.seen_trades]
+                    rig.drain()
             elif name == "binance_bookTicker":
                 feed = rig.feed
                 assert isinstance(feed, BinanceFutures)
@@ -285,7 +339,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             fig[f"{name}_us"] = round(_time(_ingest(rig, frames), n, runs, resets), 3)
             fig[f"{name}_decode_only_us"] = round(_time(_decode(env_t, data_t, frames), n, runs, lambda: None), 3)
             fast = getattr(rig.feed, "_fast", {}).get(rig.listener.plan.tag) or getattr(rig.feed, "_book_frame", None)
-            if fast is not None and name not in ("bybit_tickers_delta", "hyperliquid_bbo"):  # the one-pass decoder used
+            if fast is not None and name not in ("bybit_tickers_delta", "hyperliquid_bbo", "deribit_trades"):  # the one-pass decoder used
                 fig[f"{name}_decode_one_pass_us"] = round(_time(_decode_one(fast, frames), n, runs, lambda: None), 3)
             fig[f"{name}_bytes"] = sum(map(len, frames)) // len(frames)
             st = rig.feed

@@ -111,6 +111,31 @@ class Ticker(msgspec.Struct, gc=False):
     greeks: msgspec.Raw = msgspec.Raw(b"")  # present (non-empty) on options only
 
 
+class BookParams(msgspec.Struct, gc=False):
+    channel: str
+    data: Book
+
+
+class BookFrame(msgspec.Struct, gc=False):
+    """Envelope and body in one pass (fast path, chosen by the frame's first bytes)."""
+
+    params: BookParams
+
+
+class TradesParams(msgspec.Struct, gc=False):
+    channel: str
+    data: list[Trade]
+
+
+class TradesFrame(msgspec.Struct, gc=False):
+    params: TradesParams
+
+
+_HEAD = b'{"jsonrpc":"2.0","method":"subscription","params":{"channel":"'
+_BOOK_HEAD = _HEAD + b"book."
+_TRADES_HEAD = _HEAD + b"trades."
+
+
 def _f(x: float | None) -> float:
     return NAN if x is None else x
 
@@ -173,6 +198,8 @@ class Deribit(Feed):
         self._book = msgspec.json.Decoder(Book, strict=False)
         self._trades = msgspec.json.Decoder(list[Trade], strict=False)
         self._ticker = msgspec.json.Decoder(Ticker, strict=False)
+        self._book_frame = msgspec.json.Decoder(BookFrame, strict=False)
+        self._trades_frame = msgspec.json.Decoder(TradesFrame, strict=False)
         chans = self.cfg.channels
         self.want_trades = "trades" in chans
         self.want_liqs = "liquidations" in chans
@@ -188,6 +215,7 @@ class Deribit(Feed):
                 k = _KINDS[kind]
                 self.channels.append((f"{kind}.{s}.{INTERVAL}", k, sym, self.chan_id[kind]))
                 self.routes[(kind, s)] = (k, sym, self.chan_id[kind])
+        self.by_channel: dict[str, tuple[int, int, int]] = {}  # notification channel -> route (cache)
         self.seq: dict[str, DeltaSeq] = {c[0]: DeltaSeq() for c in self.channels if c[1] == BOOK}
         self.book_name = {c[2]: c[0] for c in self.channels if c[1] == BOOK}  # symbol id -> book channel
         self.seen_trades = [Dedup[str](50_000) for _ in self.spec.symbols]
@@ -222,7 +250,43 @@ class Deribit(Feed):
         lst.send(b'{"jsonrpc":"2.0","id":"ping","method":"public/test","params":{}}')
 
     # -- frames -------------------------------------------------------------------------
+    def route(self, channel: str) -> tuple[int, int, int] | None:
+        """(kind, symbol id, channel id) of a notification's channel, whatever its interval."""
+        r = self.by_channel.get(channel)
+        if r is None:
+            parts = channel.split(".")
+            r = self.routes.get((parts[0], parts[1])) if len(parts) >= 2 else None
+            if r is not None and len(self.by_channel) < 10_000:
+                self.by_channel[channel] = r
+        return r
+
     def on_frame(self, lst: Listener, ts: int, payload: memoryview) -> None:
+        head = payload[:70].tobytes()
+        fast: BookFrame | TradesFrame | None = None
+        try:
+            if head.startswith(_BOOK_HEAD):
+                fast = self._book_frame.decode(payload)
+            elif head.startswith(_TRADES_HEAD):
+                fast = self._trades_frame.decode(payload)
+        except msgspec.DecodeError:
+            fast = None  # the full path below decides what is wrong with it
+        if fast is not None:
+            route = self.route(fast.params.channel)
+            if route is not None:
+                kind, sym, chan = route
+                self.count(sym, ts, len(payload))
+                if self.raw_on:
+                    self.out.raw_fast(ts, payload, lst.conn_id, sym, chan)
+                if type(fast) is BookFrame and kind == BOOK:
+                    self.on_book(lst, ts, sym, chan, fast.params.data)
+                elif type(fast) is TradesFrame and kind == TRADES:
+                    self.on_trades(lst, ts, sym, chan, fast.params.data)
+                if self._dropped:
+                    self._do_dropped(ts)
+                return
+        self.on_frame_slow(lst, ts, payload)
+
+    def on_frame_slow(self, lst: Listener, ts: int, payload: memoryview) -> None:
         try:
             env = self._env.decode(payload)
         except msgspec.DecodeError as e:
@@ -237,8 +301,7 @@ class Deribit(Feed):
         if env.method != "subscription" or p is None:
             self.control(lst, ts, payload, env)
             return
-        parts = p.channel.split(".")
-        route = self.routes.get((parts[0], parts[1])) if len(parts) >= 2 else None
+        route = self.route(p.channel)
         if route is None:
             self.control(lst, ts, payload, env)
             return

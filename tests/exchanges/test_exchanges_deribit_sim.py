@@ -74,6 +74,33 @@ def test_three_instruments_records_equal_what_was_sent_and_books_after_gaps(rig,
     assert r.feed.stat("gaps", r.spec.symbol_id("BTC-27JUN25-60000-C")) == 0
 
 
+@pytest.mark.slow
+def test_truncated_book_frame_and_dropped_connection_resync_to_the_simulators_books(rig):
+    F = faults.Fault
+    # truncated: cut in half, so the channel name survives (a third of a short change frame would cut it)
+    script = [(0.3, F("truncated", "deribit", channel="book", symbol="BTC-27JUN25-60000-C")), (0.8, F("drop", "deribit"))]
+    sim, rigs = uvloop.run(capture(rig, script, seconds=2.2, rate=150, exchanges=SYMS,
+                                   channels={"deribit": ["trades", "book_change"]}))
+    r = rigs["deribit"]
+    ev = r.events()
+    opt = [k for k, s, _ in ev if s == "BTC-27JUN25-60000-C" and k in ("malformed", "resync")]
+    assert opt[:2] == ["malformed", "resync"], ev  # the broken frame resubscribes that book
+    assert ("disconnect", "BTC-PERPETUAL", "connection lost") in ev
+    assert sum(1 for k, _, _ in ev if k == "connect") == 2
+    book = r.records("book_change")
+    for sym in SYMS["deribit"]:
+        sid = r.spec.symbol_id(sym)
+        last = r.feed.seq[f"book.{sym}.100ms"].last_u
+        sent = [s for s in sim.sent("deribit", "book", sym) if s.fault == ""]
+        assert sum(1 for s in sent if s.ids[1] is None) >= 2, sym  # a fresh snapshot after the reconnect
+        ev_no = next(s.event for s in sent if s.ids[0] == last)
+        assert rebuild(book, sid) == sim_book(sim, "deribit", sym, ev_no), sym
+        got = [t["id"].decode() for t in trade_rows(r, sym)]
+        want = [t["trade_id"] for frame in sent_data(sim, "trades", sym) for t in frame]
+        assert len(got) == len(set(got)) and set(got) <= set(want) and len(got) >= 10, sym
+        assert r.feed.stat("gaps", sid) == 0, sym
+
+
 def test_instruments_checked_against_get_instruments():
     from ticktape.engine.config import ExchangeConfig
     from ticktape.exchanges import registry
