@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "export": ("ticktape.archive.export", "write a range as Tardis CSV datasets (trades, incremental_book_L2, ...)"),
     "import": ("ticktape.archive.import_", "bring Tardis CSV datasets and raw NDJSON into the archive"),
     "recover": ("ticktape.writers.recover_cli", "turn journals left by a crash into Parquet files"),
+    "merge": ("ticktape.archive.merge_cli", "merge redundant captures of the same feeds into one gap-free archive"),
     "migrate": ("ticktape.archive.migrate", "convert an archive of the old layout (exchange=/type=/...) into tables"),
     "bench": ("ticktape.bench.cli", "reproducible benchmarks: ring, writer, ingest, capture, s3, replay"),
 }

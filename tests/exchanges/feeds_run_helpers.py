@@ -155,12 +155,17 @@ restart_delay = 0.2
         return out
 
 
-def archived_book(run: CaptureRun, exchange: str, symbol: str) -> dict[str, dict[float, float]]:
-    """The book as a user rebuilds it from the archive: a run of is_snapshot rows sharing
-    (local_ts, exchange_ts) replaces the book, every other row changes one level."""
-    book: dict[str, dict[float, float]] = {"bid": {}, "ask": {}}
+Book = dict[str, dict[float, float]]
+
+
+def book_groups(rows: list[dict[str, Any]]) -> list[tuple[int, Book]]:
+    """Replay book_change rows as a user does: a run of is_snapshot rows sharing (local_ts,
+    exchange_ts) replaces the book, every other row changes one level. The book after each
+    group of rows sharing a local time: (index of its last row, book)."""
+    book: Book = {"bid": {}, "ask": {}}
     key = None
-    for r in run.load(exchange, "book_change", symbol).to_pylist():
+    out: list[tuple[int, Book]] = []
+    for i, r in enumerate(rows):
         k = (r["local_ts"], r["exchange_ts"])
         if r["is_snapshot"]:
             if k != key:
@@ -173,4 +178,12 @@ def archived_book(run: CaptureRun, exchange: str, symbol: str) -> dict[str, dict
             side.pop(r["price"], None)
         else:
             side[r["price"]] = r["amount"]
-    return book
+        if i + 1 == len(rows) or rows[i + 1]["local_ts"] != r["local_ts"]:
+            out.append((i, {s: dict(v) for s, v in book.items()}))
+    return out
+
+
+def archived_book(run: CaptureRun, exchange: str, symbol: str) -> Book:
+    """The book as a user rebuilds it from the archive (``book_groups``), after its last row."""
+    groups = book_groups(run.load(exchange, "book_change", symbol).to_pylist())
+    return groups[-1][1] if groups else {"bid": {}, "ask": {}}
