@@ -16,7 +16,8 @@ from ticktape.engine.config import SimulatorConfig
 log = logging.getLogger("ticktape.sim")
 
 #: exchanges the simulator speaks
-SIMULATED = ("binance-futures", "bybit", "hyperliquid", "deribit", "bitmex", "okex", "okex-swap")
+SIMULATED = ("binance-futures", "bybit", "hyperliquid", "deribit", "bitmex", "okex", "okex-swap", "binance",
+             "binance-delivery")
 
 
 def simulator_main(exchanges: list[str], cfg: SimulatorConfig, stop: Any) -> None:

@@ -1,4 +1,7 @@
-"""binance-futures (Binance USD-M): combined streams, REST depth snapshots.
+"""The Binance protocol family: binance-futures (USD-M), and with their
+``exchanges.binance_dialect.Dialect`` binance (spot, ``exchanges.binance_spot``)
+and binance-delivery (COIN-M, ``exchanges.binance_delivery``). Combined
+streams, REST depth snapshots.
 
 Streams are named in the URL (``/public/stream?streams=a/b`` for depth and
 ``@trade``, ``/market/stream?streams=`` for aggTrade), so no SUBSCRIBE message
@@ -8,6 +11,7 @@ or 500ms) is bridged from ``GET /fapi/v1/depth?limit=1000`` with U/u/pu; every `
 previous ``u``, else: gap event, resync. Connections roll over before the
 24 h limit with an overlap; sequence ids dedupe the overlap. ``bookTicker``,
 ``markPrice@1s``, ``forceOrder`` and the open-interest poll: ``binance_tickers``.
+Spot has no ``pu``: its chain is ``U == previous u + 1`` (``Dialect.has_pu``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ticktape.exchanges import binance_tickers, common, instruments
+from ticktape.exchanges.binance_dialect import BY_ID, FUTURES, Dialect
 from ticktape.exchanges.book import MAX_BUFFER, Bridge, DiffSync, SyncState, bridge
 from ticktape.exchanges.connection import Link, Listener, Plan, Timing
 from ticktape.exchanges.feed import Feed
@@ -32,18 +37,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ticktape.exchanges")
 
-EXCHANGE = "binance-futures"
-WS_URL = "wss://fstream.binance.com"
-REST_URL = "https://fapi.binance.com"
-PUBLIC_PATH = "/public/stream"  # depth, depth<N>, @trade, bookTicker
-MARKET_PATH = "/market/stream"  # aggTrade, markPrice, kline, ...
-SUPPORTED = ("trades", "book_change", "book_snapshot", "book_ticker", "derivative_ticker", "liquidations")
-DEPTH_SPEEDS = ("0ms", "100ms", "500ms")
+EXCHANGE = FUTURES.exchange
+SUPPORTED = FUTURES.supported
 DEPTHS = (5, 10, 20)
 TRADE_STREAMS = ("aggTrade", "trade")
-STREAMS_PER_CONN = 200  # limit 1024; stays well under URL length limits
 SNAPSHOT_LIMIT = 1000
-SYMBOL_RE = re.compile(r"[A-Z0-9]{2,30}(_[0-9]{6})?")
 
 AGG, TRADE, DIFF, PARTIAL, BOOKT, MARK, FORCE = 0, 1, 2, 3, 4, 5, 6
 _KIND_TYPE = {AGG: "trades", TRADE: "trades", DIFF: "book_change", BOOKT: "book_ticker", MARK: "derivative_ticker",
@@ -79,9 +77,17 @@ class Depth(msgspec.Struct, gc=False):
     E: int
     U: int
     u: int
-    pu: int
     b: list[tuple[float, float]]
     a: list[tuple[float, float]]
+    pu: int = -1  # spot has none (its chain is U == previous u + 1)
+
+
+class SpotPartial(msgspec.Struct, gc=False):
+    """Spot's partial depth: the whole top N, no event time."""
+
+    lastUpdateId: int
+    bids: list[tuple[float, float]]
+    asks: list[tuple[float, float]]
 
 
 class AggFrame(msgspec.Struct, gc=False):
@@ -99,6 +105,11 @@ class TradeFrame(msgspec.Struct, gc=False):
 class DepthFrame(msgspec.Struct, gc=False):
     stream: str
     data: Depth
+
+
+class SpotPartialFrame(msgspec.Struct, gc=False):
+    stream: str
+    data: SpotPartial
 
 
 class Snapshot(msgspec.Struct):
@@ -119,29 +130,30 @@ class Control(msgspec.Struct):
 
 # --- config contract -------------------------------------------------------------
 def validate(name: str, cfg: ExchangeConfig) -> None:
-    common.check_symbols(name, cfg.symbols, SYMBOL_RE, "BTCUSDT", " in upper case")
-    common.check_channels(name, cfg.channels, SUPPORTED)
+    d = BY_ID[name]
+    common.check_symbols(name, cfg.symbols, d.symbol_re, d.symbol_example, " in upper case")
+    common.check_channels(name, cfg.channels, d.supported)
     if "book_snapshot" in cfg.channels and cfg.depth not in DEPTHS:
         raise ValueError(
             f"depth {cfg.depth} is not a {name} partial depth (book_snapshot uses depth{{5,10,20}}: one of 5, 10, 20)"
         )
     if cfg.trade_stream is not None and cfg.trade_stream not in TRADE_STREAMS:
         raise ValueError(f"trade_stream {cfg.trade_stream!r}: must be one of {', '.join(TRADE_STREAMS)}")
-    if cfg.depth_speed is not None and cfg.depth_speed not in DEPTH_SPEEDS:
-        raise ValueError(f"depth_speed {cfg.depth_speed!r}: must be one of {', '.join(DEPTH_SPEEDS)}")
+    if cfg.depth_speed is not None and cfg.depth_speed not in d.depth_speeds:
+        raise ValueError(f"depth_speed {cfg.depth_speed!r}: must be one of {', '.join(d.depth_speeds)}")
     binance_tickers.validate(cfg)
     common.check_url(cfg.url, ("ws", "wss"), "url")
     common.check_url(cfg.rest_url, ("http", "https"), "rest_url")
 
 
-def rest_base(cfg: ExchangeConfig) -> str:
-    return cfg.rest_url or (common.http_base_of(cfg.url) if cfg.url else REST_URL)
+def rest_base(cfg: ExchangeConfig, dialect: Dialect = FUTURES) -> str:
+    return cfg.rest_url or (common.http_base_of(cfg.url) if cfg.url else dialect.rest_url)
 
 
-def listed_symbols(cfg: ExchangeConfig, timeout: float) -> tuple[str, set[str]]:
-    """(where, symbols) of ``GET /fapi/v1/exchangeInfo`` (every status: a settling or
-    pre-trading symbol is listed, only an unknown one is an error)."""
-    url = common.join_url(rest_base(cfg), "/fapi/v1/exchangeInfo")
+def listed_symbols(cfg: ExchangeConfig, timeout: float, dialect: Dialect = FUTURES) -> tuple[str, set[str]]:
+    """(where, symbols) of ``GET /fapi/v1/exchangeInfo`` (the dialect's ``info_path``; every
+    status: a settling or pre-trading symbol is listed, only an unknown one is an error)."""
+    url = common.join_url(rest_base(cfg, dialect), dialect.info_path)
     info = instruments.fetch_json(url, timeout=timeout)
     try:
         return url, {s["symbol"] for s in info["symbols"]}
@@ -181,6 +193,7 @@ def raw_channels(name: str, cfg: ExchangeConfig) -> tuple[str, ...]:
 # --- connector -------------------------------------------------------------------
 class BinanceFutures(Feed):
     exchange = EXCHANGE
+    dialect = FUTURES
     # server pings every 3 min; we also ping every 30 s so a quiet stream still shows liveness
     timing = Timing(stall_timeout=60.0, ping_interval=30.0, max_lifetime=23.5 * 3600, overlap=3.0)
 
@@ -188,10 +201,14 @@ class BinanceFutures(Feed):
         super().__init__(*a, **kw)
         cfg = self.cfg
         self.depth = cfg.depth
-        self.ws_base = cfg.url or WS_URL
-        self.rest_base = cfg.rest_url or (common.http_base_of(cfg.url) if cfg.url else REST_URL)
+        dia = self.dialect
+        self.has_pu = dia.has_pu
+        self.bridge_offset = dia.bridge_offset
+        self.ws_base = cfg.url or dia.ws_url
+        self.rest_base = rest_base(cfg, dia)
+        self.oi_path = dia.oi_path
         self.snapshot_limit = int(self.options.get("snapshot_limit", SNAPSHOT_LIMIT))
-        self.rest_interval = float(self.options.get("rest_interval", 0.25))  # weight 20 each: <= 4/s
+        self.rest_interval = float(self.options.get("rest_interval", dia.rest_interval))  # futures: weight 20, <= 4/s
         self.rest_timeout = float(self.options.get("rest_timeout", 30.0))  # one REST request, seconds
         self.manual_snapshots = bool(self.options.get("manual_snapshots", False))
         self._env = msgspec.json.Decoder(Envelope)
@@ -199,16 +216,17 @@ class BinanceFutures(Feed):
         self._trade = msgspec.json.Decoder(Trade, strict=False)
         self._depth = msgspec.json.Decoder(Depth, strict=False)
         self._snap = msgspec.json.Decoder(Snapshot, strict=False)
+        self._spot_partial = msgspec.json.Decoder(SpotPartial, strict=False)
         self._ctl = msgspec.json.Decoder(Control)
         # one-pass decoders keyed by a connection's main message type (Plan.tag)
         self._fast: dict[int, msgspec.json.Decoder[Any]] = {
             AGG: msgspec.json.Decoder(AggFrame, strict=False),
             TRADE: msgspec.json.Decoder(TradeFrame, strict=False),
             DIFF: msgspec.json.Decoder(DepthFrame, strict=False),
-            PARTIAL: msgspec.json.Decoder(DepthFrame, strict=False),
+            PARTIAL: msgspec.json.Decoder(SpotPartialFrame if dia.spot_partial else DepthFrame, strict=False),
             BOOKT: msgspec.json.Decoder(binance_tickers.BookTickerFrame, strict=False),
         }
-        self.depth_speed = cfg.depth_speed or "100ms"
+        self.depth_speed = cfg.depth_speed or dia.default_speed
         self.tickers = binance_tickers.Tickers(self)
         self.last_mark = [-1] * len(self.spec.symbols)
         self.last_force = [-1] * len(self.spec.symbols)
@@ -248,7 +266,8 @@ class BinanceFutures(Feed):
                 entry = (f"{low}@{ts_name}", AGG if ts_name == "aggTrade" else TRADE, sym, self.chan_id[ts_name])
                 (market if ts_name == "aggTrade" else public).append(entry)
             if "book_change" in chans:
-                public.append((f"{low}@depth@{self.depth_speed}", DIFF, sym, self.chan_id["depth"]))
+                suffix = self.dialect.depth_speeds[self.depth_speed]
+                public.append((f"{low}@depth{suffix}", DIFF, sym, self.chan_id["depth"]))
             if "book_snapshot" in chans:
                 public.append((f"{low}@depth{self.depth}@100ms", PARTIAL, sym, self.chan_id[f"depth{self.depth}"]))
             if "book_ticker" in chans:
@@ -261,14 +280,20 @@ class BinanceFutures(Feed):
 
     def plans(self) -> list[Plan]:
         out: list[Plan] = []
-        for path, entries in zip((PUBLIC_PATH, MARKET_PATH), self.streams(), strict=True):
-            for i in range(0, len(entries), STREAMS_PER_CONN):
-                chunk = entries[i : i + STREAMS_PER_CONN]
+        dia = self.dialect
+        public, market = self.streams()
+        groups = [(dia.public_path, public), (dia.market_path, market)]
+        if dia.public_path == dia.market_path:  # spot, COIN-M: every stream on one path
+            groups = [(dia.public_path, public + market)]
+        per_conn = dia.streams_per_conn
+        for path, entries in groups:
+            for i in range(0, len(entries), per_conn):
+                chunk = entries[i : i + per_conn]
                 url = common.join_url(self.ws_base, path) + "?streams=" + "/".join(e[0] for e in chunk)
                 streams = [(chan, sym) for _, _, sym, chan in chunk]
                 if any(k == DIFF for _, k, _, _ in chunk):
                     streams += [(self.ch_snap, sym) for _, k, sym, _ in chunk if k == DIFF]
-                label = f"{path.strip('/').split('/')[0]}#{i // STREAMS_PER_CONN}"
+                label = f"{path.strip('/').split('/')[0]}#{i // per_conn}"
                 kinds = [k for _, k, _, _ in chunk]
                 tag = max(set(kinds), key=kinds.count)
                 out.append(Plan(url=url, streams=streams, label=label, tag=tag))
@@ -327,6 +352,8 @@ class BinanceFutures(Feed):
                     self._do_pending(ts)
                 return
             keep = self.on_partial(ts, sym, data)  # a duplicate: counted there
+        elif kind == PARTIAL and type(data) is SpotPartial:
+            keep = self.on_partial(ts, sym, self.spot_depth(data))
         elif kind == DIFF and type(data) is Depth:
             keep = self.on_diff(lst, ts, sym, data)
         elif kind == BOOKT and type(data) is binance_tickers.BookTicker:
@@ -369,7 +396,10 @@ class BinanceFutures(Feed):
             elif kind == DIFF:
                 keep = self.on_diff(lst, ts, sym, self._depth.decode(env.data))
             elif kind == PARTIAL:
-                keep = self.on_partial(ts, sym, self._depth.decode(env.data))
+                if self.dialect.spot_partial:
+                    keep = self.on_partial(ts, sym, self.spot_depth(self._spot_partial.decode(env.data)))
+                else:
+                    keep = self.on_partial(ts, sym, self._depth.decode(env.data))
             elif kind >= BOOKT:
                 keep = self.on_ticker_stream(kind, ts, sym, env.data, lst.link.rolling)
             else:
@@ -440,9 +470,23 @@ class BinanceFutures(Feed):
             st.ahead.clear()
             if pending and st.state == SyncState.SYNCED:  # a diff neither connection delivered
                 first = min(pending, key=lambda v: v[1].u)
-                self.gap(ts, sym, self.ch_depth, 0, f"after planned reconnect: pu {first[1].pu} != u {st.last_u}",
+                self.gap(ts, sym, self.ch_depth, 0, f"after planned reconnect: {self.chain_break(first[1], st.last_u)}",
                          first[1].E * 1_000_000)
                 self.resync(sym, ts, "gap", first=first)
+
+    @staticmethod
+    def spot_depth(p: SpotPartial) -> Depth:
+        """Spot's partial depth as a Depth (no event time: ``E`` 0, null on disk)."""
+        return Depth(0, p.lastUpdateId, p.lastUpdateId, p.bids, p.asks)
+
+    def prev_u(self, d: Depth) -> int:
+        """The ``u`` the diff before ``d`` must have ended at: ``pu``, or spot's ``U - 1``."""
+        return d.pu if self.has_pu else d.U - 1
+
+    def chain_break(self, d: Depth, last: int, buffered: str = "") -> str:
+        if self.has_pu:
+            return f"pu {d.pu} != previous u {last}{buffered}"
+        return f"U {d.U} != previous u {last} + 1{buffered}"
 
     def on_partial(self, ts: int, sym: int, d: Depth) -> bool:
         if d.u <= self.last_partial[sym]:
@@ -463,11 +507,11 @@ class BinanceFutures(Feed):
                 else:
                     self.duplicate(ts, sym, self.ch_depth, lst.conn_id, d.u, what="diffs")
                 return False
-            if d.pu != st.last_u:
+            if (d.pu if self.has_pu else d.U - 1) != st.last_u:
                 if lst.link.rolling:  # two connections race during a planned reconnect: hold it
-                    st.ahead[d.pu] = (ts, d)
+                    st.ahead[self.prev_u(d)] = (ts, d)
                     return True
-                self.gap(ts, sym, self.ch_depth, lst.conn_id, f"pu {d.pu} != previous u {st.last_u}", d.E * 1_000_000)
+                self.gap(ts, sym, self.ch_depth, lst.conn_id, self.chain_break(d, st.last_u), d.E * 1_000_000)
                 self.resync(sym, ts, "gap", first=(ts, d))
                 return True
             self.emit_diff(ts, sym, d)
@@ -555,7 +599,7 @@ class BinanceFutures(Feed):
     async def _fetch(self, sym: int, generation: int) -> None:
         st = self.sync[sym]
         symbol = self.spec.symbols[sym]
-        url = f"{self.rest_base}/fapi/v1/depth?symbol={symbol}&limit={self.snapshot_limit}"
+        url = f"{self.rest_base}{self.dialect.depth_path}?symbol={symbol}&limit={self.snapshot_limit}"
         delay = 0.5
         try:
             while st.generation == generation and not self._closing():
@@ -649,7 +693,7 @@ class BinanceFutures(Feed):
         if st.snapshot is None:
             return Bridge.WAIT
         snap_ts, snap = st.snapshot
-        verdict, start = bridge(snap.lastUpdateId, st.buffer)
+        verdict, start = bridge(snap.lastUpdateId + self.bridge_offset, st.buffer)
         if verdict == Bridge.WAIT:
             del st.buffer[:start]  # all older than the snapshot
             return verdict
@@ -687,8 +731,8 @@ class BinanceFutures(Feed):
             if i and d.u <= last:
                 self.duplicate(ts, sym, self.ch_depth, 0, d.u, what="diffs")
                 continue
-            if i and d.pu != last:
-                self.gap(ts, sym, self.ch_depth, 0, f"pu {d.pu} != previous u {last} (buffered)", d.E * 1_000_000)
+            if i and self.prev_u(d) != last:
+                self.gap(ts, sym, self.ch_depth, 0, self.chain_break(d, last, " (buffered)"), d.E * 1_000_000)
                 self.resync(sym, ts, "gap", first=(ts, d))
                 return Bridge.OK
             self.emit_diff(max(ts, snap_ts), sym, d)

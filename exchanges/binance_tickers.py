@@ -2,7 +2,8 @@
 open-interest poll: the records behind ``book_ticker``, ``derivative_ticker`` and
 ``liquidations``.
 
-The websocket carries no open interest, so ``GET /fapi/v1/openInterest`` is
+The websocket carries no open interest, so ``GET /fapi/v1/openInterest`` (COIN-M:
+``/dapi/v1/openInterest``, same weight and shape plus ``pair``/``contractType``) is
 polled, one symbol at a time, spread evenly over ``open_interest_interval``.
 Budget: the endpoint weighs 1 against Binance's 2400 weight/min per IP; the
 poll may use at most ``OI_BUDGET`` (240/min, 10 %) so depth snapshots (weight
@@ -43,6 +44,7 @@ class BinanceFutures(Protocol):
     sym_id: dict[str, int]
     raw_on: bool
     rest_base: str
+    oi_path: str  # /fapi/v1/openInterest (USD-M), /dapi/v1/openInterest (COIN-M)
     manual_snapshots: bool
 
     def bump(self, field: str, symbol: int = 0, n: int = 1) -> None: ...
@@ -215,7 +217,7 @@ class Tickers:
         """One request; returns the pause the venue asked for (418/429), else 0."""
         feed = self.feed
         symbol = feed.spec.symbols[sym]
-        url = f"{feed.rest_base}/fapi/v1/openInterest?symbol={symbol}"
+        url = f"{feed.rest_base}{feed.oi_path}?symbol={symbol}"
         self.polls += 1
         try:
             status, body, ts, retry = await feed.rest_get(url)

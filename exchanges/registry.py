@@ -26,6 +26,8 @@ MODULES: dict[str, str] = {
     "bitmex": "ticktape.exchanges.bitmex",
     "okex": "ticktape.exchanges.okx",
     "okex-swap": "ticktape.exchanges.okx",
+    "binance": "ticktape.exchanges.binance_spot",
+    "binance-delivery": "ticktape.exchanges.binance_delivery",
     "synthetic": "ticktape.engine.synthetic",
 }
 KNOWN: tuple[str, ...] = tuple(MODULES)
@@ -41,6 +43,9 @@ CHANNELS: dict[str, tuple[str, ...]] = {
     "bitmex": ("trade", "orderBookL2", "quote", "instrument", "liquidation"),
     "okex": ("trades", "books"),
     "okex-swap": ("trades", "books", "funding-rate", "mark-price", "open-interest", "liquidation-orders"),
+    "binance": ("aggTrade", "trade", "depth", "depthSnapshot", "depth5", "depth10", "depth20", "bookTicker"),
+    "binance-delivery": ("aggTrade", "trade", "depth", "depthSnapshot", "depth5", "depth10", "depth20", "bookTicker",
+                         "markPrice", "openInterest", "forceOrder"),
     "synthetic": ("trade",),
 }
 

@@ -12,7 +12,7 @@ from ticktape.replay.merge import Chunk
 from ticktape.replay.rows import BookRows, json_name
 
 #: exchanges whose resync snapshot absorbs the diffs buffered before it (tardis-dev's binance mappers)
-MERGES_RESYNC = ("binance-futures",)
+MERGES_RESYNC = ("binance-futures", "binance", "binance-delivery")
 
 
 def merge_resyncs(rows: BookRows) -> BookRows:

@@ -1,6 +1,8 @@
-"""binance-futures (Binance USD-M) protocol: ``/public/...`` and ``/market/...``
-websockets (combined ``stream?streams=a/b`` and raw ``ws`` with SUBSCRIBE),
-REST ``GET /fapi/v1/depth``.
+"""The Binance family: binance-futures (Binance USD-M) protocol: ``/public/...`` and
+``/market/...`` websockets (combined ``stream?streams=a/b`` and raw ``ws`` with
+SUBSCRIBE), REST ``GET /fapi/v1/depth``; ``BinanceSpot`` (``binance``) and
+``BinanceDelivery`` (``binance-delivery``, COIN-M) differ in class attributes and
+frame shapes only (``sim/binance_dialects.py``).
 
 Each book event is one diff frame whose changes carry consecutive-ish update
 ids ``U..u`` (``pu`` = previous ``u``). A REST snapshot is taken *inside* the
@@ -85,7 +87,25 @@ class _Ids:
 
 class Binance(Venue):
     exchange = "binance-futures"
-    ws_paths = ("/public/ws", "/public/stream", "/market/ws", "/market/stream")
+    ws_paths: tuple[str, ...] = ("/public/ws", "/public/stream", "/market/ws", "/market/stream")
+    #: streams live under /public or /market only (USD-M since 2026-04); spot and COIN-M have one path
+    split_paths = True
+    depth_path = "/fapi/v1/depth"
+    info_path = "/fapi/v1/exchangeInfo"
+    oi_path = "/fapi/v1/openInterest"
+    rest_paths: tuple[str, ...] = (depth_path,)
+    #: channels this venue serves (spot: no markPrice / forceOrder)
+    channels = frozenset({"aggTrade", "trade", "bookTicker", "markPrice", "forceOrder", "depth", *PARTIAL})
+    #: diff depth push interval by stream suffix (no suffix: 250 ms); 0 = one frame per update
+    depth_speed_s = DEPTH_SPEED_S
+    max_streams = MAX_STREAMS
+    max_msgs_per_s = MAX_MSGS_PER_S
+    weight_limit = WEIGHT_LIMIT
+    depth_weight = DEPTH_WEIGHT
+    server_pings = True
+    conn_age: float | None = 24 * 3600.0
+    #: diffs carry pu (spot: no, and U == previous u + 1)
+    has_pu = True
 
     def __init__(self, *a: Any, **kw: Any) -> None:
         self.ids: dict[str, _Ids] = {}
@@ -101,18 +121,27 @@ class Binance(Venue):
         self.ids[m.symbol] = _Ids(m, self.sim.id_base)
 
     # -- connections --------------------------------------------------------------------
-    @staticmethod
-    def kind_of(path: str) -> tuple[str, bool, str]:
-        """(public|market, combined?, single stream from /ws/<stream>)."""
-        parts = path.strip("/").split("/")
-        combined = len(parts) > 1 and parts[1] == "stream"
-        single = parts[2] if len(parts) > 2 and parts[1] == "ws" else ""
-        return parts[0], combined, single
+    def kind_of(self, path: str) -> tuple[str, bool, str]:
+        """(public|market, or "" without split paths; combined?; single stream from /ws/<stream>)."""
+        parts = path.removeprefix(self.ws_prefix).strip("/").split("/")
+        kind = parts.pop(0) if self.split_paths and len(parts) > 1 else ""
+        combined = bool(parts) and parts[0] == "stream"
+        single = parts[1] if len(parts) > 1 and parts[0] == "ws" else ""
+        return kind, combined, single
+
+    def stream(self, name: str) -> tuple[str, str, str] | None:
+        """``channel_of`` limited to what this venue serves (channels, depth speeds)."""
+        ch = channel_of(name)
+        if ch is None or ch[0] not in self.channels:
+            return None
+        if ch[0] == "depth" and name[name.index("@depth") + 6:] not in self.depth_speed_s:
+            return None
+        return ch
 
     def accept(self, path: str, query: dict[str, str]) -> tuple[int, bytes] | None:
         _kind, combined, single = self.kind_of(path)
         names = [n for n in query.get("streams", "").split("/") if n] if combined else ([single] if single else [])
-        if len(names) > MAX_STREAMS:
+        if len(names) > self.max_streams:
             return 400, b'{"code":-1,"msg":"Too many streams."}'
         if names and self.sim.take_fault(self.exchange, "subscribe_error"):
             return 400, b'{"code":-1121,"msg":"Invalid symbol."}'
@@ -132,13 +161,13 @@ class Binance(Venue):
             parts = name.split("@")
             self.subscribe(conn, parts[1] if len(parts) > 1 else name, parts[0].upper(), name)
             return True
-        ch = channel_of(name)
+        ch = self.stream(name)
         if ch is None:
             return False
         channel, sym, kind = ch
         if not self.valid_symbol(sym):
             return True  # the real service accepts any name and sends nothing
-        if kind != conn.state["kind"]:
+        if self.split_paths and kind != conn.state["kind"]:
             self.sim.log_fault(self.exchange, "wrong_path", conn.id, f"{name} is served under /{kind}/, not {conn.path}")
             return True
         self.market(sym)
@@ -152,8 +181,9 @@ class Binance(Venue):
         if now - win[0] >= 1.0:
             win[0], win[1] = now, 0
         win[1] += 1
-        if win[1] > MAX_MSGS_PER_S:
-            self.sim.log_fault(self.exchange, "rate_limit", conn.id, "more than 10 incoming messages/s: dropped")
+        if win[1] > self.max_msgs_per_s:
+            self.sim.log_fault(self.exchange, "rate_limit", conn.id,
+                               f"more than {self.max_msgs_per_s} incoming messages/s: dropped")
             conn.drop()
             return False
         return True
@@ -189,12 +219,12 @@ class Binance(Venue):
             if self.sim.take_fault(self.exchange, "subscribe_error", conn.id):
                 conn.send_control(msgspec.json.encode({"error": {"code": 2, "msg": "Invalid request: invalid stream name"}, "id": rid}))
                 return
-            bad = [p for p in params if channel_of(p) is None and self.replay is None]
+            bad = [p for p in params if self.stream(p) is None and self.replay is None]
             if bad:
                 conn.send_control(msgspec.json.encode({"error": {"code": 2, "msg": f"Invalid request: invalid stream name `{bad[0]}`"}, "id": rid}))
                 return
-            if len(conn.state.get("subs", {})) + len(params) > MAX_STREAMS:
-                conn.send_control(msgspec.json.encode({"error": {"code": 2, "msg": f"Invalid request: too many streams (max {MAX_STREAMS})"}, "id": rid}))
+            if len(conn.state.get("subs", {})) + len(params) > self.max_streams:
+                conn.send_control(msgspec.json.encode({"error": {"code": 2, "msg": f"Invalid request: too many streams (max {self.max_streams})"}, "id": rid}))
                 return
             for p in params:
                 self._sub(conn, p)
@@ -228,14 +258,12 @@ class Binance(Venue):
             p = px(ev.px).encode()
             subs = self.subscribers("aggTrade", sym)
             if subs:
-                data = b'{"e":"aggTrade","E":%d,"a":%d,"s":"%s","p":"%s","q":"%s","f":%d,"l":%d,"T":%d,"m":%s}' % (
-                    now, st.agg, sb, p, qty(sum(ev.fills)).encode(), f, st.tid, t_ms, m_flag)
+                data = self.agg_data(now, st.agg, sb, p, qty(sum(ev.fills)).encode(), f, st.tid, t_ms, m_flag)
                 self._fanout(subs, "aggTrade", sym, data, (st.agg,), ev.n)
             subs = self.subscribers("trade", sym)
             if subs:
                 for i, q in enumerate(ev.fills):
-                    data = b'{"e":"trade","E":%d,"T":%d,"s":"%s","t":%d,"p":"%s","q":"%s","X":"MARKET","m":%s}' % (
-                        now, t_ms, sb, f + i, p, qty(q).encode(), m_flag)
+                    data = self.trade_data(now, t_ms, sb, f + i, p, qty(q).encode(), m_flag)
                     self._fanout(subs, "trade", sym, data, (f + i,), ev.n)
             return
         # book event: one update id per change
@@ -243,7 +271,8 @@ class Binance(Venue):
         ids = []
         r = st.rng
         # U: the first update in the window (earlier updates of a level changed again are folded in)
-        big_u = pu + 1 + r.randrange(20)
+        # (spot has no pu: its chain is U == previous u + 1, so nothing is folded in before U there)
+        big_u = pu + 1 + (r.randrange(20) if self.has_pu else 0)
         uid = big_u + r.randrange(1, 4)
         for _ in ev.changes:
             uid += 1 + (r.randrange(40) if r.random() < 0.5 else 0)
@@ -262,8 +291,7 @@ class Binance(Venue):
             subs = self.subscribers(ch, sym)
             if subs:
                 bids, asks = m.top(n)
-                data = b'{"e":"depthUpdate","E":%d,"T":%d,"s":"%s","U":%d,"u":%d,"pu":%d,"b":[%s],"a":[%s]}' % (
-                    now, t_ms, sb, big_u, uid, pu, _levels(m, bids), _levels(m, asks))
+                data = self.partial_data(now, t_ms, sb, big_u, uid, pu, _levels(m, bids), _levels(m, asks))
                 self._fanout(subs, ch, sym, data, (big_u, uid, pu), ev.n)
         d = self.deriv(m)
         liq = d.on_book()
@@ -271,15 +299,16 @@ class Binance(Venue):
             subs = self.subscribers("forceOrder", sym)
             if subs:
                 lq = qty(liq.lots).encode()
-                data = (b'{"e":"forceOrder","E":%d,"o":{"s":"%s","S":"%s","o":"LIMIT","f":"IOC","q":"%s","p":"%s",'
+                data = (b'{"e":"forceOrder","E":%d,"o":{"s":"%s"%s,"S":"%s","o":"LIMIT","f":"IOC","q":"%s","p":"%s",'
                         b'"ap":"%s","X":"FILLED","l":"%s","z":"%s","T":%d}}') % (
-                    now, sb, b"SELL" if liq.sell else b"BUY", lq, px(liq.px).encode(), px(liq.px).encode(), lq, lq, t_ms)
+                    now, sb, self.pair_field(sb), b"SELL" if liq.sell else b"BUY", lq, px(liq.px).encode(),
+                    px(liq.px).encode(), lq, lq, t_ms)
                 self._fanout(subs, "forceOrder", sym, data, (t_ms,), ev.n)
         subs = self.subscribers("bookTicker", sym)
         if subs and d.top_changed():  # Binance pushes any change of the best price or size
             bb, ba = m.best()
-            data = b'{"e":"bookTicker","u":%d,"s":"%s","b":"%s","B":"%s","a":"%s","A":"%s","T":%d,"E":%d}' % (
-                uid, sb, px(bb).encode(), qty(m.bids[bb]).encode(), px(ba).encode(), qty(m.asks[ba]).encode(), t_ms, now)
+            data = self.book_ticker_data(uid, sb, px(bb).encode(), qty(m.bids[bb]).encode(), px(ba).encode(),
+                                         qty(m.asks[ba]).encode(), t_ms, now)
             self._fanout(subs, "bookTicker", sym, data, (uid,), ev.n)
 
     def _depth(self, m: Market, subs: dict[Conn, str], ev: BookEvent, big_u: int, uid: int, pu: int, now: int,
@@ -292,11 +321,10 @@ class Binance(Venue):
             by_speed.setdefault(name[name.index("@depth") + 6:], {})[conn] = name
         px, qty = m.spec.px, m.spec.qty
         for speed, group in by_speed.items():
-            if DEPTH_SPEED_S.get(speed, 0.0) == 0.0:
+            if self.depth_speed_s.get(speed, 0.0) == 0.0:
                 b = b",".join(b'["%s","%s"]' % (px(p).encode(), qty(q).encode()) for s, p, q in ev.changes if s == BID)
                 a = b",".join(b'["%s","%s"]' % (px(p).encode(), qty(q).encode()) for s, p, q in ev.changes if s == ASK)
-                data = b'{"e":"depthUpdate","E":%d,"T":%d,"s":"%s","U":%d,"u":%d,"pu":%d,"b":[%s],"a":[%s]}' % (
-                    now, t_ms, m.symbol.encode(), big_u, uid, pu, b, a)
+                data = self.depth_data(now, t_ms, m.symbol.encode(), big_u, uid, pu, b, a)
                 self._fanout(group, "depth", m.symbol, data, (big_u, uid, pu), ev.n)
                 continue
             w = self.windows.get((m.symbol, speed))
@@ -309,7 +337,7 @@ class Binance(Venue):
 
     def pump(self, now: float) -> None:
         """Close due diff-depth windows; push markPrice on its 1 s (or 3 s) schedule."""
-        for key in [k for k, w in self.windows.items() if now - w[4] >= DEPTH_SPEED_S[k[1]]]:
+        for key in [k for k, w in self.windows.items() if now - w[4] >= self.depth_speed_s[k[1]]]:
             sym, speed = key
             big_u, pu, uid, changes, _, n = self.windows.pop(key)
             subs = self.subscribers("depth", sym)
@@ -321,8 +349,7 @@ class Binance(Venue):
             b = b",".join(b'["%s","%s"]' % (px(p).encode(), qty(q).encode()) for (s, p), q in changes.items() if s == BID)
             a = b",".join(b'["%s","%s"]' % (px(p).encode(), qty(q).encode()) for (s, p), q in changes.items() if s == ASK)
             ms = time.time_ns() // 1_000_000
-            data = b'{"e":"depthUpdate","E":%d,"T":%d,"s":"%s","U":%d,"u":%d,"pu":%d,"b":[%s],"a":[%s]}' % (
-                ms, ms - 2, sym.encode(), big_u, uid, pu, b, a)
+            data = self.depth_data(ms, ms - 2, sym.encode(), big_u, uid, pu, b, a)
             self._fanout(group, "depth", sym, data, (big_u, uid, pu), n)
         for sym, m in self.markets.items():
             subs = self.subscribers("markPrice", sym)
@@ -337,8 +364,7 @@ class Binance(Venue):
             d = self.deriv(m)
             d.step()
             ms = time.time_ns() // 1_000_000
-            data = (b'{"e":"markPriceUpdate","E":%d,"s":"%s","p":"%.8f","P":"%.8f","i":"%.8f","r":"%.8f","T":%d}') % (
-                ms, sym.encode(), d.mark(), d.mark(), d.index(), d.funding(), d.next_funding_ms(ms))
+            data = self.mark_data(ms, sym.encode(), d.mark(), d.index(), d.funding(), d.next_funding_ms(ms))
             self._fanout(subs, "markPrice", sym, data, (ms,), m.n - 1)
 
     # -- REST -----------------------------------------------------------------------------
@@ -349,29 +375,32 @@ class Binance(Venue):
         w.append((now, weight))
         while w and now - w[0][0] >= 60.0:
             w.popleft()
-        return sum(x for _, x in w) <= WEIGHT_LIMIT
+        return sum(x for _, x in w) <= self.weight_limit
 
     default_listed = instruments.LINEAR
 
     def rest(self, path: str, query: dict[str, str]) -> tuple[int, bytes] | None:
-        if path == "/fapi/v1/exchangeInfo":
-            return 200, instruments.binance_exchange_info(self.listed(), time.time_ns() // 1_000_000)
+        if path == self.info_path:
+            return 200, self.exchange_info(self.listed(), time.time_ns() // 1_000_000)
         return self.rest_market(path, query)
 
+    def exchange_info(self, symbols: list[str], now_ms: int) -> bytes:
+        return instruments.binance_exchange_info(symbols, now_ms)
+
     def rest_market(self, path: str, query: dict[str, str]) -> tuple[int, bytes] | None:
-        if path == "/fapi/v1/openInterest" and self.replay is None:
+        if path == self.oi_path and self.oi_path and self.replay is None:
             return self.open_interest(query)
-        if path != "/fapi/v1/depth":
+        if path != self.depth_path:
             return None
         if self.replay is not None:
             return self.replay.rest(path, query)
         try:
-            weight = DEPTH_WEIGHT.get(int(query.get("limit", "500")), 20)
+            weight = self.depth_weight.get(int(query.get("limit", "500")), 20)
         except ValueError:
             weight = 20
         self.rest_log.append((time.monotonic(), path, weight, b""))
         if not self._weigh(path, weight):
-            return 429, b'{"code":-1003,"msg":"Too many requests; current limit of IP is 2400 requests per minute."}'
+            return 429, self.too_many()
         sym = query.get("symbol", "")
         if not sym:
             return 400, b'{"code":-1102,"msg":"Mandatory parameter \'symbol\' was not sent, was empty/null, or malformed."}'
@@ -399,12 +428,12 @@ class Binance(Venue):
     def open_interest(self, query: dict[str, str]) -> tuple[int, bytes]:
         """``GET /fapi/v1/openInterest?symbol=``: weight 1; the rest_error fault applies."""
         status, body = self._open_interest(query)
-        self.rest_log.append((time.monotonic(), "/fapi/v1/openInterest", OI_WEIGHT, body if status == 200 else b""))
+        self.rest_log.append((time.monotonic(), self.oi_path, OI_WEIGHT, body if status == 200 else b""))
         return status, body
 
     def _open_interest(self, query: dict[str, str]) -> tuple[int, bytes]:
-        if not self._weigh("/fapi/v1/openInterest", OI_WEIGHT):
-            return 429, b'{"code":-1003,"msg":"Too many requests; current limit of IP is 2400 requests per minute."}'
+        if not self._weigh(self.oi_path, OI_WEIGHT):
+            return 429, self.too_many()
         sym = query.get("symbol", "")
         if not sym:
             return 400, b'{"code":-1102,"msg":"Mandatory parameter \'symbol\' was not sent, was empty/null, or malformed."}'
@@ -413,8 +442,7 @@ class Binance(Venue):
         if self.sim.take_fault(self.exchange, "rest_error"):
             return 503, b'{"code":-1001,"msg":"Internal error; unable to process your request. Please try again."}'
         d = self.deriv(self.market(sym))
-        return 200, b'{"symbol":"%s","openInterest":"%s","time":%d}' % (
-            sym.encode(), d.open_interest().encode(), time.time_ns() // 1_000_000)
+        return 200, self.oi_body(sym.encode(), d.open_interest().encode(), time.time_ns() // 1_000_000)
 
     def stale_snapshot(self, m: Market, limit: int) -> bytes | None:
         """The book as it was ``STALE_BACK`` diffs ago (as a lagging REST replica serves it):
@@ -427,8 +455,8 @@ class Binance(Venue):
         now = time.time_ns() // 1_000_000
         bp = sorted(bids, reverse=True)[:limit]
         ap = sorted(asks)[:limit]
-        return b'{"lastUpdateId":%d,"E":%d,"T":%d,"bids":[%s],"asks":[%s]}' % (
-            u, now, now - 3, _levels(m, [(p, bids[p]) for p in bp]), _levels(m, [(p, asks[p]) for p in ap]))
+        return self.snapshot_body(u, now, m.symbol.encode(), _levels(m, [(p, bids[p]) for p in bp]),
+                                  _levels(m, [(p, asks[p]) for p in ap]))
 
     def snapshot(self, m: Market, limit: int) -> bytes:
         """The book at an update id inside the last book event (its first half applied)."""
@@ -448,8 +476,53 @@ class Binance(Venue):
         now = time.time_ns() // 1_000_000
         bp = sorted(bids, reverse=True)[:limit]
         ap = sorted(asks)[:limit]
-        return b'{"lastUpdateId":%d,"E":%d,"T":%d,"bids":[%s],"asks":[%s]}' % (
-            last_id, now, now - 3, _levels(m, [(p, bids[p]) for p in bp]), _levels(m, [(p, asks[p]) for p in ap]))
+        return self.snapshot_body(last_id, now, m.symbol.encode(), _levels(m, [(p, bids[p]) for p in bp]),
+                                  _levels(m, [(p, asks[p]) for p in ap]))
+
+    # -- frame shapes (USD-M here; spot and COIN-M override: sim/binance_dialects.py) -------
+    def too_many(self) -> bytes:
+        return (b'{"code":-1003,"msg":"Too many requests; current limit of IP is %d requests per minute."}'
+                % self.weight_limit)
+
+    def pair_field(self, sb: bytes) -> bytes:
+        """COIN-M frames name the contract's pair after the symbol (``"ps":"BTCUSD"``)."""
+        return b""
+
+    def depth_data(self, e_ms: int, t_ms: int, sb: bytes, big_u: int, uid: int, pu: int, b: bytes, a: bytes) -> bytes:
+        return b'{"e":"depthUpdate","E":%d,"T":%d,"s":"%s"%s,"U":%d,"u":%d,"pu":%d,"b":[%s],"a":[%s]}' % (
+            e_ms, t_ms, sb, self.pair_field(sb), big_u, uid, pu, b, a)
+
+    def partial_data(self, e_ms: int, t_ms: int, sb: bytes, big_u: int, uid: int, pu: int, b: bytes,
+                     a: bytes) -> bytes:
+        return self.depth_data(e_ms, t_ms, sb, big_u, uid, pu, b, a)
+
+    def trade_data(self, e_ms: int, t_ms: int, sb: bytes, tid: int, p: bytes, q: bytes, m_flag: bytes) -> bytes:
+        return b'{"e":"trade","E":%d,"T":%d,"s":"%s","t":%d,"p":"%s","q":"%s","X":"MARKET","m":%s}' % (
+            e_ms, t_ms, sb, tid, p, q, m_flag)
+
+    def agg_data(self, e_ms: int, agg: int, sb: bytes, p: bytes, q: bytes, first: int, last: int, t_ms: int,
+                 m_flag: bytes) -> bytes:
+        return b'{"e":"aggTrade","E":%d,"a":%d,"s":"%s","p":"%s","q":"%s","f":%d,"l":%d,"T":%d,"m":%s}' % (
+            e_ms, agg, sb, p, q, first, last, t_ms, m_flag)
+
+    def book_ticker_data(self, uid: int, sb: bytes, b: bytes, bq: bytes, a: bytes, aq: bytes, t_ms: int,
+                         e_ms: int) -> bytes:
+        return b'{"e":"bookTicker","u":%d,"s":"%s","b":"%s","B":"%s","a":"%s","A":"%s","T":%d,"E":%d}' % (
+            uid, sb, b, bq, a, aq, t_ms, e_ms)
+
+    def mark_data(self, e_ms: int, sb: bytes, mark: float, index: float, funding: float, next_ms: int) -> bytes:
+        return b'{"e":"markPriceUpdate","E":%d,"s":"%s","p":"%.8f","P":"%.8f","i":"%.8f","r":"%.8f","T":%d}' % (
+            e_ms, sb, mark, mark, index, funding, next_ms)
+
+    def oi_body(self, sb: bytes, oi: bytes, now_ms: int) -> bytes:
+        return b'{"symbol":"%s","openInterest":"%s","time":%d}' % (sb, oi, now_ms)
+
+    def snapshot_body(self, last_id: int, now_ms: int, sb: bytes, bids: bytes, asks: bytes) -> bytes:
+        return b'{"lastUpdateId":%d,"E":%d,"T":%d,"bids":[%s],"asks":[%s]}' % (last_id, now_ms, now_ms - 3, bids, asks)
+
+    def update_id(self, ids: tuple[object, ...]) -> object:
+        """A depth frame's ``u`` among its ids ``(U, u, pu)``."""
+        return ids[1] if len(ids) == 3 else (ids[0] if ids else None)
 
 
 def _levels(m: Market, levels: list[tuple[int, int]]) -> bytes:

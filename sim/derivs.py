@@ -25,8 +25,8 @@ from ticktape.sim.market import Market
 WINDOW = 12
 SHARP_TICKS = 3
 LIQ_GAP_S = 1.0
-FUNDING_PERIOD_MS = {"binance-futures": 8 * 3_600_000, "bybit": 8 * 3_600_000, "hyperliquid": 3_600_000,
-                     "bitmex": 8 * 3_600_000, "okex-swap": 8 * 3_600_000}
+FUNDING_PERIOD_MS = {"binance-futures": 8 * 3_600_000, "binance-delivery": 8 * 3_600_000, "bybit": 8 * 3_600_000,
+                     "hyperliquid": 3_600_000, "bitmex": 8 * 3_600_000, "okex-swap": 8 * 3_600_000}
 
 
 @dataclass

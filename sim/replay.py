@@ -33,6 +33,10 @@ from ticktape.sim.venue import Venue
 _V2_RECV = re.compile(rb"^(\d+(?:\.\d+)?): (.*)$")
 _V2_HTTP = re.compile(rb"^(\S+) -> (\d+(?:\.\d+)?): (.*)$")
 _PLAIN = re.compile(rb"^(\d{10,20}) (.*)$")
+#: Binance ids in the order a ``stream`` frame goes to (the frame does not say which Binance API sent it:
+#: a recording is served by the one Binance venue the simulator runs)
+BINANCE = ("binance-futures", "binance-delivery", "binance")
+_DEPTH_PATHS = ("/fapi/v1/depth", "/dapi/v1/depth", "/api/v3/depth")
 
 
 class _Params(msgspec.Struct):
@@ -154,17 +158,21 @@ class Replayer:
         self.wait = wait
         self.frames: list[tuple[int, bytes, tuple[str, str, str, str]]] = []
         self.skipped = 0  # control frames and junk
+        binance = next((e for e in BINANCE if e in venues), None)
         for ts, fr in frames:
             r = route(fr)
             if r is None:
                 self.skipped += 1
-            elif r[0] in venues:
+                continue
+            if r[0] == "binance-futures" and binance is not None:
+                r = (binance, *r[1:])
+            if r[0] in venues:
                 self.frames.append((ts, fr, r))
         self.keys = {r[1] for _, _, r in self.frames}
         self.snapshots: dict[str, list[bytes]] = {}
         for url, _, body in http:
             u = urlsplit(url)
-            if u.path == "/fapi/v1/depth":
+            if u.path in _DEPTH_PATHS:
                 sym = dict(parse_qsl(u.query)).get("symbol", "")
                 self.snapshots.setdefault(sym, []).append(body)
         self.served: dict[str, int] = {}
@@ -220,7 +228,7 @@ class Replayer:
             for c in list(v.conns.values()):
                 if key in _keys_of(ex, c.state.get("subs", {})):
                     data = frame
-                    if ex == "binance-futures" and not c.state.get("combined", True):
+                    if ex in BINANCE and not c.state.get("combined", True):
                         data = _unwrap(frame)
                     c.send(channel, symbol, data, (), i)
                     self.sent += 1

@@ -27,6 +27,7 @@ from urllib.parse import parse_qsl, urlsplit
 from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener
 
 from ticktape.sim.binance import Binance
+from ticktape.sim.binance_dialects import BinanceDelivery, BinanceSpot
 from ticktape.sim.bitmex import Bitmex
 from ticktape.sim.bybit import Bybit
 from ticktape.sim.conn import Conn
@@ -43,10 +44,11 @@ from ticktape.sim.venue import Venue
 log = logging.getLogger("ticktape.sim")
 
 VENUES: dict[str, type[Venue]] = {"binance-futures": Binance, "bybit": Bybit, "hyperliquid": Hyperliquid,
-                                   "deribit": Deribit, "bitmex": Bitmex, "okex": Okx, "okex-swap": OkxSwap}
+                                   "deribit": Deribit, "bitmex": Bitmex, "okex": Okx, "okex-swap": OkxSwap,
+                                   "binance": BinanceSpot, "binance-delivery": BinanceDelivery}
 EXCHANGES = tuple(VENUES)
 #: the real services' limits (seconds); tests scale them down
-MAX_CONN_AGE = {"binance-futures": 24 * 3600.0}
+MAX_CONN_AGE = {e: v.conn_age for e, v in VENUES.items() if v.conn_age is not None}
 IDLE_TIMEOUT = {"bybit": 600.0, "hyperliquid": 60.0}
 MAX_QUERY = 16_384
 _EPOCH_2020_US = 1_577_836_800_000_000
@@ -124,7 +126,7 @@ class Simulator:
         self.ping_interval = ping_interval
         self.pong_timeout = pong_timeout
         if isinstance(max_conn_age, (int, float)):
-            self.max_conn_age = {e: float(max_conn_age) for e in ex if e == "binance-futures"}
+            self.max_conn_age = {e: float(max_conn_age) for e in ex if VENUES[e].conn_age is not None}
         else:
             self.max_conn_age = {**MAX_CONN_AGE, **(max_conn_age or {})}
         self.idle_timeout = {**IDLE_TIMEOUT, **(idle_timeout or {})}
@@ -199,9 +201,10 @@ class Simulator:
         return f"ws://{self.host}:{self.port}"
 
     def ws_url(self, exchange: str | None = None) -> str:
-        """The websocket base a connector's ``url`` takes (it appends the exchange's paths)."""
+        """The websocket base a connector's ``url`` takes (it appends the exchange's paths;
+        Binance spot and COIN-M live under a prefix here: ``Venue.ws_prefix``)."""
         if exchange is not None:
-            self.venue(exchange)
+            return self.url + self.venue(exchange).ws_prefix
         return self.url
 
     def rest_url(self, exchange: str | None = None) -> str:
@@ -214,8 +217,8 @@ class Simulator:
         return {
             "url": self.url,
             "rest_url": self.rest_url(),
-            "exchanges": {e: {"url": self.url, "rest_url": self.rest_url(), "ws_paths": list(v.ws_paths),
-                              "rest_paths": ["/fapi/v1/depth"] if e == "binance-futures" else []}
+            "exchanges": {e: {"url": self.ws_url(e), "rest_url": self.rest_url(), "ws_paths": list(v.ws_paths),
+                              "rest_paths": list(v.rest_paths)}
                           for e, v in self.venues.items()},
         }
 
@@ -241,11 +244,12 @@ class Simulator:
         (Binance depth ``u``, Bybit orderbook ``u``), or the last one sent at or before
         ``ts_ns``; for ``book(..., event=)``. Frames withheld by a fault are skipped."""
         best = None
-        for s in self.venue(exchange).sent:
+        v = self.venue(exchange)
+        for s in v.sent:
             if s.channel != channel or s.symbol != symbol or s.fault in ("gap", "stall"):
                 continue
             if update_id is not None:
-                uid = s.ids[1] if exchange == "binance-futures" and len(s.ids) == 3 else (s.ids[0] if s.ids else None)
+                uid = v.update_id(s.ids)
                 if uid == update_id:
                     return s.event
             elif ts_ns is not None and s.ts_ns <= ts_ns:
@@ -470,7 +474,7 @@ class Simulator:
                         self.log_fault(e, "idle", c.id, f"no client message for {idle}s: closed")
                         c.drop()
                         continue
-                    if e == "binance-futures":
+                    if v.server_pings:
                         if c.stalled():
                             continue
                         if c.await_pong_since is not None and now - c.await_pong_since >= self.pong_timeout:

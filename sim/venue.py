@@ -23,6 +23,15 @@ log = logging.getLogger("ticktape.sim")
 class Venue:
     exchange = ""
     ws_paths: tuple[str, ...] = ()
+    #: where this venue's websockets live on the simulator's one port (``Simulator.ws_url`` adds it):
+    #: "" for venues whose real paths are unique, else a prefix (Binance spot and COIN-M both use /stream)
+    ws_prefix = ""
+    #: REST paths ``capture sim`` lists
+    rest_paths: tuple[str, ...] = ()
+    #: the server pings every connection and drops one that does not answer (Binance)
+    server_pings = False
+    #: the real service's connection lifetime, seconds (None = unlimited)
+    conn_age: float | None = None
     symbol_re = re.compile(r"[A-Z0-9]{2,30}")
 
     def __init__(self, sim: SimHost, symbols: list[str] | None) -> None:
@@ -105,6 +114,10 @@ class Venue:
     def restart(self, symbol: str | None) -> None:
         """The exchange's service restart (a fault); only Bybit signals one (``u`` = 1)."""
         raise ValueError(f"{self.exchange} has no restart signal (bybit only)")
+
+    def update_id(self, ids: tuple[object, ...]) -> object:
+        """The sequence id of a book frame among its ``Sent.ids`` (``Simulator.event_at``)."""
+        return ids[0] if ids else None
 
     def deriv(self, m: Market) -> Derivs:
         """The market's perpetual-futures state (mark, funding, open interest, liquidations)."""

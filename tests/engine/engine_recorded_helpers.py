@@ -26,10 +26,10 @@ def recorded_frames(path: Path) -> list[bytes]:
 
 
 def recorded_rest(path: Path) -> dict[str, list[bytes]]:
-    """``/fapi/v1/depth`` bodies by symbol, in file order."""
+    """``/fapi/v1/depth`` (USD-M) and ``/dapi/v1/depth`` (COIN-M) bodies by symbol, in file order."""
     out: dict[str, list[bytes]] = defaultdict(list)
     for line in path.read_bytes().splitlines():
-        if (m := _HTTP.match(line)) and b"/fapi/v1/depth?" in m.group(1):
+        if (m := _HTTP.match(line)) and re.search(rb"/[fd]api/v1/depth\?", m.group(1)):
             sym = re.search(rb"symbol=([A-Z0-9_]+)", m.group(1))
             assert sym is not None
             out[sym.group(1).decode()].append(m.group(3))

@@ -13,6 +13,7 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from engine_recorded_helpers import (
@@ -33,7 +34,8 @@ BINANCE_SYMBOLS = ("SUSHIUSDT", "AKROUSDT", "KEEPUSDT", "CTKUSDT")
 BYBIT_SYMBOLS = ("BANDUSDT", "RADUSDT", "SNTUSDT", "AIOZUSDT")
 
 
-def _config(tmp: Path, binance_url: str, bybit_url: str | None, metrics_port: int) -> Path:
+def _config(tmp: Path, binance_url: str, bybit_url: str | None, metrics_port: int, exchange: str = "binance-futures",
+            symbols: tuple[str, ...] = BINANCE_SYMBOLS, channels: tuple[str, ...] = ("trades", "book_change")) -> Path:
     text = f"""
 writers = 1
 
@@ -54,9 +56,9 @@ records = 65536
 raw_records = 16384
 raw_bytes = 8388608
 
-[exchanges.binance-futures]
-symbols = {json.dumps(list(BINANCE_SYMBOLS))}
-channels = ["trades", "book_change"]
+[exchanges.{exchange}]
+symbols = {json.dumps(list(symbols))}
+channels = {json.dumps(list(channels))}
 trade_stream = "aggTrade"
 url = "{binance_url}"
 """
@@ -108,19 +110,19 @@ def _seqs(m: dict[str, float], name: str) -> dict[str, float]:
 
 def _capture(
     tmp: Path, capture_cmd: list[str], port: int, bn_ws: Path, by_ws: Path | None, want_msgs: dict[str, int],
-    min_served: dict[str, int] | None = None,
+    min_served: dict[str, int] | None = None, exchange: str = "binance-futures", **config_kw: Any,
 ) -> tuple[int, str, str, dict[str, int]]:
     """Replay the recordings to ``capture run``; SIGTERM once everything is received and durable.
     Returns (exit code, stdout, stderr, REST snapshots served per Binance symbol)."""
     with contextlib.ExitStack() as stack:
-        bn_sim = stack.enter_context(SimulatorThread(["binance-futures"], replay=bn_ws, replay_speed=0))
+        bn_sim = stack.enter_context(SimulatorThread([exchange], replay=bn_ws, replay_speed=0))
         sims = [bn_sim]
         by_url = None
         if by_ws is not None:
             by_sim = stack.enter_context(SimulatorThread(["bybit"], replay=by_ws, replay_speed=0))
             sims.append(by_sim)
             by_url = by_sim.ws_url("bybit")
-        cfg = _config(tmp, bn_sim.ws_url("binance-futures"), by_url, port)
+        cfg = _config(tmp, bn_sim.ws_url(exchange), by_url, port, exchange, **config_kw)
         proc = subprocess.Popen(
             [*capture_cmd, "run", str(cfg), "--duration", "40"],
             cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -320,3 +322,57 @@ def test_recorded_gap_is_marked_where_it_is(
         got, _ = book_from_rows(rows_of(book, sym))
         want, _, _ = binance_book(snapshots[sym][0], bn_streams[f"{sym.lower()}@depth@100ms"])
         assert got == want, sym
+
+
+COINM_SYMBOLS = ("BCHUSD_PERP", "XRPUSD_PERP", "BTCUSD_211231", "ETHUSD_210924")
+
+
+@pytest.mark.slow
+def test_recorded_coinm_traffic_archived_exactly_as_binance_delivery(
+    tmp_path: Path, samples_dir: Path, capture_cmd: list[str], free_port: int
+) -> None:
+    """The real COIN-M recording (perpetual and dated contracts) through ``capture run`` as
+    ``binance-delivery``: raw byte for byte per stream (depth, aggTrade, bookTicker), the
+    ``/dapi/v1/depth`` snapshot kept and bridged, trades one for one, final books equal."""
+    ws = samples_dir / "binance_delivery" / "cryptofeed_v2_BINANCE_DELIVERY.ws.1.0"
+    snapshots = recorded_rest(samples_dir / "binance_delivery" / "cryptofeed_v2_BINANCE_DELIVERY.http.0.0")
+    streams = by_stream(recorded_frames(ws), "stream")
+    kinds = ("aggTrade", "depth@100ms", "bookTicker")
+    want = {"binance-delivery": sum(len(streams[f"{s.lower()}@{c}"]) for s in COINM_SYMBOLS for c in kinds)
+            + len(COINM_SYMBOLS)}
+    code, out, err, served = _capture(tmp_path, capture_cmd, free_port, ws, None, want, exchange="binance-delivery",
+                                      symbols=COINM_SYMBOLS, channels=("trades", "book_change", "book_ticker"))
+    assert code == 0, err[-3000:] + out[-2000:]
+    root = tmp_path / "archive"
+    raw = read(root, "binance-delivery", "raw")
+    events = read(root, "binance-delivery", "events")
+    ev_kinds = [str(k) for k in events["kind"].to_pylist()]
+    assert not {"gap", "malformed", "resync", "duplicate"} & set(ev_kinds), ev_kinds
+    assert ev_kinds.count("connect") == 1  # spot and COIN-M carry every stream on one /stream connection
+    assert [r for r in rows_of(raw, "_") if r["payload"]] == []  # no data frame fell through as a control frame
+    trades = read(root, "binance-delivery", "trades")
+    book = read(root, "binance-delivery", "book_change")
+    tickers = read(root, "binance-delivery", "book_ticker")
+    n_frames = n_trades = 0
+    for sym in COINM_SYMBOLS:
+        low = sym.lower()
+        for channel, stream in (("aggTrade", f"{low}@aggTrade"), ("depth", f"{low}@depth@100ms"),
+                                ("bookTicker", f"{low}@bookTicker")):
+            got = [r["payload"] for r in rows_of(raw, sym, channel=channel) if r["payload"]]
+            assert got == streams[stream], f"raw {stream}: {len(got)} rows vs {len(streams[stream])} recorded"
+            n_frames += len(got)
+        assert served.get(sym) == 1, served
+        snap_raw = [r["payload"] for r in rows_of(raw, sym, channel="depthSnapshot") if r["payload"]]
+        assert len(snap_raw) == 1 and json.loads(snap_raw[0])["data"] == json.loads(snapshots[sym][0])
+        want_t = [json.loads(f)["data"] for f in streams[f"{low}@aggTrade"]]
+        got_t = rows_of(trades, sym)
+        assert [(r["id"], r["price"], r["amount"]) for r in got_t] == [
+            (str(d["a"]), float(d["p"]), float(d["q"])) for d in want_t], sym
+        n_trades += len(got_t)
+        want_book, applied, gaps = binance_book(snapshots[sym][0], streams[f"{low}@depth@100ms"])
+        got_book, groups = book_from_rows(rows_of(book, sym))
+        assert not gaps and len(groups) == 1 and applied > 0 and got_book == want_book, sym
+        want_bt = [json.loads(f)["data"] for f in streams[f"{low}@bookTicker"]]
+        assert [(r["bid_price"], r["ask_amount"]) for r in rows_of(tickers, sym)] == [
+            (float(d["b"]), float(d["A"])) for d in want_bt], sym
+    assert n_trades > 0 and n_frames > 1000, (n_trades, n_frames)

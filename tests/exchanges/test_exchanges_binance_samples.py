@@ -1,10 +1,14 @@
-"""binance-futures decoding and book sync on real recorded traffic (cryptofeed v2, 2021)."""
+"""binance-futures and binance-delivery (COIN-M) decoding and book sync on real recorded
+traffic (cryptofeed v2, 2021): one protocol family, the same checks on both recordings."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import SAMPLES, cryptofeed_frames, cryptofeed_http
 
 from ticktape.ipc.schemas import BOOK_ASK, BOOK_BID, SIDE_BUY, SIDE_SELL
@@ -12,6 +16,30 @@ from ticktape.ipc.schemas import BOOK_ASK, BOOK_BID, SIDE_BUY, SIDE_SELL
 WS = SAMPLES / "binance_futures/cryptofeed_v2_BINANCE_FUTURES.ws.1.0"
 HTTP = SAMPLES / "binance_futures/cryptofeed_v2_BINANCE_FUTURES.http.0.0"
 SYMBOLS = ["SUSHIUSDT", "AKROUSDT", "KEEPUSDT", "CTKUSDT"]
+
+
+@dataclass(frozen=True)
+class Recording:
+    exchange: str
+    ws: Path
+    http: Path
+    symbols: list[str]
+    frames: int  # received frames in the file
+    trades: int  # aggTrade frames of those symbols
+
+
+RECORDINGS = [
+    Recording("binance-futures", WS, HTTP, SYMBOLS, 1535, 91),
+    Recording("binance-delivery", SAMPLES / "binance_delivery/cryptofeed_v2_BINANCE_DELIVERY.ws.1.0",
+              SAMPLES / "binance_delivery/cryptofeed_v2_BINANCE_DELIVERY.http.0.0",
+              ["BCHUSD_PERP", "LINKUSD_PERP", "BCHUSD_210924", "ETCUSD_PERP", "ETHUSD_210924", "XRPUSD_PERP",
+               "BTCUSD_211231", "TRXUSD_PERP", "LINKUSD_211231", "EOSUSD_PERP"], 4371, 51),
+]
+each_recording = pytest.mark.parametrize("rec", RECORDINGS, ids=[r.exchange for r in RECORDINGS])
+
+
+def depth_snapshots(rec: Recording) -> list[tuple[str, int, bytes]]:
+    return [s for s in cryptofeed_http(rec.http) if "/v1/depth?" in s[0]]
 
 
 def replay(rig, frames, snapshots):
@@ -70,25 +98,26 @@ def rebuild(rows, sym_id):
     return book
 
 
-def test_every_frame_decodes_and_books_sync(rig):
-    r = rig("binance-futures", symbols=SYMBOLS, channels=["trades", "book_change"], trade_stream="aggTrade")
-    frames = cryptofeed_frames(WS)
-    snapshots = [s for s in cryptofeed_http(HTTP) if "/fapi/v1/depth" in s[0]]
-    assert len(frames) == 1535 and len(snapshots) == 4
+@each_recording
+def test_every_frame_decodes_and_books_sync(rig, rec):
+    r = rig(rec.exchange, symbols=rec.symbols, channels=["trades", "book_change"], trade_stream="aggTrade")
+    frames = cryptofeed_frames(rec.ws)
+    snapshots = depth_snapshots(rec)
+    assert len(frames) == rec.frames and len(snapshots) == len(rec.symbols)
     replay(r, frames, snapshots)
 
     assert r.feed.stat("malformed") == 0
-    for sym in SYMBOLS:
+    for sym in rec.symbols:
         sid = r.spec.symbol_id(sym)
         assert r.feed.sync[sid].state == 1, sym  # synced
         assert r.feed.stat("gaps", sid) == 0
     rows = r.records("book_change")
     ref = reference_books(frames, snapshots)
-    for sym in SYMBOLS:
+    for sym in rec.symbols:
         got = rebuild(rows, r.spec.symbol_id(sym))
         assert got == ref[sym], sym
     # snapshot rows come first per symbol and the book's local time never goes back
-    for sym in SYMBOLS:
+    for sym in rec.symbols:
         sub = rows[rows["symbol"] == r.spec.symbol_id(sym)]
         assert sub["is_snapshot"][0] == 1
         assert np.all(np.diff(sub["local_ts"]) >= 0)
@@ -97,9 +126,10 @@ def test_every_frame_decodes_and_books_sync(rig):
     assert (rows["amount"] == 0).any()
 
 
-def test_trades_match_the_frames(rig):
-    r = rig("binance-futures", symbols=SYMBOLS, channels=["trades"], trade_stream="aggTrade")
-    frames = cryptofeed_frames(WS)
+@each_recording
+def test_trades_match_the_frames(rig, rec):
+    r = rig(rec.exchange, symbols=rec.symbols, channels=["trades"], trade_stream="aggTrade")
+    frames = cryptofeed_frames(rec.ws)
     for ts, f in frames:
         r.frame(f, ts)
     trades = r.records("trades")
@@ -112,13 +142,14 @@ def test_trades_match_the_frames(rig):
         (int(t["local_ts"]), int(t["exchange_ts"]), r.spec.symbols[t["symbol"]], t["id"].decode(), float(t["price"]), float(t["amount"]), int(t["side"]))
         for t in trades
     ]
-    assert got == expected and len(got) == 91
+    assert got == expected and len(got) == rec.trades
 
 
-def test_raw_keeps_every_frame_and_the_rest_snapshots(rig):
-    r = rig("binance-futures", symbols=SYMBOLS, channels=["trades", "book_change"], trade_stream="aggTrade")
-    frames = cryptofeed_frames(WS)
-    snapshots = [s for s in cryptofeed_http(HTTP) if "/fapi/v1/depth" in s[0]]
+@each_recording
+def test_raw_keeps_every_frame_and_the_rest_snapshots(rig, rec):
+    r = rig(rec.exchange, symbols=rec.symbols, channels=["trades", "book_change"], trade_stream="aggTrade")
+    frames = cryptofeed_frames(rec.ws)
+    snapshots = depth_snapshots(rec)
     replay(r, frames, snapshots)
     raw = r.raw()
     ws_rows = [x for x in raw if x[1] != "depthSnapshot"]
@@ -126,11 +157,32 @@ def test_raw_keeps_every_frame_and_the_rest_snapshots(rig):
     chans = {x[1] for x in ws_rows}
     assert chans == {"aggTrade", "depth", ""}  # kline/bookTicker (not subscribed) under channel ""
     snaps = [x for x in raw if x[1] == "depthSnapshot"]
-    assert len(snaps) == 4
+    assert len(snaps) == len(rec.symbols)
     for (_, ts, body), row in zip(snapshots, snaps, strict=True):
         msg = json.loads(row[4])
         assert row[0] == ts and msg["generated"] is True and msg["stream"].endswith("@depthSnapshot")
         assert json.dumps(msg["data"]) == json.dumps(json.loads(body))
+
+
+@each_recording
+def test_book_tickers_match_the_frames(rig, rec):
+    """Every bookTicker frame of a subscribed symbol is one book_ticker row under that symbol
+    (COIN-M contract symbols like ``BCHUSD_PERP`` included), nothing under ``_``."""
+    r = rig(rec.exchange, symbols=rec.symbols, channels=["book_ticker"])
+    frames = cryptofeed_frames(rec.ws)
+    for ts, f in frames:
+        r.frame(f, ts)
+    expected = []
+    for ts, f in frames:
+        d = json.loads(f).get("data", {})
+        if d.get("e") == "bookTicker" and d["s"] in rec.symbols:
+            expected.append((ts, d["E"] * 10**6, d["s"], float(d["b"]), float(d["B"]), float(d["a"]), float(d["A"])))
+    got = [(int(t["local_ts"]), int(t["exchange_ts"]), r.spec.symbols[t["symbol"]], float(t["bid_price"]),
+            float(t["bid_amount"]), float(t["ask_price"]), float(t["ask_amount"])) for t in r.records("book_ticker")]
+    assert got == expected and len(got) > 100
+    raw = [x for x in r.raw() if x[1] == "bookTicker"]
+    assert len(raw) == len(expected) and all(x[2] != "_" for x in raw)
+    assert r.feed.stat("malformed") == 0 and r.feed.stat("duplicates") == 0
 
 
 def test_gap_then_resync_from_a_new_snapshot_gives_the_right_book(rig):

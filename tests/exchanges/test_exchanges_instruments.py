@@ -17,9 +17,9 @@ import pytest
 from ticktape.sim.thread import SimulatorThread
 
 GOOD = {"binance-futures": "BTCUSDT", "bybit": "ETHUSDT", "hyperliquid": "SOL", "bitmex": "XBTUSD",
-        "okex-swap": "ETH-USDT-SWAP"}
-#: a well-formed symbol the venue does not list
-BAD = {"okex-swap": "NOTACOIN-USDT-SWAP"}
+        "okex-swap": "ETH-USDT-SWAP", "binance": "ETHUSDT", "binance-delivery": "BTCUSD_PERP"}
+#: a well-formed symbol the venue does not list (COIN-M symbols have a contract suffix)
+BAD = {"okex-swap": "NOTACOIN-USDT-SWAP", "binance-delivery": "NOTACOINUSD_PERP"}
 
 
 def config(tmp: Path, ex: str, url: str, symbols: list[str]) -> Path:
@@ -55,7 +55,7 @@ def test_the_simulator_serves_the_instrument_lists_in_their_real_shapes():
 @pytest.mark.parametrize("ex", list(GOOD))
 def test_unknown_symbol_is_a_config_error_before_capture_starts(tmp_path, ex):
     with SimulatorThread({ex: None}) as sim:
-        r = run(tmp_path, config(tmp_path, ex, sim.ws_url(), [GOOD[ex], BAD.get(ex, "NOTACOIN")]))
+        r = run(tmp_path, config(tmp_path, ex, sim.ws_url(ex), [GOOD[ex], BAD.get(ex, "NOTACOIN")]))
         conns = sim.call(lambda s: len(s.venue(ex).conns) + s.venue(ex).frames)
     assert r.returncode == 2, r.stderr + r.stdout[-2000:]
     lines = r.stderr.strip().splitlines()

@@ -22,6 +22,9 @@ SYMS = {"binance-futures": ["BTCUSDT", "ETHUSDT", "SOLUSDT"], "bybit": ["BTCUSDT
 CHANNELS = {"binance-futures": ["trades", "book_change", "book_snapshot"], "bybit": ["trades", "book_change"],
             "hyperliquid": ["trades", "book_snapshot"]}
 DEPTH = {"binance-futures": 20, "bybit": 50, "hyperliquid": 20, "bitmex": 20, "okex": 400, "okex-swap": 400}
+#: per-exchange config beside symbols/channels/depth (binance depth@0ms: a frame per update, so a
+#: withheld frame is a gap right away)
+EXTRA = {"binance-futures": {"trade_stream": "aggTrade", "depth_speed": "0ms"}}
 
 
 
@@ -36,7 +39,7 @@ def ready(r) -> bool:
     f, syms = r.feed, r.spec.symbols[1:]
     if not all(f.stat("messages", r.spec.symbol_id(s)) > 0 for s in syms):
         return False
-    if r.spec.exchange == "binance-futures":
+    if r.spec.exchange.startswith("binance"):
         return "book_change" not in r.rings or all(f.sync[r.spec.symbol_id(s)].synced_once for s in syms)
     if r.spec.exchange == "bybit":
         return all(st.synced for t, st in f.seq.items() if t.startswith("orderbook."))
@@ -68,7 +71,7 @@ async def drained(sim, exchanges) -> None:
 
 
 async def capture(rig, script, seconds=1.5, rate=150, options=None, exchanges=SYMS, channels=None, at_start=(),
-                  **sim_kw):
+                  extra=EXTRA, **sim_kw):
     """Run the feeds against the simulator. The script's times (and ``seconds``) count from the
     moment every feed is live (subscribed, books synced), not from the simulator's start: on a
     loaded machine connecting can take a second or more. At the end the simulator stops making
@@ -82,9 +85,8 @@ async def capture(rig, script, seconds=1.5, rate=150, options=None, exchanges=SY
             sim.fault(f)
         rigs = {}
         for ex, syms in exchanges.items():
-            rigs[ex] = rig(ex, symbols=syms, channels=(channels or CHANNELS)[ex], depth=DEPTH.get(ex, 20), url=sim.ws_url(ex),
-                           # depth@0ms: a frame per update, so a withheld frame is a gap right away
-                           **({"trade_stream": "aggTrade", "depth_speed": "0ms"} if ex == "binance-futures" else {}),
+            rigs[ex] = rig(ex, symbols=syms, channels=(channels or CHANNELS)[ex], depth=DEPTH.get(ex, 20),
+                           url=sim.ws_url(ex), **extra.get(ex, {}),
                            options={**FAST, "manual_snapshots": False, **(options or {})}, capacity=1 << 18)
         stop = asyncio.Event()
         runs = [asyncio.create_task(run_feed(r.feed, stop.is_set)) for r in rigs.values()]
@@ -116,7 +118,7 @@ def sent_trades(sim, ex, channel, sym):
         if s.fault:
             continue
         msg = json.loads(s.data)
-        if ex == "binance-futures":
+        if ex.startswith("binance"):
             d = msg["data"]
             items = [(str(d["a"]), float(d["p"]), float(d["q"]), SIDE_SELL if d["m"] else SIDE_BUY)]
         elif ex == "bybit":

@@ -176,6 +176,12 @@ def test_registry_channels_cover_every_connector_config() -> None:
         "binance-futures": [{"depth": d, "trade_stream": t} for d in (5, 10, 20) for t in ("aggTrade", "trade")],
         "bybit": [{"depth": d} for d in (1, 50, 200, 1000)],
         "hyperliquid": [{"depth": 20}],
+        "deribit": [{}],
+        "bitmex": [{}],
+        "okex": [{}],
+        "okex-swap": [{}],
+        "binance": [{"depth": d, "trade_stream": t} for d in (5, 10, 20) for t in ("aggTrade", "trade")],
+        "binance-delivery": [{"depth": d, "trade_stream": t} for d in (5, 10, 20) for t in ("aggTrade", "trade")],
         "synthetic": [{}],
     }
     assert set(options) == set(registry.KNOWN) == set(registry.CHANNELS)

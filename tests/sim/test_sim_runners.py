@@ -79,8 +79,8 @@ def test_capture_sim_cli_prints_urls_and_serves(capture_cmd: list[str]) -> None:
 
 @pytest.mark.slow
 def test_capture_sim_cli_rejects_bad_arguments(capture_cmd: list[str]) -> None:
-    r = subprocess.run([*capture_cmd, "sim", "--exchanges", "binance", "--duration", "1"], capture_output=True, timeout=30)
-    assert r.returncode == 2 and b"unknown exchange 'binance'" in r.stderr
+    r = subprocess.run([*capture_cmd, "sim", "--exchanges", "kraken", "--duration", "1"], capture_output=True, timeout=30)
+    assert r.returncode == 2 and b"unknown exchange 'kraken'" in r.stderr
     r = subprocess.run([*capture_cmd, "sim", "--fault", "1.0:explode", "--duration", "1"], capture_output=True, timeout=30)
     assert r.returncode == 2 and b"unknown fault 'explode'" in r.stderr
 
