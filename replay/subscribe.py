@@ -6,7 +6,10 @@ also brings the ``depthSnapshot`` frames the book starts from; bybit
 ``orderbook.50.BTCUSDT`` -> (orderbook.50, BTCUSDT); hyperliquid
 ``{"type": "l2Book", "coin": "BTC"}`` -> (l2Book, BTC); deribit JSON-RPC
 ``public/subscribe`` of ``book.BTC-PERPETUAL.100ms`` -> (book, BTC-PERPETUAL)
-(any interval: the archive holds what was recorded).
+(any interval: the archive holds what was recorded); OKX
+``{"op": "subscribe", "args": [{"channel": "books", "instId": "BTC-USDT"}]}`` ->
+(books, BTC-USDT), and an arg by ``instType`` (``liquidation-orders``) ->
+(channel, ``*``): every archived symbol of that channel (``ALL``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ from typing import Any
 
 class SubscribeError(ValueError):
     pass
+
+
+#: the symbol of a pair that stands for every archived symbol (OKX subscribes some channels by instType)
+ALL = "*"
 
 
 def parse(text: str | bytes) -> list[tuple[str, str]]:
@@ -32,10 +39,12 @@ def parse(text: str | bytes) -> list[tuple[str, str]]:
     if method == "SUBSCRIBE" and isinstance(msg.get("params"), list):
         return _binance(msg["params"])
     if str(msg.get("op", "")).lower() == "subscribe" and isinstance(msg.get("args"), list):
+        if msg["args"] and all(isinstance(a, dict) for a in msg["args"]):
+            return _okx(msg["args"])
         return _bybit(msg["args"])
     if method == "SUBSCRIBE" and isinstance(msg.get("subscription"), dict):
         return _hyperliquid(msg["subscription"])
-    raise SubscribeError("not a subscribe message this server understands (binance, bybit, hyperliquid, deribit)")
+    raise SubscribeError("not a subscribe message this server understands (binance, bybit, hyperliquid, deribit, okx)")
 
 
 def _binance(params: list[Any]) -> list[tuple[str, str]]:
@@ -78,4 +87,19 @@ def _deribit(params: Any) -> list[tuple[str, str]]:
         if len(parts) < 2 or not parts[0] or not parts[1]:
             raise SubscribeError(f"bad deribit channel {c!r} (e.g. book.BTC-PERPETUAL.100ms)")
         out.append((parts[0], parts[1]))
+    return out
+
+
+def _okx(args: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for a in args:
+        ch, inst, typ = a.get("channel"), a.get("instId"), a.get("instType")
+        if not isinstance(ch, str) or not ch:
+            raise SubscribeError(f"bad okx arg {a!r} (e.g. {{'channel': 'books', 'instId': 'BTC-USDT'}})")
+        if isinstance(inst, str) and inst:
+            out.append((ch, inst))
+        elif isinstance(typ, str) and typ:
+            out.append((ch, ALL))
+        else:
+            raise SubscribeError(f"okx arg {a!r} needs instId (or instType)")
     return out

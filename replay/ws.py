@@ -40,7 +40,7 @@ from ticktape.replay.state import (
     unregister,
 )
 from ticktape.replay.streaming import Prefetch
-from ticktape.replay.subscribe import SubscribeError, parse
+from ticktape.replay.subscribe import ALL, SubscribeError, parse
 
 log = logging.getLogger("ticktape.replay")
 
@@ -105,6 +105,7 @@ async def _collect_subscriptions(m: Member, window: float, app: web.Application)
     deadline = loop.time() + window
     channels = set(app[INVENTORY].raw_channels(m.exchange))
     symbols = {s.upper(): s for s in app[INVENTORY].symbols(m.exchange, "raw")}
+    every = ("_",) if app[INVENTORY].hours(m.exchange, "raw", "_") is not None else ()
     try:
         while True:
             left = deadline - loop.time()
@@ -126,8 +127,11 @@ async def _collect_subscriptions(m: Member, window: float, app: web.Application)
             unknown = sorted({c for c, _ in pairs if c not in channels} - {"depthSnapshot"})
             if unknown:
                 await m.ws.send_json({"error": f"unknown channel(s) {unknown} for {m.exchange}"})
+            # every archived symbol for a subscription by instrument type (OKX liquidation-orders), and the
+            # no-symbol bucket ``_`` where the connector files the instruments nobody configured
+            pairs = [(c, s) for c, sym in pairs for s in ((*symbols.values(), *every) if sym == ALL else (sym,))]
             # symbols are matched to the archive's (case-insensitively), so no name reaches a path unchecked
-            real = [(c, symbols.get(sym.upper())) for c, sym in pairs]
+            real = [(c, "_" if sym == "_" and every else symbols.get(sym.upper())) for c, sym in pairs]
             missing = sorted({sym for (c, sym), (_, r) in zip(pairs, real, strict=True) if r is None})
             if missing:
                 await m.ws.send_json({"error": f"unknown symbol(s) {missing} for {m.exchange}"})

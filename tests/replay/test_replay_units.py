@@ -55,12 +55,16 @@ def test_json_strings_escape() -> None:
     ({"op": "subscribe", "args": ["publicTrade.BTCUSDT", "orderbook.50.ETHUSDT"]},
      [("publicTrade", "BTCUSDT"), ("orderbook.50", "ETHUSDT")]),
     ({"method": "subscribe", "subscription": {"type": "l2Book", "coin": "BTC"}}, [("l2Book", "BTC")]),
+    ({"op": "subscribe", "args": [{"channel": "books", "instId": "BTC-USDT"},
+                                  {"channel": "liquidation-orders", "instType": "SWAP"}]},
+     [("books", "BTC-USDT"), ("liquidation-orders", "*")]),
 ])
 def test_subscribe_messages(msg: dict[str, object], pairs: list[tuple[str, str]]) -> None:
     assert parse(json.dumps(msg)) == pairs
 
 
-@pytest.mark.parametrize("bad", ["not json", "[1]", '{"method": "SUBSCRIBE", "params": [3]}', '{"op": "unsubscribe"}'])
+@pytest.mark.parametrize("bad", ["not json", "[1]", '{"method": "SUBSCRIBE", "params": [3]}', '{"op": "unsubscribe"}',
+                                 '{"op": "subscribe", "args": [{"channel": "books"}]}'])
 def test_bad_subscribe_messages(bad: str) -> None:
     with pytest.raises(SubscribeError):
         parse(bad)
