@@ -224,6 +224,7 @@ class Deribit(Feed):
         self.requests: dict[int, list[str]] = {}
         self._req = 0
         self._dropped: set[int] = set()  # symbols whose book rows a full ring dropped
+        self.heartbeat_reqs: set[int] = set()  # ids of our public/set_heartbeat requests
 
     # -- connections ------------------------------------------------------------------
     def plans(self) -> list[Plan]:
@@ -244,6 +245,8 @@ class Deribit(Feed):
         self._req += 1
         if method == "public/subscribe":
             self.requests[self._req] = list(params["channels"])
+        elif method == "public/set_heartbeat":
+            self.heartbeat_reqs.add(self._req)
         return msgspec.json.encode({"jsonrpc": "2.0", "id": self._req, "method": method, "params": params})
 
     def ping(self, lst: Listener) -> None:
@@ -390,6 +393,13 @@ class Deribit(Feed):
                       env.params.channel if env.params else "")
             return
         asked = self.requests.pop(env.id, None) if isinstance(env.id, int) else None
+        if isinstance(env.id, int) and env.id in self.heartbeat_reqs:
+            self.heartbeat_reqs.discard(env.id)
+            if env.error is not None:  # no heartbeats: the stall timeout still guards the connection
+                detail = f"set_heartbeat refused: {env.error.get('message', env.error)}"[:96]
+                self.out.event(ts, "info", conn_id=lst.conn_id, detail=detail)
+                log.warning("%s conn %d: %s", self.exchange, lst.conn_id, detail)
+            return
         if env.error is not None:
             msg = str(env.error.get("message", env.error))
             if asked and len(asked) > 1:  # one bad channel may sink the request: retry them one by one

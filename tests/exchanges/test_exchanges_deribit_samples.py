@@ -136,3 +136,12 @@ def test_subscribe_answers_missing_channel_and_error(rig):
     r.frame(json.dumps({"jsonrpc": "2.0", "id": json.loads(req)["id"],
                         "error": {"code": -32602, "message": "Invalid params"}}).encode(), 6)
     assert r.events()[-1] == ("subscribe_error", "NOPE-PERPETUAL", "error -32602: Invalid params")
+
+
+def test_refused_set_heartbeat_is_an_info_event_not_a_subscribe_error(rig):
+    r = rig("deribit", symbols=["BTC-PERPETUAL"], channels=["trades"])
+    hb = json.loads(r.feed.plans()[0].subscribe[0])
+    assert hb["method"] == "public/set_heartbeat" and hb["params"] == {"interval": 10}
+    r.frame(json.dumps({"jsonrpc": "2.0", "id": hb["id"], "error": {"code": -32602, "message": "Invalid params"}}).encode(), 5)
+    assert r.events() == [("info", "_", "set_heartbeat refused: Invalid params")]
+    assert r.feed.stat("subscribe_errors") == 0

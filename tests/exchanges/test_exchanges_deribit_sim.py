@@ -4,12 +4,13 @@ heartbeats answered."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 import uvloop
 from exchanges_book_helpers import rebuild
-from test_exchanges_sim import capture, sim_book, trade_rows
+from test_exchanges_sim import FAST, capture, sim_book, trade_rows, wait_for
 
 from ticktape.ipc.schemas import SIDE_BUY, SIDE_SELL
 from ticktape.sim import deribit as sim_deribit
@@ -99,6 +100,32 @@ def test_truncated_book_frame_and_dropped_connection_resync_to_the_simulators_bo
         want = [t["trade_id"] for frame in sent_data(sim, "trades", sym) for t in frame]
         assert len(got) == len(set(got)) and set(got) <= set(want) and len(got) >= 10, sym
         assert r.feed.stat("gaps", sid) == 0, sym
+
+
+@pytest.mark.slow
+def test_refused_subscribe_is_retried_per_channel_and_an_unknown_instrument_is_a_subscribe_error(rig):
+    async def main():
+        from ticktape.exchanges.ingest import run_feed
+        from ticktape.sim.server import Simulator
+
+        async with Simulator({"deribit": ["BTC-PERPETUAL"]}, rate=80, seed=5) as sim:
+            sim.fault(faults.Fault("subscribe_error", "deribit"))  # the first request is refused as a whole
+            r = rig("deribit", symbols=["BTC-PERPETUAL", "NOPE-PERPETUAL"], channels=["trades", "book_change"],
+                    url=sim.ws_url(), options=FAST)
+            stop = asyncio.Event()
+            run = asyncio.create_task(run_feed(r.feed, stop.is_set))
+            await wait_for(lambda: r.feed.stat("subscribe_errors", 2) >= 2 and r.feed.seq["book.BTC-PERPETUAL.100ms"].synced
+                           and len(trade_rows(r, "BTC-PERPETUAL")) > 0, 30, "errors for NOPE, BTC streaming")
+            stop.set()
+            await run
+            return r
+
+    r = uvloop.run(main())
+    ev = r.events()
+    assert [k for k, _, _ in ev][:2] == ["connect", "info"] and ev[1][2].startswith("subscribe refused: Invalid params")
+    errs = sorted(d for k, s, d in ev if k == "subscribe_error")
+    assert errs == ["not subscribed: book.NOPE-PERPETUAL.100ms", "not subscribed: trades.NOPE-PERPETUAL.100ms"], ev
+    assert all(s == "NOPE-PERPETUAL" for k, s, _ in ev if k == "subscribe_error")
 
 
 def test_instruments_checked_against_get_instruments():
