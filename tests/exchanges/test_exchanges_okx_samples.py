@@ -1,22 +1,19 @@
 """Real OKX traffic (cryptofeed v2, 2022: spot BTC-USDT, swap UNI-USD-SWAP and a future on one
-connection) replayed by the simulator over websockets into the okex and okex-swap connectors:
-raw byte for byte, trades one for one, and final books equal to a rebuild in this test that
-checks every recorded checksum with its own CRC32 (no connector code)."""
+connection) replayed by the simulator over websockets into ``capture run`` (okex and okex-swap):
+raw byte for byte on disk, trades one for one, and final books equal to a rebuild in this test
+that checks every recorded checksum with its own CRC32 (no connector code). Then the book rules
+on hand-made frames of the real shapes."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import zlib
 
 import pytest
-import uvloop
 from conftest import SAMPLES, cryptofeed_frames
-from exchanges_book_helpers import rebuild
-from test_exchanges_sim import FAST, drained, trade_rows, wait_for
+from feeds_run_helpers import CaptureRun, archived_book
 
-from ticktape.ipc.schemas import SIDE_BUY, SIDE_SELL
-from ticktape.sim import server as sim_server
+from ticktape.sim.thread import SimulatorThread
 
 WS = SAMPLES / "okx/cryptofeed_v2_OKX.ws.1.0"
 IDS = {"okex": "BTC-USDT", "okex-swap": "UNI-USD-SWAP"}
@@ -61,49 +58,42 @@ def reference_book(frames: list[bytes]) -> tuple[dict[str, dict[float, float]], 
     return {k: {p: float(s) for p, (_, s) in v.items()} for k, v in book.items()}, checked
 
 
-async def replay(rig):
-    async with sim_server.Simulator(list(IDS), replay=WS, replay_speed=0) as sim:
-        from ticktape.exchanges.ingest import run_feed
-
-        rigs = {ex: rig(ex, symbols=[sym], channels=["trades", "book_change"], url=sim.ws_url(), options=FAST)
-                for ex, sym in IDS.items()}
-        stop = asyncio.Event()
-        runs = [asyncio.create_task(run_feed(r.feed, stop.is_set)) for r in rigs.values()]
-        await wait_for(sim.replayer.done.is_set, 30, "the replay")
-        await drained(sim, IDS)
-        stop.set()
-        await asyncio.wait_for(asyncio.gather(*runs), 15)
-        return rigs
-
-
 @pytest.mark.slow
-def test_okx_recording_replayed_raw_trades_and_checksummed_books(rig):
-    rigs = uvloop.run(replay(rig))
+def test_okx_recording_through_capture_run_raw_trades_and_checksummed_books(tmp_path):
+    """The simulator replays the recording to ``capture run`` (okex + okex-swap); the archive on disk
+    holds every frame byte for byte, every trade, and the books every recorded checksum vouches for."""
+    want_frames = sum(len(recorded(c, sym)) for sym in IDS.values() for c in ("books", "trades"))
+    with SimulatorThread(list(IDS), replay=WS, replay_speed=0) as sim:
+        run = CaptureRun(tmp_path, sim, {ex: {"symbols": [sym], "channels": ["trades", "book_change"]}
+                                         for ex, sym in IDS.items()}, raw=True)
+        try:
+            run.until(lambda m: sim.call(lambda s: s.replayer.done.is_set()), what="the replay played")
+            run.until(lambda m: sum(v for (n, lb), v in m.items() if n == "ticktape_feed_messages_total"
+                                    and ("symbol", "_") not in lb) >= want_frames, what=f"{want_frames} frames counted")
+            assert run.stop() == 0, run.output()[-3000:]
+        finally:
+            run.kill()
     for ex, sym in IDS.items():
-        r = rigs[ex]
-        sid = r.spec.symbol_id(sym)
         books, trades = recorded("books", sym), recorded("trades", sym)
         assert len(books) > 90 and trades
         # raw: every recorded frame of the subscribed channels, byte for byte, under Tardis's names
-        raw = r.raw()
+        raw = run.load(ex, "raw", sym).to_pylist()
         for channel, want in (("books", books), ("trades", trades)):
-            assert [x[4] for x in raw if x[1] == channel and x[2] == sym and x[4]] == want, (ex, channel)
+            assert [r["payload"] for r in raw if str(r["channel"]) == channel and r["payload"]] == want, (ex, channel)
         # trades one for one
         want_t = [t for f in trades for t in json.loads(f)["data"]]
-        got_t = trade_rows(r, sym)
-        assert [t["id"].decode() for t in got_t] == [t["tradeId"] for t in want_t]
-        assert [(float(t["price"]), float(t["amount"])) for t in got_t] == [(float(t["px"]), float(t["sz"])) for t in want_t]
-        assert [int(t["side"]) for t in got_t] == [SIDE_BUY if t["side"] == "buy" else SIDE_SELL for t in want_t]
-        assert [int(t["exchange_ts"]) for t in got_t] == [int(t["ts"]) * 10**6 for t in want_t]
-        # books: one snapshot, every update applied and checksum-verified by the connector, no event
+        got_t = run.load(ex, "trades", sym).to_pylist()
+        assert [(r["id"], r["price"], r["amount"], str(r["side"])) for r in got_t] == [
+            (t["tradeId"], float(t["px"]), float(t["sz"]), t["side"]) for t in want_t], ex
+        # books: every message applied and checksum-verified by the connector (no event), the final book
+        # equal to this test's own rebuild, in which every recorded checksum was checked too
         want_book, checked = reference_book(books)
         assert checked == len(books)
-        assert rebuild(r.records("book_change"), sid) == want_book, ex
-        ev = r.events()
-        kinds = [k for k, _, _ in ev]
-        assert not {"gap", "checksum", "resync", "malformed", "duplicate"} & set(kinds), kinds
-        assert not any("checksum 0" in d for _, _, d in ev)  # every recorded update carried one, and it matched
-        assert r.feed.chains[sid].synced_once and r.feed.stat("gaps", sid) == 0
+        assert archived_book(run, ex, sym) == {"bid": want_book["b"], "ask": want_book["a"]}, ex
+        events = run.events(ex, sym)
+        kinds = [str(e["kind"]) for e in events]
+        assert not {"gap", "checksum", "resync", "malformed", "duplicate", "subscribe_error"} & set(kinds), kinds
+        assert not any("checksum 0" in str(e["detail"]) for e in events)  # every update carried one, and it matched
 
 
 def _book(action, seq, prev, bids=(("100.0", "1"),), asks=(("101.0", "2"),), checksum=None, inst="BTC-USDT"):
