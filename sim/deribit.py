@@ -3,8 +3,9 @@
 ``GET /api/v2/public/get_instruments``.
 
 Channels ``book.<inst>.100ms`` (a full-depth snapshot on subscribe, then one
-``change`` per market event with ``prev_change_id`` = the previous
-``change_id``; ids rise by a random step per book event, as Deribit's do),
+``change`` per 100 ms window holding its net level changes, ``prev_change_id``
+= the previous notification's ``change_id``; ids rise by a random step per
+book event, so they jump between notifications as Deribit's do),
 ``trades.<inst>.100ms`` (a small share marked ``liquidation``) and
 ``ticker.<inst>.100ms`` (the full ticker every 100 ms; perpetuals carry
 ``current_funding``/``funding_8h``, options ``greeks``/IVs). ``.raw`` is refused
@@ -32,6 +33,7 @@ from ticktape.sim.venue import Venue
 INTERVALS = ("100ms", "raw", "agg2")
 KINDS = ("book", "trades", "ticker")
 TICKER_INTERVAL_S = 0.1
+BOOK_INTERVAL_S = 0.1  # book.<inst>.100ms: the net changes of each 100 ms window in one notification
 MIN_HEARTBEAT = 10
 LIQUIDATION_SHARE = 0.05
 _OPTION = re.compile(r"-[0-9]{1,2}[A-Z]{3}[0-9]{2}-[0-9d_]+-[CP]$")
@@ -43,11 +45,16 @@ LISTED = (
 
 
 class _State:
-    __slots__ = ("change_id", "next_ticker", "rng", "tid", "tseq")
+    __slots__ = ("change_id", "flush_at", "last_n", "next_ticker", "pending", "rng", "sent_id", "tid", "tseq")
 
     def __init__(self, m: Market, base: int) -> None:
         self.rng = random.Random(m.rng.getrandbits(64) ^ 0xDE7)
         self.change_id = 10 * base + self.rng.randrange(1_000_000_000)
+        self.sent_id = self.change_id  # change_id of the last book notification (the next one's prev_change_id)
+        #: the window's net level changes: (side, price) -> [lots now, lots before the window]
+        self.pending: dict[tuple[int, int], list[int]] = {}
+        self.flush_at = 0.0  # monotonic time the open window is sent (0 = none open)
+        self.last_n = 0  # market event of the window's last change
         self.tseq = base // 1000 + self.rng.randrange(1_000_000)
         self.tid = base + self.rng.randrange(1_000_000_000)
         self.next_ticker = 0.0
@@ -165,6 +172,8 @@ class Deribit(Venue):
             if not sub:
                 self.unsubscribe(conn, *t)
                 continue
+            if t[0] == "book" and self.replay is None and t[1] in self.st:
+                self._flush(self.markets[t[1]])  # the open window goes to the others: the snapshot starts after it
             self.subscribe(conn, t[0], t[1], c)
         conn.send_control(_answer(rid, result=ok))
         if sub and self.replay is None:
@@ -215,21 +224,44 @@ class Deribit(Venue):
                             f'[{",".join(items)}]}}}}').encode()
                     conn.send("trades", sym, data, tuple(ids), ev.n)
             return
-        prev = st.change_id
         st.change_id += 1 + st.rng.randrange(40)
-        subs = self.subscribers("book", sym)
-        if not subs:
+        if not self.subscribers("book", sym):
+            st.sent_id = st.change_id  # nobody listens: a new subscriber's snapshot starts the chain
             return
+        pending = st.pending
+        for (side, p, q), before in zip(ev.changes, m.last_prev, strict=True):
+            e = pending.get((side, p))
+            if e is None:
+                pending[(side, p)] = [q, before]
+            else:
+                e[0] = q
+        st.last_n = ev.n
+        if not st.flush_at:
+            st.flush_at = time.monotonic() + BOOK_INTERVAL_S
+
+    def _flush(self, m: Market) -> None:
+        """Send the window's net changes as one ``change`` (``prev_change_id`` = the last one sent)."""
+        st = self.st[m.symbol]
+        if not st.flush_at:
+            return
+        st.flush_at = 0.0
+        sym = m.symbol
+        px, qty = m.spec.px, m.spec.qty
         bids: list[str] = []
         asks: list[str] = []
-        for (side, p, q), before in zip(ev.changes, m.last_prev, strict=True):
+        for (side, p), (q, before) in sorted(st.pending.items()):
+            if q == before:
+                continue  # back where the window started: no change to report
             act = "delete" if not q else "change" if before else "new"
             (asks if side == ASK else bids).append(f'["{act}",{px(p)},{qty(q) if q else 0.0}]')
-        for conn, name in list(subs.items()):
+        st.pending.clear()
+        prev, st.sent_id = st.sent_id, st.change_id
+        now = time.time_ns() // 1_000_000
+        for conn, name in list((self.subscribers("book", sym) or {}).items()):
             data = (f'{{"jsonrpc":"2.0","method":"subscription","params":{{"channel":"{name}","data":{{"type":"change",'
                     f'"timestamp":{now},"prev_change_id":{prev},"instrument_name":"{sym}","change_id":{st.change_id},'
                     f'"bids":[{",".join(bids)}],"asks":[{",".join(asks)}]}}}}}}').encode()
-            conn.send("book", sym, data, (st.change_id, prev), ev.n)
+            conn.send("book", sym, data, (st.change_id, prev), st.last_n)
 
     def _ticker(self, m: Market) -> dict[str, Any]:
         d = self.deriv(m)
@@ -258,7 +290,10 @@ class Deribit(Venue):
         return out
 
     def pump(self, now: float) -> None:
-        """Every 100 ms a full ticker per subscribed instrument."""
+        """Book windows whose 100 ms are over; every 100 ms a full ticker per subscribed instrument."""
+        for sym, st in self.st.items():
+            if st.flush_at and now >= st.flush_at:
+                self._flush(self.markets[sym])
         for sym, st in self.st.items():
             if not st.next_ticker or now < st.next_ticker:
                 continue
