@@ -9,7 +9,8 @@ also brings the ``depthSnapshot`` frames the book starts from; bybit
 (any interval: the archive holds what was recorded); OKX
 ``{"op": "subscribe", "args": [{"channel": "books", "instId": "BTC-USDT"}]}`` ->
 (books, BTC-USDT), and an arg by ``instType`` (``liquidation-orders``) ->
-(channel, ``*``): every archived symbol of that channel (``ALL``).
+(channel, ``*``): every archived symbol of that channel (``ALL``); bitmex
+``{"op":"subscribe","args":["orderBookL2:XBTUSD"]}`` -> (orderBookL2, XBTUSD).
 """
 
 from __future__ import annotations
@@ -38,13 +39,17 @@ def parse(text: str | bytes) -> list[tuple[str, str]]:
         return _deribit(msg.get("params"))
     if method == "SUBSCRIBE" and isinstance(msg.get("params"), list):
         return _binance(msg["params"])
-    if str(msg.get("op", "")).lower() == "subscribe" and isinstance(msg.get("args"), list):
-        if msg["args"] and all(isinstance(a, dict) for a in msg["args"]):
-            return _okx(msg["args"])
-        return _bybit(msg["args"])
+    if str(msg.get("op", "")).lower() == "subscribe" and isinstance(msg.get("args"), (list, str)):
+        args = msg["args"] if isinstance(msg["args"], list) else [msg["args"]]
+        if args and all(isinstance(a, dict) for a in args):
+            return _okx(args)
+        if args and all(isinstance(a, str) and ":" in a for a in args):
+            return _bitmex(args)
+        return _bybit(args)
     if method == "SUBSCRIBE" and isinstance(msg.get("subscription"), dict):
         return _hyperliquid(msg["subscription"])
-    raise SubscribeError("not a subscribe message this server understands (binance, bybit, hyperliquid, deribit, okx)")
+    raise SubscribeError("not a subscribe message this server understands (binance, bybit, hyperliquid, deribit, okx, "
+                         "bitmex)")
 
 
 def _binance(params: list[Any]) -> list[tuple[str, str]]:
@@ -102,4 +107,14 @@ def _okx(args: list[dict[str, Any]]) -> list[tuple[str, str]]:
             out.append((ch, ALL))
         else:
             raise SubscribeError(f"okx arg {a!r} needs instId (or instType)")
+    return out
+
+
+def _bitmex(args: list[str]) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for a in args:
+        table, _, sym = a.partition(":")
+        if not table or not sym:
+            raise SubscribeError(f"bad bitmex topic {a!r} (e.g. orderBookL2:XBTUSD)")
+        out.append((table, sym))
     return out

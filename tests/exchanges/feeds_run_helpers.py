@@ -187,3 +187,20 @@ def archived_book(run: CaptureRun, exchange: str, symbol: str) -> Book:
     """The book as a user rebuilds it from the archive (``book_groups``), after its last row."""
     groups = book_groups(run.load(exchange, "book_change", symbol).to_pylist())
     return groups[-1][1] if groups else {"bid": {}, "ask": {}}
+
+
+def capture_recording(tmp: Path, exchange: str, recording: Path, cfg: dict[str, Any], frames: int) -> CaptureRun:
+    """``capture run`` of ``exchange`` (config ``cfg``, raw on) fed by the simulator replaying
+    ``recording`` as fast as it can; stopped once the replay is over and the capture counted
+    ``frames`` data frames (symbol ``_`` not counted)."""
+    with SimulatorThread({exchange: None}, replay=recording, replay_speed=0) as sim:
+        run = CaptureRun(tmp, sim, {exchange: cfg}, raw=True)
+        try:
+            run.until(lambda m: sim.call(lambda s: s.replayer.done.is_set()), what="the replay played")
+            run.until(lambda m: sum(v for (n, lb), v in m.items() if n == "ticktape_feed_messages_total"
+                                    and ("exchange", exchange) in lb and ("symbol", "_") not in lb) >= frames,
+                      what=f"{frames} frames counted")
+            assert run.stop() == 0, run.output()[-3000:]
+        finally:
+            run.kill()
+    return run

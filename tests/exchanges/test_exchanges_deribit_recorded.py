@@ -11,10 +11,8 @@ from pathlib import Path
 
 import pytest
 from conftest import SAMPLES, cryptofeed_frames
-from feeds_run_helpers import CaptureRun, archived_book
+from feeds_run_helpers import archived_book, capture_recording
 from test_exchanges_deribit_samples import recorded_instruments, reference
-
-from ticktape.sim.thread import SimulatorThread
 
 WS = SAMPLES / "deribit/cryptofeed_v2_DERIBIT.ws.1.0"
 TARDIS = SAMPLES / "deribit/tardis_node_mappers_test_deribit.jsonl"
@@ -45,16 +43,7 @@ def test_recorded_deribit_archived_exactly(tmp_path):
     syms = recorded_instruments(frames)
     assert len(syms) == 11 and "BTC-PERPETUAL" in syms
     channels = ["trades", "book_change", "book_ticker", "derivative_ticker", "liquidations"]
-    with SimulatorThread({"deribit": None}, replay=rec, replay_speed=0) as sim:
-        run = CaptureRun(tmp_path, sim, {"deribit": {"symbols": syms, "channels": channels}}, raw=True)
-        try:
-            run.until(lambda m: sim.call(lambda s: s.replayer.done.is_set()), what="the replay played")
-            run.until(lambda m: sum(v for (n, lb), v in m.items() if n == "ticktape_feed_messages_total"
-                                    and ("exchange", "deribit") in lb and ("symbol", "_") not in lb) >= len(frames),
-                      what=f"{len(frames)} frames counted")
-            assert run.stop() == 0, run.output()[-3000:]
-        finally:
-            run.kill()
+    run = capture_recording(tmp_path, "deribit", rec, {"symbols": syms, "channels": channels}, len(frames))
     n_raw = n_changes = 0
     for sym in syms:
         raw = run.load("deribit", "raw", sym).to_pylist()

@@ -58,6 +58,8 @@ def test_json_strings_escape() -> None:
     ({"op": "subscribe", "args": [{"channel": "books", "instId": "BTC-USDT"},
                                   {"channel": "liquidation-orders", "instType": "SWAP"}]},
      [("books", "BTC-USDT"), ("liquidation-orders", "*")]),
+    ({"op": "subscribe", "args": ["orderBookL2:XBTUSD", "trade:XBTZ26"]}, [("orderBookL2", "XBTUSD"), ("trade", "XBTZ26")]),
+    ({"op": "subscribe", "args": "quote:ETHUSD"}, [("quote", "ETHUSD")]),
 ])
 def test_subscribe_messages(msg: dict[str, object], pairs: list[tuple[str, str]]) -> None:
     assert parse(json.dumps(msg)) == pairs
