@@ -12,6 +12,12 @@ journals under ``<root>/.journal/`` (same relative layout, ``.arrows``
 suffix), writer state under ``<root>/.state/``, temp files under
 ``<root>/.tmp/`` (same filesystem, renamed into place).
 
+A capture that shares its S3 prefix with others (``capture run --shard K/N``, or any
+capture with ``archive.file_tag``) tags every file it writes: ``data-<tag>.parquet``
+beside the others in the same hour directory, so no two captures ever write the
+same key and every reader takes the union of an hour directory's data files
+(``data_file_tag`` says which names are data files).
+
 ``FileKey.relpath`` is the one place that computes a path. Every name that
 reaches a path is validated here, so no exchange, symbol or data type can step
 outside the root.
@@ -42,9 +48,11 @@ HOUR_NS = 3_600_000_000_000
 
 _EXCHANGE_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 _SYMBOL_RE = re.compile(r"^[A-Za-z0-9@][A-Za-z0-9._@:-]{0,63}$")
+_TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_FILE_RE = re.compile(r"^data(?:-(?P<tag>[A-Za-z0-9][A-Za-z0-9._-]{0,63}))?\.parquet$")
 _REL_RE = re.compile(
     r"^(?P<type>[a-z0-9_]+)/exchange=(?P<exchange>[^/]+)/symbol=(?P<symbol>[^/]+)"
-    r"/date=(?P<date>\d{4}-\d{2}-\d{2})/hour=(?P<hour>\d{2})/data\.parquet$"
+    r"/date=(?P<date>\d{4}-\d{2}-\d{2})/hour=(?P<hour>\d{2})/(?P<file>[^/]+)$"
 )
 
 
@@ -66,6 +74,26 @@ def check_symbol(symbol: str) -> str:
     return symbol
 
 
+def check_tag(tag: str) -> str:
+    """A file tag: '' (an untagged ``data.parquet``) or letters, digits and . _ - (at most 64, no '..')."""
+    if tag and (not _TAG_RE.match(tag) or ".." in tag):
+        raise LayoutError(f"invalid file tag {tag!r} (letters, digits and . _ -, at most 64, no '..')")
+    return tag
+
+
+def data_file_name(tag: str = "") -> str:
+    """The file name of an hour's data written under ``tag`` (``data.parquet`` untagged)."""
+    return f"data-{tag}{PARQUET_SUFFIX}" if tag else DATA_FILE
+
+
+def data_file_tag(name: str) -> str | None:
+    """The tag of a data file name (``''`` for ``data.parquet``), None for any other name."""
+    m = _FILE_RE.match(name)
+    if m is None or ".." in name:
+        return None
+    return m["tag"] or ""
+
+
 def check_data_type(data_type: str) -> str:
     if not is_data_type(data_type):
         raise LayoutError(
@@ -80,9 +108,12 @@ class FileKey:
     data_type: str
     symbol: str
     hour: datetime  # UTC, truncated to the hour
+    #: the writing capture's tag ('' = ``data.parquet``): captures sharing a prefix never share a key
+    tag: str = ""
 
     def __post_init__(self) -> None:
         check_exchange(self.exchange)
+        check_tag(self.tag)
         check_data_type(self.data_type)
         check_symbol(self.symbol)
         if self.hour.tzinfo is None or self.hour.utcoffset() != timedelta(0):
@@ -94,12 +125,24 @@ class FileKey:
     def hour_ns(self) -> int:
         return int(self.hour.timestamp()) * 1_000_000_000
 
-    def relpath(self) -> str:
-        """POSIX path relative to the archive root (also the S3 key suffix)."""
+    def dir_relpath(self) -> str:
+        """The hour's directory relative to the root: every tag's file of the hour lives in it."""
         return (
             f"{self.data_type}/exchange={self.exchange}/symbol={self.symbol}"
-            f"/date={self.hour:%Y-%m-%d}/hour={self.hour:%H}/{DATA_FILE}"
+            f"/date={self.hour:%Y-%m-%d}/hour={self.hour:%H}"
         )
+
+    def relpath(self) -> str:
+        """POSIX path relative to the archive root (also the S3 key suffix)."""
+        return f"{self.dir_relpath()}/{data_file_name(self.tag)}"
+
+    def with_tag(self, tag: str) -> FileKey:
+        return FileKey(self.exchange, self.data_type, self.symbol, self.hour, tag)
+
+    @property
+    def slot(self) -> tuple[str, str, str, datetime]:
+        """(exchange, data type, symbol, hour): what a file holds, whoever wrote it."""
+        return (self.exchange, self.data_type, self.symbol, self.hour)
 
     def journal_relpath(self) -> str:
         return f"{JOURNAL_DIR}/{self.relpath()[: -len(PARQUET_SUFFIX)]}{JOURNAL_SUFFIX}"
@@ -115,17 +158,18 @@ class FileKey:
     def from_relpath(cls, rel: str) -> FileKey:
         """Inverse of ``relpath``; raises LayoutError for anything else (incl. traversal)."""
         m = _REL_RE.match(rel)
-        if not m:
+        tag = data_file_tag(m["file"]) if m else None
+        if not m or tag is None:
             raise LayoutError(f"not an archive file path: {rel!r}")
         try:
             hour = datetime.strptime(f"{m['date']} {m['hour']}", "%Y-%m-%d %H").replace(tzinfo=UTC)
         except ValueError:
             raise LayoutError(f"not an archive file path (bad date/hour): {rel!r}") from None
-        return cls(m["exchange"], m["type"], m["symbol"], hour)
+        return cls(m["exchange"], m["type"], m["symbol"], hour, tag)
 
     @classmethod
-    def from_ns(cls, exchange: str, data_type: str, symbol: str, ts_ns: int) -> FileKey:
-        return cls(exchange, data_type, symbol, hour_of_ns(ts_ns))
+    def from_ns(cls, exchange: str, data_type: str, symbol: str, ts_ns: int, tag: str = "") -> FileKey:
+        return cls(exchange, data_type, symbol, hour_of_ns(ts_ns), tag)
 
 
 def floor_hour(t: datetime) -> datetime:
@@ -219,7 +263,7 @@ def scan_files(root: str, data_type: str | None = None, exchange: str | None = N
         for dirpath, dirnames, filenames in os.walk(base):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for name in filenames:
-                if name != DATA_FILE:
+                if data_file_tag(name) is None:
                     continue
                 path = os.path.join(dirpath, name)
                 try:
@@ -227,6 +271,16 @@ def scan_files(root: str, data_type: str | None = None, exchange: str | None = N
                 except LayoutError:
                     continue
                 yield key, path
+
+
+def local_hour_files(root: str, key: FileKey) -> list[FileKey]:
+    """Every tag's file of ``key``'s hour under a local root, untagged first then by tag."""
+    try:
+        names = os.listdir(safe_join(root, key.dir_relpath()))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    tags = sorted(t for n in names if (t := data_file_tag(n)) is not None)
+    return [key.with_tag(t) for t in tags]
 
 
 # --- file metadata -----------------------------------------------------------
@@ -245,6 +299,7 @@ def file_metadata(key: FileKey, host: str, extra: dict[str, str] | None = None) 
         "symbol": key.symbol,
         "hour": key.hour.strftime("%Y-%m-%dT%H:00:00Z"),
         "host": host,
+        **({"tag": key.tag} if key.tag else {}),
         **(extra or {}),
     }
     return {f"{META_PREFIX}{k}".encode(): v.encode() for k, v in meta.items()}

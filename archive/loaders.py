@@ -29,7 +29,7 @@ from ticktape.archive.catalog import (
     resolve_data_type,
     time_range,
 )
-from ticktape.archive.layout import scan_files
+from ticktape.archive.layout import FileKey, data_file_tag, safe_join, scan_files
 from ticktape.ipc.schemas import LOCAL_TS_NS, arrow_schema_for, local_ns
 
 log = logging.getLogger("ticktape.archive")
@@ -52,11 +52,14 @@ def _filesystem(root: str, s3_options: Any = None) -> tuple[Any, str]:
     return LocalFileSystem(), os.path.abspath(root)
 
 
-def _existing(fs: Any, paths: list[str]) -> list[str]:
-    from pyarrow.fs import FileType
+def hour_files(fs: Any, base: str, key: FileKey) -> list[str]:
+    """Every data file of ``key``'s hour (each capture's tag: shards, sources), untagged first."""
+    from pyarrow.fs import FileSelector, FileType
 
-    infos = fs.get_file_info(paths)
-    return [i.path for i in infos if i.type == FileType.File]
+    d = safe_join(base, key.dir_relpath())
+    infos = fs.get_file_info(FileSelector(d, allow_not_found=True))
+    found = [(t, i.path) for i in infos if i.type == FileType.File and (t := data_file_tag(i.base_name)) is not None]
+    return [p for _, p in sorted(found)]
 
 
 def load(
@@ -96,10 +99,15 @@ def load(
     expr = (ds.field(LOCAL_TS_NS) >= lo) & (ds.field(LOCAL_TS_NS) < hi)
     parts: list[pa.Table] = []
     for i, sym in enumerate(syms):
-        wanted = [path_for(base, k) for k in keys if k.symbol == sym]
-        found = _existing(fs, wanted)
-        if len(found) < len(wanted):
-            missing = sorted(set(wanted) - set(found))
+        wanted = [k for k in keys if k.symbol == sym]
+        found: list[str] = []
+        missing: list[str] = []
+        for k in wanted:
+            files = hour_files(fs, base, k)
+            found += files
+            if not files:
+                missing.append(path_for(base, k))
+        if missing:
             log.info(
                 "load: %d of %d files missing for %s %s %s (first: %s)",
                 len(missing),

@@ -226,7 +226,7 @@ def _read_event_file(fi: FileInfo, fs: Any) -> list[dict[str, Any]]:
         with fs.open(fi.path, "rb") as f:
             t = pq.read_table(f, columns=_EVENT_COLS, use_threads=False)
     d = t.cast(_EVENT_SCHEMA).to_pydict()
-    return [{"exchange": fi.key.exchange, "symbol": fi.key.symbol, "ts": int(ts), "kind": kind,
+    return [{"exchange": fi.key.exchange, "symbol": fi.key.symbol, "tag": fi.key.tag, "ts": int(ts), "kind": kind,
              "channel": chan or "", "conn_id": conn, "detail": detail or ""}
             for ts, kind, chan, conn, detail in zip(d["local_ts_ns"], d["kind"], d["channel"], d["conn_id"],
                                                     d["detail"], strict=True)]
@@ -287,7 +287,10 @@ def build(root: str, start_ns: int | None = None, end_ns: int | None = None,
             first = max(first, start_ns)
         if end_ns is not None:
             last = min(last, end_ns)
-        ex_evs = ev_by_ex.get(ex, [])
+        # connection-level rows (symbol _) hold for the feeds of the capture that wrote them: in a
+        # sharded fleet another shard's disconnect is not this feed's hole
+        tags = {f.key.tag for f in files}
+        ex_evs = [e for e in ev_by_ex.get(ex, []) if e["symbol"] != NO_SYMBOL or e["tag"] in tags]
         outages = _outages(ex_evs, sym, last)
         has_book = any(f.key.data_type == "book_change" for f in files)
         verified = _verified(ex_evs, sym, last) if has_book else None

@@ -35,7 +35,7 @@ from ticktape.archive.s3_client import (
     parse_url,
     redact,
 )
-from ticktape.archive.s3_restore import RestoreReport, remote_tables, restore_all, restore_keys
+from ticktape.archive.s3_restore import RestoreReport, remote_tables, restore_all, restore_keys, tagged_keys
 from ticktape.archive.s3_sync import SyncReport, sync_archive
 
 __all__ = [
@@ -71,7 +71,8 @@ def restore_range(
     overwrite: bool = False,
     progress: bool = False,
 ) -> RestoreReport:
-    """Fetch the files of a range (paths computed from the layout, no file listing).
+    """Fetch the files of a range (paths computed from the layout; one listing per table, symbol and day
+    finds the tagged files of a sharded fleet).
 
     ``data_types`` None = every table the bucket holds (one delimiter listing of
     the prefix's top level names them), as the seed's restore does."""
@@ -91,13 +92,14 @@ def range_keys(
     depth: int | None = None,
     opts: S3Options | None = None,
 ) -> list[FileKey]:
-    """The files of a range; without ``data_types``, of every table under the prefix."""
+    """The files of a range as the bucket holds them (every capture's tagged file of each hour; an hour
+    with none keeps its untagged key, reported missing); without ``data_types``, of every table."""
     if data_types is None or (isinstance(data_types, str) and not data_types.strip()):
         tables = asyncio.run(remote_tables(url, opts))
         if not tables:
             return []
         data_types = tables
-    return keys_for_range(exchange, data_types, symbols, start, end, depth)
+    return asyncio.run(tagged_keys(url, keys_for_range(exchange, data_types, symbols, start, end, depth), opts))
 
 
 class BackgroundSync:

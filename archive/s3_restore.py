@@ -1,7 +1,8 @@
 """``capture s3 restore``: fetch the files of a range from the bucket into the local archive.
 
-Paths are computed from (exchange, type, symbol, hour), so no listing is
-needed. Each object is streamed to a temp file under ``<root>/.tmp/`` (outside
+Paths are computed from (exchange, type, symbol, hour); a range restore lists
+each (table, symbol, day) directory once to find every capture's tagged file of
+an hour (the shards of a fleet write ``data-<tag>.parquet`` side by side). Each object is streamed to a temp file under ``<root>/.tmp/`` (outside
 every table, same filesystem) while hashed, checked against its size and the sha256 kept as
 metadata (or the md5 ETag of objects uploaded by other tools), then fsynced
 and renamed into place: a reader never sees half a file, and a mismatch leaves
@@ -21,6 +22,8 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -297,8 +300,9 @@ async def restore_keys_async(
         await close_fs(fs)
 
 
-async def remote_tables(url: str, opts: S3Options | None = None) -> list[str]:
-    """The tables (data types) under the prefix: one delimiter listing of its top level, no file listing."""
+@asynccontextmanager
+async def _checked_session(url: str, opts: S3Options | None) -> AsyncIterator[tuple[Any, str, str, str]]:
+    """(client, bucket, prefix, where) of a session whose bucket answered; one S3Error line otherwise."""
     opts = opts or S3Options()
     bucket, prefix = parse_url(url)
     where = opts.where(url)
@@ -309,6 +313,14 @@ async def remote_tables(url: str, opts: S3Options | None = None) -> list[str]:
         except Exception as e:
             raise S3Error(describe(e, where)) from None
         await check_bucket(client, bucket, prefix, where)
+        yield client, bucket, prefix, where
+    finally:
+        await close_fs(fs)
+
+
+async def remote_tables(url: str, opts: S3Options | None = None) -> list[str]:
+    """The tables (data types) under the prefix: one delimiter listing of its top level, no file listing."""
+    async with _checked_session(url, opts) as (client, bucket, prefix, where):
         pfx = f"{prefix}/" if prefix else ""
         names: list[str] = []
         try:
@@ -321,8 +333,41 @@ async def remote_tables(url: str, opts: S3Options | None = None) -> list[str]:
         except Exception as e:
             raise S3Error(describe(e, where)) from None
         return sorted(names)
-    finally:
-        await close_fs(fs)
+
+
+async def tagged_keys(
+    url: str, keys: list[FileKey], opts: S3Options | None = None, concurrency: int = 8
+) -> list[FileKey]:
+    """The range's files as the bucket holds them: every capture's tagged file of each hour (shards of
+    a fleet write ``data-<tag>.parquet`` side by side), found by one listing per (table, symbol, day);
+    an hour with no file keeps its untagged key (reported missing by the restore)."""
+    if not keys:
+        return []
+    days = sorted({k.dir_relpath().rsplit("/", 1)[0] + "/" for k in keys})
+    slots = {k.slot for k in keys}
+    found: dict[tuple[Any, ...], list[FileKey]] = {}
+    async with _checked_session(url, opts) as (client, bucket, prefix, where):
+        pfx = f"{prefix}/" if prefix else ""
+
+        async def day(rel_dir: str) -> None:
+            paginator = client.get_paginator("list_objects_v2")
+            async for page in paginator.paginate(Bucket=bucket, Prefix=pfx + rel_dir):
+                for obj in page.get("Contents", ()):
+                    try:
+                        k = FileKey.from_relpath(str(obj["Key"])[len(pfx) :])
+                    except LayoutError:
+                        continue
+                    if k.slot in slots:
+                        found.setdefault(k.slot, []).append(k)
+
+        try:
+            await run_pool([(d,) for d in days], day, concurrency)
+        except Exception as e:
+            raise S3Error(describe(e, where)) from None
+    out: list[FileKey] = []
+    for k in keys:
+        out += sorted(found.get(k.slot, [k]), key=lambda x: x.tag)
+    return out
 
 
 async def listed_keys(url: str, opts: S3Options | None = None) -> tuple[list[FileKey], list[str]]:

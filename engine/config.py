@@ -12,7 +12,7 @@ from pathlib import Path
 
 import msgspec
 
-from ticktape.archive.layout import LayoutError, check_exchange, check_symbol
+from ticktape.archive.layout import LayoutError, check_exchange, check_symbol, check_tag
 from ticktape.engine.connectors import connector
 from ticktape.engine.settings import (
     ArchiveConfig,
@@ -146,6 +146,10 @@ def validate(cfg: Config) -> None:
     _num(src, "archive.finalize_grace", a.finalize_grace, 0, 3600, "seconds")
     _num(src, "archive.zstd_level", a.zstd_level, 1, 22)
     _num(src, "archive.row_group_size", a.row_group_size, 1, 64 << 20, "rows")
+    try:
+        check_tag(a.file_tag)
+    except LayoutError as e:
+        raise _err(src, f"key archive.file_tag: {e}") from None
     _num(src, "writers", cfg.writers, 1, 64)
     r = cfg.ring
     _num(src, "ring.records", r.records, 1024, 1 << 30, "records")

@@ -32,7 +32,7 @@ _NOTABLE = [
     (re.compile(r" disconnected \("), "disconnect", "yellow"),
     (re.compile(r" gap: "), "gap", "red"),
     (re.compile(r"resync|synced \(|snapshot older|snapshot request failed|snapshot HTTP"), "resync", "magenta"),
-    (re.compile(r"^(capture started|ready: |stopping: |ingest stopped|capture stopped|final S3 sync)"), "run", "bold"),
+    (re.compile(r"^(capture started|ready: |stopping: |ingest stopped|capture stopped|final S3 sync|shard \d+/\d+: )"), "run", "bold"),
     (re.compile(r" (started|exited) .*pid"), "child", "dim"),
 ]
 _EVENT_OF_EXCHANGE = re.compile(r"^(?P<ex>[a-z0-9-]+)[ /].*?(?P<what>disconnected \([^)]*\)|gap|stalled)")

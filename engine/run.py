@@ -6,7 +6,9 @@ import argparse
 import logging
 import sys
 
-from ticktape.engine import logging_setup
+import msgspec
+
+from ticktape.engine import logging_setup, shard
 from ticktape.engine.config import ConfigError, load
 
 
@@ -20,7 +22,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run the shipped demo config instead (built-in simulator; archive in ./archive-demo, logs in ./logs-demo)",
     )
     parser.add_argument(
-        "--root", default=None, metavar="DIR", help="with --demo: archive directory instead of ./archive-demo"
+        "--root",
+        default=None,
+        metavar="DIR",
+        help="archive directory instead of the config's archive.root (--demo: instead of ./archive-demo)",
+    )
+    parser.add_argument(
+        "--shard",
+        default=None,
+        metavar="K/N",
+        help="capture shard K of N of the config's feeds (dealt by expected load, the same on every host); "
+        "its files are tagged shard-K-of-N so N captures can sync to one S3 prefix",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="serve /metrics on this port instead of metrics.port (0 disables; e.g. two shards on one host)",
     )
     parser.add_argument(
         "--duration",
@@ -52,8 +71,8 @@ def main(args: argparse.Namespace) -> int:
     if args.demo == (args.config is not None):
         print("error: give a CONFIG file or --demo (one of them)", file=sys.stderr)
         return 2
-    if args.root is not None and not args.demo:
-        print("error: --root goes with --demo (a config file names its archive.root)", file=sys.stderr)
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        print(f"error: --metrics-port {args.metrics_port} is out of range (allowed 0..65535)", file=sys.stderr)
         return 2
     try:
         if args.demo:
@@ -64,6 +83,15 @@ def main(args: argparse.Namespace) -> int:
                 print(f"demo: {note}", file=sys.stderr)
         else:
             cfg = load(args.config)
+            if args.root is not None:
+                cfg = msgspec.structs.replace(cfg, archive=msgspec.structs.replace(cfg.archive, root=args.root))
+        if args.metrics_port is not None:
+            cfg = msgspec.structs.replace(cfg, metrics=msgspec.structs.replace(cfg.metrics, port=args.metrics_port))
+        assignment = None
+        if args.shard is not None:
+            k, n = shard.parse_spec(args.shard)
+            assignment = shard.assign(cfg, k, n)
+            cfg = shard.shard_config(cfg, assignment)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -78,6 +106,13 @@ def main(args: argparse.Namespace) -> int:
     except OSError as e:
         print(f"error: {cfg.source}: key log.dir: cannot open the log file: {e}", file=sys.stderr)
         return 2
+    if assignment is not None:
+        a = assignment
+        logging.getLogger("ticktape.supervisor").info(
+            a.describe(),
+            extra={"shard": f"{a.k}/{a.n}", "file_tag": cfg.archive.file_tag, "load": a.load,
+                   "shard_loads": list(a.loads), "feeds": [f"{f.exchange}/{f.symbol}" for f in a.feeds]},
+        )
     sup = Supervisor(cfg, duration=args.duration, view=view)
     try:
         rc = sup.run()

@@ -31,6 +31,9 @@ class ArchiveConfig(_Strict):
     zstd_level: int = 3
     #: rows per Parquet row group
     row_group_size: int = 256_000
+    #: tag in every file name this capture writes (``data-<tag>.parquet``; '' = ``data.parquet``), so
+    #: captures sharing one S3 prefix never write the same key; ``--shard K/N`` sets ``shard-K-of-N``
+    file_tag: str = ""
 
 
 class RingConfig(_Strict):

@@ -25,7 +25,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 REFRESH_S = 5.0
-DATA_FILE = "data.parquet"
+# a data file: data.parquet, or data-<tag>.parquet of one capture of several writing the hour (shards)
+_FILE_RE = re.compile(r"^data(-[A-Za-z0-9][A-Za-z0-9._-]{0,63})?\.parquet$")
 # the archive's names (archive.layout checks the same; that module loads pyarrow, which this path must not)
 _TABLE_RE = re.compile(r"^(trades|book_change|events|raw|book_ticker|derivative_ticker|liquidations"
                        r"|book_snapshot_[1-9][0-9]{0,4})$")
@@ -67,11 +68,18 @@ def _hour(date: str, hour: str) -> datetime | None:
         return None
 
 
+def _has_data(hour_dir: str) -> bool:
+    try:
+        with os.scandir(hour_dir) as it:
+            return any(_FILE_RE.match(e.name) and ".." not in e.name and e.is_file() for e in it)
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return False
+
+
 def _edge_hour(dates: list[tuple[str, str]], last: bool) -> datetime | None:
     """First (or last) hour with a finalized file, looking into as few date directories as it takes."""
     for date, dpath in reversed(dates) if last else dates:
-        hours = [h for hn, hpath in _dirs(dpath, _HOUR_RE)
-                 if os.path.isfile(os.path.join(hpath, DATA_FILE)) and (h := _hour(date, hn)) is not None]
+        hours = [h for hn, hpath in _dirs(dpath, _HOUR_RE) if _has_data(hpath) and (h := _hour(date, hn)) is not None]
         if hours:
             return max(hours) if last else min(hours)
     return None

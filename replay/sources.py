@@ -35,16 +35,22 @@ class ReplayDataError(RuntimeError):
     """An archive file that cannot be read: the stream stops rather than leave a silent hole."""
 
 
-def hour_paths(root: str, exchange: str, data_type: str, symbol: str, start_ns: int, end_ns: int) -> list[str]:
-    out: list[str] = []
+def hour_groups(root: str, exchange: str, data_type: str, symbol: str, start_ns: int, end_ns: int) -> list[list[str]]:
+    """Per hour of the range that has data, its files: one, or one per capture that wrote the hour
+    (shards of a fleet, tagged ``data-<tag>.parquet``)."""
+    out: list[list[str]] = []
     h = (start_ns // HOUR_NS) * HOUR_NS
     while h < end_ns:
         key = FileKey(exchange, data_type, symbol, hour_of_ns(h))
-        p = safe_join(root, key.relpath())
-        if storage.isfile(p):
-            out.append(p)
+        files = storage.hour_files(safe_join(root, key.dir_relpath()))
+        if files:
+            out.append(files)
         h += HOUR_NS
     return out
+
+
+def hour_paths(root: str, exchange: str, data_type: str, symbol: str, start_ns: int, end_ns: int) -> list[str]:
+    return [p for group in hour_groups(root, exchange, data_type, symbol, start_ns, end_ns) for p in group]
 
 
 _NS = pa.timestamp("ns")
@@ -97,14 +103,38 @@ def read_range(
     Columns named in ``read_dictionary`` come back dictionary-encoded (cheap filters on few distinct values).
     """
     batch_rows = batch_rows or BATCH_ROWS
-    for path in hour_paths(root, exchange, data_type, symbol, start_ns, end_ns):
-        try:
-            pf = storage.open_parquet(path, read_dictionary)
-        except (OSError, pa.ArrowInvalid) as e:
-            # never skip data silently: the response is cut short and the client sees an error
-            log.error("replay: unreadable file %s: %s", path, e)
-            raise ReplayDataError(f"unreadable archive file {path}: {e}") from e
-        yield from _file_batches(pf, _disk_columns(columns), start_ns, end_ns, batch_rows, path)
+    for group in hour_groups(root, exchange, data_type, symbol, start_ns, end_ns):
+        if len(group) == 1:
+            yield from _file_batches(_open(group[0], read_dictionary), _disk_columns(columns), start_ns, end_ns,
+                                     batch_rows, group[0])
+        else:
+            yield from _merged_hour(group, _disk_columns(columns), start_ns, end_ns, batch_rows, read_dictionary)
+
+
+def _open(path: str, read_dictionary: list[str] | None) -> pq.ParquetFile:
+    try:
+        return storage.open_parquet(path, read_dictionary)
+    except (OSError, pa.ArrowInvalid) as e:
+        # never skip data silently: the response is cut short and the client sees an error
+        log.error("replay: unreadable file %s: %s", path, e)
+        raise ReplayDataError(f"unreadable archive file {path}: {e}") from e
+
+
+def _merged_hour(
+    paths: list[str], cols: list[str] | None, start_ns: int, end_ns: int, batch_rows: int,
+    read_dictionary: list[str] | None,
+) -> Iterator[pa.RecordBatch]:
+    """One hour written by several captures (the tagged files of a sharded fleet): their rows in
+    local_ts order, ties in file order (the hour's rows of one series, read into memory together)."""
+    batches = [b for p in paths for b in _file_batches(_open(p, read_dictionary), cols, start_ns, end_ns, batch_rows, p)]
+    if not batches:
+        return
+    t = pa.Table.from_batches(batches).unify_dictionaries()  # each file has its own dictionaries
+    ts = ts_ns(t)
+    order = np.argsort(ts, kind="stable")
+    if not bool(np.all(order[1:] > order[:-1])):
+        t = t.take(pa.array(order))
+    yield from t.combine_chunks().to_batches(max_chunksize=batch_rows)
 
 
 def _file_batches(

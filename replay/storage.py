@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from ticktape.archive.layout import PRIVATE_DIRS, FileKey, LayoutError
+from ticktape.archive.layout import PRIVATE_DIRS, FileKey, LayoutError, data_file_tag
 
 
 def is_s3(root: str) -> bool:
@@ -38,6 +38,25 @@ def isfile(path: str) -> bool:
             fs = _s3fs()
         return bool(fs.isfile(path[5:]))
     return os.path.isfile(path)
+
+
+def hour_files(dir_path: str) -> list[str]:
+    """The data files of one hour directory (every capture's tag), untagged first, then by tag."""
+    if is_s3(dir_path):
+        with _lock:
+            fs = _s3fs()
+        try:
+            listed = [str(p) for p in fs.ls(dir_path[5:], detail=False, refresh=True)]
+        except FileNotFoundError:
+            return []
+        names = [p.rsplit("/", 1)[-1] for p in listed]
+    else:
+        try:
+            names = os.listdir(dir_path)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+    found = sorted((t, n) for n in names if (t := data_file_tag(n)) is not None)
+    return [f"{dir_path}/{n}" for _, n in found]
 
 
 def open_parquet(path: str, read_dictionary: list[str] | None = None) -> pq.ParquetFile:

@@ -132,7 +132,7 @@ def mark_unclean_stop(root: str, prev: RunMarker, archive: ArchiveConfig, host: 
             ev["symbol"] = sym_id
             ev["channel"] = [c for c, _ in mine]
             ev["detail"] = DETAIL.encode()
-            key = FileKey(exchange, "events", symbols[sym_id], hour_of_ns(ts))
+            key = FileKey(exchange, "events", symbols[sym_id], hour_of_ns(ts), archive.file_tag)
             res = finalize_batches(root, key, [fixed_batch_to_arrow("events", ev, channels)], jid, archive, host, "unclean")
             written += len(mine) if res is not None else 0
             if ex.raw:
@@ -141,7 +141,7 @@ def mark_unclean_stop(root: str, prev: RunMarker, archive: ArchiveConfig, host: 
                 idx["symbol"] = sym_id
                 idx["channel"] = [c for c, _ in mine]
                 rb = raw_batch_to_arrow(idx, b"", 0, channels)
-                finalize_batches(root, FileKey(exchange, "raw", symbols[sym_id], hour_of_ns(ts)), [rb], jid, archive,
+                finalize_batches(root, FileKey(exchange, "raw", symbols[sym_id], hour_of_ns(ts), archive.file_tag), [rb], jid, archive,
                                  host, "unclean")
         log.warning(
             "%s: the previous capture (pid %d) did not stop cleanly; disconnect markers written at its last "

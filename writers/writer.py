@@ -351,7 +351,7 @@ class Writer:
             ev["local_ts"] = now
             ev["kind"] = EVENT_CODE["info"]
             ev["detail"] = [d.encode()[: EVENT_DTYPE["detail"].itemsize] for d in self._pending_events]
-            key = FileKey(spec.exchange, "events", NO_SYMBOL_NAME, hour_of_ns(now))
+            key = FileKey(spec.exchange, "events", NO_SYMBOL_NAME, hour_of_ns(now), self.archive.file_tag)
             rel = key.journal_relpath()
             j = self.journals.get(rel)
             if j is None:
@@ -404,7 +404,7 @@ class Writer:
                     g.symbol,
                     NO_SYMBOL_NAME,
                 )
-            key = FileKey(src.spec.exchange, src.data_type, sym, hour_of_ns(g.hour_ns))
+            key = FileKey(src.spec.exchange, src.data_type, sym, hour_of_ns(g.hour_ns), self.archive.file_tag)
             rel = key.journal_relpath()
             j = self.journals.get(rel)
             if j is None:
@@ -446,7 +446,7 @@ class Writer:
         self._prepared_hour = nxt
         hour = hour_of_ns(nxt)
         dirs = sorted({
-            os.path.dirname(safe_join(self.root, FileKey(k.exchange, k.data_type, k.symbol, hour).journal_relpath()))
+            os.path.dirname(safe_join(self.root, FileKey(k.exchange, k.data_type, k.symbol, hour, k.tag).journal_relpath()))
             for k in (j.key for j in self.journals.values())
         })
 

@@ -51,9 +51,9 @@ class CaptureRun:
 
     def __init__(self, tmp: Path, sim: SimulatorThread, exchanges: dict[str, dict[str, Any]],
                  options: dict[str, Any] | None = None, extra_toml: str = "", records: int = 1 << 16,
-                 raw: bool = False) -> None:
+                 raw: bool = False, args: tuple[str, ...] = (), root: Path | None = None) -> None:
         self.tmp = tmp
-        self.root = tmp / "archive"
+        self.root = root or tmp / "archive"
         self.port = free_port()
         self.started = datetime.now(UTC)
         self.config = tmp / f"capture-{time.monotonic_ns()}.toml"
@@ -91,7 +91,7 @@ restart_delay = 0.2
         self.out_path = tmp / f"capture-{time.monotonic_ns()}.out"
         self._out = open(self.out_path, "wb")  # noqa: SIM115 - closed in wait()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ticktape.engine.cli", "run", str(self.config)],
+            [sys.executable, "-m", "ticktape.engine.cli", "run", str(self.config), *args],
             cwd=tmp, stdout=self._out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
 
