@@ -15,8 +15,9 @@ another that was live then, and marks what no capture holds:
   ``disconnect`` markers of the source that went down last) are kept, and the book
   resumes at the earliest snapshot after the hole.
 - ``raw``: one row per (channel, sequence id) where the frame has one (Binance
-  ``u``/trade ``t``/``lastUpdateId``, Bybit ``seq``, Hyperliquid ``time``...), else per
-  (channel, payload); a payload a source received n times is kept max-n times.
+  ``u``/trade ``t``/``lastUpdateId``, Bybit ``seq``, Hyperliquid ``time``, OKX
+  ``seqId``, Deribit ``change_id``...), else per (channel, payload); a payload a
+  source received n times is kept max-n times.
 - every other table: one row per distinct content (all columns but the local times),
   each kept as often as the source that has it most often.
 
@@ -48,6 +49,10 @@ SEQ_PATTERNS: dict[str, tuple[tuple[str, str], ...]] = {
                         ("trade", r'"t":(?P<s>\d+)'), ("aggTrade", r'"a":(?P<s>\d+)'), ("bookTicker", r'"u":(?P<s>\d+)')),
     "bybit": (("orderbook", r'"seq":(?P<s>\d+)'), ("publicTrade", r'"i":"(?P<s>[^"]+)"')),
     "hyperliquid": (("l2Book", r'"time":(?P<s>\d+)'), ("trades", r'"tid":(?P<s>\d+)'), ("bbo", r'"time":(?P<s>\d+)')),
+    "okex": (("books", r'"seqId":(?P<s>\d+)'), ("trades", r'"tradeId":"(?P<s>[^"]+)"')),
+    "okex-swap": (("books", r'"seqId":(?P<s>\d+)'), ("trades", r'"tradeId":"(?P<s>[^"]+)"')),
+    "deribit": (("book", r'"change_id":(?P<s>\d+)'), ("trades", r'"trade_id":"(?P<s>[^"]+)"')),
+    "bitmex": (("trade", r'"trdMatchID":"(?P<s>[^"]+)"'),),
 }
 
 
@@ -157,28 +162,30 @@ def _count(stats: Stats, names: list[str], src: np.ndarray, kept: np.ndarray) ->
     stats.duplicates += len(src) - len(kept)
 
 
+def owned(keys: pa.Table, src: np.ndarray, keep: np.ndarray, edges: pa.Table | None) -> np.ndarray:
+    """Of the rows ``keep``, those whose source is the first holding their key here or at the
+    near edge of a neighbouring hour (``edges``: the key columns + ``src``): a message two
+    captures put on either side of an hour boundary is kept in one hour only."""
+    if edges is None or not edges.num_rows or not len(keep):
+        return keep
+    cols = keys.column_names
+    codes = row_codes(pa.concat_tables([keys, edges.select(cols).cast(keys.schema)]), cols)
+    n = keys.num_rows
+    owner = np.full(int(codes.max()) + 1, np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(owner, codes[:n], src)
+    np.minimum.at(owner, codes[n:], edges.column("src").to_numpy().astype(np.int64))
+    return keep[owner[codes[keep]] == src[keep]]
+
+
 def merge_trades(tables: list[pa.Table | None], names: list[str], edges: pa.Table | None = None,
                  data_type: str = "trades") -> tuple[pa.Table, Stats]:
-    """One row per trade id, the first source's. ``edges`` (``id``, ``src``): the ids sources hold
-    near this hour in the neighbouring hours; a trade two captures put in different hours is
-    kept only in the hour where the first source that has it put it."""
+    """One row per trade id, the first source's (``edges``: see ``owned``)."""
     stats = Stats()
     table, src = _stack(tables, data_type)
     if not table.num_rows:
         return table, stats
-    n = table.num_rows
-    ids = table.column("id").combine_chunks()
-    e_src = np.zeros(0, np.int64)
-    if edges is not None and edges.num_rows:
-        ids = pa.concat_arrays([ids, edges.column("id").combine_chunks().cast(ids.type)])
-        e_src = edges.column("src").to_numpy().astype(np.int64)
-    codes = pc.dictionary_encode(ids, null_encoding="encode").indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    keep = _keep_first(codes[:n])
-    if len(e_src):
-        owner = np.full(int(codes.max()) + 1, np.iinfo(np.int64).max, np.int64)
-        np.minimum.at(owner, codes[:n], src)
-        np.minimum.at(owner, codes[n:], e_src)
-        keep = keep[owner[codes[keep]] == src[keep]]
+    keys = table.select(["id"])
+    keep = owned(keys, src, _keep_first(row_codes(keys, ["id"])), edges)
     _count(stats, names, src, keep)
     return _sorted_take(table, keep), stats
 
@@ -215,9 +222,10 @@ def raw_identity(exchange: str, table: pa.Table) -> pa.Table:
 
 
 def merge_raw(exchange: str, tables: list[pa.Table | None], names: list[str],
-              markers: pa.Table | None = None) -> tuple[pa.Table, Stats]:
+              markers: pa.Table | None = None, edges: pa.Table | None = None) -> tuple[pa.Table, Stats]:
     """One row per (channel, sequence id or payload) (see the module doc), the sources'
-    empty rows (their disconnect markers) replaced by ``markers``."""
+    empty rows (their disconnect markers) replaced by ``markers`` (``edges``: see ``owned``;
+    columns ``channel``, ``_id``, ``src``)."""
     stats = Stats()
     table, src = _stack(tables, "raw")
     if table.num_rows:
@@ -228,6 +236,7 @@ def merge_raw(exchange: str, tables: list[pa.Table | None], names: list[str],
         codes = row_codes(table, ["channel", "_id"])
         occ = occurrence(codes, src)
         keep = _keep_first(codes * (int(occ.max()) + 1) + occ)
+        keep = owned(table.select(["channel", "_id"]), src, keep, edges)
         _count(stats, names, src, keep)
         table = table.drop_columns(["_id"]).take(pa.array(keep))
     if markers is not None and markers.num_rows:

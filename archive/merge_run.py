@@ -257,7 +257,7 @@ def _book_unit(sources: list[Source], unit: Unit, out: str) -> UnitResult:
         res.tables["events"].add(est)
         if (p := write(out, ekey, events, names)) is not None:
             res.files.append(p)
-        merged_raw, rst = M.merge_raw(unit.exchange, raw, names, _concat(markers_raw, "raw"))
+        merged_raw, rst = M.merge_raw(unit.exchange, raw, names, _concat(markers_raw, "raw"), _edges(sources, rkey))
         res.tables["raw"].add(rst)
         if (p := write(out, rkey, merged_raw, names)) is not None:
             res.files.append(p)
@@ -337,7 +337,7 @@ def _symbol_file(sources: list[Source], unit: Unit) -> tuple[pa.Table, M.Stats]:
     tables = [read(s, key) for s in sources]
     if unit.table in ("trades", "liquidations") and unit.symbol != NO_SYMBOL_NAME:
         if unit.table == "trades":
-            return M.merge_trades(tables, names, _edge_ids(sources, key))
+            return M.merge_trades(tables, names, _edges(sources, key))
         return M.merge_content(tables, names, unit.table)
     if unit.table == "events":
         plain, st = M.merge_content(_plain_events(tables), names, "events")
@@ -356,24 +356,31 @@ def _symbol_file(sources: list[Source], unit: Unit) -> tuple[pa.Table, M.Stats]:
             empty = [None if t is None else t.filter(pc.equal(pc.binary_length(t.column("payload")), 0))
                      for t in tables]
             markers = _where_others_down(empty, tables)
-        return M.merge_raw(unit.exchange, tables, names, _concat(markers, "raw"))
+        return M.merge_raw(unit.exchange, tables, names, _concat(markers, "raw"), _edges(sources, key))
     return M.merge_content(tables, names, unit.table)
 
 
-def _edge_ids(sources: list[Source], key: FileKey) -> pa.Table:
-    """(id, source) of the trades the sources hold within EDGE_S of this hour in the neighbouring hours."""
+def _edges(sources: list[Source], key: FileKey) -> pa.Table | None:
+    """The identities (trades: ``id``; raw: ``channel``, ``_id``) and source index of the rows the
+    sources hold within EDGE_S of this hour in the neighbouring hours (see ``merge.owned``)."""
     parts = []
     hour_ns = key.hour_ns
+    cols = ["id"] if key.data_type == "trades" else ["channel", "payload"]
     for i, s in enumerate(sources):
-        for delta, lo, hi in ((-1, hour_ns - EDGE_S * 10**9, hour_ns), (1, hour_ns + HOUR_NS, hour_ns + HOUR_NS + EDGE_S * 10**9)):
+        for delta, lo, hi in ((-1, hour_ns - EDGE_S * 10**9, hour_ns),
+                              (1, hour_ns + HOUR_NS, hour_ns + HOUR_NS + EDGE_S * 10**9)):
             t = read(s, FileKey(key.exchange, key.data_type, key.symbol, key.hour + timedelta(hours=delta)),
-                     ["id", LOCAL_TS_NS])
+                     [*cols, LOCAL_TS_NS])
             if t is None:
                 continue
             ts = t.column(LOCAL_TS_NS)
             t = t.filter(pc.and_(pc.greater_equal(ts, lo), pc.less(ts, hi)))
-            parts.append(pa.table({"id": t.column("id"), "src": pa.array(np.full(t.num_rows, i, np.int64))}))
-    return pa.concat_tables(parts) if parts else pa.table({"id": pa.array([], pa.string()), "src": pa.array([], pa.int64())})
+            if key.data_type == "raw":
+                t = M.raw_identity(key.exchange, t).select(["channel", "_id"])
+            else:
+                t = t.select(cols)
+            parts.append(t.append_column("src", pa.array(np.full(t.num_rows, i, np.int64))))
+    return pa.concat_tables(parts) if parts else None
 
 
 def run_unit(unit: Unit, sources: list[Source], out: str) -> UnitResult:

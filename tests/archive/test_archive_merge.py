@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
 from ticktape.archive import merge_run as R
-from ticktape.archive.layout import FileKey
+from ticktape.archive.layout import FileKey, hour_of_ns
 from ticktape.engine import cli
 from ticktape.ipc.schemas import LOCAL_TS_NS
 
@@ -58,9 +58,12 @@ def book_at(updates: list[list[tuple[str, float, float]]], k: int) -> dict[str, 
     return book
 
 
-def capture(root: Path, pieces: list[tuple[int, int]], breaks: list[int], lag: int, trades: range) -> None:
+def capture(root: Path, pieces: list[tuple[int, int]], breaks: list[int], lag: int, trades: range,
+            t0: int = T0) -> None:
     """A source that held updates a..b (a snapshot at a-1's state first) of each piece, a disconnect at
-    each ``breaks`` update number (just after it), arrival ``lag`` ns after the venue's time."""
+    each ``breaks`` update number (just after it), arrival ``lag`` ns after the venue's time (update k
+    at ``t0`` + k * 10 ms); each row in the file of its arrival hour."""
+    T0 = t0  # the venue clock of this capture
     ups = venue()
     rows, raw, events = [], [], []
     for a, b in pieces:
@@ -82,16 +85,23 @@ def capture(root: Path, pieces: list[tuple[int, int]], breaks: list[int], lag: i
             events.append({"kind": "disconnect", "channel": ch, "conn_id": 1, "detail": "connection lost",
                            "exchange_ts": None, LOCAL_TS_NS: t})
             raw.append({"channel": ch, "conn_id": 1, LOCAL_TS_NS: t, "payload": b""})
-    tr = [{"exchange_ts": T0 + i * MS, "id": str(i), "price": 100.0, "amount": 1.0, "side": "buy",
-           LOCAL_TS_NS: T0 + i * MS + lag} for i in trades]
+    tr = [{"exchange_ts": T0 + i * 10 * MS, "id": str(i), "price": 100.0, "amount": 1.0, "side": "buy",
+           LOCAL_TS_NS: T0 + i * 10 * MS + lag} for i in trades]
     for data_type, r in (("book_change", rows), ("raw", raw), ("events", events), ("trades", tr)):
         r.sort(key=lambda x: x[LOCAL_TS_NS])
-        R.write(str(root), FileKey(EX, data_type, SYM, HOUR), ts_table(r, data_type), ["test"])
+        for hour in sorted({hour_of_ns(x[LOCAL_TS_NS]) for x in r}):
+            part = [x for x in r if hour_of_ns(x[LOCAL_TS_NS]) == hour]
+            R.write(str(root), FileKey(EX, data_type, SYM, hour), ts_table(part, data_type), ["test"])
 
 
-def merged_book(root: Path) -> dict[str, dict[float, float]]:
-    t = R.read(R.Source("m", str(root)), FileKey(EX, "book_change", SYM, HOUR))
-    assert t is not None
+def merged_rows(root: Path, data_type: str, hours: tuple[datetime, ...] = (HOUR,)) -> pa.Table:
+    parts = [R.read(R.Source("m", str(root)), FileKey(EX, data_type, SYM, h)) for h in hours]
+    assert all(p is not None for p in parts)
+    return pa.concat_tables([p for p in parts if p is not None])
+
+
+def merged_book(root: Path, hours: tuple[datetime, ...] = (HOUR,)) -> dict[str, dict[float, float]]:
+    t = merged_rows(root, "book_change", hours)
     book: dict[str, dict[float, float]] = {"bid": {}, "ask": {}}
     key = None
     for r in t.to_pylist():
@@ -170,6 +180,31 @@ def test_merge_keeps_a_disconnect_where_no_source_was_live(tmp_path: Path, capsy
     raw = R.read(R.Source("m", str(tmp_path / "m")), FileKey(EX, "raw", SYM, HOUR))
     assert raw is not None
     assert sorted(r[LOCAL_TS_NS] for r in raw.to_pylist() if r["payload"] == b"") == [b_break, b_break]
+
+
+def test_merge_across_an_hour_boundary_keeps_each_update_once(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    # update 70 reaches A 200 µs and B 300 µs after the venue's time: the hour ends between the two
+    t0 = T0 + 3600 * 10**9 - 70 * 10 * MS - 250_000
+    a, b = tmp_path / "a", tmp_path / "b"
+    capture(a, [(1, 40), (45, 100)], [40], lag=200_000, trades=range(60, 100), t0=t0)
+    capture(b, [(1, 100)], [], lag=300_000, trades=range(0, 80), t0=t0)  # trade 70 also straddles
+    # B first: its copy of update 70 is in the later hour, A's in the earlier one
+    rc, out, err = run(capsys, str(b), str(a), "--out", str(tmp_path / "m"), "--format", "json")
+    assert rc == 0, err
+    hours = (HOUR, HOUR + timedelta(hours=1))
+    assert merged_book(tmp_path / "m", hours) == book_at(venue(), 100)
+    book = merged_rows(tmp_path / "m", "book_change", hours)
+    snap_rows = sum(len(v) for v in book_at(venue(), 0).values())
+    assert book.num_rows == snap_rows + 2 * 100  # B's snapshot and every update once
+    raw = merged_rows(tmp_path / "m", "raw", hours)
+    assert sorted(json.loads(p)["data"]["u"] for p in raw.column("payload").to_pylist() if p) == list(range(1, 101))
+    ts = raw.column(LOCAL_TS_NS).to_pylist()
+    assert ts == sorted(ts)
+    ids = merged_rows(tmp_path / "m", "trades", hours).column("id").to_pylist()
+    assert sorted(ids, key=int) == [str(i) for i in range(100)]
+    rep = json.loads(out)
+    assert (rep["totals"]["windows"], rep["totals"]["windows_filled"], rep["totals"]["windows_left"]) == (1, 1, 0)
 
 
 @pytest.mark.parametrize(("args", "message"), [
