@@ -293,7 +293,7 @@ class BookSource:
         if len(t) > self.context and (not len(starts) or starts[0] > self.context):
             starts = np.r_[self.context if self.context else 0, starts]
         self.starts = starts.astype(np.int64)
-        self.ends = np.r_[starts[1:], len(t)].astype(np.int64)
+        self.ends = (np.r_[starts[1:], len(t)] if len(starts) else starts).astype(np.int64)
         self.leading = bool(len(t) > self.context) and not bool(snap[self.context]) if len(t) > self.context else False
         ev = self.events
         if ev.num_rows:

@@ -101,6 +101,9 @@ def main(args: argparse.Namespace) -> int:
             else:
                 roots.append(os.path.abspath(src))
         sources = [R.Source(n, r) for n, r in zip(names, roots, strict=True)]
+        for src, given in zip(sources, args.sources, strict=True):
+            if not R.holds_any(src, sel):
+                return _fail(f"{given}: no archive files" + (" within the selection" if sel != R.Selection() else ""))
         units = R.plan(sources, sel)
         results = R.run_all(sources, units, out, args.workers, submit)
     finally:

@@ -92,6 +92,11 @@ class UnitResult:
     holes: list[dict[str, object]] = field(default_factory=list)  # markers kept, per book symbol
 
 
+def holds_any(src: Source, sel: Selection) -> bool:
+    """Whether the source has a data file within the selection (none: a wrong path or prefix)."""
+    return any(sel.wants(k) for k, _ in scan_files(src.root, exchange=sel.exchange))
+
+
 def plan(sources: list[Source], sel: Selection) -> list[Unit]:
     """The units of work: every partition any source holds within the selection."""
     have: set[tuple[str, str, str, datetime]] = set()  # (exchange, table, symbol, hour): any file tag

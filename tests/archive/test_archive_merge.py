@@ -213,6 +213,7 @@ def test_merge_across_an_hour_boundary_keeps_each_update_once(tmp_path: Path,
     (["{a}", "{a}", "--from", "yesterday"], "bad time 'yesterday'"),
     (["{a}", "{a}", "--exchange", "Bad!"], "invalid exchange id"),
     (["{a}", "{a}", "--workers", "0"], "--workers 0 is out of range (allowed 1..256)"),
+    (["{a}", "{a}"], "no archive files"),
 ])
 def test_merge_bad_arguments_are_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                   args: list[str], message: str) -> None:
@@ -220,3 +221,25 @@ def test_merge_bad_arguments_are_one_line_exit_2(tmp_path: Path, capsys: pytest.
     argv = [x.format(a=tmp_path / "a", tmp=tmp_path) for x in args]
     rc, _out, err = run(capsys, *argv, "--out", str(tmp_path / "m"))
     assert rc == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_merge_reads_s3_sources_as_local_ones(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                              s3_endpoint: str, bucket: str) -> None:
+    from ticktape.archive.s3 import sync_archive
+
+    a, b = tmp_path / "source=host-a", tmp_path / "b"  # local twins of the sources: the same names
+    capture(a, [(1, 30), (50, 100)], [30], lag=200_000, trades=range(1, 101, 2))
+    capture(b, [(10, 80), (90, 100)], [80], lag=300_000, trades=range(40, 121))
+    urls = [f"s3://{bucket}/ticks/source=host-a", f"s3://{bucket}/ticks/source=host-b"]
+    for root, url in zip((a, b), urls, strict=True):
+        assert sync_archive(str(root), url, endpoint_url=s3_endpoint).ok
+    rc, out, err = run(capsys, urls[0], str(b), "--out", str(tmp_path / "m3"), "--endpoint-url", s3_endpoint,
+                       "--format", "json")
+    assert rc == 0, err
+    assert [s["name"] for s in json.loads(out)["sources"]] == ["host-a", "b"]
+    assert run(capsys, str(a), str(b), "--out", str(tmp_path / "m1"), "--format", "json")[0] == 0
+    assert digests(tmp_path / "m3") == digests(tmp_path / "m1")  # the same files as from the local roots
+    assert not (tmp_path / "m3" / ".tmp" / "merge-source-host-a").exists()  # the staged copy is gone
+    rc, _out, err = run(capsys, f"s3://{bucket}/nothing-here", str(b), "--out", str(tmp_path / "m4"),
+                        "--endpoint-url", s3_endpoint)
+    assert rc == 2 and err.strip() == f"error: s3://{bucket}/nothing-here: no archive files", err

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +29,7 @@ def feed(m: Metrics, name: str) -> float:
     return metric(m, f"ticktape_feed_{name}_total", exchange=EX, symbol=SYM)
 
 
-def streaming(run: CaptureRun, more: int = 150, what: str = "") -> Metrics:
+def streaming(run: CaptureRun, more: int = 80, what: str = "") -> Metrics:
     """Wait until ``run`` has ``more`` frames beyond now with its book synced (resyncs settle)."""
     seen = feed(run.until(lambda _m: True, what="/metrics"), "messages")
     return run.until(lambda m: feed(m, "messages") >= seen + more, timeout=120, what=what)
@@ -66,11 +67,11 @@ def test_merge_two_captures_fills_each_hole_from_the_other(tmp_path: Path) -> No
         a = CaptureRun(tmp_path / "a", sim, CFG, raw=True)
         b: CaptureRun | None = None
         try:
-            streaming(a, what="A streaming")
-            a_conns = set(sim.connections(EX))
+            a_conns = new_conns(sim, set(), a)
             b = CaptureRun(tmp_path / "b", sim, CFG, raw=True)
+            b_conns = new_conns(sim, a_conns, b)
+            streaming(a, what="A streaming")
             streaming(b, what="B streaming")
-            b_conns = set(sim.connections(EX)) - a_conns
             # hole 1: A's connection drops; B is live throughout
             before = set(sim.connections(EX))
             drop_conns(sim, a_conns)
@@ -89,8 +90,9 @@ def test_merge_two_captures_fills_each_hole_from_the_other(tmp_path: Path) -> No
                     what="A's ingest restarted")
             streaming(a, what="A streaming after the restart")
             streaming(b, what="B streaming after its disconnect")
-            assert a.stop() == 0, a.output()[-3000:]
+            a.proc.send_signal(signal.SIGTERM)  # both stop at once
             assert b.stop() == 0, b.output()[-3000:]
+            assert a.stop() == 0, a.output()[-3000:]
         finally:
             a.kill()
             if b is not None:
