@@ -225,6 +225,9 @@ class Deribit(Feed):
         self._req = 0
         self._dropped: set[int] = set()  # symbols whose book rows a full ring dropped
         self.heartbeat_reqs: set[int] = set()  # ids of our public/set_heartbeat requests
+        #: ids of the connections' own messages: every (re)connect sends them again, so their
+        #: answers are checked each time (the ids of one-off resubscribes are forgotten once answered)
+        self.plan_ids: set[int] = set()
 
     # -- connections ------------------------------------------------------------------
     def plans(self) -> list[Plan]:
@@ -235,6 +238,7 @@ class Deribit(Feed):
             msgs = [self.rpc("public/set_heartbeat", {"interval": HEARTBEAT_S})]
             for j in range(0, len(chunk), CHANNELS_PER_MSG):
                 msgs.append(self.rpc("public/subscribe", {"channels": [c[0] for c in chunk[j : j + CHANNELS_PER_MSG]]}))
+            self.plan_ids.update(range(self._req - len(msgs) + 1, self._req + 1))
             for name, kind, sym, _ in chunk:
                 self.chan_link[name] = len(out)
                 log.info("subscribe %s (%s) on %s", self.feed_id(_KIND_TYPE[kind], sym), name, label)
@@ -392,9 +396,9 @@ class Deribit(Feed):
             log.debug("%s: notification of a channel not subscribed: %s", self.exchange,
                       env.params.channel if env.params else "")
             return
-        asked = self.requests.pop(env.id, None) if isinstance(env.id, int) else None
-        if isinstance(env.id, int) and env.id in self.heartbeat_reqs:
-            self.heartbeat_reqs.discard(env.id)
+        rid = env.id if isinstance(env.id, int) else -1
+        asked = self.requests.get(rid) if rid in self.plan_ids else self.requests.pop(rid, None)
+        if rid in self.heartbeat_reqs:
             if env.error is not None:  # no heartbeats: the stall timeout still guards the connection
                 detail = f"set_heartbeat refused: {env.error.get('message', env.error)}"[:96]
                 self.out.event(ts, "info", conn_id=lst.conn_id, detail=detail)

@@ -136,6 +136,12 @@ def test_subscribe_answers_missing_channel_and_error(rig):
     r.frame(json.dumps({"jsonrpc": "2.0", "id": json.loads(req)["id"],
                         "error": {"code": -32602, "message": "Invalid params"}}).encode(), 6)
     assert r.events()[-1] == ("subscribe_error", "NOPE-PERPETUAL", "error -32602: Invalid params")
+    # a connection's own subscribe is sent again on every reconnect: its answer is checked each time
+    plan = json.loads(r.feed.plans()[0].subscribe[1])
+    answer = json.dumps({"jsonrpc": "2.0", "id": plan["id"], "result": ["trades.BTC-PERPETUAL.100ms"]}).encode()
+    r.frame(answer, 7)
+    r.frame(answer, 8)
+    assert [k for k, _, _ in r.events()].count("subscribe_error") == 4
 
 
 def test_refused_set_heartbeat_is_an_info_event_not_a_subscribe_error(rig):

@@ -79,7 +79,10 @@ def test_three_instruments_records_equal_what_was_sent_and_books_after_gaps(rig,
 def test_truncated_book_frame_and_dropped_connection_resync_to_the_simulators_books(rig):
     F = faults.Fault
     # truncated: cut in half, so the channel name survives (a third of a short change frame would cut it)
-    script = [(0.3, F("truncated", "deribit", channel="book", symbol="BTC-27JUN25-60000-C")), (0.8, F("drop", "deribit"))]
+    script = [(0.3, F("truncated", "deribit", channel="book", symbol="BTC-27JUN25-60000-C")),
+              (0.5, F("duplicate", "deribit", channel="trades", symbol="BTC-PERPETUAL", count=2)),
+              (0.5, F("duplicate", "deribit", channel="book", symbol="BTC-27JUN25")),
+              (0.9, F("drop", "deribit"))]
     sim, rigs = uvloop.run(capture(rig, script, seconds=2.2, rate=150, exchanges=SYMS,
                                    channels={"deribit": ["trades", "book_change"]}))
     r = rigs["deribit"]
@@ -88,6 +91,11 @@ def test_truncated_book_frame_and_dropped_connection_resync_to_the_simulators_bo
     assert opt[:2] == ["malformed", "resync"], ev  # the broken frame resubscribes that book
     assert ("disconnect", "BTC-PERPETUAL", "connection lost") in ev
     assert sum(1 for k, _, _ in ev if k == "connect") == 2
+    # frames sent twice: counted, one duplicate event per burst, applied once
+    assert r.feed.stat("duplicates", r.spec.symbol_id("BTC-PERPETUAL")) >= 2
+    assert r.feed.stat("duplicates", r.spec.symbol_id("BTC-27JUN25")) >= 1
+    dup = {s for k, s, _ in ev if k == "duplicate"}
+    assert {"BTC-PERPETUAL", "BTC-27JUN25"} <= dup, ev
     book = r.records("book_change")
     for sym in SYMS["deribit"]:
         sid = r.spec.symbol_id(sym)
