@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 from conftest import SAMPLES, cryptofeed_frames
 from exchanges_book_helpers import rebuild
 
+from ticktape.engine.config import ExchangeConfig
+from ticktape.exchanges import registry
 from ticktape.ipc.schemas import SIDE_BUY, SIDE_SELL
 
 WS = SAMPLES / "deribit/cryptofeed_v2_DERIBIT.ws.1.0"
@@ -151,3 +154,17 @@ def test_refused_set_heartbeat_is_an_info_event_not_a_subscribe_error(rig):
     r.frame(json.dumps({"jsonrpc": "2.0", "id": hb["id"], "error": {"code": -32602, "message": "Invalid params"}}).encode(), 5)
     assert r.events() == [("info", "_", "set_heartbeat refused: Invalid params")]
     assert r.feed.stat("subscribe_errors") == 0
+
+
+def test_config_errors_name_the_problem():
+    cases = [
+        ({"symbols": ["BTCUSDT"]}, r"symbol 'BTCUSDT' is not a deribit symbol \(expected e.g. BTC-PERPETUAL"),
+        ({"symbols": ["BTC-PERPETUAL"], "channels": ["book_snapshot"]}, r"'book_snapshot' is not supported by deribit"),
+        ({"symbols": ["BTC-PERPETUAL"], "trade_stream": "aggTrade"}, r"trade_stream is a binance-futures option"),
+        ({"symbols": ["BTC-PERPETUAL"], "url": "http://x"}, r"url 'http://x': scheme must be ws or wss"),
+    ]
+    for kw, match in cases:
+        with pytest.raises(ValueError, match=match):
+            registry.validate("deribit", ExchangeConfig(**kw))
+    for ok in ("BTC-PERPETUAL", "SOL_USDC-PERPETUAL", "BTC-27JUN25", "BTC-27JUN25-60000-C", "MATIC_USDC-9MAR24-1d02-C"):
+        registry.validate("deribit", ExchangeConfig(symbols=[ok]))
