@@ -1,6 +1,8 @@
 """binance (spot) and binance-delivery (COIN-M) against their simulator dialects over real
 sockets, 3 symbols each: raw frames equal what the simulator sent, trades one for one, a
-withheld diff is one gap event and a resync, and every book equals the simulator's after it."""
+withheld diff is one gap event and a resync, a malformed diff one malformed event and a resync,
+the first snapshots refused (503) and a stale one are fetched again, and every book equals the
+simulator's after all of it."""
 
 from __future__ import annotations
 
@@ -18,17 +20,29 @@ SYMS = {"binance": ["BTCUSDT", "ETHUSDT", "SOLUSDT"], "binance-delivery": ["BTCU
 CHANNELS = {"binance": ["trades", "book_change", "book_snapshot", "book_ticker"],
             "binance-delivery": ["trades", "book_change", "book_snapshot", "book_ticker", "derivative_ticker",
                                  "liquidations"]}
-EXTRA = {ex: {"trade_stream": "aggTrade", "depth_speed": "100ms"} for ex in SYMS}
+EXTRA = {"binance": {"trade_stream": "aggTrade", "depth_speed": "100ms"},
+         # open interest polled every second (one symbol at a time): polls within the run, under the weight budget
+         "binance-delivery": {"trade_stream": "aggTrade", "depth_speed": "100ms", "open_interest_interval": 3.0}}
 GAPPED = {"binance": "ETHUSDT", "binance-delivery": "ETHUSD_PERP"}
+BROKEN = {"binance": "SOLUSDT", "binance-delivery": "BTCUSD_260327"}  # a malformed diff
 RAW = {"binance": ("aggTrade", "depth", "depth20", "bookTicker"),
        "binance-delivery": ("aggTrade", "depth", "depth20", "bookTicker", "markPrice", "forceOrder")}
 
 
 @pytest.mark.slow
 def test_spot_and_coinm_against_the_simulator(rig):
-    script = [(1.0, faults.Fault("gap", ex, channel="depth", symbol=sym)) for ex, sym in GAPPED.items()]
-    sim, rigs = uvloop.run(capture(rig, script, seconds=2.5, rate=150, exchanges=SYMS, channels=CHANNELS, extra=EXTRA))
+    F = faults.Fault
+    # the resync after the gap is first answered with a snapshot 1000 diffs old (a lagging REST replica)
+    script = [(1.0, F("rest_stale", ex)) for ex in SYMS]
+    script += [(1.0, F("gap", ex, channel="depth", symbol=sym)) for ex, sym in GAPPED.items()]
+    script += [(1.2, F("malformed", ex, channel="depth", symbol=sym)) for ex, sym in BROKEN.items()]
+    # the first snapshot requests answered 503 (COIN-M: two, since its first open-interest poll may take one)
+    at_start = [F("rest_error", ex, count=1 if ex == "binance" else 2) for ex in SYMS]
+    sim, rigs = uvloop.run(capture(rig, script, seconds=2.5, rate=150, exchanges=SYMS, channels=CHANNELS, extra=EXTRA,
+                                   at_start=at_start))
     assert sim.errors == 0
+    assert {(e, k) for _, e, k, _, _ in sim.fault_log} >= {(e, k) for e in SYMS for k in ("gap", "malformed",
+                                                                                       "rest_error", "rest_stale")}
     for ex, syms in SYMS.items():
         r = rigs[ex]
         events = r.events()
@@ -37,17 +51,22 @@ def test_spot_and_coinm_against_the_simulator(rig):
         assert [s for _, s, _ in gaps] == [GAPPED[ex]], events
         assert ("+ 1" in gaps[0][2]) == (ex == "binance") and ("pu " in gaps[0][2]) == (ex != "binance"), gaps
         assert r.feed.stat("resyncs", r.spec.symbol_id(GAPPED[ex])) == 1
+        assert [s for k, s, _ in events if k == "malformed"] == [BROKEN[ex]], events
+        assert r.feed.stat("resyncs", r.spec.symbol_id(BROKEN[ex])) == 1
+        # the refused snapshot is an info event and retried; the stale one cannot bridge and is fetched again
+        assert any(k == "info" and "snapshot HTTP 503" in d for k, _, d in events), events
+        assert sum(r.feed.stat("snapshot_retries", r.spec.symbol_id(s)) for s in syms) >= 1
         raw = r.raw()
         books = r.records("book_change")
         tickers = r.records("book_ticker")
         snaps = r.records("book_snapshot_20")
         for sym in syms:
             sid = r.spec.symbol_id(sym)
-            assert r.feed.stat("malformed", sid) == 0 and r.feed.stat("duplicates", sid) == 0, (ex, sym)
-            # raw: every frame the simulator sent on each stream, byte for byte, in order
+            assert r.feed.stat("malformed", sid) == (sym == BROKEN[ex]) and r.feed.stat("duplicates", sid) == 0
+            # raw: every frame the simulator sent on each stream, byte for byte, in order (the malformed one too)
             for ch in RAW[ex]:
                 got = [x[4] for x in raw if x[1] == ch and x[2] == sym and x[4]]
-                sent = [s.data for s in sim.sent(ex, ch, sym) if not s.fault]
+                sent = [s.data for s in sim.sent(ex, ch, sym) if s.fault in ("", "malformed")]
                 assert got == sent, (ex, sym, ch, len(got), len(sent))
             # trades one for one
             got_t = [(t["id"].decode(), float(t["price"]), float(t["amount"]), int(t["side"])) for t in trade_rows(r, sym)]
