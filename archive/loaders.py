@@ -62,6 +62,24 @@ def hour_files(fs: Any, base: str, key: FileKey) -> list[str]:
     return [p for _, p in sorted(found)]
 
 
+def files_for_range(
+    root: str,
+    exchange: str,
+    data_types: str | Sequence[str],
+    symbols: str | Sequence[str],
+    start: TimeLike,
+    end: TimeLike,
+    depth: int | None = None,
+    s3_options: Any = None,
+) -> list[str]:
+    """The data files a range has under ``root`` (local or ``s3://``): ``paths_for_range`` as the
+    archive holds it, every capture's tagged file of an hour included (one listing per hour directory)."""
+    fs, base = _filesystem(root, s3_options)
+    keys = keys_for_range(exchange, data_types, symbols, start, end, depth)
+    prefix = "s3://" if root.startswith("s3://") else ""
+    return [prefix + p for k in keys for p in hour_files(fs, base, k)]
+
+
 def load(
     root: str,
     exchange: str,

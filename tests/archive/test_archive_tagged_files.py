@@ -15,6 +15,7 @@ import pyarrow as pa
 import pytest
 from archive_samples import sample_table, write_file
 
+import ticktape.archive
 from ticktape.archive import loaders, report
 from ticktape.archive.layout import FileKey, LayoutError, data_file_tag, scan_files
 from ticktape.ipc import schemas as S
@@ -96,6 +97,10 @@ def test_readers_take_the_union_of_an_hours_files(fleet: Path) -> None:
     assert series[("trades", "BTCUSDT")].files == 3
     local = {(s.data_type, s.symbol): (s.first_hour, s.last_hour) for s in inventory.list_local(root)}
     assert local[("trades", "BTCUSDT")] == (H, H + timedelta(hours=1)) and ("trades", "ETHUSDT") in local
+    files = loaders.files_for_range(root, EX, "trades", "BTCUSDT,SOLUSDT", "2025-01-05:22", "2025-01-05:23")
+    assert [Path(f).name for f in files] == [f"data-{S1}.parquet", f"data-{S2}.parquet", f"data-{S2}.parquet",
+                                             f"data-{S1}.parquet"]
+    assert ticktape.archive.dataset(f"{root}/trades").count_rows() == 1100
     assert duckdb.sql(f"select count(*) from read_parquet('{root}/trades/**/*.parquet')").fetchall() == [(1100,)]
 
 
