@@ -33,6 +33,11 @@ from ticktape.exchanges.feed import Feed
 from ticktape.exchanges.hyperliquid import Envelope as HEnv
 from ticktape.exchanges.hyperliquid import Hyperliquid, L2Book
 from ticktape.exchanges.hyperliquid_tickers import Bbo
+from ticktape.exchanges.okx import BookData as OBook
+from ticktape.exchanges.okx import Envelope as OEnv
+from ticktape.exchanges.okx import Okx
+from ticktape.exchanges.okx import Trade as OTrade
+from ticktape.exchanges.okx_book import Levels as OLevels
 from ticktape.ipc import ringset
 from ticktape.ipc.outbox import Outbox
 
@@ -148,6 +153,36 @@ def frames_deribit_trades(n: int) -> list[bytes]:
         "trade_seq": i, "trade_id": str(1_000_000 + i), "timestamp": T0 + i, "tick_direction": 0, "price": 60000.5,
         "mark_price": 60000.1, "instrument_name": "BTC-PERPETUAL", "index_price": 60001.2, "direction": "buy",
         "amount": 10.0}]) for i in range(n)]
+
+
+def _okx_levels(levels: list[tuple[str, str]]) -> bytes:
+    return b",".join(b'["%s","%s","0","%d"]' % (p.encode(), s.encode(), 1 + i % 5) for i, (p, s) in enumerate(levels))
+
+
+def frames_okx_books(n: int, levels: int) -> tuple[bytes, list[bytes]]:
+    """A 400-level snapshot (seqId 1000) and ``n`` updates of ``levels`` bids and asks near the touch,
+    each with OKX's checksum of the book after it and ``prevSeqId`` chained: the connector verifies all."""
+    bids = [(f"{60000 - 0.1 * (k + 1):.1f}", f"{1 + k % 7}.{k % 10}") for k in range(400)]
+    asks = [(f"{60000 + 0.1 * k:.1f}", f"{2 + k % 5}.{k % 10}") for k in range(400)]
+    book = OLevels()
+    book.apply(bids, asks)
+    head = b'{"arg":{"channel":"books","instId":"BTC-USDT-SWAP"},'
+    snap = head + b'"action":"snapshot","data":[{"asks":[%s],"bids":[%s],"ts":"1700000000000","checksum":%d,' \
+        b'"prevSeqId":-1,"seqId":1000}]}' % (_okx_levels(asks), _okx_levels(bids), book.checksum())
+    out = []
+    for i in range(n):
+        ub = [(bids[(i + k) % 20][0], f"{1 + (i + k) % 9}.{k}") for k in range(levels)]
+        ua = [(asks[(i + k) % 20][0], f"{1 + (i + k) % 8}.{k}") for k in range(levels)]
+        book.apply(ub, ua)
+        out.append(head + b'"action":"update","data":[{"asks":[%s],"bids":[%s],"ts":"%d","checksum":%d,'
+                   b'"prevSeqId":%d,"seqId":%d}]}' % (_okx_levels(ua), _okx_levels(ub), 1700000000001 + i,
+                                                     book.checksum(), 1000 + i, 1001 + i))
+    return snap, out
+
+
+def frames_okx_trades(n: int) -> list[bytes]:
+    return [(b'{"arg":{"channel":"trades","instId":"BTC-USDT-SWAP"},"data":[{"instId":"BTC-USDT-SWAP","tradeId":"%d",'
+             b'"px":"60000.1","sz":"12","side":"buy","ts":"1700000000000"}]}') % (100000 + i) for i in range(n)]
 
 
 class _DEnv(msgspec.Struct):
@@ -272,6 +307,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
          lambda r: frames_deribit_book(n, 5), _DEnv, DBook, 10),
         ("deribit_trades", lambda: _Rig(Deribit, "deribit", raw, n, frame_bytes=320, symbols=["BTC-PERPETUAL"], channels=["trades"]),
          lambda r: frames_deribit_trades(n), _DEnv, list[DTrade], 1),
+        ("okx_books_update_5x2", lambda: _Rig(Okx, "okex-swap", raw, n, rows=10, frame_bytes=420, symbols=["BTC-USDT-SWAP"], channels=["book_change"]),
+         lambda r: frames_okx_books(n, 5)[1], OEnv, list[OBook], 10),
+        ("okx_trades", lambda: _Rig(Okx, "okex-swap", raw, n, frame_bytes=200, symbols=["BTC-USDT-SWAP"], channels=["trades"]),
+         lambda r: frames_okx_trades(n), OEnv, list[OTrade], 1),
     ]
     for name, make, build, env_t, data_t, _rows in cases:
         rig = make()
@@ -313,6 +352,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 def resets(rig: _Rig = rig, snap: bytes = dsnap) -> None:
                     rig.feed.frame(rig.listener, 1, memoryview(snap))
                     rig.drain()
+            elif name == "okx_books_update_5x2":
+                osnap = frames_okx_books(0, 5)[0]
+
+                def resets(rig: _Rig = rig, snap: bytes = osnap) -> None:
+                    rig.feed.frame(rig.listener, 1, memoryview(snap))
+                    rig.drain()
+            elif name == "okx_trades":
+                feed = rig.feed
+                assert isinstance(feed, Okx)
+
+                def resets(ofeed: Okx = feed, rig: _Rig = rig) -> None:
+                    ofeed.seen_trades = [type(d)(d.cap) for d in ofeed.seen_trades]
+                    rig.drain()
             elif name == "deribit_trades":
                 feed = rig.feed
                 assert isinstance(feed, Deribit)
@@ -339,7 +391,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             fig[f"{name}_us"] = round(_time(_ingest(rig, frames), n, runs, resets), 3)
             fig[f"{name}_decode_only_us"] = round(_time(_decode(env_t, data_t, frames), n, runs, lambda: None), 3)
             fast = getattr(rig.feed, "_fast", {}).get(rig.listener.plan.tag) or getattr(rig.feed, "_book_frame", None)
-            if fast is not None and name not in ("bybit_tickers_delta", "hyperliquid_bbo", "deribit_trades"):  # the one-pass decoder used
+            if fast is not None and name not in ("bybit_tickers_delta", "hyperliquid_bbo", "deribit_trades", "okx_trades"):  # the one-pass decoder used
                 fig[f"{name}_decode_one_pass_us"] = round(_time(_decode_one(fast, frames), n, runs, lambda: None), 3)
             fig[f"{name}_bytes"] = sum(map(len, frames)) // len(frames)
             st = rig.feed

@@ -16,8 +16,8 @@ seqId: there the checksum is the only continuity check.
 
 from __future__ import annotations
 
-import heapq
 import zlib
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 
 CHECKSUM_LEVELS = 25
@@ -26,51 +26,62 @@ APPLY, DUPLICATE, GAP = 0, 1, 2
 
 
 class Levels:
-    """One OKX book: price (float) -> (price string, size string) per side."""
+    """One OKX book: each side's prices kept sorted (bids negated, so best first on both sides)
+    beside the level's ``"price:size"`` text (the venue's own strings, as the checksum takes them):
+    the top 25 of a 400-level book is a slice, not a sort or 50 lookups per message."""
 
-    __slots__ = ("asks", "bids")
+    __slots__ = ("ask_px", "ask_txt", "bid_px", "bid_txt")
 
     def __init__(self) -> None:
-        self.bids: dict[float, tuple[str, str]] = {}
-        self.asks: dict[float, tuple[str, str]] = {}
+        self.bid_px: list[float] = []  # -price, ascending: best bid first
+        self.bid_txt: list[str] = []
+        self.ask_px: list[float] = []  # price, ascending: best ask first
+        self.ask_txt: list[str] = []
 
     def clear(self) -> None:
-        self.bids.clear()
-        self.asks.clear()
+        for x in (self.bid_px, self.bid_txt, self.ask_px, self.ask_txt):
+            x.clear()
+
+    def __len__(self) -> int:
+        return len(self.bid_px) + len(self.ask_px)
 
     def apply(self, bids: Iterable[Sequence[str]], asks: Iterable[Sequence[str]]) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
         """Apply one message's levels (size "0" removes); returns them as (price, size) floats for the rows."""
         out: tuple[list[tuple[float, float]], list[tuple[float, float]]] = ([], [])
-        for side, levels, rows in ((self.bids, bids, out[0]), (self.asks, asks, out[1])):
+        for order, txt, sign, levels, rows in ((self.bid_px, self.bid_txt, -1.0, bids, out[0]),
+                                               (self.ask_px, self.ask_txt, 1.0, asks, out[1])):
             for lv in levels:
                 p, s = lv[0], lv[1]
                 fp, fs = float(p), float(s)
+                k = sign * fp
+                i = bisect_left(order, k)
+                here = i < len(order) and order[i] == k
                 if fs == 0.0:
-                    side.pop(fp, None)
+                    if here:
+                        del order[i]
+                        del txt[i]
+                elif here:
+                    txt[i] = f"{p}:{s}"
                 else:
-                    side[fp] = (p, s)
+                    order.insert(i, k)
+                    txt.insert(i, f"{p}:{s}")
                 rows.append((fp, fs))
         return out
 
-    def top(self, n: int = CHECKSUM_LEVELS) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-        b, a = self.bids, self.asks
-        return [b[p] for p in heapq.nlargest(n, b)], [a[p] for p in heapq.nsmallest(n, a)]
+    def top(self, n: int = CHECKSUM_LEVELS) -> tuple[list[str], list[str]]:
+        """The best ``n`` levels a side as ``"price:size"``, best first."""
+        return self.bid_txt[:n], self.ask_txt[:n]
 
     def checksum(self) -> int:
-        return checksum(*self.top())
-
-
-def checksum(bids: Sequence[Sequence[str]], asks: Sequence[Sequence[str]]) -> int:
-    """OKX's CRC32 over the top 25 levels (strings exactly as received), signed."""
-    parts: list[str] = []
-    nb, na = min(len(bids), CHECKSUM_LEVELS), min(len(asks), CHECKSUM_LEVELS)
-    for i in range(max(nb, na)):
-        if i < nb:
-            parts.append(f"{bids[i][0]}:{bids[i][1]}")
-        if i < na:
-            parts.append(f"{asks[i][0]}:{asks[i][1]}")
-    crc = zlib.crc32(":".join(parts).encode())
-    return crc - (1 << 32) if crc >= 1 << 31 else crc
+        """OKX's CRC32: the top 25 bids and asks interleaved (the longer side's rest after), ``:``-joined, signed."""
+        b, a = self.top()
+        n = min(len(b), len(a))
+        parts: list[str] = [""] * (2 * n)
+        parts[::2] = b[:n]
+        parts[1::2] = a[:n]
+        parts += b[n:] or a[n:]
+        crc = zlib.crc32(":".join(parts).encode())
+        return crc - (1 << 32) if crc >= 1 << 31 else crc
 
 
 class Chain:
