@@ -4,6 +4,7 @@ the same on every host whatever the order of the config, each feed on exactly on
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 
@@ -62,6 +63,11 @@ def test_the_shards_config_tags_files_and_its_log() -> None:
     assert all(c.symbols for c in sc.exchanges.values())  # an exchange with no feed here is not started
     line = a.describe()
     assert line.startswith(f"shard 2/3: {len(a.feeds)} of 16 feeds, load {a.load} of {sum(a.loads)}")
+    # the console prints it among the run lines (capture started, ready, ...)
+    from ticktape.engine.console import ConsoleView
+
+    shown = ConsoleView().line(logging.LogRecord("ticktape.supervisor", logging.INFO, __file__, 1, line, None, None))
+    assert shown is not None and "run" in shown.plain and line in shown.plain
 
 
 @pytest.mark.parametrize(("spec", "says"), [

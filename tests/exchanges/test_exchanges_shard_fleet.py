@@ -134,6 +134,10 @@ def test_two_shards_one_prefix_no_key_twice_union_is_the_fleet(tmp_path: Path, m
             assert r.returncode == 0, r.stderr[-2000:]
         restored = sorted(p.relative_to(union).as_posix() for p in union.rglob("*.parquet") if ".tmp" not in p.parts)
         assert restored == sorted(listed)
+        # a single capture's feed set: every (exchange, symbol) of the config in each table it writes
+        feeds = {(ex, s) for ex, c in EXCHANGES.items() for s in c["symbols"]}
+        for table in ("trades", "raw", "events"):
+            assert {(k.exchange, k.symbol) for k in keys if k.data_type == table and k.symbol != "_"} == feeds, table
         for ex, cfg in EXCHANGES.items():
             for sym in cfg["symbols"]:
                 k = 1 if (ex, sym) in mine[1] else 2
