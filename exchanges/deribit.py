@@ -35,6 +35,7 @@ from ticktape.exchanges import common, instruments
 from ticktape.exchanges.book import Dedup, DeltaSeq
 from ticktape.exchanges.connection import Listener, Plan, Timing
 from ticktape.exchanges.feed import Feed
+from ticktape.ipc.ring import RecordRing
 from ticktape.ipc.schemas import BOOK_ASK, BOOK_BID, SIDE_BUY, SIDE_SELL, SIDE_UNKNOWN
 
 if TYPE_CHECKING:
@@ -224,6 +225,7 @@ class Deribit(Feed):
         self.requests: dict[int, list[str]] = {}
         self._req = 0
         self._dropped: set[int] = set()  # symbols whose book rows a full ring dropped
+        self._await_room: set[str] = set()  # book channels whose resubscribe waits for room in the ring
         self.heartbeat_reqs: set[int] = set()  # ids of our public/set_heartbeat requests
         #: ids of the connections' own messages: every (re)connect sends them again, so their
         #: answers are checked each time (the ids of one-off resubscribes are forgotten once answered)
@@ -432,13 +434,29 @@ class Deribit(Feed):
         log.error("%s conn %d: %s", self.exchange, lst.conn_id, detail)
 
     # -- resync -------------------------------------------------------------------------
-    def resync(self, name: str, ts: int, why: str) -> None:
-        """Unsubscribe + subscribe the book channel: Deribit answers with a fresh snapshot."""
+    def resync(self, name: str, ts: int, why: str, when_room: bool = False) -> None:
+        """Unsubscribe + subscribe the book channel: Deribit answers with a fresh snapshot.
+        ``when_room``: only once the book ring has room for it (after a ring-full drop, a
+        full-depth snapshot pushed into a still full ring would be dropped too, forever)."""
         st = self.seq[name]
         st.reset()
         _kind, sym, chan = self.routes[("book", name.split(".")[1])]
         self.out.event(ts, "resync", symbol=sym, channel=chan, detail=f"{why}: resubscribing {name}"[:96])
-        st.resync_deadline = time.monotonic() + RESYNC_TIMEOUT
+        if when_room and not self.book_room():
+            self._await_room.add(name)
+            log.warning("%s: book ring full: resubscribing %s once it has room", self.exchange, name)
+            return
+        self._resubscribe(name)
+
+    def book_room(self) -> bool:
+        """Half the book ring free: room for a full-depth snapshot and what follows it."""
+        ring = self.out.rings.get("book_change")
+        if not isinstance(ring, RecordRing):
+            return True
+        return ring.capacity - (ring.write_seq - ring.read_seq) >= ring.capacity // 2
+
+    def _resubscribe(self, name: str) -> None:
+        self.seq[name].resync_deadline = time.monotonic() + RESYNC_TIMEOUT
         link = self.links[self.chan_link[name]] if self.links else None
         if link is not None and link.current is not None:
             link.current.send(self.rpc("public/unsubscribe", {"channels": [name]}))
@@ -454,12 +472,16 @@ class Deribit(Feed):
             if name is not None and self.seq[name].synced:
                 _, _, chan = self.routes[("book", name.split(".")[1])]
                 self.gap(ts, sym, chan, 0, f"book records dropped (ring full) after change_id {self.seq[name].last_u}")
-                self.resync(name, ts, "book records dropped (ring full)")
+                self.resync(name, ts, "book records dropped (ring full)", when_room=True)
         self._dropped.clear()
 
     def tick(self, now: float) -> None:
         if self._dropped:
             self._do_dropped(time.time_ns())
+        if self._await_room and self.book_room():
+            for name in sorted(self._await_room):
+                self._resubscribe(name)
+            self._await_room.clear()
         for name, st in self.seq.items():
             if st.resync_deadline and now > st.resync_deadline:
                 st.resync_deadline = 0.0
@@ -472,6 +494,7 @@ class Deribit(Feed):
             if (chan, sym) in lst.plan.streams:
                 st.reset()
                 st.resync_deadline = 0.0
+                self._await_room.discard(name)  # the reconnect subscribes it again
 
 
 #: the Feed class ``exchanges.registry.ingest_main`` runs for this exchange

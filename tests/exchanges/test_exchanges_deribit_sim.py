@@ -148,3 +148,48 @@ def test_instruments_checked_against_get_instruments():
         with pytest.raises(ValueError, match=r"^symbol\(s\) NOTA-PERPETUAL not listed by deribit \(http://.*"
                                              r"/api/v2/public/get_instruments\?currency=any&expired=false"):
             registry.check_listed("deribit", bad)
+
+
+@pytest.mark.slow
+def test_resync_after_a_full_book_ring_waits_for_room_and_completes(tmp_path):
+    import os
+    import signal
+
+    from feeds_run_helpers import CaptureRun, archived_book, metric
+
+    from ticktape.sim.thread import SimulatorThread
+
+    sym = "BTC-PERPETUAL"
+
+    def feed(m, name):
+        return metric(m, f"ticktape_feed_{name}_total", exchange="deribit", symbol=sym)
+
+    with SimulatorThread({"deribit": None}, rate=1500, trade_share=0.0, seed=23) as sim:
+        run = CaptureRun(tmp_path, sim, {"deribit": {"symbols": [sym], "channels": ["book_change"]}}, raw=True,
+                         records=4096)
+        try:
+            m = run.until(lambda m: feed(m, "messages") >= 20, what="the book streaming")
+            writer = int(metric(m, "ticktape_child_pid", role="writer"))
+            os.kill(writer, signal.SIGSTOP)  # the writer stalls: the book ring fills up
+            try:
+                run.until(lambda m: metric(m, "ticktape_ring_dropped_records_total", exchange="deribit",
+                                           table="book_change") > 0 and feed(m, "gaps") >= 1, what="book rows dropped")
+            finally:
+                os.kill(writer, signal.SIGCONT)
+            m = run.until(lambda m: feed(m, "resyncs") >= 1, timeout=120, what="the resync completed")
+            seen = feed(m, "messages")
+            run.until(lambda m: feed(m, "messages") >= seen + 20, what="changes applied after the resync")
+            assert run.stop() == 1, run.output()[-3000:]  # records were dropped: the exit code says so
+        finally:
+            run.kill()
+        ev = [e for e in run.events("deribit", sym) if e["kind"] in ("gap", "resync", "drop")]
+        gaps = [e for e in ev if e["kind"] == "gap"]
+        # one gap for the drop (the resubscribe waited for room instead of dropping snapshot after snapshot)
+        assert len(gaps) == 1 and gaps[0]["detail"].startswith("book records dropped (ring full) after change_id "), ev
+        assert any(e["kind"] == "resync" and e["detail"].startswith("snapshot at change_id=") for e in ev), ev
+        raw = [r["payload"] for r in run.load("deribit", "raw", sym).to_pylist() if r["payload"]]
+        last = json.loads(raw[-1])["params"]["data"]["change_id"]
+        event = next(s.event for s in sim.sent("deribit", "book", sym) if s.ids[0] == last and s.fault == "")
+        bids, asks = sim.book("deribit", sym, event=event)
+        want = {"bid": {float(p): float(q) for p, q in bids}, "ask": {float(p): float(q) for p, q in asks}}
+        assert archived_book(run, "deribit", sym) == want
