@@ -86,3 +86,19 @@ def test_okx_records_equal_what_was_sent_and_books_survive_gap_and_bad_checksum(
     sent_liqs = [d for s in sim.sent("okex-swap", "liquidation-orders") for x in json.loads(s.data)["data"]
                  for d in x["details"]]
     assert [(float(x["price"]), float(x["amount"])) for x in liqs] == [(float(d["bkPx"]), float(d["sz"])) for d in sent_liqs]
+
+
+@pytest.mark.slow
+def test_okx_quiet_connection_pings_and_stays_up(rig):
+    """OKX drops a connection silent for 30 s: with no market events the connector sends the text
+    ``ping`` once silent for 4 x ping_interval (scaled down here), the simulator answers ``pong``,
+    and that keeps the stall watchdog quiet (no stall, no disconnect, no resubscribe)."""
+    ex = {"okex": ["BTC-USDT"]}
+    _sim, rigs = uvloop.run(capture(rig, None, seconds=2.5, rate=0, exchanges=ex, channels={"okex": ["book_change"]},
+                                   options={"ping_interval": 0.1, "stall_timeout": 1.5}))
+    r = rigs["okex"]
+    pongs = [x for x in r.raw() if x[4] == b"pong"]
+    assert len(pongs) >= 3 and {x[1:3] for x in pongs} == {("", "_")}
+    kinds = [k for k, _, d in r.events() if d != "shutdown"]
+    assert not {"stall", "disconnect", "gap", "resync"} & set(kinds), kinds
+    assert r.feed.stat("messages", r.spec.symbol_id("BTC-USDT")) == 1  # the snapshot, nothing else was due
