@@ -67,6 +67,7 @@ def _now_us() -> int:
 class Deribit(Venue):
     exchange = "deribit"
     ws_paths = ("/ws/api/v2",)
+    rest_paths = ("/api/v2/public/get_instruments",)
     symbol_re = re.compile(r"[A-Z0-9]{2,12}(_[A-Z]{3,5})?(-[A-Za-z0-9_]{1,16}){1,3}")
     default_listed = LISTED
     #: test_request period = the client's heartbeat interval times this (tests shrink it)
