@@ -74,11 +74,11 @@ def main(args: argparse.Namespace) -> int:
             from distributed import Client
         except ImportError:
             return _fail("--dask needs dask[distributed] (pip install 'dask[distributed]')")
-        client = Client(args.dask)
 
         def submit(units: list[R.Unit]) -> list[R.UnitResult]:
-            futures = client.map(R.run_unit, units, sources=sources, out=out, pure=False)
-            return list(client.gather(futures))
+            with Client(args.dask, timeout=10) as client:
+                futures = client.map(R.run_unit, units, sources=sources, out=out, pure=False)
+                return list(client.gather(futures))
     os.makedirs(out, exist_ok=True)
     lock = ArchiveLock(out, "capture merge")
     try:
@@ -105,7 +105,12 @@ def main(args: argparse.Namespace) -> int:
             if not R.holds_any(src, sel):
                 return _fail(f"{given}: no archive files" + (" within the selection" if sel != R.Selection() else ""))
         units = R.plan(sources, sel)
-        results = R.run_all(sources, units, out, args.workers, submit)
+        try:
+            results = R.run_all(sources, units, out, args.workers, submit)
+        except OSError as e:
+            if submit is None:
+                raise
+            return _fail(f"--dask {args.dask}: {e}")
     finally:
         for d in staged:
             shutil.rmtree(d, ignore_errors=True)

@@ -16,7 +16,6 @@ source's name is its ``source=`` path component, else the root's last component.
 from __future__ import annotations
 
 import os
-import re
 import secrets
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
@@ -29,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ticktape.archive import merge as M
-from ticktape.archive.layout import HOUR_NS, FileKey, file_metadata, safe_join, scan_files
+from ticktape.archive.layout import HOUR_NS, FileKey, data_file_tag, file_metadata, safe_join, scan_files
 from ticktape.ipc.schemas import EVENTS_SCHEMA, LOCAL_TS_NS, NO_SYMBOL_NAME, arrow_schema_for
 
 #: the host name written into merged files' metadata (a fixed value: reruns are byte-identical)
@@ -118,16 +117,12 @@ def plan(sources: list[Source], sel: Selection) -> list[Unit]:
 # --- reading and writing ---------------------------------------------------------------------
 
 
-#: an hour's data files: ``data.parquet``, and ``data-<tag>.parquet`` of captures that share a prefix
-_DATA_FILE = re.compile(r"^data(-[A-Za-z0-9][A-Za-z0-9._-]{0,63})?\.parquet$")
-
-
 def read(src: Source, key: FileKey, columns: list[str] | None = None) -> pa.Table | None:
     """A source's rows of a partition (its own columns only, no partition columns): the
     union of the hour directory's data files, in arrival order; None if it has none."""
     hour_dir = os.path.dirname(safe_join(src.root, key.relpath()))
     try:
-        names = sorted(n for n in os.listdir(hour_dir) if _DATA_FILE.match(n) and ".." not in n)
+        names = sorted(n for n in os.listdir(hour_dir) if data_file_tag(n) is not None)  # shards tag theirs
     except FileNotFoundError:
         return None
     if not names:
@@ -350,10 +345,19 @@ def _symbol_file(sources: list[Source], unit: Unit) -> tuple[pa.Table, M.Stats]:
         if unit.symbol != NO_SYMBOL_NAME:  # a break is kept where every other source was down too
             rkey = FileKey(unit.exchange, "raw", unit.symbol, unit.hours[0])
             brk = [None if t is None else t.filter(pc.is_in(_kind_text(t), pa.array(M.BREAK_KINDS))) for t in tables]
-            kept += _where_others_down(brk, [read(s, rkey) for s in sources])
+            raws = [read(s, rkey) for s in sources]
+            kept += _where_others_down(brk, raws)
             lost = _concat(kept[1:], "events")
             lost = lost.filter(pc.not_equal(lost.column("detail"), "shutdown"))
-            st.left += len(np.unique(lost.column(LOCAL_TS_NS).to_numpy()))
+            at = np.unique(lost.column(LOCAL_TS_NS).to_numpy())
+            st.left += len(at)
+            live = [r.filter(pc.greater(pc.binary_length(r.column("payload")), 0)).column(LOCAL_TS_NS).to_numpy()
+                    for r in raws if r is not None]
+            frames = np.sort(np.concatenate(live)) if live else np.zeros(0, np.int64)
+            for t in at:  # the first frame any source had after the hole: a connect ends the outage there
+                i = int(np.searchsorted(frames, t, "right"))
+                if i < len(frames):
+                    kept.append(_event("connect", int(frames[i]), "", "merge: a source is live again"))
         return _concat(kept, "events"), st
     if unit.table == "raw":
         markers: list[pa.Table | None] = []

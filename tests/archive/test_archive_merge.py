@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from ticktape.archive import merge_run as R
@@ -59,7 +60,7 @@ def book_at(updates: list[list[tuple[str, float, float]]], k: int) -> dict[str, 
 
 
 def capture(root: Path, pieces: list[tuple[int, int]], breaks: list[int], lag: int, trades: range,
-            t0: int = T0) -> None:
+            t0: int = T0, book: bool = True) -> None:
     """A source that held updates a..b (a snapshot at a-1's state first) of each piece, a disconnect at
     each ``breaks`` update number (just after it), arrival ``lag`` ns after the venue's time (update k
     at ``t0`` + k * 10 ms); each row in the file of its arrival hour."""
@@ -68,9 +69,9 @@ def capture(root: Path, pieces: list[tuple[int, int]], breaks: list[int], lag: i
     rows, raw, events = [], [], []
     for a, b in pieces:
         at = T0 + a * 10 * MS + lag - MS
-        for side, book in book_at(ups, a - 1).items():
+        for side, levels in book_at(ups, a - 1).items():
             rows += [{"exchange_ts": T0 + a * 10 * MS, "is_snapshot": True, "side": side, "price": p, "amount": q,
-                      LOCAL_TS_NS: at} for p, q in sorted(book.items())]
+                      LOCAL_TS_NS: at} for p, q in sorted(levels.items())]
         events.append({"kind": "resync", "channel": "depth", "conn_id": 0, "detail": f"synced at u={a}",
                        "exchange_ts": None, LOCAL_TS_NS: at})
         for k in range(a, b + 1):
@@ -88,6 +89,8 @@ def capture(root: Path, pieces: list[tuple[int, int]], breaks: list[int], lag: i
     tr = [{"exchange_ts": T0 + i * 10 * MS, "id": str(i), "price": 100.0, "amount": 1.0, "side": "buy",
            LOCAL_TS_NS: T0 + i * 10 * MS + lag} for i in trades]
     for data_type, r in (("book_change", rows), ("raw", raw), ("events", events), ("trades", tr)):
+        if data_type == "book_change" and not book:
+            continue
         r.sort(key=lambda x: x[LOCAL_TS_NS])
         for hour in sorted({hour_of_ns(x[LOCAL_TS_NS]) for x in r}):
             part = [x for x in r if hour_of_ns(x[LOCAL_TS_NS]) == hour]
@@ -205,6 +208,44 @@ def test_merge_across_an_hour_boundary_keeps_each_update_once(tmp_path: Path,
     assert sorted(ids, key=int) == [str(i) for i in range(100)]
     rep = json.loads(out)
     assert (rep["totals"]["windows"], rep["totals"]["windows_filled"], rep["totals"]["windows_left"]) == (1, 1, 0)
+
+
+def test_merge_reads_a_sharded_source_and_runs_on_dask(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    distributed = pytest.importorskip("distributed")
+    a, b = tmp_path / "a", tmp_path / "b"
+    capture(a, [(1, 30), (50, 100)], [30], lag=200_000, trades=range(1, 101, 2))
+    capture(b, [(10, 80), (90, 100)], [80], lag=300_000, trades=range(40, 121))
+    assert run(capsys, str(a), str(b), "--out", str(tmp_path / "m1"))[0] == 0
+    # B as a sharded fleet writes it: tagged files, an hour's rows split over two of them
+    for p in sorted(b.rglob("data.parquet")):
+        t = pq.read_table(p, partitioning=None)
+        half = t.num_rows // 2
+        pq.write_table(t.slice(0, half), p.with_name("data-shard-1-of-2.parquet"))
+        pq.write_table(t.slice(half), p.with_name("data-shard-2-of-2.parquet"))
+        p.unlink()
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=None) as cluster:
+        rc, _out, err = run(capsys, str(a), str(b), "--out", str(tmp_path / "m2"), "--dask", cluster.scheduler_address)
+    assert rc == 0, err
+    assert digests(tmp_path / "m2") == digests(tmp_path / "m1")
+
+
+def test_merge_without_a_book_keeps_a_break_only_where_every_source_was_down(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    capture(a, [(1, 30), (50, 100)], [30], lag=200_000, trades=range(1, 31), book=False)  # frames 31..49 missed
+    capture(b, [(1, 40), (60, 100)], [40], lag=300_000, trades=range(20, 41), book=False)  # frames 41..59 missed
+    rc, out, err = run(capsys, str(a), str(b), "--out", str(tmp_path / "m"), "--format", "json")
+    assert rc == 0, err
+    ev = merged_rows(tmp_path / "m", "events").to_pylist()
+    b_break = T0 + 40 * 10 * MS + 300_000 + MS
+    assert {r[LOCAL_TS_NS] for r in ev if r["kind"] == "disconnect"} == {b_break}  # A's was filled by B
+    assert [r[LOCAL_TS_NS] for r in ev if r["kind"] == "connect"] == [T0 + 50 * 10 * MS + 200_000]  # A back
+    raw = merged_rows(tmp_path / "m", "raw").to_pylist()
+    assert sorted({r[LOCAL_TS_NS] for r in raw if r["payload"] == b""}) == [b_break]
+    assert sorted(json.loads(r["payload"])["data"]["u"] for r in raw if r["payload"]) == \
+        [*range(1, 41), *range(50, 101)]
+    assert json.loads(out)["totals"]["windows_left"] == 1
 
 
 @pytest.mark.parametrize(("args", "message"), [
