@@ -235,8 +235,9 @@ class OkxSwap(Okx):
                 oi = d.oi_lots / 10**m.spec.qty_dec
                 frames.append(("open-interest", b'{"arg":{"channel":"open-interest","instId":"%s"},"data":[{"instId":"%s","instType":"SWAP","oi":"%s","oiCcy":"%s","oiUsd":"%s","ts":"%d"}]}' % (
                     s, s, d.open_interest().encode(), d.open_interest().encode(), f"{oi * d.mark():.2f}".encode(), ms)))
-                frames.append(("funding-rate", b'{"arg":{"channel":"funding-rate","instId":"%s"},"data":[{"formulaType":"noRate","fundingRate":"%s","fundingTime":"%d","impactValue":"","instId":"%s","instType":"SWAP","interestRate":"","maxFundingRate":"0.0075","method":"current_period","minFundingRate":"-0.0075","nextFundingRate":"","nextFundingTime":"%d","premium":"%s","settFundingRate":"%s","settState":"settled","ts":"%d"}]}' % (
-                    s, f"{d.funding():.8f}".encode(), d.next_funding_ms(ms), s, d.next_funding_ms(ms) + 8 * 3_600_000,
+                frames.append(("funding-rate", b'{"arg":{"channel":"funding-rate","instId":"%s"},"data":[{"formulaType":"noRate","fundingRate":"%s","fundingTime":"%d","impactValue":"","instId":"%s","instType":"SWAP","interestRate":"","maxFundingRate":"0.0075","method":"next_period","minFundingRate":"-0.0075","nextFundingRate":"%s","nextFundingTime":"%d","premium":"%s","settFundingRate":"%s","settState":"settled","ts":"%d"}]}' % (
+                    s, f"{d.funding():.8f}".encode(), d.next_funding_ms(ms), s, f"{d.funding() * 0.9:.8f}".encode(),
+                    d.next_funding_ms(ms) + 8 * 3_600_000,
                     f"{d.premium:.8f}".encode(), f"{d.funding():.8f}".encode(), ms)))
             for ch, data in frames:
                 for conn in list(self.subscribers(ch, sym) or ()):

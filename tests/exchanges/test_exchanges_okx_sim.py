@@ -82,6 +82,9 @@ def test_okx_records_equal_what_was_sent_and_books_survive_gap_and_bad_checksum(
         marks = [float(json.loads(s.data)["data"][0]["markPx"]) for s in frames if s.channel == "mark-price"]
         assert marks[-1] == rows[-1]["mark_price"] or frames[-1].channel != "mark-price"
         assert {float(x) for x in rows["mark_price"] if x == x} <= set(marks)
+        funding = [json.loads(s.data)["data"][0] for s in frames if s.channel == "funding-rate"]
+        assert funding and float(funding[-1]["nextFundingRate"]) in set(rows["predicted_funding_rate"].tolist())
+        assert int(funding[-1]["fundingTime"]) * 10**6 in set(rows["funding_timestamp"].tolist())
     liqs = r.records("liquidations")
     sent_liqs = [d for s in sim.sent("okex-swap", "liquidation-orders") for x in json.loads(s.data)["data"]
                  for d in x["details"]]
