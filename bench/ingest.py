@@ -21,6 +21,10 @@ from ticktape.exchanges import registry
 from ticktape.exchanges.binance_futures import AggTrade, BinanceFutures, Depth
 from ticktape.exchanges.binance_futures import Envelope as BEnv
 from ticktape.exchanges.binance_tickers import BookTicker
+from ticktape.exchanges.bitmex import Bitmex
+from ticktape.exchanges.bitmex import Envelope as XEnv
+from ticktape.exchanges.bitmex import Level as XLevel
+from ticktape.exchanges.bitmex import Trade as XTrade
 from ticktape.exchanges.book import SyncState
 from ticktape.exchanges.bybit import Book, Bybit
 from ticktape.exchanges.bybit import Envelope as YEnv
@@ -185,6 +189,31 @@ def frames_okx_trades(n: int) -> list[bytes]:
              b'"px":"60000.1","sz":"12","side":"buy","ts":"1700000000000"}]}') % (100000 + i) for i in range(n)]
 
 
+def _bitmex_level(k: int, i: int) -> dict[str, Any]:
+    return {"symbol": "XBTUSD", "id": 8_799_400_000 + k, "side": "Sell" if k % 2 else "Buy",
+            "size": 100 * ((i + k) % 997 + 1), "price": 60000 + 0.5 * k, "timestamp": "2023-11-14T22:13:20.123Z"}
+
+
+def frames_bitmex_book(n: int, levels: int) -> list[bytes]:
+    """``orderBookL2`` updates of ``levels`` known ids (price and timestamp on every item, as BitMEX sends)."""
+    return [json.dumps({"table": "orderBookL2", "action": "update", "data": [_bitmex_level(k, i) for k in range(levels)]},
+                       separators=(",", ":")).encode() for i in range(n)]
+
+
+def bitmex_partial(levels: int) -> bytes:
+    return json.dumps({"table": "orderBookL2", "action": "partial", "keys": ["symbol", "id", "side"],
+                       "filter": {"symbol": "XBTUSD"}, "data": [_bitmex_level(k, 0) for k in range(levels)]},
+                      separators=(",", ":")).encode()
+
+
+def frames_bitmex_trades(n: int) -> list[bytes]:
+    return [json.dumps({"table": "trade", "action": "insert", "data": [{
+        "timestamp": "2023-11-14T22:13:20.123Z", "symbol": "XBTUSD", "side": "Buy" if i & 1 else "Sell",
+        "size": 100 * (i % 90 + 1), "price": 60000 + (i % 500) * 0.5, "tickDirection": "ZeroPlusTick",
+        "trdMatchID": f"00000000-0000-4000-8000-{i:012d}", "grossValue": 166600, "homeNotional": 0.001666,
+        "foreignNotional": 100}]}, separators=(",", ":")).encode() for i in range(n)]
+
+
 class _DEnv(msgspec.Struct):
     """A deribit notification with its body left raw (``data`` as the other envelopes have it)."""
 
@@ -311,6 +340,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
          lambda r: frames_okx_books(n, 5)[1], OEnv, list[OBook], 10),
         ("okx_trades", lambda: _Rig(Okx, "okex-swap", raw, n, frame_bytes=200, symbols=["BTC-USDT-SWAP"], channels=["trades"]),
          lambda r: frames_okx_trades(n), OEnv, list[OTrade], 1),
+        ("bitmex_orderBookL2_update_5", lambda: _Rig(Bitmex, "bitmex", raw, n, rows=5, frame_bytes=560, symbols=["XBTUSD"], channels=["book_change"]),
+         lambda r: frames_bitmex_book(n, 5), XEnv, list[XLevel], 5),
+        ("bitmex_trade", lambda: _Rig(Bitmex, "bitmex", raw, n, frame_bytes=320, symbols=["XBTUSD"], channels=["trades"]),
+         lambda r: frames_bitmex_trades(n), XEnv, list[XTrade], 1),
     ]
     for name, make, build, env_t, data_t, _rows in cases:
         rig = make()
@@ -372,6 +405,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 def resets(feed: Deribit = feed, rig: _Rig = rig) -> None:
                     feed.seen_trades = [type(d)(d.cap) for d in feed.seen_trades]
                     rig.drain()
+            elif name == "bitmex_orderBookL2_update_5":
+
+                def resets(rig: _Rig = rig, snap: bytes = bitmex_partial(5)) -> None:
+                    rig.feed.frame(rig.listener, 1, memoryview(snap))
+                    rig.drain()
+            elif name == "bitmex_trade":
+                feed = rig.feed
+                assert isinstance(feed, Bitmex)
+
+                def resets(feed: Bitmex = feed, rig: _Rig = rig) -> None:
+                    feed.seen_trades = [type(d)(d.cap) for d in feed.seen_trades]
+                    rig.drain()
             elif name == "binance_bookTicker":
                 feed = rig.feed
                 assert isinstance(feed, BinanceFutures)
@@ -391,7 +436,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             fig[f"{name}_us"] = round(_time(_ingest(rig, frames), n, runs, resets), 3)
             fig[f"{name}_decode_only_us"] = round(_time(_decode(env_t, data_t, frames), n, runs, lambda: None), 3)
             fast = getattr(rig.feed, "_fast", {}).get(rig.listener.plan.tag) or getattr(rig.feed, "_book_frame", None)
-            if fast is not None and name not in ("bybit_tickers_delta", "hyperliquid_bbo", "deribit_trades", "okx_trades"):  # the one-pass decoder used
+            if fast is not None and name not in ("bybit_tickers_delta", "hyperliquid_bbo", "deribit_trades", "okx_trades",
+                                                 "bitmex_trade"):  # the one-pass decoder used
                 fig[f"{name}_decode_one_pass_us"] = round(_time(_decode_one(fast, frames), n, runs, lambda: None), 3)
             fig[f"{name}_bytes"] = sum(map(len, frames)) // len(frames)
             st = rig.feed

@@ -58,6 +58,7 @@ TABLES = {"trades": "trade", "book_change": "orderBookL2", "book_ticker": "quote
           "derivative_ticker": "instrument", "liquidations": "liquidation"}
 _TYPE_OF = {t: c for c, t in TABLES.items()}
 _BOOK_HEAD = b'{"table":"orderBookL2",'
+_TRADE_HEAD = b'{"table":"trade",'
 _TABLE_RE = re.compile(rb'\{\s*"table"\s*:\s*"([A-Za-z0-9_]{1,40})"')
 _SYMBOL_RE = re.compile(rb'"symbol"\s*:\s*"([A-Za-z0-9_]{1,40})"')
 
@@ -89,6 +90,13 @@ class Trade(msgspec.Struct, gc=False):
     size: float
     price: float
     trdMatchID: str
+
+
+class TradeFrame(msgspec.Struct, gc=False):
+    table: str
+    action: str
+    data: list[Trade]
+    filter: Filter | None = None
 
 
 class Envelope(msgspec.Struct):
@@ -162,6 +170,7 @@ class Bitmex(Feed):
         self.ws_url = common.join_url(self.cfg.url or WS_URL, PATH)
         self._env = msgspec.json.Decoder(Envelope)
         self._book_frame = msgspec.json.Decoder(BookFrame, strict=False)
+        self._trade_frame = msgspec.json.Decoder(TradeFrame, strict=False)
         self._levels = msgspec.json.Decoder(list[Level], strict=False)
         self._trades = msgspec.json.Decoder(list[Trade], strict=False)
         self._request = msgspec.json.Decoder(Request)
@@ -216,6 +225,20 @@ class Bitmex(Feed):
                 if self._pending_resync:
                     self._do_pending(ts)
                 return
+        elif payload[:17] == _TRADE_HEAD:
+            try:
+                t = self._trade_frame.decode(payload)
+            except msgspec.DecodeError:
+                pass
+            else:
+                sym = self._symbol_of(t.data, t.filter)
+                chan = self.chan["trade"]
+                self.count(sym, ts, len(payload))
+                if self.raw_on:
+                    self.out.raw_fast(ts, payload, lst.conn_id, sym, chan)
+                if sym and t.action == "insert" and "trade" in self.tables:
+                    self.on_trades(lst, ts, sym, chan, t.data)
+                return
         self.on_frame_slow(lst, ts, payload)
 
     def _symbol_of(self, data: list[Any], flt: Filter | None) -> int:
@@ -234,8 +257,11 @@ class Bitmex(Feed):
             table = m_t[1].decode() if m_t else ""
             sym = self.sym_id.get(m_s[1].decode(), 0) if m_s else 0
             self.malformed(lst.conn_id, ts, payload, f"envelope: {e}", sym, self.chan.get(table, 0))
-            if table == "orderBookL2" and sym and self.books[sym].seq.synced:
-                self.resync(sym, ts, "malformed book frame")
+            if table == "orderBookL2":  # a book lost a message: that symbol's, or (cut before it) every one here
+                book = self.chan["orderBookL2"]
+                for s in [sym] if sym else [s for c, s in lst.plan.streams if c == book]:
+                    if self.books[s].seq.synced:
+                        self.resync(s, ts, "malformed book frame")
             return
         table = env.table
         if table not in self.tables:
