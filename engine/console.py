@@ -2,8 +2,9 @@
 
 * one readable line per notable event (connect, disconnect, gap, resync, file
   written, warnings and errors of any process), printed above
-* a live status table (per exchange: feeds receiving, messages/s, ring fill,
-  last gap/disconnect), refreshed twice a second from shared memory, and
+* a live status table (per exchange: feeds receiving, messages/s, messages/s
+  per channel, ring fill, last gap/disconnect), refreshed twice a second from
+  shared memory, and
 * at exit, the run's summary table (``engine.summary``).
 
 The JSON lines still go to the log file. This is a ``logging.Handler`` fed by
@@ -48,7 +49,7 @@ class ConsoleView(logging.Handler):
         self._last_rows: list[StatusRow] = []
         self._live: Live | None = None
         self._lock = threading.Lock()
-        self._prev: dict[str, tuple[float, int]] = {}  # exchange -> (time, messages) for the rate
+        self._prev: dict[str, tuple[float, int]] = {}  # exchange or exchange/channel -> (time, messages)
         self._rate: dict[str, float] = {}
         self.last_event: dict[str, str] = {}  # exchange -> "12:00:01 disconnected (stall)"
 
@@ -102,20 +103,27 @@ class ConsoleView(logging.Handler):
                 self._last_rows = self._rows()
             rows = self._last_rows
         t = Table(title="capture status", title_justify="left", expand=False)
-        for col in ("exchange", "feeds receiving", "messages/s", "messages", "ring fill", "last gap / disconnect"):
+        for col in ("exchange", "feeds receiving", "messages/s", "messages", "by channel (msg/s)", "ring fill",
+                    "last gap / disconnect"):
             t.add_column(col, justify="right" if col in ("messages/s", "messages", "ring fill") else "left")
         now = time.monotonic()
         for r in rows:
             ex, n = r["exchange"], int(r["messages"])
-            prev = self._prev.get(ex)
-            if prev is None or now - prev[0] >= 1.0:
-                if prev is not None:
-                    self._rate[ex] = (n - prev[1]) / (now - prev[0])
-                self._prev[ex] = (now, n)
+            chans = r.get("channels", {})
+            by_chan = " ".join(f"{c} {self._rate_of(f'{ex}/{c}', int(m), now):,.0f}" for c, m in chans.items())
             fill = float(r["ring_fill"])
-            t.add_row(ex, f"{r['ready']}/{r['feeds']}", f"{self._rate.get(ex, 0.0):,.0f}", f"{n:,}",
+            t.add_row(ex, f"{r['ready']}/{r['feeds']}", f"{self._rate_of(ex, n, now):,.0f}", f"{n:,}", by_chan or "-",
                       Text(f"{fill:.0%}", style="red" if fill > 0.5 else ""), self.last_event.get(ex, "-"))
         return Group(t)
+
+    def _rate_of(self, key: str, n: int, now: float) -> float:
+        """Messages per second of a counter, over the last second or more."""
+        prev = self._prev.get(key)
+        if prev is None or now - prev[0] >= 1.0:
+            if prev is not None:
+                self._rate[key] = (n - prev[1]) / (now - prev[0])
+            self._prev[key] = (now, n)
+        return self._rate.get(key, 0.0)
 
     def print(self, renderable: Any) -> None:
         self.console.print(renderable)

@@ -11,6 +11,9 @@ Families (``ticktape_`` prefix):
 * ``feed_<counter>_total{exchange,symbol}``: per subscribed symbol (messages,
   bytes, gaps, resyncs, malformed, duplicates, ...), and
   ``feed_last_message_age_seconds`` / ``feed_ready``;
+* ``feed_channel_messages_total`` / ``feed_channel_bytes_total{exchange,symbol,channel}``: per
+  subscribed stream (the exchange's own channel names; a symbol's channels sum to its
+  ``feed_messages_total``; channel ``_`` only appears for frames a connector did not attribute);
 * ``exchange_<counter>_total{exchange}``: the connection-level row (symbol
   ``_``): reconnects, disconnects, subscribe errors, and ``control_messages`` /
   ``control_bytes`` (acks, pongs), with ``exchange_last_message_age_seconds``
@@ -161,6 +164,7 @@ def _feed_metrics(feeds: list[FeedView], now_ns: int) -> Iterator[Metric]:
         scope = "frames of no symbol (acks, pongs, errors)" if fld in _EXCHANGE_NAME else text
         yield _counter(f"ticktape_exchange_{name}", f"connection level (no symbol): {scope}",
                        ["exchange"], [(lv, v[F[fld]]) for lv, v in ex_rows])
+    yield from _channel_metrics(feeds)
     yield _gauge("ticktape_feed_last_message_age_seconds", "seconds since the symbol's last frame (NaN before the first)",
                  ["exchange", "symbol"], [(lv, age(v)) for lv, v, _ in sym_rows])
     yield _gauge("ticktape_exchange_last_message_age_seconds",
@@ -168,6 +172,29 @@ def _feed_metrics(feeds: list[FeedView], now_ns: int) -> Iterator[Metric]:
                  ["exchange"], [(lv, age(v)) for lv, v in ex_rows])
     yield _gauge("ticktape_feed_ready", "1 once the symbol's frames arrive on the current ingest process",
                  ["exchange", "symbol"], [(lv, int(r)) for lv, _, r in sym_rows])
+
+
+def _channel_metrics(feeds: list[FeedView]) -> Iterator[Metric]:
+    """(exchange, symbol, channel) counters from each FeedStats block's channel part (symbol rows only:
+    frames of no symbol are the exchange's control counters)."""
+    rows: list[tuple[tuple[str, str, str], int, int]] = []
+    for f in feeds:
+        ch = f.stats.channels.copy()
+        if ch.size == 0:
+            continue
+        names = f.spec.channels
+        for sid, sym in enumerate(f.spec.symbols):
+            if not sid:
+                continue
+            msgs, nbytes = ch[0, sid].tolist(), ch[1, sid].tolist()
+            for cid, chan in enumerate(names):
+                if cid or msgs[0]:  # channel 0 ("" = not attributed) only when something landed there
+                    rows.append(((f.spec.exchange, sym, chan or "_"), msgs[cid], nbytes[cid]))
+    labels = ["exchange", "symbol", "channel"]
+    yield _counter("ticktape_feed_channel_messages", "frames received per subscribed stream (symbol x channel)",
+                   labels, [(lv, m) for lv, m, _ in rows])
+    yield _counter("ticktape_feed_channel_bytes", "payload bytes received per subscribed stream (symbol x channel)",
+                   labels, [(lv, b) for lv, _, b in rows])
 
 
 def _ring_metrics(feeds: list[FeedView], now_ns: int) -> Iterator[Metric]:

@@ -11,7 +11,7 @@ import socket
 from ticktape.ipc.ring import HEADER_BYTES, shm_reserved_bytes
 from ticktape.ipc.ringset import RingSetSpec
 from ticktape.ipc.schemas import RAW_INDEX_DTYPE, dtype_for
-from ticktape.ipc.stats import FIELDS
+from ticktape.ipc.stats import feed_stats_bytes
 
 SHM_DIR = "/dev/shm"
 
@@ -68,7 +68,7 @@ def spec_bytes(spec: RingSetSpec) -> int:
         else:
             cap = spec.record_capacity if dt != "events" else max(4096, spec.record_capacity // 16)
             sizes.append(HEADER_BYTES + cap * dtype_for(dt).itemsize)
-    sizes.append(len(spec.symbols) * len(FIELDS) * 8)  # FeedStats
+    sizes.append(feed_stats_bytes(len(spec.symbols), len(spec.channels)))  # FeedStats
     return sum(shm_reserved_bytes(n) for n in sizes)
 
 

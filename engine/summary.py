@@ -4,7 +4,8 @@ Files and rows come from the writers' ``WRITE <path> records: N`` lines of this
 run (the last line of a file wins: a late-record merge rewrites it whole), bytes
 from the file on disk. Losses come from the shared-memory counters before the
 segments are released: ring drops per table, gaps, resyncs, malformed frames,
-duplicates, disconnects and refused subscriptions per exchange.
+duplicates, disconnects and refused subscriptions per exchange; frames received
+per channel from the per-(symbol, channel) counters.
 """
 
 from __future__ import annotations
@@ -34,11 +35,14 @@ class RunSummary:
     tables: dict[tuple[str, str], TableStats] = field(default_factory=dict)  # (exchange, table)
     losses: dict[str, dict[str, int]] = field(default_factory=dict)  # exchange -> field -> count
     undrained: int = 0
+    #: exchange -> channel (the venue's name) -> frames received for a symbol, over the run
+    received: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "tables": [{"exchange": e, "table": t, "rows": s.rows, "files": s.files, "bytes": s.bytes}
                        for (e, t), s in sorted(self.tables.items())],
+            "received": self.received,
             "losses": self.losses,
             "undrained": self.undrained,
         }
@@ -74,6 +78,8 @@ def render(summary: RunSummary) -> Table:
     if not summary.tables:
         t.add_row("-", "(nothing finalized)", "0", "0", "0 B")
     t.add_section()
+    for ex, chans in sorted(summary.received.items()):
+        t.add_row(ex, "frames received", " · ".join(f"{c} {n:,}" for c, n in chans.items()) or "none", "", "")
     for ex, counts in sorted(summary.losses.items()):
         found = [f"{k.replace('_', ' ')} {v:,}" for k, v in counts.items() if v]
         t.add_row(ex, "losses / faults", ", ".join(found) if found else "none", "", "")

@@ -196,7 +196,7 @@ class Supervisor:
         need = check_shm_room([s for _, s in specs], self.cfg.source)
         for name, spec in specs:
             try:
-                stats = FeedStats(new_ring_name(f"{name}-stats"), len(spec.symbols), create=True)
+                stats = FeedStats(new_ring_name(f"{name}-stats"), len(spec.symbols), len(spec.channels), create=True)
                 feed = Feed(name, spec, stats)
                 self.feeds.append(feed)
                 feed.rings = ringset.create(spec)
@@ -653,7 +653,14 @@ class Supervisor:
             counts = {k: int(tot[F[k]]) for k in summary.LOSS_FIELDS if k in F}
             counts["dropped"] = sum(int((r.index if hasattr(r, "index") else r).dropped) for r in f.rings.values())
             out.losses[f.name] = {k: counts.get(k, 0) for k in summary.LOSS_FIELDS}
+            out.received[f.name] = self.channel_messages(f)
         return out
+
+    @staticmethod
+    def channel_messages(f: Feed) -> dict[str, int]:
+        """channel -> frames received for any symbol (channel ``_``: not attributed, shown only if any)."""
+        per = f.stats.channels[0, 1:].sum(axis=0).tolist() if f.stats.channels.size else []
+        return {(name or "_"): int(n) for name, n in zip(f.spec.channels, per, strict=True) if name or n}
 
     def status_rows(self) -> list[dict[str, Any]]:
         """Per exchange, for the live console: symbols receiving, messages, fullest ring."""
@@ -665,6 +672,7 @@ class Supervisor:
                 "exchange": f.name, "feeds": len(syms), "ready": sum(syms.values()),
                 "messages": int(f.stats.values[:, F["messages"]].sum()),
                 "ring_fill": max((r.fill() for r in f.rings.values()), default=0.0),
+                "channels": self.channel_messages(f),
             })
         return rows
 

@@ -244,6 +244,7 @@ class _Producer:
         sym = trade_values(self.p, self.nsym, np.arange(self.done))["symbol"]
         v = self.stats.values
         v[1:, F["messages"]] = np.bincount(sym, minlength=self.nsym + 1)[1 : len(v)]
+        self._channels()
 
     def _count(self, a: int, b: int, now_ns: int, sizes: np.ndarray | None) -> None:
         if b <= a:
@@ -256,13 +257,21 @@ class _Producer:
         touched = np.unique(sym)
         v[touched, F["last_msg_ns"]] = now_ns
         v[0, F["last_msg_ns"]] = now_ns
+        self._channels()
+
+    def _channels(self) -> None:
+        """Every synthetic message is a trade frame of the one raw channel (id 1)."""
+        ch = self.stats.channels
+        if ch.shape[2] > 1:
+            ch[0, :, 1] = self.stats.values[:, F["messages"]]
+            ch[1, :, 1] = self.stats.values[:, F["bytes"]]
 
 
 def ingest_main(spec: RingSetSpec, ex_cfg: ExchangeConfig, stats_name: str, stop: Any, log_cfg: LogConfig) -> None:
     """Process target: produce at ``rate`` until ``stop`` is set (or ``count`` is reached, then idle)."""
     p = parse_url(ex_cfg.url)
     rings = ringset.attach(spec)
-    stats = FeedStats(stats_name, len(spec.symbols))
+    stats = FeedStats(stats_name, len(spec.symbols), len(spec.channels))
     prod = _Producer(spec, rings, p, stats)
     resumed = prod.done
     now = clock.now_ns()

@@ -326,9 +326,13 @@ class BinanceFutures(Feed):
                 last[sym] = tid
                 out = self.out
                 out.trade_fast(ts, data.T * 1_000_000, sym, b"%d" % tid, data.p, data.q, _SIDE[data.m])
+                n = len(payload)
                 self.n_msgs[sym] += 1
-                self.n_bytes[sym] += len(payload)
+                self.n_bytes[sym] += n
                 self.last_ns[sym] = ts
+                k = sym * self.nchan + chan
+                self.ch_msgs[k] += 1
+                self.ch_bytes[k] += n
                 if self.raw_on:
                     out.raw_fast(ts, payload, lst.conn_id, sym, chan)
                 if self._pending_resync:
@@ -343,9 +347,13 @@ class BinanceFutures(Feed):
                 out = self.out
                 if not out.book_snapshot_levels(ts, data.E * 1_000_000, sym, data.b, data.a):
                     out.book_snapshot(ts, data.E * 1_000_000, sym, common.snapshot_values(data.b, data.a, self.levels))
+                n = len(payload)
                 self.n_msgs[sym] += 1
-                self.n_bytes[sym] += len(payload)
+                self.n_bytes[sym] += n
                 self.last_ns[sym] = ts
+                k = sym * self.nchan + chan
+                self.ch_msgs[k] += 1
+                self.ch_bytes[k] += n
                 if self.raw_on:
                     out.raw_fast(ts, payload, lst.conn_id, sym, chan)
                 if self._pending_resync:
@@ -363,9 +371,13 @@ class BinanceFutures(Feed):
         else:
             self.on_frame_slow(lst, ts, payload)
             return
+        n = len(payload)
         self.n_msgs[sym] += 1
-        self.n_bytes[sym] += len(payload)
+        self.n_bytes[sym] += n
         self.last_ns[sym] = ts
+        k = sym * self.nchan + chan
+        self.ch_msgs[k] += 1
+        self.ch_bytes[k] += n
         if self.raw_on and (keep or not lst.link.rolling):
             self.out.raw_fast(ts, payload, lst.conn_id, sym, chan)
         if self._pending_resync:
@@ -388,7 +400,7 @@ class BinanceFutures(Feed):
             self.control(lst, ts, payload, env.stream)
             return
         kind, sym, chan = route
-        self.count(sym, ts, len(payload))
+        self.count(sym, ts, len(payload), chan)
         try:
             if kind == AGG:
                 t = self._agg.decode(env.data)
@@ -682,7 +694,7 @@ class BinanceFutures(Feed):
             return None
         if self.raw_on:
             self.out.raw(ts, raw, 0, sym, self.ch_snap)
-        self.count(sym, ts, len(body))
+        self.count(sym, ts, len(body), self.ch_snap)
         if generation is not None and st.generation != generation:
             return Bridge.WAIT  # a reset happened meanwhile: a newer fetch is under way
         st.snapshot = (ts, snap)

@@ -51,7 +51,7 @@ class BinanceFutures(Protocol):
 
     def feed_id(self, data_type: str, symbol: int) -> str: ...
 
-    def count(self, symbol: int, ts: int, nbytes: int) -> None: ...
+    def count(self, symbol: int, ts: int, nbytes: int, channel: int = 0) -> None: ...
 
     def malformed(
         self, conn_id: int, ts: int, payload: memoryview | bytes, why: str, symbol: int = 0, channel: int = 0,
@@ -246,7 +246,7 @@ class Tickers:
         except msgspec.DecodeError as e:
             feed.malformed(0, ts, raw, f"openInterest: {e}", sym, self.ch_oi)
             return False
-        feed.count(sym, ts, len(body))
+        feed.count(sym, ts, len(body), self.ch_oi)
         if feed.raw_on:
             self.out.raw(ts, raw, 0, sym, self.ch_oi)
         self.state[sym][4] = d.openInterest

@@ -217,7 +217,7 @@ class Bitmex(Feed):
                 pass
             else:
                 sym = self._symbol_of(f.data, f.filter)
-                self.count(sym, ts, len(payload))
+                self.count(sym, ts, len(payload), self.chan["orderBookL2"])
                 if self.raw_on:
                     self.out.raw_fast(ts, payload, lst.conn_id, sym, self.chan["orderBookL2"])
                 if sym and "orderBookL2" in self.tables:
@@ -275,7 +275,7 @@ class Bitmex(Feed):
             return
         name = first[0].symbol if first else env.filter.symbol if env.filter is not None else ""
         sym = self.sym_id.get(name, 0)
-        self.count(sym, ts, len(payload))
+        self.count(sym, ts, len(payload), chan)
         if self.raw_on:
             self.out.raw(ts, payload, lst.conn_id, sym, chan)
         if not sym:

@@ -234,7 +234,7 @@ class Bybit(Feed):
             route = self.routes.get(fast.topic)
             if route is not None:
                 kind, sym, chan = route
-                self.count(sym, ts, len(payload))
+                self.count(sym, ts, len(payload), chan)
                 if self.raw_on:
                     self.out.raw_fast(ts, payload, lst.conn_id, sym, chan)
                 if kind in (BOOK, BBO) and type(fast) is BookFrame:
@@ -262,7 +262,7 @@ class Bybit(Feed):
             self.control(lst, ts, payload, env)
             return
         kind, sym, chan = route
-        self.count(sym, ts, len(payload))
+        self.count(sym, ts, len(payload), chan)
         if self.raw_on:
             self.out.raw(ts, payload, lst.conn_id, sym, chan)
         try:

@@ -315,7 +315,7 @@ class Deribit(Feed):
             self.control(lst, ts, payload, env)
             return
         kind, sym, chan = route
-        self.count(sym, ts, len(payload))
+        self.count(sym, ts, len(payload), chan)
         if self.raw_on:
             self.out.raw_fast(ts, payload, lst.conn_id, sym, chan)
         try:

@@ -67,6 +67,15 @@ class Feed:
         self.n_msgs = [int(self.c[i * NF + _MESSAGES]) for i in range(nsym)]
         self.n_bytes = [int(self.c[i * NF + _BYTES]) for i in range(nsym)]
         self.last_ns = [int(self.c[i * NF + _LAST]) for i in range(nsym)]
+        # per (symbol, channel): flat index ``symbol * nchan + channel`` (the ring ids a frame is routed by)
+        self.nchan = nchan = len(spec.channels)
+        m = nsym * nchan
+        if stats is not None and stats.n_channels == nchan:
+            self.cc: memoryview | array.array[int] = stats.shm.buf[n * 8 : (n + 2 * m) * 8].cast("q")  # type: ignore[index]
+        else:
+            self.cc = array.array("q", bytes(2 * m * 8))
+        self.ch_msgs = self.cc[:m].tolist()
+        self.ch_bytes = self.cc[m:].tolist()
         opts = dict(options or {})
         base = self.timing
         self.timing = Timing(**{k: opts.pop(k, getattr(base, k)) for k in Timing.__dataclass_fields__})
@@ -157,10 +166,14 @@ class Feed:
         except Exception as e:  # a decoder bug must not kill the connection: count and keep
             self.malformed(lst.conn_id, ts, payload, f"{type(e).__name__}: {e}", keep_raw=True)
 
-    def count(self, symbol: int, ts: int, nbytes: int) -> None:
+    def count(self, symbol: int, ts: int, nbytes: int, channel: int = 0) -> None:
+        """One frame of ``symbol`` on ``channel`` (ring ids; channel 0 when the connector cannot tell)."""
         self.n_msgs[symbol] += 1
         self.n_bytes[symbol] += nbytes
         self.last_ns[symbol] = ts
+        k = symbol * self.nchan + channel
+        self.ch_msgs[k] += 1
+        self.ch_bytes[k] += nbytes
 
     def flush_stats(self) -> None:
         c = self.c
@@ -171,6 +184,9 @@ class Feed:
             c[j + _LAST] = t
         if any(self.last_ns):
             c[_LAST] = max(self.last_ns)
+        m = len(self.ch_msgs)
+        self.cc[:m] = array.array("q", self.ch_msgs)
+        self.cc[m:] = array.array("q", self.ch_bytes)
 
     def bump(self, field: str, symbol: int = 0, n: int = 1) -> None:
         self.c[symbol * NF + F[field]] += n

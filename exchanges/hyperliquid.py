@@ -310,7 +310,7 @@ class Hyperliquid(Feed):
             self.malformed(lst.conn_id, ts, payload, f"{ch}: {e}", self.sym_id.get(m[1].decode(), 0) if m else 0, chan)
             return
         sym = self.sym_id.get(d.coin, 0)
-        self.count(sym, ts, len(payload))
+        self.count(sym, ts, len(payload), chan)
         if self.raw_on:
             self.out.raw_fast(ts, payload, lst.conn_id, sym, chan)
         if not sym:
@@ -322,7 +322,7 @@ class Hyperliquid(Feed):
 
     def handle_book(self, lst: Listener, ts: int, payload: memoryview, b: L2Book) -> None:
         sym = self.sym_id.get(b.coin, 0)
-        self.count(sym, ts, len(payload))
+        self.count(sym, ts, len(payload), self.ch_book)
         if self.raw_on:
             self.out.raw_fast(ts, payload, lst.conn_id, sym, self.ch_book)
         if sym:
@@ -337,7 +337,7 @@ class Hyperliquid(Feed):
 
     def handle_trades(self, lst: Listener, ts: int, payload: memoryview, trades: list[Trade]) -> None:
         sym = self.sym_id.get(trades[0].coin, 0) if trades else 0
-        self.count(sym, ts, len(payload))
+        self.count(sym, ts, len(payload), self.ch_trades)
         if self.raw_on:
             self.out.raw_fast(ts, payload, lst.conn_id, sym, self.ch_trades)
         if sym:

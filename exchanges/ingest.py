@@ -113,7 +113,7 @@ def ingest_main(
     if stall is not None and "stall_timeout" not in opts:
         opts["stall_timeout"] = float(stall)
     rings = ringset.attach(spec)
-    stats = FeedStats(stats_name, len(spec.symbols))
+    stats = FeedStats(stats_name, len(spec.symbols), len(spec.channels))
     feed: Feed | None = None
     try:
         outbox = Outbox(spec, rings)
@@ -121,8 +121,10 @@ def ingest_main(
         feed.mark_restart()
         uvloop.run(run_feed(feed, stop.is_set))
     finally:
-        if feed is not None and isinstance(feed.c, memoryview):
-            feed.c.release()
+        if feed is not None:
+            for view in (feed.c, feed.cc):
+                if isinstance(view, memoryview):
+                    view.release()
         stats.close()
         ringset.close(rings)
         log.info("%s ingest stopped", spec.exchange)

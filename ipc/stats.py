@@ -3,6 +3,11 @@ read by the supervisor for /metrics (no messages, no locks: one writer each).
 
 A block is an int64 array of shape (len(spec.symbols), len(FIELDS)); row 0
 (symbol ``_``) holds connection-level counts (reconnects, disconnects, ...).
+After it, in the same segment, the per-(symbol, channel) counters: an int64
+array of shape (len(CHANNEL_FIELDS), len(spec.symbols), len(spec.channels)),
+indexed by the ring ids the connectors already hold (no name lookups); a
+symbol's messages are the sum of its channels' (channel 0, ``""``, takes what a
+connector does not attribute to a channel).
 """
 
 from __future__ import annotations
@@ -32,13 +37,13 @@ class _StatsBlock:
     """An int64 array in a shared-memory segment: created (zeroed, owned, unlinked on close)
     by the supervisor, attached by the one process that writes it."""
 
-    def __init__(self, name: str, shape: tuple[int, ...], create: bool) -> None:
-        size = int(np.prod(shape)) * 8
+    def __init__(self, name: str, shape: tuple[int, ...], create: bool, extra_words: int = 0) -> None:
+        size = (int(np.prod(shape)) + extra_words) * 8
         self.shm = create_shm(name, size) if create else attach_shm(name)
         self.owner = create
         self.values = np.ndarray(shape, dtype=np.int64, buffer=self.shm.buf)
         if create:
-            self.values[:] = 0
+            np.ndarray((size,), dtype=np.uint8, buffer=self.shm.buf)[:] = 0
 
     @property
     def name(self) -> str:
@@ -57,9 +62,30 @@ class _StatsBlock:
                 pass
 
 
+CHANNEL_FIELDS = (
+    "messages",  # frames received on the (symbol, channel) stream
+    "bytes",  # their payload bytes
+)
+
+
+def feed_stats_bytes(n_symbols: int, n_channels: int) -> int:
+    """Size of a FeedStats block (before page rounding)."""
+    return n_symbols * (len(FIELDS) + len(CHANNEL_FIELDS) * n_channels) * 8
+
+
 class FeedStats(_StatsBlock):
-    def __init__(self, name: str, n_symbols: int, create: bool = False) -> None:
-        super().__init__(name, (n_symbols, len(FIELDS)), create)
+    """``values``: (symbols, FIELDS); ``channels``: (CHANNEL_FIELDS, symbols, channels)."""
+
+    def __init__(self, name: str, n_symbols: int, n_channels: int = 0, create: bool = False) -> None:
+        nc = len(CHANNEL_FIELDS) * n_symbols * n_channels
+        super().__init__(name, (n_symbols, len(FIELDS)), create, nc)
+        self.n_channels = n_channels
+        self.channels = np.ndarray((len(CHANNEL_FIELDS), n_symbols, n_channels), dtype=np.int64,
+                                   buffer=self.shm.buf, offset=n_symbols * len(FIELDS) * 8)
+
+    def close(self) -> None:
+        self.channels = None  # type: ignore[assignment]
+        super().close()
 
 
 WRITER_FIELDS = (

@@ -15,6 +15,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
@@ -114,6 +116,8 @@ def test_terminal_shows_live_status_events_and_a_summary_equal_to_the_archive(
     # every loss counted (none in a clean run: the shutdown is not a disconnect) and where to look
     assert re.search(r"binance-futures +│ losses / faults +│ +none", summary), summary
     assert "capture report" in summary and "capture.log" in summary
+    assert re.search(r"hyperliquid +│ frames received +│ +trades [\d,]+ · l2Book [\d,]+", summary), summary
+    assert re.search(r"bybit\s*│\s*3/3\s*│[^│]*│[^│]*│ [^│]*publicTrade [1-9]", text), "no per-channel rate shown"
     # the log file keeps every process's JSON lines, third-party chatter included
     log_lines = (tmp_path / "logs-demo" / "capture.log").read_text().splitlines()
     procs = {json.loads(line)["process"] for line in log_lines}
@@ -130,5 +134,15 @@ def test_without_a_terminal_stdout_is_json_lines_only(tmp_path: Path, free_port:
     assert any(o["message"].startswith("WRITE ") and o["process"] == "writer-0" for o in objs)
     stopped = [o for o in objs if o["message"] == "capture stopped"]
     assert stopped and stopped[0]["summary"]["tables"]  # the summary, as JSON
+    # frames received per (exchange, channel), from the per-(symbol, channel) counters, equal the raw frames
+    # archived for a symbol (an empty row is a disconnect marker, not a frame)
+    raw = ds.dataset(tmp_path / "archive-demo" / "raw", partitioning="hive").to_table(
+        columns=["exchange", "symbol", "channel", "payload"])
+    raw = raw.filter(pc.and_(pc.greater(pc.binary_length(raw["payload"]), 0), pc.not_equal(raw["symbol"], "_")))
+    archived: dict[str, dict[str, int]] = {}
+    for r in raw.group_by(["exchange", "channel"]).aggregate([([], "count_all")]).to_pylist():
+        archived.setdefault(str(r["exchange"]), {})[r["channel"]] = r["count_all"]
+    received = {ex: {c: n for c, n in chans.items() if n} for ex, chans in stopped[0]["summary"]["received"].items()}
+    assert received == archived and set(archived) == {"binance-futures", "bybit", "hyperliquid"}, (received, archived)
     warnings = [o["message"] for o in objs if o["level"] == "WARNING" and _about_the_stop(o["message"])]
     assert not warnings  # a normal stop is no warning

@@ -19,6 +19,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
@@ -125,13 +127,38 @@ check_symbols = false  # the venue only comes up later in this test
         wanted = set(re.findall(r"ticktape_[a-z_]+", json.loads(dashboard) and dashboard))
         assert wanted and wanted <= exported, wanted - exported
 
+        # per (exchange, symbol, channel) counters, with the venue's own channel names
+        for name in ("ticktape_feed_channel_messages", "ticktape_feed_channel_bytes"):
+            assert om_fams[name].type == "counter", name
+        streams = {(s.labels["exchange"], s.labels["symbol"], s.labels["channel"])
+                   for s in om_fams["ticktape_feed_channel_messages"].samples if s.name.endswith("_total")}
+        assert streams == {("hyperliquid", sym, ch) for sym in ("BTC", "ETH") for ch in ("trades", "l2Book")}, streams
+
         promtool = shutil.which("promtool")
-        if promtool is None:  # .ci/run installs Debian's prometheus; elsewhere the parsers above must do
-            pytest.skip("promtool not installed: checked with prometheus_client's parsers only")
-        # promtool lints the Prometheus text format (its check reads OpenMetrics' family
-        # names as help-less); the OpenMetrics body is checked by the OpenMetrics parser above
-        r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
-        assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), r.stdout + r.stderr
+        if promtool is not None:  # .ci/run installs Debian's prometheus; elsewhere the parsers above must do
+            # promtool lints the Prometheus text format (its check reads OpenMetrics' family
+            # names as help-less); the OpenMetrics body is checked by the OpenMetrics parser above
+            r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), r.stdout + r.stderr
+
+        # the venue goes away: once the counters stop moving, each symbol's channels sum to its messages
+        sim.terminate()
+        sim.wait(10)
+        sim = None
+        seen: list[dict[tuple[str, str], float]] = []
+
+        def settled() -> bool:
+            fams = {f.name: f for f in parse_text(_get(f"{base}/metrics")[2])}
+            ch = {(x.labels["symbol"], x.labels["channel"]): x.value
+                  for x in fams["ticktape_feed_channel_messages"].samples}
+            per_sym = {x.labels["symbol"]: x.value for x in fams["ticktape_feed_messages"].samples}
+            seen.append(ch)
+            time.sleep(0.3)  # two scrapes 0.3 s apart (the counters are published 10 times a second)
+            return len(seen) > 1 and seen[-2] == ch and all(
+                sum(v for (s2, _), v in ch.items() if s2 == sym) == n for sym, n in per_sym.items())
+
+        _until(settled, 60, "per-channel counters to settle and sum to the per-symbol ones")
+        counted = seen[-1]
     finally:
         if cap.poll() is None:
             cap.send_signal(signal.SIGINT)
@@ -140,3 +167,12 @@ check_symbols = false  # the venue only comes up later in this test
         if sim is not None:
             sim.terminate()
             sim.wait(10)
+    # ... and equal the frames archived per (symbol, channel) (disconnect markers are empty rows)
+    raw = ds.dataset(tmp_path / "archive" / "raw" / "exchange=hyperliquid", partitioning="hive").to_table(
+        columns=["symbol", "channel", "payload"])
+    frames = raw.filter(pc.greater(pc.binary_length(raw["payload"]), 0))
+    archived = {(r["symbol"], r["channel"]): float(r["count"]) for r in frames.group_by(["symbol", "channel"]).aggregate(
+        [([], "count_all")]).rename_columns(["symbol", "channel", "count"]).to_pylist() if r["symbol"] != "_"}
+    assert archived == counted and min(counted.values()) > 0, (archived, counted)
+    if shutil.which("promtool") is None:
+        pytest.skip("promtool not installed: checked with prometheus_client's parsers only")

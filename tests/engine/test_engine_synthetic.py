@@ -50,7 +50,7 @@ def rig(tmp_path: Path) -> Iterator[tuple]:
         raw_arena_bytes=1 << 20,
     )
     rings = ringset.create(spec)
-    stats = FeedStats(new_ring_name("synthetic-stats"), len(spec.symbols), create=True)
+    stats = FeedStats(new_ring_name("synthetic-stats"), len(spec.symbols), len(spec.channels), create=True)
     log_cfg = LogConfig(dir=str(tmp_path / "logs"))
     yield ex, spec, rings, stats, log_cfg
     ringset.close(rings)

@@ -73,7 +73,7 @@ def test_kill_9_ingest_then_restart(tmp_path):
                 registry.validate(ex, cfg)
                 spec = ringset.make_spec(ex, cfg.symbols, registry.raw_channels(ex, cfg), registry.data_types(ex, cfg, True),
                                          record_capacity=1 << 16, raw_index_capacity=1 << 15, raw_arena_bytes=16 << 20)
-                state[ex] = (spec, ringset.create(spec), FeedStats(new_ring_name(f"{ex}-st"), len(spec.symbols), create=True))
+                state[ex] = (spec, ringset.create(spec), FeedStats(new_ring_name(f"{ex}-st"), len(spec.symbols), len(spec.channels), create=True))
 
             def start(ex):
                 spec, _, stats = state[ex]

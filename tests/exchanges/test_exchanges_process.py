@@ -47,7 +47,7 @@ def test_ingest_process_captures_and_stops_cleanly(tmp_path):
                              registry.data_types("hyperliquid", cfg, True), record_capacity=1 << 14,
                              raw_index_capacity=1 << 14, raw_arena_bytes=8 << 20)
     rings = ringset.create(spec)
-    stats = FeedStats(new_ring_name("hl-stats"), len(spec.symbols), create=True)
+    stats = FeedStats(new_ring_name("hl-stats"), len(spec.symbols), len(spec.channels), create=True)
     ctx = mp.get_context("spawn")
     stop = ctx.Event()
     p = ctx.Process(target=registry.ingest_main, args=(spec, cfg, stats.name, stop, LogConfig(dir=str(tmp_path))))
