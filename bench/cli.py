@@ -17,6 +17,7 @@ BENCHES: dict[str, str] = {
     "feed": "ticktape.bench.feed",
     "s3": "ticktape.bench.s3",
     "replay": "ticktape.bench.replay",
+    "replay-start": "ticktape.bench.replay_start",
     "report": "ticktape.bench.report",
 }
 

@@ -46,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port whose next port is free too (the server listens on both)."""
     while True:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -124,7 +125,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     hours = max(1, min(args.window_hours, info["hours"]))
     end_ns = 1_736_186_400 + hours * 3600
     end = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(end_ns))
-    port = args.port or _free_port()
+    port = args.port or free_port()
     cmd = [sys.executable, "-m", "ticktape.engine.cli", "replay", "serve", "--archive", root, "--port", str(port)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     figures: dict[str, Any] = {"archive_raw_messages": info["raw"],

@@ -83,3 +83,13 @@ def test_every_subcommand_has_a_description(argv: list[str]) -> None:
     _usage, _, rest = r.stdout.partition("\n\n")
     description = rest.split("\n\n", 1)[0]
     assert description and not description.startswith(("positional arguments", "options")), r.stdout
+
+
+def test_bench_replay_start_measures_each_step(tmp_path: Path) -> None:
+    """``capture bench replay-start`` (the issue's 10 M-message figure, in BENCHMARKS.md) on a small archive."""
+    r = subprocess.run([sys.executable, "-m", "ticktape.engine.cli", "bench", "replay-start", "--messages", "40000",
+                        "--runs", "1", "--cache", str(tmp_path), "--json"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["archive_raw_messages"] >= 40000 and got["archive_files"] > 0
+    assert 0 < got["listening_s"] <= got["exchanges_s"] <= got["first_replay_line_s"] < 120, got
