@@ -283,7 +283,7 @@ class Deribit(Feed):
             route = self.route(fast.params.channel)
             if route is not None:
                 kind, sym, chan = route
-                self.count(sym, ts, len(payload))
+                self.count(sym, ts, len(payload), chan)
                 if self.raw_on:
                     self.out.raw_fast(ts, payload, lst.conn_id, sym, chan)
                 if type(fast) is BookFrame and kind == BOOK:

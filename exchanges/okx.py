@@ -241,7 +241,7 @@ class Okx(Feed):
                 route = self.routes.get(("books", bf.arg.instId))
                 if route is not None and bf.data:
                     _kind, sym, chan = route
-                    self.count(sym, ts, len(payload))
+                    self.count(sym, ts, len(payload), chan)
                     if self.raw_on:
                         self.out.raw_fast(ts, payload, lst.conn_id, sym, chan)
                     self.on_book(lst, ts, sym, chan, bf.action, bf.data[0])
@@ -253,7 +253,7 @@ class Okx(Feed):
                 route = self.routes.get(("trades", tf.arg.instId))
                 if route is not None:
                     _kind, sym, chan = route
-                    self.count(sym, ts, len(payload))
+                    self.count(sym, ts, len(payload), chan)
                     if self.raw_on:
                         self.out.raw_fast(ts, payload, lst.conn_id, sym, chan)
                     self.on_trades(lst, ts, sym, chan, tf.data)
@@ -288,7 +288,7 @@ class Okx(Feed):
             self.control(lst, ts, payload, env)
             return
         kind, sym, chan = route
-        self.count(sym, ts, len(payload))
+        self.count(sym, ts, len(payload), chan)
         if self.raw_on:
             self.out.raw(ts, payload, lst.conn_id, sym, chan)
         try:
@@ -373,7 +373,7 @@ class Okx(Feed):
             self.malformed(lst.conn_id, ts, payload, f"liquidation-orders: {e}"[:96], 0, self.liq_chan)
             return
         sym = next((self.sym_id[i.instId] for i in items if i.instId in self.sym_id), 0)
-        self.count(sym, ts, len(payload))
+        self.count(sym, ts, len(payload), self.liq_chan)
         if self.raw_on:
             self.out.raw(ts, payload, lst.conn_id, sym, self.liq_chan)
         for it in items:
