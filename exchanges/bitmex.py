@@ -233,7 +233,7 @@ class Bitmex(Feed):
             else:
                 sym = self._symbol_of(t.data, t.filter)
                 chan = self.chan["trade"]
-                self.count(sym, ts, len(payload))
+                self.count(sym, ts, len(payload), chan)
                 if self.raw_on:
                     self.out.raw_fast(ts, payload, lst.conn_id, sym, chan)
                 if sym and t.action == "insert" and "trade" in self.tables:
