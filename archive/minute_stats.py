@@ -37,11 +37,12 @@ def dask_minute_stats(
                              filters=where, storage_options=storage_options)
     trades = trades.assign(minute=trades.local_ts_ns // MINUTE_NS, pv=trades.price * trades.amount,
                            symbol=trades.symbol.astype(str))
-    per_min = trades.groupby(["symbol", "minute"]).agg({"pv": "sum", "amount": "sum", "price": "count"})
+    # a day's minutes are a few thousand groups per symbol: a tree reduction into one partition, no shuffle
+    per_min = trades.groupby(["symbol", "minute"]).agg({"pv": "sum", "amount": "sum", "price": "count"}, split_out=1)
     book = dd.read_parquet(f"{base}/book_change", columns=["symbol", "local_ts_ns"], filters=where,
                            storage_options=storage_options)
     book = book.assign(minute=book.local_ts_ns // MINUTE_NS, symbol=book.symbol.astype(str))
-    updates = book.groupby(["symbol", "minute"]).size().rename("book_updates")
+    updates = book.groupby(["symbol", "minute"]).size(split_out=1).rename("book_updates")
     t, b = dd.compute(per_min, updates)
     out = t.join(b.to_frame(), how="outer").reset_index()
     out["vwap"] = out["pv"] / out["amount"]
