@@ -106,14 +106,24 @@ def _column_codes(col: pa.ChunkedArray) -> np.ndarray:
     return enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
+def _dense(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """int64 values -> dense codes 0..m-1 (equal iff equal) and m."""
+    uniq, inv = np.unique(values, return_inverse=True)
+    return inv.astype(np.int64).ravel(), max(len(uniq), 1)
+
+
 def row_codes(table: pa.Table, columns: list[str]) -> np.ndarray:
-    """One int64 per row: equal iff the rows agree on every column in ``columns``."""
+    """One int64 per row, dense (0..m-1): equal iff the rows agree on every column in ``columns``
+    (one 1-d sort per column, combined in mixed radix)."""
     if table.num_rows == 0:
         return np.zeros(0, np.int64)
-    if not columns:
-        return np.zeros(table.num_rows, np.int64)
-    mat = np.stack([_column_codes(table.column(c)) for c in columns], axis=1)
-    return np.unique(mat, axis=0, return_inverse=True)[1].astype(np.int64).ravel()
+    key, size = np.zeros(table.num_rows, np.int64), 1
+    for c in columns:
+        code, m = _dense(_column_codes(table.column(c)))
+        if size * m >= 1 << 62:
+            key, size = _dense(key)
+        key, size = key * m + code, size * m
+    return key if len(columns) == 1 else _dense(key)[0]  # dense: callers index arrays by it
 
 
 def occurrence(codes: np.ndarray, src: np.ndarray) -> np.ndarray:
