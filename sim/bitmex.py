@@ -5,9 +5,9 @@ text ``ping`` -> ``pong``, a welcome frame on connect.
 Each subscription gets the table's ``partial`` first (shapes as recorded: keys,
 types, filter). ``orderBookL2`` is the whole book keyed by level id, the id a
 function of the price (``10**8 * index - price / tick``, as BitMEX numbers
-them), every item with its price and timestamp as BitMEX sends today; a market
-event becomes one ``insert``, ``update`` and ``delete`` frame per action it
-holds. ``trade`` inserts, ``quote`` on every change of the touch, ``instrument``
+them; XBTUSD ``8800000000 - price * 100``), every item with its price and
+timestamp as BitMEX sends today; a market event becomes one ``insert``,
+``update`` and ``delete`` frame per action it holds. ``trade`` inserts, ``quote`` on every change of the touch, ``instrument``
 updates of the fields that changed every ``INSTRUMENT_INTERVAL_S``,
 ``liquidation`` inserts on a sharp move (``sim.derivs``).
 
@@ -87,6 +87,7 @@ class _State:
 class Bitmex(Venue):
     exchange = "bitmex"
     ws_paths = ("/realtime",)
+    rest_paths = ("/api/v1/instrument/active",)
     default_listed = LISTED
     symbol_re = re.compile(r"[A-Z0-9]{3,20}(_[A-Z0-9]{2,10})?")
 
@@ -114,7 +115,10 @@ class Bitmex(Venue):
         conn.send_control(WELCOME % iso(time.time_ns() // 1_000_000).encode())
 
     def level_id(self, m: Market, p: int) -> int:
-        return 100_000_000 * self.st[m.symbol].index - p // m.spec.tick_step
+        """XBTUSD counts its price in cents (its tick was 0.01 when the ids were laid out), the others in ticks."""
+        st = self.st[m.symbol]
+        step = 10 ** (2 - m.spec.px_dec) if m.symbol == "XBTUSD" else 0
+        return 100_000_000 * st.index - (p * step if step else p // m.spec.tick_step)
 
     # -- requests ---------------------------------------------------------------------
     def _error(self, conn: Conn, text: str, req: Any) -> None:
