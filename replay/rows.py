@@ -171,13 +171,20 @@ _INVENTORIES: dict[str, Any] = {}
 
 
 def message_times(root: str, req: NormalizedRequest) -> np.ndarray:
-    """Local times of the request's messages (its symbols' trades and book rows), sorted."""
+    """Local times of the request's messages (its symbols' trades, book rows and ticker/liquidation rows:
+    one per frame tardis-dev's disconnect stamp can follow), sorted."""
     rng = req.range
     parts = [np.zeros(0, np.int64)]
     for sym in req.symbols:
         tables = []
         if req.needs_trades:
             tables.append("trades")
+        if req.book_ticker:
+            tables.append("book_ticker")
+        if req.derivative_ticker:
+            tables.append("derivative_ticker")
+        if req.liquidation:
+            tables.append("liquidations")
         if req.needs_book:
             if hour_paths(root, req.exchange, "book_change", sym, rng.start_ns, rng.end_ns):
                 tables.append("book_change")
