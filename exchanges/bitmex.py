@@ -317,6 +317,13 @@ class Bitmex(Feed):
 
     # -- the book ---------------------------------------------------------------------
     def on_book(self, lst: Listener, ts: int, sym: int, action: str, data: list[Level]) -> None:
+        name = self.spec.symbols[sym]
+        if len(data) > 1 and any(x.symbol != name for x in data):  # BitMEX parts frames by symbol; if not, split
+            for s in dict.fromkeys(x.symbol for x in data):
+                other = self.sym_id.get(s, 0)
+                if other:  # (levels of a symbol not subscribed here stay in raw only)
+                    self.on_book(lst, ts, other, action, [x for x in data if x.symbol == s])
+            return
         bk = self.books[sym]
         st = bk.seq
         chan = self.chan["orderBookL2"]

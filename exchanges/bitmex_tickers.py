@@ -66,6 +66,7 @@ class Bitmex(Protocol):
 
 class Quote(msgspec.Struct, gc=False):
     timestamp: str = ""
+    symbol: str = ""
     bidSize: float | None = None
     bidPrice: float | None = None
     askPrice: float | None = None
@@ -74,6 +75,7 @@ class Quote(msgspec.Struct, gc=False):
 
 class Liquidation(msgspec.Struct, gc=False):
     orderID: str
+    symbol: str = ""
     side: str = ""
     price: float | None = None
     leavesQty: float | None = None
@@ -148,14 +150,21 @@ class Tickers:
         if action not in ("partial", "insert"):
             return
         push = self.out.book_ticker
+        ids = self.feed.sym_id
         for q in self.quotes.decode(data):
-            push(ts, iso_ns(q.timestamp), sym, _f(q.bidPrice), _f(q.bidSize), _f(q.askPrice), _f(q.askSize))
+            s = ids.get(q.symbol, 0) if q.symbol else sym  # each item by its own symbol
+            if s:
+                push(ts, iso_ns(q.timestamp), s, _f(q.bidPrice), _f(q.bidSize), _f(q.askPrice), _f(q.askSize))
 
     # -- liquidation -------------------------------------------------------------------
     def on_liquidation(self, ts: int, sym: int, action: str, data: msgspec.Raw) -> None:
         if action != "insert":
             return
         push = self.out.liquidation
+        ids = self.feed.sym_id
         for x in self.liqs.decode(data):
+            s = ids.get(x.symbol, 0) if x.symbol else sym
+            if not s:
+                continue
             side = SIDE_BUY if x.side == "Buy" else SIDE_SELL if x.side == "Sell" else SIDE_UNKNOWN
-            push(ts, 0, sym, x.orderID.encode()[:40], _f(x.price), _f(x.leavesQty), side)
+            push(ts, 0, s, x.orderID.encode()[:40], _f(x.price), _f(x.leavesQty), side)

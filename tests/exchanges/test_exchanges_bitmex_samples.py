@@ -139,3 +139,16 @@ def test_one_subscribe_message_per_symbol_with_every_table(rig):
         {"op": "subscribe", "args": ["trade:XBTUSD", "orderBookL2:XBTUSD", "instrument:XBTUSD"]},
         {"op": "subscribe", "args": ["trade:ETHUSD", "orderBookL2:ETHUSD", "instrument:ETHUSD"]},
     ]
+
+
+def test_a_frame_with_two_symbols_goes_to_each_book(rig):
+    r = rig("bitmex", symbols=["XBTUSD", "ETHUSD"], channels=["book_change"])
+    r.frame(_book("partial", (1, "Buy", 5, 100.0)), 1)
+    r.frame(_book("partial", (7, "Sell", 3, 20.0), sym="ETHUSD"), 2)
+    both = json.loads(_book("update", (1, "Buy", 6, None)))
+    both["data"] += json.loads(_book("update", (7, "Sell", 4, None), sym="ETHUSD"))["data"]
+    r.frame(json.dumps(both).encode(), 3)
+    assert r.feed.stat("gaps", 1) == 0 and r.feed.stat("gaps", 2) == 0
+    rows = r.records("book_change")
+    assert rebuild(rows, r.spec.symbol_id("XBTUSD")) == {"b": {100.0: 6.0}, "a": {}}
+    assert rebuild(rows, r.spec.symbol_id("ETHUSD")) == {"b": {}, "a": {20.0: 4.0}}
