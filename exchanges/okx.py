@@ -2,7 +2,8 @@
 
 One module for both ids (the protocol is one; the instrument type differs):
 ``books`` (400 levels: a ``snapshot`` action, then ``update`` actions),
-``trades``, and for swaps ``funding-rate``, ``mark-price``, ``open-interest``
+``trades``, ``tickers`` (``book_ticker``; a swap's last price), and for swaps
+``funding-rate``, ``mark-price``, ``open-interest``, ``index-tickers``
 (``derivative_ticker``, merged in ``okx_tickers``) and ``liquidation-orders``
 (``liquidations``; one subscription per connection by ``instType``, frames of
 other instruments kept in raw under symbol ``_``). Login-free channels only.
@@ -46,9 +47,9 @@ PATH = "/ws/v5/public"
 REST_URL = "https://www.okx.com"
 #: per id: instrument type, symbol pattern, example, supported channels
 KINDS: dict[str, tuple[str, re.Pattern[str], str, tuple[str, ...]]] = {
-    "okex": ("SPOT", re.compile(r"[A-Z0-9]{1,20}-[A-Z0-9]{2,10}"), "BTC-USDT", ("trades", "book_change")),
+    "okex": ("SPOT", re.compile(r"[A-Z0-9]{1,20}-[A-Z0-9]{2,10}"), "BTC-USDT", ("trades", "book_change", "book_ticker")),
     "okex-swap": ("SWAP", re.compile(r"[A-Z0-9]{1,20}-[A-Z0-9]{2,10}-SWAP"), "BTC-USDT-SWAP",
-                  ("trades", "book_change", "derivative_ticker", "liquidations")),
+                  ("trades", "book_change", "book_ticker", "derivative_ticker", "liquidations")),
 }
 #: subscriptions per connection (OKX documents no cap; resubscribes count against 480 requests/hour/connection)
 ARGS_PER_CONN = 240
@@ -56,10 +57,13 @@ ARGS_PER_MSG = 20  # one subscribe message stays far below OKX's 64 KB
 RESYNC_TIMEOUT = 10.0
 IDLE_PINGS = 4  # ping after 4 x ping_interval of silence
 
-BOOK, TRADES, FUND, MARK, OI, LIQ = 0, 1, 2, 3, 4, 5
+BOOK, TRADES, FUND, MARK, OI, LIQ, TICK, IDX = 0, 1, 2, 3, 4, 5, 6, 7
 _TICKER_CHANNELS = {"funding-rate": FUND, "mark-price": MARK, "open-interest": OI}
+#: route kind -> what ``okx_tickers.Tickers.on_frame`` reads from the frame
+_WHICH = {FUND: okx_tickers.FUNDING, MARK: okx_tickers.MARK, OI: okx_tickers.OPEN_INTEREST,
+          TICK: okx_tickers.TICKER, IDX: okx_tickers.INDEX}
 _KIND_TYPE = {BOOK: "book_change", TRADES: "trades", FUND: "derivative_ticker", MARK: "derivative_ticker",
-              OI: "derivative_ticker", LIQ: "liquidations"}
+              OI: "derivative_ticker", LIQ: "liquidations", TICK: "book_ticker", IDX: "derivative_ticker"}
 _ARG_RE = re.compile(rb'"channel"\s*:\s*"([^"]{1,40})"\s*,\s*"instId"\s*:\s*"([^"]{1,60})"')
 
 
@@ -158,8 +162,10 @@ def raw_channels(name: str, cfg: ExchangeConfig) -> tuple[str, ...]:
         out.append("trades")
     if "book_change" in cfg.channels:
         out.append("books")
+    if "book_ticker" in cfg.channels or "derivative_ticker" in cfg.channels:
+        out.append("tickers")
     if "derivative_ticker" in cfg.channels:
-        out += ["funding-rate", "mark-price", "open-interest"]
+        out += ["funding-rate", "mark-price", "open-interest", "index-tickers"]
     if "liquidations" in cfg.channels:
         out.append("liquidation-orders")
     return tuple(out)
@@ -189,16 +195,22 @@ class Okx(Feed):
                 self.args.append(({"channel": "trades", "instId": s}, TRADES, sym, self.chan_id["trades"]))
             if "book_change" in chans:
                 self.args.append(({"channel": "books", "instId": s}, BOOK, sym, self.chan_id["books"]))
+            if "book_ticker" in chans or "derivative_ticker" in chans:  # bid/ask, and a swap's last price
+                self.args.append(({"channel": "tickers", "instId": s}, TICK, sym, self.chan_id["tickers"]))
             if "derivative_ticker" in chans:
                 for ch, kind in _TICKER_CHANNELS.items():
                     self.args.append(({"channel": ch, "instId": s}, kind, sym, self.chan_id[ch]))
+                # the index of BTC-USDT-SWAP is BTC-USDT
+                self.args.append(({"channel": "index-tickers", "instId": s.removesuffix("-SWAP")}, IDX, sym,
+                                  self.chan_id["index-tickers"]))
         for arg, kind, sym, chan in self.args:
             self.routes[(arg["channel"], arg["instId"])] = (kind, sym, chan)
         self.liq_chan = self.chan_id.get("liquidation-orders", 0)
         self.books = [Levels() for _ in self.spec.symbols]
         self.chains = [Chain() for _ in self.spec.symbols]
         self.no_checksum = [False] * len(self.spec.symbols)  # a checksum-0 feed was reported for this book
-        self.tickers = okx_tickers.Tickers(self.out, len(self.spec.symbols))
+        self.tickers = okx_tickers.Tickers(self.out, len(self.spec.symbols), bbo="book_ticker" in chans,
+                                           deriv="derivative_ticker" in chans)
         self.seen_trades = [Dedup[str](50_000) for _ in self.spec.symbols]
         self.book_link: dict[int, int] = {}
         self._pending_resync: set[int] = set()
@@ -300,7 +312,7 @@ class Okx(Feed):
                     raise msgspec.DecodeError("books frame with no data")
                 self.on_book(lst, ts, sym, chan, env.action, data[0])
             else:
-                self.tickers.on_frame(ts, sym, kind - FUND, env.data)
+                self.tickers.on_frame(ts, sym, _WHICH[kind], env.data)
         except (msgspec.DecodeError, ValueError, TypeError) as e:
             self.malformed(lst.conn_id, ts, payload, f"{arg.channel} {arg.instId}: {e}"[:96], sym, chan,
                            keep_raw=False)

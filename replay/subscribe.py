@@ -101,7 +101,9 @@ def _okx(args: list[dict[str, Any]]) -> list[tuple[str, str]]:
         ch, inst, typ = a.get("channel"), a.get("instId"), a.get("instType")
         if not isinstance(ch, str) or not ch:
             raise SubscribeError(f"bad okx arg {a!r} (e.g. {{'channel': 'books', 'instId': 'BTC-USDT'}})")
-        if isinstance(inst, str) and inst:
+        if isinstance(inst, str) and inst and ch == "index-tickers":
+            out.append((ch, f"{inst}-SWAP"))  # okex-swap archives an index under the swap it was recorded for
+        elif isinstance(inst, str) and inst:
             out.append((ch, inst))
         elif isinstance(typ, str) and typ:
             out.append((ch, ALL))

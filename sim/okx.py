@@ -11,7 +11,8 @@ documents the algorithm; the frames are checked by that code's independent
 twin in the tests). Levels are ``[price, size, "0", orders]`` as OKX sends
 them. ``trades``: one entry per taker order (OKX aggregates its fills), ids
 rising. Swaps only: ``mark-price`` (0.2 s), ``open-interest`` and
-``funding-rate`` (1 s, shorter than OKX's 3 s / 30-90 s so a demo shows them),
+``funding-rate`` and ``index-tickers`` (1 s, shorter than OKX's 3 s / 30-90 s so a demo
+shows them), ``tickers`` (both ids: after each trade and each change of the best bid/ask),
 ``liquidation-orders`` by ``instType`` (every swap's forced orders).
 
 Both ids speak on one path (as at OKX); a connection belongs to the venue of
@@ -44,7 +45,8 @@ PATH = "/ws/v5/public"
 
 
 class _State:
-    __slots__ = ("asks", "bids", "next_mark", "next_slow", "rng", "seq", "tid", "view_on")
+    __slots__ = ("asks", "bids", "high", "last_px", "last_sz", "low", "next_mark", "next_slow", "open", "rng", "seq",
+                 "tid", "top", "view_on", "vol")
 
     def __init__(self, m: Market, base: int) -> None:
         self.rng = random.Random(m.rng.getrandbits(64) ^ 0x0C5)
@@ -55,6 +57,9 @@ class _State:
         self.view_on = False  # the published top-400 view is live (someone subscribed books)
         self.next_mark = 0.0
         self.next_slow = 0.0
+        self.last_px = self.last_sz = self.open = self.high = self.low = 0  # tickers: ticks, lots
+        self.vol = 0
+        self.top: tuple[int, int, int, int] = (0, 0, 0, 0)  # best bid, size, best ask, size last pushed
 
 
 class Okx(Venue):
@@ -63,7 +68,7 @@ class Okx(Venue):
     inst_type = "SPOT"
     symbol_re = re.compile(r"[A-Z0-9]{1,20}-[A-Z0-9]{2,10}")
     default_listed = tuple(f"{c}-USDT" for c in instruments.COINS)
-    channels: tuple[str, ...] = ("books", "trades")
+    channels: tuple[str, ...] = ("books", "trades", "tickers")
 
     def __init__(self, *a: Any, **kw: Any) -> None:
         self.st: dict[str, _State] = {}
@@ -129,7 +134,8 @@ class Okx(Venue):
                             "Please use the correct URL, channel and parameters referring to API document.")
                 return
             sym = self.inst_type
-        elif ch not in self.channels or not isinstance(inst, str) or not self.valid_symbol(inst) or (
+        elif ch not in self.channels or not isinstance(inst, str) or not self.valid_symbol(
+                f"{inst}-SWAP" if ch == "index-tickers" else inst) or (
                 op == "subscribe" and self.sim.take_fault(self.exchange, "subscribe_error", conn.id)):
             self._error(conn, "60018", f"Wrong URL or channel:{ch},instId:{inst} doesn't exist. "
                         "Please use the correct URL, channel and parameters referring to API document.")
@@ -143,8 +149,10 @@ class Okx(Venue):
         self.subscribe(conn, ch, sym, f"{ch}:{sym}")
         if self.replay is None and ch == "books":
             self._snapshot(conn, self.market(sym))
+        elif self.replay is None and ch == "tickers":
+            self._ticker(self.market(sym), time.time_ns() // 1_000_000, conn)
         elif self.replay is None and ch != "liquidation-orders":
-            self.market(sym)
+            self.market(f"{sym}-SWAP" if ch == "index-tickers" else sym)
 
     # -- books -------------------------------------------------------------------------------
     def _snapshot(self, conn: Conn, m: Market) -> None:
@@ -171,7 +179,13 @@ class Okx(Venue):
                     b"buy" if ev.buy else b"sell", now - 1)
                 for conn in list(subs):
                     conn.send("trades", sym, data, (str(st.tid),), ev.n)
+            st.last_px, st.last_sz = ev.px, sum(ev.fills)
+            st.open = st.open or ev.px
+            st.high, st.low = max(st.high, ev.px), min(st.low or ev.px, ev.px)
+            st.vol += st.last_sz
+            self._ticker(m, now, traded=True)
             return
+        self._ticker(m, now)
         self.on_book_event(m, now)
         subs = self.subscribers("books", sym)
         if not subs:
@@ -194,13 +208,39 @@ class Okx(Venue):
     def on_book_event(self, m: Market, now_ms: int) -> None:
         """Swaps: a liquidation when the touch moved sharply."""
 
+    def _ticker(self, m: Market, now_ms: int, only: Conn | None = None, traded: bool = False) -> None:
+        """``tickers``: after a trade or a change of the best bid/ask (to every subscriber), or the
+        current one to a new subscriber (``only``)."""
+        st = self.st[m.symbol]
+        subs = [only] if only is not None else self.subscribers("tickers", m.symbol)
+        if not subs:
+            return
+        bb, ba = m.best()
+        top = (bb, m.bids.get(bb, 0), ba, m.asks.get(ba, 0))
+        if only is None and not traded and top == st.top:
+            return
+        st.top = top
+        px, qty = m.spec.px, m.spec.qty
+        last = st.last_px or bb
+        data = (b'{"arg":{"channel":"tickers","instId":"%s"},"data":[{"instType":"%s","instId":"%s","last":"%s",'
+                b'"lastSz":"%s","askPx":"%s","askSz":"%s","bidPx":"%s","bidSz":"%s","open24h":"%s","high24h":"%s",'
+                b'"low24h":"%s","sodUtc0":"%s","sodUtc8":"%s","volCcy24h":"%s","vol24h":"%s","ts":"%d"}]}') % (
+            m.symbol.encode(), self.inst_type.encode(), m.symbol.encode(), px(last).encode(),
+            qty(st.last_sz).encode(), px(ba).encode(), qty(top[3]).encode(), px(bb).encode(), qty(top[1]).encode(),
+            px(st.open or last).encode(), px(max(st.high, last)).encode(), px(min(st.low or last, last)).encode(),
+            px(st.open or last).encode(), px(st.open or last).encode(),
+            f"{st.vol / 10**m.spec.qty_dec * last / 10**m.spec.px_dec:.2f}".encode(), qty(st.vol).encode(), now_ms)
+        for conn in list(subs):
+            conn.send("tickers", m.symbol, data, (now_ms,), m.n - 1)
+
 
 class OkxSwap(Okx):
     exchange = "okex-swap"
     inst_type = "SWAP"
     symbol_re = re.compile(r"[A-Z0-9]{1,20}-[A-Z0-9]{2,10}-SWAP")
     default_listed = tuple(f"{c}-USDT-SWAP" for c in instruments.COINS)
-    channels = ("books", "trades", "funding-rate", "mark-price", "open-interest", "liquidation-orders")
+    channels = ("books", "trades", "tickers", "funding-rate", "mark-price", "open-interest", "index-tickers",
+                "liquidation-orders")
 
     def on_book_event(self, m: Market, now_ms: int) -> None:
         liq = self.deriv(m).on_book()
@@ -217,7 +257,7 @@ class OkxSwap(Okx):
             conn.send("liquidation-orders", m.symbol, data, (now_ms - 1,), m.n - 1)
 
     def pump(self, now: float) -> None:
-        """Timed pushes: mark price every 0.2 s, open interest and funding rate every 1 s."""
+        """Timed pushes: mark price every 0.2 s; open interest, funding rate and the index every 1 s."""
         ms = time.time_ns() // 1_000_000
         for sym, st in self.st.items():
             if now < st.next_mark:
@@ -228,19 +268,23 @@ class OkxSwap(Okx):
             d.step()
             s = sym.encode()
             dec = m.spec.px_dec
-            frames = [("mark-price", b'{"arg":{"channel":"mark-price","instId":"%s"},"data":[{"instId":"%s","instType":"SWAP","markPx":"%s","ts":"%d"}]}' % (
+            uly = sym.removesuffix("-SWAP")
+            frames = [("mark-price", sym, b'{"arg":{"channel":"mark-price","instId":"%s"},"data":[{"instId":"%s","instType":"SWAP","markPx":"%s","ts":"%d"}]}' % (
                 s, s, f"{d.mark():.{dec}f}".encode(), ms))]
             if now >= st.next_slow:
                 st.next_slow = now + SLOW_INTERVAL_S
                 oi = d.oi_lots / 10**m.spec.qty_dec
-                frames.append(("open-interest", b'{"arg":{"channel":"open-interest","instId":"%s"},"data":[{"instId":"%s","instType":"SWAP","oi":"%s","oiCcy":"%s","oiUsd":"%s","ts":"%d"}]}' % (
+                frames.append(("open-interest", sym, b'{"arg":{"channel":"open-interest","instId":"%s"},"data":[{"instId":"%s","instType":"SWAP","oi":"%s","oiCcy":"%s","oiUsd":"%s","ts":"%d"}]}' % (
                     s, s, d.open_interest().encode(), d.open_interest().encode(), f"{oi * d.mark():.2f}".encode(), ms)))
-                frames.append(("funding-rate", b'{"arg":{"channel":"funding-rate","instId":"%s"},"data":[{"formulaType":"noRate","fundingRate":"%s","fundingTime":"%d","impactValue":"","instId":"%s","instType":"SWAP","interestRate":"","maxFundingRate":"0.0075","method":"next_period","minFundingRate":"-0.0075","nextFundingRate":"%s","nextFundingTime":"%d","premium":"%s","settFundingRate":"%s","settState":"settled","ts":"%d"}]}' % (
+                frames.append(("funding-rate", sym, b'{"arg":{"channel":"funding-rate","instId":"%s"},"data":[{"formulaType":"noRate","fundingRate":"%s","fundingTime":"%d","impactValue":"","instId":"%s","instType":"SWAP","interestRate":"","maxFundingRate":"0.0075","method":"next_period","minFundingRate":"-0.0075","nextFundingRate":"%s","nextFundingTime":"%d","premium":"%s","settFundingRate":"%s","settState":"settled","ts":"%d"}]}' % (
                     s, f"{d.funding():.8f}".encode(), d.next_funding_ms(ms), s, f"{d.funding() * 0.9:.8f}".encode(),
                     d.next_funding_ms(ms) + 8 * 3_600_000,
                     f"{d.premium:.8f}".encode(), f"{d.funding():.8f}".encode(), ms)))
-            for ch, data in frames:
-                for conn in list(self.subscribers(ch, sym) or ()):
+                idx = f"{d.index():.{dec}f}".encode()
+                frames.append(("index-tickers", uly, b'{"arg":{"channel":"index-tickers","instId":"%s"},"data":[{"instId":"%s","idxPx":"%s","open24h":"%s","high24h":"%s","low24h":"%s","sodUtc0":"%s","sodUtc8":"%s","ts":"%d"}]}' % (
+                    uly.encode(), uly.encode(), idx, idx, idx, idx, idx, idx, ms)))
+            for ch, key, data in frames:
+                for conn in list(self.subscribers(ch, key) or ()):
                     conn.send(ch, sym, data, (ms,), m.n - 1)
 
 

@@ -133,8 +133,8 @@ def route(frame: bytes, dec: msgspec.json.Decoder[_Env] = msgspec.json.Decoder(_
     if env.arg is not None and env.data:  # OKX v5: the id follows the instrument's shape
         a = env.arg
         inst = a.instId or a.instType
-        ex = ("okex-swap" if inst == "SWAP" or inst.endswith("-SWAP") else "okex" if inst == "SPOT" or inst.count("-") == 1
-              else "okex-futures")
+        ex = ("okex-swap" if inst == "SWAP" or inst.endswith("-SWAP") or a.channel == "index-tickers"
+              else "okex" if inst == "SPOT" or inst.count("-") == 1 else "okex-futures")
         return ex, f"{a.channel}:{inst}", a.channel, inst
     if env.channel in ("l2Book", "trades", "bbo") and env.data:
         try:

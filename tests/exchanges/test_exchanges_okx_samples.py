@@ -62,9 +62,9 @@ def reference_book(frames: list[bytes]) -> tuple[dict[str, dict[float, float]], 
 def test_okx_recording_through_capture_run_raw_trades_and_checksummed_books(tmp_path):
     """The simulator replays the recording to ``capture run`` (okex + okex-swap); the archive on disk
     holds every frame byte for byte, every trade, and the books every recorded checksum vouches for."""
-    want_frames = sum(len(recorded(c, sym)) for sym in IDS.values() for c in ("books", "trades"))
+    want_frames = sum(len(recorded(c, sym)) for sym in IDS.values() for c in ("books", "trades", "tickers"))
     with SimulatorThread(list(IDS), replay=WS, replay_speed=0) as sim:
-        run = CaptureRun(tmp_path, sim, {ex: {"symbols": [sym], "channels": ["trades", "book_change"]}
+        run = CaptureRun(tmp_path, sim, {ex: {"symbols": [sym], "channels": ["trades", "book_change", "book_ticker"]}
                                          for ex, sym in IDS.items()}, raw=True)
         try:
             run.until(lambda m: sim.call(lambda s: s.replayer.done.is_set()), what="the replay played")
@@ -78,13 +78,19 @@ def test_okx_recording_through_capture_run_raw_trades_and_checksummed_books(tmp_
         assert len(books) > 90 and trades
         # raw: every recorded frame of the subscribed channels, byte for byte, under Tardis's names
         raw = run.load(ex, "raw", sym).to_pylist()
-        for channel, want in (("books", books), ("trades", trades)):
+        tickers = recorded("tickers", sym)
+        for channel, want in (("books", books), ("trades", trades), ("tickers", tickers)):
             assert [r["payload"] for r in raw if str(r["channel"]) == channel and r["payload"]] == want, (ex, channel)
         # trades one for one
         want_t = [t for f in trades for t in json.loads(f)["data"]]
         got_t = run.load(ex, "trades", sym).to_pylist()
         assert [(r["id"], r["price"], r["amount"], str(r["side"])) for r in got_t] == [
             (t["tradeId"], float(t["px"]), float(t["sz"]), t["side"]) for t in want_t], ex
+        # book_ticker: one row per tickers frame, its best bid and ask
+        bt = run.load(ex, "book_ticker", sym).to_pylist()
+        assert [(r["bid_price"], r["bid_amount"], r["ask_price"], r["ask_amount"]) for r in bt] == [
+            (float(t["bidPx"]), float(t["bidSz"]), float(t["askPx"]), float(t["askSz"]))
+            for f in tickers for t in json.loads(f)["data"]], ex
         # books: every message applied and checksum-verified by the connector (no event), the final book
         # equal to this test's own rebuild, in which every recorded checksum was checked too
         want_book, checked = reference_book(books)

@@ -15,8 +15,9 @@ from ticktape.ipc.schemas import SIDE_BUY, SIDE_SELL
 from ticktape.sim import faults
 
 SYMS = {"okex": ["BTC-USDT", "ETH-USDT", "SOL-USDT"], "okex-swap": ["BTC-USDT-SWAP", "ETH-USDT-SWAP", "SOL-USDT-SWAP"]}
-CHANNELS = {"okex": ["trades", "book_change"],
-            "okex-swap": ["trades", "book_change", "derivative_ticker", "liquidations"]}
+CHANNELS = {"okex": ["trades", "book_change", "book_ticker"],
+            "okex-swap": ["trades", "book_change", "book_ticker", "derivative_ticker", "liquidations"]}
+DERIV = ("funding-rate", "mark-price", "open-interest", "tickers", "index-tickers")
 
 
 def sent_trades(sim, ex, sym):
@@ -76,7 +77,7 @@ def test_okx_records_equal_what_was_sent_and_books_survive_gap_and_bad_checksum(
     tick = r.records("derivative_ticker")
     for sym in SYMS["okex-swap"]:
         sid = r.spec.symbol_id(sym)
-        frames = [s for s in sim.sent("okex-swap", symbol=sym) if s.channel in ("funding-rate", "mark-price", "open-interest")]
+        frames = [s for s in sim.sent("okex-swap", symbol=sym) if s.channel in DERIV]
         rows = tick[tick["symbol"] == sid]
         assert len(rows) == sum(len(json.loads(s.data)["data"]) for s in frames) > 5
         marks = [float(json.loads(s.data)["data"][0]["markPx"]) for s in frames if s.channel == "mark-price"]
@@ -85,6 +86,21 @@ def test_okx_records_equal_what_was_sent_and_books_survive_gap_and_bad_checksum(
         funding = [json.loads(s.data)["data"][0] for s in frames if s.channel == "funding-rate"]
         assert funding and float(funding[-1]["nextFundingRate"]) in set(rows["predicted_funding_rate"].tolist())
         assert int(funding[-1]["fundingTime"]) * 10**6 in set(rows["funding_timestamp"].tolist())
+        # last price from tickers, index from index-tickers
+        last = [json.loads(s.data)["data"][0] for s in frames if s.channel == "tickers"][-1]
+        idx = [json.loads(s.data)["data"][0] for s in frames if s.channel == "index-tickers"][-1]
+        assert float(last["last"]) in set(rows["last_price"].tolist())
+        assert float(idx["idxPx"]) in set(rows["index_price"].tolist())
+    # book_ticker: one row per tickers frame, its best bid/ask
+    for ex, syms in SYMS.items():
+        bt = rigs[ex].records("book_ticker")
+        for sym in syms:
+            rows = bt[bt["symbol"] == rigs[ex].spec.symbol_id(sym)]
+            sent = [json.loads(s.data)["data"][0] for s in sim.sent(ex, "tickers", sym)]
+            assert len(sent) > 20
+            assert [(float(r["bid_price"]), float(r["bid_amount"]), float(r["ask_price"]), float(r["ask_amount"]))
+                    for r in rows] == [(float(t["bidPx"]), float(t["bidSz"]), float(t["askPx"]), float(t["askSz"]))
+                                       for t in sent], (ex, sym)
     liqs = r.records("liquidations")
     sent_liqs = [d for s in sim.sent("okex-swap", "liquidation-orders") for x in json.loads(s.data)["data"]
                  for d in x["details"]]

@@ -46,7 +46,7 @@ def cfg(**kw):
         ("bitmex", {"symbols": ["XBTUSD"], "depth": 25}, r"depth 25: bitmex orderBookL2 is the whole book"),
         ("okex", {"symbols": ["BTC-USDT-SWAP"]}, r"symbol 'BTC-USDT-SWAP' is not a okex symbol.*BTC-USDT"),
         ("okex-swap", {"symbols": ["BTC-USDT"]}, r"not a okex-swap symbol.*BTC-USDT-SWAP"),
-        ("okex", {"symbols": ["BTC-USDT"], "channels": ["liquidations"]}, r"'liquidations' is not supported by okex \(supported: trades, book_change\)"),
+        ("okex", {"symbols": ["BTC-USDT"], "channels": ["liquidations"]}, r"'liquidations' is not supported by okex \(supported: trades, book_change, book_ticker\)"),
         ("okex-swap", {"symbols": ["BTC-USDT-SWAP"], "channels": ["book_snapshot"]}, r"not supported by okex-swap"),
     ],
 )
@@ -85,8 +85,8 @@ def test_data_types_and_raw_channels():
     assert registry.raw_channels("hyperliquid", h) == ("trades", "l2Book")
     o = cfg(symbols=["BTC-USDT-SWAP"], channels=["trades", "book_change", "derivative_ticker", "liquidations"])
     assert registry.data_types("okex-swap", o, True) == ["trades", "book_change", "derivative_ticker", "liquidations", "raw"]
-    assert registry.raw_channels("okex-swap", o) == ("trades", "books", "funding-rate", "mark-price", "open-interest",
-                                                     "liquidation-orders")
+    assert registry.raw_channels("okex-swap", o) == ("trades", "books", "tickers", "funding-rate", "mark-price",
+                                                     "open-interest", "index-tickers", "liquidation-orders")
     assert registry.raw_channels("okex", cfg(symbols=["BTC-USDT"])) == ("trades", "books")
 
 

@@ -56,8 +56,9 @@ def test_json_strings_escape() -> None:
      [("publicTrade", "BTCUSDT"), ("orderbook.50", "ETHUSDT")]),
     ({"method": "subscribe", "subscription": {"type": "l2Book", "coin": "BTC"}}, [("l2Book", "BTC")]),
     ({"op": "subscribe", "args": [{"channel": "books", "instId": "BTC-USDT"},
-                                  {"channel": "liquidation-orders", "instType": "SWAP"}]},
-     [("books", "BTC-USDT"), ("liquidation-orders", "*")]),
+                                  {"channel": "liquidation-orders", "instType": "SWAP"},
+                                  {"channel": "index-tickers", "instId": "BTC-USDT"}]},
+     [("books", "BTC-USDT"), ("liquidation-orders", "*"), ("index-tickers", "BTC-USDT-SWAP")]),
     ({"op": "subscribe", "args": ["orderBookL2:XBTUSD", "trade:XBTZ26"]}, [("orderBookL2", "XBTUSD"), ("trade", "XBTZ26")]),
     ({"op": "subscribe", "args": "quote:ETHUSD"}, [("quote", "ETHUSD")]),
 ])

@@ -39,17 +39,19 @@ def test_okx_frames_shapes_checksums_and_book() -> None:
         async with Simulator({"okex": ["BTC-USDT"], "okex-swap": ["BTC-USDT-SWAP"]}, rate=300, seed=3) as sim:
             spot = await connect(sim.ws_url() + "/ws/v5/public")
             spot.send(b'{"op":"subscribe","args":[{"channel":"books","instId":"BTC-USDT"},'
-                      b'{"channel":"trades","instId":"BTC-USDT"},{"channel":"books","instId":"NOPE-USDT"}]}')
+                      b'{"channel":"trades","instId":"BTC-USDT"},{"channel":"tickers","instId":"BTC-USDT"},'
+                      b'{"channel":"books","instId":"NOPE-USDT"}]}')
             spot.send(b"ping")
             swap = await connect(sim.ws_url() + "/ws/v5/public")
             swap.send(b'{"op":"subscribe","args":[{"channel":"mark-price","instId":"BTC-USDT-SWAP"},'
                       b'{"channel":"open-interest","instId":"BTC-USDT-SWAP"},'
                       b'{"channel":"funding-rate","instId":"BTC-USDT-SWAP"},'
-                      b'{"channel":"liquidation-orders","instType":"SWAP"}]}')
+                      b'{"channel":"liquidation-orders","instType":"SWAP"},'
+                      b'{"channel":"index-tickers","instId":"BTC-USDT"}]}')
             wanted = [(spot, arg_is("books", "snapshot")), (spot, arg_is("trades")),
                       (spot, lambda m: m.get("event") == "error"), (swap, arg_is("mark-price")),
                       (swap, arg_is("open-interest")), (swap, arg_is("funding-rate")),
-                      (swap, arg_is("liquidation-orders"))]
+                      (swap, arg_is("liquidation-orders")), (spot, arg_is("tickers")), (swap, arg_is("index-tickers"))]
             await until(lambda: all(has(c.frames, p) for c, p in wanted) and
                         sum(has([f], arg_is("books", "update")) for f in spot.frames) >= 200, timeout=30.0)
             sim.rates["okex"] = 0.0
@@ -81,7 +83,11 @@ def test_okx_frames_shapes_checksums_and_book() -> None:
             **real_ack, "arg": {"channel": "books", "instId": "BTC-USDT"}}
         err = first(spot.frames, lambda m: m.get("event") == "error")
         assert err["code"] == "60018" and "instId:NOPE-USDT " in err["msg"]
-        for ch in ("mark-price", "open-interest", "funding-rate", "liquidation-orders"):
+        real_tk = real_frames(V2, lambda m: arg_is("tickers")(m) and m["arg"]["instId"] == "BTC-USDT")[0]
+        our_tk = first(spot.frames, arg_is("tickers"))
+        same_shape(real_tk, our_tk, "tickers")
+        assert list(real_tk["data"][0]) == list(our_tk["data"][0])
+        for ch in ("mark-price", "open-interest", "funding-rate", "liquidation-orders", "index-tickers"):
             real = real_frames(TARDIS, arg_is(ch))[-1]
             same_shape(real, first(swap.frames, arg_is(ch)), ch)
 
