@@ -88,3 +88,30 @@ def test_spot_and_coinm_against_the_simulator(rig):
     assert oi and all(json.loads(x[4])["data"]["pair"] for x in oi)
     dt = rigs["binance-delivery"].records("derivative_ticker")
     assert len(dt) > 0 and not math.isnan(dt[-1]["mark_price"])
+
+
+@pytest.mark.slow
+def test_spot_and_coinm_planned_reconnects_before_the_age_limit_without_gaps(rig):
+    """Connections rolled over before the server's age limit (both halves live for a moment): no gap,
+    no disconnect, each trade and diff once (the overlap's repeats counted as duplicates), books right."""
+    syms = {"binance": ["BTCUSDT", "ETHUSDT"], "binance-delivery": ["BTCUSD_PERP", "ETHUSD_PERP"]}
+    extra = {ex: {"trade_stream": "aggTrade", "depth_speed": "100ms"} for ex in syms}
+    sim, rigs = uvloop.run(capture(rig, None, seconds=2.6, rate=150, exchanges=syms, extra=extra, max_conn_age=1.0,
+                                   channels={ex: ["trades", "book_change"] for ex in syms},
+                                   options={"max_lifetime": 0.5, "overlap": 0.15}))
+    for ex, names in syms.items():
+        r = rigs[ex]
+        ev = r.events()
+        assert sum(1 for k, _, d in ev if k == "info" and "planned reconnect" in d) >= 2, ev  # one link, >= 2 rollovers
+        assert {d for k, _, d in ev if k == "disconnect"} == {"shutdown"}, ev  # the server never had to cut us
+        assert r.feed.stat("gaps") == 0 and not [e for e in ev if e[0] == "gap"], ev
+        rows = r.records("book_change")
+        for sym in names:
+            sid = r.spec.symbol_id(sym)
+            got = [t["id"].decode() for t in trade_rows(r, sym)]
+            sent = [x[0] for x in sent_trades(sim, ex, "aggTrade", sym)]
+            assert got == sent[: len(got)] and len(sent) - len(got) <= 3, (ex, sym)
+            last_u = r.feed.sync[sid].last_u
+            ev_no = next(s.event for s in sim.sent(ex, "depth", sym) if s.ids[1] == last_u)
+            assert rebuild(rows, sid) == sim_book(sim, ex, sym, ev_no), (ex, sym)
+            assert r.feed.stat("duplicates", sid) > 0, (ex, sym)  # the overlaps really delivered frames twice
