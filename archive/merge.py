@@ -94,7 +94,7 @@ def _column_codes(col: pa.ChunkedArray) -> np.ndarray:
         width = len(flat) // n if n else 0
         rows = np.ascontiguousarray(flat.reshape(n, width)).view(np.dtype((np.void, 8 * width))).ravel()
         return np.unique(rows, return_inverse=True)[1].astype(np.int64).ravel()
-    if pa.types.is_timestamp(t):
+    if pa.types.is_timestamp(t) or pa.types.is_boolean(t):
         col = col.cast(pa.int64())
         t = pa.int64()
     if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t):

@@ -215,12 +215,21 @@ def _book_unit(sources: list[Source], unit: Unit, out: str) -> UnitResult:
         key = FileKey(unit.exchange, "book_change", unit.symbol, hour)
         ekey = FileKey(unit.exchange, "events", unit.symbol, hour)
         rkey = FileKey(unit.exchange, "raw", unit.symbol, hour)
+        books = [read(s, key) for s in sources]
+        if all(t is None or pc.all(t.column("is_snapshot")).as_py() is not False for t in books):
+            # every update a full snapshot (Hyperliquid l2Book): frames stand alone, so the book is
+            # the union of the sources' frames and a hole is where no source had any (as without a book)
+            for data_type in ("book_change", "events", "raw"):
+                res.tables[data_type].add(_write_file(sources, Unit(unit.exchange, data_type, unit.symbol, (hour,)),
+                                                      out, res))
+            tail, prev, prev_hour = None, {}, hour
+            continue
         ev = [read(s, ekey) for s in sources]
         raw = [read(s, rkey) for s in sources]
         contiguous = prev_hour is not None and hour - prev_hour == timedelta(hours=1)
         book_srcs = []
         for i, s in enumerate(sources):
-            t = read(s, key) or arrow_schema_for("book_change").empty_table()
+            t = books[i] or arrow_schema_for("book_change").empty_table()
             ctx = prev.get(i) if contiguous else None
             if ctx is not None and ctx.num_rows:
                 ctx = ctx.slice(max(0, ctx.num_rows - 4096))
@@ -392,15 +401,21 @@ def _edges(sources: list[Source], key: FileKey) -> pa.Table | None:
     return pa.concat_tables(parts) if parts else None
 
 
+def _write_file(sources: list[Source], unit: Unit, out: str, res: UnitResult) -> M.Stats:
+    """Merge and write one file's unit; its stats (the file's path goes to ``res``)."""
+    table, st = _symbol_file(sources, unit)
+    if (p := write(out, FileKey(unit.exchange, unit.table, unit.symbol, unit.hours[0]), table,
+                   [s.name for s in sources])) is not None:
+        res.files.append(p)
+    return st
+
+
 def run_unit(unit: Unit, sources: list[Source], out: str) -> UnitResult:
     """Merge one unit and write its files (runs in a worker process or on a Dask worker)."""
     if unit.table == "book":
         return _book_unit(sources, unit, out)
-    table, st = _symbol_file(sources, unit)
-    res = UnitResult(tables={unit.table: st})
-    if (p := write(out, FileKey(unit.exchange, unit.table, unit.symbol, unit.hours[0]), table,
-                   [s.name for s in sources])) is not None:
-        res.files.append(p)
+    res = UnitResult()
+    res.tables[unit.table] = _write_file(sources, unit, out, res)
     return res
 
 

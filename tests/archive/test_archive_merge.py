@@ -248,6 +248,27 @@ def test_merge_without_a_book_keeps_a_break_only_where_every_source_was_down(
     assert json.loads(out)["totals"]["windows_left"] == 1
 
 
+def test_merge_a_snapshot_only_book_takes_every_frame_any_source_had(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # each update a full snapshot (as Hyperliquid's l2Book): two rows, the best bid and ask
+    a, b = tmp_path / "a", tmp_path / "b"
+    for root, pieces, brk, lag in ((a, [(1, 30), (50, 100)], [30], 200_000), (b, [(1, 40), (60, 100)], [40], 300_000)):
+        capture(root, pieces, brk, lag=lag, trades=range(0), book=False)
+        frames = [{"exchange_ts": T0 + k * 10 * MS, "is_snapshot": True, "side": side, "price": p, "amount": q,
+                   LOCAL_TS_NS: T0 + k * 10 * MS + lag} for x, y in pieces for k in range(x, y + 1)
+                  for side, p, q in venue()[k - 1]]
+        R.write(str(root), FileKey(EX, "book_change", SYM, HOUR), ts_table(frames, "book_change"), ["test"])
+    rc, out, err = run(capsys, str(a), str(b), "--out", str(tmp_path / "m"), "--format", "json")
+    assert rc == 0, err
+    book = merged_rows(tmp_path / "m", "book_change").to_pylist()
+    got = sorted({int(pa.scalar(r["exchange_ts"]).cast(pa.int64()).as_py()) for r in book})
+    assert got == [(T0 + k * 10 * MS) // 1000 for k in (*range(1, 41), *range(50, 101))]
+    assert len(book) == 2 * len(got)  # each frame once
+    ev = merged_rows(tmp_path / "m", "events").to_pylist()
+    assert {r[LOCAL_TS_NS] for r in ev if r["kind"] == "disconnect"} == {T0 + 40 * 10 * MS + 300_000 + MS}
+    assert json.loads(out)["totals"]["windows_left"] == 1
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["{a}"], "at least two sources"),
     (["{a}", "{tmp}/nope"], "nope: no such archive directory"),
