@@ -90,9 +90,10 @@ def test_merge_two_captures_fills_each_hole_from_the_other(tmp_path: Path) -> No
                     what="A's ingest restarted")
             streaming(a, what="A streaming after the restart")
             streaming(b, what="B streaming after its disconnect")
-            a.proc.send_signal(signal.SIGTERM)  # both stop at once
-            assert b.stop() == 0, b.output()[-3000:]
-            assert a.stop() == 0, a.output()[-3000:]
+            for run in (a, b):  # both stop at once
+                run.proc.send_signal(signal.SIGTERM)
+            for run in (a, b):
+                assert run.proc.wait(120) == 0, run.output()[-3000:]
         finally:
             a.kill()
             if b is not None:
