@@ -8,7 +8,8 @@ the last full state, and a row is written when a field the table holds changed
 maps it, ``fundingRate``, ``fundingTimestamp``, ``indicativeFundingRate`` as the
 predicted rate, ``openInterest``). An update before any partial cannot be
 merged: a ``gap`` event, kept in raw, and the topic is resubscribed.
-``liquidation``: each ``insert`` item is one forced order (``side`` is the
+``quote``: each ``insert`` item is a row (the partial's is an old quote, raw only, as in
+Tardis). ``liquidation``: each ``insert`` item is one forced order (``side`` is the
 order's own side; ``update``/``delete`` of a resting one stay raw, as in Tardis).
 """
 
@@ -147,7 +148,9 @@ class Tickers:
 
     # -- quote -----------------------------------------------------------------------
     def on_quote(self, ts: int, sym: int, action: str, data: msgspec.Raw) -> None:
-        if action not in ("partial", "insert"):
+        """Inserts only: a partial re-sends the last quote from before the subscription (raw keeps it;
+        tardis-dev's mapper skips it too)."""
+        if action != "insert":
             return
         push = self.out.book_ticker
         ids = self.feed.sym_id
