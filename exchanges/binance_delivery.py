@@ -5,29 +5,16 @@ dstream.binance.com, ``/dapi/v1/depth`` with the ``pu`` chain, contracts
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from functools import partial
 
 from ticktape.exchanges import binance_futures as family
 from ticktape.exchanges.binance_dialect import DELIVERY
-
-if TYPE_CHECKING:
-    from ticktape.engine.settings import ExchangeConfig
 
 SUPPORTED = DELIVERY.supported
 validate = family.validate
 data_types = family.data_types
 raw_channels = family.raw_channels
-
-
-def listed_symbols(cfg: ExchangeConfig, timeout: float) -> tuple[str, set[str]]:
-    """(where, symbols) of ``GET /dapi/v1/exchangeInfo``."""
-    return family.listed_symbols(cfg, timeout, DELIVERY)
-
-
-class BinanceDelivery(family.BinanceFutures):
-    exchange = DELIVERY.exchange
-    dialect = DELIVERY
-
-
+#: (where, symbols) of ``GET /dapi/v1/exchangeInfo``
+listed_symbols = partial(family.listed_symbols, dialect=DELIVERY)
 #: the Feed class ``exchanges.registry.ingest_main`` runs for this exchange
-FEED = BinanceDelivery
+FEED = family.feed_for(DELIVERY, "BinanceDelivery")

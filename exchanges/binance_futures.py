@@ -790,5 +790,10 @@ class BinanceFutures(Feed):
             await self._session.close()
 
 
+def feed_for(dialect: Dialect, name: str) -> type[BinanceFutures]:
+    """The Feed class of another id of the family (spot, COIN-M): this one with its dialect."""
+    return type(name, (BinanceFutures,), {"exchange": dialect.exchange, "dialect": dialect})
+
+
 #: the Feed class ``exchanges.registry.ingest_main`` runs for this exchange
 FEED = BinanceFutures

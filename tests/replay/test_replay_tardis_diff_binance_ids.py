@@ -21,6 +21,7 @@ from tardis_diff_helpers import (
     run_capture,
     tardis_modules,
 )
+from test_replay_tardis_diff import _feed_total
 
 from ticktape.sim.thread import SimulatorThread
 
@@ -28,11 +29,6 @@ pytestmark = pytest.mark.slow
 
 COINM = ("BCHUSD_PERP", "XRPUSD_PERP", "BTCUSD_211231", "ETHUSD_210924")
 SPOT = ("BTCUSDT", "ETHUSDT")
-
-
-def _feed_total(m: dict[str, float], exchange: str) -> float:
-    return sum(v for k, v in m.items()
-               if k.startswith(f'ticktape_feed_messages_total{{exchange="{exchange}"') and 'symbol="_"' not in k)
 
 
 @pytest.fixture(scope="module")
