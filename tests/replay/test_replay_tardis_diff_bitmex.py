@@ -76,3 +76,47 @@ def test_bitmex_matches_tardis(modules: Path, captured: Any, data_types: list[st
         t = "book_snapshot" if t.startswith(("book_snapshot", "quote")) else t
         assert sum(f'"type":"{t}"'.encode() in line for line in theirs) >= (1 if t == "liquidation" else 20), (t, options)
     assert ours == theirs, first_difference(ours, theirs)
+
+
+RECORDED = ("XRPU21", "UNIUSDT", "XBTUSD", "ADAUSDT", "SOLUSDT", "TRXU21", "EOSUSDT", "TRXUSDT", "BCHUSD", "MATICUSDT")
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory, samples_dir: Path) -> Iterator[tuple[Server, Path, int, int]]:
+    """The real 2021 recording (update and delete without a price) replayed into ``capture run``."""
+    from ports import free_port_pair
+
+    tmp = tmp_path_factory.mktemp("diff-bitmex-recorded")
+    rec = samples_dir / "bitmex" / "cryptofeed_v2_BITMEX.ws.1.0"
+    want = sum(1 for line in rec.read_bytes().splitlines() if b': {"table":' in line)
+    port = free_port_pair()
+    t0 = time.time_ns()
+    with SimulatorThread({"bitmex": None}, replay=rec, replay_speed=5.0) as sim:
+        toml = f"""
+[exchanges.bitmex]
+symbols = {list(RECORDED)!r}
+channels = ["trades", "book_change", "book_ticker"]
+url = "{sim.ws_url('bitmex')}"
+""".replace("'", '"')
+
+        def done() -> bool:
+            m = metrics(port)
+            return sum(v for k, v in m.items() if k.startswith('ticktape_feed_messages_total{exchange="bitmex"')
+                       and 'symbol="_"' not in k) >= want
+
+        run_capture(tmp, toml, port, done)
+    t1 = time.time_ns()
+    server = Server(tmp / "archive", tmp / "server.log")
+    yield server, tmp, t0, t1
+    server.close()
+
+
+def test_bitmex_recording_matches_tardis(modules: Path, recorded: Any) -> None:
+    server, tmp, t0, t1 = recorded
+    frm, to = minute_range(t0, t1)
+    options: dict[str, Any] = {"exchange": "bitmex", "symbols": list(RECORDED), "from": frm, "to": to,
+                               "dataTypes": ["book_change", "trade", "book_ticker"], "withDisconnectMessages": True}
+    theirs = oracle(modules, tmp / "recorded", server, options)
+    ours = server.get("replay-normalized", options).splitlines()
+    assert sum(b'"type":"book_change"' in line for line in theirs) > 1000 and any(b'"type":"trade"' in x for x in theirs)
+    assert ours == theirs, first_difference(ours, theirs)
