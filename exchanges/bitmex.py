@@ -3,8 +3,9 @@
 
 Subscribe ``{"op":"subscribe","args":["orderBookL2:XBTUSD",...]}``, one message per
 symbol (all its tables), so a refused symbol is charged to that symbol; at most
-``TOPICS_PER_CONN`` topics per connection. Heartbeat: the text ``ping`` every 5 s
-(BitMEX asks for one after 5 s without a message), answered by ``pong``.
+``TOPICS_PER_CONN`` topics per connection. Heartbeat as BitMEX asks: after 5 s without a
+message the text ``ping`` (``IDLE_PINGS`` watchdog periods of ``Timing.ping_interval``),
+answered by ``pong``; no pong within 5 more s is a stall (``stall_timeout`` 10 s).
 
 The book is keyed by level id (``(id, side)``, as BitMEX keys it). BitMEX
 carries no sequence number, so a missed message can only be seen when a later
@@ -49,6 +50,8 @@ INSTRUMENTS_PATH = "/api/v1/instrument/active"
 SUPPORTED = ("trades", "book_change", "book_ticker", "derivative_ticker", "liquidations")
 TOPICS_PER_CONN = 100
 RESYNC_TIMEOUT = 10.0
+#: a connection idle for this many ping periods (1 s each by default) gets a ``ping``
+IDLE_PINGS = 5
 # XBTUSD, ETHUSDT, dated XBTZ26, spot XBT_USDT
 SYMBOL_RE = re.compile(r"[A-Z0-9]{3,20}(_[A-Z0-9]{2,10})?")
 NAN = math.nan
@@ -163,7 +166,7 @@ class BookState:
 
 class Bitmex(Feed):
     exchange = EXCHANGE
-    timing = Timing(stall_timeout=15.0, ping_interval=5.0, subscribe_interval=0.05)
+    timing = Timing(stall_timeout=10.0, ping_interval=1.0, subscribe_interval=0.05)
 
     def __init__(self, *a: Any, **kw: Any) -> None:
         super().__init__(*a, **kw)
@@ -187,6 +190,7 @@ class Bitmex(Feed):
         self.topic_link: dict[str, int] = {}
         self._pending_resync: set[int] = set()
         self._await_room: set[str] = set()
+        self._pinged: dict[int, float] = {}  # conn id -> monotonic time of our last ping
 
     def plans(self) -> list[Plan]:
         out: list[Plan] = []
@@ -206,7 +210,13 @@ class Bitmex(Feed):
         return out
 
     def ping(self, lst: Listener) -> None:
-        lst.send(b"ping")
+        """Called every ``ping_interval``: a ``ping`` once the connection was idle for ``IDLE_PINGS``
+        periods (and not again until as long after it). A busy connection is never pinged."""
+        now = time.monotonic()
+        idle = IDLE_PINGS * self.timing.ping_interval
+        if now - lst.last_frame >= idle and now - self._pinged.get(lst.conn_id, 0.0) >= idle:
+            self._pinged[lst.conn_id] = now
+            lst.send(b"ping")
 
     # -- frames -----------------------------------------------------------------
     def on_frame(self, lst: Listener, ts: int, payload: memoryview) -> None:
@@ -476,6 +486,7 @@ class Bitmex(Feed):
         log.error("%s conn %d: %s (%s)", self.exchange, lst.conn_id, detail, ",".join(args)[:200])
 
     def on_lost(self, lst: Listener) -> None:
+        self._pinged.pop(lst.conn_id, None)
         for chan, sym in lst.plan.streams:
             if chan == self.chan["orderBookL2"] and "orderBookL2" in self.tables:
                 st = self.books[sym].seq

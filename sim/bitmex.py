@@ -93,6 +93,7 @@ class Bitmex(Venue):
 
     def __init__(self, *a: Any, **kw: Any) -> None:
         self.st: dict[str, _State] = {}
+        self.pings = 0  # text pings answered
         super().__init__(*a, **kw)
 
     def new_market(self, m: Market) -> None:
@@ -126,6 +127,7 @@ class Bitmex(Venue):
 
     def message(self, conn: Conn, msg: bytes) -> None:
         if msg == b"ping":
+            self.pings += 1
             conn.send_control(b"pong")
             return
         try:

@@ -138,3 +138,29 @@ def test_recording_replayed_by_the_simulator(rig):
         assert rebuild(rows, sid) == ref[sym], sym
         got = [(t["id"].decode(), t["price"], t["amount"]) for t in trades[trades["symbol"] == sid]]
         assert got == recorded_trades(data, sym), sym
+
+
+def test_ping_only_when_idle(rig):
+    """BitMEX's heartbeat rule: ``ping`` after 5 ping periods without a frame (0.5 s here), ``pong`` back."""
+
+    async def main(rate: float):
+        from ticktape.exchanges.ingest import run_feed
+
+        async with sim_server.Simulator({"bitmex": ["XBTUSD"]}, rate=rate, seed=2) as sim:
+            r = rig("bitmex", symbols=["XBTUSD"], channels=["trades"], url=sim.ws_url(),
+                    options={**FAST, "ping_interval": 0.1, "stall_timeout": 3.0, "manual_snapshots": False})
+            stop = asyncio.Event()
+            run = asyncio.create_task(run_feed(r.feed, stop.is_set))
+            venue = sim.venue("bitmex")
+            await wait_for(lambda: r.feed.stat("messages") > 0, 30, "the welcome frame")
+            t0 = time.monotonic()
+            await wait_for(lambda: venue.pings >= 3 if rate == 0 else time.monotonic() - t0 > 1.5, 30, "pings")
+            stop.set()
+            await asyncio.wait_for(run, 15)
+            return r, venue.pings
+
+    idle, pings = uvloop.run(main(0.0))
+    assert pings >= 3 and sum(x[4] == b"pong" for x in idle.raw()) >= 3  # answered, kept in raw
+    assert not [e for e in idle.events() if e[0] in ("stall", "disconnect") and e[2] != "shutdown"]
+    busy, pings = uvloop.run(main(400.0))
+    assert pings == 0 and len(trade_rows(busy, "XBTUSD")) > 50
