@@ -154,10 +154,10 @@ def summarize(names: list[str], given: list[str], out: str, units: list[Any], re
     total = Stats()
     for st in tables.values():
         total.add(st)
-    book = tables.get("book_change", Stats())
-    totals = total.as_dict()
-    totals.update(windows=book.windows, windows_filled=book.filled,
-                  windows_left=book.left + tables.get("events", Stats()).left)
+    book, events = tables.get("book_change", Stats()), tables.get("events", Stats())
+    totals = total.as_dict()  # windows: the book's, and those of symbols without a diff book
+    totals.update(windows=book.windows + events.windows, windows_filled=book.filled + events.filled,
+                  windows_left=book.left + events.left)
     return {"sources": [{"name": n, "path": p} for n, p in zip(names, given, strict=True)], "out": out,
             "partitions": len(units), "files": files,
             "tables": {t: st.as_dict() for t, st in sorted(tables.items())},

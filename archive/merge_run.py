@@ -325,10 +325,12 @@ def _down_at(raw: pa.Table | None, t: np.ndarray) -> np.ndarray:
 
 
 def _where_others_down(rows: list[pa.Table | None], raws: list[pa.Table | None]) -> list[pa.Table | None]:
-    """Of each source's ``rows``, those at a time when every other source was down (by its raw frames)."""
+    """Of each source's ``rows``, those at a time when every other source was down (by its raw
+    frames); one entry per source."""
     out: list[pa.Table | None] = []
     for i, t in enumerate(rows):
         if t is None or not t.num_rows:
+            out.append(t)
             continue
         at = t.column(LOCAL_TS_NS).to_numpy()
         down = np.ones(len(at), bool)
@@ -339,8 +341,10 @@ def _where_others_down(rows: list[pa.Table | None], raws: list[pa.Table | None])
     return out
 
 
-def _symbol_file(sources: list[Source], unit: Unit) -> tuple[pa.Table, M.Stats]:
-    """One file of a table other than a book symbol's: see archive.merge."""
+def _symbol_file(sources: list[Source], unit: Unit,
+                 holes: list[dict[str, object]] | None = None) -> tuple[pa.Table, M.Stats]:
+    """One file of a table other than a book symbol's: see archive.merge (``holes``: the
+    disconnects kept are appended)."""
     names = [s.name for s in sources]
     key = FileKey(unit.exchange, unit.table, unit.symbol, unit.hours[0])
     tables = [read(s, key) for s in sources]
@@ -356,6 +360,16 @@ def _symbol_file(sources: list[Source], unit: Unit) -> tuple[pa.Table, M.Stats]:
             brk = [None if t is None else t.filter(pc.is_in(_kind_text(t), pa.array(M.BREAK_KINDS))) for t in tables]
             raws = [read(s, rkey) for s in sources]
             kept += _where_others_down(brk, raws)
+            for i, (seen, kept_i) in enumerate(zip(brk, kept[1:], strict=True)):
+                if seen is None or kept_i is None:
+                    continue
+                own = [np.unique(x.filter(pc.not_equal(x.column("detail"), "shutdown")).column(LOCAL_TS_NS).to_numpy())
+                       for x in (seen, kept_i)]
+                st.windows += len(own[0])  # this source's own outages; filled unless kept
+                st.filled += len(own[0]) - len(own[1])
+                if holes is not None:
+                    holes += [{"exchange": unit.exchange, "symbol": unit.symbol, "source": names[i],
+                               "local_ts_ns": int(t), "shutdown": False} for t in own[1]]
             lost = _concat(kept[1:], "events")
             lost = lost.filter(pc.not_equal(lost.column("detail"), "shutdown"))
             at = np.unique(lost.column(LOCAL_TS_NS).to_numpy())
@@ -403,7 +417,7 @@ def _edges(sources: list[Source], key: FileKey) -> pa.Table | None:
 
 def _write_file(sources: list[Source], unit: Unit, out: str, res: UnitResult) -> M.Stats:
     """Merge and write one file's unit; its stats (the file's path goes to ``res``)."""
-    table, st = _symbol_file(sources, unit)
+    table, st = _symbol_file(sources, unit, res.holes)
     if (p := write(out, FileKey(unit.exchange, unit.table, unit.symbol, unit.hours[0]), table,
                    [s.name for s in sources])) is not None:
         res.files.append(p)

@@ -245,7 +245,9 @@ def test_merge_without_a_book_keeps_a_break_only_where_every_source_was_down(
     assert sorted({r[LOCAL_TS_NS] for r in raw if r["payload"] == b""}) == [b_break]
     assert sorted(json.loads(r["payload"])["data"]["u"] for r in raw if r["payload"]) == \
         [*range(1, 41), *range(50, 101)]
-    assert json.loads(out)["totals"]["windows_left"] == 1
+    rep = json.loads(out)
+    assert (rep["totals"]["windows"], rep["totals"]["windows_filled"], rep["totals"]["windows_left"]) == (2, 1, 1)
+    assert [(h["source"], h["local_ts_ns"]) for h in rep["holes"]] == [("b", b_break)]
 
 
 def test_merge_a_snapshot_only_book_takes_every_frame_any_source_had(
@@ -266,7 +268,9 @@ def test_merge_a_snapshot_only_book_takes_every_frame_any_source_had(
     assert len(book) == 2 * len(got)  # each frame once
     ev = merged_rows(tmp_path / "m", "events").to_pylist()
     assert {r[LOCAL_TS_NS] for r in ev if r["kind"] == "disconnect"} == {T0 + 40 * 10 * MS + 300_000 + MS}
-    assert json.loads(out)["totals"]["windows_left"] == 1
+    rep = json.loads(out)
+    assert (rep["totals"]["windows"], rep["totals"]["windows_filled"], rep["totals"]["windows_left"]) == (2, 1, 1)
+    assert [(h["source"], h["local_ts_ns"]) for h in rep["holes"]] == [("b", T0 + 40 * 10 * MS + 300_000 + MS)]
 
 
 @pytest.mark.parametrize(("args", "message"), [
