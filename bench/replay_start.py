@@ -30,21 +30,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", default=os.path.expanduser("~/.cache/ticktape/bench-replay"),
                         help="where the archive is built once and reused (shared with `capture bench replay`)")
     parser.add_argument("--runs", type=int, default=5, help="server starts (median reported)")
+    parser.add_argument("--compare", default=None, metavar="CHECKOUT",
+                        help="also start the server of another checkout (its directory on PYTHONPATH), run by run "
+                             "in turn with this one: on a busy machine the side-by-side figures are what count")
 
 
 def _files(root: str) -> int:
     return sum(1 for _dir, _sub, names in os.walk(root) for n in names if n == "data.parquet")
 
 
-def one_start(root: str) -> dict[str, float]:
-    """One server process: (listening, /exchanges answered, first /replay line) seconds after Popen."""
+def one_start(root: str, checkout: str | None = None) -> dict[str, float]:
+    """One server process (of ``checkout`` if given): listening, /exchanges answered, first /replay line,
+    in seconds after Popen."""
     port = free_port()
     options = {"exchange": "binance-futures", "from": "2025-01-06T18:00:00.000Z", "to": "2025-01-06T18:01:00.000Z",
                "filters": [{"channel": "aggTrade", "symbols": [SYMBOLS[0]]}]}
     replay_url = f"http://127.0.0.1:{port}/replay?options={urllib.parse.quote_plus(json.dumps(options))}"
     t0 = time.perf_counter()
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(checkout)) if checkout else None
     proc = subprocess.Popen([sys.executable, "-m", "ticktape.engine.cli", "replay", "serve", "--archive", root,
-                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                            cwd=os.path.abspath(checkout) if checkout else None)
     try:
         while True:
             try:
@@ -78,15 +84,25 @@ def one_start(root: str) -> dict[str, float]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     root = os.path.join(args.cache, f"v{ARCHIVE_VERSION}-m{args.messages}")
     info = build_archive(root, args.messages)
-    runs = [one_start(root) for _ in range(max(1, args.runs))]
+    runs: list[dict[str, float]] = []
+    other: list[dict[str, float]] = []
+    for _ in range(max(1, args.runs)):
+        runs.append(one_start(root))
+        if args.compare:
+            other.append(one_start(root, args.compare))
     figures: dict[str, Any] = {
         "archive_raw_messages": info["raw"],
         "archive_normalized_messages": info["trades"] + info["book_change_msgs"],
         "archive_files": _files(root),
         "load_average_1m": os.getloadavg()[0],
     }
-    for key in ("listening_s", "exchanges_s", "first_replay_line_s"):
-        vals = [r[key] for r in runs]
-        figures[key] = statistics.median(vals)
-        figures[f"{key}_runs"] = ", ".join(f"{v:.3f}" for v in vals)
+    for prefix, got in (("", runs), ("compare_", other)):
+        if not got:
+            continue
+        for key in ("listening_s", "exchanges_s", "first_replay_line_s"):
+            vals = [r[key] for r in got]
+            figures[prefix + key] = statistics.median(vals)
+            figures[f"{prefix}{key}_runs"] = ", ".join(f"{v:.3f}" for v in vals)
+    if args.compare:
+        figures["compare_checkout"] = args.compare
     return figures

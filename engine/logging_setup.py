@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ticktape.engine.config import LogConfig
+from ticktape.engine.settings import LogConfig
 
 MASK = "***"
 _SECRET_NAME = re.compile(

@@ -93,3 +93,14 @@ def test_bench_replay_start_measures_each_step(tmp_path: Path) -> None:
     got = json.loads(r.stdout.strip().splitlines()[-1])
     assert got["archive_raw_messages"] >= 40000 and got["archive_files"] > 0
     assert 0 < got["listening_s"] <= got["exchanges_s"] <= got["first_replay_line_s"] < 120, got
+
+
+def test_the_path_to_listening_loads_no_numpy_or_pyarrow() -> None:
+    """What ``capture replay serve`` imports before its front answers ``/exchanges`` (the CLI, JSON logging,
+    aiohttp, the front and the inventory) must not pull in numpy or pyarrow (0.5 s or more on a busy
+    machine: JSON logging reaching them through the config module once made /exchanges take 1.45 s)."""
+    code = ("import sys, ticktape.engine.cli, ticktape.replay.cli, ticktape.engine.logging_setup, aiohttp.web, "
+            "ticktape.replay.front, ticktape.replay.inventory; "
+            "print(sorted(m for m in ('numpy', 'pyarrow', 'pandas', 'importlib.metadata') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
