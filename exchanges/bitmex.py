@@ -10,8 +10,9 @@ answered by ``pong``; no pong within 5 more s is a stall (``stall_timeout`` 10 s
 The book is keyed by level id (``(id, side)``, as BitMEX keys it). BitMEX
 carries no sequence number, so a missed message can only be seen when a later
 message refers to the level it changed: an ``update``/``delete`` of an id the
-book lacks, an ``insert`` of an id it holds, or an ``update`` whose price differs
-from the id's. Each is a ``gap`` event and a resync (unsubscribe + subscribe:
+book lacks, an ``insert`` of an id it holds, an ``insert`` at a price whose id the
+other side still holds (a locked book: that side's delete was missed), or an
+``update`` whose price differs from the id's. Each is a ``gap`` event and a resync (unsubscribe + subscribe:
 BitMEX answers with a new ``partial``). A missed ``update`` of a level that is
 later updated again, or a missed pair that cancels out, is not detectable; the
 README says so. Prices come from the message when it carries one (BitMEX sends
@@ -380,6 +381,9 @@ class Bitmex(Feed):
             elif action == "insert":
                 if have is not None:
                     why = f"insert of known level id {x.id} {x.side}"
+                    break
+                if key ^ 1 in levels:  # ids are per price: the other side still stands at this price
+                    why = f"insert of {x.side} level id {x.id} where the other side stands (a missed delete)"
                     break
                 levels[key] = (x.price, x.size)
                 (bids if buy else asks).append((x.price, x.size))

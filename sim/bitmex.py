@@ -6,8 +6,9 @@ Each subscription gets the table's ``partial`` first (shapes as recorded: keys,
 types, filter). ``orderBookL2`` is the whole book keyed by level id, the id a
 function of the price (``10**8 * index - price / tick``, as BitMEX numbers
 them; XBTUSD ``8800000000 - price * 100``), every item with its price and
-timestamp as BitMEX sends today; a market event becomes one ``insert``,
-``update`` and ``delete`` frame per action it holds. ``trade`` inserts, ``quote`` on every change of the touch, ``instrument``
+timestamp as BitMEX sends today; a market event becomes one ``delete``,
+``insert`` and ``update`` frame per action it holds, in that order (a level
+leaves before another rests at its price: the book is never locked). ``trade`` inserts, ``quote`` on every change of the touch, ``instrument``
 updates of the fields that changed every ``INSTRUMENT_INTERVAL_S``,
 ``liquidation`` inserts on a sharp move (``sim.derivs``).
 
@@ -254,8 +255,8 @@ class Bitmex(Venue):
         subs = self.subscribers("orderBookL2", sym)
         if subs:
             bb, ba = m.best()
-            by: dict[str, list[bytes]] = {"insert": [], "update": [], "delete": []}
-            lids: dict[str, list[int]] = {"insert": [], "update": [], "delete": []}
+            by: dict[str, list[bytes]] = {"delete": [], "insert": [], "update": []}
+            lids: dict[str, list[int]] = {"delete": [], "insert": [], "update": []}
             touch = False
             for (side, p, q), prev in zip(ev.changes, m.last_prev, strict=True):
                 action = "insert" if not prev and q else "update" if q else "delete" if prev else ""
@@ -265,7 +266,7 @@ class Bitmex(Venue):
                     touch = True
                 by[action].append(self._level(m, "Sell" if side == ASK else "Buy", p, q, t))
                 lids[action].append(self.level_id(m, p))
-            for action in ("insert", "update", "delete"):
+            for action in ("delete", "insert", "update"):  # a level leaves before another rests at its price
                 if by[action]:
                     data = b'{"table":"orderBookL2","action":"%s","data":[%s]}' % (action.encode(), b",".join(by[action]))
                     lv: tuple[object, ...] = (action, touch and action == "insert", *lids[action])

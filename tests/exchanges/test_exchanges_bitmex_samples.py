@@ -94,15 +94,19 @@ def test_missed_updates_are_gaps_then_a_resync(rig):
     r.frame(_book("delete", (2, "Sell", None, None)), 9)  # unknown id
     r.frame(_book("partial", (1, "Buy", 8, 100.0)), 10)
     r.frame(_book("update", (1, "Buy", 3, 100.5)), 11)  # a price the id does not have
+    r.frame(_book("partial", (1, "Buy", 8, 100.0)), 12)
+    r.frame(_book("insert", (1, "Sell", 2, 100.0)), 13)  # the Buy level at that price is still there
     ev = r.events()
     assert [k for k, _, _ in ev] == ["gap", "resync", "resync", "gap", "resync", "resync", "gap", "resync", "resync",
-                                     "gap", "resync"], ev
+                                     "gap", "resync", "resync", "gap", "resync"], ev
     assert ev[0][2] == "update of unknown level id 9 Buy" and ev[3][2] == "insert of known level id 1 Buy"
     assert ev[6][2] == "delete of unknown level id 2 Sell" and ev[9][2] == "update of level id 1 at 100.5, known at 100.0"
-    assert r.feed.stat("gaps", sid) == 4 and r.feed.stat("resyncs", sid) == 3
+    assert ev[12][2] == "insert of Sell level id 1 where the other side stands (a missed delete)"
+    assert r.feed.stat("gaps", sid) == 5 and r.feed.stat("resyncs", sid) == 4
     rows = r.records("book_change")
     assert [(int(x["local_ts"]), int(x["is_snapshot"]), x["price"], x["amount"]) for x in rows] == [
-        (2, 1, 100.0, 5), (2, 1, 101.0, 7), (3, 0, 100.0, 6), (6, 1, 100.0, 8), (8, 1, 100.0, 8), (10, 1, 100.0, 8)]
+        (2, 1, 100.0, 5), (2, 1, 101.0, 7), (3, 0, 100.0, 6), (6, 1, 100.0, 8), (8, 1, 100.0, 8), (10, 1, 100.0, 8),
+        (12, 1, 100.0, 8)]
     assert all(x["exchange_ts"] == 1644826014742000000 for x in rows)
 
 
