@@ -31,6 +31,7 @@ _FILE_RE = re.compile(r"^data(-[A-Za-z0-9][A-Za-z0-9._-]{0,63})?\.parquet$")
 _TABLE_RE = re.compile(r"^(trades|book_change|events|raw|book_ticker|derivative_ticker|liquidations"
                        r"|book_snapshot_[1-9][0-9]{0,4})$")
 _EXCHANGE_RE = re.compile(r"^exchange=([a-z0-9][a-z0-9-]{0,39})$")
+_EXCHANGE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 _SYMBOL_RE = re.compile(r"^symbol=(_|[A-Za-z0-9@][A-Za-z0-9._@:-]{0,63})$")
 _DATE_RE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 _HOUR_RE = re.compile(r"^hour=(\d{2})$")
@@ -208,7 +209,11 @@ class Inventory:
                 self.raw_channels(ex)
 
     def answer(self, exchange: str | None) -> tuple[int, Any]:
-        """(HTTP status, JSON body) of ``/exchanges`` (``exchange`` None) or ``/exchanges/{exchange}``."""
+        """(HTTP status, JSON body) of ``/exchanges`` (``exchange`` None) or ``/exchanges/{exchange}``; a
+        malformed id is a 400 saying what an id looks like."""
+        if exchange is not None and not _EXCHANGE_ID.match(exchange):
+            return 400, {"code": 400, "message": f"invalid exchange id {exchange[:80]!r} "
+                                                 "(lowercase letters, digits and '-', at most 40)"}
         desc = self.describe()
         if exchange is None:
             return 200, desc

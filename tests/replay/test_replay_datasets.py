@@ -101,3 +101,14 @@ def test_symbol_matches_in_any_case(server: ServerProc) -> None:
     with urllib.request.urlopen(f"{server.base}/v1/binance-futures/trades/2025/01/06/btcusdt.csv.gz", timeout=60) as r:
         assert r.headers["Content-Type"] == "application/gzip"
         assert gzip.decompress(r.read()).startswith(b"exchange,symbol,timestamp,local_timestamp,id,side,price,amount\n")
+
+
+@pytest.mark.parametrize(("path", "status", "reason"), [
+    ("/exchanges/..%2Fx", 400, "invalid exchange id"),
+    ("/v1/exchanges/%2e%2e", 400, "invalid exchange id"),
+    ("/v1/exchanges/nosuch", 404, "unknown exchange 'nosuch'"),
+    ("/v1/data-feeds/..%2F..%2Fetc?from=2025-01-06T18:00:00Z&offset=0", 400, "invalid exchange id"),
+])
+def test_exchange_path_components_checked(server: ServerProc, path: str, status: int, reason: str) -> None:
+    got, message = status_of(server, path)
+    assert (got, reason in message) == (status, True), message
