@@ -19,6 +19,7 @@ BENCHES: dict[str, str] = {
     "replay": "ticktape.bench.replay",
     "replay-start": "ticktape.bench.replay_start",
     "report": "ticktape.bench.report",
+    "merge": "ticktape.bench.merge",
 }
 
 
