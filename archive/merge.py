@@ -296,12 +296,12 @@ class BookSource:
         ets = t.column("exchange_ts").cast(pa.int64()).fill_null(0).to_numpy() if t.num_rows else np.zeros(0, np.int64)
         first = snap.copy()
         first[1:] &= ~(snap[:-1] & (self.ts[1:] == self.ts[:-1]) & (ets[1:] == ets[:-1]))
-        first[: self.context] = False
         starts = np.flatnonzero(first)
         #: segment starts (snapshot frames) and ends (exclusive); rows before the first snapshot
-        #: continue the previous hour's book: a segment too
-        if len(t) > self.context and (not len(starts) or starts[0] > self.context):
-            starts = np.r_[self.context if self.context else 0, starts]
+        #: continue the previous hour's book: a segment too (the context rows start it, so the
+        #: previous merged hour's last rows are found there as in this hour's rows)
+        if len(t) and (not len(starts) or starts[0] > 0):
+            starts = np.r_[0, starts]
         self.starts = starts.astype(np.int64)
         self.ends = (np.r_[starts[1:], len(t)] if len(starts) else starts).astype(np.int64)
         self.leading = bool(len(t) > self.context) and not bool(snap[self.context]) if len(t) > self.context else False

@@ -262,7 +262,6 @@ def _book_unit(sources: list[Source], unit: Unit, out: str) -> UnitResult:
         for i, j, ts in bm.fills:
             parts.append(_event("info", ts, channel, f"merge: book continued from source {names[j]} after {names[i]}"))
         events = _concat(parts, "events")
-        est.kept = {n: 0 for n in names}
         res.tables["events"].add(est)
         if (p := write(out, ekey, events, names)) is not None:
             res.files.append(p)
