@@ -20,6 +20,7 @@ from ticktape.engine.config import ExchangeConfig
 from ticktape.exchanges import registry
 from ticktape.exchanges.binance_futures import AggTrade, BinanceFutures, Depth
 from ticktape.exchanges.binance_futures import Envelope as BEnv
+from ticktape.exchanges.binance_spot import FEED as BinanceSpot
 from ticktape.exchanges.binance_tickers import BookTicker
 from ticktape.exchanges.bitmex import Bitmex
 from ticktape.exchanges.bitmex import Envelope as XEnv
@@ -72,12 +73,15 @@ def frames_binance_agg(n: int) -> list[bytes]:
     ]
 
 
-def frames_binance_depth(n: int, levels: int, stream: str, start_u: int) -> list[bytes]:
+def frames_binance_depth(n: int, levels: int, stream: str, start_u: int, spot: bool = False) -> list[bytes]:
+    """USD-M depthUpdate frames; ``spot``: spot's shape (no ``T``, no ``pu``: ``U`` = previous ``u`` + 1)."""
     out = []
     for i in range(n):
         u = start_u + 1 + i * 3
-        data = {"e": "depthUpdate", "E": T0 + i, "T": T0 + i, "s": "BTCUSDT", "U": u - 2, "u": u, "pu": u - 3,
-                "b": _levels(levels, 60000.0, -0.1, i), "a": _levels(levels, 60000.1, 0.1, i)}
+        data: dict[str, Any] = {"e": "depthUpdate", "E": T0 + i, "T": T0 + i, "s": "BTCUSDT", "U": u - 2, "u": u,
+                                "pu": u - 3, "b": _levels(levels, 60000.0, -0.1, i), "a": _levels(levels, 60000.1, 0.1, i)}
+        if spot:
+            del data["T"], data["pu"]
         out.append(json.dumps({"stream": stream, "data": data}, separators=(",", ":")).encode())
     return out
 
@@ -322,6 +326,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
          lambda r: frames_binance_depth(n, 20, "btcusdt@depth20@100ms", 0), BEnv, Depth, 1),
         ("binance_depth_diff_10x2", lambda: _Rig(BinanceFutures, "binance-futures", raw, n, rows=20, frame_bytes=560, symbols=["BTCUSDT"], channels=["book_change"]),
          lambda r: frames_binance_depth(n, 10, "btcusdt@depth@100ms", 1000), BEnv, Depth, 20),
+        ("binance_spot_depth_diff_10x2", lambda: _Rig(BinanceSpot, "binance", raw, n, rows=20, frame_bytes=540, symbols=["BTCUSDT"], channels=["book_change"]),
+         lambda r: frames_binance_depth(n, 10, "btcusdt@depth@100ms", 1000, spot=True), BEnv, Depth, 20),
         ("bybit_ob50_delta_5x2", lambda: _Rig(Bybit, "bybit", raw, n, rows=10, frame_bytes=350, symbols=["BTCUSDT"], channels=["book_change"], depth=50),
          lambda r: frames_bybit_delta(n, 5), YEnv, Book, 10),
         ("hyperliquid_l2Book", lambda: _Rig(Hyperliquid, "hyperliquid", raw, n, frame_bytes=1500, symbols=["BTC"], channels=["book_snapshot"], depth=20),
@@ -350,7 +356,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             frames = build(rig)
             resets: Callable[[], None] = rig.drain
-            if name == "binance_depth_diff_10x2":
+            if name in ("binance_depth_diff_10x2", "binance_spot_depth_diff_10x2"):
                 feed = rig.feed
                 assert isinstance(feed, BinanceFutures)
                 sym = rig.spec.symbol_id("BTCUSDT")
@@ -359,7 +365,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     st = feed.sync[sym]
                     st.reset()
                     st.state = SyncState.SYNCED
-                    st.last_u = 1000 - 2  # frame 0 has pu = 998: the chain continues
+                    st.last_u = 1000 - 2  # frame 0 has pu = 998 (spot: U = 999): the chain continues
                     rig.drain()
 
             elif name == "bybit_ob50_delta_5x2":
