@@ -268,7 +268,7 @@ class Bitmex(Feed):
             table = m_t[1].decode() if m_t else ""
             sym = self.sym_id.get(m_s[1].decode(), 0) if m_s else 0
             self.malformed(lst.conn_id, ts, payload, f"envelope: {e}", sym, self.chan.get(table, 0))
-            if table == "orderBookL2":  # a book lost a message: that symbol's, or (cut before it) every one here
+            if table in ("orderBookL2", ""):  # a book lost a message: that symbol's, or (cut before it) every one here
                 book = self.chan["orderBookL2"]
                 for s in [sym] if sym else [s for c, s in lst.plan.streams if c == book]:
                     if self.books[s].seq.synced:

@@ -157,3 +157,13 @@ def test_a_frame_with_two_symbols_goes_to_each_book(rig):
     rows = r.records("book_change")
     assert rebuild(rows, r.spec.symbol_id("XBTUSD")) == {"b": {100.0: 6.0}, "a": {}}
     assert rebuild(rows, r.spec.symbol_id("ETHUSD")) == {"b": {}, "a": {20.0: 4.0}}
+
+
+def test_a_frame_cut_before_its_table_resyncs_every_book(rig):
+    r = rig("bitmex", symbols=["XBTUSD", "ETHUSD"], channels=["book_change", "trades"])
+    r.frame(_book("partial", (1, "Buy", 5, 100.0)), 1)
+    r.frame(_book("partial", (7, "Sell", 3, 20.0), sym="ETHUSD"), 2)
+    r.frame(b'{"tab', 3)  # which table, which symbol: unknown; a book may have lost an update
+    ev = r.events()
+    assert [(k, s) for k, s, _ in ev] == [("malformed", "_"), ("resync", "XBTUSD"), ("resync", "ETHUSD")], ev
+    assert [x[4] for x in r.raw()][-1] == b'{"tab'  # kept
