@@ -287,7 +287,7 @@ def import_ndjson(root: str, path: str, exchange: str, archive: ArchiveConfig | 
 
     Routing a frame to its (channel, symbol) decodes it: that is the one per-frame Python
     step (``sim.replay.route``, msgspec); times and rows are converted a chunk at a time."""
-    from ticktape.sim.replay import route
+    from ticktape.sim.replay import family, route
 
     check_exchange(exchange)
     cfg = archive or ArchiveConfig()
@@ -311,7 +311,7 @@ def import_ndjson(root: str, path: str, exchange: str, archive: ArchiveConfig | 
         by_sym: dict[str, tuple[list[int], list[str], list[bytes]]] = {}
         for i, fr in enumerate(frames):
             r = route(fr)
-            sym, ch = (S.NO_SYMBOL_NAME, "") if r is None or r[0] != exchange else (r[3], r[2])
+            sym, ch = (S.NO_SYMBOL_NAME, "") if r is None or family(r[0]) != family(exchange) else (r[3], r[2])
             rows = by_sym.get(sym)
             if rows is None:
                 rows = by_sym[sym] = ([], [], [])

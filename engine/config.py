@@ -139,6 +139,9 @@ def validate(cfg: Config) -> None:
         _num(src, "simulator.seed", sim.seed, 0, 2**32 - 1)
         if not sim.host:
             raise _err(src, "key simulator.host: must not be empty")
+        _num(src, "simulator.replay_speed", sim.replay_speed, 0, 1000, "(0 = as fast as possible, 1 = recorded pace)")
+        if sim.replay is not None:
+            _check_recording(src, sim.replay)
     a = cfg.archive
     if not a.root.strip():
         raise _err(src, "key archive.root: must not be empty")
@@ -197,6 +200,27 @@ def validate(cfg: Config) -> None:
         if ex.rest_url is not None:
             _url(src, f"{key}.rest_url", ex.rest_url, ("http", "https"))
         _validate_exchange(src, key, name, ex)
+
+
+def _check_recording(src: str, name: str) -> None:
+    """``simulator.replay`` names a readable, non-empty file (its format is read when the simulator starts)."""
+    p = Path(name)
+    why = ""
+    if not name.strip():
+        why = "must not be empty"
+    elif not p.exists():
+        why = "no such file"
+    elif not p.is_file():
+        why = "not a file"
+    else:
+        try:
+            with p.open("rb") as fh:
+                if not fh.read(1):
+                    why = "the file is empty"
+        except OSError as e:
+            why = f"cannot read it ({e.strerror or e})"
+    if why:
+        raise _err(src, f"key simulator.replay: {name!r}: {why} (a recording: cryptofeed v2/v3 or '<ns> <frame>' lines)")
 
 
 def _validate_s3(src: str, s3: S3Config) -> None:

@@ -123,6 +123,11 @@ class SimulatorConfig(_Strict):
     seed: int = 1
     #: share of market events that are trades (the rest are book updates)
     trade_share: float = 0.5
+    #: a recording to serve instead of the synthetic market (cryptofeed v2/v3 or
+    #: ``<ns> <frame>`` lines, plain, gzip or zstd; relative paths from the working directory)
+    replay: str | None = None
+    #: replay pacing: 0 = as fast as possible, 1 = the recorded pace, 2 = twice as fast
+    replay_speed: float = 0.0
 
 
 class Config(_Strict):

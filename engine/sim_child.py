@@ -16,8 +16,8 @@ from ticktape.engine.config import SimulatorConfig
 log = logging.getLogger("ticktape.sim")
 
 #: exchanges the simulator speaks
-SIMULATED = ("binance-futures", "bybit", "hyperliquid", "deribit", "bitmex", "okex", "okex-swap", "binance",
-             "binance-delivery")
+SIMULATED = ("binance-futures", "bybit", "bybit-spot", "hyperliquid", "deribit", "bitmex", "okex", "okex-swap",
+             "binance", "binance-delivery")
 
 
 def simulator_main(exchanges: list[str], cfg: SimulatorConfig, stop: Any) -> None:
@@ -33,6 +33,8 @@ def simulator_main(exchanges: list[str], cfg: SimulatorConfig, stop: Any) -> Non
             rate=cfg.rate,
             trade_share=cfg.trade_share,
             record=False,
+            replay=cfg.replay,
+            replay_speed=cfg.replay_speed,
         )
         await sim.start()
         log.info("simulator listening", extra={"endpoints": sim.endpoints()})

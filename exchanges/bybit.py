@@ -1,7 +1,10 @@
-"""bybit (v5 public linear): ``orderbook.{depth}.<sym>`` snapshot/delta and ``publicTrade.<sym>``.
+"""bybit family (v5 public): ``bybit`` (linear, ``/v5/public/linear``) and ``bybit-spot``
+(spot, ``/v5/public/spot``), each on its own connections as Tardis separates them;
+one connector parametrized by ``Category`` (path, instrument category, channels).
+Topics: ``orderbook.{depth}.<sym>`` snapshot/delta and ``publicTrade.<sym>``.
 
 One websocket per ``TOPICS_PER_CONN`` topics; subscribe messages carry at
-most ``TOPICS_PER_MSG`` topics (args stay far below 21,000 characters) and
+most ``TOPICS_PER_MSG`` topics (spot's limit per request; args stay far below 21,000 characters) and
 are paced by ``Timing.subscribe_interval``. Heartbeat: ``{"op":"ping"}``
 every 20 s. Book: a snapshot resets it; each delta's ``u`` must be the
 previous ``u`` + 1 (``u == 1`` = service restart: the delta overwrites the
@@ -17,6 +20,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -37,6 +41,22 @@ EXCHANGE = "bybit"
 WS_URL = "wss://stream.bybit.com"
 PATH = "/v5/public/linear"
 SUPPORTED = ("trades", "book_change", "book_ticker", "derivative_ticker", "liquidations")
+
+
+@dataclass(frozen=True)
+class Category:
+    """One member of the family: its Tardis id, v5 ``category``, websocket path and channels."""
+
+    exchange: str
+    name: str
+    path: str
+    supported: tuple[str, ...]
+
+
+LINEAR = Category(EXCHANGE, "linear", PATH, SUPPORTED)
+#: spot has no funding/mark tickers or liquidations (its ``tickers`` carry none of those fields)
+SPOT = Category("bybit-spot", "spot", "/v5/public/spot", ("trades", "book_change", "book_ticker"))
+CATEGORIES = {c.exchange: c for c in (LINEAR, SPOT)}
 DEPTHS = (1, 50, 200, 1000)
 TOPICS_PER_CONN = 200
 TOPICS_PER_MSG = 10
@@ -94,7 +114,7 @@ _TRADES_HEAD = b'{"topic":"publicTrade.'
 
 def validate(name: str, cfg: ExchangeConfig) -> None:
     common.check_symbols(name, cfg.symbols, SYMBOL_RE, "BTCUSDT", " in upper case")
-    common.check_channels(name, cfg.channels, SUPPORTED)
+    common.check_channels(name, cfg.channels, CATEGORIES[name].supported)
     if "book_change" in cfg.channels and cfg.depth not in DEPTHS:
         raise ValueError(f"depth {cfg.depth} is not a {name} orderbook depth (one of {', '.join(map(str, DEPTHS))})")
     common.check_no_trade_stream(name, cfg)
@@ -116,9 +136,9 @@ def rest_base(cfg: ExchangeConfig) -> str:
     return base.replace("://stream", "://api", 1)
 
 
-def listed_symbols(cfg: ExchangeConfig, timeout: float) -> tuple[str, set[str]]:
-    """(where, symbols) of ``GET /v5/market/instruments-info?category=linear`` (cursor pages)."""
-    url = common.join_url(rest_base(cfg), "/v5/market/instruments-info") + "?category=linear&limit=1000"
+def listed_symbols(cfg: ExchangeConfig, timeout: float, category: Category = LINEAR) -> tuple[str, set[str]]:
+    """(where, symbols) of ``GET /v5/market/instruments-info?category=<linear|spot>`` (cursor pages)."""
+    url = common.join_url(rest_base(cfg), "/v5/market/instruments-info") + f"?category={category.name}&limit=1000"
     out: set[str] = set()
     cursor = ""
     for _ in range(50):
@@ -154,12 +174,13 @@ def raw_channels(name: str, cfg: ExchangeConfig) -> tuple[str, ...]:
 
 
 class Bybit(Feed):
+    category = LINEAR
     exchange = EXCHANGE
     timing = Timing(stall_timeout=60.0, ping_interval=20.0, subscribe_interval=0.05)
 
     def __init__(self, *a: Any, **kw: Any) -> None:
         super().__init__(*a, **kw)
-        self.ws_url = common.join_url(self.cfg.url or WS_URL, PATH)
+        self.ws_url = common.join_url(self.cfg.url or WS_URL, self.category.path)
         self._env = msgspec.json.Decoder(Envelope)
         self._book = msgspec.json.Decoder(Book, strict=False)
         self._trades = msgspec.json.Decoder(list[Trade], strict=False)
@@ -203,7 +224,7 @@ class Bybit(Feed):
         for i in range(0, len(self.topics), TOPICS_PER_CONN):
             chunk = self.topics[i : i + TOPICS_PER_CONN]
             msgs = [self.op("subscribe", [t[0] for t in chunk[j : j + TOPICS_PER_MSG]]) for j in range(0, len(chunk), TOPICS_PER_MSG)]
-            label = f"linear#{i // TOPICS_PER_CONN}"
+            label = f"{self.category.name}#{i // TOPICS_PER_CONN}"
             for name, kind, sym, _ in chunk:
                 self.topic_link[name] = len(out)
                 log.info("subscribe %s (%s) on %s", self.feed_id(_KIND_TYPE[kind], sym), name, label)
@@ -413,6 +434,13 @@ class Bybit(Feed):
                 self._await_room.discard(topic)  # the reconnect subscribes it again
                 if self.routes[topic][0] == TICK:
                     self.tickers.forget(self.routes[topic][1])
+
+
+class BybitSpot(Bybit):
+    """``bybit-spot``: the same protocol on the spot path (``exchanges.bybit_spot`` binds it)."""
+
+    category = SPOT
+    exchange = SPOT.exchange
 
 
 #: the Feed class ``exchanges.registry.ingest_main`` runs for this exchange

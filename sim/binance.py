@@ -14,6 +14,7 @@ service's snapshots fall inside a 100 ms diff, so the bridge rule
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections import deque
 from typing import Any
@@ -106,6 +107,8 @@ class Binance(Venue):
     conn_age: float | None = 24 * 3600.0
     #: diffs carry pu (spot: no, and U == previous u + 1)
     has_pu = True
+    replay_shape = "stream"
+    recorded_urls = (re.compile(r"//fstream[^/]*\.binance\.com(:\d+)?/"),)
 
     def __init__(self, *a: Any, **kw: Any) -> None:
         self.ids: dict[str, _Ids] = {}
@@ -155,6 +158,25 @@ class Binance(Venue):
         names = [n for n in conn.query.get("streams", "").split("/") if n] if combined else ([single] if single else [])
         for n in names:
             self._sub(conn, n)
+
+    # -- replay aliases -------------------------------------------------------------------
+    def replay_source(self, name: str, recorded: set[str]) -> str | None:
+        """The stream itself, else the same stream at another update speed (the fastest
+        recorded): a ``@depth@0ms`` recording serves a ``@depth@100ms`` subscriber."""
+        if name in recorded:
+            return name
+        base = _unspeeded(name)
+        alts = [k for k in recorded if _unspeeded(k) == base]
+        return min(alts, key=_speed_ms) if alts else None
+
+    def replay_frame(self, conn: Conn, frame: bytes, key: str, name: str) -> bytes:
+        """Raw ``/ws`` connections get the bare data; combined streams are labelled with the
+        subscriber's stream name (as Binance labels them), the data byte for byte."""
+        if not conn.state.get("combined", True):
+            return _unwrap(frame)
+        if name != key:
+            return frame.replace(b'"stream":"%s"' % key.encode(), b'"stream":"%s"' % name.encode(), 1)
+        return frame
 
     def _sub(self, conn: Conn, name: str) -> bool:
         if self.replay is not None:  # a recording may hold any stream (kline, markPrice, ...)
@@ -523,6 +545,29 @@ class Binance(Venue):
     def update_id(self, ids: tuple[object, ...]) -> object:
         """A depth frame's ``u`` among its ids ``(U, u, pu)``."""
         return ids[1] if len(ids) == 3 else (ids[0] if ids else None)
+
+
+_SPEED_RE = re.compile(r"\d+m?s")
+
+
+def _unspeeded(stream: str) -> str:
+    """``btcusdt@depth@100ms`` -> ``btcusdt@depth`` (``markPrice@1s`` -> ``markPrice``)."""
+    parts = stream.split("@")
+    return "@".join(parts[:2]) if len(parts) == 3 and _SPEED_RE.fullmatch(parts[2]) else stream
+
+
+def _speed_ms(stream: str) -> float:
+    parts = stream.split("@")
+    if len(parts) < 3:
+        return 250.0 if len(parts) == 2 and parts[1] == "depth" else 3000.0
+    sp = parts[2]
+    return float(sp[:-2]) if sp.endswith("ms") else float(sp[:-1]) * 1000
+
+
+def _unwrap(frame: bytes) -> bytes:
+    """``{"stream":..,"data":X}`` -> ``X`` without re-encoding."""
+    i = frame.find(b'"data":')
+    return frame[i + 7 : frame.rfind(b"}")] if i >= 0 else frame
 
 
 def _levels(m: Market, levels: list[tuple[int, int]]) -> bytes:

@@ -29,6 +29,7 @@ DELIVERY_LISTED = (*(f"{c}USD_PERP" for c in ("BTC", "ETH", "BNB", "SOL", "XRP",
 
 class BinanceSpot(Binance):
     exchange = "binance"
+    recorded_urls = (re.compile(r"//(stream|data-stream)\.binance\.(com|vision)(:\d+)?/"),)
     ws_prefix = "/binance"
     ws_paths = ("/binance/ws", "/binance/stream")
     split_paths = False
@@ -84,6 +85,7 @@ class BinanceSpot(Binance):
 
 class BinanceDelivery(Binance):
     exchange = "binance-delivery"
+    recorded_urls = (re.compile(r"//dstream[^/]*\.binance\.com(:\d+)?/"),)
     ws_prefix = "/binance-delivery"
     ws_paths = ("/binance-delivery/ws", "/binance-delivery/stream")
     split_paths = False

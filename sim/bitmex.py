@@ -89,6 +89,8 @@ class Bitmex(Venue):
     exchange = "bitmex"
     ws_paths = ("/realtime",)
     rest_paths = ("/api/v1/instrument/active",)
+    replay_shape = "table"
+    recorded_urls = (re.compile(r"//(ws|www|testnet)\.bitmex\.com/realtime"),)
     default_listed = LISTED
     symbol_re = re.compile(r"[A-Z0-9]{3,20}(_[A-Z0-9]{2,10})?")
 

@@ -1,5 +1,13 @@
-"""bybit v5 linear protocol: ``/v5/public/linear``, ``op`` subscribe / unsubscribe
-/ ping, ``orderbook.{1,50,200,1000}.<sym>`` snapshot then deltas, ``publicTrade.<sym>``.
+"""bybit v5 public protocol: linear (``bybit``, ``/v5/public/linear``) and spot
+(``bybit-spot``, ``/v5/public/spot``, the ``BybitSpot`` dialect below); ``op``
+subscribe / unsubscribe / ping, ``orderbook.{1,50,200,1000}.<sym>`` snapshot then
+deltas, ``publicTrade.<sym>``; linear also ``tickers`` and ``allLiquidation``.
+
+Spot differs where the real service does (the recording in ``../shared/samples/bybit``
+and Bybit's v5 docs): acks ``{"success":true,"ret_msg":"subscribe","conn_id":..,"op":..}``
+with ``req_id`` only when the request had one; pong ``ret_msg`` "pong" the same way;
+at most 10 ``args`` per request; trade ids are numeric strings and trades carry no
+tick direction ``L``; no tickers/liquidation streams; instruments ``category=spot``.
 
 Each orderbook topic keeps the top-N view it last published; a book event
 publishes the difference (levels that changed, entered, or left the top N as
@@ -10,6 +18,7 @@ is the market's cross sequence (rises on every book event, by more than 1).
 from __future__ import annotations
 
 import random
+import re
 import time
 import uuid
 from typing import Any
@@ -58,13 +67,48 @@ class _State:
 class Bybit(Venue):
     exchange = "bybit"
     ws_paths = ("/v5/public/linear",)
+    category = "linear"
     resend_depth1 = RESEND_DEPTH1
     default_listed = instruments.LINEAR
+    replay_shape = "topic"
+    recorded_urls = (re.compile(r"/v5/public/linear\b"),)
+    #: topics besides orderbook.N this category serves
+    channels: tuple[str, ...] = ("publicTrade", "tickers", "allLiquidation")
+    #: most ``args`` in one request (0: no count limit, only MAX_ARGS_CHARS)
+    max_args = 0
 
     def rest(self, path: str, query: dict[str, str]) -> tuple[int, bytes] | None:
         if path != "/v5/market/instruments-info":
             return None
-        return instruments.bybit_instruments(self.listed(), query, time.time_ns() // 1_000_000)
+        cat = query.get("category")
+        if cat != self.category and any(getattr(v, "category", None) == cat for v in self.sim.venues.values()):
+            return None  # the venue of that category answers
+        return instruments.bybit_instruments(self.listed(), query, time.time_ns() // 1_000_000, self.category)
+
+    def ack(self, conn: Conn, op: str, req_id: str | None, success: bool, ret_msg: str) -> bytes:
+        """A reply to a request: linear's shape (``req_id`` always there, "" when not sent)."""
+        return msgspec.json.encode(
+            {"success": success, "ret_msg": ret_msg, "conn_id": conn.state["conn_id"], "req_id": req_id or "", "op": op})
+
+    # -- replay aliases -------------------------------------------------------------------
+    def replay_source(self, name: str, recorded: set[str]) -> str | None:
+        """The topic itself, else (an ``orderbook.N`` topic, N > 1) the shallowest recorded deeper
+        book of the symbol: its top N is exact. Never for depth 1 (a top-of-book stream)."""
+        if name in recorded:
+            return name
+        parts = name.split(".")
+        if len(parts) != 3 or parts[0] != "orderbook" or not parts[1].isdigit() or int(parts[1]) <= 1:
+            return None
+        deeper = [(int(k.split(".")[1]), k) for k in recorded
+                  if k.startswith("orderbook.") and k.endswith("." + parts[2]) and k.count(".") == 2
+                  and k.split(".")[1].isdigit() and int(k.split(".")[1]) > int(parts[1])]
+        return min(deeper)[1] if deeper else None
+
+    def replay_frame(self, conn: Conn, frame: bytes, key: str, name: str) -> bytes:
+        """An aliased frame carries the subscriber's topic (the levels byte for byte)."""
+        if name == key:
+            return frame
+        return frame.replace(b'"topic":"%s"' % key.encode(), b'"topic":"%s"' % name.encode(), 1)
 
     def __init__(self, *a: Any, **kw: Any) -> None:
         self.st: dict[str, _State] = {}
@@ -82,13 +126,12 @@ class Bybit(Venue):
             return ".".join(parts[:-1]), parts[-1]
         if len(parts) == 3 and parts[0] == "orderbook" and parts[1].isdigit() and int(parts[1]) in DEPTHS:
             return f"orderbook.{parts[1]}", parts[2]
-        if len(parts) == 2 and parts[0] in ("publicTrade", "tickers", "allLiquidation"):
+        if len(parts) == 2 and parts[0] in self.channels:
             return parts[0], parts[1]
         return None
 
-    def _reply(self, conn: Conn, op: str, req_id: str, success: bool, ret_msg: str) -> None:
-        conn.send_control(msgspec.json.encode(
-            {"success": success, "ret_msg": ret_msg, "conn_id": conn.state["conn_id"], "req_id": req_id, "op": op}))
+    def _reply(self, conn: Conn, op: str, req_id: str | None, success: bool, ret_msg: str) -> None:
+        conn.send_control(self.ack(conn, op, req_id, success, ret_msg))
 
     def message(self, conn: Conn, msg: bytes) -> None:
         try:
@@ -100,8 +143,8 @@ class Bybit(Venue):
                 {"success": False, "ret_msg": "error:unmarshal failed, please check your message format", "conn_id": conn.state["conn_id"], "op": ""}))
             return
         op = req["op"]
-        req_id = req.get("req_id", "")
-        req_id = req_id if isinstance(req_id, str) else str(req_id)
+        req_id = req.get("req_id")
+        req_id = req_id if isinstance(req_id, str) or req_id is None else str(req_id)
         if op == "ping":
             self._reply(conn, "ping", req_id, True, "pong")
             return
@@ -115,6 +158,9 @@ class Bybit(Venue):
         if len(",".join(args)) > MAX_ARGS_CHARS:
             self._reply(conn, op, req_id, False, "error:args length exceeds 21000")
             return
+        if self.max_args and len(args) > self.max_args:
+            self._reply(conn, op, req_id, False, f"error:args size >{self.max_args}")
+            return
         bad = [a for a in args if (t := self.topic_of(a)) is None or not self.valid_symbol(t[1])]
         if op == "subscribe" and (bad or self.sim.take_fault(self.exchange, "subscribe_error", conn.id)):
             self._reply(conn, op, req_id, False, f"Invalid symbol :[{bad[0] if bad else args[0]}]")
@@ -125,7 +171,7 @@ class Bybit(Venue):
             if dup:
                 self._reply(conn, op, req_id, False, f"error:already subscribed,topic:{dup[0]}")
                 return
-        self._reply(conn, op, req_id, True, "")
+        self._reply(conn, op, req_id, True, self.ok_msg(op))
         for a in args:
             t = self.topic_of(a)
             if t is None:
@@ -141,6 +187,9 @@ class Bybit(Venue):
             elif channel.startswith("orderbook.") and self.replay is None:
                 assert m is not None
                 self._snapshot(conn, m, int(channel.split(".")[1]))
+
+    def ok_msg(self, op: str) -> str:
+        return ""
 
     # -- frames ---------------------------------------------------------------------------
     def _snapshot(self, conn: Conn, m: Market, depth: int, fault: str = "") -> None:
@@ -253,10 +302,9 @@ class Bybit(Venue):
             st.tick_dir = tick
             for q in ev.fills:
                 st.tseq += 1
-                i = str(uuid.UUID(int=r.getrandbits(128) ^ st.salt, version=4))
+                i = self.trade_id(st, r)
                 ids.append(i)
-                items.append(b'{"T":%d,"s":"%s","S":"%s","v":"%s","p":"%s","L":"%s","i":"%s","BT":false,"RPI":false,"seq":%d}' % (
-                    now - 2, sb, b"Buy" if ev.buy else b"Sell", qty(q).encode(), px(p).encode(), tick.encode(), i.encode(), st.tseq))
+                items.append(self.trade_item(now - 2, sb, ev.buy, qty(q).encode(), px(p).encode(), tick, i, st.tseq))
                 tick = "ZeroPlusTick" if tick in ("PlusTick", "ZeroPlusTick") else "ZeroMinusTick"
             if subs:
                 data = b'{"topic":"publicTrade.%s","type":"snapshot","ts":%d,"data":[%s]}' % (sb, now, b",".join(items))
@@ -291,6 +339,43 @@ class Bybit(Venue):
                 depth, sb, now, sb, _levels(m, db), _levels(m, da), tp.u, st.seq, now - 3)
             for conn in list(subs):
                 conn.send(channel, sym, data, (tp.u, st.seq), ev.n)
+
+
+    def trade_id(self, st: _State, r: random.Random) -> str:
+        return str(uuid.UUID(int=r.getrandbits(128) ^ st.salt, version=4))
+
+    def trade_item(self, t: int, sb: bytes, buy: bool, v: bytes, p: bytes, tick: str, i: str, seq: int) -> bytes:
+        return b'{"T":%d,"s":"%s","S":"%s","v":"%s","p":"%s","L":"%s","i":"%s","BT":false,"RPI":false,"seq":%d}' % (
+            t, sb, b"Buy" if buy else b"Sell", v, p, tick.encode(), i.encode(), seq)
+
+
+class BybitSpot(Bybit):
+    """``bybit-spot``: v5 spot on its own path, in spot's dialect (see the module docstring)."""
+
+    exchange = "bybit-spot"
+    ws_paths = ("/v5/public/spot",)
+    category = "spot"
+    default_listed = instruments.SPOT
+    recorded_urls = (re.compile(r"/v5/public/spot\b"),)
+    channels = ("publicTrade",)
+    max_args = 10
+
+    def ack(self, conn: Conn, op: str, req_id: str | None, success: bool, ret_msg: str) -> bytes:
+        out: dict[str, object] = {"success": success, "ret_msg": ret_msg, "conn_id": conn.state["conn_id"]}
+        if req_id is not None:
+            out["req_id"] = req_id
+        out["op"] = op
+        return msgspec.json.encode(out)
+
+    def ok_msg(self, op: str) -> str:
+        return op
+
+    def trade_id(self, st: _State, r: random.Random) -> str:
+        return str(2_290_000_000_000_000_000 + st.tseq)
+
+    def trade_item(self, t: int, sb: bytes, buy: bool, v: bytes, p: bytes, tick: str, i: str, seq: int) -> bytes:
+        return b'{"i":"%s","T":%d,"p":"%s","v":"%s","S":"%s","s":"%s","BT":false}' % (
+            i.encode(), t, p, v, b"Buy" if buy else b"Sell", sb)
 
 
 def _diff(old: dict[int, int], new: dict[int, int]) -> list[tuple[int, int]]:

@@ -68,6 +68,12 @@ class Deribit(Venue):
     exchange = "deribit"
     ws_paths = ("/ws/api/v2",)
     rest_paths = ("/api/v2/public/get_instruments",)
+    replay_shape = "rpc"
+    recorded_urls = (re.compile(r"//(www|test)\.deribit\.com/ws"),)
+
+    def replay_names(self, conn: Conn) -> list[str]:
+        """Recorded frames are keyed ``<kind>.<instrument>`` (any interval: ``.raw`` serves ``.100ms``)."""
+        return [f"{kind}.{inst}" for kind, inst in conn.state.get("subs", {})]
     symbol_re = re.compile(r"[A-Z0-9]{2,12}(_[A-Z]{3,5})?(-[A-Za-z0-9_]{1,16}){1,3}")
     default_listed = LISTED
     #: test_request period = the client's heartbeat interval times this (tests shrink it)

@@ -19,7 +19,8 @@ class SimHost(Protocol):
     recording: bool
     max_buffer: int
     slow_conns: int
-    #: exchange id -> its venue (OKX's two ids share one path and hand connections over)
+    #: exchange id -> its venue (OKX's two ids share one path and hand connections over; Bybit's two
+    #: answer the instrument list of their own category)
     venues: dict[str, Any]
 
     def log_fault(self, exchange: str, kind: str, conn: int, detail: str) -> None: ...

@@ -43,6 +43,12 @@ class Hyperliquid(Venue):
     ws_paths = ("/ws",)
     symbol_re = re.compile(r"[A-Za-z0-9]{1,20}|@[0-9]{1,6}")  # coins (kPEPE) and spot pairs (@107)
     default_listed = (*instruments.HL_PERPS, *instruments.HL_SPOT)
+    replay_shape = "coin"
+    recorded_urls = (re.compile(r"//api[^/]*\.hyperliquid(-testnet)?\.xyz"),)
+
+    def replay_names(self, conn: Conn) -> list[str]:
+        """Recorded frames are keyed ``<channel>:<coin>`` (a subscription's type and coin)."""
+        return [f"{ch}:{coin}" for ch, coin in conn.state.get("subs", {})]
 
     def post(self, path: str, body: bytes) -> tuple[int, bytes] | None:
         """``POST /info``: ``meta`` (perps) and ``spotMeta`` (spot pairs) of the listed symbols."""

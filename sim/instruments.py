@@ -20,6 +20,8 @@ COINS = (
 )
 #: USD-M / linear perpetuals (and one dated Binance future)
 LINEAR = (*(f"{c}USDT" for c in COINS), "1000PEPEUSDT", "BTCUSDT_260327")
+#: Bybit spot pairs (USDT and a few USDC quotes)
+SPOT = (*(f"{c}USDT" for c in COINS), "BTCUSDC", "ETHUSDC", "SOLUSDC")
 #: Hyperliquid perps by coin; spot pairs by name (index 0) and ``@N``
 HL_PERPS = (*COINS, "kPEPE")
 HL_SPOT = ("PURR/USDC", *(f"@{i}" for i in range(1, 201)))
@@ -56,12 +58,14 @@ def binance_exchange_info(symbols: list[str], now_ms: int) -> bytes:
     })
 
 
-def bybit_instruments(symbols: list[str], query: dict[str, str], now_ms: int) -> tuple[int, bytes]:
+def bybit_instruments(symbols: list[str], query: dict[str, str], now_ms: int,
+                      category: str = "linear") -> tuple[int, bytes]:
+    """The listing of ``category`` (the venue's); another valid category lists nothing."""
     if query.get("category") not in ("linear", "inverse", "spot", "option"):
         return 200, msgspec.json.encode({"retCode": 10001, "retMsg": "params error: Category is invalid",
                                          "result": {}, "retExtInfo": {}, "time": now_ms})
     wanted = query.get("symbol")
-    items = [s for s in symbols if wanted is None or s == wanted] if query["category"] == "linear" else []
+    items = [s for s in symbols if wanted is None or s == wanted] if query["category"] == category else []
     try:
         limit = max(1, min(1000, int(query.get("limit", "500"))))
         start = int(query.get("cursor") or 0)
@@ -73,6 +77,9 @@ def bybit_instruments(symbols: list[str], query: dict[str, str], now_ms: int) ->
     out = []
     for s in page:
         sp = spec_for(s)
+        if category == "spot":
+            out.append(_bybit_spot_item(s))
+            continue
         out.append({
             "symbol": s, "contractType": "LinearPerpetual", "status": "Trading",
             "baseCoin": s.removesuffix("USDT").split("-")[0], "quoteCoin": "USDT", "launchTime": "1585526400000",
@@ -90,6 +97,19 @@ def bybit_instruments(symbols: list[str], query: dict[str, str], now_ms: int) ->
         "result": {"category": query["category"], "list": out, "nextPageCursor": nxt},
         "retExtInfo": {}, "time": now_ms,
     })
+
+
+def _bybit_spot_item(s: str) -> dict[str, object]:
+    sp = spec_for(s)
+    quote = "USDC" if s.endswith("USDC") else "USDT"
+    return {
+        "symbol": s, "baseCoin": s.removesuffix(quote), "quoteCoin": quote, "innovation": "0",
+        "status": "Trading", "marginTrading": "utaOnly", "stTag": "0",
+        "lotSizeFilter": {"basePrecision": sp.qty(1), "quotePrecision": "0.00000001", "minOrderQty": sp.qty(1),
+                          "maxOrderQty": "1000", "minOrderAmt": "1", "maxOrderAmt": "2000000"},
+        "priceFilter": {"tickSize": sp.px(sp.tick_step)},
+        "riskParameters": {"priceLimitRatioX": "0.005", "priceLimitRatioY": "0.01"},
+    }
 
 
 def hyperliquid_info(perps: list[str], spot: list[str], body: bytes) -> tuple[int, bytes]:

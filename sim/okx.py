@@ -65,6 +65,9 @@ class _State:
 class Okx(Venue):
     exchange = "okex"
     ws_paths = (PATH,)
+    replay_shape = "arg"
+    #: spot and swaps share the real path: a recorded frame's instId picks the id (``sim.replay``)
+    recorded_urls = (re.compile(r"//ws[a-z]*\.okx\.com(:\d+)?/ws/v5/public"),)
     inst_type = "SPOT"
     symbol_re = re.compile(r"[A-Z0-9]{1,20}-[A-Z0-9]{2,10}")
     default_listed = tuple(f"{c}-USDT" for c in instruments.COINS)

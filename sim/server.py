@@ -29,7 +29,7 @@ from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithLis
 from ticktape.sim.binance import Binance
 from ticktape.sim.binance_dialects import BinanceDelivery, BinanceSpot
 from ticktape.sim.bitmex import Bitmex
-from ticktape.sim.bybit import Bybit
+from ticktape.sim.bybit import Bybit, BybitSpot
 from ticktape.sim.conn import Conn
 from ticktape.sim.deribit import Deribit
 from ticktape.sim.faults import FRAME_KINDS, Fault, ScriptEntry, parse_script
@@ -43,13 +43,13 @@ from ticktape.sim.venue import Venue
 
 log = logging.getLogger("ticktape.sim")
 
-VENUES: dict[str, type[Venue]] = {"binance-futures": Binance, "bybit": Bybit, "hyperliquid": Hyperliquid,
-                                   "deribit": Deribit, "bitmex": Bitmex, "okex": Okx, "okex-swap": OkxSwap,
-                                   "binance": BinanceSpot, "binance-delivery": BinanceDelivery}
+VENUES: dict[str, type[Venue]] = {"binance-futures": Binance, "bybit": Bybit, "bybit-spot": BybitSpot,
+                                  "hyperliquid": Hyperliquid, "deribit": Deribit, "bitmex": Bitmex, "okex": Okx,
+                                  "okex-swap": OkxSwap, "binance": BinanceSpot, "binance-delivery": BinanceDelivery}
 EXCHANGES = tuple(VENUES)
 #: the real services' limits (seconds); tests scale them down
 MAX_CONN_AGE = {e: v.conn_age for e, v in VENUES.items() if v.conn_age is not None}
-IDLE_TIMEOUT = {"bybit": 600.0, "hyperliquid": 60.0}
+IDLE_TIMEOUT = {"bybit": 600.0, "bybit-spot": 600.0, "hyperliquid": 60.0}
 MAX_QUERY = 16_384
 _EPOCH_2020_US = 1_577_836_800_000_000
 
@@ -156,7 +156,7 @@ class Simulator:
         if self.replay_path is not None:
             from ticktape.sim.replay import Replayer
 
-            self.replayer = Replayer(self.venues, self.replay_path, self.replay_speed)
+            self.replayer = Replayer(self.venues, self.replay_path, self.replay_speed, known=VENUES)
         make_ws = ws_protocol_factory(self._route, max_frame_size=1 << 20, handshake_timeout=10,
                                       logger_name="ticktape.sim.ws")
         self._server = await asyncio.get_running_loop().create_server(

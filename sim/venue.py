@@ -32,6 +32,11 @@ class Venue:
     server_pings = False
     #: the real service's connection lifetime, seconds (None = unlimited)
     conn_age: float | None = None
+    #: replay: the frame shape this venue's recordings have (``sim.replay.SHAPES``) and the
+    #: patterns of the real URLs its connections are opened on (a recording's connection
+    #: URL picks the venue its frames go to)
+    replay_shape = ""
+    recorded_urls: tuple[re.Pattern[str], ...] = ()
     symbol_re = re.compile(r"[A-Z0-9]{2,30}")
 
     def __init__(self, sim: SimHost, symbols: list[str] | None) -> None:
@@ -70,6 +75,7 @@ class Venue:
     def subscribe(self, conn: Conn, channel: str, symbol: str, name: str) -> None:
         self.subs.setdefault((channel, symbol), {})[conn] = name
         conn.state.setdefault("subs", {})[(channel, symbol)] = name
+        conn.state["subs_ver"] = conn.state.get("subs_ver", 0) + 1
         if self.replay is not None:
             self.replay.poke()
 
@@ -78,6 +84,7 @@ class Venue:
         if d is not None:
             d.pop(conn, None)
         conn.state.get("subs", {}).pop((channel, symbol), None)
+        conn.state["subs_ver"] = conn.state.get("subs_ver", 0) + 1
 
     def subscribers(self, channel: str, symbol: str) -> dict[Conn, str] | None:
         return self.subs.get((channel, symbol)) or None
@@ -145,8 +152,26 @@ class Venue:
             return sorted(self.allowed)
         out = set(self.default_listed)
         if self.replay is not None:
-            out |= {r[3] for *_, r in self.replay.frames if r[0] == self.exchange}
+            out |= self.replay.symbols(self.exchange)
         return sorted(out)
+
+    # -- replay of recordings (sim.replay) ---------------------------------------------
+    @classmethod
+    def recorded_at(cls, url: str) -> bool:
+        """Whether a recording's connection opened on ``url`` was this venue's."""
+        return any(p.search(url) for p in cls.recorded_urls)
+
+    def replay_names(self, conn: Conn) -> list[str]:
+        """``conn``'s subscriptions named as the recording keys its frames (stream / topic)."""
+        return list(conn.state.get("subs", {}).values())
+
+    def replay_source(self, name: str, recorded: set[str]) -> str | None:
+        """The recorded key that feeds a subscription ``name`` (itself, or an alias), or None."""
+        return name if name in recorded else None
+
+    def replay_frame(self, conn: Conn, frame: bytes, key: str, name: str) -> bytes:
+        """The recorded ``frame`` (of ``key``) as sent to ``conn``'s subscription ``name``."""
+        return frame
 
     def post(self, path: str, body: bytes) -> tuple[int, bytes] | None:
         """A POST answer (status, JSON body) or None if the path is not this venue's."""

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,26 @@ def _seqs(m: dict[str, float], name: str) -> dict[str, float]:
     return {k.split("{", 1)[1]: v for k, v in m.items() if k.startswith(f"ticktape_ring_{name}_seq{{")}
 
 
+def _until_archived(proc: subprocess.Popen[str], port: int, want_msgs: dict[str, int], deadline: float,
+                    ready: Callable[[], bool] = lambda: True) -> None:
+    """Wait until the feeds counted every replayed frame, ``ready()`` holds and the writers committed
+    what was published by then (a resync may keep publishing REST snapshots, so not "read == write")."""
+    while not _received(m := _metrics(port), want_msgs):
+        assert proc.poll() is None, "capture exited early"
+        assert time.monotonic() < deadline, f"frames missing: {m}"
+        time.sleep(0.2)
+    while not ready():
+        assert proc.poll() is None, "capture exited early"
+        assert time.monotonic() < deadline, "the connector did not ask for a new snapshot"
+        time.sleep(0.1)
+    m = _metrics(port)
+    published = _seqs(m, "write")
+    while not all(_seqs(m := _metrics(port), "read").get(k, -1) >= v for k, v in published.items()):
+        assert proc.poll() is None, "capture exited early"
+        assert time.monotonic() < deadline, f"not committed: {published} vs {m}"
+        time.sleep(0.2)
+
+
 def _capture(
     tmp: Path, capture_cmd: list[str], port: int, bn_ws: Path, by_ws: Path | None, want_msgs: dict[str, int],
     min_served: dict[str, int] | None = None, exchange: str = "binance-futures", **config_kw: Any,
@@ -133,23 +154,8 @@ def _capture(
                 assert proc.poll() is None, "capture exited before the replay finished"
                 assert time.monotonic() < deadline, "replay did not finish (streams not subscribed?)"
                 time.sleep(0.2)
-            # stop only once the feeds counted every replayed frame and the writers committed what was
-            # published by then (a resync may keep publishing REST snapshots, so not "read == write")
-            while not _received(m := _metrics(port), want_msgs):
-                assert proc.poll() is None, "capture exited early"
-                assert time.monotonic() < deadline, f"frames missing: {m}"
-                time.sleep(0.2)
-            while not all(bn_sim.call(lambda s: dict(s.replayer.served)).get(k, 0) >= n
-                          for k, n in (min_served or {}).items()):
-                assert proc.poll() is None, "capture exited early"
-                assert time.monotonic() < deadline, "the connector did not ask for a new snapshot"
-                time.sleep(0.1)
-            m = _metrics(port)
-            published = _seqs(m, "write")
-            while not all(_seqs(m := _metrics(port), "read").get(k, -1) >= v for k, v in published.items()):
-                assert proc.poll() is None, "capture exited early"
-                assert time.monotonic() < deadline, f"not committed: {published} vs {m}"
-                time.sleep(0.2)
+            _until_archived(proc, port, want_msgs, deadline, lambda: all(
+                bn_sim.call(lambda s: dict(s.replayer.served)).get(k, 0) >= n for k, n in (min_served or {}).items()))
             proc.send_signal(signal.SIGTERM)
             out, err = proc.communicate(timeout=30)
         finally:
@@ -158,6 +164,37 @@ def _capture(
                 proc.communicate()
         served = bn_sim.call(lambda s: dict(s.replayer.served))
     return proc.returncode, out, err, served
+
+
+def _check_bybit_orderbook1(root: Path, exchange: str, symbols: tuple[str, ...],
+                            topics: dict[str, list[bytes]]) -> int:
+    """Raw byte for byte, one snapshot group per recorded orderbook.1 message, final books equal the
+    recording's rebuild, no gap/malformed/duplicate/resync event. Returns the frames checked."""
+    by_raw = read(root, exchange, "raw")
+    by_book = read(root, exchange, "book_change")
+    by_events = read(root, exchange, "events")
+    by_kinds = [str(k) for k in by_events["kind"].to_pylist()] if by_events.num_rows else []
+    assert not {"gap", "malformed", "duplicate", "resync"} & set(by_kinds), by_kinds
+    n_bybit = 0
+    for sym in symbols:
+        want_frames = topics[f"orderbook.1.{sym}"]
+        got = [r["payload"] for r in rows_of(by_raw, sym, channel="orderbook.1") if r["payload"]]
+        assert got == want_frames, f"{exchange} raw {sym}: {len(got)} vs {len(want_frames)}"
+        want_book, n_snaps = bybit_book(want_frames)
+        got_book, groups = book_from_rows(rows_of(by_book, sym))
+        # orderbook.1 pushes only snapshots: one is_snapshot group per recorded message
+        assert len(groups) == n_snaps == len(want_frames), (sym, len(groups), n_snaps)
+        for g, fr in zip(groups, want_frames, strict=True):
+            d = json.loads(fr)["data"]
+            assert {(str(r["side"]), r["price"], r["amount"]) for r in g} == {
+                *(("bid", float(p), float(q)) for p, q in d["b"]),
+                *(("ask", float(p), float(q)) for p, q in d["a"]),
+            }, sym
+        assert got_book == want_book, sym
+        n_bybit += len(want_frames)
+    # nothing of another symbol (the other connection's) was archived under this exchange
+    assert {s for s in by_raw["symbol"].to_pylist() if s != "_"} <= set(symbols)
+    return n_bybit
 
 
 @pytest.mark.slow
@@ -237,28 +274,7 @@ def test_recorded_traffic_archived_exactly(
         assert {("depth", "shutdown"), ("aggTrade", "shutdown")} <= stops, (sym, stops)
 
     # ---- Bybit: raw byte for byte, every orderbook.1 snapshot, final book --------------------
-    by_raw = read(root, "bybit", "raw")
-    by_book = read(root, "bybit", "book_change")
-    by_events = read(root, "bybit", "events")
-    by_kinds = [str(k) for k in by_events["kind"].to_pylist()] if by_events.num_rows else []
-    assert not {"gap", "malformed", "duplicate", "resync"} & set(by_kinds), by_kinds
-    n_bybit = 0
-    for sym in BYBIT_SYMBOLS:
-        want_frames = by_topics[f"orderbook.1.{sym}"]
-        got = [r["payload"] for r in rows_of(by_raw, sym, channel="orderbook.1") if r["payload"]]
-        assert got == want_frames, f"bybit raw {sym}: {len(got)} vs {len(want_frames)}"
-        want_book, n_snaps = bybit_book(want_frames)
-        got_book, groups = book_from_rows(rows_of(by_book, sym))
-        # orderbook.1 pushes only snapshots: one is_snapshot group per recorded message
-        assert len(groups) == n_snaps == len(want_frames), (sym, len(groups), n_snaps)
-        for g, fr in zip(groups, want_frames, strict=True):
-            d = json.loads(fr)["data"]
-            assert {(str(r["side"]), r["price"], r["amount"]) for r in g} == {
-                *(("bid", float(p), float(q)) for p, q in d["b"]),
-                *(("ask", float(p), float(q)) for p, q in d["a"]),
-            }, sym
-        assert got_book == want_book, sym
-        n_bybit += len(want_frames)
+    n_bybit = _check_bybit_orderbook1(root, "bybit", BYBIT_SYMBOLS, by_topics)
 
     # counts actually verified (non-trivial replay)
     assert sum(counts.values()) == 91 + 764 and n_trades == 91 and n_bybit == 198, (counts, n_trades, n_bybit)
@@ -376,3 +392,76 @@ def test_recorded_coinm_traffic_archived_exactly_as_binance_delivery(
         assert [(r["bid_price"], r["ask_amount"]) for r in rows_of(tickers, sym)] == [
             (float(d["b"]), float(d["A"])) for d in want_bt], sym
     assert n_trades > 0 and n_frames > 1000, (n_trades, n_frames)
+
+
+SPOT_SYMBOLS = ("OPUSDC", "TUSDUSDT", "KCSUSDT", "CPOOLUSDT", "ARBUSDC", "MASAUSDT")
+
+
+@pytest.mark.slow
+def test_recorded_linear_and_spot_connections_run_by_capture_with_simulator_replay(
+    tmp_path: Path, samples_dir: Path, capture_cmd: list[str], free_port: int
+) -> None:
+    """``[simulator] replay = FILE``: ``capture run`` starts the simulator on a cryptofeed v3 recording
+    with a Bybit linear and a spot connection (the two v2 connection files of the 2025 v5 sample,
+    combined) and archives the linear connection under ``bybit``, the spot one under ``bybit-spot``,
+    each byte for byte and neither mixed into the other."""
+    from ports import free_port_pair
+    from recordings import v2_to_v3
+
+    rec = tmp_path / "BYBIT.jsonl.zst"
+    linear, spot = v2_to_v3([samples_dir / "bybit" / "cryptofeed_v2_v5_BYBIT.ws.1.0",
+                             samples_dir / "bybit" / "cryptofeed_v2_v5_BYBIT.ws.2.0"], rec, "BYBIT")
+    lin_topics, spot_topics = by_stream(linear, "topic"), by_stream(spot, "topic")
+    assert not set(lin_topics) & set(spot_topics)
+    sim_port = free_port_pair()
+    url = f"ws://127.0.0.1:{sim_port}"
+    cfg = tmp_path / "replay.toml"
+    cfg.write_text(f"""
+[simulator]
+port = {sim_port}
+replay = "{rec}"
+
+[archive]
+root = "{tmp_path / 'archive'}"
+flush_interval = 0.2
+finalize_grace = 2.0
+
+[log]
+dir = "{tmp_path / 'logs'}"
+
+[metrics]
+port = {free_port}
+
+[ring]
+records = 65536
+raw_records = 16384
+raw_bytes = 8388608
+
+[exchanges.bybit]
+symbols = {json.dumps(list(BYBIT_SYMBOLS))}
+channels = ["book_change"]
+depth = 1
+url = "{url}"
+
+[exchanges.bybit-spot]
+symbols = {json.dumps(list(SPOT_SYMBOLS))}
+channels = ["book_change"]
+depth = 1
+url = "{url}"
+""")
+    want = {"bybit": sum(len(v) for v in lin_topics.values()), "bybit-spot": sum(len(v) for v in spot_topics.values())}
+    proc = subprocess.Popen([*capture_cmd, "run", str(cfg), "--duration", "40"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _until_archived(proc, free_port, want, time.monotonic() + 30)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err[-3000:] + out[-2000:]
+    root = tmp_path / "archive"
+    n_linear = _check_bybit_orderbook1(root, "bybit", BYBIT_SYMBOLS, lin_topics)
+    n_spot = _check_bybit_orderbook1(root, "bybit-spot", SPOT_SYMBOLS, spot_topics)
+    assert (n_linear, n_spot) == (198, 139) == (want["bybit"], want["bybit-spot"])

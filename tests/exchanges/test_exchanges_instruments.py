@@ -16,7 +16,7 @@ import pytest
 
 from ticktape.sim.thread import SimulatorThread
 
-GOOD = {"binance-futures": "BTCUSDT", "bybit": "ETHUSDT", "hyperliquid": "SOL", "bitmex": "XBTUSD",
+GOOD = {"binance-futures": "BTCUSDT", "bybit": "ETHUSDT", "bybit-spot": "ETHUSDC", "hyperliquid": "SOL", "bitmex": "XBTUSD",
         "okex-swap": "ETH-USDT-SWAP", "binance": "ETHUSDT", "binance-delivery": "BTCUSD_PERP"}
 #: a well-formed symbol the venue does not list (COIN-M symbols have a contract suffix)
 BAD = {"okex-swap": "NOTACOIN-USDT-SWAP", "binance-delivery": "NOTACOINUSD_PERP"}
@@ -37,7 +37,7 @@ def run(tmp: Path, cfg: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_simulator_serves_the_instrument_lists_in_their_real_shapes():
-    with SimulatorThread({"binance-futures": None, "bybit": None, "hyperliquid": None}) as sim:
+    with SimulatorThread({"binance-futures": None, "bybit": None, "bybit-spot": None, "hyperliquid": None}) as sim:
         base = sim.rest_url()
         info = json.loads(urllib.request.urlopen(base + "/fapi/v1/exchangeInfo", timeout=10).read())
         btc = next(s for s in info["symbols"] if s["symbol"] == "BTCUSDT")
@@ -45,6 +45,11 @@ def test_the_simulator_serves_the_instrument_lists_in_their_real_shapes():
         by = json.loads(urllib.request.urlopen(base + "/v5/market/instruments-info?category=linear&limit=5",
                                                timeout=10).read())
         assert by["retCode"] == 0 and len(by["result"]["list"]) == 5 and by["result"]["nextPageCursor"]
+        assert by["result"]["list"][0]["contractType"] == "LinearPerpetual"
+        spot = json.loads(urllib.request.urlopen(base + "/v5/market/instruments-info?category=spot",
+                                                 timeout=10).read())["result"]  # bybit-spot answers its own category
+        eth = next(x for x in spot["list"] if x["symbol"] == "ETHUSDC")
+        assert spot["category"] == "spot" and eth["quoteCoin"] == "USDC" and "contractType" not in eth
         req = urllib.request.Request(base + "/info", data=b'{"type":"meta"}', headers={"Content-Type": "application/json"})
         meta = json.loads(urllib.request.urlopen(req, timeout=10).read())
         assert {"BTC", "ETH", "kPEPE"} <= {u["name"] for u in meta["universe"]} and "marginTables" in meta

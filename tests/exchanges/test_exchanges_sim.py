@@ -21,7 +21,7 @@ SYMS = {"binance-futures": ["BTCUSDT", "ETHUSDT", "SOLUSDT"], "bybit": ["BTCUSDT
         "hyperliquid": ["BTC", "ETH", "SOL"]}
 CHANNELS = {"binance-futures": ["trades", "book_change", "book_snapshot"], "bybit": ["trades", "book_change"],
             "hyperliquid": ["trades", "book_snapshot"]}
-DEPTH = {"binance-futures": 20, "bybit": 50, "hyperliquid": 20, "bitmex": 20, "okex": 400, "okex-swap": 400}
+DEPTH = {"binance-futures": 20, "bybit": 50, "bybit-spot": 50, "hyperliquid": 20, "bitmex": 20, "okex": 400, "okex-swap": 400}
 #: per-exchange config beside symbols/channels/depth (binance depth@0ms: a frame per update, so a
 #: withheld frame is a gap right away)
 EXTRA = {"binance-futures": {"trade_stream": "aggTrade", "depth_speed": "0ms"}}
@@ -41,7 +41,7 @@ def ready(r) -> bool:
         return False
     if r.spec.exchange.startswith("binance"):
         return "book_change" not in r.rings or all(f.sync[r.spec.symbol_id(s)].synced_once for s in syms)
-    if r.spec.exchange == "bybit":
+    if r.spec.exchange in ("bybit", "bybit-spot"):
         return all(st.synced for t, st in f.seq.items() if t.startswith("orderbook."))
     if r.spec.exchange == "deribit":
         return all(st.synced for st in f.seq.values())
@@ -124,7 +124,7 @@ def sent_trades(sim, ex, channel, sym):
         if ex.startswith("binance"):
             d = msg["data"]
             items = [(str(d["a"]), float(d["p"]), float(d["q"]), SIDE_SELL if d["m"] else SIDE_BUY)]
-        elif ex == "bybit":
+        elif ex in ("bybit", "bybit-spot"):
             items = [(t["i"], float(t["p"]), float(t["v"]), SIDE_BUY if t["S"] == "Buy" else SIDE_SELL) for t in msg["data"]]
         else:
             items = [(str(t["tid"]), float(t["px"]), float(t["sz"]), SIDE_BUY if t["side"] == "B" else SIDE_SELL) for t in msg["data"]]

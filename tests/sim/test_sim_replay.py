@@ -99,3 +99,124 @@ def test_replay_plain_lines_at_recorded_pace_routes_by_coin(tmp_path: Path) -> N
             assert elapsed >= (len(frames) - 1) * 0.05 * 0.9, "recorded pace"
 
     uvloop.run(main())
+
+
+# -- compressed files, aliases, inline REST, connections (issue 13) ---------------------------------------
+
+
+async def _bybit_client_frames(path: Path, url_path: str, topics: list[str], exchanges: list[str],
+                               n: int) -> tuple[list[bytes], Simulator]:
+    """Replay ``path``; one client on ``url_path`` subscribed to ``topics``: (its data frames, the simulator)."""
+    async with Simulator(exchanges, replay=path) as sim:
+        sim.replayer.wait = 0.5
+        c = await connect(sim.ws_url() + url_path)
+        for i in range(0, len(topics), 10):
+            c.send(json.dumps({"req_id": str(i), "op": "subscribe", "args": topics[i:i + 10]}).encode())
+        await until(lambda: sim.replayer.done.is_set(), 10)
+        await until(lambda: len([f for f in c.frames if b'"topic"' in f]) >= n, 5)
+        return [f for f in c.frames if b'"topic"' in f], sim
+
+
+def test_replay_gzip_and_zstd_files_told_by_magic_bytes(tmp_path: Path) -> None:
+    """The same recording gzipped and zstd-compressed, under names that do not say so, replays
+    exactly as the plain file."""
+    import gzip
+
+    import zstandard
+
+    plain = BY_V2.read_bytes()
+    gz = tmp_path / "gz" / BY_V2.name
+    zs = tmp_path / "zst" / (BY_V2.name + ".zst")
+    gz.parent.mkdir()
+    zs.parent.mkdir()
+    gz.write_bytes(gzip.compress(plain))
+    zs.write_bytes(zstandard.ZstdCompressor().compress(plain))
+    expected = data_frames(BY_V2)
+    topics = sorted({json.loads(f)["topic"] for f in expected})
+    for path in (BY_V2, gz, zs):
+        assert read_recording(path)[0] == read_recording(BY_V2)[0]  # (the REST siblings stay behind)
+        got, _ = uvloop.run(_bybit_client_frames(path, "/v5/public/linear", topics, ["bybit"], len(expected)))
+        assert got == expected, path
+
+
+def _plain(tmp: Path, frames: list[tuple[int, bytes]]) -> Path:
+    rec = tmp / "rec.txt"
+    rec.write_bytes(b"".join(b"%d %s\n" % (ts, f) for ts, f in frames))
+    return rec
+
+
+def test_replay_serves_a_recorded_speed_to_a_subscriber_of_another(tmp_path: Path) -> None:
+    """A recording of ``@depth@0ms`` reaches a ``@depth@100ms`` subscriber, labelled with its
+    stream name; the data byte for byte (here: the real 100 ms frames, recorded under 0ms)."""
+    real = [(ts, f) for ts, f in read_recording(BF_V2)[0] if b'"stream":"sushiusdt@depth@100ms"' in f]
+    assert len(real) > 100
+    rec = _plain(tmp_path, [(int(ts), f.replace(b"@depth@100ms", b"@depth@0ms", 1)) for ts, f in real])
+
+    async def main(url: str) -> list[bytes]:
+        async with Simulator(["binance-futures"], replay=rec) as sim:
+            c = await connect(sim.ws_url() + url)
+            await until(lambda: sim.replayer.done.is_set(), 10)
+            await until(lambda: len(c.frames) >= len(real), 5)
+            return c.frames
+
+    assert uvloop.run(main("/public/stream?streams=sushiusdt@depth@100ms")) == [f for _, f in real]
+    bare = uvloop.run(main("/public/ws/sushiusdt@depth@500ms"))  # a raw /ws stream gets the bare data
+    assert [json.loads(x) for x in bare] == [json.loads(f)["data"] for _, f in real]
+    from ticktape.sim.bybit import Bybit
+
+    src = Bybit.replay_source
+    have = {"orderbook.1.X", "orderbook.200.X", "orderbook.1000.X"}
+    assert src(None, "orderbook.50.X", have) == "orderbook.200.X"  # type: ignore[arg-type]
+    assert src(None, "orderbook.1.X", {"orderbook.50.X"}) is None  # type: ignore[arg-type]
+
+
+def test_replay_serves_rest_snapshots_recorded_inline(tmp_path: Path) -> None:
+    """``<ns> <frame>`` lines with the REST snapshot inline (Tardis's ``depthSnapshot`` frame): the
+    body is served at the REST path, the diffs on the websocket, the snapshot frame is not."""
+    frames, http = read_recording(BF_V2)
+    body = next(b for u, _, b in http if "symbol=AKROUSDT" in u)
+    diffs = [(ts, f) for ts, f in frames if b'"stream":"akrousdt@depth@100ms"' in f]
+    inline = b'{"stream":"akrousdt@depthSnapshot","generated":true,"data":%s}' % body
+    rec = _plain(tmp_path, [(diffs[0][0] - 1, inline), *diffs])
+
+    async def main() -> None:
+        async with Simulator(["binance-futures"], replay=rec) as sim:
+            c = await connect(sim.ws_url() + "/public/stream?streams=akrousdt@depth@100ms")
+            await until(lambda: sim.replayer.done.is_set(), 10)
+            await until(lambda: len(c.frames) >= len(diffs), 5)
+            assert c.frames == [f for _, f in diffs]
+            async with aiohttp.ClientSession() as s, s.get(sim.rest_url() + "/fapi/v1/depth?symbol=AKROUSDT") as r:
+                assert r.status == 200 and await r.read() == body
+
+    uvloop.run(main())
+
+
+def test_replay_keeps_frames_on_their_recorded_connection(tmp_path: Path) -> None:
+    """A v3 recording with a linear and a spot connection: subscribers of every topic on the linear
+    path get the linear connection's frames only, on the spot path the spot connection's only; a
+    simulator without the spot venue skips (and counts) the spot connection's frames."""
+    from recordings import v2_to_v3
+
+    v3 = tmp_path / "bybit.jsonl.zst"
+    linear, spot = v2_to_v3([BY_V2, BY_V2.with_name("cryptofeed_v2_v5_BYBIT.ws.2.0")], v3, "BYBIT")
+    linear = [f for f in linear if route(f) is not None]
+    spot = [f for f in spot if route(f) is not None]
+    topics = sorted({json.loads(f)["topic"] for f in linear + spot})
+    assert len(topics) == 10 and linear and spot
+
+    got, sim = uvloop.run(_bybit_client_frames(v3, "/v5/public/linear", topics, ["bybit"], len(linear)))
+    assert got == linear and sim.replayer.foreign == {"wss://stream.bybit.com/v5/public/spot": len(spot)}
+
+    async def both() -> None:
+        async with Simulator(["bybit", "bybit-spot"], replay=v3) as sim:
+            lin = await connect(sim.ws_url() + "/v5/public/linear")
+            spo = await connect(sim.ws_url() + "/v5/public/spot")
+            for c in (lin, spo):
+                c.send(json.dumps({"op": "subscribe", "args": topics}).encode())
+            await until(lambda: sim.replayer.done.is_set(), 10)
+            await until(lambda: len(lin.frames) >= len(linear) + 1 and len(spo.frames) >= len(spot) + 1, 5)
+            assert lin.frames[1:] == linear and spo.frames[1:] == spot
+            assert json.loads(spo.frames[0]) == {"success": True, "ret_msg": "subscribe",
+                                                 "conn_id": json.loads(spo.frames[0])["conn_id"], "op": "subscribe"}
+
+    uvloop.run(both())
