@@ -213,12 +213,16 @@ def _check_recording(src: str, name: str) -> None:
     elif not p.is_file():
         why = "not a file"
     else:
+        from ticktape.sim.replay import sniff
+
         try:
             with p.open("rb") as fh:
                 if not fh.read(1):
                     why = "the file is empty"
-        except OSError as e:
-            why = f"cannot read it ({e.strerror or e})"
+            if not why and not sniff(p):
+                why = "not a recording in a format the simulator reads"
+        except (OSError, EOFError, ValueError) as e:  # unreadable, or a corrupt gzip/zstd stream
+            why = f"cannot read it ({getattr(e, 'strerror', None) or e})"
     if why:
         raise _err(src, f"key simulator.replay: {name!r}: {why} (a recording: cryptofeed v2/v3 or '<ns> <frame>' lines)")
 

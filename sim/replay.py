@@ -123,6 +123,30 @@ def read_bytes(path: Path) -> bytes:
         return fh.read()
 
 
+def sniff(path: Path, size: int = 1 << 16) -> str:
+    """The recording format of ``path`` from its first ``size`` bytes (decompressed): "v3", "v2" or
+    "plain"; "" if none of its first lines is one of them. Cheap: for a config check before start."""
+    with path.open("rb") as fh:
+        head = fh.read(4)
+        fh.seek(0)
+        if head[:2] == _GZIP:
+            text = gzip.GzipFile(fileobj=fh).read(size)
+        elif head == _ZSTD:
+            import zstandard
+
+            text = zstandard.ZstdDecompressor().stream_reader(fh).read(size)
+        else:
+            text = fh.read(size)
+    for line in text.splitlines()[:50]:
+        if line.startswith(b'{"t":'):
+            return "v3"
+        if _V2_CONN.match(line) or (_V2_RECV.match(line) and b"." in line.split(b":", 1)[0]):
+            return "v2"
+        if _PLAIN.match(line):
+            return "plain"
+    return ""
+
+
 def _is_v3(text: bytes) -> bool:
     first = text[: text.find(b"\n")] if b"\n" in text else text
     return first.lstrip().startswith(b'{"t":')
@@ -401,4 +425,4 @@ class Replayer:
         log.info("replay finished: %d frames sent", self.sent)
 
 
-__all__ = ["Recording", "Replayer", "family", "load", "read_bytes", "read_recording", "route", "shape"]
+__all__ = ["Recording", "Replayer", "family", "load", "read_bytes", "read_recording", "route", "shape", "sniff"]

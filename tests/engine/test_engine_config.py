@@ -15,6 +15,9 @@ symbols = ["AAA", "BBB"]
 """
 
 
+_NOT_A_RECORDING = Path(__file__).resolve().parents[2] / "pyproject.toml"
+
+
 @pytest.mark.parametrize(
     ("text", "key", "why"),
     [
@@ -50,6 +53,7 @@ symbols = ["AAA", "BBB"]
         ("[simulator]\nreplay = '/nonexistent/rec.jsonl.zst'\n" + GOOD, "key simulator.replay",
          "'/nonexistent/rec.jsonl.zst': no such file"),
         ("[simulator]\nreplay = '/'\n" + GOOD, "key simulator.replay", "'/': not a file"),
+        (f"[simulator]\nreplay = '{_NOT_A_RECORDING}'\n" + GOOD, "key simulator.replay", "not a recording"),
         ("[simulator]\nreplay_speed = -1\n" + GOOD, "key simulator.replay_speed", "allowed 0..1000"),
         ("[supervisor]\ndrain_timeout = 0\n" + GOOD, "key supervisor.drain_timeout", "allowed > 0"),
         ("writers = 0\n" + GOOD, "key writers", "allowed 1..64"),
