@@ -48,6 +48,7 @@ SEQ_PATTERNS: dict[str, tuple[tuple[str, str], ...]] = {
     "binance-futures": (("depthSnapshot", r'"lastUpdateId":(?P<s>\d+)'), ("depth", r'"u":(?P<s>\d+)'),
                         ("trade", r'"t":(?P<s>\d+)'), ("aggTrade", r'"a":(?P<s>\d+)'), ("bookTicker", r'"u":(?P<s>\d+)')),
     "bybit": (("orderbook", r'"seq":(?P<s>\d+)'), ("publicTrade", r'"i":"(?P<s>[^"]+)"')),
+    "bybit-spot": (("orderbook", r'"seq":(?P<s>\d+)'), ("publicTrade", r'"i":"(?P<s>[^"]+)"')),
     "hyperliquid": (("l2Book", r'"time":(?P<s>\d+)'), ("trades", r'"tid":(?P<s>\d+)'), ("bbo", r'"time":(?P<s>\d+)')),
     "okex": (("books", r'"seqId":(?P<s>\d+)'), ("trades", r'"tradeId":"(?P<s>[^"]+)"')),
     "okex-swap": (("books", r'"seqId":(?P<s>\d+)'), ("trades", r'"tradeId":"(?P<s>[^"]+)"')),

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from ticktape.engine.settings import ExchangeConfig
 
 CATEGORY = bybit.SPOT
+SUPPORTED = CATEGORY.supported
 validate = bybit.validate
 data_types = bybit.data_types
 raw_channels = bybit.raw_channels

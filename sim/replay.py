@@ -43,10 +43,11 @@ import json
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
@@ -109,34 +110,33 @@ class Recording:
     conns: dict[str, str] = field(default_factory=dict)  # conn label -> url it was opened on
 
 
-def read_bytes(path: Path) -> bytes:
-    """A file's content, gunzipped / un-zstd'ed when its first bytes say so (not its name)."""
+@contextmanager
+def _reader(path: Path) -> Iterator[BinaryIO]:
+    """``path`` opened for reading, gunzipped / un-zstd'ed when its first bytes say so (not its name)."""
     with path.open("rb") as fh:
         head = fh.read(4)
         fh.seek(0)
         if head[:2] == _GZIP:
-            return gzip.GzipFile(fileobj=fh).read()
-        if head == _ZSTD:
+            yield cast(BinaryIO, gzip.GzipFile(fileobj=fh))
+        elif head == _ZSTD:
             import zstandard
 
-            return zstandard.ZstdDecompressor().stream_reader(fh).read()
-        return fh.read()
+            yield cast(BinaryIO, zstandard.ZstdDecompressor().stream_reader(fh))
+        else:
+            yield fh
+
+
+def read_bytes(path: Path) -> bytes:
+    """A file's whole content, decompressed when it is gzip or zstd."""
+    with _reader(path) as r:
+        return r.read()
 
 
 def sniff(path: Path, size: int = 1 << 16) -> str:
     """The recording format of ``path`` from its first ``size`` bytes (decompressed): "v3", "v2" or
     "plain"; "" if none of its first lines is one of them. Cheap: for a config check before start."""
-    with path.open("rb") as fh:
-        head = fh.read(4)
-        fh.seek(0)
-        if head[:2] == _GZIP:
-            text = gzip.GzipFile(fileobj=fh).read(size)
-        elif head == _ZSTD:
-            import zstandard
-
-            text = zstandard.ZstdDecompressor().stream_reader(fh).read(size)
-        else:
-            text = fh.read(size)
+    with _reader(path) as r:
+        text = r.read(size)
     for line in text.splitlines()[:50]:
         if line.startswith(b'{"t":'):
             return "v3"

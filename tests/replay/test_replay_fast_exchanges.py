@@ -175,6 +175,7 @@ def test_registry_channels_cover_every_connector_config() -> None:
     options: dict[str, list[dict[str, Any]]] = {
         "binance-futures": [{"depth": d, "trade_stream": t} for d in (5, 10, 20) for t in ("aggTrade", "trade")],
         "bybit": [{"depth": d} for d in (1, 50, 200, 1000)],
+        "bybit-spot": [{"depth": d} for d in (1, 50, 200, 1000)],
         "hyperliquid": [{"depth": 20}],
         "deribit": [{}],
         "bitmex": [{}],
