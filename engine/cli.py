@@ -11,8 +11,8 @@ from collections.abc import Sequence
 # subcommand -> (module with add_arguments(parser) and main(args) -> int, help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("ticktape.engine.run", "capture live market data into the archive (capture run config.toml)"),
-    "sim": ("ticktape.sim.cli", "run the local exchange simulator (binance-futures, binance, binance-delivery, bybit, hyperliquid, "
-            "deribit, bitmex, okex, okex-swap)"),
+    "sim": ("ticktape.sim.cli", "run the local exchange simulator (binance-futures, binance, binance-delivery, bybit, bybit-spot, "
+            "hyperliquid, deribit, bitmex, okex, okex-swap)"),
     "s3": ("ticktape.archive.s3_cli", "mirror the archive to S3 (sync) and fetch ranges back (restore)"),
     "replay": ("ticktape.replay.cli", "serve the archive over the Tardis Machine replay API"),
     "report": ("ticktape.archive.report_cli", "data-quality report: coverage, gaps, disconnects, drops (table, JSON, HTML)"),
