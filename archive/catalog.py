@@ -35,6 +35,8 @@ def resolve_data_type(data_type: str, depth: int | None = None) -> str:
     if data_type == "book_snapshot":
         if depth is None:
             raise ValueError("book_snapshot needs a depth (e.g. depth=20 -> book_snapshot_20)")
+        if not 1 <= depth <= 1000:
+            raise ValueError(f"depth {depth}: must be 1..1000 (book snapshot levels)")
         data_type = f"book_snapshot_{depth}"
     return check_data_type(data_type)
 

@@ -159,6 +159,7 @@ def _sync(args: argparse.Namespace) -> int:
 
 
 def _restore(args: argparse.Namespace) -> int:
+    from ticktape.archive.catalog import keys_for_range
     from ticktape.archive.s3 import range_keys
     from ticktape.archive.s3_restore import restore_all, restore_keys
 
@@ -186,6 +187,8 @@ def _restore(args: argparse.Namespace) -> int:
         ]
         if need:
             raise S3Error(f"missing {', '.join(need)} (or use --all to restore everything)")
+        if args.types:  # every range input checked before any S3 call (a bad --depth is not a credentials error)
+            keys_for_range(args.exchange, args.types, args.symbol, args.start, args.end, args.depth)
         keys = range_keys(
             args.url, args.exchange, args.symbol, args.start, args.end, args.types, args.depth, _opts(args)
         )

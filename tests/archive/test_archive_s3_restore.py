@@ -256,6 +256,12 @@ def test_wrong_credentials_and_missing_bucket_give_one_line_without_secrets(tmp_
             lines = p.stderr.strip().splitlines()
             assert len(lines) == 1 and "access key is not known" in lines[0], p.stderr
             assert secret not in p.stderr + p.stdout and "Traceback" not in p.stderr
+        # a bad range input is named before any S3 call, whatever the credentials
+        p = _run_capture("s3", "restore", "s3://any-bucket/p", root, "--exchange", EX, "--symbol", "BTCUSDT",
+                         "--type", "book_snapshot", "--depth", "-3", "--from", "2025-01-05:22", "--to", "2025-01-05:23",
+                         "--endpoint-url", strict.endpoint, env=env)
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode == 1 and len(lines) == 1 and "depth -3: must be 1..1000" in lines[0], p.stderr
 
     # credentials through a .env file; a missing bucket on a working endpoint
     envfile = tmp_path / ".env"
