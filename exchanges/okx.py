@@ -2,7 +2,8 @@
 
 One module for both ids (the protocol is one; the instrument type differs):
 ``books`` (400 levels: a ``snapshot`` action, then ``update`` actions),
-``trades``, ``tickers`` (``book_ticker``; a swap's last price), and for swaps
+``trades`` (or with ``trade_stream = "trades-all"`` one row per fill from the
+business path), ``tickers`` (``book_ticker``; a swap's last price), and for swaps
 ``funding-rate``, ``mark-price``, ``open-interest``, ``index-tickers``
 (``derivative_ticker``, merged in ``okx_tickers``) and ``liquidation-orders``
 (``liquidations``; one subscription per connection by ``instType``, frames of
@@ -44,6 +45,10 @@ log = logging.getLogger("ticktape.exchanges")
 
 WS_URL = "wss://ws.okx.com:8443"
 PATH = "/ws/v5/public"
+BUSINESS_PATH = "/ws/v5/business"  # trades-all lives there (login-free)
+#: ``trade_stream``: ``trades`` (default; one row per taker order, public path) or ``trades-all`` (one row per
+#: fill, the business path; what Tardis records and tardis-dev normalizes for recent dates)
+TRADE_STREAMS = ("trades", "trades-all")
 REST_URL = "https://www.okx.com"
 #: per id: instrument type, symbol pattern, example, supported channels
 KINDS: dict[str, tuple[str, re.Pattern[str], str, tuple[str, ...]]] = {
@@ -111,7 +116,7 @@ class TradesFrame(msgspec.Struct, gc=False):
 
 
 _BOOK_HEAD = b'{"arg":{"channel":"books",'
-_TRADES_HEAD = b'{"arg":{"channel":"trades",'
+_TRADES_HEAD = b'{"arg":{"channel":"trades'  # trades and trades-all
 
 
 def kind_of(name: str) -> tuple[str, re.Pattern[str], str, tuple[str, ...]]:
@@ -125,7 +130,9 @@ def validate(name: str, cfg: ExchangeConfig) -> None:
     _inst, pattern, example, supported = kind_of(name)
     common.check_symbols(name, cfg.symbols, pattern, example, " in upper case")
     common.check_channels(name, cfg.channels, supported)
-    common.check_no_trade_stream(name, cfg)
+    if cfg.trade_stream is not None and cfg.trade_stream not in TRADE_STREAMS:
+        raise ValueError(f"trade_stream {cfg.trade_stream!r} is not an OKX trades channel (one of {', '.join(TRADE_STREAMS)})")
+    common.check_no_binance_options(name, cfg)
     common.check_url(cfg.url, ("ws", "wss"), "url")
     common.check_url(cfg.rest_url, ("http", "https"), "rest_url")
 
@@ -159,7 +166,7 @@ def raw_channels(name: str, cfg: ExchangeConfig) -> tuple[str, ...]:
     """Tardis names: OKX's own channel names."""
     out: list[str] = []
     if "trades" in cfg.channels:
-        out.append("trades")
+        out.append(cfg.trade_stream or "trades")
     if "book_change" in cfg.channels:
         out.append("books")
     if "book_ticker" in cfg.channels or "derivative_ticker" in cfg.channels:
@@ -192,7 +199,8 @@ class Okx(Feed):
         for s in self.cfg.symbols:
             sym = self.sym_id[s]
             if "trades" in chans:
-                self.args.append(({"channel": "trades", "instId": s}, TRADES, sym, self.chan_id["trades"]))
+                tch = self.cfg.trade_stream or "trades"
+                self.args.append(({"channel": tch, "instId": s}, TRADES, sym, self.chan_id[tch]))
             if "book_change" in chans:
                 self.args.append(({"channel": "books", "instId": s}, BOOK, sym, self.chan_id["books"]))
             if "book_ticker" in chans or "derivative_ticker" in chans:  # bid/ask, and a swap's last price
@@ -217,22 +225,31 @@ class Okx(Feed):
         self._await_room: set[int] = set()
 
     def plans(self) -> list[Plan]:
+        """Public-path connections (their first one also takes ``liquidation-orders``), then business-path
+        ones for ``trades-all``; at most ``ARGS_PER_CONN`` subscriptions each."""
         out: list[Plan] = []
-        for i in range(0, max(len(self.args), 1), ARGS_PER_CONN):
-            chunk = self.args[i : i + ARGS_PER_CONN]
-            args = [a for a, *_ in chunk]
-            streams = [(c, s) for _, _, s, c in chunk]
-            if not out and "liquidations" in self.cfg.channels:
-                args.append({"channel": "liquidation-orders", "instType": self.inst_type})
-                streams += [(self.liq_chan, self.sym_id[s]) for s in self.cfg.symbols]
-            msgs = [self.op("subscribe", args[j : j + ARGS_PER_MSG]) for j in range(0, len(args), ARGS_PER_MSG)]
-            label = f"public#{len(out)}"
-            for arg, kind, sym, _ in chunk:
-                if kind == BOOK:
-                    self.book_link[sym] = len(out)
-                log.info("subscribe %s (%s %s) on %s", self.feed_id(_KIND_TYPE[kind], sym), arg["channel"],
-                         arg["instId"], label)
-            out.append(Plan(url=self.ws_url, subscribe=msgs, streams=streams, label=label))
+        public = [a for a in self.args if a[0]["channel"] != "trades-all"]
+        business = [a for a in self.args if a[0]["channel"] == "trades-all"]
+        for group, path, name in ((public, PATH, "public"), (business, BUSINESS_PATH, "business")):
+            url = common.join_url(self.cfg.url or WS_URL, path)
+            liq = name == "public" and "liquidations" in self.cfg.channels
+            if not group and not liq:
+                continue
+            for i in range(0, max(len(group), 1), ARGS_PER_CONN):
+                chunk = group[i : i + ARGS_PER_CONN]
+                args = [a for a, *_ in chunk]
+                streams = [(c, s) for _, _, s, c in chunk]
+                if liq and i == 0:
+                    args.append({"channel": "liquidation-orders", "instType": self.inst_type})
+                    streams += [(self.liq_chan, self.sym_id[s]) for s in self.cfg.symbols]
+                msgs = [self.op("subscribe", args[j : j + ARGS_PER_MSG]) for j in range(0, len(args), ARGS_PER_MSG)]
+                label = f"{name}#{i // ARGS_PER_CONN}"
+                for arg, kind, sym, _ in chunk:
+                    if kind == BOOK:
+                        self.book_link[sym] = len(out)
+                    log.info("subscribe %s (%s %s) on %s", self.feed_id(_KIND_TYPE[kind], sym), arg["channel"],
+                             arg["instId"], label)
+                out.append(Plan(url=url, subscribe=msgs, streams=streams, label=label))
         return out
 
     @staticmethod
@@ -262,7 +279,7 @@ class Okx(Feed):
                     return
             elif head.startswith(_TRADES_HEAD):
                 tf = self._trades_frame.decode(payload)
-                route = self.routes.get(("trades", tf.arg.instId))
+                route = self.routes.get((tf.arg.channel, tf.arg.instId))
                 if route is not None:
                     _kind, sym, chan = route
                     self.count(sym, ts, len(payload), chan)

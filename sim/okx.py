@@ -42,6 +42,7 @@ CHECKSUM_LEVELS = 25
 MARK_INTERVAL_S = 0.2
 SLOW_INTERVAL_S = 1.0  # funding-rate and open-interest
 PATH = "/ws/v5/public"
+BUSINESS = "/ws/v5/business"  # trades-all (one push per fill) lives there, as at OKX
 
 
 class _State:
@@ -64,14 +65,14 @@ class _State:
 
 class Okx(Venue):
     exchange = "okex"
-    ws_paths = (PATH,)
+    ws_paths = (PATH, BUSINESS)
     replay_shape = "arg"
     #: spot and swaps share the real path: a recorded frame's instId picks the id (``sim.replay``)
     recorded_urls = (re.compile(r"//ws[a-z]*\.okx\.com(:\d+)?/ws/v5/public"),)
     inst_type = "SPOT"
     symbol_re = re.compile(r"[A-Z0-9]{1,20}-[A-Z0-9]{2,10}")
     default_listed = tuple(f"{c}-USDT" for c in instruments.COINS)
-    channels: tuple[str, ...] = ("books", "trades", "tickers")
+    channels: tuple[str, ...] = ("books", "trades", "trades-all", "tickers")
 
     def __init__(self, *a: Any, **kw: Any) -> None:
         self.st: dict[str, _State] = {}
@@ -137,7 +138,8 @@ class Okx(Venue):
                             "Please use the correct URL, channel and parameters referring to API document.")
                 return
             sym = self.inst_type
-        elif ch not in self.channels or not isinstance(inst, str) or not self.valid_symbol(
+        elif ch not in self.channels or (ch == "trades-all") != (conn.path == BUSINESS) or not isinstance(inst, str) \
+                or not self.valid_symbol(
                 f"{inst}-SWAP" if ch == "index-tickers" else inst) or (
                 op == "subscribe" and self.sim.take_fault(self.exchange, "subscribe_error", conn.id)):
             self._error(conn, "60018", f"Wrong URL or channel:{ch},instId:{inst} doesn't exist. "
@@ -182,6 +184,15 @@ class Okx(Venue):
                     b"buy" if ev.buy else b"sell", now - 1)
                 for conn in list(subs):
                     conn.send("trades", sym, data, (str(st.tid),), ev.n)
+            subs_all = self.subscribers("trades-all", sym)
+            if subs_all:  # one push per fill, ids rising to the taker order's last (the trades channel's id)
+                first_id = st.tid - len(ev.fills) + 1
+                for k, q in enumerate(ev.fills):
+                    data = b'{"arg":{"channel":"trades-all","instId":"%s"},"data":[{"instId":"%s","tradeId":"%d","px":"%s","sz":"%s","side":"%s","ts":"%d"}]}' % (
+                        sym.encode(), sym.encode(), first_id + k, m.spec.px(ev.px).encode(), m.spec.qty(q).encode(),
+                        b"buy" if ev.buy else b"sell", now - 1)
+                    for conn in list(subs_all):
+                        conn.send("trades-all", sym, data, (str(first_id + k),), ev.n)
             st.last_px, st.last_sz = ev.px, sum(ev.fills)
             st.open = st.open or ev.px
             st.high, st.low = max(st.high, ev.px), min(st.low or ev.px, ev.px)
@@ -242,7 +253,7 @@ class OkxSwap(Okx):
     inst_type = "SWAP"
     symbol_re = re.compile(r"[A-Z0-9]{1,20}-[A-Z0-9]{2,10}-SWAP")
     default_listed = tuple(f"{c}-USDT-SWAP" for c in instruments.COINS)
-    channels = ("books", "trades", "tickers", "funding-rate", "mark-price", "open-interest", "index-tickers",
+    channels = ("books", "trades", "trades-all", "tickers", "funding-rate", "mark-price", "open-interest", "index-tickers",
                 "liquidation-orders")
 
     def on_book_event(self, m: Market, now_ms: int) -> None:

@@ -20,9 +20,9 @@ CHANNELS = {"okex": ["trades", "book_change", "book_ticker"],
 DERIV = ("funding-rate", "mark-price", "open-interest", "tickers", "index-tickers")
 
 
-def sent_trades(sim, ex, sym):
+def sent_trades(sim, ex, sym, channel="trades"):
     out = []
-    for s in sim.sent(ex, "trades", sym):
+    for s in sim.sent(ex, channel, sym):
         if not s.fault:
             for t in json.loads(s.data)["data"]:
                 out.append((t["tradeId"], float(t["px"]), float(t["sz"]), SIDE_BUY if t["side"] == "buy" else SIDE_SELL))
@@ -121,3 +121,23 @@ def test_okx_quiet_connection_pings_and_stays_up(rig):
     kinds = [k for k, _, d in r.events() if d != "shutdown"]
     assert not {"stall", "disconnect", "gap", "resync"} & set(kinds), kinds
     assert r.feed.stat("messages", r.spec.symbol_id("BTC-USDT")) == 1  # the snapshot, nothing else was due
+
+
+@pytest.mark.slow
+def test_okx_trades_all_on_the_business_path_one_row_per_fill(rig):
+    """``trade_stream = "trades-all"``: a second connection on /ws/v5/business, one push and one row per
+    fill (what Tardis records), while the books stay on the public path."""
+    ex = {"okex-swap": SYMS["okex-swap"]}
+    sim, rigs = uvloop.run(capture(rig, None, seconds=1.2, rate=120, exchanges=ex,
+                                   channels={"okex-swap": ["trades", "book_change"]},
+                                   extra={"okex-swap": {"trade_stream": "trades-all"}}))
+    r = rigs["okex-swap"]
+    # the simulator serves trades-all only on /ws/v5/business (as OKX): a connection of its own
+    assert {s.conn for s in sim.sent("okex-swap", "trades-all")}.isdisjoint({s.conn for s in sim.sent("okex-swap", "books")})
+    for sym in SYMS["okex-swap"]:
+        got = [(t["id"].decode(), float(t["price"]), float(t["amount"]), int(t["side"])) for t in trade_rows(r, sym)]
+        want = sent_trades(sim, "okex-swap", sym, "trades-all")
+        assert len(got) >= 20 and got == want, sym
+        assert [x[4] for x in r.raw() if x[2] == sym and x[1] == "trades-all" and x[4]] == [
+            s.data for s in sim.sent("okex-swap", "trades-all", sym)]
+        assert book_matches(sim, r, "okex-swap", sym)

@@ -48,6 +48,8 @@ def cfg(**kw):
         ("okex-swap", {"symbols": ["BTC-USDT"]}, r"not a okex-swap symbol.*BTC-USDT-SWAP"),
         ("okex", {"symbols": ["BTC-USDT"], "channels": ["liquidations"]}, r"'liquidations' is not supported by okex \(supported: trades, book_change, book_ticker\)"),
         ("okex-swap", {"symbols": ["BTC-USDT-SWAP"], "channels": ["book_snapshot"]}, r"not supported by okex-swap"),
+        ("okex", {"symbols": ["BTC-USDT"], "trade_stream": "aggTrade"}, r"trade_stream 'aggTrade' is not an OKX trades channel \(one of trades, trades-all\)"),
+        ("okex", {"symbols": ["BTC-USDT"], "depth_speed": "0ms"}, r"depth_speed is a binance-futures option"),
     ],
 )
 def test_bad_config_is_a_clear_error(name, kw, match):
@@ -88,6 +90,7 @@ def test_data_types_and_raw_channels():
     assert registry.raw_channels("okex-swap", o) == ("trades", "books", "tickers", "funding-rate", "mark-price",
                                                      "open-interest", "index-tickers", "liquidation-orders")
     assert registry.raw_channels("okex", cfg(symbols=["BTC-USDT"])) == ("trades", "books")
+    assert registry.raw_channels("okex", cfg(symbols=["BTC-USDT"], trade_stream="trades-all")) == ("trades-all", "books")
 
 
 def test_binance_plans_split_public_and_market_paths(rig):
@@ -135,3 +138,14 @@ def test_okx_subscribe_messages_and_liquidations_by_instrument_type(rig):
         {"channel": "trades", "instId": "BTC-USDT-SWAP"}, {"channel": "books", "instId": "BTC-USDT-SWAP"},
         {"channel": "trades", "instId": "ETH-USDT-SWAP"}, {"channel": "books", "instId": "ETH-USDT-SWAP"},
         {"channel": "liquidation-orders", "instType": "SWAP"}]}]
+
+
+def test_okx_trades_all_goes_to_the_business_path(rig):
+    import json
+
+    r = rig("okex", symbols=["BTC-USDT"], channels=["trades", "book_change"], trade_stream="trades-all",
+            url="ws://127.0.0.1:9400")
+    plans = r.feed.plans()
+    assert [p.url for p in plans] == ["ws://127.0.0.1:9400/ws/v5/public", "ws://127.0.0.1:9400/ws/v5/business"]
+    assert [json.loads(m)["args"] for p in plans for m in p.subscribe] == [
+        [{"channel": "books", "instId": "BTC-USDT"}], [{"channel": "trades-all", "instId": "BTC-USDT"}]]

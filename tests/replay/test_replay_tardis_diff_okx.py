@@ -3,11 +3,11 @@ own ``replayNormalized`` with the same Tardis exchange ids, on an archive ``capt
 simulator's OKX dialect (books with seqId and checksum, trades, tickers; the swaps' funding-rate,
 mark-price, open-interest, index-tickers and liquidation-orders).
 
-Compared: the books (book_change and snapshots). Not comparable with tardis-dev 13.35.3, which for
-dates after 2023 builds okex trades from ``trades-all`` (the business endpoint; we record the public
-``trades``), book_ticker from ``bbo-tbt`` (we use ``tickers``), keeps index prices under the index's
-own instId (we file ``index-tickers`` under the swap) and asks for its generated ``liquidations``
-channel beside ``liquidation-orders``: its filters name channels or symbols this archive does not have."""
+Compared: trades (captured with ``trade_stream = "trades-all"``, the channel tardis-dev reads for recent
+dates) and the books (book_change and snapshots). Not comparable with tardis-dev 13.35.3, which takes
+book_ticker from ``bbo-tbt`` (we use ``tickers``), keeps index prices under the index's own instId (we
+file ``index-tickers`` under the swap) and asks for its generated ``liquidations`` channel beside
+``liquidation-orders``: its filters name channels or symbols this archive does not have."""
 
 from __future__ import annotations
 
@@ -57,11 +57,13 @@ def captured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server,
 [exchanges.okex]
 symbols = {list(SPOT)!r}
 channels = ["trades", "book_change", "book_ticker"]
+trade_stream = "trades-all"
 url = "{sim.ws_url('okex')}"
 
 [exchanges.okex-swap]
 symbols = {list(SWAP)!r}
 channels = ["trades", "book_change", "book_ticker", "derivative_ticker", "liquidations"]
+trade_stream = "trades-all"
 url = "{sim.ws_url('okex-swap')}"
 """.replace("'", '"')
         started: list[float] = []
@@ -80,9 +82,9 @@ url = "{sim.ws_url('okex-swap')}"
 
 
 @pytest.mark.parametrize(("exchange", "data_types"), [
-    ("okex", ["book_change"]),
+    ("okex", ["trade", "book_change"]),
     ("okex", ["book_snapshot_5_100ms"]),
-    ("okex-swap", ["book_change", "book_snapshot_10_1s"]),
+    ("okex-swap", ["trade", "book_change", "book_snapshot_10_1s"]),
 ], ids=lambda v: v if isinstance(v, str) else "+".join(v))
 def test_okx_ids_match_tardis(modules: Path, captured: Any, exchange: str, data_types: list[str]) -> None:
     server, tmp, t0, t1 = captured
