@@ -305,7 +305,8 @@ class BookSource:
             starts = np.r_[0, starts]
         self.starts = starts.astype(np.int64)
         self.ends = (np.r_[starts[1:], len(t)] if len(starts) else starts).astype(np.int64)
-        self.leading = bool(len(t) > self.context) and not bool(snap[self.context]) if len(t) > self.context else False
+        #: this hour's first row continues a book (not a snapshot): the source was live across the hour
+        self.leading = len(t) > self.context and not bool(snap[self.context])
         ev = self.events
         if ev.num_rows:
             kind = ev.column("kind")
@@ -313,7 +314,7 @@ class BookSource:
             brk = pc.is_in(txt, pa.array(BREAK_KINDS)).to_numpy(zero_copy_only=False)
             at = ev.column(LOCAL_TS_NS).to_numpy()[brk]
             self.break_ts = np.unique(at)
-            own = np.array([d == "shutdown" for d in ev.column("detail").to_pylist()], bool)[brk]
+            own = pc.equal(ev.column("detail"), "shutdown").fill_null(False).to_numpy(zero_copy_only=False)[brk]
             #: break times that are a capture's own stop (every row's detail "shutdown"): no window
             self.shutdown_ts = set(np.unique(at[own]).tolist()) - set(np.unique(at[~own]).tolist())
         else:
