@@ -180,6 +180,8 @@ def raw_channels(name: str, cfg: ExchangeConfig) -> tuple[str, ...]:
 
 class Okx(Feed):
     exchange = "okex"
+    #: subscribe/unsubscribe requests one connection may send per hour (OKX: 480; a margin kept)
+    SUBSCRIBE_BUDGET = 460
     timing = Timing(stall_timeout=60.0, ping_interval=5.0, subscribe_interval=0.35)  # 3 requests/s
 
     def __init__(self, *a: Any, **kw: Any) -> None:
@@ -223,6 +225,7 @@ class Okx(Feed):
         self.book_link: dict[int, int] = {}
         self._pending_resync: set[int] = set()
         self._await_room: set[int] = set()
+        self._ops: dict[int, list[float]] = {}  # conn id -> monotonic times of its subscribe/unsubscribe requests
 
     def plans(self) -> list[Plan]:
         """Public-path connections (their first one also takes ``liquidation-orders``), then business-path
@@ -425,12 +428,31 @@ class Okx(Feed):
         self._resubscribe(sym)
 
     def _resubscribe(self, sym: int) -> None:
-        self.chains[sym].resync_deadline = time.monotonic() + RESYNC_TIMEOUT
+        """Unsubscribe + subscribe on the book's connection; when that would spend more of OKX's 480
+        subscribe/unsubscribe requests per connection per hour than ``SUBSCRIBE_BUDGET``, rebuild the
+        connection instead (a new one starts a new hour, and its subscribe brings every snapshot)."""
+        now = time.monotonic()
+        self.chains[sym].resync_deadline = now + RESYNC_TIMEOUT
         link = self.links[self.book_link[sym]] if self.links else None
-        if link is not None and link.current is not None:
-            arg = [{"channel": "books", "instId": self.spec.symbols[sym]}]
-            link.current.send(self.op("unsubscribe", arg))
-            link.current.send(self.op("subscribe", arg))
+        if link is None or link.current is None:
+            return
+        lst = link.current
+        sent = self._ops.setdefault(lst.conn_id, [])
+        while sent and now - sent[0] > 3600.0:
+            sent.pop(0)
+        if len(sent) + 2 > self.SUBSCRIBE_BUDGET:
+            detail = f"{len(sent)} subscribe requests on this connection in the last hour: reconnecting"
+            self.out.event(time.time_ns(), "info", conn_id=lst.conn_id, detail=detail[:96])
+            link.reconnect(f"OKX subscribe budget ({self.SUBSCRIBE_BUDGET}/h) reached")
+            return
+        arg = [{"channel": "books", "instId": self.spec.symbols[sym]}]
+        lst.send(self.op("unsubscribe", arg))
+        lst.send(self.op("subscribe", arg))
+        sent += (now, now)
+
+    def on_open(self, lst: Listener) -> None:
+        """The plan's subscribe messages count against the connection's hourly request budget."""
+        self._ops[lst.conn_id] = [time.monotonic()] * len(lst.plan.subscribe)
 
     def book_room(self) -> bool:
         """Room in the book ring for a snapshot (400 levels a side, and a margin)."""
@@ -483,6 +505,7 @@ class Okx(Feed):
         log.error("%s conn %d: %s", self.exchange, lst.conn_id, detail)
 
     def on_lost(self, lst: Listener) -> None:
+        self._ops.pop(lst.conn_id, None)
         streams = set(lst.plan.streams)
         books = self.chan_id.get("books")
         for sym, st in enumerate(self.chains):

@@ -141,3 +141,27 @@ def test_okx_trades_all_on_the_business_path_one_row_per_fill(rig):
         assert [x[4] for x in r.raw() if x[2] == sym and x[1] == "trades-all" and x[4]] == [
             s.data for s in sim.sent("okex-swap", "trades-all", sym)]
         assert book_matches(sim, r, "okex-swap", sym)
+
+
+@pytest.mark.slow
+def test_okx_resyncs_beyond_the_hourly_subscribe_budget_rebuild_the_connection(rig, monkeypatch):
+    """OKX allows 480 subscribe/unsubscribe requests per connection per hour: a resync that would go
+    over the budget (4 here: the first subscribe message, then one resubscribe pair) rebuilds the
+    connection instead, and the books come back equal to the simulator's."""
+    from ticktape.exchanges.okx import Okx
+
+    monkeypatch.setattr(Okx, "SUBSCRIBE_BUDGET", 4)
+    F = faults.Fault
+    script = [(0.3, F("gap", "okex", symbol="ETH-USDT")), (0.9, F("gap", "okex", symbol="SOL-USDT"))]
+    ex = {"okex": SYMS["okex"]}
+    sim, rigs = uvloop.run(capture(rig, script, seconds=2.2, rate=120, exchanges=ex,
+                                   channels={"okex": ["trades", "book_change"]}))
+    r = rigs["okex"]
+    ev = r.events()
+    kinds = [k for k, _, _ in ev]
+    assert [s for k, s, _ in ev if k == "gap"] == ["ETH-USDT", "SOL-USDT"], ev
+    assert any(k == "info" and "subscribe requests on this connection" in d for k, _, d in ev), ev
+    assert kinds.count("connect") == 2 and r.feed.stat("reconnects") == 1, ev  # the budget, not the venue, cut it
+    assert len({s.conn for s in sim.sent("okex", "books")}) == 2
+    for sym in SYMS["okex"]:
+        assert book_matches(sim, r, "okex", sym), sym
