@@ -15,9 +15,6 @@ import datetime as dt
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -29,12 +26,12 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 from archive_samples import write_sample_archive
+from demo_run import DemoCapture
 
 import ticktape.archive
 from ticktape.archive.layout import FileKey, scan_files
 from ticktape.ipc.schemas import arrow_schema_for
 
-REPO = Path(__file__).resolve().parents[2]
 OLD_DAY = dt.date(2025, 1, 5)
 PARTITIONS = ["exchange", "symbol", "date", "hour"]
 
@@ -42,20 +39,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real capture (simulator, three exchanges) plus one older day of trades."""
-    tmp = tmp_path_factory.mktemp("engines")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    text = (REPO / "configs" / "demo.toml").read_text().replace("18765", str(port))
-    text = text.replace("port = 9464", "port = 0").replace("./archive-demo", str(tmp / "archive"))
-    text = text.replace("./logs-demo", str(tmp / "logs"))
-    (tmp / "run.toml").write_text(text)
-    proc = subprocess.run([sys.executable, "-m", "ticktape.engine.cli", "run", str(tmp / "run.toml"),
-                           "--duration", "6"], cwd=tmp, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:] + proc.stdout[-2000:]
-    root = tmp / "archive"
+def archive(demo_capture: DemoCapture, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the session's real capture (simulator, three exchanges) plus one older day of trades."""
+    root = tmp_path_factory.mktemp("engines") / "archive"
+    shutil.copytree(demo_capture.root, root, symlinks=True)
     write_sample_archive(str(root), data_types=("trades",), symbols=("BTCUSDT",), start="2025-01-05:22",
                          hours=2, rows_per_hour=50)
     return root

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from demo_run import DemoCapture
 from ports import free_port_pair
 
 from ticktape.archive.export import export
@@ -83,14 +84,9 @@ def _rows(root: str, exchange: str, table: str, symbol: str) -> pa.Table:
 
 
 @pytest.fixture(scope="module")
-def captured(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    work = tmp_path_factory.mktemp("capture")
-    proc = subprocess.run(
-        [sys.executable, "-m", "ticktape.engine.cli", "run", "--demo", "--root", str(work / "arc"), "--duration", "6"],
-        cwd=work, capture_output=True, text=True, timeout=180,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return work / "arc"
+def captured(demo_capture: DemoCapture) -> Path:
+    """The session's demo capture (read only here)."""
+    return demo_capture.root
 
 
 @pytest.fixture(scope="module")

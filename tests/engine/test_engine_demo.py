@@ -9,6 +9,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from demo_run import DemoCapture
 
 from ticktape.engine.config import load
 
@@ -22,17 +23,8 @@ def test_shipped_configs_are_valid(name: str) -> None:
 
 
 @pytest.mark.slow
-def test_capture_run_with_builtin_simulator(tmp_path: Path, free_port: int, capture_cmd: list[str]) -> None:
-    text = (REPO / "configs" / "demo.toml").read_text().replace("18765", str(free_port))
-    text = text.replace("port = 9464", "port = 0")
-    cfg = tmp_path / "demo.toml"
-    cfg.write_text(text)
-    proc = subprocess.run(
-        [*capture_cmd, "run", str(cfg), "--duration", "8"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=90,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:] + proc.stdout[-2000:]
-    root = tmp_path / "archive-demo"
+def test_capture_run_with_builtin_simulator(demo_capture: DemoCapture) -> None:
+    root = demo_capture.root  # `capture run configs/demo.toml --duration 8` (tests/conftest.py), exit 0
     rows = duckdb.sql(
         f"select exchange, symbol, count(*) from read_parquet('{root}/trades/**/*.parquet') group by all"
     ).fetchall()
@@ -50,7 +42,7 @@ def test_capture_run_with_builtin_simulator(tmp_path: Path, free_port: int, capt
     # every exchange connected, and the planned shutdown is marked as a disconnect
     for ex in ("binance-futures", "bybit", "hyperliquid"):
         assert (ex, "connect") in kinds and (ex, "disconnect") in kinds
-    assert "WRITE " in proc.stdout
+    assert "WRITE " in demo_capture.stdout
 
 
 def test_demo_config_comes_from_package_data_and_moves_taken_ports() -> None:
