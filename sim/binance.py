@@ -357,6 +357,9 @@ class Binance(Venue):
             for side, p, q in ev.changes:
                 w[3][(side, p)] = q
 
+    def pending(self) -> bool:
+        return bool(self.windows)
+
     def pump(self, now: float) -> None:
         """Close due diff-depth windows; push markPrice on its 1 s (or 3 s) schedule."""
         for key in [k for k, w in self.windows.items() if now - w[4] >= self.depth_speed_s[k[1]]]:

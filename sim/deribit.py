@@ -296,6 +296,9 @@ class Deribit(Venue):
                         "greeks": {"vega": 10.1, "theta": -20.2, "rho": 1.1, "gamma": 0.0001, "delta": 0.45}})
         return out
 
+    def pending(self) -> bool:
+        return any(st.flush_at for st in self.st.values())
+
     def pump(self, now: float) -> None:
         """Book windows whose 100 ms are over; every 100 ms a full ticker per subscribed instrument."""
         for sym, st in self.st.items():

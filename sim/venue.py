@@ -136,6 +136,11 @@ class Venue:
     def pump(self, now: float) -> None:
         """Called by the market pump every tick: timed streams (mark price, tickers, contexts)."""
 
+    def pending(self) -> bool:
+        """Frames already due on a timer but not sent yet (a diff window still open): a test that
+        stops the market waits for these before it asks whether the client read everything."""
+        return False
+
     def tick(self, now: float) -> None:
         """Watchdog hook for timed frames (Bybit's depth-1 re-sent snapshot)."""
 

@@ -99,9 +99,9 @@ async def capture(rig, script, seconds=1.5, rate=150, options=None, exchanges=SY
         await asyncio.sleep(max(0.0, t0 + seconds - loop.time()))
         for ex in sim.rates:  # no more market events: what is sent from here on is only what was due
             sim.rates[ex] = 0.0
-        # Binance diff windows (depth@100ms) still open close on their timer: sent before the drain ping
-        await wait_for(lambda: not any(getattr(v, "windows", None) for v in sim.venues.values()), 10,
-                       "open depth windows to close")
+        # diff windows still open (Binance depth@100ms, Deribit book 100ms) close on their timer: sent before
+        # the drain ping
+        await wait_for(lambda: not any(v.pending() for v in sim.venues.values()), 10, "open book windows to close")
         await drained(sim, exchanges)
         stop.set()
         await asyncio.wait_for(asyncio.gather(*runs), 15)
