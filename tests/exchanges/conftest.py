@@ -3,14 +3,16 @@ instance fed with frames through the same entry the picows listener calls."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+
+# the recorded samples and their readers live in tests/fixtures/recorded_frames.py (importable from any test
+# folder: ``from conftest import ...`` is ambiguous when several conftest modules are loaded)
+from recorded_frames import SAMPLES, cryptofeed_frames, cryptofeed_http  # noqa: F401
 
 from ticktape.engine.config import ExchangeConfig
 from ticktape.exchanges import registry
@@ -20,8 +22,6 @@ from ticktape.ipc import ringset
 from ticktape.ipc.outbox import Outbox
 from ticktape.ipc.raw_ring import RawRing
 from ticktape.ipc.ring import RecordRing
-
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "samples"
 
 
 @dataclass
@@ -102,21 +102,3 @@ def rig() -> Iterator[Any]:
         ringset.close(rings)
 
 
-def cryptofeed_frames(path: Path) -> list[tuple[int, bytes]]:
-    """(local receive ns, frame) of every received frame of a cryptofeed v2 ws file."""
-    out = []
-    for line in path.read_bytes().splitlines():
-        m = re.match(rb"^(\d+\.\d+): (.*)$", line)
-        if m:
-            out.append((int(float(m[1]) * 1e9), m[2]))
-    return out
-
-
-def cryptofeed_http(path: Path) -> list[tuple[str, int, bytes]]:
-    """(url, local receive ns, body) of every REST response of a cryptofeed v2 http file."""
-    out = []
-    for line in path.read_bytes().splitlines():
-        m = re.match(rb"^(\S+) -> (\d+\.\d+): (.*)$", line)
-        if m:
-            out.append((m[1].decode(), int(float(m[2]) * 1e9), m[3]))
-    return out

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SAMPLES, cryptofeed_frames, cryptofeed_http
+from recorded_frames import SAMPLES, cryptofeed_frames, cryptofeed_http
 
 from ticktape.ipc.schemas import BOOK_ASK, BOOK_BID, SIDE_BUY, SIDE_SELL
 

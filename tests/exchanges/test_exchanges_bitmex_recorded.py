@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import SAMPLES, cryptofeed_frames
 from feeds_run_helpers import archived_book, capture_recording
+from recorded_frames import SAMPLES, cryptofeed_frames
 from test_exchanges_bitmex_samples import SYMBOLS, recorded_trades, reference_books
 
 WS = SAMPLES / "bitmex/cryptofeed_v2_BITMEX.ws.1.0"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from conftest import SAMPLES, cryptofeed_frames
 from exchanges_book_helpers import rebuild
+from recorded_frames import SAMPLES, cryptofeed_frames
 
 WS = SAMPLES / "bitmex/cryptofeed_v2_BITMEX.ws.1.0"
 TARDIS = SAMPLES / "bitmex/tardis_node_mappers_test_bitmex.jsonl"

@@ -10,8 +10,8 @@ import json
 import time
 
 import uvloop
-from conftest import SAMPLES
 from exchanges_book_helpers import rebuild
+from recorded_frames import SAMPLES
 from test_exchanges_bitmex_samples import SYMBOLS as REC_SYMBOLS
 from test_exchanges_bitmex_samples import recorded_trades, reference_books
 from test_exchanges_sim import FAST, capture, sim_book, trade_rows, wait_for

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from conftest import SAMPLES, cryptofeed_frames
 from exchanges_book_helpers import rebuild
+from recorded_frames import SAMPLES, cryptofeed_frames
 
 from ticktape.ipc.schemas import SIDE_BUY
 

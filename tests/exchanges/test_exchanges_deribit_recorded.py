@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLES, cryptofeed_frames
 from feeds_run_helpers import archived_book, capture_recording
+from recorded_frames import SAMPLES, cryptofeed_frames
 from test_exchanges_deribit_samples import recorded_instruments, reference
 
 WS = SAMPLES / "deribit/cryptofeed_v2_DERIBIT.ws.1.0"

@@ -7,8 +7,8 @@ import json
 import math
 
 import pytest
-from conftest import SAMPLES, cryptofeed_frames
 from exchanges_book_helpers import rebuild
+from recorded_frames import SAMPLES, cryptofeed_frames
 
 from ticktape.engine.config import ExchangeConfig
 from ticktape.exchanges import registry

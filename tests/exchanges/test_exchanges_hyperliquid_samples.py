@@ -6,7 +6,7 @@ import json
 import math
 import re
 
-from conftest import SAMPLES
+from recorded_frames import SAMPLES
 
 from ticktape.ipc.schemas import SIDE_BUY, SIDE_SELL
 

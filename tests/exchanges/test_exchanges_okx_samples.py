@@ -10,8 +10,8 @@ import json
 import zlib
 
 import pytest
-from conftest import SAMPLES, cryptofeed_frames
 from feeds_run_helpers import CaptureRun, archived_book
+from recorded_frames import SAMPLES, cryptofeed_frames
 
 from ticktape.sim.thread import SimulatorThread
 

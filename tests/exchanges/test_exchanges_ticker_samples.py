@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 
-from conftest import SAMPLES, cryptofeed_frames
+from recorded_frames import SAMPLES, cryptofeed_frames
 
 from ticktape.ipc.schemas import SIDE_BUY, SIDE_SELL
 

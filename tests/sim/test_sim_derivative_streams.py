@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import uvloop
+from recorded_frames import SAMPLES
 from sim_test_helpers import connect, until
 from test_sim_protocols import same_shape
 
 from ticktape.sim.faults import Fault
 from ticktape.sim.server import Simulator
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "samples"
 H8 = 8 * 3_600_000
 
 

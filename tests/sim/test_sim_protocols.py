@@ -13,11 +13,10 @@ from typing import Any
 
 import aiohttp
 import uvloop
+from recorded_frames import SAMPLES
 from sim_test_helpers import connect, until
 
 from ticktape.sim.server import Simulator
-
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "samples"
 
 
 def shape(obj: Any) -> Any:

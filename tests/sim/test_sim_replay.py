@@ -10,12 +10,12 @@ from pathlib import Path
 
 import aiohttp
 import uvloop
+from recorded_frames import SAMPLES
 from sim_test_helpers import connect, until
 
 from ticktape.sim.replay import read_recording, route
 from ticktape.sim.server import Simulator
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "samples"
 BF_V2 = SAMPLES / "binance_futures/cryptofeed_v2_BINANCE_FUTURES.ws.1.0"
 BF_V3 = SAMPLES / "binance_futures/cryptofeed_v3_BINANCE_FUTURES.jsonl.zst"
 BY_V2 = SAMPLES / "bybit/cryptofeed_v2_v5_BYBIT.ws.1.0"
