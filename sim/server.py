@@ -375,30 +375,43 @@ class Simulator:
         except ValueError:
             return _error(400, b'{"error":"bad query"}')
         is_ws = req.headers.get("Upgrade", "").lower() == "websocket"
+        if is_ws:  # the venue with the most specific path: hyperliquid's /ws must not take /ws/v5/public
+            v = self._ws_venue(path)
+            return None if v is None else self._accept(v, path, query)
         for v in self.venues.values():
-            if not is_ws:
-                ans = v.rest(path, query)
-                if ans is not None:
-                    status, body = ans
-                    if status == 307:  # a late answer (``rest_delay``): the body is where it waits
-                        resp = WSUpgradeResponse.create_redirect_response(307, body.decode())
-                        return WSUpgradeResponseWithListener(resp, None)
-                    if status == 200:
-                        resp = WSUpgradeResponse.create_ok_response(body, {"Content-Type": "application/json"})
-                        return WSUpgradeResponseWithListener(resp, None)
-                    return _error(status, body)
-                continue
-            if any(path == p or path.startswith(p + "/") for p in v.ws_paths):
-                refused = v.accept(path, query)
-                if refused is not None:
-                    return _error(*refused)
-                self._next_conn += 1
-                conn = Conn(v, self._next_conn, path, query)
-                pending = self._pending_frame_faults.pop(v.exchange, None)
-                if pending:
-                    conn.faults.extend(pending)
-                return conn
+            ans = v.rest(path, query)
+            if ans is not None:
+                status, body = ans
+                if status == 307:  # a late answer (``rest_delay``): the body is where it waits
+                    resp = WSUpgradeResponse.create_redirect_response(307, body.decode())
+                    return WSUpgradeResponseWithListener(resp, None)
+                if status == 200:
+                    resp = WSUpgradeResponse.create_ok_response(body, {"Content-Type": "application/json"})
+                    return WSUpgradeResponseWithListener(resp, None)
+                return _error(status, body)
         return None  # 404
+
+    def _ws_venue(self, path: str) -> Venue | None:
+        """The venue serving websocket ``path``: the longest of its ws paths that is ``path`` or a
+        parent of it wins (several venues on one port: ``/ws`` is Hyperliquid's, ``/ws/v5/public``
+        OKX's); on a tie the first venue configured (OKX spot and swaps share their path)."""
+        best: tuple[int, Venue | None] = (-1, None)
+        for v in self.venues.values():
+            for p in v.ws_paths:
+                if (path == p or path.startswith(p + "/")) and len(p) > best[0]:
+                    best = (len(p), v)
+        return best[1]
+
+    def _accept(self, v: Venue, path: str, query: dict[str, str]) -> Any:
+        refused = v.accept(path, query)
+        if refused is not None:
+            return _error(*refused)
+        self._next_conn += 1
+        conn = Conn(v, self._next_conn, path, query)
+        pending = self._pending_frame_faults.pop(v.exchange, None)
+        if pending:
+            conn.faults.extend(pending)
+        return conn
 
     def _post(self, path: str, body: bytes) -> tuple[int, bytes] | None:
         """A POST request (Hyperliquid ``/info``): the first venue that answers it."""

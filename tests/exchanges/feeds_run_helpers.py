@@ -57,9 +57,10 @@ class CaptureRun:
         self.port = free_port()
         self.started = datetime.now(UTC)
         self.config = tmp / f"capture-{time.monotonic_ns()}.toml"
-        url = sim.ws_url()
+        simulated = sim.call(lambda s: set(s.venues))
         sections = []
         for name, ex in exchanges.items():
+            url = sim.ws_url(name if name in simulated else None)  # Binance spot / COIN-M: under a prefix
             keys = "\n".join(f"{k} = {json.dumps(v)}" for k, v in ex.items())
             sections.append(f'[exchanges.{name}]\nurl = "{url}"\n{keys}\n')
         self.config.write_text(
