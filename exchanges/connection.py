@@ -210,7 +210,7 @@ class Link:
         while True:
             waiter = asyncio.ensure_future(lst.transport.wait_disconnected())
             limit = self.timing.max_lifetime
-            timeout = None if limit <= 0 else max(0.0, lst.opened_at + limit - time.monotonic())
+            timeout = None if limit <= 0 or self.closing else max(0.0, lst.opened_at + limit - time.monotonic())
             done, _ = await asyncio.wait([waiter], timeout=timeout)
             if done:
                 self.feed.closed(lst)
@@ -231,6 +231,9 @@ class Link:
                 self.feed.overlap_done(self, time.time_ns())
                 continue
             self.spare = new
+            if self.closing:  # close() ran while the new connection opened, so it did not see it
+                new.planned_close = True
+                new.disconnect()
             await self._sleep(self.timing.overlap)
             lst.planned_close = not lst.closed  # it may have dropped by itself meanwhile: then it is a disconnect
             lst.disconnect()

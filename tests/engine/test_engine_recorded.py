@@ -145,11 +145,11 @@ def _capture(
             by_url = by_sim.ws_url("bybit")
         cfg = _config(tmp, bn_sim.ws_url(exchange), by_url, port, exchange, **config_kw)
         proc = subprocess.Popen(
-            [*capture_cmd, "run", str(cfg), "--duration", "40"],
+            [*capture_cmd, "run", str(cfg), "--duration", "180"],
             cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         try:
-            deadline = time.monotonic() + 25
+            deadline = time.monotonic() + 120  # generous: start-up alone takes 10 s on a busy 2-core machine
             while not all(_replayed(s) for s in sims):
                 assert proc.poll() is None, "capture exited before the replay finished"
                 assert time.monotonic() < deadline, "replay did not finish (streams not subscribed?)"
@@ -157,7 +157,7 @@ def _capture(
             _until_archived(proc, port, want_msgs, deadline, lambda: all(
                 bn_sim.call(lambda s: dict(s.replayer.served)).get(k, 0) >= n for k, n in (min_served or {}).items()))
             proc.send_signal(signal.SIGTERM)
-            out, err = proc.communicate(timeout=30)
+            out, err = proc.communicate(timeout=90)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -450,12 +450,12 @@ depth = 1
 url = "{url}"
 """)
     want = {"bybit": sum(len(v) for v in lin_topics.values()), "bybit-spot": sum(len(v) for v in spot_topics.values())}
-    proc = subprocess.Popen([*capture_cmd, "run", str(cfg), "--duration", "40"],
+    proc = subprocess.Popen([*capture_cmd, "run", str(cfg), "--duration", "180"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _until_archived(proc, free_port, want, time.monotonic() + 30)
+        _until_archived(proc, free_port, want, time.monotonic() + 120)
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
+        out, err = proc.communicate(timeout=90)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -98,10 +98,11 @@ def test_kill9_and_restart_neither_repeats_nor_skips(rig: tuple) -> None:
     )
 
     p, stop = _spawn(ex, spec, stats, log_cfg)  # same rings, same stats block
-    while trades.write_seq < COUNT:
+    snaps_ring = rings[f"book_snapshot_{DEPTH}"]
+    while (trades.write_seq < COUNT or rings["book_change"].write_seq < COUNT or rings["raw"].index.write_seq < COUNT
+           or snaps_ring.write_seq < -(-COUNT // snap_every)):  # the whole stream, every type (no fixed sleep)
         assert time.monotonic() < end and p.is_alive()
         time.sleep(0.01)
-    time.sleep(0.1)
     stop.set()
     p.join(20)
     assert p.exitcode == 0

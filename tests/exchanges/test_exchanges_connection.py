@@ -99,7 +99,8 @@ async def scenario(rig, script, options):
     return server, r
 
 
-async def until(cond, timeout=5.0):
+async def until(cond, timeout=30.0):
+    """Generous: only a failing test reaches the timeout, a busy machine delays frames by seconds."""
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
     while not cond():
@@ -144,7 +145,7 @@ def test_stall_is_a_disconnect(rig):
     async def script(server, r):
         await until(lambda: len(server.sent) >= 10)
         server.stall = True  # no frames, no pongs
-        await until(lambda: any(c.gone for c in server.conns), timeout=5)
+        await until(lambda: any(c.gone for c in server.conns))
         server.stall = False
         await until(lambda: server.subscribes >= 2 and len(server.sent) >= 30)
 
@@ -159,7 +160,7 @@ def test_stall_is_a_disconnect(rig):
 @pytest.mark.slow
 def test_planned_rollover_overlaps_without_gap_or_duplicates(rig):
     async def script(server, r):
-        await until(lambda: server.subscribes >= 4 and len(server.sent) >= 150, timeout=8)
+        await until(lambda: server.subscribes >= 4 and len(server.sent) >= 150)
 
     server, r = uvloop.run(scenario(rig, script, {"max_lifetime": 0.4, "overlap": 0.15}))
     ids = trades_of(r)

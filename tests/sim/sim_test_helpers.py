@@ -42,7 +42,9 @@ async def connect(url: str) -> Client:
     return c
 
 
-async def until(cond: Any, timeout: float = 5.0) -> None:
+async def until(cond: Any, timeout: float = 30.0) -> None:
+    """Wait for ``cond``; the timeout is generous because only a failing test reaches it
+    (a 2-core machine shared with other test runs delays frames by seconds)."""
     end = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > end:

@@ -52,10 +52,10 @@ def test_frames_have_the_recorded_shapes_and_the_book_is_the_market():
                                      ("trade", "insert"), ("quote", "insert"), ("instrument", "update"),
                                      ("liquidation", "insert")), 30)
             sim.rates["bitmex"] = 0.0
-            await until(lambda: len(c.frames) > 0, 1)
+            await until(lambda: len(c.frames) > 0, 30)
             c.send(b"ping")
             n = len(c.frames)
-            await until(lambda: len(c.frames) > n and c.frames[-1] == b"pong", 10)  # everything before it is read
+            await until(lambda: len(c.frames) > n and c.frames[-1] == b"pong", 30)  # everything before it is read
             return [f for f in c.frames], sim.book("bitmex", "XBTUSD")
 
     frames, (bids, asks) = uvloop.run(main())

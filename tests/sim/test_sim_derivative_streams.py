@@ -81,7 +81,7 @@ def test_new_streams_have_real_shapes_funding_schedule_and_liquidations() -> Non
                 assert o["X"] == "FILLED" and o["S"] in ("BUY", "SELL") and float(o["z"]) > 0
             # faults apply to the new streams too
             sim.fault(Fault("malformed", "bybit", channel="tickers"))
-            await until(lambda: any(s.fault == "malformed" and s.channel == "tickers" for s in sim.sent("bybit")), 5)
+            await until(lambda: any(s.fault == "malformed" and s.channel == "tickers" for s in sim.sent("bybit")), 30)
             bad = next(s for s in sim.sent("bybit") if s.fault == "malformed")
             await until(lambda: bad.data in by.frames)
 

@@ -176,16 +176,17 @@ def test_binance_rest_snapshot_bridges_into_diff_stream() -> None:
     async def main() -> None:
         async with Simulator(["binance-futures"], rate=500, seed=11, trade_share=0.2) as sim:
             c = await connect(sim.ws_url() + "/public/stream?streams=ethusdt@depth@100ms")
-            await until(lambda: len(c.frames) > 20)
+            await until(lambda: len(c.frames) > 5, timeout=60.0)
             inside = 0
             for _ in range(3):
                 async with aiohttp.ClientSession() as s, s.get(sim.rest_url() + "/fapi/v1/depth?symbol=ETHUSDT&limit=1000") as r:
                     assert r.status == 200
                     snap = json.loads(await r.read())
-                n0 = len(c.frames)
-                await until(lambda n0=n0: len(c.frames) > n0 + 40)
-                diffs = [json.loads(f)["data"] for f in c.frames]
                 last = snap["lastUpdateId"]
+                # ten 100 ms diffs past the snapshot's id: the bridge and a pu chain to check
+                await until(lambda last=last: sum(json.loads(f)["data"]["u"] >= last for f in c.frames[-12:]) >= 10,
+                            timeout=60.0)
+                diffs = [json.loads(f)["data"] for f in c.frames]
                 book = {0: {Decimal(p): Decimal(q) for p, q in snap["bids"]}, 1: {Decimal(p): Decimal(q) for p, q in snap["asks"]}}
                 live = [d for d in diffs if d["u"] >= last]
                 first_d = live[0]

@@ -36,8 +36,8 @@ def binance_replay(path: Path) -> None:
     async def main() -> None:
         async with Simulator(["binance-futures"], replay=path) as sim:
             c = await connect(sim.ws_url() + "/public/stream?streams=" + "/".join(streams))
-            await until(lambda: sim.replayer.done.is_set(), 10)
-            await until(lambda: len(c.frames) >= len(expected), 5)
+            await until(lambda: sim.replayer.done.is_set(), 30)
+            await until(lambda: len(c.frames) >= len(expected), 30)
             assert c.frames == expected
             async with aiohttp.ClientSession() as s:
                 for sym, body in snaps.items():
@@ -67,8 +67,8 @@ def test_replay_bybit_v5_byte_for_byte_to_op_subscribers() -> None:
         async with Simulator(["bybit"], replay=BY_V2) as sim:
             c = await connect(sim.ws_url() + "/v5/public/linear")
             c.send(json.dumps({"req_id": "1", "op": "subscribe", "args": topics}).encode())
-            await until(lambda: sim.replayer.done.is_set(), 10)
-            await until(lambda: len(c.frames) >= len(expected) + 1, 5)
+            await until(lambda: sim.replayer.done.is_set(), 30)
+            await until(lambda: len(c.frames) >= len(expected) + 1, 30)
             ack = json.loads(c.frames[0])
             assert ack["success"] is True and ack["op"] == "subscribe"
             assert c.frames[1:] == expected
@@ -91,9 +91,9 @@ def test_replay_plain_lines_at_recorded_pace_routes_by_coin(tmp_path: Path) -> N
             c = await connect(sim.ws_url() + "/ws")
             c.send(b'{"method":"subscribe","subscription":{"type":"trades","coin":"BTC"}}')
             start = time.monotonic()
-            await until(lambda: sim.replayer.done.is_set(), 10)
+            await until(lambda: sim.replayer.done.is_set(), 30)
             elapsed = time.monotonic() - start
-            await until(lambda: len(c.frames) >= len(btc) + 1, 5)
+            await until(lambda: len(c.frames) >= len(btc) + 1, 30)
             assert json.loads(c.frames[0])["channel"] == "subscriptionResponse"
             assert c.frames[1:] == btc, "only the subscribed coin's trades"
             assert elapsed >= (len(frames) - 1) * 0.05 * 0.9, "recorded pace"
@@ -112,8 +112,8 @@ async def _bybit_client_frames(path: Path, url_path: str, topics: list[str], exc
         c = await connect(sim.ws_url() + url_path)
         for i in range(0, len(topics), 10):
             c.send(json.dumps({"req_id": str(i), "op": "subscribe", "args": topics[i:i + 10]}).encode())
-        await until(lambda: sim.replayer.done.is_set(), 10)
-        await until(lambda: len([f for f in c.frames if b'"topic"' in f]) >= n, 5)
+        await until(lambda: sim.replayer.done.is_set(), 30)
+        await until(lambda: len([f for f in c.frames if b'"topic"' in f]) >= n, 30)
         return [f for f in c.frames if b'"topic"' in f], sim
 
 
@@ -155,8 +155,8 @@ def test_replay_serves_a_recorded_speed_to_a_subscriber_of_another(tmp_path: Pat
     async def main(url: str) -> list[bytes]:
         async with Simulator(["binance-futures"], replay=rec) as sim:
             c = await connect(sim.ws_url() + url)
-            await until(lambda: sim.replayer.done.is_set(), 10)
-            await until(lambda: len(c.frames) >= len(real), 5)
+            await until(lambda: sim.replayer.done.is_set(), 30)
+            await until(lambda: len(c.frames) >= len(real), 30)
             return c.frames
 
     assert uvloop.run(main("/public/stream?streams=sushiusdt@depth@100ms")) == [f for _, f in real]
@@ -182,8 +182,8 @@ def test_replay_serves_rest_snapshots_recorded_inline(tmp_path: Path) -> None:
     async def main() -> None:
         async with Simulator(["binance-futures"], replay=rec) as sim:
             c = await connect(sim.ws_url() + "/public/stream?streams=akrousdt@depth@100ms")
-            await until(lambda: sim.replayer.done.is_set(), 10)
-            await until(lambda: len(c.frames) >= len(diffs), 5)
+            await until(lambda: sim.replayer.done.is_set(), 30)
+            await until(lambda: len(c.frames) >= len(diffs), 30)
             assert c.frames == [f for _, f in diffs]
             async with aiohttp.ClientSession() as s, s.get(sim.rest_url() + "/fapi/v1/depth?symbol=AKROUSDT") as r:
                 assert r.status == 200 and await r.read() == body
@@ -213,8 +213,8 @@ def test_replay_keeps_frames_on_their_recorded_connection(tmp_path: Path) -> Non
             spo = await connect(sim.ws_url() + "/v5/public/spot")
             for c in (lin, spo):
                 c.send(json.dumps({"op": "subscribe", "args": topics}).encode())
-            await until(lambda: sim.replayer.done.is_set(), 10)
-            await until(lambda: len(lin.frames) >= len(linear) + 1 and len(spo.frames) >= len(spot) + 1, 5)
+            await until(lambda: sim.replayer.done.is_set(), 30)
+            await until(lambda: len(lin.frames) >= len(linear) + 1 and len(spo.frames) >= len(spot) + 1, 30)
             assert lin.frames[1:] == linear and spo.frames[1:] == spot
             assert json.loads(spo.frames[0]) == {"success": True, "ret_msg": "subscribe",
                                                  "conn_id": json.loads(spo.frames[0])["conn_id"], "op": "subscribe"}

@@ -42,7 +42,7 @@ def test_bybit_depth1_resends_its_snapshot_with_the_same_u() -> None:
             sim.venue("bybit").resend_depth1 = 0.2  # type: ignore[attr-defined]
             c = await connect(sim.ws_url() + "/v5/public/linear")
             c.send(b'{"req_id":"1","op":"subscribe","args":["orderbook.1.BTCUSDT"]}')
-            await until(lambda: len(c.frames) >= 4, 3)
+            await until(lambda: len(c.frames) >= 4, 30)
             snaps = [json.loads(f) for f in c.frames[1:4]]
             assert all(s["type"] == "snapshot" for s in snaps)
             assert len({s["data"]["u"] for s in snaps}) == 1
