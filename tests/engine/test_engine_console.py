@@ -9,7 +9,6 @@ import json
 import os
 import re
 import select
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -19,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+from demo_run import DemoCapture
 
 from ticktape.archive.layout import FileKey
 
@@ -124,19 +124,16 @@ def test_terminal_shows_live_status_events_and_a_summary_equal_to_the_archive(
     assert {"supervisor", "writer-0", "ingest-bybit", "simulator"} <= procs
 
 
-def test_without_a_terminal_stdout_is_json_lines_only(tmp_path: Path, free_port: int) -> None:
-    cfg = _config(tmp_path, free_port)
-    r = subprocess.run([sys.executable, "-m", "ticktape.engine.cli", "run", str(cfg), "--duration", "3"],
-                       cwd=tmp_path, capture_output=True, text=True, timeout=150)
-    assert r.returncode == 0, r.stderr[-3000:]
-    objs = [json.loads(line) for line in r.stdout.splitlines()]  # every line is a JSON object
+def test_without_a_terminal_stdout_is_json_lines_only(demo_capture: DemoCapture) -> None:
+    # the session's demo capture: `capture run configs/demo.toml` with stdout a pipe (exit 0 checked there)
+    objs = [json.loads(line) for line in demo_capture.stdout.splitlines()]  # every line is a JSON object
     assert objs and all(isinstance(o, dict) and {"level", "message", "time"} <= set(o) for o in objs)
     assert any(o["message"].startswith("WRITE ") and o["process"] == "writer-0" for o in objs)
     stopped = [o for o in objs if o["message"] == "capture stopped"]
     assert stopped and stopped[0]["summary"]["tables"]  # the summary, as JSON
     # frames received per (exchange, channel), from the per-(symbol, channel) counters, equal the raw frames
     # archived for a symbol (an empty row is a disconnect marker, not a frame)
-    raw = ds.dataset(tmp_path / "archive-demo" / "raw", partitioning="hive").to_table(
+    raw = ds.dataset(demo_capture.root / "raw", partitioning="hive").to_table(
         columns=["exchange", "symbol", "channel", "payload"])
     raw = raw.filter(pc.and_(pc.greater(pc.binary_length(raw["payload"]), 0), pc.not_equal(raw["symbol"], "_")))
     archived: dict[str, dict[str, int]] = {}
