@@ -81,10 +81,13 @@ class Conn(WSListener):
         self.gone = True
 
 
-async def scenario(rig, script, options):
+async def scenario(rig, script, options, front=None):
+    """``front(port)``: an optional proxy in front of the server (returns the port to connect to)."""
     server = Server()
     srv = await ws_create_server(lambda req: Conn(server), "127.0.0.1", 0)
     port = srv.sockets[0].getsockname()[1]
+    if front is not None:
+        port = await front(port)
     r = rig("hyperliquid", symbols=["BTC"], channels=["trades"], url=f"ws://127.0.0.1:{port}", options={**FAST, **options})
     stop = asyncio.Event()
     pump = asyncio.create_task(server.pump())
@@ -172,6 +175,47 @@ def test_planned_rollover_overlaps_without_gap_or_duplicates(rig):
     raw = r.raw()
     first_marker = next(i for i, x in enumerate(raw) if x[4] == b"")
     assert all(x[4] == b"" for x in raw[first_marker:])  # markers only at the shutdown
+
+
+@pytest.mark.slow
+def test_stop_while_a_planned_reconnect_opens_closes_the_new_connection_too(rig):
+    """A stop that comes while the rollover's new connection is still opening: that connection
+    is closed too (it streamed on after the old one's shutdown markers, until cancelled)."""
+    state = {"accepted": 0}
+
+    async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            while data := await r.read(65536):
+                w.write(data)
+                await w.drain()
+        except ConnectionError:
+            pass
+        finally:
+            w.close()
+
+    async def front(port):
+        async def handle(reader, writer):
+            state["accepted"] += 1
+            if state["accepted"] == 2:  # the rollover's connection: held until the feed is stopping
+                await until(lambda: state["feed"].links[0].closing)
+            up_r, up_w = await asyncio.open_connection("127.0.0.1", port)
+            await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
+
+        proxy = await asyncio.start_server(handle, "127.0.0.1", 0)
+        return proxy.sockets[0].getsockname()[1]
+
+    async def script(server, r):
+        state["feed"] = r.feed
+        await until(lambda: state["accepted"] >= 2 and len(server.sent) >= 20)
+
+    server, r = uvloop.run(scenario(rig, script, {"max_lifetime": 0.4, "overlap": 0.15}, front))
+    raw = r.raw()
+    first_marker = next(i for i, x in enumerate(raw) if x[4] == b"")
+    assert all(x[4] == b"" for x in raw[first_marker:]), "frames after the shutdown markers"
+    assert {d for k, _, d in r.events() if k == "disconnect"} == {"shutdown"}
+    assert all(c.gone for c in server.conns), "a connection left open"
+    ids = trades_of(r)
+    assert ids == sorted(set(ids)) and ids
 
 
 @pytest.mark.slow
