@@ -26,6 +26,7 @@ import logging
 import math
 import re
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -34,8 +35,7 @@ from ticktape.exchanges import bitmex_tickers, common, instruments
 from ticktape.exchanges.bitmex_tickers import iso_ns
 from ticktape.exchanges.book import Dedup, DeltaSeq
 from ticktape.exchanges.connection import Listener, Plan, Timing
-from ticktape.exchanges.feed import Feed
-from ticktape.ipc.ring import RecordRing
+from ticktape.exchanges.feed import Resubscribing
 from ticktape.ipc.schemas import BOOK_ASK, BOOK_BID, SIDE_BUY, SIDE_SELL, SIDE_UNKNOWN
 
 if TYPE_CHECKING:
@@ -165,7 +165,7 @@ class BookState:
         self.seq = DeltaSeq()  # synced / synced_once / resync_deadline (no ``u`` at BitMEX)
 
 
-class Bitmex(Feed):
+class Bitmex(Resubscribing):
     exchange = EXCHANGE
     timing = Timing(stall_timeout=10.0, ping_interval=1.0, subscribe_interval=0.05)
 
@@ -189,8 +189,6 @@ class Bitmex(Feed):
         #: symbols per connection; topic -> link index
         self.groups = [self.cfg.symbols[i : i + per_conn] for i in range(0, len(self.cfg.symbols), per_conn)]
         self.topic_link: dict[str, int] = {}
-        self._pending_resync: set[int] = set()
-        self._await_room: set[str] = set()
         self._pinged: dict[int, float] = {}  # conn id -> monotonic time of our last ping
 
     def plans(self) -> list[Plan]:
@@ -414,11 +412,7 @@ class Bitmex(Feed):
         st = self.books[sym].seq if table == "orderBookL2" else self.tickers.seq[sym]
         st.reset()
         self.out.event(ts, "resync", symbol=sym, channel=self.chan[table], detail=f"{why}: resubscribing {topic}"[:96])
-        if when_room and not self.book_room():
-            self._await_room.add(topic)
-            log.warning("%s: book ring full: resubscribing %s once it has room", self.exchange, topic)
-            return
-        self._resubscribe(topic, st)
+        self.resubscribe(topic, topic, when_room)  # room: half the ring
 
     def _resubscribe(self, topic: str, st: DeltaSeq | None = None) -> None:
         if st is None:
@@ -431,37 +425,20 @@ class Bitmex(Feed):
             link.current.send(msgspec.json.encode({"op": "unsubscribe", "args": [topic]}))
             link.current.send(msgspec.json.encode({"op": "subscribe", "args": [topic]}))
 
-    def book_room(self) -> bool:
-        ring = self.out.rings.get("book_change")
-        if not isinstance(ring, RecordRing):
-            return True
-        free = ring.capacity - (ring.write_seq - ring.read_seq)
-        return free >= ring.capacity // 2
+    def book_dropped(self, sym: int, ts: int) -> None:
+        if sym and self.books[sym].seq.synced:
+            self.gap(ts, sym, self.chan["orderBookL2"], 0, "book records dropped (ring full)")
+            self.resync(sym, ts, "book records dropped (ring full)", when_room=True)
 
-    def on_book_drop(self, symbol: int) -> None:
-        self._pending_resync.add(symbol)
+    def resync_waits(self) -> Iterator[tuple[tuple[str, int], DeltaSeq]]:
+        for sym, (book, ticker) in enumerate(zip(self.books, self.tickers.seq, strict=True)):
+            yield ("orderBookL2", sym), book.seq
+            yield ("instrument", sym), ticker
 
-    def _do_pending(self, ts: int) -> None:
-        for sym in sorted(self._pending_resync):
-            if sym and self.books[sym].seq.synced:
-                self.gap(ts, sym, self.chan["orderBookL2"], 0, "book records dropped (ring full)")
-                self.resync(sym, ts, "book records dropped (ring full)", when_room=True)
-        self._pending_resync.clear()
-
-    def tick(self, now: float) -> None:
-        if self._pending_resync:
-            self._do_pending(time.time_ns())
-        if self._await_room and self.book_room():
-            for topic in sorted(self._await_room):
-                self._resubscribe(topic)
-            self._await_room.clear()
-        for sym, states in enumerate(zip(self.books, self.tickers.seq, strict=True)):
-            for table, st in zip(("orderBookL2", "instrument"), (states[0].seq, states[1]), strict=True):
-                if st.resync_deadline and now > st.resync_deadline:
-                    st.resync_deadline = 0.0
-                    topic = f"{table}:{self.spec.symbols[sym]}"
-                    if not st.synced and self.links and topic in self.topic_link:
-                        self.links[self.topic_link[topic]].reconnect(f"no partial for {topic} after resubscribe")
+    def no_snapshot(self, key: tuple[str, int]) -> None:
+        topic = f"{key[0]}:{self.spec.symbols[key[1]]}"
+        if topic in self.topic_link:
+            self.links[self.topic_link[topic]].reconnect(f"no partial for {topic} after resubscribe")
 
     # -- control frames -----------------------------------------------------------
     def control(self, lst: Listener, ts: int, payload: memoryview, env: Envelope | None) -> None:

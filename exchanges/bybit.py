@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,8 +29,7 @@ import msgspec
 from ticktape.exchanges import bybit_tickers, common, instruments
 from ticktape.exchanges.book import Dedup, DeltaSeq
 from ticktape.exchanges.connection import Listener, Plan, Timing
-from ticktape.exchanges.feed import Feed
-from ticktape.ipc.ring import RecordRing
+from ticktape.exchanges.feed import Resubscribing
 from ticktape.ipc.schemas import BOOK_ASK, BOOK_BID, SIDE_BUY, SIDE_SELL, SIDE_UNKNOWN
 
 if TYPE_CHECKING:
@@ -173,7 +173,7 @@ def raw_channels(name: str, cfg: ExchangeConfig) -> tuple[str, ...]:
     return tuple(out)
 
 
-class Bybit(Feed):
+class Bybit(Resubscribing):
     category = LINEAR
     exchange = EXCHANGE
     timing = Timing(stall_timeout=60.0, ping_interval=20.0, subscribe_interval=0.05)
@@ -216,8 +216,7 @@ class Bybit(Feed):
         #: subscribe req_id -> its topics (Bybit refuses a whole message for one bad topic)
         self.requests: dict[str, list[str]] = {}
         self._req = 0
-        self._pending_resync: set[int] = set()
-        self._await_room: set[str] = set()  # topics whose resubscribe waits for room in the book ring
+        self.snapshot_records = 4 * self.cfg.depth + 256  # both sides at the subscribed depth, and a margin
 
     def plans(self) -> list[Plan]:
         out: list[Plan] = []
@@ -360,11 +359,7 @@ class Bybit(Feed):
         st.reset()
         _kind, sym, chan = self.routes[topic]
         self.out.event(ts, "resync", symbol=sym, channel=chan, detail=f"{why}: resubscribing {topic}"[:96])
-        if when_room and not self.book_room():
-            self._await_room.add(topic)
-            log.warning("%s: book ring full: resubscribing %s once it has room", self.exchange, topic)
-            return
-        self._resubscribe(topic)
+        self.resubscribe(topic, topic, when_room)
 
     def _resubscribe(self, topic: str) -> None:
         self.seq[topic].resync_deadline = time.monotonic() + RESYNC_TIMEOUT
@@ -373,37 +368,18 @@ class Bybit(Feed):
             link.current.send(self.op("unsubscribe", [topic]))
             link.current.send(self.op("subscribe", [topic]))
 
-    def book_room(self) -> bool:
-        """Room in the book ring for a snapshot (both sides at the subscribed depth, and a margin)."""
-        ring = self.out.rings.get("book_change")
-        if not isinstance(ring, RecordRing):
-            return True
-        free = ring.capacity - (ring.write_seq - ring.read_seq)
-        return free >= min(4 * self.cfg.depth + 256, ring.capacity // 2)
-
-    def on_book_drop(self, symbol: int) -> None:
-        self._pending_resync.add(symbol)
-
-    def _do_pending(self, ts: int) -> None:
-        for topic, (kind, sym, chan) in self.routes.items():
+    def book_dropped(self, sym: int, ts: int) -> None:
+        for topic, (kind, s, chan) in self.routes.items():
             st = self.seq.get(topic)
-            if kind == BOOK and sym in self._pending_resync and st is not None and st.synced:
+            if kind == BOOK and s == sym and st is not None and st.synced:
                 self.gap(ts, sym, chan, 0, f"book records dropped (ring full) after u {st.last_u}")
                 self.resync(topic, ts, "book records dropped (ring full)", when_room=True)
-        self._pending_resync.clear()
 
-    def tick(self, now: float) -> None:
-        if self._pending_resync:
-            self._do_pending(time.time_ns())
-        if self._await_room and self.book_room():
-            for topic in sorted(self._await_room):
-                self._resubscribe(topic)
-            self._await_room.clear()
-        for topic, st in self.seq.items():
-            if st.resync_deadline and now > st.resync_deadline:
-                st.resync_deadline = 0.0
-                if not st.synced and self.links:
-                    self.links[self.topic_link[topic]].reconnect(f"no snapshot for {topic} after resubscribe")
+    def resync_waits(self) -> Iterable[tuple[str, DeltaSeq]]:
+        return self.seq.items()
+
+    def no_snapshot(self, topic: str) -> None:
+        self.links[self.topic_link[topic]].reconnect(f"no snapshot for {topic} after resubscribe")
 
     def control(self, lst: Listener, ts: int, payload: memoryview, env: Envelope) -> None:
         self.count(0, ts, len(payload))

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -34,8 +35,7 @@ import msgspec
 from ticktape.exchanges import common, instruments
 from ticktape.exchanges.book import Dedup, DeltaSeq
 from ticktape.exchanges.connection import Listener, Plan, Timing
-from ticktape.exchanges.feed import Feed
-from ticktape.ipc.ring import RecordRing
+from ticktape.exchanges.feed import Resubscribing
 from ticktape.ipc.schemas import BOOK_ASK, BOOK_BID, SIDE_BUY, SIDE_SELL, SIDE_UNKNOWN
 
 if TYPE_CHECKING:
@@ -188,7 +188,7 @@ def raw_channels(name: str, cfg: ExchangeConfig) -> tuple[str, ...]:
     return tuple(out)
 
 
-class Deribit(Feed):
+class Deribit(Resubscribing):
     exchange = EXCHANGE
     timing = Timing(stall_timeout=30.0, ping_interval=15.0, subscribe_interval=0.35)
 
@@ -224,8 +224,6 @@ class Deribit(Feed):
         #: request id -> the channels it subscribes (an answer names the ones it accepted)
         self.requests: dict[int, list[str]] = {}
         self._req = 0
-        self._dropped: set[int] = set()  # symbols whose book rows a full ring dropped
-        self._await_room: set[str] = set()  # book channels whose resubscribe waits for room in the ring
         self.heartbeat_reqs: set[int] = set()  # ids of our public/set_heartbeat requests
         #: ids of the connections' own messages: every (re)connect sends them again, so their
         #: answers are checked each time (the ids of one-off resubscribes are forgotten once answered)
@@ -290,8 +288,8 @@ class Deribit(Feed):
                     self.on_book(lst, ts, sym, chan, fast.params.data)
                 elif type(fast) is TradesFrame and kind == TRADES:
                     self.on_trades(lst, ts, sym, chan, fast.params.data)
-                if self._dropped:
-                    self._do_dropped(ts)
+                if self._pending_resync:
+                    self._do_pending(ts)
                 return
         self.on_frame_slow(lst, ts, payload)
 
@@ -329,8 +327,8 @@ class Deribit(Feed):
             self.malformed(lst.conn_id, ts, payload, f"{p.channel}: {e}"[:96], sym, chan, keep_raw=False)
             if kind == BOOK and self.seq[self.book_name[sym]].synced:
                 self.resync(self.book_name[sym], ts, "malformed book frame")
-        if self._dropped:
-            self._do_dropped(ts)
+        if self._pending_resync:
+            self._do_pending(ts)
 
     def on_book(self, lst: Listener, ts: int, sym: int, chan: int, b: Book) -> None:
         name = self.book_name[sym]
@@ -442,18 +440,7 @@ class Deribit(Feed):
         st.reset()
         _kind, sym, chan = self.routes[("book", name.split(".")[1])]
         self.out.event(ts, "resync", symbol=sym, channel=chan, detail=f"{why}: resubscribing {name}"[:96])
-        if when_room and not self.book_room():
-            self._await_room.add(name)
-            log.warning("%s: book ring full: resubscribing %s once it has room", self.exchange, name)
-            return
-        self._resubscribe(name)
-
-    def book_room(self) -> bool:
-        """Half the book ring free: room for a full-depth snapshot and what follows it."""
-        ring = self.out.rings.get("book_change")
-        if not isinstance(ring, RecordRing):
-            return True
-        return ring.capacity - (ring.write_seq - ring.read_seq) >= ring.capacity // 2
+        self.resubscribe(name, name, when_room)  # room: half the ring (a full-depth snapshot and what follows)
 
     def _resubscribe(self, name: str) -> None:
         self.seq[name].resync_deadline = time.monotonic() + RESYNC_TIMEOUT
@@ -462,31 +449,18 @@ class Deribit(Feed):
             link.current.send(self.rpc("public/unsubscribe", {"channels": [name]}))
             link.current.send(self.rpc("public/subscribe", {"channels": [name]}))
 
-    def on_book_drop(self, symbol: int) -> None:
-        """Called from inside a push: the resync waits until that frame is handled."""
-        self._dropped.add(symbol)
+    def book_dropped(self, sym: int, ts: int) -> None:
+        name = self.book_name.get(sym)
+        if name is not None and self.seq[name].synced:
+            _, _, chan = self.routes[("book", name.split(".")[1])]
+            self.gap(ts, sym, chan, 0, f"book records dropped (ring full) after change_id {self.seq[name].last_u}")
+            self.resync(name, ts, "book records dropped (ring full)", when_room=True)
 
-    def _do_dropped(self, ts: int) -> None:
-        for sym in sorted(self._dropped):
-            name = self.book_name.get(sym)
-            if name is not None and self.seq[name].synced:
-                _, _, chan = self.routes[("book", name.split(".")[1])]
-                self.gap(ts, sym, chan, 0, f"book records dropped (ring full) after change_id {self.seq[name].last_u}")
-                self.resync(name, ts, "book records dropped (ring full)", when_room=True)
-        self._dropped.clear()
+    def resync_waits(self) -> Iterable[tuple[str, DeltaSeq]]:
+        return self.seq.items()
 
-    def tick(self, now: float) -> None:
-        if self._dropped:
-            self._do_dropped(time.time_ns())
-        if self._await_room and self.book_room():
-            for name in sorted(self._await_room):
-                self._resubscribe(name)
-            self._await_room.clear()
-        for name, st in self.seq.items():
-            if st.resync_deadline and now > st.resync_deadline:
-                st.resync_deadline = 0.0
-                if not st.synced and self.links:
-                    self.links[self.chan_link[name]].reconnect(f"no snapshot for {name} after resubscribe")
+    def no_snapshot(self, name: str) -> None:
+        self.links[self.chan_link[name]].reconnect(f"no snapshot for {name} after resubscribe")
 
     def on_lost(self, lst: Listener) -> None:
         for name, st in self.seq.items():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import array
 import logging
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ticktape.exchanges.connection import Link, Listener, Plan, Timing
@@ -288,3 +289,76 @@ class Feed:
         log.log(logging.INFO if why == "shutdown" else logging.WARNING,  # a normal stop is no warning
                 "%s conn %d disconnected (%s) after %d frames", self.exchange, lst.conn_id, why, lst.frames)
         self.on_lost(lst)
+
+
+class Resubscribing(Feed):
+    """A venue whose book resyncs by unsubscribe + subscribe (the answer is a fresh snapshot):
+    Bybit, Deribit, BitMEX. A ring-full drop found inside a push is acted on after that frame
+    (``on_book_drop`` -> ``_do_pending``), the resubscribe it asks for waits until the book ring has
+    room for the snapshot (one pushed into a still full ring would be dropped too, forever), and a
+    resubscribe that brought no snapshot within its deadline rebuilds the connection. A subclass
+    keys its resubscribes (topic, channel name or symbol) and provides the four hooks below."""
+
+    #: records the book ring must have free for a snapshot (the check asks for at most half the ring)
+    snapshot_records = 1 << 62
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self._pending_resync: set[int] = set()  # symbols whose book rows a full ring dropped
+        self._await_room: set[Any] = set()  # resubscribes waiting for room in the book ring
+
+    # -- hooks ----------------------------------------------------------------------
+    def _resubscribe(self, key: Any) -> None:
+        """Send unsubscribe + subscribe for ``key`` and start its snapshot deadline."""
+        raise NotImplementedError
+
+    def book_dropped(self, sym: int, ts: int) -> None:
+        """``sym``'s book rows were dropped (ring full): if it was synced, a gap and a resync."""
+        raise NotImplementedError
+
+    def resync_waits(self) -> Iterable[tuple[Any, Any]]:
+        """(key, state) of every resubscribable stream; a state has ``resync_deadline`` and ``synced``."""
+        raise NotImplementedError
+
+    def no_snapshot(self, key: Any) -> None:
+        """``key``'s resubscribe brought no snapshot in time: rebuild its connection."""
+        raise NotImplementedError
+
+    # -- shared -----------------------------------------------------------------------
+    def book_room(self) -> bool:
+        """Room in the book ring for a snapshot (``snapshot_records``, at most half the ring)."""
+        ring = self.out.rings.get("book_change")
+        if not isinstance(ring, RecordRing):
+            return True
+        free = ring.capacity - (ring.write_seq - ring.read_seq)
+        return free >= min(self.snapshot_records, ring.capacity // 2)
+
+    def resubscribe(self, key: Any, name: str, when_room: bool) -> None:
+        """Resubscribe ``key`` now, or (``when_room``, the ring full) once the book ring has room."""
+        if when_room and not self.book_room():
+            self._await_room.add(key)
+            log.warning("%s: book ring full: resubscribing %s once it has room", self.exchange, name)
+            return
+        self._resubscribe(key)
+
+    def on_book_drop(self, symbol: int) -> None:
+        """Called from inside a push: the resync waits until that frame is handled."""
+        self._pending_resync.add(symbol)
+
+    def _do_pending(self, ts: int) -> None:
+        for sym in sorted(self._pending_resync):
+            self.book_dropped(sym, ts)
+        self._pending_resync.clear()
+
+    def tick(self, now: float) -> None:
+        if self._pending_resync:
+            self._do_pending(time.time_ns())
+        if self._await_room and self.book_room():
+            for key in sorted(self._await_room):
+                self._resubscribe(key)
+            self._await_room.clear()
+        for key, st in self.resync_waits():
+            if st.resync_deadline and now > st.resync_deadline:
+                st.resync_deadline = 0.0
+                if not st.synced and self.links:
+                    self.no_snapshot(key)
