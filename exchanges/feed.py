@@ -293,7 +293,7 @@ class Feed:
 
 class Resubscribing(Feed):
     """A venue whose book resyncs by unsubscribe + subscribe (the answer is a fresh snapshot):
-    Bybit, Deribit, BitMEX. A ring-full drop found inside a push is acted on after that frame
+    Bybit, Deribit, BitMEX, OKX. A ring-full drop found inside a push is acted on after that frame
     (``on_book_drop`` -> ``_do_pending``), the resubscribe it asks for waits until the book ring has
     room for the snapshot (one pushed into a still full ring would be dropped too, forever), and a
     resubscribe that brought no snapshot within its deadline rebuilds the connection. A subclass

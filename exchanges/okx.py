@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -33,9 +34,8 @@ import msgspec
 from ticktape.exchanges import common, instruments, okx_tickers
 from ticktape.exchanges.book import Dedup
 from ticktape.exchanges.connection import Listener, Plan, Timing
-from ticktape.exchanges.feed import Feed
+from ticktape.exchanges.feed import Resubscribing
 from ticktape.exchanges.okx_book import APPLY, DUPLICATE, Chain, Levels
-from ticktape.ipc.ring import RecordRing
 from ticktape.ipc.schemas import BOOK_ASK, BOOK_BID, SIDE_BUY, SIDE_SELL, SIDE_UNKNOWN
 
 if TYPE_CHECKING:
@@ -178,7 +178,7 @@ def raw_channels(name: str, cfg: ExchangeConfig) -> tuple[str, ...]:
     return tuple(out)
 
 
-class Okx(Feed):
+class Okx(Resubscribing):
     exchange = "okex"
     #: subscribe/unsubscribe requests one connection may send per hour (OKX: 480; a margin kept)
     SUBSCRIBE_BUDGET = 460
@@ -223,8 +223,7 @@ class Okx(Feed):
                                            deriv="derivative_ticker" in chans)
         self.seen_trades = [Dedup[str](50_000) for _ in self.spec.symbols]
         self.book_link: dict[int, int] = {}
-        self._pending_resync: set[int] = set()
-        self._await_room: set[int] = set()
+        self.snapshot_records = 2 * 400 + 256  # a snapshot's 400 levels a side, and a margin
         self._ops: dict[int, list[float]] = {}  # conn id -> monotonic times of its subscribe/unsubscribe requests
 
     def plans(self) -> list[Plan]:
@@ -421,11 +420,7 @@ class Okx(Feed):
         s = self.spec.symbols[sym]
         self.out.event(ts, "resync", symbol=sym, channel=self.chan_id["books"],
                        detail=f"{why}: resubscribing books {s}"[:96])
-        if when_room and not self.book_room():
-            self._await_room.add(sym)
-            log.warning("%s: book ring full: resubscribing %s once it has room", self.exchange, s)
-            return
-        self._resubscribe(sym)
+        self.resubscribe(sym, s, when_room)
 
     def _resubscribe(self, sym: int) -> None:
         """Unsubscribe + subscribe on the book's connection; when that would spend more of OKX's 480
@@ -454,38 +449,18 @@ class Okx(Feed):
         """The plan's subscribe messages count against the connection's hourly request budget."""
         self._ops[lst.conn_id] = [time.monotonic()] * len(lst.plan.subscribe)
 
-    def book_room(self) -> bool:
-        """Room in the book ring for a snapshot (400 levels a side, and a margin)."""
-        ring = self.out.rings.get("book_change")
-        if not isinstance(ring, RecordRing):
-            return True
-        free = ring.capacity - (ring.write_seq - ring.read_seq)
-        return free >= min(2 * 400 + 256, ring.capacity // 2)
+    def book_dropped(self, sym: int, ts: int) -> None:
+        st = self.chains[sym]
+        if sym in self.book_link and st.synced:
+            chan = self.chan_id["books"]
+            self.gap(ts, sym, chan, 0, f"book records dropped (ring full) after seqId {st.last}")
+            self.resync(sym, ts, "book records dropped (ring full)", when_room=True)
 
-    def on_book_drop(self, symbol: int) -> None:
-        self._pending_resync.add(symbol)
+    def resync_waits(self) -> Iterable[tuple[int, Chain]]:
+        return enumerate(self.chains)
 
-    def _do_pending(self, ts: int) -> None:
-        for sym in sorted(self._pending_resync):
-            st = self.chains[sym]
-            if sym in self.book_link and st.synced:
-                chan = self.chan_id["books"]
-                self.gap(ts, sym, chan, 0, f"book records dropped (ring full) after seqId {st.last}")
-                self.resync(sym, ts, "book records dropped (ring full)", when_room=True)
-        self._pending_resync.clear()
-
-    def tick(self, now: float) -> None:
-        if self._pending_resync:
-            self._do_pending(time.time_ns())
-        if self._await_room and self.book_room():
-            for sym in sorted(self._await_room):
-                self._resubscribe(sym)
-            self._await_room.clear()
-        for sym, st in enumerate(self.chains):
-            if st.resync_deadline and now > st.resync_deadline:
-                st.resync_deadline = 0.0
-                if not st.synced and self.links:
-                    self.links[self.book_link[sym]].reconnect(f"no books snapshot for {self.spec.symbols[sym]}")
+    def no_snapshot(self, sym: int) -> None:
+        self.links[self.book_link[sym]].reconnect(f"no books snapshot for {self.spec.symbols[sym]}")
 
     def control(self, lst: Listener, ts: int, payload: memoryview, env: Envelope | None) -> None:
         """Acks, pongs, errors: raw under channel "" and symbol ``_``; an error is a ``subscribe_error``."""
