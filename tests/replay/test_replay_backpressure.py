@@ -20,7 +20,7 @@ async def read_all(url: str) -> int:
         return sum([d.count(b"\n") async for d in r.content.iter_any()])
 
 
-def wait_idle(server: ServerProc, timeout: float = 10.0) -> dict[str, int]:
+def wait_idle(server: ServerProc, timeout: float = 60.0) -> dict[str, int]:
     deadline = time.monotonic() + timeout
     while True:
         st = server.status()
@@ -101,7 +101,7 @@ def test_ws_client_leaving_mid_replay_frees_the_session(server: ServerProc) -> N
         return n
 
     assert asyncio.run(run()) == 2000
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while True:
         st = server.status()
         if st["tasks"] <= base["tasks"] + 1 or time.monotonic() > deadline:
