@@ -74,7 +74,7 @@ def faulty_archive(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("report")
     sim_port, mport = _port(), _port()
     sim = subprocess.Popen(
-        [sys.executable, "-m", "ticktape.engine.cli", "sim", "--port", str(sim_port), "--rate", "40",
+        [sys.executable, "-m", "ticktape.engine.cli", "sim", "--port", str(sim_port), "--rate", "80",
          "--exchanges", "binance-futures,bybit,hyperliquid",
          "--fault", "200:drop:bybit", "--fault", "400:gap:binance-futures", "--fault", "400:gap:bybit",
          "--fault", "250:drop:hyperliquid"],
