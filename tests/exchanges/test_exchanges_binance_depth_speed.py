@@ -18,7 +18,9 @@ from ticktape.sim import server as sim_server
 FAST = {"backoff_base": 0.05, "backoff_max": 0.2, "stall_timeout": 2.0, "ping_interval": 0.5, "rest_interval": 0.02}
 
 
-async def run(rig, speed: str, seconds: float):
+async def run(rig, speed: str, frames: int):
+    """Run the feed until it has bridged ``frames`` diff frames the simulator sent (waited for,
+    not a fixed run time: on a busy machine the feed connects seconds late)."""
     async with sim_server.Simulator(["binance-futures"], rate=200, seed=9, trade_share=0.0) as sim:
         from ticktape.exchanges.ingest import run_feed
 
@@ -26,7 +28,16 @@ async def run(rig, speed: str, seconds: float):
                 depth_speed=speed, options={**FAST, "manual_snapshots": False})
         stop = asyncio.Event()
         task = asyncio.create_task(run_feed(r.feed, stop.is_set))
-        await asyncio.sleep(seconds)
+        sid = r.spec.symbol_id("BTCUSDT")
+
+        def done() -> bool:
+            sent = [s for s in sim.sent("binance-futures", "depth", "BTCUSDT") if not s.fault]
+            return len(sent) >= frames and r.feed.sync[sid].last_u >= sent[frames - 1].ids[1]
+
+        end = asyncio.get_running_loop().time() + 120
+        while not done():
+            assert not task.done() and asyncio.get_running_loop().time() < end, "frames not bridged in 120 s"
+            await asyncio.sleep(0.05)
         stop.set()
         await asyncio.wait_for(task, 15)
         return sim, r
@@ -34,7 +45,7 @@ async def run(rig, speed: str, seconds: float):
 
 @pytest.mark.parametrize("speed", ["0ms", "100ms", "500ms"])
 def test_each_speed_batches_and_bridges(rig, speed: str) -> None:
-    sim, r = uvloop.run(run(rig, speed, 3.0))
+    sim, r = uvloop.run(run(rig, speed, 6))
     assert f"btcusdt@depth@{speed}" in r.feed.get_plans()[0].url
     sent = [s for s in sim.sent("binance-futures", "depth", "BTCUSDT") if not s.fault]
     frames = [json.loads(s.data)["data"] for s in sent]
