@@ -442,9 +442,7 @@ class Bitmex(Resubscribing):
 
     # -- control frames -----------------------------------------------------------
     def control(self, lst: Listener, ts: int, payload: memoryview, env: Envelope | None) -> None:
-        self.count(0, ts, len(payload))
-        if self.raw_on:
-            self.out.raw(ts, payload, lst.conn_id, 0, 0)
+        self.control_frame(lst, ts, payload)
         if env is None or not env.error:
             if env is not None and env.table:
                 log.debug("%s: frame of unexpected table %s", self.exchange, env.table)

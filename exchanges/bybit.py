@@ -382,17 +382,11 @@ class Bybit(Resubscribing):
         self.links[self.topic_link[topic]].reconnect(f"no snapshot for {topic} after resubscribe")
 
     def control(self, lst: Listener, ts: int, payload: memoryview, env: Envelope) -> None:
-        self.count(0, ts, len(payload))
-        if self.raw_on:
-            self.out.raw(ts, payload, lst.conn_id, 0, 0)
+        self.control_frame(lst, ts, payload)
         if env.success is False or (env.op == "" and env.topic == "" and env.ret_msg):
             args = self.requests.get(env.req_id, []) if env.op == "subscribe" else []
-            if len(args) > 1:  # one bad topic sinks the message: retry the topics one by one
-                log.warning("%s conn %d: subscribe of %d topics refused (%s); retrying one by one",
-                            self.exchange, lst.conn_id, len(args), env.ret_msg)
-                self.out.event(ts, "info", conn_id=lst.conn_id, detail=f"subscribe refused: {env.ret_msg}"[:96])
-                for a in args:
-                    lst.send(self.op("subscribe", [a]))
+            if len(args) > 1:
+                self.retry_one_by_one(lst, ts, args, "topics", env.ret_msg, lambda a: self.op("subscribe", [a]))
                 return
             _, sym, chan = self.routes.get(args[0], (0, 0, 0)) if args else (0, 0, 0)
             self.bump("subscribe_errors", sym)

@@ -385,9 +385,7 @@ class Deribit(Resubscribing):
 
     # -- control frames -----------------------------------------------------------------
     def control(self, lst: Listener, ts: int, payload: memoryview, env: Envelope) -> None:
-        self.count(0, ts, len(payload))
-        if self.raw_on:
-            self.out.raw(ts, payload, lst.conn_id, 0, 0)
+        self.control_frame(lst, ts, payload)
         if env.method == "heartbeat":
             if env.params is not None and env.params.type == "test_request":
                 lst.send(b'{"jsonrpc":"2.0","id":"hb","method":"public/test","params":{}}')
@@ -406,12 +404,9 @@ class Deribit(Resubscribing):
             return
         if env.error is not None:
             msg = str(env.error.get("message", env.error))
-            if asked and len(asked) > 1:  # one bad channel may sink the request: retry them one by one
-                log.warning("%s conn %d: subscribe of %d channels refused (%s); retrying one by one",
-                            self.exchange, lst.conn_id, len(asked), msg)
-                self.out.event(ts, "info", conn_id=lst.conn_id, detail=f"subscribe refused: {msg}"[:96])
-                for c in asked:
-                    lst.send(self.rpc("public/subscribe", {"channels": [c]}))
+            if asked and len(asked) > 1:  # one bad channel may sink the request
+                self.retry_one_by_one(lst, ts, asked, "channels", msg,
+                                      lambda c: self.rpc("public/subscribe", {"channels": [c]}))
                 return
             self.subscribe_error(lst, ts, asked[0] if asked else "", f"error {env.error.get('code', '')}: {msg}")
             return

@@ -12,7 +12,7 @@ from __future__ import annotations
 import array
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ticktape.exchanges.connection import Link, Listener, Plan, Timing
@@ -231,6 +231,22 @@ class Feed:
             detail = f"{n} duplicate {what} dropped{ids}"
             self.out.event(first_ts, "duplicate", symbol=sym, channel=chan, conn_id=conn, detail=detail[:96])
             log.warning("%s/%s: %s", self.exchange, self.spec.symbols[sym], detail)
+
+    def control_frame(self, lst: Listener, ts: int, payload: memoryview) -> None:
+        """A frame that is no market data (an answer, a heartbeat): counted under symbol ``_`` and kept raw."""
+        self.count(0, ts, len(payload))
+        if self.raw_on:
+            self.out.raw(ts, payload, lst.conn_id, 0, 0)
+
+    def retry_one_by_one(self, lst: Listener, ts: int, names: list[str], what: str, msg: str,
+                         subscribe: Callable[[str], bytes]) -> None:
+        """A subscribe of several ``what`` refused whole (one bad name sinks the message): each is sent
+        again alone, so only the bad one is refused and the rest stream."""
+        log.warning("%s conn %d: subscribe of %d %s refused (%s); retrying one by one",
+                    self.exchange, lst.conn_id, len(names), what, msg)
+        self.out.event(ts, "info", conn_id=lst.conn_id, detail=f"subscribe refused: {msg}"[:96])
+        for name in names:
+            lst.send(subscribe(name))
 
     def gap(self, ts: int, symbol: int, channel: int, conn_id: int, detail: str, exchange_ts: int = 0) -> None:
         """``exchange_ts``: the exchange time of the update that broke the sequence (ns)."""

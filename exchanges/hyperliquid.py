@@ -375,9 +375,7 @@ class Hyperliquid(Feed):
             push(ts, t.time * 1_000_000, sym, str(t.tid).encode(), t.px, t.sz, side)
 
     def control(self, lst: Listener, ts: int, payload: memoryview, env: Envelope) -> None:
-        self.count(0, ts, len(payload))
-        if self.raw_on:
-            self.out.raw(ts, payload, lst.conn_id, 0, 0)
+        self.control_frame(lst, ts, payload)
         if env.channel == "error":
             text = bytes(env.data)
             m = re.search(rb'coin\W+([A-Za-z0-9@:/]{1,40})', text)

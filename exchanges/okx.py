@@ -464,9 +464,7 @@ class Okx(Resubscribing):
 
     def control(self, lst: Listener, ts: int, payload: memoryview, env: Envelope | None) -> None:
         """Acks, pongs, errors: raw under channel "" and symbol ``_``; an error is a ``subscribe_error``."""
-        self.count(0, ts, len(payload))
-        if self.raw_on:
-            self.out.raw(ts, payload, lst.conn_id, 0, 0)
+        self.control_frame(lst, ts, payload)
         if env is None or env.event != "error":
             return
         sym = 0
