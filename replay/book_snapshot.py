@@ -16,7 +16,7 @@ import numpy as np
 
 from ticktape.replay import fmt
 from ticktape.replay.book import Book
-from ticktape.replay.levels import assemble, constant, trailer
+from ticktape.replay.levels import snapshot_lines, trailer
 from ticktape.replay.merge import Chunk
 from ticktape.replay.options import Snapshot
 from ticktape.replay.rows import BookRows, json_name
@@ -218,13 +218,9 @@ class Snap:
         self.out_local, self.out_stamp, self.out_price, self.out_amount, self.out_blocks = [], [], [], [], []
         local = np.concatenate([b[0] for b in blocks])
         stamp = np.concatenate([b[1] for b in blocks]) * 1_000_000
-        price = np.concatenate([b[2] for b in blocks]).reshape(-1)
-        amount = np.concatenate([b[3] for b in blocks]).reshape(-1)
-        k = len(local)
-        msg = np.repeat(np.arange(k, dtype=np.int64), 2 * d)
-        is_ask = np.tile(np.repeat(np.array([False, True]), d), k)
-        lines = assemble(constant(self.header, k), trailer(stamp, local), msg, is_ask, price, amount, dedupe=True)
-        return Chunk(local, lines)
+        price = np.concatenate([b[2] for b in blocks]).reshape(-1, 2 * d)
+        amount = np.concatenate([b[3] for b in blocks]).reshape(-1, 2 * d)
+        return Chunk(local, snapshot_lines(self.header, trailer(stamp, local), price, amount))
 
 
 class DenseSide:
@@ -467,13 +463,10 @@ class Snapshots:
         assert self.dense is not None
         G = len(gs)
         n = len(rows.local)
-        due: dict[int, list[tuple[Snap, int]]] = {}
-        for s in self.snaps:
-            at, stamps = s.boundaries(ms[g0:])
-            for m, st in zip((at + g0).tolist(), stamps.tolist(), strict=True):
-                due.setdefault(m, []).append((s, st))
+        # per snapshot type: the messages (ascending) before which it may be due, and the stamps there
+        due = [(at + g0, stamps) for at, stamps in (s.boundaries(ms[g0:]) for s in self.snaps)]
         snap_msgs = np.flatnonzero(g_snap[g0:]) + g0
-        cuts = np.union1d(np.fromiter(due, np.int64, len(due)), snap_msgs).astype(np.int64)
+        cuts = np.union1d(np.concatenate([at for at, _ in due]), snap_msgs).astype(np.int64)
         nseg = len(cuts) + 1
         # a segment starting at a snapshot message starts from an empty book
         clears = np.searchsorted(cuts, snap_msgs) + 1
@@ -485,21 +478,16 @@ class Snapshots:
             rix = np.flatnonzero(mask) + r0
             seg = np.searchsorted(cut_rows, rix, "right")
             tops[:, 2 * k], tops[:, 2 * k + 1] = side_tops(side, rows, rix, seg, nseg, clears, depth)
-        for s in self.snaps:
-            self._decide(s, due, tops, cuts, rows, gs, g_snap, g0, locs)
+        for s, (ms_due, stamps) in zip(self.snaps, due, strict=True):
+            self._decide(s, ms_due, stamps, tops, cuts, rows, gs, g_snap, g0, locs)
             s.last = int(ms[G - 1])
 
-    def _decide(self, s: Snap, due: dict[int, list[tuple[Snap, int]]], tops: np.ndarray, cuts: np.ndarray,
-                rows: BookRows, gs: np.ndarray, g_snap: np.ndarray, g0: int,
-                locs: np.ndarray) -> None:
+    def _decide(self, s: Snap, ms_due: np.ndarray, stamps: np.ndarray, tops: np.ndarray, cuts: np.ndarray,
+                rows: BookRows, gs: np.ndarray, g_snap: np.ndarray, g0: int, locs: np.ndarray) -> None:
         """One snapshot type over the batch: at each of its due points (and at the batch's end), did its top
         levels change since its previous one? Vectorized; only equal tops whose interval had rows at or
         inside the top are walked (``interval_changed``)."""
         G = len(gs)
-        mine = [(m, st) for m, items in due.items() for x, st in items if x is s]
-        mine.sort()
-        ms_due = np.array([m for m, _ in mine], np.int64)
-        stamps = np.array([st for _, st in mine], np.int64)
         # segment index whose end is each due point, then the batch's end (the last segment)
         k_due = np.searchsorted(cuts, ms_due)
         ks = np.append(k_due, len(cuts))

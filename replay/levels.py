@@ -22,38 +22,19 @@ def constant(value: bytes, n: int) -> pa.Array:
     return fmt.fixed_width(np.tile(np.frombuffer(value, np.uint8), (n, 1)))
 
 
-def level_elements(price: np.ndarray, amount: np.ndarray, first: np.ndarray, dedupe: bool = False) -> pa.Array:
-    """``{"price":p,"amount":a}`` per level, with a leading comma unless it opens its list.
-
-    A NaN price is an empty level (a snapshot deeper than the book): ``{}``, as Tardis pads it. With
-    ``dedupe`` each distinct (price, amount, first) is formatted once and the texts are gathered: consecutive
-    snapshots repeat most of their levels, and formatting numbers is the expensive part.
-    """
-    n = len(price)
-    if dedupe and n > 64:
-        order = np.lexsort((first, amount, price))
-        p, a, f = price[order], amount[order], first[order]
-        new = np.ones(n, np.bool_)
-        new[1:] = (_differ(p[1:], p[:-1])) | (_differ(a[1:], a[:-1])) | (f[1:] != f[:-1])
-        starts = np.flatnonzero(new)
-        inverse = np.empty(n, np.int64)
-        inverse[order] = np.cumsum(new) - 1
-        return _elements(p[starts], a[starts], f[starts]).take(pa.array(inverse))
-    return _elements(price, amount, first)
+def level_elements(price: np.ndarray, amount: np.ndarray, first: np.ndarray) -> pa.Array:
+    """``{"price":p,"amount":a}`` per level, with a leading comma unless it opens its list."""
+    comma = pa.array(np.where(first, b"", b","), pa.binary())
+    return fmt.join(comma, _bodies(fmt.numbers(price), fmt.numbers(amount), np.isnan(price)))
 
 
-def _differ(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Not the same value (two NaNs are the same; -0.0 and 0.0 are not, they may print differently)."""
-    return ~(((x == y) & (np.signbit(x) == np.signbit(y))) | (np.isnan(x) & np.isnan(y)))
-
-
-def _elements(price: np.ndarray, amount: np.ndarray, first: np.ndarray) -> pa.Array:
-    body = fmt.join(b'{"price":', fmt.numbers(price), b',"amount":', fmt.numbers(amount), b"}")
-    pad = np.isnan(price)
+def _bodies(price: pa.Array, amount: pa.Array, pad: np.ndarray) -> pa.Array:
+    """``{"price":p,"amount":a}`` from number texts; where ``pad`` (a NaN price: a snapshot deeper than the book)
+    ``{}``, as Tardis pads it."""
+    body = fmt.join(b'{"price":', price, b',"amount":', amount, b"}")
     if pad.any():
         body = pc.if_else(pa.array(pad), pa.scalar(b"{}", pa.binary()), body)
-    comma = pa.array(np.where(first, b"", b","), pa.binary())
-    return fmt.join(comma, body)
+    return body
 
 
 def trailer(exchange_ts: np.ndarray, local_ts: np.ndarray, opening: bytes = b"]") -> pa.Array:
@@ -72,6 +53,47 @@ def trailer(exchange_ts: np.ndarray, local_ts: np.ndarray, opening: bytes = b"]"
     return fmt.fixed_width(m)
 
 
+def _distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct float64 values by their bits (a hash pass, not a sort) and each value's index into them.
+
+    Bits, not ``==``: -0.0 and 0.0 stay apart and every NaN is one value, so equal bits always print alike."""
+    bits = np.ascontiguousarray(values, np.float64).view(np.int64)
+    # from_buffers: pa.array() of a view is slow (it inspects the base array)
+    enc = pc.dictionary_encode(pa.Array.from_buffers(pa.int64(), len(bits), [None, pa.py_buffer(bits)]))
+    # to_numpy, not np.asarray: the latter costs milliseconds per call here
+    return enc.dictionary.to_numpy().view(np.float64), enc.indices.to_numpy().astype(np.int64)
+
+
+def snapshot_lines(header: bytes, trailers: pa.Array, price: np.ndarray, amount: np.ndarray) -> pa.Array:
+    """One line per row of ``price``/``amount`` (k, 2 * depth: bids best first, then asks; NaN price = ``{}``):
+    ``header`` (ending ``"bids":[``), the levels, ``ASKS_OPEN``, the levels, ``trailers``.
+
+    Every snapshot has exactly ``depth`` levels a side, so the output is a fixed grid of pieces: each distinct
+    price and amount is formatted once, each distinct (price, amount) element once (with and without its
+    comma), and the lines are one ``take`` of those texts cut by offsets; no sort, no per-line work."""
+    k, w = price.shape
+    d = w // 2
+    up, pi = _distinct(price.reshape(-1))
+    ua, ai = _distinct(amount.reshape(-1))
+    pairs = pc.dictionary_encode(pa.array(pi * len(ua) + ai))
+    uniq = pairs.dictionary.to_numpy()
+    inv = pairs.indices.to_numpy().astype(np.int64).reshape(k, w)
+    p_of, a_of = uniq // max(1, len(ua)), uniq % max(1, len(ua))
+    body = _bodies(fmt.numbers(up).take(pa.array(p_of)), fmt.numbers(ua).take(pa.array(a_of)), np.isnan(up[p_of]))
+    m = len(uniq)
+    # pieces: header, asks opening, m bodies, m bodies with a leading comma, k trailers
+    concat = pa.concat_arrays([pa.array([header, ASKS_OPEN], pa.binary()), body, fmt.join(b",", body),
+                               trailers.cast(pa.binary())])
+    src = np.empty((k, w + 3), np.int64)
+    src[:, 0] = 0
+    src[:, 1 : d + 1] = inv[:, :d] + (2 + m)
+    src[:, d + 1] = 1
+    src[:, d + 2 : w + 2] = inv[:, d:] + (2 + m)
+    src[:, [1, d + 2]] -= m  # the first level of each side has no comma
+    src[:, w + 2] = np.arange(2 + 2 * m, 2 + 2 * m + k)
+    return fmt.regroup(concat.take(pa.array(src.reshape(-1))), np.arange(0, k * (w + 3), w + 3, dtype=np.int64))
+
+
 def assemble(
     headers: pa.Array,
     trailers: pa.Array,
@@ -79,9 +101,8 @@ def assemble(
     is_ask: np.ndarray,
     price: np.ndarray,
     amount: np.ndarray,
-    dedupe: bool = False,
 ) -> pa.Array:
-    """One finished line per message (``dedupe``: see ``level_elements``).
+    """One finished line per message.
 
     ``headers`` end with ``"bids":[``; ``trailers`` start with ``]`` (closing asks).
     Level rows carry their message index ``msg`` (non-decreasing) and side;
@@ -96,7 +117,7 @@ def assemble(
     first = np.ones(n, np.bool_)
     if n:
         first[1:] = key[1:] != key[:-1]
-    elems = level_elements(price, amount, first, dedupe)
+    elems = level_elements(price, amount, first)
     nb = np.bincount(msg[~is_ask], minlength=g) if n else np.zeros(g, np.int64)
     na = np.bincount(msg[is_ask], minlength=g) if n else np.zeros(g, np.int64)
     size = 3 + nb + na

@@ -102,13 +102,19 @@ def test_band_fallback_and_small_blocks(seed: int, monkeypatch: pytest.MonkeyPat
     assert any(redone) and not all(redone)
 
 
-def test_levels_formatted_once_per_distinct_value_are_the_same_text() -> None:
-    from ticktape.replay.levels import level_elements
+def test_snapshot_lines_formatted_once_per_distinct_value_equal_the_generic_assembly() -> None:
+    """Snapshot lines (each distinct price, amount and level text formatted once, the grid gathered with one take)
+    are byte for byte the generic per-level assembly, on values whose text is easy to get wrong."""
+    from ticktape.replay.levels import assemble, constant, snapshot_lines, trailer
 
     rng = np.random.default_rng(3)
-    n = 5000
-    price = rng.choice([100.0, 100.5, 99.25, 1e-7, 123456789.125, -0.0, np.nan], n)
-    amount = rng.choice([0.0, 1.5, 2.0, 0.001, 3e21], n)
-    first = rng.random(n) < 0.2
-    assert level_elements(price, amount, first, dedupe=True).to_pylist() == \
-        level_elements(price, amount, first).to_pylist()
+    header = b'{"type":"book_snapshot","bids":['
+    for k, depth in [(1, 1), (7, 3), (500, 10), (3000, 25)]:
+        price = rng.choice([100.0, 100.5, 99.25, 1e-7, 123456789.125, -0.0, 0.0, np.nan, 1e15, 5e21], (k, 2 * depth))
+        amount = np.where(np.isnan(price), np.nan, rng.choice([0.0, 1.5, 2.0, 0.001, 3e21, -0.0, 1e12], (k, 2 * depth)))
+        local = np.arange(k, dtype=np.int64) * 1_000_003 + 1_736_186_400_000_000_000
+        tr = trailer(local // 1_000_000 * 1_000_000, local)
+        msg = np.repeat(np.arange(k), 2 * depth)
+        is_ask = np.tile(np.repeat(np.array([False, True]), depth), k)
+        ref = assemble(constant(header, k), tr, msg, is_ask, price.reshape(-1), amount.reshape(-1))
+        assert snapshot_lines(header, tr, price, amount).to_pylist() == ref.to_pylist()
