@@ -29,6 +29,7 @@ from ticktape.exchanges.binance_dialect import BY_ID, FUTURES, Dialect
 from ticktape.exchanges.book import MAX_BUFFER, Bridge, DiffSync, SyncState, bridge
 from ticktape.exchanges.connection import Link, Listener, Plan, Timing
 from ticktape.exchanges.feed import Feed
+from ticktape.ipc.fastpack import LevelTextError, decode_levels
 from ticktape.ipc.ring import RecordRing
 from ticktape.ipc.schemas import BOOK_ASK, BOOK_BID, SIDE_BUY, SIDE_SELL
 
@@ -82,6 +83,23 @@ class Depth(msgspec.Struct, gc=False):
     pu: int = -1  # spot has none (its chain is U == previous u + 1)
 
 
+class DiffText(msgspec.Struct, gc=False):
+    """A diff with its level arrays left as JSON text: ``Outbox.book_level_text`` parses them
+    straight into ring records (no per-level Python objects). The text points into the
+    frame's buffer: ``held`` copies it into a ``Depth`` before the diff outlives the frame."""
+
+    E: int
+    U: int
+    u: int
+    b: msgspec.Raw
+    a: msgspec.Raw
+    pu: int = -1
+
+    def held(self) -> Depth:
+        """This diff with its levels decoded (raises LevelTextError if they are not levels)."""
+        return Depth(self.E, self.U, self.u, decode_levels(self.b), decode_levels(self.a), self.pu)
+
+
 class SpotPartial(msgspec.Struct, gc=False):
     """Spot's partial depth: the whole top N, no event time."""
 
@@ -105,6 +123,11 @@ class TradeFrame(msgspec.Struct, gc=False):
 class DepthFrame(msgspec.Struct, gc=False):
     stream: str
     data: Depth
+
+
+class DiffTextFrame(msgspec.Struct, gc=False):
+    stream: str
+    data: DiffText
 
 
 class SpotPartialFrame(msgspec.Struct, gc=False):
@@ -222,7 +245,7 @@ class BinanceFutures(Feed):
         self._fast: dict[int, msgspec.json.Decoder[Any]] = {
             AGG: msgspec.json.Decoder(AggFrame, strict=False),
             TRADE: msgspec.json.Decoder(TradeFrame, strict=False),
-            DIFF: msgspec.json.Decoder(DepthFrame, strict=False),
+            DIFF: msgspec.json.Decoder(DiffTextFrame, strict=False),
             PARTIAL: msgspec.json.Decoder(SpotPartialFrame if dia.spot_partial else DepthFrame, strict=False),
             BOOKT: msgspec.json.Decoder(binance_tickers.BookTickerFrame, strict=False),
         }
@@ -362,8 +385,12 @@ class BinanceFutures(Feed):
             keep = self.on_partial(ts, sym, data)  # a duplicate: counted there
         elif kind == PARTIAL and type(data) is SpotPartial:
             keep = self.on_partial(ts, sym, self.spot_depth(data))
-        elif kind == DIFF and type(data) is Depth:
-            keep = self.on_diff(lst, ts, sym, data)
+        elif kind == DIFF and type(data) is DiffText:
+            try:
+                keep = self.on_diff(lst, ts, sym, data)
+            except LevelTextError:  # nothing written: the slow path counts it malformed and keeps it raw
+                self.on_frame_slow(lst, ts, payload)
+                return
         elif kind == BOOKT and type(data) is binance_tickers.BookTicker:
             keep = self.tickers.on_book_ticker(ts, sym, data)
         elif kind == TRADE and type(data) is Trade:
@@ -491,11 +518,11 @@ class BinanceFutures(Feed):
         """Spot's partial depth as a Depth (no event time: ``E`` 0, null on disk)."""
         return Depth(0, p.lastUpdateId, p.lastUpdateId, p.bids, p.asks)
 
-    def prev_u(self, d: Depth) -> int:
+    def prev_u(self, d: Depth | DiffText) -> int:
         """The ``u`` the diff before ``d`` must have ended at: ``pu``, or spot's ``U - 1``."""
         return d.pu if self.has_pu else d.U - 1
 
-    def chain_break(self, d: Depth, last: int, buffered: str = "") -> str:
+    def chain_break(self, d: Depth | DiffText, last: int, buffered: str = "") -> str:
         if self.has_pu:
             return f"pu {d.pu} != previous u {last}{buffered}"
         return f"U {d.U} != previous u {last} + 1{buffered}"
@@ -510,7 +537,8 @@ class BinanceFutures(Feed):
             out.book_snapshot(ts, d.E * 1_000_000, sym, common.snapshot_values(d.b, d.a, self.levels))
         return True
 
-    def on_diff(self, lst: Listener, ts: int, sym: int, d: Depth) -> bool:
+    def on_diff(self, lst: Listener, ts: int, sym: int, d: Depth | DiffText) -> bool:
+        """Raises LevelTextError (before any change) when a level text is not levels."""
         st = self.sync[sym]
         if st.state == SyncState.SYNCED:
             if d.u <= st.last_u:
@@ -520,11 +548,12 @@ class BinanceFutures(Feed):
                     self.duplicate(ts, sym, self.ch_depth, lst.conn_id, d.u, what="diffs")
                 return False
             if (d.pu if self.has_pu else d.U - 1) != st.last_u:
+                held = d.held() if isinstance(d, DiffText) else d
                 if lst.link.rolling:  # two connections race during a planned reconnect: hold it
-                    st.ahead[self.prev_u(d)] = (ts, d)
+                    st.ahead[self.prev_u(d)] = (ts, held)
                     return True
                 self.gap(ts, sym, self.ch_depth, lst.conn_id, self.chain_break(d, st.last_u), d.E * 1_000_000)
-                self.resync(sym, ts, "gap", first=(ts, d))
+                self.resync(sym, ts, "gap", first=(ts, held))
                 return True
             self.emit_diff(ts, sym, d)
             st.last_u = d.u
@@ -535,7 +564,7 @@ class BinanceFutures(Feed):
                 self.emit_diff(nxt[0], sym, nxt[1])
                 st.last_u = nxt[1].u
             return True
-        if not st.push(ts, d) and st.lost == 1:  # once per overflow: the gap event says how many
+        if not st.push(ts, d.held() if isinstance(d, DiffText) else d) and st.lost == 1:  # once per overflow: the gap event says how many
             log.warning("%s diff buffer full (%d) while waiting for the snapshot: dropping the oldest diffs",
                         self.feed_id("book_change", sym), MAX_BUFFER)
         if st.snapshot is not None and self.try_bridge(sym) != Bridge.STALE:
@@ -544,8 +573,11 @@ class BinanceFutures(Feed):
             self.fetch_snapshot(sym)
         return True
 
-    def emit_diff(self, ts: int, sym: int, d: Depth) -> None:
+    def emit_diff(self, ts: int, sym: int, d: Depth | DiffText) -> None:
         ets = d.E * 1_000_000
+        if type(d) is DiffText:
+            self.out.book_level_text(ts, ets, sym, False, d.b, d.a)
+            return
         push = self.out.book_levels
         push(ts, ets, sym, False, BOOK_BID, d.b)
         push(ts, ets, sym, False, BOOK_ASK, d.a)

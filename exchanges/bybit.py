@@ -30,6 +30,7 @@ from ticktape.exchanges import bybit_tickers, common, instruments
 from ticktape.exchanges.book import Dedup, DeltaSeq
 from ticktape.exchanges.connection import Listener, Plan, Timing
 from ticktape.exchanges.feed import Resubscribing
+from ticktape.ipc.fastpack import LevelTextError, decode_levels
 from ticktape.ipc.schemas import BOOK_ASK, BOOK_BID, SIDE_BUY, SIDE_SELL, SIDE_UNKNOWN
 
 if TYPE_CHECKING:
@@ -86,6 +87,21 @@ class Book(msgspec.Struct, gc=False):
     seq: int = 0
 
 
+class BookText(msgspec.Struct, gc=False):
+    """A book body with its level arrays left as JSON text: ``Outbox.book_level_text`` parses
+    them straight into ring records (no per-level Python objects). The text points into the
+    frame's buffer: ``held`` decodes it into a ``Book`` where levels are needed as objects."""
+
+    b: msgspec.Raw
+    a: msgspec.Raw
+    u: int
+    seq: int = 0
+
+    def held(self) -> Book:
+        """This body with its levels decoded (raises LevelTextError if they are not levels)."""
+        return Book(decode_levels(self.b), decode_levels(self.a), self.u, self.seq)
+
+
 class Trade(msgspec.Struct, gc=False):
     T: int
     S: str
@@ -100,7 +116,7 @@ class BookFrame(msgspec.Struct, gc=False):
     topic: str
     type: str
     ts: int
-    data: Book
+    data: BookText
 
 
 class TradesFrame(msgspec.Struct, gc=False):
@@ -258,7 +274,11 @@ class Bybit(Resubscribing):
                 if self.raw_on:
                     self.out.raw_fast(ts, payload, lst.conn_id, sym, chan)
                 if kind in (BOOK, BBO) and type(fast) is BookFrame:
-                    self.on_book(lst, ts, sym, chan, fast, fast.data)
+                    try:
+                        self.on_book(lst, ts, sym, chan, fast, fast.data)
+                    except LevelTextError as e:  # as the slow path treats a body msgspec refuses
+                        self.malformed(lst.conn_id, ts, payload, f"{fast.topic}: {e}", sym, chan, keep_raw=False)
+                        self.resync(fast.topic, ts, "malformed book frame")
                 elif kind == TRADES and type(fast) is TradesFrame:
                     self.on_trades(lst, ts, sym, chan, fast.data)
                 if self._pending_resync:
@@ -314,16 +334,22 @@ class Bybit(Resubscribing):
             side = SIDE_BUY if t.S == "Buy" else SIDE_SELL if t.S == "Sell" else SIDE_UNKNOWN
             push(ts, t.T * 1_000_000, sym, t.i.encode(), t.p, t.v, side)
 
-    def on_book(self, lst: Listener, ts: int, sym: int, chan: int, env: Envelope | BookFrame, b: Book) -> None:
+    def on_book(
+        self, lst: Listener, ts: int, sym: int, chan: int, env: Envelope | BookFrame, b: Book | BookText
+    ) -> None:
+        """Raises LevelTextError (before any change) when a level text is not levels."""
         st = self.seq[env.topic]
+        topic = env.topic
+        if isinstance(b, BookText) and topic in self.bbo_topics:
+            b = b.held()  # orderbook.1 levels feed the book_ticker state as objects
         snapshot = env.type == "snapshot"
+        restart = False
         if not snapshot:
             if not st.synced:
                 self.bump("duplicates", sym)  # delta before its snapshot (e.g. while resyncing): unusable
                 return
             if b.u == 1:
-                snapshot = True
-                self.out.event(ts, "resync", symbol=sym, channel=chan, conn_id=lst.conn_id, detail="u == 1: service restart, book overwritten")
+                snapshot = restart = True
             elif b.u <= st.last_u:
                 self.duplicate(ts, sym, chan, lst.conn_id, b.u, what="orderbook updates")
                 return
@@ -331,17 +357,21 @@ class Bybit(Resubscribing):
                 self.gap(ts, sym, chan, lst.conn_id, f"u {b.u} != previous u {st.last_u} + 1", env.ts * 1_000_000)
                 self.resync(env.topic, ts, "gap")
                 return
-        elif st.synced_once and not st.synced:  # a completed resync
+        ets = env.ts * 1_000_000
+        if topic in self.book_topics:  # first: a level text that is not levels raises here, before any change
+            if type(b) is BookText:
+                self.out.book_level_text(ts, ets, sym, snapshot, b.b, b.a)
+            else:
+                push = self.out.book_levels
+                push(ts, ets, sym, snapshot, BOOK_BID, b.b)
+                push(ts, ets, sym, snapshot, BOOK_ASK, b.a)
+        if restart:
+            self.out.event(ts, "resync", symbol=sym, channel=chan, conn_id=lst.conn_id, detail="u == 1: service restart, book overwritten")
+        elif snapshot and st.synced_once and not st.synced:  # a completed resync
             self.bump("resyncs", sym)
             self.out.event(ts, "resync", symbol=sym, channel=chan, conn_id=lst.conn_id, detail=f"snapshot at u={b.u}")
-        ets = env.ts * 1_000_000
-        topic = env.topic
-        if topic in self.bbo_topics:
+        if topic in self.bbo_topics and isinstance(b, Book):
             self.tickers.on_bbo(ts, ets, sym, snapshot, b)
-        if topic in self.book_topics:
-            push = self.out.book_levels
-            push(ts, ets, sym, snapshot, BOOK_BID, b.b)
-            push(ts, ets, sym, snapshot, BOOK_ASK, b.a)
         st.last_u = b.u
         st.synced = st.synced_once = True
 

@@ -123,9 +123,233 @@ static PyObject *pack_levels(PyObject *self, PyObject *const *args, Py_ssize_t n
     Py_RETURN_NONE;
 }
 
+
+/* ---- level text: [["price","qty"],...] straight into records ---------------------
+ * Accepts a strict subset of what msgspec accepts for list[tuple[float, float]] with
+ * strict=False: JSON numbers, quoted or not, with at most 19 significant digits, a
+ * mantissa up to 2^53 and a decimal exponent within +-22, so that one multiplication
+ * or division of two exact doubles gives the correctly rounded value (Clinger's fast
+ * path), the value msgspec gives. Anything else (nan, a negative zero, long
+ * mantissas, malformed text) is refused, and the caller decodes the frame with
+ * msgspec instead, which then accepts it or reports it malformed. */
+
+static const double POW10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+static inline const char *skip_ws(const char *s, const char *end) {
+    while (s < end && (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')) s++;
+    return s;
+}
+
+/* one number, optionally in quotes; NULL if refused */
+static const char *parse_number(const char *s, const char *end, double *out) {
+    int quoted = 0;
+    if (s < end && *s == '"') { quoted = 1; s++; }
+    int neg = 0;
+    if (s < end && *s == '-') { neg = 1; s++; }
+    if (s >= end || *s < '0' || *s > '9') return NULL;
+    uint64_t m = 0;
+    int digits = 0, exp10 = 0;
+    if (*s == '0') {
+        s++;
+        if (s < end && *s >= '0' && *s <= '9') return NULL; /* leading zero */
+    } else {
+        while (s < end && *s >= '0' && *s <= '9') {
+            if (++digits > 19) return NULL;
+            m = m * 10 + (uint64_t)(*s - '0');
+            s++;
+        }
+    }
+    if (s < end && *s == '.') {
+        s++;
+        if (s >= end || *s < '0' || *s > '9') return NULL;
+        while (s < end && *s >= '0' && *s <= '9') {
+            if (m != 0 || *s != '0') { if (++digits > 19) return NULL; }
+            m = m * 10 + (uint64_t)(*s - '0');
+            exp10--;
+            s++;
+        }
+    }
+    if (s < end && (*s == 'e' || *s == 'E')) {
+        s++;
+        int eneg = 0, e = 0;
+        if (s < end && (*s == '+' || *s == '-')) { eneg = *s == '-'; s++; }
+        if (s >= end || *s < '0' || *s > '9') return NULL;
+        while (s < end && *s >= '0' && *s <= '9') {
+            if (e > 1000) return NULL;
+            e = e * 10 + (*s - '0');
+            s++;
+        }
+        exp10 += eneg ? -e : e;
+    }
+    if (quoted) {
+        if (s >= end || *s != '"') return NULL;
+        s++;
+    }
+    if (m > ((uint64_t)1 << 53)) return NULL;
+    if (m == 0) {
+        if (neg) return NULL; /* msgspec's sign of zero depends on the spelling */
+        *out = 0.0;
+        return s;
+    }
+    double v = (double)m;
+    if (exp10 < 0) {
+        if (exp10 < -22) return NULL;
+        v /= POW10[-exp10];
+    } else if (exp10 > 0) {
+        if (exp10 > 22) return NULL;
+        v *= POW10[exp10];
+    }
+    *out = neg ? -v : v;
+    return s;
+}
+
+/* [[p, q], ...] into vals (pairs); number of levels, or -1 if refused */
+static Py_ssize_t parse_levels(const char *s, const char *end, double *vals, Py_ssize_t max) {
+    Py_ssize_t n = 0;
+    s = skip_ws(s, end);
+    if (s >= end || *s != '[') return -1;
+    s = skip_ws(s + 1, end);
+    if (s < end && *s == ']') {
+        s = skip_ws(s + 1, end);
+        return s == end ? 0 : -1;
+    }
+    for (;;) {
+        if (n >= max) return -1;
+        if (s >= end || *s != '[') return -1;
+        s = skip_ws(s + 1, end);
+        if ((s = parse_number(s, end, &vals[2 * n])) == NULL) return -1;
+        s = skip_ws(s, end);
+        if (s >= end || *s != ',') return -1;
+        s = skip_ws(s + 1, end);
+        if ((s = parse_number(s, end, &vals[2 * n + 1])) == NULL) return -1;
+        s = skip_ws(s, end);
+        if (s >= end || *s != ']') return -1;
+        n++;
+        s = skip_ws(s + 1, end);
+        if (s < end && *s == ',') {
+            s = skip_ws(s + 1, end);
+            continue;
+        }
+        if (s < end && *s == ']') {
+            s = skip_ws(s + 1, end);
+            return s == end ? n : -1;
+        }
+        return -1;
+    }
+}
+
+static void write_records(char *base, Py_ssize_t itemsize, Py_ssize_t cap, Py_ssize_t *slot, const double *vals,
+                          Py_ssize_t k, int64_t lts, int64_t ets, uint16_t sym16, uint8_t side8, uint8_t snap8) {
+    Py_ssize_t sl = *slot;
+    for (Py_ssize_t i = 0; i < k; i++) {
+        char *r = base + sl * itemsize;
+        memcpy(r, &lts, 8);
+        memcpy(r + 8, &ets, 8);
+        memcpy(r + 16, &vals[2 * i], 8);
+        memcpy(r + 24, &vals[2 * i + 1], 8);
+        memcpy(r + 32, &sym16, 2);
+        r[34] = (char)side8;
+        r[35] = (char)snap8;
+        memset(r + 36, 0, 4);
+        if (++sl == cap) sl = 0;
+    }
+    *slot = sl;
+}
+
+#define MAX_TEXT_LEVELS 1024
+
+/* pack_level_text(buf, header, itemsize, capacity, seq, free, local_ts, exchange_ts,
+ *                 symbol, is_snapshot, bid_side, bids, ask_side, asks) -> int
+ * Parses both level texts (buffers holding [["price","qty"],...]) and writes the
+ * first min(free, nb + na) records, bids then asks, into slots seq, seq+1, ... (mod
+ * capacity). Returns nb + na, or -1 (nothing written) if either text is refused. */
+static PyObject *pack_level_text(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 14) {
+        PyErr_SetString(PyExc_TypeError, "pack_level_text takes 14 arguments");
+        return NULL;
+    }
+    Py_ssize_t header = PyLong_AsSsize_t(args[1]);
+    Py_ssize_t itemsize = PyLong_AsSsize_t(args[2]);
+    Py_ssize_t cap = PyLong_AsSsize_t(args[3]);
+    long long seq = PyLong_AsLongLong(args[4]);
+    Py_ssize_t free_slots = PyLong_AsSsize_t(args[5]);
+    long long local_ts = PyLong_AsLongLong(args[6]);
+    long long exchange_ts = PyLong_AsLongLong(args[7]);
+    long symbol = PyLong_AsLong(args[8]);
+    int snap = PyObject_IsTrue(args[9]);
+    long bid_side = PyLong_AsLong(args[10]);
+    long ask_side = PyLong_AsLong(args[12]);
+    if (PyErr_Occurred() || snap < 0) return NULL;
+    if (header < 0 || itemsize < RECORD_BYTES || cap <= 0 || seq < 0 || symbol < 0 || symbol > 0xFFFF ||
+        bid_side < 0 || bid_side > 0xFF || ask_side < 0 || ask_side > 0xFF) {
+        PyErr_SetString(PyExc_ValueError, "pack_level_text: argument out of range");
+        return NULL;
+    }
+    if (free_slots < 0) free_slots = 0;
+    if (free_slots > cap) free_slots = cap;
+    Py_buffer bt, at;
+    if (PyObject_GetBuffer(args[11], &bt, PyBUF_SIMPLE) < 0) return NULL;
+    if (PyObject_GetBuffer(args[13], &at, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&bt);
+        return NULL;
+    }
+    double stack[2 * 2 * 128];
+    double *vals = stack;
+    Py_ssize_t room = 128; /* levels a side */
+    /* a level takes at least 5 bytes of text: the larger text bounds the count */
+    Py_ssize_t need = (bt.len > at.len ? bt.len : at.len) / 5 + 1;
+    if (need > MAX_TEXT_LEVELS) need = MAX_TEXT_LEVELS;
+    if (need > room) {
+        vals = PyMem_Malloc(sizeof(double) * 4 * (size_t)need);
+        if (vals == NULL) {
+            PyBuffer_Release(&bt);
+            PyBuffer_Release(&at);
+            return PyErr_NoMemory();
+        }
+        room = need;
+    }
+    double *bv = vals, *av = vals + 2 * room;
+    Py_ssize_t nb = parse_levels((const char *)bt.buf, (const char *)bt.buf + bt.len, bv, room);
+    Py_ssize_t na = nb < 0 ? -1 : parse_levels((const char *)at.buf, (const char *)at.buf + at.len, av, room);
+    PyBuffer_Release(&bt);
+    PyBuffer_Release(&at);
+    if (nb < 0 || na < 0) {
+        if (vals != stack) PyMem_Free(vals);
+        return PyLong_FromLong(-1);
+    }
+    Py_ssize_t n = nb + na;
+    Py_ssize_t k = n < free_slots ? n : free_slots;
+    if (k > 0) {
+        Py_buffer view;
+        if (PyObject_GetBuffer(args[0], &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
+            if (vals != stack) PyMem_Free(vals);
+            return NULL;
+        }
+        if (header + cap * itemsize > view.len) {
+            PyBuffer_Release(&view);
+            if (vals != stack) PyMem_Free(vals);
+            PyErr_SetString(PyExc_ValueError, "pack_level_text: ring larger than the buffer");
+            return NULL;
+        }
+        char *base = (char *)view.buf + header;
+        Py_ssize_t slot = (Py_ssize_t)(seq % cap);
+        Py_ssize_t kb = k < nb ? k : nb;
+        write_records(base, itemsize, cap, &slot, bv, kb, (int64_t)local_ts, (int64_t)exchange_ts, (uint16_t)symbol,
+                      (uint8_t)bid_side, (uint8_t)snap);
+        write_records(base, itemsize, cap, &slot, av, k - kb, (int64_t)local_ts, (int64_t)exchange_ts,
+                      (uint16_t)symbol, (uint8_t)ask_side, (uint8_t)snap);
+        PyBuffer_Release(&view);
+    }
+    if (vals != stack) PyMem_Free(vals);
+    return PyLong_FromSsize_t(n);
+}
+
 static PyMethodDef methods[] = {
     {"pack_levels", (PyCFunction)(void (*)(void))pack_levels, METH_FASTCALL,
      "Pack (price, amount) levels into book_change ring slots."},
+    {"pack_level_text", (PyCFunction)(void (*)(void))pack_level_text, METH_FASTCALL,
+     "Parse bid and ask level texts ([[\"price\",\"qty\"],...]) into book_change ring slots."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,8 +1,9 @@
-"""The compiled book_change packer, when it was built and matches the record layout.
+"""The compiled book_change packers, when they were built and match the record layout.
 
 ``pip install`` builds ``ipc/_fastpack.c`` where a C compiler exists (the extension is
-optional); without it, or with ``TICKTAPE_PURE_PYTHON=1``, ``pack_levels`` is None and
-``Outbox`` packs level by level in Python. Both write the same bytes (tests/ipc checks).
+optional); without it, or with ``TICKTAPE_PURE_PYTHON=1``, ``pack_levels`` and
+``pack_level_text`` are None and ``Outbox`` packs level by level in Python (the level
+text decoded by msgspec). Both write the same bytes (tests/ipc checks).
 """
 
 from __future__ import annotations
@@ -12,10 +13,29 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
+
 from ticktape.ipc.schemas import BOOK_CHANGE_STRUCT
 
 
-def _load() -> Callable[..., None] | None:
+class LevelTextError(ValueError):
+    """A level array that is not ``[[price, amount], ...]``: the frame is decoded the slow way
+    (where msgspec reports it malformed, or accepts a spelling the compiled parser refuses)."""
+
+
+_LEVELS = msgspec.json.Decoder(list[tuple[float, float]], strict=False)
+
+
+def decode_levels(text: msgspec.Raw | bytes | memoryview) -> list[tuple[float, float]]:
+    """Level text (``[["price","qty"],...]``) as (price, amount) pairs, decoded by msgspec.
+    A copy: safe to keep after the frame's buffer is reused. Raises LevelTextError."""
+    try:
+        return _LEVELS.decode(text)
+    except msgspec.DecodeError as e:
+        raise LevelTextError(str(e)) from None
+
+
+def _load() -> Any:
     if os.environ.get("TICKTAPE_PURE_PYTHON", "") not in ("", "0"):
         return None
     if sys.byteorder != "little" or BOOK_CHANGE_STRUCT.format != "<qqddHBB4x":
@@ -27,10 +47,17 @@ def _load() -> Callable[..., None] | None:
     mod: Any = _fastpack
     if BOOK_CHANGE_STRUCT.size != mod.RECORD_BYTES:
         return None
-    fn: Callable[..., None] = mod.pack_levels
-    return fn
+    return mod
 
+
+_MOD = _load()
 
 #: ``pack_levels(buf, header, itemsize, capacity, seq, k, local_ts, exchange_ts, symbol,
 #: side, is_snapshot, levels)``, or None when only the Python packer is available
-pack_levels: Callable[..., None] | None = _load()
+pack_levels: Callable[..., None] | None = _MOD.pack_levels if _MOD is not None else None
+
+#: ``pack_level_text(buf, header, itemsize, capacity, seq, free, local_ts, exchange_ts, symbol,
+#: is_snapshot, bid_side, bids, ask_side, asks) -> int``: parses both level texts and writes the
+#: first ``min(free, nb + na)`` records (bids, then asks); returns ``nb + na``, or -1 with nothing
+#: written when it refuses a text (the caller decodes with msgspec). None: Python only.
+pack_level_text: Callable[..., int] | None = getattr(_MOD, "pack_level_text", None) if _MOD is not None else None

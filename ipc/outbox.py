@@ -22,6 +22,8 @@ from ticktape.ipc.raw_ring import _A_WRITE, RawRing
 from ticktape.ipc.ring import _DROPPED, _READ, _WRITE, HEADER_BYTES, RecordRing
 from ticktape.ipc.ringset import RingSetSpec
 from ticktape.ipc.schemas import (
+    BOOK_ASK,
+    BOOK_BID,
     BOOK_CHANGE_STRUCT,
     BOOK_TICKER_STRUCT,
     DERIVATIVE_TICKER_STRUCT,
@@ -50,6 +52,8 @@ class Outbox:
         self.spec = spec
         #: the C level packer (None: pack level by level in Python; same bytes)
         self._pack_levels = fastpack.pack_levels if compiled else None
+        #: the C level-text parser and packer (None: msgspec decodes the text, then the above)
+        self._pack_text = fastpack.pack_level_text if compiled else None
         self.rings = rings
         self.on_book_drop = on_book_drop
         self._lost: dict[tuple[str, int], int] = {}
@@ -257,34 +261,127 @@ class Outbox:
             free = cap - (seq - ring._read_cache)
         k = n if free >= n else max(free, 0)
         if k:
-            pack = BOOK_CHANGE_STRUCT.pack_into
-            mv = ring._mv
-            size = ring.itemsize
-            start = seq % cap
-            if self._pack_levels is not None:
-                self._pack_levels(mv, HEADER_BYTES, size, cap, seq, k, local_ts, exchange_ts, symbol, side,
-                                  is_snapshot, levels)
-            elif start + k <= cap:
-                off = HEADER_BYTES + start * size
-                for i in range(k):
-                    p, a = levels[i]
-                    pack(mv, off, local_ts, exchange_ts, p, a, symbol, side, is_snapshot)
-                    off += size
+            if self._pack_levels is not None:  # inlined: the common case pays no extra call
+                self._pack_levels(ring._mv, HEADER_BYTES, ring.itemsize, cap, seq, k, local_ts, exchange_ts, symbol,
+                                  side, is_snapshot, levels)
             else:
-                for i in range(k):
-                    p, a = levels[i]
-                    pack(mv, HEADER_BYTES + ((seq + i) % cap) * size, local_ts, exchange_ts, p, a, symbol, side,
-                         is_snapshot)
+                self._write_levels(ring, seq, k, local_ts, exchange_ts, symbol, side, is_snapshot, levels)
             seq += k
             ring._wseq = seq
             ring._words[_WRITE] = seq
         if k < n:
-            ring._words[_DROPPED] += n - k
-            key = ("book_change", symbol)
-            self._lost[key] = self._lost.get(key, 0) + n - k - 1
-            self._lose("book_change", symbol)
+            self._book_short(ring, symbol, n - k)
             return False
         return True
+
+    def book_level_text(
+        self,
+        local_ts: int,
+        exchange_ts: int,
+        symbol: int,
+        is_snapshot: bool,
+        bids: Any,
+        asks: Any,
+    ) -> bool:
+        """One frame's bid and ask levels straight from their JSON text (``msgspec.Raw`` or
+        bytes: ``[["price","qty"],...]``), no per-level Python object on the compiled path:
+        the same rows, slots and full-ring policy as ``book_levels`` for the bids then the
+        asks with one reservation for both. Raises ``fastpack.LevelTextError`` (nothing
+        written) when a text is not a level array. True if all rows fit."""
+        ring = self._bk
+        fn = self._pack_text
+        if ring is None or fn is None:
+            return self._book_level_text_py(local_ts, exchange_ts, symbol, is_snapshot, bids, asks)
+        cap = ring.capacity
+        seq = ring._wseq
+        free = cap - (seq - ring._read_cache)
+        n = fn(ring._mv, HEADER_BYTES, ring.itemsize, cap, seq, free, local_ts, exchange_ts, symbol, is_snapshot,
+               BOOK_BID, bids, BOOK_ASK, asks)
+        if n < 0:  # a spelling the C parser leaves to msgspec (or malformed: msgspec raises)
+            return self._book_level_text_py(local_ts, exchange_ts, symbol, is_snapshot, bids, asks)
+        if n > free:
+            ring._read_cache = ring._words[_READ]
+            more = cap - (seq - ring._read_cache)
+            if more > free:
+                fn(ring._mv, HEADER_BYTES, ring.itemsize, cap, seq, more, local_ts, exchange_ts, symbol, is_snapshot,
+                   BOOK_BID, bids, BOOK_ASK, asks)
+                free = more
+        k = n if free >= n else max(free, 0)
+        if k:
+            seq += k
+            ring._wseq = seq
+            ring._words[_WRITE] = seq
+        if k < n:
+            self._book_short(ring, symbol, n - k)
+            return False
+        return True
+
+    def _book_level_text_py(
+        self, local_ts: int, exchange_ts: int, symbol: int, is_snapshot: bool, bids: Any, asks: Any
+    ) -> bool:
+        """``book_level_text`` with msgspec decoding the texts (the pure-Python path)."""
+        b = fastpack.decode_levels(bids)
+        a = fastpack.decode_levels(asks)
+        nb = len(b)
+        n = nb + len(a)
+        ring = self._bk
+        if ring is None:
+            for _ in range(n):
+                self._lose("book_change", symbol)
+            return not n
+        cap = ring.capacity
+        seq = ring._wseq
+        free = cap - (seq - ring._read_cache)
+        if free < n:
+            ring._read_cache = ring._words[_READ]
+            free = cap - (seq - ring._read_cache)
+        k = n if free >= n else max(free, 0)
+        kb = min(k, nb)
+        if kb:
+            self._write_levels(ring, seq, kb, local_ts, exchange_ts, symbol, BOOK_BID, is_snapshot, b)
+        if k > kb:
+            self._write_levels(ring, seq + kb, k - kb, local_ts, exchange_ts, symbol, BOOK_ASK, is_snapshot, a)
+        if k:
+            seq += k
+            ring._wseq = seq
+            ring._words[_WRITE] = seq
+        if k < n:
+            self._book_short(ring, symbol, n - k)
+            return False
+        return True
+
+    def _write_levels(
+        self, ring: RecordRing, seq: int, k: int, local_ts: int, exchange_ts: int, symbol: int, side: int,
+        is_snapshot: bool, levels: Sequence[Any],
+    ) -> None:
+        """levels[0:k] into slots seq .. seq+k-1 (the caller publishes ``write_seq``)."""
+        mv = ring._mv
+        size = ring.itemsize
+        cap = ring.capacity
+        if self._pack_levels is not None:
+            self._pack_levels(mv, HEADER_BYTES, size, cap, seq, k, local_ts, exchange_ts, symbol, side,
+                              is_snapshot, levels)
+            return
+        pack = BOOK_CHANGE_STRUCT.pack_into
+        start = seq % cap
+        if start + k <= cap:
+            off = HEADER_BYTES + start * size
+            for i in range(k):
+                p, a = levels[i]
+                pack(mv, off, local_ts, exchange_ts, p, a, symbol, side, is_snapshot)
+                off += size
+        else:
+            for i in range(k):
+                p, a = levels[i]
+                pack(mv, HEADER_BYTES + ((seq + i) % cap) * size, local_ts, exchange_ts, p, a, symbol, side,
+                     is_snapshot)
+
+    def _book_short(self, ring: RecordRing, symbol: int, lost: int) -> None:
+        """``lost`` book rows did not fit: counted in the ring header, one pending drop, one resync."""
+        ring._words[_DROPPED] += lost
+        key = ("book_change", symbol)
+        self._lost[key] = self._lost.get(key, 0) + lost - 1
+        self._lose("book_change", symbol)
 
     def book_snapshot_levels(
         self,

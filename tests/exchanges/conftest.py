@@ -80,7 +80,7 @@ def rig() -> Iterator[Any]:
     made: list[dict[str, Any]] = []
 
     def make(exchange: str, options: dict[str, Any] | None = None, raw: bool = True, capacity: int = 1 << 16,
-             **cfg_kw: Any) -> Rig:
+             compiled: bool = True, **cfg_kw: Any) -> Rig:
         cfg = ExchangeConfig(**cfg_kw)
         registry.validate(exchange, cfg)
         spec = ringset.make_spec(
@@ -93,7 +93,8 @@ def rig() -> Iterator[Any]:
         feed_cls = getattr(mod, "FEED", None) or next(  # the class registry.ingest_main runs
             v for v in vars(mod).values() if isinstance(v, type) and issubclass(v, Feed) and v is not Feed)
         # one process holds both ends here; the objects are the same rings
-        feed = feed_cls(spec, cfg, Outbox(spec, rings), None, {"manual_snapshots": True, **(options or {})})
+        # compiled=False: the pure-Python packers (as without a C compiler or with TICKTAPE_PURE_PYTHON=1)
+        feed = feed_cls(spec, cfg, Outbox(spec, rings, compiled=compiled), None, {"manual_snapshots": True, **(options or {})})
         # the feed's first planned connection: its fast path and the fallback path both run
         link = Link(feed, feed.plans()[0], feed.timing)
         return Rig(feed, spec, rings, Listener(link, 1))

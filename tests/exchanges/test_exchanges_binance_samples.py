@@ -247,6 +247,27 @@ def test_malformed_diff_is_kept_raw_and_resyncs(rig):
     assert r.raw()[-1][4] == bad
 
 
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "pure_python"])
+def test_malformed_level_array_is_kept_raw_and_resyncs(rig, compiled):
+    """A diff whose ids chain but whose level array is not levels: none of its levels reach
+    book_change; it is counted malformed, kept raw, and the book resyncs, with the C level
+    parser and with msgspec's (pure Python)."""
+    r = rig("binance-futures", symbols=["SUSHIUSDT"], channels=["book_change"], compiled=compiled)
+    frames = [(ts, f) for ts, f in cryptofeed_frames(WS) if b"sushiusdt@depth" in f]
+    snap = next(s for s in cryptofeed_http(HTTP) if "SUSHIUSDT" in s[0])
+    replay(r, frames[:10], [snap])
+    sid = r.spec.symbol_id("SUSHIUSDT")
+    assert r.feed.sync[sid].state == 1
+    rows = len(r.records("book_change"))
+    ts, good = frames[10]
+    bad = good.replace(b'"a":[', b'"a":[["1.5"],', 1)
+    assert bad != good
+    r.frame(bad, ts)
+    assert r.feed.stat("malformed", sid) == 1 and r.feed.sync[sid].state == 0
+    assert [k for k, _, _ in r.events()] == ["malformed", "resync"]
+    assert r.raw()[-1][4] == bad and len(r.records("book_change")) == rows
+
+
 def test_ring_full_book_drop_triggers_a_resync(rig):
     """A book record refused by a full ring (Outbox policy) makes the connector resync that book."""
     r = rig("binance-futures", symbols=["SUSHIUSDT"], channels=["book_change"], capacity=256)

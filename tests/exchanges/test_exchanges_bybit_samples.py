@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from exchanges_book_helpers import rebuild
 from recorded_frames import SAMPLES, cryptofeed_frames
 
@@ -99,6 +100,28 @@ def test_gap_duplicate_restart_and_malformed(rig):
     raw = r.raw()
     assert len(raw) == 10  # every frame kept, the malformed one too
     assert raw[6][4].startswith(b'{"topic":"orderbook.50.BTCUSDT","type":"delta","data":{"s":"BTCUSDT","b":[["x"]]')
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "pure_python"])
+def test_malformed_level_array_on_the_fast_path_is_kept_raw_and_resyncs(rig, compiled):
+    """A compact delta (the one-pass path) whose u chains but whose level array is not levels:
+    none of its levels reach book_change; counted malformed, kept raw, resynced, with the C level
+    parser and with msgspec's (pure Python)."""
+    r = rig("bybit", symbols=["BTCUSDT"], channels=["book_change"], depth=50, compiled=compiled)
+    sid = r.spec.symbol_id("BTCUSDT")
+
+    def compact(u, typ="delta"):
+        return json.dumps(json.loads(_ob(u, typ)), separators=(",", ":")).encode()
+
+    r.frame(compact(10, "snapshot"), 1)
+    r.frame(compact(11), 2)
+    bad = compact(12).replace(b'"a":[', b'"a":[["1.5"],', 1)
+    r.frame(bad, 3)
+    assert [k for k, _, _ in r.events()] == ["malformed", "resync"]
+    assert r.feed.stat("malformed", sid) == 1 and not r.feed.seq["orderbook.50.BTCUSDT"].synced
+    assert [int(x["local_ts"]) for x in r.records("book_change")] == [1, 1, 2, 2]
+    raw = r.raw()
+    assert len(raw) == 3 and raw[-1][4] == bad
 
 
 def test_subscribe_error_is_an_event(rig):

@@ -1,6 +1,8 @@
-"""The compiled level packer writes exactly what the Python packer writes: same slots,
+"""The compiled level packers write exactly what the Python packers write: same slots,
 same bytes, the same wrap at the ring's end, the same full-ring drops; a bad level
-raises before anything is written. CI runs both (the build has a compiler)."""
+raises before anything is written. The level-text parser (``book_level_text``) gives
+the values msgspec gives, on every recorded Binance diff and Bybit book frame and on
+number spellings it leaves to msgspec. CI runs both (the build has a compiler)."""
 
 from __future__ import annotations
 
@@ -8,14 +10,17 @@ import os
 import subprocess
 import sys
 
+import msgspec
 import numpy as np
 import pytest
+from recorded_frames import binance_frames, bybit_frames
 
 from ticktape.ipc import fastpack, ringset
 from ticktape.ipc.outbox import Outbox
 from ticktape.ipc.ring import HEADER_BYTES
 
 compiled = pytest.mark.skipif(fastpack.pack_levels is None, reason="the C packer was not built here")
+compiled_text = pytest.mark.skipif(fastpack.pack_level_text is None, reason="the C level parser was not built here")
 
 
 def _push(compiled_packer: bool, batches: list[list[tuple[float, float]]], read_at: int | None = None) -> tuple:
@@ -70,7 +75,140 @@ def test_compiled_packer_rejects_a_bad_level_before_writing() -> None:
 
 
 def test_pure_python_switch_turns_the_compiled_packer_off() -> None:
-    code = "from ticktape.ipc import fastpack; print(fastpack.pack_levels is None)"
+    code = "from ticktape.ipc import fastpack; print(fastpack.pack_levels is None and fastpack.pack_level_text is None)"
     env = {**os.environ, "TICKTAPE_PURE_PYTHON": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
+
+
+class _Levels(msgspec.Struct):
+    b: msgspec.Raw
+    a: msgspec.Raw
+
+
+class _Frame(msgspec.Struct):
+    data: _Levels
+
+
+def _recorded_level_texts() -> list[tuple[bytes, bytes]]:
+    """(bids, asks) texts of every recorded Binance USD-M diff and Bybit orderbook frame."""
+    dec = msgspec.json.Decoder(_Frame)
+    frames = [f for f in binance_frames() if f.channel == "depth"]
+    frames += [f for f in bybit_frames() if f.channel.startswith("orderbook")]
+    out = []
+    for f in frames:
+        d = dec.decode(f.payload).data
+        out.append((bytes(d.b), bytes(d.a)))
+    return out
+
+
+def _push_text(compiled_packer: bool, texts: list[tuple[bytes, bytes]], capacity: int, read_every: int) -> tuple:
+    spec = ringset.make_spec("binance-futures", ["BTCUSDT", "ETHUSDT"], ["depth"], ["book_change"],
+                             record_capacity=capacity, raw_index_capacity=16, raw_arena_bytes=1 << 16)
+    rings = ringset.create(spec)
+    try:
+        ob = Outbox(spec, rings, compiled=compiled_packer)
+        ring = rings["book_change"]
+        fits, states = [], []
+        for i, (b, a) in enumerate(texts):
+            if read_every and i % read_every == 0:
+                ring.commit(ring.write_seq)
+            fits.append(ob.book_level_text(1_000 + i, 2_000 + i, i % 2, i % 5 == 0, b, a))
+            if i % 97 == 0:
+                states.append(bytes(ring._mv[HEADER_BYTES:]))
+        return bytes(ring._mv[HEADER_BYTES:]), states, ring.write_seq, ring.dropped, fits, ob.pending_drops
+    finally:
+        ringset.close(rings)
+
+
+@compiled_text
+def test_level_text_compiled_and_msgspec_paths_write_the_same_bytes_on_recorded_frames() -> None:
+    texts = _recorded_level_texts()
+    assert len(texts) > 1000 and sum(b.count(b"[") + a.count(b"[") for b, a in texts) > 5_000
+    # the C parser takes every recorded frame itself (no fallback to msgspec)
+    buf = bytearray(HEADER_BYTES + 64 * 40)
+    assert all(fastpack.pack_level_text(buf, HEADER_BYTES, 40, 64, 0, 0, 0, 0, 0, False, 0, b, 1, a) >= 0
+               for b, a in texts)
+    # read_every 3: the ring wraps, never full; 0: it fills, and every later frame drops
+    for capacity, read_every in ((1024, 3), (4096, 0)):
+        c = _push_text(True, texts, capacity, read_every)
+        p = _push_text(False, texts, capacity, read_every)
+        assert c == p
+    assert c[3] > 0 and False in c[4] and c[5] > 0  # the full ring dropped and said so
+    # and the same records the list packer writes from msgspec's decoded levels
+    spec = ringset.make_spec("binance-futures", ["BTCUSDT"], ["depth"], ["book_change"], record_capacity=1 << 12,
+                             raw_index_capacity=16, raw_arena_bytes=1 << 16)
+    rings = ringset.create(spec)
+    try:
+        ob = Outbox(spec, rings)
+        ring = rings["book_change"]
+        for b, a in texts[:50]:
+            ob.book_level_text(5, 6, 0, False, b, a)
+        by_text = bytes(ring._mv)
+        ring.commit(ring.write_seq)
+        ringset.close(rings)
+        rings = ringset.create(spec)
+        ob = Outbox(spec, rings)
+        ring = rings["book_change"]
+        for b, a in texts[:50]:
+            ob.book_levels(5, 6, 0, False, 0, fastpack.decode_levels(b))
+            ob.book_levels(5, 6, 0, False, 1, fastpack.decode_levels(a))
+        assert bytes(ring._mv[HEADER_BYTES:]) == by_text[HEADER_BYTES:]
+    finally:
+        ringset.close(rings)
+
+
+def _spellings() -> list[str]:
+    rng = np.random.default_rng(7)
+    out = ["0", "0.0", "-0", "-0.0", "1", "-1", "0.1", "60000.1", "0.00000001", "1e5", "1E-5", "-2.5e+3", "1e22",
+           "1e23", "1e-22", "1e-23", "9007199254740992", "9007199254740993", "12345678901234567890",
+           "1234567890123456789", "0.30000000000000004", "123456.789012345678901", "nan", "inf"]
+    for _ in range(3000):
+        digits = "".join(rng.choice(list("0123456789"), size=int(rng.integers(1, 18))))
+        cut = int(rng.integers(0, len(digits) + 1))
+        num = (digits[:cut].lstrip("0") or "0") + ("." + digits[cut:] if cut < len(digits) else "")
+        if rng.random() < 0.2:
+            num += f"e{int(rng.integers(-30, 30))}"
+        out.append(("-" if rng.random() < 0.3 else "") + num)
+    return out
+
+
+@compiled_text
+def test_level_text_parser_gives_msgspecs_values_for_every_spelling() -> None:
+    """Quoted and bare numbers: the C parser's values, or its refusal (then msgspec decodes), equal msgspec's."""
+    nums = _spellings()
+    texts = []
+    for i in range(0, len(nums), 7):
+        group = nums[i : i + 7]
+        b = "[" + ",".join(f'["{x}","{y}"]' for x, y in zip(group, group[1:] + group[:1], strict=True)) + "]"
+        a = "[ " + " , ".join(f"[ {x} , \"{x}\" ]" for x in group if x not in ("nan", "inf")) + " ]"
+        texts.append((b.encode(), a.encode()))
+    assert _push_text(True, texts, 1 << 15, 0) == _push_text(False, texts, 1 << 15, 0)
+    buf = bytearray(HEADER_BYTES + 16 * 40)
+    assert fastpack.pack_level_text(buf, HEADER_BYTES, 40, 16, 0, 16, 0, 0, 0, False, 0, b'[["60000.1","0.5"]]',
+                                    1, b"[]") == 1
+    # most spellings are parsed in C (the rest: nan, inf, a negative zero, > 19 digits, exponents past 22)
+    taken = sum(fastpack.pack_level_text(buf, HEADER_BYTES, 40, 16, 0, 0, 0, 0, 0, False, 0,
+                                         f'[["{x}","1"]]'.encode(), 1, b"[]") >= 0 for x in nums)
+    assert taken > 0.8 * len(nums)
+
+
+@pytest.mark.parametrize("compiled_packer", [True, False], ids=["compiled", "pure_python"])
+@pytest.mark.parametrize("bad", [b'[["1.0","2"],["3"]]', b'[["x","1"]]', b'[["1","2","3"]]', b'[["1","2"]',
+                                 b'[["1","2"],]', b"null", b"{}", b'"[]"', b'[["1","2"]]x', b'[[1,"1.5.2"]]', b'[["1e400","1"]]'])
+def test_a_malformed_level_text_raises_before_anything_is_written(compiled_packer: bool, bad: bytes) -> None:
+    if compiled_packer and fastpack.pack_level_text is None:
+        pytest.skip("the C level parser was not built here")
+    spec = ringset.make_spec("binance-futures", ["BTCUSDT"], ["depth"], ["book_change"], record_capacity=64,
+                             raw_index_capacity=16, raw_arena_bytes=1 << 16)
+    rings = ringset.create(spec)
+    try:
+        ob = Outbox(spec, rings, compiled=compiled_packer)
+        before = bytes(rings["book_change"]._mv)
+        for b, a in ((b'[["1","2"]]', bad), (bad, b'[["1","2"]]')):
+            with pytest.raises(fastpack.LevelTextError):
+                ob.book_level_text(1, 2, 0, False, b, a)
+        assert bytes(rings["book_change"]._mv) == before and rings["book_change"].write_seq == 0
+        assert ob.pending_drops == 0
+    finally:
+        ringset.close(rings)
