@@ -157,6 +157,9 @@ class Writer:
         self._tag = f"w{writer_id}"
         self.journals: dict[str, Journal] = {}
         self._inflight: dict[str, tuple[Journal, Future[None]]] = {}
+        #: finalized (file in place) but not yet out of the saved state: the save failed on a
+        #: full or read-only disk; retired once writes work again (``_retire``)
+        self._unretired: dict[str, Journal] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._prepared_hour = 0
         self.records_written = 0
@@ -279,7 +282,15 @@ class Writer:
             self._rollback(touched, before)
             self.storage.failed(e, "writing journals")
             return 0
-        if n:
+        if not n and self.storage.blocked:  # nothing to write (a quiet feed): does the disk take a write again?
+            try:
+                wstate.save(self.root, self.writer_id, self.state)  # unchanged: memory matches disk
+            except OSError as e:
+                if not is_storage_error(e):
+                    raise
+                self.storage.failed(e, "saving the writer state")
+                return 0
+        if n or self.storage.blocked:
             detail = self.storage.recovered()
             if detail is not None:
                 self._pending_events.append(detail)
@@ -410,6 +421,8 @@ class Writer:
             if j is None:
                 if rel in self._inflight:  # late rows while its finalize runs (rare)
                     self._wait_inflight(rel)
+                if rel in self._unretired:  # its new journal takes the same path: retire the old first
+                    self._retire([self._unretired[rel]], defer=False)
                 j = self.journals.get(rel)
             if j is None:
                 j = self.journals[rel] = Journal.create(self.root, key)
@@ -498,7 +511,10 @@ class Writer:
             j = self.journals[rel]
             try:
                 j.sync()
-            except OSError:
+            except OSError as e:
+                if is_storage_error(e):  # said once; finalize_due waits until writes work again
+                    self.storage.failed(e, f"syncing {j.path}")
+                    break
                 log.exception("could not sync %s before finalizing; will retry", j.path)
                 continue
             del self.journals[rel]
@@ -506,7 +522,7 @@ class Writer:
 
     def _reap(self, block: bool = False) -> int:
         """Retire the background finalizes that are done (all of them with ``block``)."""
-        done: list[Journal] = []
+        done: list[Journal] = [] if self.storage.blocked else list(self._unretired.values())
         for rel, (j, fut) in list(self._inflight.items()):
             if not block and not fut.done():
                 continue
@@ -528,15 +544,31 @@ class Writer:
             self._finalize_failed(j, e)
             self.journals[rel] = j
             return
-        self._retire([j])
+        self._retire([j], defer=False)
 
-    def _retire(self, done: list[Journal]) -> int:
-        """Finalized: drop the journals from the state (saved), then close and unlink them."""
+    def _retire(self, done: list[Journal], defer: bool = True) -> int:
+        """Finalized: drop the journals from the state (saved), then close and unlink them.
+
+        If the disk refuses the state save (full, read-only), their files are in place but the
+        state still lists them: they wait in ``_unretired`` until writes work again
+        (``defer``), or the error is raised (the drain path, which rolls its cycle back)."""
         if not done:
             return 0
-        for j in done:
-            self.state.journals.pop(j.key.journal_relpath(), None)
-        wstate.save(self.root, self.writer_id, self.state)
+        prev = {j.key.journal_relpath(): j for j in done}
+        kept = {rel: self.state.journals.pop(rel) for rel in prev if rel in self.state.journals}
+        try:
+            wstate.save(self.root, self.writer_id, self.state)
+        except OSError as e:
+            self.state.journals.update(kept)  # the state on disk still lists them: so does memory
+            if not is_storage_error(e):
+                raise
+            self._unretired.update(prev)
+            if not defer:
+                raise
+            self.storage.failed(e, "saving the writer state")
+            return 0
+        for rel in prev:
+            self._unretired.pop(rel, None)
         for j in done:
             j.close()
             try:
@@ -557,7 +589,7 @@ class Writer:
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
                 self._pool = None
-            for j in self.journals.values():
+            for j in (*self.journals.values(), *self._unretired.values()):
                 j.close()
             for rings in self._ringsets:
                 ringset.close(rings)

@@ -18,17 +18,12 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 from engine_capture_helpers import parse_metrics, total, write_config
+from mount_ns import READ_ONLY, WRITABLE, mount_ns_unavailable
+
+from ticktape.archive.layout import JOURNAL_DIR, JOURNAL_SUFFIX
+from ticktape.writers import state as wstate
 
 pytestmark = pytest.mark.slow
-
-
-def _mount_ns_ok() -> str:
-    try:
-        r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                            "mount -t tmpfs -o size=1m tmpfs /mnt"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return f"unshare not available ({e})"
-    return "" if r.returncode == 0 else f"cannot mount a tmpfs in a private mount namespace: {r.stderr.strip()}"
 
 
 def _metrics(port: int) -> dict:
@@ -53,9 +48,8 @@ def _until(cond, what: str, proc: subprocess.Popen, out: Path, timeout: float = 
 # (how the file system breaks, how it heals, the errno the events row names)
 FAULTS = {
     "full": ("cat /dev/zero > {root}/filler", "rm {root}/filler", "ENOSPC"),
-    # a file system going read-only under open journals (ext4 errors=remount-ro) takes the same
-    # path (EROFS is a storage error too), but a test cannot force it: remount refuses while
-    # files are open for writing. A read-only root at start is a pre-flight error (test_engine_preflight).
+    # remounted read-only under the running writer (journals, state, locks open): see mount_ns.READ_ONLY
+    "read-only": (READ_ONLY, WRITABLE, "EROFS"),
 }
 
 
@@ -64,7 +58,7 @@ def test_storage_fault_while_running_resumes_within_seconds_nothing_lost(
     tmp_path: Path, free_port: int, capture_cmd: list[str], fault: str
 ) -> None:
     break_cmd, heal_cmd, errname = (c.format(root=tmp_path / "archive") for c in FAULTS[fault])
-    why = _mount_ns_ok()
+    why = mount_ns_unavailable()
     if why:
         pytest.skip(why)
     count = 15_000  # 10 s of feed at 1500/s: the break, backlog and healing need ~3 s of it
@@ -97,6 +91,8 @@ def test_storage_fault_while_running_resumes_within_seconds_nothing_lost(
         _until(lambda: total(_metrics(free_port), "ticktape_ring_written_records_total", table="trades")
                > committed + 2000, "backlog in the ring", sh, out)
         assert total(_metrics(free_port), "ticktape_ring_committed_records_total", table="trades") == committed
+        # and the writer went on retrying (a few seconds' worth), each attempt refused
+        _until(lambda: total(_metrics(free_port), "ticktape_writer_storage_errors_total") >= 4, "retries", sh, out)
         assert ns(heal_cmd).returncode == 0  # space returns / writable again
         freed = time.monotonic()
         _until(lambda: total(_metrics(free_port), "ticktape_writer_storage_blocked") == 0
@@ -106,6 +102,7 @@ def test_storage_fault_while_running_resumes_within_seconds_nothing_lost(
         assert resumed_after < 5.0, resumed_after
         _until(lambda: total(_metrics(free_port), "ticktape_ring_committed_records_total", table="trades") >= count,
                "every trade durable", sh, out, timeout=120)
+        assert total(_metrics(free_port), "ticktape_ring_dropped_records_total") == 0  # the rings held it all
         kids = Path(f"/proc/{sh.pid}/task/{sh.pid}/children").read_text().split()
         assert kids, "capture process not found"
         os.kill(int(kids[0]), signal.SIGTERM)
@@ -120,6 +117,9 @@ def test_storage_fault_while_running_resumes_within_seconds_nothing_lost(
     assert text.count("records stay in the rings") == 1, text[-3000:]  # said once, not per retry
     for p in saved.rglob("*.parquet"):  # nothing corrupt
         pq.read_table(p)
+    # every journal finalized and retired at the stop: none left, none in the writer's state
+    assert not list((saved / JOURNAL_DIR).rglob(f"*{JOURNAL_SUFFIX}"))
+    assert wstate.load(str(saved), 0).journals == {}
     trades = ds.dataset(saved / "trades", format="parquet", partitioning="hive").to_table(columns=["id", "symbol"])
     assert trades.num_rows == count  # nothing lost ...
     pairs = pc.binary_join_element_wise(trades["symbol"], trades["id"], "/")

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from engine_capture_helpers import Capture, write_config
+from mount_ns import in_mount_ns, mount_ns_unavailable
 
 from ticktape.writers import state as wstate
 
@@ -97,30 +98,14 @@ def test_child_that_can_never_start_fails_the_run_with_the_reason(tmp_path: Path
     assert "writer-0 failed 3 times in a row" in line and "unreadable" in line, r.stderr
 
 
-def _mount_ns_ok() -> str:
-    """'' when this process may run a command in a private mount namespace with tmpfs mounts."""
-    try:
-        r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                            "mount -t tmpfs -o size=1m tmpfs /mnt"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return f"unshare not available ({e})"
-    return "" if r.returncode == 0 else f"cannot mount tmpfs in a private mount namespace: {r.stderr.strip()}"
-
-
-def _in_mount_ns(setup: str, argv: list[str]) -> list[str]:
-    """argv run in a private mount namespace after the ``setup`` shell commands (mounts
-    there are invisible to the rest of the machine and vanish with the process)."""
-    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", f'set -e; {setup}; exec "$@"', "sh", *argv]
-
-
 def test_read_only_root_is_a_preflight_error(tmp_path: Path, capture_cmd: list[str]) -> None:
-    why = _mount_ns_ok()
+    why = mount_ns_unavailable()
     if why:
         pytest.skip(why)
     root = tmp_path / "ro-archive"
     root.mkdir()
     cfg = _config(tmp_path, "a", root)
-    r = subprocess.run(_in_mount_ns(f"mount -t tmpfs -o ro,size=1m tmpfs {root}", [*capture_cmd, "run", str(cfg)]),
+    r = subprocess.run(in_mount_ns(f"mount -t tmpfs -o ro,size=1m tmpfs {root}", [*capture_cmd, "run", str(cfg)]),
                        cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2, r.stderr + r.stdout[-2000:]
     lines = r.stderr.strip().splitlines()
@@ -131,7 +116,7 @@ def test_read_only_root_is_a_preflight_error(tmp_path: Path, capture_cmd: list[s
 def test_full_dev_shm_after_start_does_not_sigbus(tmp_path: Path, capture_cmd: list[str]) -> None:
     """Issue 9: the rings were sparse, so /dev/shm filled by another program after start
     killed every producer with SIGBUS. Reserved at creation, they keep running."""
-    why = _mount_ns_ok()
+    why = mount_ns_unavailable()
     if why:
         pytest.skip(why)
     root = tmp_path / "archive"
@@ -140,7 +125,7 @@ def test_full_dev_shm_after_start_does_not_sigbus(tmp_path: Path, capture_cmd: l
     out = tmp_path / "shm.out"
     with open(out, "wb") as f:
         proc = subprocess.Popen(
-            _in_mount_ns("mount -t tmpfs -o size=400m tmpfs /dev/shm", [*capture_cmd, "run", str(cfg), "--duration", "12"]),
+            in_mount_ns("mount -t tmpfs -o size=400m tmpfs /dev/shm", [*capture_cmd, "run", str(cfg), "--duration", "12"]),
             cwd=tmp_path, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
         )
         try:

@@ -79,3 +79,92 @@ def read_type(root: str, data_type: str) -> pa.Table:
 
 def journals_left(root: str) -> list[str]:
     return glob.glob(os.path.join(root, ".journal/**/*.arrows"), recursive=True)
+
+
+def read_only_hours(root: str, read_only: str, writable: str) -> dict[str, object]:
+    """Run in a private mount namespace where ``root`` is a tmpfs: an hour due while the
+    archive is read-only, and an hour whose file was renamed into place just before the
+    archive turned read-only (its journal not yet retired), then late rows for that hour.
+    Returns what the test checks."""
+    import subprocess
+
+    from ticktape.archive.layout import HOUR_NS
+    from ticktape.engine.config import ArchiveConfig
+    from ticktape.writers import state as wstate
+    from ticktape.writers.writer import Writer
+
+    h0 = 1_767_225_600_000_000_000  # 2026-01-01T00:00Z
+    grace = 5.0
+
+    def sh(cmd: str) -> None:
+        subprocess.run(["sh", "-c", cmd.format(root=root)], check=True, timeout=60)
+
+    def retry_due(w: Writer) -> None:  # the writer's own retry interval, as its process loop waits
+        end = time.monotonic() + 30
+        while not w.storage.may_try():
+            assert time.monotonic() < end
+            time.sleep(0.02)
+
+    def files_of_hour(hour: int) -> list[str]:
+        return sorted(glob.glob(os.path.join(root, f"trades/**/hour={hour:02d}/*.parquet"), recursive=True))
+
+    def finalize_until(w: Writer, now: float, hour: int, n_files: int) -> None:
+        end = time.monotonic() + 60
+        while len(files_of_hour(hour)) < n_files or w._inflight:
+            assert time.monotonic() < end, "finalize never finished"
+            w.finalize_due(now=now, background=True)
+            time.sleep(0.02)
+
+    spec = ringset.make_spec("bybit", ["BTCUSDT", "ETHUSDT"], ["publicTrade.BTCUSDT"], ["trades"],
+                             record_capacity=1 << 12)
+    rings = ringset.create(spec)
+    out: dict[str, object] = {}
+    try:
+        trades = rings["trades"]
+        assert isinstance(trades, RecordRing)
+        w = Writer([spec], ArchiveConfig(root=root, flush_interval=0.1, finalize_grace=grace), host="h1")
+        trades.push_array(make_trades(0, 1000, h0 + HOUR_NS - 500 * STEP_NS, 2))  # half in hour 00, half in 01
+        out["first_cycle"] = w.drain_once()
+        # 1. hour 00 becomes due while the archive is read-only: kept, finalized once writable
+        sh(read_only)
+        trades.push_array(make_trades(1000, 100, h0 + HOUR_NS, 2))
+        out["cycle_read_only"] = w.drain_once()
+        due0 = (h0 + HOUR_NS) / 1e9 + grace + 1
+        w.finalize_due(now=due0, background=True)
+        retry_due(w)
+        out["cycle_read_only_retry"] = w.drain_once()
+        w.finalize_due(now=due0, background=True)
+        out["hour0_files_while_read_only"] = len(files_of_hour(0))
+        out["blocked"] = w.storage.blocked
+        sh(writable)
+        retry_due(w)
+        out["cycle_writable"] = w.drain_once()
+        finalize_until(w, due0, 0, 2)
+        out["hour0_files"] = len(files_of_hour(0))
+        # 2. hour 01's files are renamed into place, then the archive turns read-only before
+        # the writer retires their journals (state save, unlink), then late rows for hour 01 come
+        due1 = (h0 + 2 * HOUR_NS) / 1e9 + grace + 1
+        w.finalize_due(now=due1, background=True)
+        end = time.monotonic() + 60
+        while not all(f.done() for _, f in w._inflight.values()):
+            assert time.monotonic() < end, "finalize thread never finished"
+            time.sleep(0.02)
+        sh(read_only)
+        out["reap_read_only"] = w.finalize_due(now=due1, background=True)  # must not raise
+        trades.push_array(make_trades(5000, 4, h0 + HOUR_NS + 10, 2))  # late rows for hour 01
+        retry_due(w)
+        out["late_cycle_read_only"] = w.drain_once()
+        sh(writable)
+        retry_due(w)
+        out["late_cycle"] = w.drain_once()
+        finalize_until(w, due1, 1, 2)
+        out["last_cycle"] = w.drain_once()  # the second episode's info event, as the writer loop's next cycle
+        w.close()
+        t = read_type(root, "trades")
+        out["ids"] = sorted(int(x) for x in t["id"].to_pylist())
+        out["journals_left"] = journals_left(root)
+        out["state_journals"] = sorted(wstate.load(root, 0).journals)
+        out["events"] = read_type(root, "events")["detail"].to_pylist()
+    finally:
+        ringset.close(rings)
+    return out
