@@ -197,6 +197,8 @@ def validate(cfg: Config) -> None:
             except LayoutError as e:
                 raise _err(src, f"key {key}.symbols: {e}") from None
         _num(src, f"{key}.depth", ex.depth, 1, 1000, "levels")
+        if ex.silent_after is not None:
+            _num(src, f"{key}.silent_after", ex.silent_after, 0, _DAY, "seconds (0 = off)")
         if ex.rest_url is not None:
             _url(src, f"{key}.rest_url", ex.rest_url, ("http", "https"))
         _validate_exchange(src, key, name, ex)

@@ -126,4 +126,7 @@ def main(args: argparse.Namespace) -> int:
         view.print(summary.render(sup.summary))
     if sup.failure:
         print(f"error: {sup.failure}", file=sys.stderr)
+    elif sup.summary is not None:
+        for why in sup.summary.no_data_reasons():
+            print(f"error: {why}", file=sys.stderr)
     return rc

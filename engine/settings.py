@@ -109,6 +109,9 @@ class ExchangeConfig(_Strict):
     open_interest_interval: float | None = None
     #: check the symbols against the venue's instrument list at start (false: a feed with no list)
     check_symbols: bool = True
+    #: binance family: seconds a stream may deliver nothing after its subscribe before the venue's
+    #: instrument list is asked why (gone: ``subscribe_error``; listed: ``stream_silent``); default 60, 0 = off
+    silent_after: float | None = None
 
 
 class SimulatorConfig(_Strict):

@@ -19,6 +19,11 @@ from rich.table import Table
 from ticktape.archive.layout import FileKey, LayoutError
 
 LOSS_FIELDS = ("dropped", "gaps", "resyncs", "malformed", "duplicates", "disconnects", "subscribe_errors")
+#: frames a connector makes from REST answers (Tardis's ``"generated": true`` raw frames): no stream data
+GENERATED = frozenset({"depthSnapshot", "openInterest"})
+#: exit code of a run in which a configured exchange delivered no data frame at all (0 ok, 1 data lost,
+#: 2 config / pre-flight, 130 interrupted at start)
+NO_DATA_EXIT = 3
 
 
 @dataclass
@@ -37,6 +42,11 @@ class RunSummary:
     undrained: int = 0
     #: exchange -> channel (the venue's name) -> frames received for a symbol, over the run
     received: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: exchanges that delivered no data frame in the whole run (the run fails: ``NO_DATA_EXIT``)
+    no_data: list[str] = field(default_factory=list)
+    #: exchange -> its symbols without a data frame while the exchange had some (a warning: an
+    #: illiquid symbol's streams can be quiet)
+    quiet: dict[str, list[str]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -45,7 +55,14 @@ class RunSummary:
             "received": self.received,
             "losses": self.losses,
             "undrained": self.undrained,
+            "no_data": self.no_data,
+            "quiet_symbols": self.quiet,
         }
+
+    def no_data_reasons(self) -> list[str]:
+        """One line per exchange that delivered no data frame."""
+        return [f"exchange {ex} delivered no data frame during the whole run (check its url, symbols and "
+                f"channels; its connection events are in the log)" for ex in self.no_data]
 
     def any_loss(self) -> bool:
         return self.undrained > 0 or any(v for d in self.losses.values() for v in d.values())
@@ -85,6 +102,10 @@ def render(summary: RunSummary) -> Table:
         t.add_row(ex, "losses / faults", ", ".join(found) if found else "none", "", "")
     if summary.undrained:
         t.add_row("*", "never written", f"{summary.undrained:,} records left in the rings", "", "")
+    for ex in summary.no_data:
+        t.add_row(ex, "NO DATA", f"no data frame in the whole run (exit code {NO_DATA_EXIT})", "", "")
+    for ex, syms in sorted(summary.quiet.items()):
+        t.add_row(ex, "warning", f"no data frame for {', '.join(syms)}", "", "")
     t.caption = (
         f"where to look: `capture report {summary.root}` (every gap, drop, disconnect with its time), "
         f"the events table under {summary.root}, and the log {summary.log_file}"

@@ -418,7 +418,7 @@ class Supervisor:
             rc = await self._shutdown()
             if self.failure:
                 log.error("capture failed: %s", self.failure)
-                rc = max(rc, 1)
+                rc = 1
             if self.bg_sync is not None:  # the hour just finalized leaves the machine too
                 log.info("final S3 sync")
                 await asyncio.to_thread(self.bg_sync.stop)
@@ -611,6 +611,13 @@ class Supervisor:
         if self.sink is not None:  # every child has exited: take in their last lines (WRITE ...)
             self.sink.stop()
         self.summary = self._summarize(sum(undrained.values()))
+        for why in self.summary.no_data_reasons():
+            log.error(why)
+        for ex, syms in sorted(self.summary.quiet.items()):
+            log.warning("%s: no data frame for %s during the run (a quiet market, or see its events)",
+                        ex, ", ".join(syms), extra={"exchange": ex, "symbols": syms})
+        if self.summary.no_data:
+            rc = rc or summary.NO_DATA_EXIT
         log.info("capture stopped", extra={"exit_code": rc, "summary": self.summary.as_dict()})
         return rc
 
@@ -654,7 +661,24 @@ class Supervisor:
             counts["dropped"] = sum(int((r.index if hasattr(r, "index") else r).dropped) for r in f.rings.values())
             out.losses[f.name] = {k: counts.get(k, 0) for k in summary.LOSS_FIELDS}
             out.received[f.name] = self.channel_messages(f)
+            frames = self.data_frames(f)
+            if not any(frames.values()):
+                out.no_data.append(f.name)
+            elif quiet := [s for s, n in frames.items() if not n]:
+                out.quiet[f.name] = quiet
         return out
+
+    @staticmethod
+    def data_frames(f: Feed) -> dict[str, int]:
+        """symbol -> data frames of its streams over the run (not the control frames counted
+        under symbol ``_``, nor frames a connector makes from REST answers)."""
+        ch = f.stats.channels
+        syms = f.spec.symbols[1:]
+        if not ch.size:  # no per-channel counters: every frame of the symbol
+            return {s: int(n) for s, n in zip(syms, f.stats.values[1:, F["messages"]].tolist(), strict=True)}
+        data = [i for i, name in enumerate(f.spec.channels) if name and name not in summary.GENERATED]
+        per = ch[0, 1:][:, data].sum(axis=1).tolist() if data else [0] * len(syms)
+        return {s: int(n) for s, n in zip(syms, per, strict=True)}
 
     @staticmethod
     def channel_messages(f: Feed) -> dict[str, int]:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ticktape.exchanges import binance_tickers, common, instruments
+from ticktape.exchanges import binance_tickers, common, instruments, silence
 from ticktape.exchanges.binance_dialect import BY_ID, FUTURES, Dialect
 from ticktape.exchanges.book import MAX_BUFFER, Bridge, DiffSync, SyncState, bridge
 from ticktape.exchanges.connection import Link, Listener, Plan, Timing
@@ -176,10 +176,17 @@ def rest_base(cfg: ExchangeConfig, dialect: Dialect = FUTURES) -> str:
 def listed_symbols(cfg: ExchangeConfig, timeout: float, dialect: Dialect = FUTURES) -> tuple[str, set[str]]:
     """(where, symbols) of ``GET /fapi/v1/exchangeInfo`` (the dialect's ``info_path``; every
     status: a settling or pre-trading symbol is listed, only an unknown one is an error)."""
+    url, status = symbol_status(cfg, timeout, dialect)
+    return url, set(status)
+
+
+def symbol_status(cfg: ExchangeConfig, timeout: float, dialect: Dialect = FUTURES) -> tuple[str, dict[str, str]]:
+    """(where, symbol -> status) of the venue's ``exchangeInfo``: the start-up check, and the
+    re-check of a stream silent after its subscribe (run in a thread: it blocks)."""
     url = common.join_url(rest_base(cfg, dialect), dialect.info_path)
     info = instruments.fetch_json(url, timeout=timeout)
     try:
-        return url, {s["symbol"] for s in info["symbols"]}
+        return url, silence.statuses(info)
     except (KeyError, TypeError):
         raise instruments.Unreachable(f"{url}: no symbols list in the answer") from None
 
@@ -269,6 +276,9 @@ class BinanceFutures(Feed):
         self._rest_next = 0.0
         self._pending_resync: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        #: a stream silent this long after its subscribe makes the instrument list be asked why
+        self.silent_after = cfg.silent_after if cfg.silent_after is not None else silence.SILENT_AFTER
+        self.silence = silence.SilenceWatch(self.silent_after, self.nchan)
         for entries in self.streams():
             for name, kind, sym, chan in entries:
                 self.routes[name] = (kind, sym, chan)
@@ -615,6 +625,10 @@ class BinanceFutures(Feed):
     def tick(self, now: float) -> None:
         if self._pending_resync:
             self._do_pending(time.time_ns())
+        if self.silence.since and (due := self.silence.due(now, self.ch_msgs)):
+            task = asyncio.get_running_loop().create_task(self._check_silent(due))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         for sym, st in enumerate(self.sync):  # snapshots held back until the book ring had room
             if st.waiting_room and st.snapshot is not None and self.book_room(sym):
                 self.try_bridge(sym)
@@ -807,7 +821,70 @@ class BinanceFutures(Feed):
             self.out.event(ts, "subscribe_error", conn_id=lst.conn_id, detail=detail)
             log.error("%s conn %d: %s", self.exchange, lst.conn_id, detail)
 
+    # -- streams silent after their subscribe (a symbol delisted mid-run) ------------------
+    def on_open(self, lst: Listener) -> None:
+        """The upgrade was accepted: the streams named in the URL are subscribed (Binance's
+        acknowledgement; an unknown symbol's stream is accepted too, and then sends nothing)."""
+        snap = self.ch_snap
+        self.silence.acked([(c, s) for c, s in lst.plan.streams if c and c != snap], time.monotonic(), self.ch_msgs)
+
+    async def _check_silent(self, due: list[tuple[int, int]]) -> None:
+        """Streams silent ``silent_after`` s after their subscribe: ask ``exchangeInfo`` (in a
+        thread: the event loop never waits on it) whether their symbols still trade."""
+        status: dict[str, str] | None = None
+        why = ""
+        try:
+            _, status = await asyncio.to_thread(symbol_status, self.cfg, instruments.TIMEOUT, self.dialect)
+        except (instruments.Unreachable, instruments.NoList) as e:
+            why = f"; instrument list not checked: {e}"
+        ts = time.time_ns()
+        for sym in sorted({s for s, _ in due}):
+            if sym in self.silence.gone:
+                continue
+            symbol = self.spec.symbols[sym]
+            reason = silence.verdict(symbol, status) if status is not None else None
+            if reason is not None:
+                self.delisted(ts, sym, reason)
+                continue
+            for s, chan in due:
+                if s == sym:
+                    detail = f"no frame {self.silent_after:g}s after subscribe; {symbol} listed{why}"
+                    self.out.event(ts, "stream_silent", symbol=sym, channel=chan, detail=detail[:96])
+            log.warning("%s/%s: %s stream(s) silent for %gs after subscribe; %s still listed%s: a quiet "
+                        "market, not an error", self.exchange, symbol,
+                        ", ".join(self.spec.channels[c] for s, c in due if s == sym), self.silent_after, symbol, why)
+
+    def delisted(self, ts: int, sym: int, reason: str) -> None:
+        """``sym`` is gone from the venue (or not trading): a ``subscribe_error`` per stream,
+        counted once, one log line, and its streams taken out of every connection's URL so a
+        reconnect never subscribes it again."""
+        symbol = self.spec.symbols[sym]
+        self.silence.gone.add(sym)
+        self.bump("subscribe_errors")
+        chans = [c for link in self.links for c, s in link.plan.streams if s == sym and c != self.ch_snap]
+        detail = f"{symbol} {reason} (stream silent {self.silent_after:g}s after subscribe)"[:96]
+        for chan in chans or [0]:
+            self.out.event(ts, "subscribe_error", symbol=sym, channel=chan, detail=detail)
+        log.error("%s/%s: subscribe accepted but the streams stay silent: %s; no longer subscribed",
+                  self.exchange, symbol, reason)
+        self.silence.forget([(c, sym) for c in chans])
+        self.sync[sym].reset()  # a snapshot fetch under way ends (its REST path answers 400 now)
+        names = {n for n, (_, s, _) in self.routes.items() if s == sym}
+        for link in self.links:
+            plan = link.plan
+            if all(s != sym for _, s in plan.streams):
+                continue
+            base, _, query = plan.url.partition("?streams=")
+            keep = [n for n in query.split("/") if n and n not in names]
+            plan.streams = [(c, s) for c, s in plan.streams if s != sym]
+            plan.url = f"{base}?streams={'/'.join(keep)}"
+            if not keep:  # nothing left on this connection
+                task = asyncio.get_running_loop().create_task(link.close())
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
     def on_lost(self, lst: Listener) -> None:
+        self.silence.forget(lst.plan.streams)
         for chan, sym in lst.plan.streams:
             if chan == self.ch_depth and chan:
                 self.report_lost(sym, time.time_ns())

@@ -59,6 +59,8 @@ def check_no_binance_options(name: str, cfg: ExchangeConfig) -> None:
         raise ValueError(f"depth_speed is a binance-futures option; {name} has no diff depth speeds")
     if cfg.open_interest_interval is not None:
         raise ValueError(f"open_interest_interval is a binance-futures option ({name} streams its open interest)")
+    if cfg.silent_after is not None:
+        raise ValueError(f"silent_after is a binance family option ({name} refuses an unknown subscribe with an error)")
 
 
 def join_url(base: str, path: str) -> str:

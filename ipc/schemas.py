@@ -39,6 +39,7 @@ EVENT_KINDS = (
     "duplicate",  # duplicate/out-of-order update ignored
     "checksum",  # book checksum mismatch
     "info",  # anything else worth a row
+    "stream_silent",  # a subscribed stream sent nothing for a while, its symbol still listed (a quiet market)
 )
 EVENT_CODE = {k: i for i, k in enumerate(EVENT_KINDS)}
 

@@ -36,12 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-conn-age", type=float, default=None,
                         help="binance-futures connection lifetime in seconds (real: 86400)")
     parser.add_argument("--fault", action="append", default=[], metavar="AT:KIND[:EXCHANGE[:SECONDS]]",
-                        help=f"scripted fault, AT seconds (float, e.g. 5.0) or frames (int); kinds: {', '.join(KINDS)}")
+                        help="scripted fault, AT seconds (float, e.g. 5.0) or frames (int); delist takes "
+                             f"AT:delist:EXCHANGE:SYMBOL; kinds: {', '.join(KINDS)}")
     parser.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = until Ctrl-C)")
 
 
 def _parse_fault(text: str, exchanges: list[str] | None = None) -> ScriptEntry:
-    """``AT:KIND[:EXCHANGE[:SECONDS]]``; each bad part is named (``--fault 12:drop:kraken``:
+    """``AT:KIND[:EXCHANGE[:SECONDS]]`` (``AT:delist:EXCHANGE:SYMBOL``); each bad part is named (``--fault 12:drop:kraken``:
     ``kraken`` is not a served exchange), so a typo never silently disables a fault."""
     served = list(exchanges) if exchanges is not None else list(EXCHANGES)
     parts = text.split(":")
@@ -58,6 +59,10 @@ def _parse_fault(text: str, exchanges: list[str] | None = None) -> ScriptEntry:
     ex = parts[2] if len(parts) > 2 and parts[2] else None
     if ex is not None and ex not in served:
         raise ValueError(f"--fault {text!r}: EXCHANGE: unknown exchange {ex!r} (simulated here: {', '.join(served)})")
+    if parts[1] == "delist":  # the fourth part names the symbol
+        if ex is None or len(parts) < 4 or not parts[3]:
+            raise ValueError(f"--fault {text!r}: delist needs AT:delist:EXCHANGE:SYMBOL")
+        return at, Fault("delist", ex, symbol=parts[3])
     secs = 1.0
     if len(parts) > 3:
         try:

@@ -34,6 +34,10 @@ Kinds:
 - ``checksum``: the next ``count`` OKX ``books`` frames carry a wrong CRC32
   ``checksum`` (their levels are right: the client's book is fine but must
   not trust it, and resyncs).
+- ``delist``: ``symbol`` leaves the venue mid-run: it is gone from the
+  instrument list (Binance ``exchangeInfo``, ...), its streams stop, and a
+  later subscribe of it gets what an unknown symbol gets (Binance: the
+  upgrade or ``{"result":null}`` accepted, then nothing; REST depth: 400).
 - ``restart``: Bybit's service restart: every subscribed orderbook topic gets a
   snapshot with ``u`` = 1 and its deltas continue from there.
 
@@ -48,7 +52,7 @@ from dataclasses import dataclass
 
 KINDS = (
     "drop", "stall", "malformed", "truncated", "gap", "duplicate", "reorder",
-    "subscribe_error", "slow", "rest_error", "rest_stale", "rest_delay", "restart", "checksum",
+    "subscribe_error", "slow", "rest_error", "rest_stale", "rest_delay", "restart", "checksum", "delist",
 )
 #: faults applied to individual data frames of a connection
 FRAME_KINDS = ("malformed", "truncated", "gap", "duplicate", "reorder", "checksum")
@@ -77,6 +81,8 @@ class Fault:
             raise ValueError("fault count must be >= 1")
         if self.kind == "gap" and self.channel is None:
             self.channel = "*book"
+        if self.kind == "delist" and not self.symbol:
+            raise ValueError("fault delist needs the symbol to delist")
         if self.kind == "checksum" and self.channel is None:
             self.channel = "books"
 

@@ -316,6 +316,9 @@ class Simulator:
                     self._pending_frame_faults.setdefault(e, []).append(replace(f, exchange=e))
             elif f.kind in ("subscribe_error", "rest_error", "rest_stale", "rest_delay"):
                 self._takes.setdefault((e, f.kind), []).append(replace(f, exchange=e))
+            elif f.kind == "delist":
+                assert f.symbol is not None
+                v.delist(f.symbol)
             elif f.kind == "restart":
                 if f.exchange is not None or e == "bybit":
                     v.restart(f.symbol)

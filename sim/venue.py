@@ -50,11 +50,15 @@ class Venue:
         self.rate_factor = 1.0
         self.replay: Any = None
         self.derivs: dict[str, Derivs] = {}  # sim.replay.Replayer when replaying a recording
+        #: symbols delisted mid-run (the ``delist`` fault): unlisted, unknown to a new subscribe
+        self.delisted: set[str] = set()
         for s in symbols or ():
             self.market(s)
 
     # -- markets ----------------------------------------------------------------------
     def valid_symbol(self, symbol: str) -> bool:
+        if symbol in self.delisted:
+            return False
         if self.allowed is not None:
             return symbol in self.allowed
         return bool(self.symbol_re.fullmatch(symbol))
@@ -118,6 +122,16 @@ class Venue:
     def publish(self, m: Market, ev: Trade | BookEvent) -> None:
         raise NotImplementedError
 
+    def delist(self, symbol: str) -> None:
+        """``symbol`` leaves the venue: off the instrument list, its subscriptions end without a
+        word (as a real delisting: the streams just stop), and a new subscribe of it is one of an
+        unknown symbol."""
+        self.delisted.add(symbol)
+        for (channel, sym), subs in list(self.subs.items()):
+            if sym == symbol:
+                for conn in list(subs):
+                    self.unsubscribe(conn, channel, sym)
+
     def restart(self, symbol: str | None) -> None:
         """The exchange's service restart (a fault); only Bybit signals one (``u`` = 1)."""
         raise ValueError(f"{self.exchange} has no restart signal (bybit only)")
@@ -154,11 +168,11 @@ class Venue:
         """The symbols the venue's instrument list names: the ones it was given, else its
         default universe plus, when replaying, every symbol of the recording."""
         if self.allowed is not None:
-            return sorted(self.allowed)
+            return sorted(self.allowed - self.delisted)
         out = set(self.default_listed)
         if self.replay is not None:
             out |= self.replay.symbols(self.exchange)
-        return sorted(out)
+        return sorted(out - self.delisted)
 
     # -- replay of recordings (sim.replay) ---------------------------------------------
     @classmethod

@@ -93,6 +93,7 @@ def test_capture_sim_cli_rejects_bad_arguments(capture_cmd: list[str]) -> None:
         (["--exchanges", "bybit", "--fault", "12:drop:hyperliquid"], "unknown exchange 'hyperliquid'"),
         (["--fault", "soon:drop"], "AT 'soon' is not a number"),
         (["--fault", "1.0:stall:bybit:long"], "SECONDS 'long' is not a number"),
+        (["--fault", "1.0:delist:binance-futures"], "delist needs AT:delist:EXCHANGE:SYMBOL"),
         (["--rate", "-5"], "--rate -5: must be > 0"),
         (["--trade-share", "2"], "--trade-share 2: must be 0..1"),
         (["--host", "256.1.1.1"], "--host 256.1.1.1 --port 0: cannot listen"),
