@@ -50,7 +50,7 @@ _NOT_A_RECORDING = Path(__file__).resolve().parents[2] / "pyproject.toml"
         ("[metrics]\nport = 70000\n" + GOOD, "key metrics.port", "allowed 0..65535"),
         ('[exchanges.binance-futures]\nsymbols = ["BTCUSDT"]\nsilent_after = -1\n',
          "key exchanges.binance-futures.silent_after", "allowed 0..86400 seconds (0 = off)"),
-        ('[exchanges.bybit]\nsymbols = ["BTCUSDT"]\nsilent_after = 5\n', "key exchanges.bybit",
+        ('[exchanges.bybit]\nsymbols = ["BTCUSDT"]\ndepth = 50\nsilent_after = 5\n', "key exchanges.bybit",
          "silent_after is a binance family option"),
         ("[simulator]\nport = 0\n" + GOOD, "key simulator.port", "allowed 1..65535"),
         ("[simulator]\nseed = -1\n" + GOOD, "key simulator.seed", "allowed 0.."),
