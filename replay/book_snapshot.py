@@ -16,7 +16,7 @@ import numpy as np
 
 from ticktape.replay import fmt
 from ticktape.replay.book import Book
-from ticktape.replay.levels import snapshot_lines, trailer
+from ticktape.replay.levels import distinct, distinct_ints, snapshot_lines, trailer
 from ticktape.replay.merge import Chunk
 from ticktape.replay.options import Snapshot
 from ticktape.replay.rows import BookRows, json_name
@@ -236,11 +236,12 @@ class DenseSide:
     def index(self, prices: np.ndarray) -> np.ndarray:
         """Positions of ``prices`` (adding the new ones; levels at 0 are dropped here, once per batch)."""
         live = self.amount != 0
-        union = np.union1d(self.price[live], prices)
+        uniq, codes = distinct(prices)  # a batch touches few prices: hash the rows, sort only those
+        union = np.union1d(self.price[live], uniq)
         amount = np.zeros(len(union), np.float64)
         amount[np.searchsorted(union, self.price[live])] = self.amount[live]
         self.price, self.amount = union, amount
-        return np.searchsorted(union, prices)
+        return np.searchsorted(union, uniq)[codes]
 
     def top(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         nz = np.flatnonzero(self.amount)
@@ -253,12 +254,22 @@ def _last_writes(seg: np.ndarray, idx: np.ndarray) -> np.ndarray:
     segment then leaves every price as its last row set it, whatever order numpy assigns in."""
     if len(idx) == 0:
         return np.zeros(0, np.int64)
-    key = seg.astype(np.int64) * (int(idx.max()) + 1) + idx
-    order = np.argsort(key, kind="stable")
-    ks = key[order]
-    last = np.ones(len(ks), np.bool_)
-    last[:-1] = ks[1:] != ks[:-1]
-    return np.sort(order[last])
+    n = len(idx)
+    width = int(idx.max()) + 1
+    key = seg.astype(np.int64) * width + idx
+    if (int(seg.max()) - int(seg.min()) + 1) * width > n // 4:  # mostly distinct keys: a sort is cheaper
+        order = np.argsort(key, kind="stable")
+        ks = key[order]
+        last = np.ones(n, np.bool_)
+        last[:-1] = ks[1:] != ks[:-1]
+        return np.sort(order[last])
+    # few keys (one segment's writes): numbered by first appearance from the end in one hash pass; a row is its
+    # key's last write exactly when its number is past every number after it
+    codes = distinct_ints(key[::-1])[1]
+    first = np.empty(n, np.bool_)
+    first[0] = True
+    first[1:] = codes[1:] > np.maximum.accumulate(codes)[:-1]
+    return (n - 1 - np.flatnonzero(first))[::-1]
 
 
 class DenseBook:
@@ -474,9 +485,13 @@ class Snapshots:
         r0 = int(gs[g0])
         depth = max(s.depth for s in self.snaps)
         tops = np.empty((nseg, 4, depth))
+        # segment of every row: how many cuts are at or before it
+        step = np.zeros(n + 1, np.int64)
+        step[cut_rows] = 1
+        seg_of_row = np.cumsum(step)
         for k, (side, mask) in enumerate(((self.dense.bids, ~rows.is_ask[r0:]), (self.dense.asks, rows.is_ask[r0:]))):
             rix = np.flatnonzero(mask) + r0
-            seg = np.searchsorted(cut_rows, rix, "right")
+            seg = seg_of_row[rix]
             tops[:, 2 * k], tops[:, 2 * k + 1] = side_tops(side, rows, rix, seg, nseg, clears, depth)
         for s, (ms_due, stamps) in zip(self.snaps, due, strict=True):
             self._decide(s, ms_due, stamps, tops, cuts, rows, gs, g_snap, g0, locs)

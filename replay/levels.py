@@ -53,15 +53,21 @@ def trailer(exchange_ts: np.ndarray, local_ts: np.ndarray, opening: bytes = b"]"
     return fmt.fixed_width(m)
 
 
-def _distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Distinct float64 values by their bits (a hash pass, not a sort) and each value's index into them.
 
     Bits, not ``==``: -0.0 and 0.0 stay apart and every NaN is one value, so equal bits always print alike."""
-    bits = np.ascontiguousarray(values, np.float64).view(np.int64)
-    # from_buffers: pa.array() of a view is slow (it inspects the base array)
+    uniq, codes = distinct_ints(np.ascontiguousarray(values, np.float64).view(np.int64))
+    return uniq.view(np.float64), codes
+
+
+def distinct_ints(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct int64 values in order of first appearance (one hash pass) and each value's index into them."""
+    bits = np.ascontiguousarray(values, np.int64)
+    # from_buffers: pa.array() of a numpy view is slow (it inspects the base array)
     enc = pc.dictionary_encode(pa.Array.from_buffers(pa.int64(), len(bits), [None, pa.py_buffer(bits)]))
     # to_numpy, not np.asarray: the latter costs milliseconds per call here
-    return enc.dictionary.to_numpy().view(np.float64), enc.indices.to_numpy().astype(np.int64)
+    return enc.dictionary.to_numpy(), enc.indices.to_numpy().astype(np.int64)
 
 
 def snapshot_lines(header: bytes, trailers: pa.Array, price: np.ndarray, amount: np.ndarray) -> pa.Array:
@@ -73,11 +79,10 @@ def snapshot_lines(header: bytes, trailers: pa.Array, price: np.ndarray, amount:
     comma), and the lines are one ``take`` of those texts cut by offsets; no sort, no per-line work."""
     k, w = price.shape
     d = w // 2
-    up, pi = _distinct(price.reshape(-1))
-    ua, ai = _distinct(amount.reshape(-1))
-    pairs = pc.dictionary_encode(pa.array(pi * len(ua) + ai))
-    uniq = pairs.dictionary.to_numpy()
-    inv = pairs.indices.to_numpy().astype(np.int64).reshape(k, w)
+    up, pi = distinct(price.reshape(-1))
+    ua, ai = distinct(amount.reshape(-1))
+    uniq, inv = distinct_ints(pi * len(ua) + ai)
+    inv = inv.reshape(k, w)
     p_of, a_of = uniq // max(1, len(ua)), uniq % max(1, len(ua))
     body = _bodies(fmt.numbers(up).take(pa.array(p_of)), fmt.numbers(ua).take(pa.array(a_of)), np.isnan(up[p_of]))
     m = len(uniq)

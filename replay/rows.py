@@ -92,10 +92,14 @@ class BookRows(NamedTuple):
 
 
 
+#: the columns book rows need (``local_ts`` comes from ``local_ts_ns``: the µs copy is not decoded)
+BOOK_COLUMNS = ("exchange_ts", "is_snapshot", "side", "price", "amount")
+
+
 def change_rows(root: str, req: NormalizedRequest, symbol: str) -> Iterator[BookRows]:
     """The symbol's ``book_change`` rows in local time order, never cutting a local time in two."""
     batches = read_range(root, req.exchange, "book_change", symbol, req.range.start_ns, req.range.end_ns,
-                         batch_rows=req.batch_rows or None)
+                         BOOK_COLUMNS, batch_rows=req.batch_rows or None)
     for batch in whole_groups(batches):
         yield BookRows(
             ts_ns(batch),

@@ -118,3 +118,17 @@ def test_snapshot_lines_formatted_once_per_distinct_value_equal_the_generic_asse
         is_ask = np.tile(np.repeat(np.array([False, True]), depth), k)
         ref = assemble(constant(header, k), tr, msg, is_ask, price.reshape(-1), amount.reshape(-1))
         assert snapshot_lines(header, tr, price, amount).to_pylist() == ref.to_pylist()
+
+
+def test_last_writes_by_hash_and_by_sort_are_each_keys_last_row() -> None:
+    """``_last_writes`` (a hash pass for few keys, a sort for many) gives each (segment, price)'s last row."""
+    from ticktape.replay.book_snapshot import _last_writes
+
+    rng = np.random.default_rng(5)
+    for n, nseg in [(1, 1), (50, 1), (5000, 1), (5000, 3), (5000, 2000)]:
+        seg = np.sort(rng.integers(0, nseg, n))
+        idx = rng.integers(0, 40, n)
+        last: dict[tuple[int, int], int] = {}
+        for r, key in enumerate(zip(seg.tolist(), idx.tolist(), strict=True)):
+            last[key] = r
+        assert _last_writes(seg, idx).tolist() == sorted(last.values())
