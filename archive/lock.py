@@ -10,6 +10,7 @@ overwritten). The descriptor is not inherited by child processes (PEP 446).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import time
@@ -94,7 +95,13 @@ def hold_writers_lock(root: str) -> int:
     kept open): a capture whose supervisor died can leave writers draining for a while,
     and the next capture must not recover journals they still write (``wait_writers_gone``)."""
     os.makedirs(root, exist_ok=True)
-    fd = os.open(os.path.join(os.path.abspath(root), WRITERS_LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    path = os.path.join(os.path.abspath(root), WRITERS_LOCK_NAME)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as e:  # a writer restarted while the root is read-only: a flock needs no write access
+        if e.errno != errno.EROFS:
+            raise
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH)
     except BaseException:

@@ -25,6 +25,7 @@ from ticktape.engine.config import ArchiveConfig
 from ticktape.ipc.raw_ring import RawRing
 from ticktape.ipc.ringset import RingSetSpec
 from ticktape.ipc.stats import WF, WriterStats
+from ticktape.writers.storage import StorageGuard, is_storage_error
 from ticktape.writers.writer import Writer
 
 log = logging.getLogger("ticktape.writer")
@@ -106,6 +107,29 @@ def run_writer(writer: Writer, stop: MpEvent | threading.Event, flush_interval: 
     writer.close(finalize_all=True)
 
 
+def start_writer(
+    specs: list[RingSetSpec],
+    archive: ArchiveConfig,
+    stop: MpEvent | threading.Event,
+    writer_id: int,
+    host: str,
+    stats: WriterStats | None,
+) -> Writer:
+    """The writer, once its start-up writes (journals reopened and cut back, the state
+    saved) work. A writer restarted while the archive is full or read-only waits here,
+    blocked as a running writer would be (said once, metric, retried), instead of failing
+    every restart until the supervisor gives the capture up; the rings keep the records."""
+    storage = StorageGuard(archive.root, stats)
+    while True:
+        try:
+            return Writer(specs, archive, writer_id=writer_id, host=host, stats=stats, storage=storage)
+        except OSError as e:
+            if not is_storage_error(e) or stop_requested(stop):
+                raise
+            storage.failed(e, "starting the writer")
+        time.sleep(storage.retry_interval)
+
+
 def writer_main(
     specs: list[RingSetSpec],
     archive: ArchiveConfig,
@@ -120,7 +144,7 @@ def writer_main(
     stats = WriterStats(stats_name) if stats_name else None
     lock_fd = hold_writers_lock(archive.root)  # held until this process exits (see archive.lock)
     log.debug("writers' lock held (fd %d)", lock_fd)
-    writer = Writer(specs, archive, writer_id=writer_id, host=host, stats=stats)
+    writer = start_writer(specs, archive, stop, writer_id, host, stats)
     log.info(
         "writer %d started: %s", writer_id, ", ".join(s.key for s in writer.sources) or "no rings"
     )

@@ -148,6 +148,7 @@ class Writer:
         host: str = "",
         max_batch: int = 1 << 20,
         stats: WriterStats | None = None,
+        storage: StorageGuard | None = None,
     ) -> None:
         self.archive = archive
         self.root = os.path.abspath(archive.root)
@@ -166,7 +167,7 @@ class Writer:
         self.files_written = 0
         self.bad_symbols = 0
         #: a full or read-only archive: records wait in the rings, retried on a short interval
-        self.storage = StorageGuard(self.root, stats)
+        self.storage = storage or StorageGuard(self.root, stats)
         #: details of ended storage episodes, written as ``info`` events by the next durable cycle
         self._pending_events: list[str] = []
         self._ringsets: list[dict[str, RecordRing | RawRing]] = []
@@ -189,6 +190,8 @@ class Writer:
             os.makedirs(self.root, exist_ok=True)
             self.state = self._start()
         except BaseException:
+            for j in self.journals.values():
+                j.close()
             for rings in self._ringsets:
                 ringset.close(rings)
             raise
