@@ -435,8 +435,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 assert isinstance(feed, BinanceFutures)
 
                 def resets(feed: BinanceFutures = feed, rig: _Rig = rig) -> None:
-                    feed.last_trade = [-1] * len(feed.last_trade)
-                    feed.last_partial = [-1] * len(feed.last_partial)
+                    feed.last_trade[:] = [-1] * len(feed.last_trade)  # in place: a connection's handler holds the list
+                    feed.last_partial[:] = [-1] * len(feed.last_partial)
                     rig.drain()
 
             fig[f"{name}_us"] = round(_time(_ingest(rig, frames), n, runs, resets), 3)

@@ -20,6 +20,7 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -336,6 +337,55 @@ class BinanceFutures(Feed):
         return out
 
     # -- frames (hot path) --------------------------------------------------------
+    def frame_handler(self, plan: Plan) -> Callable[[Listener, int, memoryview], None]:
+        """A connection of aggTrade streams (the busiest: one small frame per trade) gets a
+        closure with everything it touches bound once: one typed decode, one route lookup,
+        one push for the trade row and the raw frame, the counters. Anything else on it (a
+        duplicate, a planned reconnect's overlap, another stream, a malformed or control
+        frame) goes to ``on_frame``, which handles every case."""
+        if plan.tag != AGG:
+            return self.on_frame
+        decode = self._fast[AGG].decode
+        nchan = self.nchan
+        # stream name -> (symbol, channel, per-(symbol, channel) counter index)
+        get = {name: (sym, chan, sym * nchan + chan)
+               for name, (kind, sym, chan) in self.routes.items() if kind == AGG}.get
+        last = self.last_trade
+        n_msgs, n_bytes, last_ns, ch_msgs, ch_bytes = self.n_msgs, self.n_bytes, self.last_ns, self.ch_msgs, self.ch_bytes
+        push = self.out.trade_frame_pusher()
+        pending = self._pending_resync
+        on_frame, on_frame_slow, do_pending = self.on_frame, self.on_frame_slow, self._do_pending
+        side = _SIDE
+
+        def on_agg_frame(lst: Listener, ts: int, payload: memoryview) -> None:
+            try:
+                msg = decode(payload)
+            except msgspec.DecodeError:
+                on_frame_slow(lst, ts, payload)
+                return
+            route = get(msg.stream)
+            if route is None or lst.link.rolling:
+                on_frame(lst, ts, payload)
+                return
+            sym, chan, k = route
+            data = msg.data
+            tid = data.a
+            if tid <= last[sym]:
+                on_frame(lst, ts, payload)  # a duplicate: counted, an event, kept raw
+                return
+            last[sym] = tid
+            push(ts, data.T * 1_000_000, sym, tid, data.p, data.q, side[data.m], payload, lst.conn_id, chan)
+            n = len(payload)
+            n_msgs[sym] += 1
+            n_bytes[sym] += n
+            last_ns[sym] = ts
+            ch_msgs[k] += 1
+            ch_bytes[k] += n
+            if pending:
+                do_pending(ts)
+
+        return on_agg_frame
+
     def on_frame(self, lst: Listener, ts: int, payload: memoryview) -> None:
         """Fast path: one typed pass over envelope + body for the connection's main
         message type; anything else (other types, control frames, malformed) takes
@@ -351,26 +401,12 @@ class BinanceFutures(Feed):
             return
         kind, sym, chan = route
         data = msg.data
-        if kind == AGG and type(data) is AggTrade:  # the busiest path, inlined
+        if kind == AGG and type(data) is AggTrade:  # the common case has its own handler (frame_handler)
             tid = data.a
             if lst.link.rolling:
                 keep = self.on_trade(ts, sym, tid, data, True)
-            elif tid > (last := self.last_trade)[sym]:
-                last[sym] = tid
-                out = self.out
-                out.trade_fast(ts, data.T * 1_000_000, sym, b"%d" % tid, data.p, data.q, _SIDE[data.m])
-                n = len(payload)
-                self.n_msgs[sym] += 1
-                self.n_bytes[sym] += n
-                self.last_ns[sym] = ts
-                k = sym * self.nchan + chan
-                self.ch_msgs[k] += 1
-                self.ch_bytes[k] += n
-                if self.raw_on:
-                    out.raw_fast(ts, payload, lst.conn_id, sym, chan)
-                if self._pending_resync:
-                    self._do_pending(ts)
-                return
+            elif tid > self.last_trade[sym]:
+                keep = self.on_trade(ts, sym, tid, data)
             else:
                 self.duplicate(ts, sym, chan, lst.conn_id, tid, what="trades")
                 keep = False

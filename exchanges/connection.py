@@ -62,6 +62,8 @@ class FeedPort(Protocol):
 
     def on_frame(self, lst: Listener, ts: int, payload: memoryview) -> None: ...
 
+    def frame_handler(self, plan: Plan) -> Callable[[Listener, int, memoryview], None]: ...
+
     def frame(self, lst: Listener, ts: int, payload: memoryview) -> None: ...
 
     def malformed(self, conn_id: int, ts: int, payload: memoryview | bytes, why: str) -> None: ...
@@ -85,7 +87,7 @@ class Listener(WSListener):  # type: ignore[misc]
     def __init__(self, link: Link, conn_id: int) -> None:
         self.link = link
         self.feed = link.feed
-        self._on_frame = link.feed.on_frame
+        self._on_frame = link.feed.frame_handler(link.plan)
         self.conn_id = conn_id
         self.transport: WSTransport | None = None
         self.plan = link.plan

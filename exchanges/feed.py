@@ -131,6 +131,11 @@ class Feed:
     def on_frame(self, lst: Listener, ts: int, payload: memoryview) -> None:
         raise NotImplementedError
 
+    def frame_handler(self, plan: Plan) -> Callable[[Listener, int, memoryview], None]:
+        """The callback a connection of ``plan`` hands each whole frame to; default ``on_frame``
+        (a connector may bind a faster one for a connection that carries one message type)."""
+        return self.on_frame
+
     def ping(self, lst: Listener) -> None:
         """Heartbeat; default: a websocket PING frame (the PONG counts as liveness)."""
         if lst.transport is not None and not lst.closed:

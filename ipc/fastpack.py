@@ -1,9 +1,10 @@
-"""The compiled book_change packers, when they were built and match the record layout.
+"""The compiled packers, when they were built and match the record layouts.
 
-``pip install`` builds ``ipc/_fastpack.c`` where a C compiler exists (the extension is
-optional); without it, or with ``TICKTAPE_PURE_PYTHON=1``, ``pack_levels`` and
-``pack_level_text`` are None and ``Outbox`` packs level by level in Python (the level
-text decoded by msgspec). Both write the same bytes (tests/ipc checks).
+``pip install`` builds ``ipc/_fastpack.c`` and ``ipc/_tradepack.c`` where a C compiler
+exists (both extensions are optional); without them, or with ``TICKTAPE_PURE_PYTHON=1``,
+``pack_levels`` and ``pack_level_text`` are None and ``Outbox`` packs level by level in
+Python (the level text decoded by msgspec), and ``TradeFrameWriter`` is None and
+``Outbox.trade_frame_pusher`` packs with ``struct``. Both write the same bytes (tests/ipc checks).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from ticktape.ipc.schemas import BOOK_CHANGE_STRUCT
+from ticktape.ipc.schemas import BOOK_CHANGE_STRUCT, RAW_INDEX_STRUCT, TRADE_STRUCT
 
 
 class LevelTextError(ValueError):
@@ -61,3 +62,24 @@ pack_levels: Callable[..., None] | None = _MOD.pack_levels if _MOD is not None e
 #: first ``min(free, nb + na)`` records (bids, then asks); returns ``nb + na``, or -1 with nothing
 #: written when it refuses a text (the caller decodes with msgspec). None: Python only.
 pack_level_text: Callable[..., int] | None = getattr(_MOD, "pack_level_text", None) if _MOD is not None else None
+
+
+def _load_trade_frame_writer() -> Any:
+    if os.environ.get("TICKTAPE_PURE_PYTHON", "") not in ("", "0") or sys.byteorder != "little":
+        return None
+    if TRADE_STRUCT.format != "<qqddHB5x40s" or RAW_INDEX_STRUCT.format != "<qQIIHH4x":
+        return None  # the C code writes these layouts only
+    try:
+        from ticktape.ipc import _tradepack  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    mod: Any = _tradepack
+    if (TRADE_STRUCT.size, RAW_INDEX_STRUCT.size) != (mod.TRADE_BYTES, mod.RAW_INDEX_BYTES):
+        return None
+    return mod.TradeFrameWriter
+
+
+#: ``TradeFrameWriter(trade_ring, trade_buf, trade_cap, trade_size, raw_ring, index_ring, index_buf,
+#: index_cap, index_size, arena_buf, arena_cap, header, write_word, slow)``, whose ``push`` writes
+#: a trade row and its raw frame (``Outbox.trade_frame_pusher``); None: the Python path only
+TradeFrameWriter: Any = _load_trade_frame_writer()

@@ -54,6 +54,8 @@ class Outbox:
         self._pack_levels = fastpack.pack_levels if compiled else None
         #: the C level-text parser and packer (None: msgspec decodes the text, then the above)
         self._pack_text = fastpack.pack_level_text if compiled else None
+        #: the C trade-frame writer (None: ``struct`` in a closure; same bytes)
+        self._trade_frame_writer = fastpack.TradeFrameWriter if compiled else None
         self.rings = rings
         self.on_book_drop = on_book_drop
         self._lost: dict[tuple[str, int], int] = {}
@@ -228,6 +230,90 @@ class Outbox:
         idx._words[_WRITE] = seq
         r._wpos = end
         r._words[_A_WRITE] = end
+
+    def trade_frame_pusher(self) -> Callable[[int, int, int, int, float, float, int, Any, int, int], None]:
+        """``push(local_ts, exchange_ts, symbol, trade_id, price, amount, side, payload, conn_id,
+        channel)``: one call per trade frame, the busiest path. The trade row (an int
+        ``trade_id`` is written in decimal) and, with raw capture on, the frame itself, packed
+        straight into their rings with the rings' state bound once here: by the compiled
+        ``TradeFrameWriter`` when it was built, else by a closure (same bytes). Same records and
+        full-ring policy as ``trade`` + ``raw``: a full ring or an arena wrap goes through those."""
+        tr, raw = self._tr, self._raw
+        trade_slow, raw_slow = self.trade, self.raw
+        if tr is None:
+
+            def push_plain(ts: int, ets: int, sym: int, tid: int, price: float, amount: float, side: int,
+                           payload: Any, conn_id: int, channel: int) -> None:
+                trade_slow(ts, ets, sym, b"%d" % tid, price, amount, side)
+                raw_slow(ts, payload, conn_id, sym, channel)
+
+            return push_plain
+        if self._trade_frame_writer is not None:
+            idx = raw.index if raw is not None else None
+            writer = self._trade_frame_writer(
+                tr, tr._mv, tr.capacity, tr.itemsize, raw, idx, idx._mv if idx else None,
+                idx.capacity if idx else 0, idx.itemsize if idx else 0, raw.arena_shm.buf if raw else None,
+                raw.arena_bytes if raw else 0, HEADER_BYTES, _WRITE, self._trade_frame_slow,
+            )
+            push_c: Callable[[int, int, int, int, float, float, int, Any, int, int], None] = writer.push
+            return push_c
+        tpack = TRADE_STRUCT.pack_into
+        tmv, tcap, tsize, twords = tr._mv, tr.capacity, tr.itemsize, tr._words
+
+        def push_trade(ts: int, ets: int, sym: int, tid: int, price: float, amount: float, side: int,
+                       payload: Any, conn_id: int, channel: int) -> None:
+            seq = tr._wseq
+            if seq - tr._read_cache >= tcap:
+                trade_slow(ts, ets, sym, b"%d" % tid, price, amount, side)
+                return
+            tpack(tmv, HEADER_BYTES + seq % tcap * tsize, ts, ets, price, amount, sym, side, b"%d" % tid)
+            seq += 1
+            tr._wseq = seq
+            twords[_WRITE] = seq
+
+        if raw is None:
+            return push_trade
+        rpack = RAW_INDEX_STRUCT.pack_into
+        idx = raw.index
+        imv, icap, isize, iwords = idx._mv, idx.capacity, idx.itemsize, idx._words
+        arena, acap, awords = raw._data, raw.arena_bytes, raw._words
+
+        def push(ts: int, ets: int, sym: int, tid: int, price: float, amount: float, side: int,
+                 payload: Any, conn_id: int, channel: int) -> None:
+            seq = tr._wseq
+            if seq - tr._read_cache >= tcap:
+                trade_slow(ts, ets, sym, b"%d" % tid, price, amount, side)
+            else:
+                tpack(tmv, HEADER_BYTES + seq % tcap * tsize, ts, ets, price, amount, sym, side, b"%d" % tid)
+                seq += 1
+                tr._wseq = seq
+                twords[_WRITE] = seq
+            n = len(payload)
+            pos = raw._wpos
+            off = pos % acap
+            seq = idx._wseq
+            end = pos + n  # payloads are packed (raw_ring._ALIGN == 1)
+            if off + n > acap or end - raw._rpos_cache > acap or seq - idx._read_cache >= icap:
+                raw_slow(ts, payload, conn_id, sym, channel)
+                return
+            arena[off : off + n] = payload
+            rpack(imv, HEADER_BYTES + seq % icap * isize, ts, pos, n, conn_id, sym, channel)
+            seq += 1
+            idx._wseq = seq
+            iwords[_WRITE] = seq
+            raw._wpos = end
+            awords[_A_WRITE] = end
+
+        return push
+
+    def _trade_frame_slow(self, status: int, ts: int, ets: int, sym: int, tid: int, price: float, amount: float,
+                          side: int, payload: Any, conn_id: int, channel: int) -> None:
+        """What ``TradeFrameWriter.push`` left to Python: bit 1 the trade row (its ring looked
+        full), bit 2 the raw frame (a wrap or a full arena/index): the ordinary pushes, drops counted."""
+        if status & 1:
+            self.trade(ts, ets, sym, b"%d" % tid if isinstance(tid, int) else tid, price, amount, side)
+        if status & 2:
+            self.raw(ts, payload, conn_id, sym, channel)
 
     def book_levels(
         self,

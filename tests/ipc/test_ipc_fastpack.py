@@ -212,3 +212,80 @@ def test_a_malformed_level_text_raises_before_anything_is_written(compiled_packe
         assert ob.pending_drops == 0
     finally:
         ringset.close(rings)
+
+
+# --- the trade-frame writer (aggTrade path: a trade row and its raw frame per call) ---------
+trade_writer = pytest.mark.skipif(fastpack.TradeFrameWriter is None, reason="the C trade writer was not built here")
+
+
+def _trade_frames(compiled_writer: bool, raw: bool, read_at: tuple[int, ...] = ()) -> tuple:
+    """40 trade frames of growing size through ``trade_frame_pusher`` into small rings (16 trades,
+    12 index slots, a 1 KiB arena): they fill, drop, wrap and (after ``read_at`` reads) go on."""
+    dts = ["trades", "raw"] if raw else ["trades"]
+    spec = ringset.make_spec("binance-futures", ["BTCUSDT", "ETHUSDT"], ["aggTrade"], dts, record_capacity=16,
+                             raw_index_capacity=12, raw_arena_bytes=1024)
+    rings = ringset.create(spec)
+    try:
+        ob = Outbox(spec, rings, compiled=compiled_writer)
+        push = ob.trade_frame_pusher()
+        for i in range(40):
+            if i in read_at:
+                for ring in rings.values():
+                    ring.commit(ring.index.write_seq if hasattr(ring, "index") else ring.write_seq)
+            frame = b'{"stream":"btcusdt@aggTrade","data":{"a":%d,"pad":"%s"}}' % (i, b"x" * (i * 13 % 70))
+            tid = 10**17 + i if i % 5 else -i  # 18 digits, and a negative id: written as b"%d" would
+            push(1_000 + i, 2_000 + i, 1 + i % 2, tid, 100.5 + i, 0.25 * i, 1 + i % 2, memoryview(frame), 7, 1)
+        tr = rings["trades"]
+        out = [bytes(tr._mv[HEADER_BYTES:]), tr.write_seq, tr._wseq, tr.dropped]
+        if raw:
+            rr = rings["raw"]
+            out += [bytes(rr.index._mv[HEADER_BYTES:]), rr.index.write_seq, rr.index._wseq, rr.dropped,
+                    bytes(rr._data), rr._wpos, int(rr._words[8])]
+        return (*out, sorted(ob._lost.items()))
+    finally:
+        ringset.close(rings)
+
+
+@trade_writer
+@pytest.mark.parametrize("raw", [True, False], ids=["raw", "no-raw"])
+def test_compiled_and_python_trade_writers_write_the_same_bytes_through_full_rings_and_wraps(raw: bool) -> None:
+    for read_at in ((), (14, 20, 27, 33)):  # (): everything after the first 16 trades / 12 frames drops
+        a = _trade_frames(True, raw, read_at)
+        b = _trade_frames(False, raw, read_at)
+        assert a == b
+        if not read_at:
+            assert a[3] == 40 - 16 and a[-1]  # the full ring dropped, counted, pending a drop event
+    assert a[1] == 40 and a[3] == 0  # the run with reads wrapped the 16-slot ring without a drop
+
+
+@trade_writer
+def test_trade_writer_rows_decode_to_what_was_pushed() -> None:
+    spec = ringset.make_spec("binance-futures", ["BTCUSDT"], ["aggTrade"], ["trades", "raw"], record_capacity=16,
+                             raw_index_capacity=16, raw_arena_bytes=1 << 12)
+    rings = ringset.create(spec)
+    try:
+        push = Outbox(spec, rings).trade_frame_pusher()
+        push(11, 22, 1, 1234567, 60000.5, 0.125, 2, b"frame-bytes", 3, 1)
+        t = rings["trades"].records[0].copy()
+        assert (int(t["local_ts"]), int(t["exchange_ts"]), float(t["price"]), float(t["amount"]), int(t["symbol"]),
+                int(t["side"]), bytes(t["id"])) == (11, 22, 60000.5, 0.125, 1, 2, b"1234567")
+        _s, [(index, arena, base)] = rings["raw"].peek()
+        i0 = index[0].copy()
+        payload = bytes(arena[int(i0["pos"]) - base :][: int(i0["length"])])
+        del index, arena  # views of the rings: gone before they close
+        assert (int(i0["local_ts"]), int(i0["conn_id"]), int(i0["channel"])) == (11, 3, 1)
+        assert payload == b"frame-bytes"
+        with pytest.raises(ValueError):  # out of range: nothing written
+            push(12, 23, 70_000, 1, 1.0, 1.0, 1, b"x", 3, 1)
+        with pytest.raises(TypeError):
+            push(12, 23, 1, "1", 1.0, 1.0, 1, b"x", 3, 1)
+        assert rings["trades"].write_seq == 1 and rings["raw"].index.write_seq == 1
+    finally:
+        ringset.close(rings)
+
+
+def test_pure_python_switch_turns_the_compiled_trade_writer_off() -> None:
+    code = "from ticktape.ipc import fastpack; print(fastpack.TradeFrameWriter is None)"
+    env = {**os.environ, "TICKTAPE_PURE_PYTHON": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
