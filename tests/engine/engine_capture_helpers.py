@@ -45,6 +45,7 @@ def write_config(
     depth: int = 5,
     flush_interval: float = 0.2,
     records: int = 1 << 17,
+    drain_timeout: float = 60.0,
 ) -> Path:
     path.write_text(
         f"""
@@ -63,7 +64,7 @@ raw_records = {records}
 raw_bytes = {32 << 20}
 [supervisor]
 restart_delay = 0.2
-drain_timeout = 60.0
+drain_timeout = {drain_timeout}
 [exchanges.synthetic]
 symbols = {json.dumps(list(symbols))}
 channels = {json.dumps(list(channels))}

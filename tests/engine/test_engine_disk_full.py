@@ -7,6 +7,7 @@ seconds; nothing is lost or written twice while the rings can hold the backlog."
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -45,6 +46,40 @@ def _until(cond, what: str, proc: subprocess.Popen, out: Path, timeout: float = 
     raise AssertionError(f"timed out waiting for {what}: {out.read_text(errors='replace')[-3000:]}")
 
 
+def _start_on_tmpfs(tmp_path: Path, port: int, capture_cmd: list[str], count: int, drain_timeout: float = 60.0,
+                    after: str = "") -> tuple[subprocess.Popen, Path, Path]:
+    """A ``capture run`` of ``count`` synthetic trades (1500/s) on an 8 MiB tmpfs root in its own
+    mount namespace; when it exits, the ``after`` shell commands run there and the root is
+    copied to ``saved`` (the tmpfs vanishes with the namespace). (shell, output file, saved)."""
+    root, saved, out = tmp_path / "archive", tmp_path / "saved", tmp_path / "capture.out"
+    root.mkdir()
+    cfg = write_config(tmp_path / "c.toml", root=root, logs=tmp_path / "logs", port=port,
+                       url=f"synthetic://?rate=1500&count={count}&seed=3", channels=("trades",), records=1 << 17,
+                       drain_timeout=drain_timeout)
+    script = (f"set -e; mount -t tmpfs -o size=8m tmpfs {root}; set +e; "
+              f'"$@" & wait $!; rc=$?; {after.format(root=root) or ":"}; cp -a {root}/. {saved}/; exit $rc')
+    with open(out, "wb") as f:
+        sh = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+                               *capture_cmd, "run", str(cfg)], cwd=tmp_path, stdout=f, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    saved.mkdir()
+    return sh, out, saved
+
+
+def _ns(sh: subprocess.Popen, cmd: str) -> subprocess.CompletedProcess[str]:
+    """A shell command in the capture's mount namespace (where its tmpfs root is)."""
+    return subprocess.run(["nsenter", "-t", str(sh.pid), "-m", "sh", "-c", cmd], capture_output=True,
+                          text=True, timeout=60)
+
+
+def _stop(sh: subprocess.Popen) -> int:
+    """SIGTERM to the capture (the shell's child), as a service manager stops it; its exit code."""
+    kids = Path(f"/proc/{sh.pid}/task/{sh.pid}/children").read_text().split()
+    assert kids, "capture process not found"
+    os.kill(int(kids[0]), signal.SIGTERM)
+    return sh.wait(120)
+
+
 # (how the file system breaks, how it heals, the errno the events row names)
 FAULTS = {
     "full": ("cat /dev/zero > {root}/filler", "rm {root}/filler", "ENOSPC"),
@@ -65,22 +100,10 @@ def test_storage_fault_while_running_resumes_within_seconds_nothing_lost(
     if why:
         pytest.skip(why)
     count = 15_000  # 10 s of feed at 1500/s: the break, backlog and healing need ~3 s of it
-    root, saved = tmp_path / "archive", tmp_path / "saved"
-    root.mkdir()
-    cfg = write_config(tmp_path / "c.toml", root=root, logs=tmp_path / "logs", port=free_port,
-                       url=f"synthetic://?rate=1500&count={count}&seed=3", channels=("trades",), records=1 << 17)
-    out = tmp_path / "capture.out"
-    script = (f"set -e; mount -t tmpfs -o size=8m tmpfs {root}; set +e; "
-              f'"$@" & wait $!; rc=$?; cp -a {root}/. {saved}/; exit $rc')
-    with open(out, "wb") as f:
-        sh = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
-                               *capture_cmd, "run", str(cfg)], cwd=tmp_path, stdout=f, stderr=subprocess.STDOUT,
-                              start_new_session=True)
-    saved.mkdir()
+    sh, out, saved = _start_on_tmpfs(tmp_path, free_port, capture_cmd, count)
     try:
         def ns(cmd: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(["nsenter", "-t", str(sh.pid), "-m", "sh", "-c", cmd], capture_output=True,
-                                  text=True, timeout=60)
+            return _ns(sh, cmd)
 
         _until(lambda: total(_metrics(free_port), "ticktape_ring_committed_records_total", table="trades") > 1000,
                "first records durable", sh, out)
@@ -113,10 +136,7 @@ def test_storage_fault_while_running_resumes_within_seconds_nothing_lost(
         _until(lambda: total(_metrics(free_port), "ticktape_ring_committed_records_total", table="trades") >= count,
                "every trade durable", sh, out, timeout=120)
         assert total(_metrics(free_port), "ticktape_ring_dropped_records_total") == 0  # the rings held it all
-        kids = Path(f"/proc/{sh.pid}/task/{sh.pid}/children").read_text().split()
-        assert kids, "capture process not found"
-        os.kill(int(kids[0]), signal.SIGTERM)
-        rc = sh.wait(120)
+        rc = _stop(sh)
     finally:
         if sh.poll() is None:
             os.killpg(sh.pid, signal.SIGKILL)
@@ -138,3 +158,40 @@ def test_storage_fault_while_running_resumes_within_seconds_nothing_lost(
     info = ev.filter(pc.match_substring(ev["detail"], f"archive writes failed ({errname}"))
     assert info.num_rows == 1 and info["kind"].to_pylist() == ["info"], ev.to_pandas().to_string()[-2000:]
     print(f"{fault}: resumed {resumed_after:.2f} s after the file system healed")
+
+
+def test_stopped_while_read_only_exits_1_and_keeps_what_was_durable(
+    tmp_path: Path, free_port: int, capture_cmd: list[str]
+) -> None:
+    """A capture stopped while its root is read-only cannot write what waits in its rings:
+    the exit code (1) and the log say so, with the count; what was durable before the
+    remount is intact and comes back whole with ``capture recover`` once writable."""
+    why = mount_ns_unavailable()
+    if why:
+        pytest.skip(why)
+    root = tmp_path / "archive"
+    sh, out, saved = _start_on_tmpfs(tmp_path, free_port, capture_cmd, 15_000, drain_timeout=2.0,
+                                     after=f"{WRITABLE}; {' '.join(capture_cmd)} recover {{root}}; echo recover-rc=$?")
+    try:
+        _until(lambda: total(_metrics(free_port), "ticktape_ring_committed_records_total", table="trades") > 1000,
+               "first records durable", sh, out)
+        assert _ns(sh, READ_ONLY.format(root=root)).returncode == 0
+        _until(lambda: total(_metrics(free_port), "ticktape_writer_storage_blocked") == 1, "writer blocked", sh, out)
+        committed = total(_metrics(free_port), "ticktape_ring_committed_records_total", table="trades")
+        _until(lambda: total(_metrics(free_port), "ticktape_ring_written_records_total", table="trades")
+               > committed + 1000, "backlog in the ring", sh, out)
+        rc = _stop(sh)
+    finally:
+        if sh.poll() is None:
+            os.killpg(sh.pid, signal.SIGKILL)
+            sh.wait(30)
+    text = out.read_text(errors="replace")
+    assert rc == 1, text[-3000:]  # data was lost: the exit code says so
+    assert "recover-rc=0" in text, text[-3000:]
+    produced = int(re.search(r'"produced": (\d+)', text).group(1))  # type: ignore[union-attr]
+    lost = int(re.search(r"(\d+) trades records of synthetic were never written", text).group(1))  # type: ignore[union-attr]
+    trades = ds.dataset(saved / "trades", format="parquet", partitioning="hive").to_table(columns=["id", "symbol"])
+    pairs = pc.binary_join_element_wise(trades["symbol"], trades["id"], "/")
+    assert trades.num_rows == committed == pc.count_distinct(pairs).as_py()  # the durable part, whole, once
+    assert lost == produced - committed and lost > 1000  # and the log counts exactly what is missing
+    assert not list((saved / JOURNAL_DIR).rglob(f"*{JOURNAL_SUFFIX}"))
