@@ -12,6 +12,8 @@ import signal
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -46,11 +48,13 @@ def _until(cond, what: str, proc: subprocess.Popen, out: Path, timeout: float = 
     raise AssertionError(f"timed out waiting for {what}: {out.read_text(errors='replace')[-3000:]}")
 
 
-def _start_on_tmpfs(tmp_path: Path, port: int, capture_cmd: list[str], count: int, drain_timeout: float = 60.0,
-                    after: str = "") -> tuple[subprocess.Popen, Path, Path]:
+@contextmanager
+def _on_tmpfs(tmp_path: Path, port: int, capture_cmd: list[str], count: int, drain_timeout: float = 60.0,
+              after: str = "") -> Iterator[tuple[subprocess.Popen, Path, Path]]:
     """A ``capture run`` of ``count`` synthetic trades (1500/s) on an 8 MiB tmpfs root in its own
     mount namespace; when it exits, the ``after`` shell commands run there and the root is
-    copied to ``saved`` (the tmpfs vanishes with the namespace). (shell, output file, saved)."""
+    copied to ``saved`` (the tmpfs vanishes with the namespace). (shell, output file, saved);
+    killed on the way out if still running."""
     root, saved, out = tmp_path / "archive", tmp_path / "saved", tmp_path / "capture.out"
     root.mkdir()
     cfg = write_config(tmp_path / "c.toml", root=root, logs=tmp_path / "logs", port=port,
@@ -63,7 +67,12 @@ def _start_on_tmpfs(tmp_path: Path, port: int, capture_cmd: list[str], count: in
                                *capture_cmd, "run", str(cfg)], cwd=tmp_path, stdout=f, stderr=subprocess.STDOUT,
                               start_new_session=True)
     saved.mkdir()
-    return sh, out, saved
+    try:
+        yield sh, out, saved
+    finally:
+        if sh.poll() is None:
+            os.killpg(sh.pid, signal.SIGKILL)
+            sh.wait(30)
 
 
 def _ns(sh: subprocess.Popen, cmd: str) -> subprocess.CompletedProcess[str]:
@@ -100,8 +109,7 @@ def test_storage_fault_while_running_resumes_within_seconds_nothing_lost(
     if why:
         pytest.skip(why)
     count = 15_000  # 10 s of feed at 1500/s: the break, backlog and healing need ~3 s of it
-    sh, out, saved = _start_on_tmpfs(tmp_path, free_port, capture_cmd, count)
-    try:
+    with _on_tmpfs(tmp_path, free_port, capture_cmd, count) as (sh, out, saved):
         def ns(cmd: str) -> subprocess.CompletedProcess[str]:
             return _ns(sh, cmd)
 
@@ -137,10 +145,6 @@ def test_storage_fault_while_running_resumes_within_seconds_nothing_lost(
                "every trade durable", sh, out, timeout=120)
         assert total(_metrics(free_port), "ticktape_ring_dropped_records_total") == 0  # the rings held it all
         rc = _stop(sh)
-    finally:
-        if sh.poll() is None:
-            os.killpg(sh.pid, signal.SIGKILL)
-            sh.wait(30)
     text = out.read_text(errors="replace")
     assert rc == 0, text[-3000:]  # nothing dropped at the rings: a clean exit
     assert text.count("exited with code") == restarted, text[-3000:]  # the writer never crashed (only the kill)
@@ -170,9 +174,8 @@ def test_stopped_while_read_only_exits_1_and_keeps_what_was_durable(
     if why:
         pytest.skip(why)
     root = tmp_path / "archive"
-    sh, out, saved = _start_on_tmpfs(tmp_path, free_port, capture_cmd, 15_000, drain_timeout=2.0,
-                                     after=f"{WRITABLE}; {' '.join(capture_cmd)} recover {{root}}; echo recover-rc=$?")
-    try:
+    with _on_tmpfs(tmp_path, free_port, capture_cmd, 15_000, drain_timeout=2.0,
+                   after=f"{WRITABLE}; {' '.join(capture_cmd)} recover {{root}}; echo recover-rc=$?") as (sh, out, saved):
         _until(lambda: total(_metrics(free_port), "ticktape_ring_committed_records_total", table="trades") > 1000,
                "first records durable", sh, out)
         assert _ns(sh, READ_ONLY.format(root=root)).returncode == 0
@@ -181,10 +184,6 @@ def test_stopped_while_read_only_exits_1_and_keeps_what_was_durable(
         _until(lambda: total(_metrics(free_port), "ticktape_ring_written_records_total", table="trades")
                > committed + 1000, "backlog in the ring", sh, out)
         rc = _stop(sh)
-    finally:
-        if sh.poll() is None:
-            os.killpg(sh.pid, signal.SIGKILL)
-            sh.wait(30)
     text = out.read_text(errors="replace")
     assert rc == 1, text[-3000:]  # data was lost: the exit code says so
     assert "recover-rc=0" in text, text[-3000:]
