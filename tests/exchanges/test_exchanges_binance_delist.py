@@ -57,7 +57,11 @@ def test_delisted_symbol_silent_after_resubscribe_is_a_subscribe_error(tmp_path)
     assert len(lines) == 1 and "ETHUSDT" in lines[0] and "not in exchangeInfo" in lines[0], lines
 
 
-def test_silent_streams_are_judged_by_the_venues_exchange_info(rig):
+FAMILY = {"binance-futures": SYMS, "binance": SYMS, "binance-delivery": ["BTCUSD_PERP", "ETHUSD_PERP"]}
+
+
+@pytest.mark.parametrize("ex", list(FAMILY))
+def test_silent_streams_are_judged_by_the_venues_exchange_info(rig, ex):
     """The connector's check itself (fast): of two silent streams, the listed symbol's is only
     ``stream_silent``; the delisted one's is a ``subscribe_error``, counted once, and leaves the
     connection URL. A symbol listed but not trading is refused with its status."""
@@ -66,9 +70,10 @@ def test_silent_streams_are_judged_by_the_venues_exchange_info(rig):
 
     from ticktape.exchanges import silence
 
-    with SimulatorThread({EX: SYMS}) as sim:
-        r = rig(EX, symbols=SYMS, channels=["trades"], url=sim.ws_url(EX), silent_after=5.0)
-        sim.fault(Fault("delist", EX, symbol="ETHUSDT"))
+    btc, eth = FAMILY[ex]
+    with SimulatorThread({ex: FAMILY[ex]}) as sim:
+        r = rig(ex, symbols=FAMILY[ex], channels=["trades"], url=sim.ws_url(ex), silent_after=5.0)
+        sim.fault(Fault("delist", ex, symbol=eth))
         feed = r.feed
         feed.links = [r.listener.link]
         feed.on_open(r.listener)
@@ -78,11 +83,11 @@ def test_silent_streams_are_judged_by_the_venues_exchange_info(rig):
         asyncio.run(feed._check_silent(due))
         assert feed.silence.due(time.monotonic() + 60.0, feed.ch_msgs) == [], "each reported once"
     ev = [e for e in r.events() if e[0] in ("stream_silent", "subscribe_error")]
-    assert [(k, s) for k, s, _ in ev] == [("stream_silent", "BTCUSDT"), ("subscribe_error", "ETHUSDT")], ev
-    assert "BTCUSDT listed" in ev[0][2] and ev[1][2].startswith("ETHUSDT not in exchangeInfo"), ev
+    assert [(k, s) for k, s, _ in ev] == [("stream_silent", btc), ("subscribe_error", eth)], ev
+    assert f"{btc} listed" in ev[0][2] and ev[1][2].startswith(f"{eth} not in exchangeInfo"), ev
     assert feed.stat("subscribe_errors") == 1
     url = r.listener.link.plan.url
-    assert "btcusdt@trade" in url and "ethusdt" not in url, url
+    assert f"{btc.lower()}@trade" in url and eth.lower() not in url, url
     assert all(s != 2 for _, s in r.listener.link.plan.streams)
     assert silence.verdict("ETHUSDT", {"ETHUSDT": "SETTLING"}) == "status SETTLING in exchangeInfo"
     assert silence.verdict("ETHUSDT", {"ETHUSDT": "TRADING"}) is None
