@@ -49,9 +49,11 @@ def _until(cond, what: str, proc: subprocess.Popen, out: Path, timeout: float = 
 
 
 @contextmanager
-def _on_tmpfs(tmp_path: Path, port: int, capture_cmd: list[str], count: int, drain_timeout: float = 60.0,
-              after: str = "") -> Iterator[tuple[subprocess.Popen, Path, Path]]:
-    """A ``capture run`` of ``count`` synthetic trades (1500/s) on an 8 MiB tmpfs root in its own
+def _capture_in_mount_ns(tmp_path: Path, port: int, capture_cmd: list[str], count: int, drain_timeout: float = 60.0,
+              after: str = "", mount: str = "mount -t tmpfs -o size=8m tmpfs {root}",
+              ) -> Iterator[tuple[subprocess.Popen, Path, Path]]:
+    """A ``capture run`` of ``count`` synthetic trades (1500/s) on an 8 MiB tmpfs root (or what
+    ``mount`` mounts there) in its own
     mount namespace; when it exits, the ``after`` shell commands run there and the root is
     copied to ``saved`` (the tmpfs vanishes with the namespace). (shell, output file, saved);
     killed on the way out if still running."""
@@ -60,7 +62,7 @@ def _on_tmpfs(tmp_path: Path, port: int, capture_cmd: list[str], count: int, dra
     cfg = write_config(tmp_path / "c.toml", root=root, logs=tmp_path / "logs", port=port,
                        url=f"synthetic://?rate=1500&count={count}&seed=3", channels=("trades",), records=1 << 17,
                        drain_timeout=drain_timeout)
-    script = (f"set -e; mount -t tmpfs -o size=8m tmpfs {root}; set +e; "
+    script = (f"set -e; {mount.format(root=root)}; set +e; "
               f'"$@" & wait $!; rc=$?; {after.format(root=root) or ":"}; cp -a {root}/. {saved}/; exit $rc')
     with open(out, "wb") as f:
         sh = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
@@ -109,7 +111,7 @@ def test_storage_fault_while_running_resumes_within_seconds_nothing_lost(
     if why:
         pytest.skip(why)
     count = 15_000  # 10 s of feed at 1500/s: the break, backlog and healing need ~3 s of it
-    with _on_tmpfs(tmp_path, free_port, capture_cmd, count) as (sh, out, saved):
+    with _capture_in_mount_ns(tmp_path, free_port, capture_cmd, count) as (sh, out, saved):
         def ns(cmd: str) -> subprocess.CompletedProcess[str]:
             return _ns(sh, cmd)
 
@@ -174,7 +176,7 @@ def test_stopped_while_read_only_exits_1_and_keeps_what_was_durable(
     if why:
         pytest.skip(why)
     root = tmp_path / "archive"
-    with _on_tmpfs(tmp_path, free_port, capture_cmd, 15_000, drain_timeout=2.0,
+    with _capture_in_mount_ns(tmp_path, free_port, capture_cmd, 15_000, drain_timeout=2.0,
                    after=f"{WRITABLE}; {' '.join(capture_cmd)} recover {{root}}; echo recover-rc=$?") as (sh, out, saved):
         _until(lambda: total(_metrics(free_port), "ticktape_ring_committed_records_total", table="trades") > 1000,
                "first records durable", sh, out)
@@ -194,3 +196,56 @@ def test_stopped_while_read_only_exits_1_and_keeps_what_was_durable(
     assert trades.num_rows == committed == pc.count_distinct(pairs).as_py()  # the durable part, whole, once
     assert lost == produced - committed and lost > 1000  # and the log counts exactly what is missing
     assert not list((saved / JOURNAL_DIR).rglob(f"*{JOURNAL_SUFFIX}"))
+
+
+def test_file_system_turning_read_only_on_errors_loses_nothing_durable(
+    tmp_path: Path, free_port: int, capture_cmd: list[str]
+) -> None:
+    """The way a root really goes read-only under a running capture: ext4 with
+    ``errors=remount-ro`` meets an error and turns itself read-only for good (writes to the
+    open journals fail with EIO, every new file with EROFS; a plain ``remount,ro`` is refused
+    while files are open). The writer keeps the records in the rings, the run stopped that
+    way exits 1 naming what it could not write, and after fsck ``capture recover`` brings back
+    every record that was durable, each once."""
+    why = mount_ns_unavailable()
+    if why:
+        pytest.skip(why)
+    img, root = tmp_path / "fs.img", tmp_path / "archive"
+    probe = subprocess.run(  # on an image of its own: a loop device is let go asynchronously
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+         f"set -e; truncate -s 64M {img} {img}.probe; mkfs.ext4 -q -F {img}; mkfs.ext4 -q -F {img}.probe; "
+         f"mkdir {root}; mount -o loop {img}.probe {root}"],
+        capture_output=True, text=True, timeout=120)
+    if probe.returncode:
+        pytest.skip(f"cannot mount an ext4 image on a loop device here: {probe.stderr.strip()}")
+    if root.exists():
+        root.rmdir()
+    after = (f"umount {{root}}; e2fsck -fy {img} >/dev/null 2>&1; echo fsck-rc=$?; mount -o loop {img} {{root}}; "
+             f"{' '.join(capture_cmd)} recover {{root}}; echo recover-rc=$?")
+    with _capture_in_mount_ns(tmp_path, free_port, capture_cmd, 15_000, drain_timeout=2.0, after=after,
+                   mount=f"mount -o loop,errors=remount-ro {img} {{root}}") as (sh, out, saved):
+        _until(lambda: total(_metrics(free_port), "ticktape_ring_committed_records_total", table="trades") > 1000,
+               "first records durable", sh, out)
+        dev = _ns(sh, f"findmnt -no SOURCE {root}").stdout.strip()
+        fail = _ns(sh, f"echo test > /sys/fs/ext4/{os.path.basename(dev)}/trigger_fs_error")
+        assert fail.returncode == 0, fail.stderr
+        _until(lambda: total(_metrics(free_port), "ticktape_writer_storage_blocked") == 1, "writer blocked", sh, out)
+        committed = total(_metrics(free_port), "ticktape_ring_committed_records_total", table="trades")
+        _until(lambda: total(_metrics(free_port), "ticktape_ring_written_records_total", table="trades")
+               > committed + 1000, "backlog in the ring", sh, out)
+        assert total(_metrics(free_port), "ticktape_ring_committed_records_total", table="trades") == committed
+        rc = _stop(sh)
+    text = out.read_text(errors="replace")
+    assert rc == 1, text[-3000:]  # data was lost: the exit code says so
+    assert "exited with code" not in text, text[-3000:]  # the writer never crashed
+    assert "fsck-rc=0" in text or "fsck-rc=1" in text, text[-3000:]  # 1: errors corrected
+    assert "recover-rc=0" in text, text[-3000:]
+    produced = int(re.search(r'"produced": (\d+)', text).group(1))  # type: ignore[union-attr]
+    lost = int(re.search(r"(\d+) trades records of synthetic were never written", text).group(1))  # type: ignore[union-attr]
+    for p in saved.rglob("*.parquet"):
+        pq.read_table(p)
+    trades = ds.dataset(saved / "trades", format="parquet", partitioning="hive").to_table(columns=["id", "symbol"])
+    pairs = pc.binary_join_element_wise(trades["symbol"], trades["id"], "/")
+    assert trades.num_rows == pc.count_distinct(pairs).as_py()  # nothing twice
+    assert trades.num_rows == committed  # everything durable, nothing half-written
+    assert lost == produced - committed and lost > 1000
