@@ -5,7 +5,8 @@ older than the last, buy/sell volume, an incremental vwap, then volume), so the 
 the ones tardis-dev produces. A time bar closes when a trade's exchange-time bucket (milliseconds) is past
 the bar's open bucket: it is stamped with the end of its interval and that trade's ``localTimestamp``;
 tick and volume bars close right after the trade that makes ``trades >= n`` / ``volume >= n`` and carry that
-trade's ``localTimestamp``. The bar in progress at the end of the range is never emitted; a disconnect
+trade's ``localTimestamp``. A bar comes right after its closing trade's ``trade`` message, before the next
+trade of the same frame (tardis-dev passes each message through, then computes from it). The bar in progress at the end of the range is never emitted; a disconnect
 starts afresh (``reset``). The per-trade recurrence is sequential by nature, so this is a plain loop over
 Python floats; only bars are formatted, in one vector pass per batch.
 """
@@ -37,6 +38,7 @@ class BarBuilder:
             + f',"kind":"{bar.kind}","open":'.encode()
         )
         self.head = head
+        self.closed_at = np.zeros(0, np.int64)  # of the bars the last ``feed`` returned
         self.reset()
 
     def reset(self) -> None:
@@ -46,15 +48,21 @@ class BarBuilder:
         self.volume = self.buy = self.sell = self.vwap = 0.0
         self.open_ms = self.close_ms = self.stamp_ms = _DATE_MIN_MS
         self.out: list[tuple[float, ...]] = []
+        self.out_ts: list[tuple[int, int, int, int]] = []
+        self.at: list[int] = []  # per bar: the index (in its batch) of the trade that closed it
 
-    def _emit(self, local: int, stamp_ms: int) -> None:
+    def _emit(self, local: int, stamp_ms: int, at: int) -> None:
         self.out.append((self.open, self.high, self.low, self.close, self.volume, self.buy, self.sell,
-                         self.trades, self.vwap, self.open_ms, self.close_ms, local, stamp_ms))
-        out = self.out
+                         self.trades, self.vwap))
+        # times stay integers: a float64 holds ns since 1970 only to 256 ns, enough to move a µs digit
+        self.out_ts.append((self.open_ms, self.close_ms, local, stamp_ms))
+        self.at.append(at)
+        out, out_ts, ats = self.out, self.out_ts, self.at
         self.reset()
-        self.out = out
+        self.out, self.out_ts, self.at = out, out_ts, ats
 
     def feed(self, batch: pa.RecordBatch) -> Chunk | None:
+        """The bars the batch's trades close (``closed_at``: the index of each one's closing trade)."""
         local = ts_ns(batch)
         ets = np.asarray(batch.column("exchange_ts").view(pa.int64()).to_numpy()).astype(np.int64)
         ms = np.where(ets == 0, local, ets) // 1_000_000
@@ -68,7 +76,7 @@ class BarBuilder:
         ivi = int(iv)
         for i, (t, loc, p, q) in enumerate(zip(ms.tolist(), local.tolist(), price, amount, strict=True)):
             if self.trades and kind == "time" and t // ivi > self.open_ms // ivi:
-                self._emit(loc, (self.open_ms // ivi + 1) * ivi)
+                self._emit(loc, (self.open_ms // ivi + 1) * ivi, i)
             if self.trades == 0:
                 self.open, self.open_ms = p, t
             if self.high < p:
@@ -85,7 +93,7 @@ class BarBuilder:
             self.vwap = (self.vwap * self.volume + p * q) / (self.volume + q) if self.volume + q else float("nan")
             self.volume += q
             if (kind == "volume" and self.volume >= iv) or (kind == "tick" and self.trades >= iv):
-                self._emit(loc, self.stamp_ms)
+                self._emit(loc, self.stamp_ms, i)
         return self._lines()
 
     def finish(self, end_ns: int) -> Chunk | None:
@@ -96,8 +104,9 @@ class BarBuilder:
         if not self.out:
             return None
         a = np.array(self.out, np.float64)
-        self.out = []
-        i64 = a[:, 9:].astype(np.int64)
+        i64 = np.array(self.out_ts, np.int64)
+        self.closed_at = np.array(self.at, np.int64)
+        self.out, self.out_ts, self.at = [], [], []
         local = i64[:, 2]
         lines = fmt.join(
             self.head,

@@ -16,7 +16,15 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 
-from ticktape.replay import book_change, book_ticker, derivative_ticker, disconnect, liquidation, trade
+from ticktape.replay import (
+    book_change,
+    book_gaps,
+    book_ticker,
+    derivative_ticker,
+    disconnect,
+    liquidation,
+    trade,
+)
 from ticktape.replay.bars import BarBuilder
 from ticktape.replay.book_snapshot import Snapshots
 from ticktape.replay.merge import Chunk, merge
@@ -42,7 +50,8 @@ def _pieces(local: np.ndarray, resets: np.ndarray, ri: int) -> tuple[list[int], 
 
 
 def trade_source(root: str, req: NormalizedRequest, symbol: str) -> Iterator[Chunk]:
-    """trade and trade_bar messages of one symbol, from the same batches."""
+    """trade and trade_bar messages of one symbol, from the same batches: each bar right after the trade that
+    closed it (several trades of one frame share a local time; tardis-dev computes after each message)."""
     resets = _resets(root, req) if req.bars else np.zeros(0, np.int64)
     ri = 0
     bars = [BarBuilder(b, symbol, req.exchange) for b in req.bars]
@@ -56,8 +65,10 @@ def trade_source(root: str, req: NormalizedRequest, symbol: str) -> Iterator[Chu
             if not len(batch):
                 continue
         parts: list[Chunk] = []
+        at: list[np.ndarray] = []  # per part: the batch row each line follows
         if req.trade:
             parts.append(trade.trade_lines(batch, symbol, req.exchange))
+            at.append(np.arange(len(batch), dtype=np.int64))
         if bars:
             cuts, ri = _pieces(ts_ns(batch), resets, ri)
             lo = 0
@@ -67,11 +78,16 @@ def trade_source(root: str, req: NormalizedRequest, symbol: str) -> Iterator[Chu
                         c = b.feed(batch.slice(lo, cut - lo))
                         if c is not None:
                             parts.append(c)
+                            at.append(b.closed_at + lo)
                     lo = cut
                 if k < len(cuts):  # a disconnect: the bars in progress are dropped, as tardis-dev's reset does
                     bars = [BarBuilder(b, symbol, req.exchange) for b in req.bars]
-        if parts:
-            yield _combine(parts)
+        if len(parts) == 1:
+            yield parts[0]
+        elif parts:  # by closing row; on one row the trade first, then the bars in request order
+            order = np.lexsort((np.concatenate([np.full(len(a), k) for k, a in enumerate(at)]), np.concatenate(at)))
+            yield Chunk(np.concatenate([p.ts for p in parts])[order],
+                        pa.concat_arrays([p.lines for p in parts]).take(pa.array(order)))
 
 
 def _combine(parts: list[Chunk]) -> Chunk:
@@ -126,6 +142,16 @@ def book_source(req: NormalizedRequest, symbol: str, source: Iterator[BookRows],
             yield _combine(parts)
 
 
+def _book_rows(root: str, req: NormalizedRequest, symbol: str) -> Iterator[BookRows]:
+    """The symbol's book rows; for the binance family, by default a resync after a sequence gap as
+    tardis-dev's mapper has it (``book_gaps``), unless the client asked for ticktape's (``bookGaps``)."""
+    rows = book_rows(root, req, symbol)
+    if (req.exchange in book_change.MERGES_RESYNC and req.book_gaps == "tardis"
+            and book_table(root, req, symbol) == "book_change"):
+        rows = book_gaps.as_tardis(root, req, symbol, rows, disconnect.drop_times(root, req))
+    return rows
+
+
 def series(root: str, reqs: list[NormalizedRequest]) -> list[tuple[str, str, str]]:
     """(exchange, table, symbol) of every series the stream reads in bulk (for the memory plan)."""
     out: list[tuple[str, str, str]] = []
@@ -147,7 +173,7 @@ def sources(root: str, reqs: list[NormalizedRequest]) -> list[Iterator[Chunk]]:
                 out.append(trade_source(root, req, s))
             if req.needs_book:
                 resets = _resets(root, req) if req.snapshots else None
-                out.append(book_source(req, s, book_rows(root, req, s), resets))
+                out.append(book_source(req, s, _book_rows(root, req, s), resets))
             for name, src in _TICKER_SOURCES.items():
                 if getattr(req, name):
                     out.append(src(root, req, s))

@@ -25,6 +25,9 @@ _SNAP_RE = re.compile(r"^book_snapshot_(\d{1,4})_(?:grouped(\d{1,9}(?:\.\d{1,9})
 _QUOTE_RE = re.compile(r"^quote_(\d{1,9})(ms|s|m)$")
 _BAR_RE = re.compile(r"^trade_bar_(\d{1,9})(ticks|ms|s|m|vol)$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000}
+#: ``bookGaps``: a Binance book after a sequence gap as tardis-dev has it (diffs applied across the hole,
+#: the resync snapshot ignored: the default) or as ticktape resynced it from a new REST snapshot
+BOOK_GAPS = ("tardis", "resync")
 
 
 class OptionsError(ValueError):
@@ -78,6 +81,7 @@ class NormalizedRequest:
     liquidation: bool = False
     snapshots: list[Snapshot] = field(default_factory=list)
     bars: list[Bar] = field(default_factory=list)
+    book_gaps: str = BOOK_GAPS[0]
     batch_rows: int = 0  # rows per read batch for this stream (0 = the server's default), set by admission
 
     @property
@@ -267,5 +271,9 @@ def parse_normalized(o: Any, inv: Inventory, max_hours: float = DEFAULT_MAX_RANG
             parse_data_type(dt, req)
         if _bool(item, "withDisconnectMessages"):
             req.disconnect = True
+        gaps = item.get("bookGaps", BOOK_GAPS[0])
+        if gaps not in BOOK_GAPS:
+            raise OptionsError(f"'bookGaps' must be one of {', '.join(map(json.dumps, BOOK_GAPS))} (got {json.dumps(gaps)[:40]})")
+        req.book_gaps = gaps
         out.append(req)
     return out

@@ -8,6 +8,7 @@ to ticktape's."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -142,10 +143,24 @@ url = "{sim.ws_url('hyperliquid')}"
             return el > 13.0
 
         run_capture(tmp, toml, port, done)
+        _save_true_book(sim, tmp, "ETHUSDT")
     t1 = time.time_ns()
     server = Server(tmp / "archive", tmp / "server.log")
     yield server, tmp, t0, t1
     server.close()
+
+
+def _save_true_book(sim: SimulatorThread, tmp: Path, symbol: str) -> None:
+    """The simulator's own book at the last diff the capture archived (the truth a resynced book must equal)."""
+    import pyarrow.parquet as pq
+
+    files = sorted((tmp / "archive" / "raw" / "exchange=binance-futures" / f"symbol={symbol}").rglob("*.parquet"))
+    rows = [r for f in files for r in pq.read_table(f, columns=["local_ts_ns", "channel", "payload"]).to_pylist()
+            if r["channel"] == "depth" and r["payload"]]
+    u = json.loads(max(rows, key=lambda r: r["local_ts_ns"])["payload"])["data"]["u"]
+    bids, asks = sim.book("binance-futures", symbol, event=sim.event_at("binance-futures", "depth", symbol, update_id=u))
+    (tmp / f"true_book_{symbol}.json").write_text(json.dumps(
+        {"bids": {str(float(p)): float(q) for p, q in bids}, "asks": {str(float(p)): float(q) for p, q in asks}}))
 
 
 #: known differences of the recorded scenario (deterministic: strict, a fix must remove the entry)
@@ -155,20 +170,17 @@ KNOWN = {
     for t in ("book_change", "book_snapshot_10_100ms", "book_snapshot_5_1s", "book_snapshot_3_grouped10_100ms",
               "quote", "quote_1s", "book_change+book_snapshot_10_100ms")
 }
-#: the fault scenario still differs in ways that depend on where the faults fall, so these are not strict:
-#: after a sequence gap ticktape resyncs Binance from a new REST snapshot while tardis-dev's mapper ignores
-#: it and keeps applying diffs; a bar can close on a repeated trade frame 1 µs apart. Computables (books,
-#: snapshots, bars) start afresh at every disconnect and Hyperliquid's first trades frame after the start and
-#: each disconnect is skipped, as tardis-dev does.
-FAULTY_REASON = "binance gap resync, repeated trade frames (timing-dependent)"
+#: The fault scenario has no known difference: after the Binance sequence gap the book is tardis-dev's
+#: (diffs applied across the hole, the resync snapshot left out: ``bookGaps`` defaults to "tardis"),
+#: computables (books, snapshots, bars) start afresh at every disconnect, each bar follows the trade that
+#: closed it, and Hyperliquid's first trades frame after the start and each disconnect is skipped, as
+#: tardis-dev does.
 
 
 def _known(request: pytest.FixtureRequest, scenario: str, exchange: str, data_types: list[str]) -> None:
     reason = KNOWN.get((scenario, exchange, "+".join(data_types)))
     if reason is not None:
         request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
-    elif scenario == "faulty":
-        request.applymarker(pytest.mark.xfail(reason=FAULTY_REASON, strict=False))
 
 
 def _port() -> int:
@@ -205,3 +217,34 @@ def test_faulty_capture_matches_tardis(modules: Path, faulty: Any, exchange: str
     _known(request, "faulty", exchange, data_types)
     symbols = {"binance-futures": ["BTCUSDT", "ETHUSDT"], "bybit": ["BTCUSDT"], "hyperliquid": ["BTC"]}[exchange]
     _compare(modules, faulty, f"{exchange}-{'+'.join(data_types)}", exchange, symbols, data_types)
+
+
+def _book_of(messages: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """The book a client keeps from book_change messages (consecutive snapshot messages form one snapshot)."""
+    book: dict[str, dict[str, float]] = {"bids": {}, "asks": {}}
+    prev_snap = False
+    for m in messages:
+        if m["isSnapshot"] and not prev_snap:
+            book = {"bids": {}, "asks": {}}
+        prev_snap = m["isSnapshot"]
+        for side in ("bids", "asks"):
+            for lv in m[side]:
+                if lv["amount"] == 0:
+                    book[side].pop(str(float(lv["price"])), None)
+                else:
+                    book[side][str(float(lv["price"]))] = lv["amount"]
+    return book
+
+
+def test_book_gaps_resync_gives_the_true_book_after_the_gap(faulty: Any) -> None:
+    """``bookGaps: "resync"``: ticktape's book resynced from the new REST snapshot after the sequence gap,
+    equal to the simulator's own book; the default (tardis-dev's) leaves that snapshot out."""
+    server, tmp, t0, t1 = faulty
+    frm, to = minute_range(t0, t1)
+    base = {"exchange": "binance-futures", "symbols": ["ETHUSDT"], "from": frm, "to": to, "dataTypes": ["book_change"]}
+    resync = [json.loads(line) for line in server.get("replay-normalized", {**base, "bookGaps": "resync"}).splitlines()]
+    default = [json.loads(line) for line in server.get("replay-normalized", base).splitlines()]
+    assert _book_of(resync) == json.loads((tmp / "true_book_ETHUSDT.json").read_text())
+    assert sum(m["isSnapshot"] for m in resync) == sum(m["isSnapshot"] for m in default) + 1  # the resync's
+    assert [json.loads(line) for line in
+            server.get("replay-normalized", {**base, "bookGaps": "tardis"}).splitlines()] == default

@@ -91,3 +91,23 @@ def test_merge_orders_everything_stably(streams: list[list[int]], chunk: int) ->
     for i in range(len(streams)):
         mine = [int(x.split(":")[2]) for x in lines if x.startswith(f"{i}:")]
         assert mine == sorted(mine)
+
+
+def test_trade_bar_keeps_the_closing_trade_arrival_to_the_microsecond() -> None:
+    """A bar's localTimestamp is its closing trade's arrival as the trade line writes it: ns since 1970 do not
+    fit a float64 exactly (256 ns steps), which once turned ...489033063 into ...489032 µs."""
+    from ticktape.replay.bars import BarBuilder
+    from ticktape.replay.options import Bar
+    from ticktape.replay.sources import internal_batch
+
+    local = np.array([1_796_024_863_489_033_063, 1_796_024_863_489_033_999], np.int64)
+    disk = pa.RecordBatch.from_pydict({
+        "local_ts_ns": pa.array(local, pa.int64()),
+        "exchange_ts": pa.array((local // 1000).tolist(), pa.timestamp("us", "UTC")),
+        "side": pa.array(["buy", "sell"]).dictionary_encode(),
+        "price": pa.array([1.0, 2.0]), "amount": pa.array([0.5, 0.5])})
+    chunk = BarBuilder(Bar("trade_bar_1ticks", "tick", 1), "BTC", "x").feed(internal_batch(disk))
+    assert chunk is not None
+    stamps = [json.loads(line)["localTimestamp"] for line in chunk.lines.to_pylist()]
+    assert stamps == [tardis_ts(int(t))[:26] + "Z" for t in local] == ["2026-11-30T07:47:43.489033Z"] * 2
+    assert chunk.ts.tolist() == local.tolist()

@@ -42,6 +42,8 @@ NORM_CASES: list[tuple[Any, str]] = [
     ([NORM, {**NORM, "exchange": "nope"}], "unknown exchange"),
     ([], "empty"),
     ({**NORM, "to": "2021-08-30"}, "exceeds"),
+    ({**NORM, "bookGaps": "resynced"}, "'bookGaps' must be one of \"tardis\", \"resync\""),
+    ({**NORM, "bookGaps": True}, "'bookGaps' must be one of"),
 ]
 
 
