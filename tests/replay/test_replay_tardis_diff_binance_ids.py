@@ -1,7 +1,8 @@
 """Differential suite for binance-delivery (COIN-M) and binance (spot): ``/replay-normalized`` against
 tardis-dev 13.35.3's own ``replayNormalized`` with the same Tardis exchange ids, on archives ``capture
 run`` made from the real COIN-M recording (depth@100ms + its /dapi/v1/depth snapshots, bookTicker)
-and from the simulator's spot dialect (depth@100ms bridged from /api/v3/depth, @trade, bookTicker)."""
+and from the simulator's spot dialect (depth@100ms bridged from /api/v3/depth, @trade, bookTicker) with a
+sequence gap on ETHUSDT: spot's mapper ignores the resync snapshot too (``bookGaps`` defaults to tardis-dev's)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from tardis_diff_helpers import (
 )
 from test_replay_tardis_diff import _feed_total
 
+from ticktape.sim.faults import Fault
 from ticktape.sim.thread import SimulatorThread
 
 pytestmark = pytest.mark.slow
@@ -63,12 +65,18 @@ channels = ["trades", "book_change", "book_ticker"]
 url = "{ssim.ws_url('binance')}"
 """.replace("'", '"')
         started: list[float] = []
+        gap = [Fault("gap", "binance", symbol="ETHUSDT")]
 
         def done() -> bool:
             m = metrics(port)
             if not started and _feed_total(m, "binance") > 0:
                 started.append(time.monotonic())
-            return bool(started) and time.monotonic() - started[0] > 6.0 and _feed_total(m, "binance-delivery") >= want
+            if gap and started and time.monotonic() - started[0] > 2.0:
+                ssim.fault(gap.pop())
+            resynced = sum(v for k, v in m.items()
+                           if k.startswith('ticktape_feed_resyncs_total{exchange="binance",') and "ETHUSDT" in k)
+            return (bool(started) and time.monotonic() - started[0] > 6.0 and resynced >= 1
+                    and _feed_total(m, "binance-delivery") >= want)
 
         run_capture(tmp, toml, port, done)
     t1 = time.time_ns()
