@@ -484,6 +484,12 @@ def _ipc_costs(n: int, runs: int) -> dict[str, float]:
             for i in range(n):
                 push(i, frame, 1, 1, 1)
 
+        trade_frame = out.trade_frame_pusher()
+
+        def trade_frames() -> None:  # the aggTrade connection's one call: trade row + raw frame
+            for i in range(n):
+                trade_frame(i, i, 1, 123456789 + i, 1.5, 2.5, 1, frame, 1, 1)
+
         levels = [(1.5 + k, 2.5) for k in range(10)]
 
         def books_batched() -> None:  # n rows, 10 a call
@@ -496,6 +502,7 @@ def _ipc_costs(n: int, runs: int) -> dict[str, float]:
             "outbox_trade_fast_push_us": round(_time(trades_fast, n, runs, rig.drain), 3),
             "outbox_raw_push_170B_us": round(_time(raws, n, runs, rig.drain), 3),
             "outbox_raw_fast_push_170B_us": round(_time(raws_fast, n, runs, rig.drain), 3),
+            "outbox_trade_frame_push_170B_us": round(_time(trade_frames, n, runs, rig.drain), 3),
             "outbox_book_change_push_us": round(_time(books, n, runs, rig.drain), 3),
             "outbox_book_levels_per_row_us": round(_time(books_batched, n, runs, rig.drain), 3),
         }
