@@ -297,6 +297,8 @@ class Writer:
             detail = self.storage.recovered()
             if detail is not None:
                 self._pending_events.append(detail)
+                if not n:  # the probe ended the episode: its event is written now, not at the next record
+                    return self.drain_once()
         return n
 
     def _rollback(self, touched: set[str], before: dict[str, tuple[int, int]]) -> None:

@@ -1,7 +1,9 @@
-"""Issue 9: the archive turning read-only under a running writer, at the two moments
-where finalizing an hour meets it: the hour falls due while writes fail (kept, finalized
-once writable), and the hour's file was renamed into place just before (the state save that
-retires its journal fails: the writer used to raise out of its loop and crash). Real rings,
+"""Issue 9: the archive turning read-only under a running writer, at the moments where
+finalizing an hour meets it: the hour falls due while writes fail (kept, finalized once
+writable); the hour's file was renamed into place just before (the state save that retires
+its journal fails: the writer used to raise out of its loop and crash); the finalize itself
+is refused on a quiet feed (the writer stayed blocked, the hour unwritten, until the next
+record came). Real rings,
 a real writer, a tmpfs root in a private mount namespace turned read-only by ``mount``."""
 
 from __future__ import annotations
@@ -42,7 +44,12 @@ def test_finalize_meeting_a_read_only_archive_is_retried_nothing_lost(tmp_path: 
     assert out["reap_read_only"] == 0 and out["late_cycle_read_only"] == 0
     assert out["late_cycle"] == 4 + 1  # + the first episode's info event
     assert out["last_cycle"] == 1
+    # a finalize refused on a quiet feed: a probe ends the episode once writable, the hour is redone
+    assert out["hour2_cycle"] == 10
+    assert out["idle_cycle_read_only"] == 0 and out["idle_blocked_read_only"]
+    assert out["idle_cycle"] == 1 and not out["idle_blocked"]
+    assert out["hour2_files"] == 2
     # every trade once, merged late rows included; every journal retired, none in the state
-    assert out["ids"] == [*range(1100), *range(5000, 5004)]
+    assert out["ids"] == [*range(1100), *range(5000, 5004), *range(6000, 6010)]
     assert out["journals_left"] == [] and out["state_journals"] == []
-    assert sum("archive writes failed (EROFS" in d for d in out["events"]) == 2, out["events"]
+    assert sum("archive writes failed (EROFS" in d for d in out["events"]) == 3, out["events"]

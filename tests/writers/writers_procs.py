@@ -159,6 +159,25 @@ def read_only_hours(root: str, read_only: str, writable: str) -> dict[str, objec
         out["late_cycle"] = w.drain_once()
         finalize_until(w, due1, 1, 2)
         out["last_cycle"] = w.drain_once()  # the second episode's info event, as the writer loop's next cycle
+        # 3. hour 02's finalize itself fails (read-only) on a quiet feed: nothing waits in the rings
+        trades.push_array(make_trades(6000, 10, h0 + 2 * HOUR_NS, 2))
+        out["hour2_cycle"] = w.drain_once()
+        sh(read_only)
+        due2 = (h0 + 3 * HOUR_NS) / 1e9 + grace + 1
+        end = time.monotonic() + 60
+        while not w.storage.blocked:  # the finalize thread's EROFS, seen when reaped
+            assert time.monotonic() < end, "finalize never failed"
+            w.finalize_due(now=due2, background=True)
+            time.sleep(0.02)
+        retry_due(w)
+        out["idle_cycle_read_only"] = w.drain_once()  # nothing to write: a probe, refused
+        out["idle_blocked_read_only"] = w.storage.blocked
+        sh(writable)
+        retry_due(w)
+        out["idle_cycle"] = w.drain_once()  # the probe works: episode over, its event written at once
+        out["idle_blocked"] = w.storage.blocked
+        finalize_until(w, due2, 2, 2)
+        out["hour2_files"] = len(files_of_hour(2))
         w.close()
         t = read_type(root, "trades")
         out["ids"] = sorted(int(x) for x in t["id"].to_pylist())
