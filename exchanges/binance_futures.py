@@ -338,18 +338,21 @@ class BinanceFutures(Feed):
 
     # -- frames (hot path) --------------------------------------------------------
     def frame_handler(self, plan: Plan) -> Callable[[Listener, int, memoryview], None]:
-        """A connection of aggTrade streams (the busiest: one small frame per trade) gets a
-        closure with everything it touches bound once: one typed decode, one route lookup,
-        one push for the trade row and the raw frame, the counters. Anything else on it (a
-        duplicate, a planned reconnect's overlap, another stream, a malformed or control
-        frame) goes to ``on_frame``, which handles every case."""
-        if plan.tag != AGG:
+        """A connection of aggTrade or trade streams (the busiest: one small frame per trade)
+        gets a closure with everything it touches bound once: one typed decode, one route
+        lookup, one push for the trade row and the raw frame, the counters. Anything else on
+        it (a duplicate, a planned reconnect's overlap, a trade that is no market trade,
+        another stream, a malformed or control frame) goes to ``on_frame``, which handles
+        every case."""
+        tag = plan.tag
+        if tag != AGG and tag != TRADE:
             return self.on_frame
-        decode = self._fast[AGG].decode
+        agg = tag == AGG  # aggTrade: id ``a``; trade: id ``t``, and only ``X`` MARKET is a trade row
+        decode = self._fast[tag].decode
         nchan = self.nchan
         # stream name -> (symbol, channel, per-(symbol, channel) counter index)
         get = {name: (sym, chan, sym * nchan + chan)
-               for name, (kind, sym, chan) in self.routes.items() if kind == AGG}.get
+               for name, (kind, sym, chan) in self.routes.items() if kind == tag}.get
         last = self.last_trade
         n_msgs, n_bytes, last_ns, ch_msgs, ch_bytes = self.n_msgs, self.n_bytes, self.last_ns, self.ch_msgs, self.ch_bytes
         push = self.out.trade_frame_pusher()
@@ -357,7 +360,7 @@ class BinanceFutures(Feed):
         on_frame, on_frame_slow, do_pending = self.on_frame, self.on_frame_slow, self._do_pending
         side = _SIDE
 
-        def on_agg_frame(lst: Listener, ts: int, payload: memoryview) -> None:
+        def on_trade_frame(lst: Listener, ts: int, payload: memoryview) -> None:
             try:
                 msg = decode(payload)
             except msgspec.DecodeError:
@@ -369,9 +372,9 @@ class BinanceFutures(Feed):
                 return
             sym, chan, k = route
             data = msg.data
-            tid = data.a
-            if tid <= last[sym]:
-                on_frame(lst, ts, payload)  # a duplicate: counted, an event, kept raw
+            tid = data.a if agg else data.t
+            if tid <= last[sym] or (not agg and data.X != "MARKET"):
+                on_frame(lst, ts, payload)  # a duplicate (counted, an event, kept raw) or kept raw only
                 return
             last[sym] = tid
             push(ts, data.T * 1_000_000, sym, tid, data.p, data.q, side[data.m], payload, lst.conn_id, chan)
@@ -384,7 +387,7 @@ class BinanceFutures(Feed):
             if pending:
                 do_pending(ts)
 
-        return on_agg_frame
+        return on_trade_frame
 
     def on_frame(self, lst: Listener, ts: int, payload: memoryview) -> None:
         """Fast path: one typed pass over envelope + body for the connection's main

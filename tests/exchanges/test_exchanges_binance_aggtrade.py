@@ -1,7 +1,7 @@
-"""A connection of aggTrade streams has its own frame handler (the busiest path: one small
-frame per trade). Fed through the picows listener, it must leave exactly what the general
-path (``Feed.frame``) leaves for the same frames: trades, raw rows, every counter, the
-duplicate and malformed events, with each frame's ``local_ts`` its arrival time."""
+"""A connection of aggTrade (or trade) streams has its own frame handler (the busiest path:
+one small frame per trade). Fed through the picows listener, it must leave exactly what the
+general path (``Feed.frame``) leaves for the same frames: trades, raw rows, every counter,
+the duplicate and malformed events, with each frame's ``local_ts`` its arrival time."""
 
 from __future__ import annotations
 
@@ -12,24 +12,29 @@ import pytest
 from picows import WSMsgType
 from picows.picows import _make_test_ws_frame
 
-from ticktape.exchanges.binance_futures import AGG
+from ticktape.exchanges.binance_futures import AGG, TRADE
 
 
-def agg(stream: str, a: int, m: bool = False) -> bytes:
-    return json.dumps({"stream": stream, "data": {"e": "aggTrade", "E": a, "a": a, "s": stream.split("@")[0].upper(),
-                                                  "p": f"{100 + a * 0.5}", "q": "0.25", "f": a, "l": a, "T": 1_700_000_000_000 + a,
-                                                  "m": m}}, separators=(",", ":")).encode()
+def trade(kind: str, sym: str, i: int, m: bool = False, x: str = "MARKET") -> bytes:
+    """An ``aggTrade`` or ``trade`` frame of ``sym`` with id ``i``."""
+    d = {"e": kind, "E": i, "s": sym.upper(), "p": f"{100 + i * 0.5}", "q": "0.25", "T": 1_700_000_000_000 + i, "m": m}
+    d.update({"a": i, "f": i, "l": i} if kind == "aggTrade" else {"t": i, "X": x})
+    return json.dumps({"stream": f"{sym}@{kind}", "data": d}, separators=(",", ":")).encode()
 
 
-FRAMES = [
-    agg("btcusdt@aggTrade", 100), agg("btcusdt@aggTrade", 101, True), agg("ethusdt@aggTrade", 7),
-    agg("btcusdt@aggTrade", 101),  # a repeat: dropped, counted, one event, kept raw
-    b'{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","a":', # malformed: counted, an event, kept raw
-    b'{"result":null,"id":1}',  # a control answer: counted under "_", kept raw
-    agg("btcusdt@aggTrade", 99),  # older than the last: a duplicate too
-    agg("btcusdt@aggTrade", 102), agg("ethusdt@aggTrade", 8, True),
-]
-ROLLING = [agg("btcusdt@aggTrade", 104), agg("btcusdt@aggTrade", 103), agg("btcusdt@aggTrade", 104)]  # overlap
+def frames(kind: str) -> tuple[list[bytes], list[bytes]]:
+    """(frames, frames during a planned reconnect's overlap)"""
+    out = [
+        trade(kind, "btcusdt", 100), trade(kind, "btcusdt", 101, True), trade(kind, "ethusdt", 7),
+        trade(kind, "btcusdt", 101),  # a repeat: dropped, counted, one event, kept raw
+        b'{"stream":"btcusdt@%s","data":{"e":"x","a":' % kind.encode(),  # malformed: counted, an event, kept raw
+        b'{"result":null,"id":1}',  # a control answer: counted under "_", kept raw
+        trade(kind, "btcusdt", 99),  # older than the last: a duplicate too
+        trade(kind, "btcusdt", 102), trade(kind, "ethusdt", 8, True),
+    ]
+    if kind == "trade":  # no market trade: kept raw, no trade row (as Tardis)
+        out.append(trade(kind, "ethusdt", 9, x="INSURANCE_FUND"))
+    return out, [trade(kind, "btcusdt", 104), trade(kind, "btcusdt", 103), trade(kind, "btcusdt", 104)]
 
 
 def _state(r) -> dict:
@@ -49,15 +54,18 @@ def _state(r) -> dict:
     }
 
 
+@pytest.mark.parametrize("kind", ["aggTrade", "trade"])
 @pytest.mark.parametrize("compiled", [True, False], ids=["c-writer", "python-writer"])
-def test_aggtrade_connection_handler_leaves_what_the_general_path_leaves(rig, compiled: bool) -> None:
-    kw = dict(symbols=["BTCUSDT", "ETHUSDT"], channels=["trades"], trade_stream="aggTrade")
+def test_trade_connection_handler_leaves_what_the_general_path_leaves(rig, compiled: bool, kind: str) -> None:
+    FRAMES, ROLLING = frames(kind)
+    kw = dict(symbols=["BTCUSDT", "ETHUSDT"], channels=["trades"], trade_stream=kind)
     fast = rig("binance-futures", **kw)
     slow = rig("binance-futures", **kw)
     if not compiled:
         fast.feed.out._trade_frame_writer = None  # the Python closure (TICKTAPE_PURE_PYTHON's path)
         fast.listener._on_frame = fast.feed.frame_handler(fast.listener.plan)
-    assert fast.listener.plan.tag == AGG and fast.listener._on_frame != fast.feed.on_frame  # the handler runs
+    tag = AGG if kind == "aggTrade" else TRADE
+    assert fast.listener.plan.tag == tag and fast.listener._on_frame != fast.feed.on_frame  # the handler runs
 
     arrivals = []
     for i, f in enumerate(FRAMES + ROLLING):
@@ -81,6 +89,6 @@ def test_aggtrade_connection_handler_leaves_what_the_general_path_leaves(rig, co
     assert len(a["raw_ts"]) == len(kept)
     for ts, i in zip(a["raw_ts"], kept, strict=True):
         assert arrivals[i][0] <= ts <= arrivals[i][1]
-    traded = [0, 1, 2, 7, 8, 9, 10]
+    traded = [0, 1, 2, 7, 8, len(FRAMES), len(FRAMES) + 1]
     for ts, i in zip(a["trade_ts"], traded, strict=True):
         assert arrivals[i][0] <= ts <= arrivals[i][1]
