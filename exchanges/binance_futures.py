@@ -30,7 +30,7 @@ from ticktape.exchanges.binance_dialect import BY_ID, FUTURES, Dialect
 from ticktape.exchanges.book import MAX_BUFFER, Bridge, DiffSync, SyncState, bridge
 from ticktape.exchanges.connection import Link, Listener, Plan, Timing
 from ticktape.exchanges.feed import Feed
-from ticktape.ipc.fastpack import LevelTextError, decode_levels
+from ticktape.ipc.fastpack import LevelTextError, check_level_text
 from ticktape.ipc.ring import RecordRing
 from ticktape.ipc.schemas import BOOK_ASK, BOOK_BID, SIDE_BUY, SIDE_SELL
 
@@ -87,7 +87,7 @@ class Depth(msgspec.Struct, gc=False):
 class DiffText(msgspec.Struct, gc=False):
     """A diff with its level arrays left as JSON text: ``Outbox.book_level_text`` parses them
     straight into ring records (no per-level Python objects). The text points into the
-    frame's buffer: ``held`` copies it into a ``Depth`` before the diff outlives the frame."""
+    frame's buffer: ``held`` checks it and copies it out before the diff outlives the frame."""
 
     E: int
     U: int
@@ -96,9 +96,11 @@ class DiffText(msgspec.Struct, gc=False):
     a: msgspec.Raw
     pu: int = -1
 
-    def held(self) -> Depth:
-        """This diff with its levels decoded (raises LevelTextError if they are not levels)."""
-        return Depth(self.E, self.U, self.u, decode_levels(self.b), decode_levels(self.a), self.pu)
+    def held(self) -> DiffText:
+        """This diff with its level texts checked (LevelTextError if they are not levels) and
+        copied out of the frame's buffer: a buffered diff is parsed in C when it is applied."""
+        check_level_text(self.b, self.a)
+        return DiffText(self.E, self.U, self.u, msgspec.Raw(bytes(self.b)), msgspec.Raw(bytes(self.a)), self.pu)
 
 
 class SpotPartial(msgspec.Struct, gc=False):
@@ -266,7 +268,7 @@ class BinanceFutures(Feed):
         self.overlap_base = [-1] * n
         self.overlap_ids: list[set[int]] = [set() for _ in range(n)]
         self.last_partial = [-1] * n
-        self.sync: list[DiffSync[Depth]] = [DiffSync() for _ in range(n)]
+        self.sync: list[DiffSync[Depth | DiffText]] = [DiffSync() for _ in range(n)]
         self.routes: dict[str, tuple[int, int, int]] = {}
         self.ch_depth = self.chan_id.get("depth", 0)
         self.ch_snap = self.chan_id.get("depthSnapshot", 0)
@@ -613,7 +615,7 @@ class BinanceFutures(Feed):
                 self.emit_diff(nxt[0], sym, nxt[1])
                 st.last_u = nxt[1].u
             return True
-        if not st.push(ts, d.held() if isinstance(d, DiffText) else d) and st.lost == 1:  # once per overflow: the gap event says how many
+        if not st.push(ts, d.held() if isinstance(d, DiffText) else d):  # once per overflow: the gap event says how many
             log.warning("%s diff buffer full (%d) while waiting for the snapshot: dropping the oldest diffs",
                         self.feed_id("book_change", sym), MAX_BUFFER)
         if st.snapshot is not None and self.try_bridge(sym) != Bridge.STALE:
@@ -641,7 +643,7 @@ class BinanceFutures(Feed):
                      f"diff buffer full ({MAX_BUFFER}) awaiting the snapshot: {n} diffs dropped, U {first}..u {last}",
                      ets * 1_000_000)
 
-    def resync(self, sym: int, ts: int, why: str, first: tuple[int, Depth] | None = None) -> None:
+    def resync(self, sym: int, ts: int, why: str, first: tuple[int, Depth | DiffText] | None = None) -> None:
         st = self.sync[sym]
         self.report_lost(sym, ts)
         st.reset()

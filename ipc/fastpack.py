@@ -83,3 +83,15 @@ def _load_trade_frame_writer() -> Any:
 #: index_cap, index_size, arena_buf, arena_cap, header, write_word, slow)``, whose ``push`` writes
 #: a trade row and its raw frame (``Outbox.trade_frame_pusher``); None: the Python path only
 TradeFrameWriter: Any = _load_trade_frame_writer()
+
+
+_NO_RING = bytearray(64)
+
+
+def check_level_text(bids: Any, asks: Any) -> None:
+    """Raise LevelTextError unless both texts are level arrays msgspec accepts (the C parser
+    checks, writing nothing; a spelling it leaves to msgspec is decoded by msgspec)."""
+    if pack_level_text is not None and pack_level_text(_NO_RING, 0, 40, 1, 0, 0, 0, 0, 0, False, 0, bids, 1, asks) >= 0:
+        return
+    decode_levels(bids)
+    decode_levels(asks)

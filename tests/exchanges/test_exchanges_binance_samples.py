@@ -98,9 +98,12 @@ def rebuild(rows, sym_id):
     return book
 
 
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "pure_python"])
 @each_recording
-def test_every_frame_decodes_and_books_sync(rig, rec):
-    r = rig(rec.exchange, symbols=rec.symbols, channels=["trades", "book_change"], trade_stream="aggTrade")
+def test_every_frame_decodes_and_books_sync(rig, rec, compiled):
+    # diffs before their snapshot are buffered as checked level text and parsed when applied
+    r = rig(rec.exchange, symbols=rec.symbols, channels=["trades", "book_change"], trade_stream="aggTrade",
+            compiled=compiled)
     frames = cryptofeed_frames(rec.ws)
     snapshots = depth_snapshots(rec)
     assert len(frames) == rec.frames and len(snapshots) == len(rec.symbols)
@@ -266,6 +269,35 @@ def test_malformed_level_array_is_kept_raw_and_resyncs(rig, compiled):
     assert r.feed.stat("malformed", sid) == 1 and r.feed.sync[sid].state == 0
     assert [k for k, _, _ in r.events()] == ["malformed", "resync"]
     assert r.raw()[-1][4] == bad and len(r.records("book_change")) == rows
+
+
+def test_malformed_level_array_while_awaiting_the_snapshot_is_not_buffered(rig):
+    r = rig("binance-futures", symbols=["SUSHIUSDT"], channels=["book_change"])
+    frames = [(ts, f) for ts, f in cryptofeed_frames(WS) if b"sushiusdt@depth" in f]
+    sid = r.spec.symbol_id("SUSHIUSDT")
+    ts, good = frames[0]
+    bad = good.replace(b'"b":[', b'"b":[["x","1"],', 1)
+    r.frame(bad, ts)
+    assert r.feed.stat("malformed", sid) == 1 and r.feed.sync[sid].buffer == []
+    assert r.raw()[-1][4] == bad
+
+
+def test_a_full_diff_buffer_drops_its_oldest_eighth_at_once():
+    from ticktape.exchanges.book import DROP_CHUNK, MAX_BUFFER, DiffSync
+
+    @dataclass
+    class D:
+        U: int
+        u: int
+        E: int = 0
+
+    st = DiffSync()
+    assert all(st.push(i, D(i, i)) for i in range(MAX_BUFFER))
+    assert st.push(MAX_BUFFER, D(MAX_BUFFER, MAX_BUFFER)) is False  # the first overflow: warn once
+    assert st.lost == DROP_CHUNK + 1 and len(st.buffer) == MAX_BUFFER - DROP_CHUNK
+    assert st.buffer[0][1].U == DROP_CHUNK + 1  # the oldest went, in order
+    assert all(st.push(i, D(i, i)) for i in range(MAX_BUFFER + 1, MAX_BUFFER + 2 * DROP_CHUNK + 2))
+    assert st.take_lost() == (2 * DROP_CHUNK + 2, 0, 2 * DROP_CHUNK + 1, 0)
 
 
 def test_ring_full_book_drop_triggers_a_resync(rig):
