@@ -9,6 +9,7 @@ Python (the level text decoded by msgspec), and ``TradeFrameWriter`` is None and
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from collections.abc import Callable
@@ -36,17 +37,22 @@ def decode_levels(text: msgspec.Raw | bytes | memoryview) -> list[tuple[float, f
         raise LevelTextError(str(e)) from None
 
 
-def _load() -> Any:
+def _compiled(name: str, layouts_match: bool) -> Any:
+    """The extension module ``ticktape.ipc.<name>``, or None: switched off, not built, or the
+    record layouts are not the ones its C code writes (little-endian, these struct formats)."""
     if os.environ.get("TICKTAPE_PURE_PYTHON", "") not in ("", "0"):
         return None
-    if sys.byteorder != "little" or BOOK_CHANGE_STRUCT.format != "<qqddHBB4x":
-        return None  # the C code writes this layout only
+    if sys.byteorder != "little" or not layouts_match:
+        return None
     try:
-        from ticktape.ipc import _fastpack  # type: ignore[attr-defined]
+        return importlib.import_module(f"ticktape.ipc.{name}")
     except ImportError:
         return None
-    mod: Any = _fastpack
-    if BOOK_CHANGE_STRUCT.size != mod.RECORD_BYTES:
+
+
+def _load() -> Any:
+    mod = _compiled("_fastpack", BOOK_CHANGE_STRUCT.format == "<qqddHBB4x")
+    if mod is None or BOOK_CHANGE_STRUCT.size != mod.RECORD_BYTES:
         return None
     return mod
 
@@ -65,16 +71,8 @@ pack_level_text: Callable[..., int] | None = getattr(_MOD, "pack_level_text", No
 
 
 def _load_trade_frame_writer() -> Any:
-    if os.environ.get("TICKTAPE_PURE_PYTHON", "") not in ("", "0") or sys.byteorder != "little":
-        return None
-    if TRADE_STRUCT.format != "<qqddHB5x40s" or RAW_INDEX_STRUCT.format != "<qQIIHH4x":
-        return None  # the C code writes these layouts only
-    try:
-        from ticktape.ipc import _tradepack  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    mod: Any = _tradepack
-    if (TRADE_STRUCT.size, RAW_INDEX_STRUCT.size) != (mod.TRADE_BYTES, mod.RAW_INDEX_BYTES):
+    mod = _compiled("_tradepack", TRADE_STRUCT.format == "<qqddHB5x40s" and RAW_INDEX_STRUCT.format == "<qQIIHH4x")
+    if mod is None or (TRADE_STRUCT.size, RAW_INDEX_STRUCT.size) != (mod.TRADE_BYTES, mod.RAW_INDEX_BYTES):
         return None
     return mod.TradeFrameWriter
 
