@@ -1,4 +1,4 @@
-"""A Binance book after a sequence gap, as tardis-dev replays it (the default) or as ticktape resynced it.
+"""A Binance (and Bybit) book after a sequence gap, as tardis-dev replays it (the default) or as ticktape resynced it.
 
 After a gap the connector fetches a new REST snapshot: the archive's ``book_change`` holds no diff from the
 gap until the resync, then the snapshot (the buffered diffs merged at its time), then diffs again; the
@@ -9,16 +9,22 @@ with the diffs archived with it, and that stretch's book rows are the archived r
 with the connector's own decoder. ``bookGaps: "resync"`` keeps ticktape's resynced book (the snapshot and
 every diff after it: the exchange's true book). Without raw frames for the stretch (``raw = false``) the
 resynced rows stay, since there is nothing else to build from.
+
+Bybit resyncs by resubscribing: its snapshot is a frame tardis-dev maps too (every ``orderbook.50`` frame
+as it is), so it stays; only the deltas the connector skipped between the gap and it are added from
+``raw`` before it (looked for only after a ``resync`` event, so a snapshot-only stream costs no read).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ticktape.replay.book_change import MERGES_RESYNC
 from ticktape.replay.options import NormalizedRequest
 from ticktape.replay.rows import BookRows, codes
 from ticktape.replay.sources import read_range, ts_ns
@@ -44,55 +50,107 @@ def _part(rows: BookRows, lo: int, hi: int) -> BookRows:
     return BookRows(*(a[lo:hi] for a in rows))
 
 
-def raw_diff_rows(root: str, req: NormalizedRequest, symbol: str, after_ns: int, before_ns: int) -> BookRows | None:
-    """Book rows of the symbol's raw depth frames with ``after_ns < local < before_ns`` (bids then asks per
-    frame, as the connector emits a diff); None when the archive kept no raw frames there."""
-    import msgspec
-
-    from ticktape.exchanges.binance_futures import DepthFrame  # the connector's decoding, only when needed
-
+def _raw_frames(root: str, req: NormalizedRequest, symbol: str, after_ns: int, before_ns: int,
+                channels: tuple[str, ...]) -> tuple[np.ndarray, list[bytes]]:
+    """Local times and payloads of the symbol's raw frames of ``channels`` with ``after_ns < local < before_ns``
+    (drop markers, empty payloads, left out)."""
     start, end = max(after_ns + 1, req.range.start_ns), min(before_ns, req.range.end_ns)
-    local_parts: list[np.ndarray] = []
+    local_parts: list[np.ndarray] = [np.zeros(0, np.int64)]
     payloads: list[bytes] = []
     for batch in read_range(root, req.exchange, "raw", symbol, start, end, ("local_ts", "channel", "payload")):
         payload = batch.column("payload")
         frame = np.asarray(pc.fill_null(pc.binary_length(payload), 0).to_numpy(zero_copy_only=False)) > 0
-        keep = np.flatnonzero((codes(batch.column("channel"), (DEPTH_CHANNEL,)) == 0) & frame)  # no drop marker
+        keep = np.flatnonzero((codes(batch.column("channel"), channels) < len(channels)) & frame)
         if not len(keep):
             continue
         local_parts.append(ts_ns(batch)[keep])
         payloads += payload.take(pa.array(keep)).to_pylist()
-    if not payloads:
-        return None
-    local = np.concatenate(local_parts)
-    decoder = msgspec.json.Decoder(list[DepthFrame], strict=False)
-    one = msgspec.json.Decoder(DepthFrame, strict=False)
+    return np.concatenate(local_parts), payloads
+
+
+#: one frame as book rows: (exchange time ns, is snapshot, bids, asks); None for a frame that does not decode
+Frame = tuple[int, bool, list[tuple[float, float]], list[tuple[float, float]]] | None
+
+
+def _binance(payloads: list[bytes]) -> list[Frame]:
+    """Binance depth frames through the connector's own decoder (one pass for the whole list)."""
+    import msgspec
+
+    from ticktape.exchanges.binance_futures import DepthFrame
+
     try:
-        frames: list[DepthFrame | None] = list(decoder.decode(b"[" + b",".join(payloads) + b"]"))
+        frames: list[Any] = list(msgspec.json.Decoder(list[DepthFrame], strict=False).decode(
+            b"[" + b",".join(payloads) + b"]"))
     except msgspec.DecodeError:  # a malformed frame (counted at capture, kept raw): tardis-dev maps none of it
+        one = msgspec.json.Decoder(DepthFrame, strict=False)
         frames = []
         for p in payloads:
             try:
                 frames.append(one.decode(p))
             except msgspec.DecodeError:
                 frames.append(None)
-    n_rows, ets, asks, levels = [], [], [], []
-    for f in frames:
-        if f is None:
-            n_rows.append(0)
-            ets.append(0)
+    return [None if f is None else (f.data.E * 1_000_000, False, f.data.b, f.data.a) for f in frames]
+
+
+def _bybit(payloads: list[bytes]) -> list[Frame]:
+    """Bybit orderbook frames through the connector's own envelope and book decoders."""
+    import msgspec
+
+    from ticktape.exchanges.bybit import Book, Envelope
+
+    env_dec, book_dec = msgspec.json.Decoder(Envelope), msgspec.json.Decoder(Book, strict=False)
+    out: list[Frame] = []
+    for p in payloads:
+        try:
+            env = env_dec.decode(p)
+            b = book_dec.decode(env.data)
+        except msgspec.DecodeError:
+            out.append(None)
             continue
-        d = f.data
-        n_rows.append(len(d.b) + len(d.a))
-        ets.append(d.E * 1_000_000)
-        asks += [False] * len(d.b) + [True] * len(d.a)
-        levels += d.b
-        levels += d.a
+        out.append((env.ts * 1_000_000, env.type == "snapshot", b.b, b.a))
+    return out
+
+
+#: per exchange: the raw channels its tardis-dev book mapper reads, the decoder, and whether a resync snapshot
+#: is ignored (Binance: a REST snapshot after the connection's first) or kept (Bybit: a snapshot frame)
+VENUES: dict[str, tuple[tuple[str, ...], Any, bool]] = {
+    **{ex: ((DEPTH_CHANNEL,), _binance, True) for ex in MERGES_RESYNC},
+    "bybit": (("orderbook.50",), _bybit, False),
+}
+
+
+def raw_diff_rows(root: str, req: NormalizedRequest, symbol: str, after_ns: int, before_ns: int) -> BookRows | None:
+    """Book rows of the symbol's raw book frames with ``after_ns < local < before_ns`` (bids then asks per
+    frame, as the connector emits them); None when the archive kept no raw frames there."""
+    channels, decode, _ = VENUES[req.exchange]
+    local, payloads = _raw_frames(root, req, symbol, after_ns, before_ns, channels)
+    if not payloads:
+        return None
+    n_rows, ets, snaps, asks, levels = [], [], [], [], []
+    for f in decode(payloads):
+        if f is None:
+            f = (0, False, [], [])
+        e, snap, b, a = f
+        n_rows.append(len(b) + len(a))
+        ets.append(e)
+        snaps.append(snap)
+        asks += [False] * len(b) + [True] * len(a)
+        levels += b
+        levels += a
     counts = np.array(n_rows, np.int64)
     lv = np.array(levels, np.float64).reshape(-1, 2)
-    m = len(lv)
-    return BookRows(np.repeat(local, counts), np.repeat(np.array(ets, np.int64), counts), np.zeros(m, np.bool_),
-                    np.array(asks, np.bool_), lv[:, 0].copy(), lv[:, 1].copy())
+    return BookRows(np.repeat(local, counts), np.repeat(np.array(ets, np.int64), counts),
+                    np.repeat(np.array(snaps, np.bool_), counts), np.array(asks, np.bool_), lv[:, 0].copy(),
+                    lv[:, 1].copy())
+
+
+def _resync_times(root: str, req: NormalizedRequest, symbol: str) -> np.ndarray:
+    """Local times of the symbol's ``resync`` events (a kept snapshot needs raw frames only after one)."""
+    parts = [np.zeros(0, np.int64)]
+    for batch in read_range(root, req.exchange, "events", symbol, req.range.start_ns, req.range.end_ns,
+                            ("local_ts", "kind")):
+        parts.append(ts_ns(batch)[codes(batch.column("kind"), ("resync",)) == 0])
+    return np.concatenate(parts)
 
 
 def as_tardis(root: str, req: NormalizedRequest, symbol: str, source: Iterator[BookRows],
@@ -100,6 +158,8 @@ def as_tardis(root: str, req: NormalizedRequest, symbol: str, source: Iterator[B
     """``source`` with every resync snapshot that is not its connection's first (no drop in ``drops``
     since the previous snapshot) replaced by the raw depth frames from the last row before it to the
     first row after it; a connection that drops during such a stretch has its raw frames up to the drop."""
+    ignores = VENUES[req.exchange][2]
+    resyncs = np.zeros(0, np.int64) if ignores else _resync_times(root, req, symbol)
     seen = False  # a snapshot of the current connection was passed through
     prev_snap = req.range.start_ns - 1  # local time of the last snapshot seen (drops after it reset ``seen``)
     last = req.range.start_ns - 1  # local time of the last row passed through
@@ -139,11 +199,16 @@ def as_tardis(root: str, req: NormalizedRequest, symbol: str, source: Iterator[B
                     if raw is not None:
                         out.append(raw)
             prev_snap = at
-            if seen:
+            if seen and ignores:
                 window = (last, at)
                 i = s
                 continue
-            seen = True  # the connection's first snapshot: tardis-dev's too
+            if seen and bool(np.any((resyncs > last) & (resyncs <= at))):
+                # a kept resync snapshot (Bybit): the frames it was awaited through come first
+                raw = raw_diff_rows(root, req, symbol, last, at)
+                if raw is not None:
+                    out.append(raw)
+            seen = True  # the connection's first snapshot (or a kept one): tardis-dev's too
             g_end = s + int(np.searchsorted(local[s:], at, "right"))  # the snapshot and the rows of its time
             out.append(_part(rows, s, g_end))
             last = at

@@ -146,7 +146,7 @@ def _book_rows(root: str, req: NormalizedRequest, symbol: str) -> Iterator[BookR
     """The symbol's book rows; for the binance family, by default a resync after a sequence gap as
     tardis-dev's mapper has it (``book_gaps``), unless the client asked for ticktape's (``bookGaps``)."""
     rows = book_rows(root, req, symbol)
-    if (req.exchange in book_change.MERGES_RESYNC and req.book_gaps == "tardis"
+    if (req.exchange in book_gaps.VENUES and req.book_gaps == "tardis"
             and book_table(root, req, symbol) == "book_change"):
         rows = book_gaps.as_tardis(root, req, symbol, rows, disconnect.drop_times(root, req))
     return rows

@@ -108,3 +108,34 @@ def test_each_trade_bar_follows_the_trade_that_closed_it(tmp_path: Path) -> None
         ("trade", "2", None), ("trade_bar", "trade_bar_1ticks", 2), ("trade_bar", "trade_bar_2ticks", 2),
         ("trade", "3", None), ("trade_bar", "trade_bar_1ticks", 3),
         ("trade", "4", None), ("trade_bar", "trade_bar_1ticks", 4), ("trade_bar", "trade_bar_2ticks", 4)]
+
+
+def test_bybit_keeps_its_resync_snapshot_after_the_deltas_it_was_awaited_through(tmp_path: Path) -> None:
+    """Bybit's mapper maps every orderbook.50 frame as it is: the resubscribe's snapshot stays, and the
+    deltas between the gap and it (ticktape's connector skips them) come first."""
+    ex = "bybit"
+
+    def frame(kind: str, u: int, bids: list[list[str]], ms: int) -> bytes:
+        return json.dumps({"topic": f"orderbook.50.{SYM}", "type": kind, "ts": ms,
+                           "data": {"s": SYM, "b": bids, "a": [], "u": u, "seq": u}}).encode()
+
+    book = [(1, True, 100.0, 1.0), (2, False, 100.0, 2.0), (5, True, 100.0, 5.0), (6, False, 99.0, 1.0)]
+    local = np.array([T0 + r[0] * MS for r in book], np.int64)
+    side = pa.DictionaryArray.from_arrays(pa.array([0] * len(book), pa.int8()), pa.array(S.BOOK_SIDES))
+    cols = [pa.array([r[1] for r in book]), side, pa.array([r[2] for r in book]), pa.array([r[3] for r in book])]
+    write_file(str(tmp_path), FileKey(ex, "book_change", SYM, hour_of_ns(T0)), S.table_from_ns("book_change", local, local, cols))
+    raw = [(1, frame("snapshot", 10, [["100", "1"]], 1)), (2, frame("delta", 11, [["100", "2"]], 2)),
+           (3, frame("delta", 13, [["100", "3"]], 3)), (4, frame("delta", 14, [["101", "1"]], 4)),
+           (5, frame("snapshot", 14, [["100", "5"]], 5)), (6, frame("delta", 15, [["99", "1"]], 6))]
+    rl = np.array([T0 + r[0] * MS for r in raw], np.int64)
+    cols = [pa.array(["orderbook.50"] * len(raw)), pa.array(np.zeros(len(raw), np.uint32)), pa.array([r[1] for r in raw])]
+    write_file(str(tmp_path), FileKey(ex, "raw", SYM, hour_of_ns(T0)), S.table_from_ns("raw", rl, None, cols))
+    ev = np.array([T0 + 3 * MS], np.int64)
+    cols = [pa.DictionaryArray.from_arrays(pa.array([S.EVENT_KINDS.index("resync")], pa.int8()), pa.array(S.EVENT_KINDS)),
+            pa.array(["orderbook.50"]), pa.array(np.zeros(1, np.uint32)), pa.array(["gap: resubscribing"])]
+    write_file(str(tmp_path), FileKey(ex, "events", SYM, hour_of_ns(T0)), S.table_from_ns("events", ev, ev, cols))
+    req = NormalizedRequest(ex, [SYM], Range(T0, T0 + 60_000 * MS), book_change=True, batch_rows=2)
+    got = [(int((t - T0) // MS), bool(s), float(p), float(q)) for b in
+           book_gaps.as_tardis(str(tmp_path), req, SYM, change_rows(str(tmp_path), req, SYM), np.zeros(0, np.int64))
+           for t, s, p, q in zip(b.local, b.is_snap, b.price, b.amount, strict=True)]
+    assert got == [book[0], book[1], (3, False, 100.0, 3.0), (4, False, 101.0, 1.0), book[2], book[3]]

@@ -127,7 +127,8 @@ depth = 20
 url = "{sim.ws_url('hyperliquid')}"
 """
         plan = [(4.0, Fault("drop", "binance-futures")), (4.5, Fault("drop", "bybit")),
-                (5.0, Fault("drop", "hyperliquid")), (8.0, Fault("gap", "binance-futures", symbol="ETHUSDT"))]
+                (5.0, Fault("drop", "hyperliquid")), (8.0, Fault("gap", "binance-futures", symbol="ETHUSDT")),
+                (8.5, Fault("gap", "bybit"))]
         started: list[float] = []
 
         def done() -> bool:
@@ -171,7 +172,8 @@ KNOWN = {
               "quote", "quote_1s", "book_change+book_snapshot_10_100ms")
 }
 #: The fault scenario has no known difference: after the Binance sequence gap the book is tardis-dev's
-#: (diffs applied across the hole, the resync snapshot left out: ``bookGaps`` defaults to "tardis"),
+#: (diffs applied across the hole, the resync snapshot left out: ``bookGaps`` defaults to "tardis"), after
+#: the Bybit one the skipped deltas come before the resubscribe's snapshot,
 #: computables (books, snapshots, bars) start afresh at every disconnect, each bar follows the trade that
 #: closed it, and Hyperliquid's first trades frame after the start and each disconnect is skipped, as
 #: tardis-dev does.
