@@ -1,4 +1,4 @@
-"""A Binance (and Bybit) book after a sequence gap, as tardis-dev replays it (the default) or as ticktape resynced it.
+"""A Binance (Bybit, OKX) book after a sequence gap, as tardis-dev replays it (the default) or as ticktape resynced it.
 
 After a gap the connector fetches a new REST snapshot: the archive's ``book_change`` holds no diff from the
 gap until the resync, then the snapshot (the buffered diffs merged at its time), then diffs again; the
@@ -10,9 +10,10 @@ with the connector's own decoder. ``bookGaps: "resync"`` keeps ticktape's resync
 every diff after it: the exchange's true book). Without raw frames for the stretch (``raw = false``) the
 resynced rows stay, since there is nothing else to build from.
 
-Bybit resyncs by resubscribing: its snapshot is a frame tardis-dev maps too (every ``orderbook.50`` frame
-as it is), so it stays; only the deltas the connector skipped between the gap and it are added from
-``raw`` before it (looked for only after a ``resync`` event, so a snapshot-only stream costs no read).
+Bybit (linear and spot) and OKX (spot and swap) resync by resubscribing: the snapshot is a frame tardis-dev
+maps too (every ``orderbook.50`` / ``books`` frame as it is), so it stays; only the deltas the connector
+skipped between the gap and it are added from ``raw`` before it (looked for only after a ``resync`` event,
+so a snapshot-only stream costs no read).
 """
 
 from __future__ import annotations
@@ -111,11 +112,37 @@ def _bybit(payloads: list[bytes]) -> list[Frame]:
     return out
 
 
+def _okx(payloads: list[bytes]) -> list[Frame]:
+    """OKX ``books`` frames through the connector's own envelope and book decoders, levels as its ``Levels``
+    turns them into rows (a frame's first data item: the connector writes that one)."""
+    import msgspec
+
+    from ticktape.exchanges.okx import BookData, Envelope
+    from ticktape.exchanges.okx_book import Levels
+
+    env_dec, book_dec = msgspec.json.Decoder(Envelope), msgspec.json.Decoder(list[BookData])
+    out: list[Frame] = []
+    for p in payloads:
+        try:
+            env = env_dec.decode(p)
+            data = book_dec.decode(env.data)
+            d = data[0]
+            b, a = Levels().apply(d.bids, d.asks)
+            out.append((int(d.ts) * 1_000_000, env.action == "snapshot", b, a))
+        except (msgspec.DecodeError, ValueError, TypeError, IndexError):
+            out.append(None)
+    return out
+
+
 #: per exchange: the raw channels its tardis-dev book mapper reads, the decoder, and whether a resync snapshot
-#: is ignored (Binance: a REST snapshot after the connection's first) or kept (Bybit: a snapshot frame)
+#: is ignored (Binance: a REST snapshot after the connection's first) or kept (Bybit, OKX: a snapshot frame
+#: the resubscribe brought, which tardis-dev maps as it maps every frame of the channel)
 VENUES: dict[str, tuple[tuple[str, ...], Any, bool]] = {
     **{ex: ((DEPTH_CHANNEL,), _binance, True) for ex in MERGES_RESYNC},
     "bybit": (("orderbook.50",), _bybit, False),
+    "bybit-spot": (("orderbook.50",), _bybit, False),
+    "okex": (("books",), _okx, False),
+    "okex-swap": (("books",), _okx, False),
 }
 
 
