@@ -141,8 +141,14 @@ def _f(x: float | None) -> float:
     return NAN if x is None else x
 
 
-def _levels(levels: list[tuple[str, float, float]]) -> list[tuple[float, float]]:
-    return [(p, 0.0 if act == "delete" else q) for act, p, q in levels]
+def levels(side: list[tuple[str, float, float]]) -> list[tuple[float, float]]:
+    """A side's ``[action, price, amount]`` levels as (price, amount) rows (``delete``: amount 0)."""
+    return [(p, 0.0 if act == "delete" else q) for act, p, q in side]
+
+
+def is_snapshot(b: Book) -> bool:
+    """Older recordings (and Tardis's mapper) know a snapshot only by the missing ``prev_change_id``."""
+    return b.type == "snapshot" or (not b.type and b.prev_change_id is None)
 
 
 def validate(name: str, cfg: ExchangeConfig) -> None:
@@ -333,8 +339,7 @@ class Deribit(Resubscribing):
     def on_book(self, lst: Listener, ts: int, sym: int, chan: int, b: Book) -> None:
         name = self.book_name[sym]
         st = self.seq[name]
-        # older recordings (and Tardis's mapper) know a snapshot only by the missing prev_change_id
-        snapshot = b.type == "snapshot" or (not b.type and b.prev_change_id is None)
+        snapshot = is_snapshot(b)
         ets = b.timestamp * 1_000_000
         if not snapshot:
             if not st.synced:
@@ -353,8 +358,8 @@ class Deribit(Resubscribing):
             self.out.event(ts, "resync", symbol=sym, channel=chan, conn_id=lst.conn_id,
                            detail=f"snapshot at change_id={b.change_id}")
         push = self.out.book_levels
-        push(ts, ets, sym, snapshot, BOOK_BID, _levels(b.bids))
-        push(ts, ets, sym, snapshot, BOOK_ASK, _levels(b.asks))
+        push(ts, ets, sym, snapshot, BOOK_BID, levels(b.bids))
+        push(ts, ets, sym, snapshot, BOOK_ASK, levels(b.asks))
         st.last_u = b.change_id
         st.synced = st.synced_once = True
         st.resync_deadline = 0.0

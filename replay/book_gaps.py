@@ -1,4 +1,5 @@
-"""A Binance (Bybit, OKX) book after a sequence gap, as tardis-dev replays it (the default) or as ticktape resynced it.
+"""A book after a sequence gap (Binance, Bybit, OKX, Deribit), as tardis-dev replays it (the default) or as
+ticktape resynced it.
 
 After a gap the connector fetches a new REST snapshot: the archive's ``book_change`` holds no diff from the
 gap until the resync, then the snapshot (the buffered diffs merged at its time), then diffs again; the
@@ -10,8 +11,8 @@ with the connector's own decoder. ``bookGaps: "resync"`` keeps ticktape's resync
 every diff after it: the exchange's true book). Without raw frames for the stretch (``raw = false``) the
 resynced rows stay, since there is nothing else to build from.
 
-Bybit (linear and spot) and OKX (spot and swap) resync by resubscribing: the snapshot is a frame tardis-dev
-maps too (every ``orderbook.50`` / ``books`` frame as it is), so it stays; only the deltas the connector
+Bybit (linear and spot), OKX (spot and swap) and Deribit resync by resubscribing: the snapshot is a frame
+tardis-dev maps too (every ``orderbook.50`` / ``books`` / ``book`` frame as it is), so it stays; only the deltas the connector
 skipped between the gap and it are added from ``raw`` before it (looked for only after a ``resync`` event,
 so a snapshot-only stream costs no read).
 """
@@ -134,8 +135,27 @@ def _okx(payloads: list[bytes]) -> list[Frame]:
     return out
 
 
+def _deribit(payloads: list[bytes]) -> list[Frame]:
+    """Deribit ``book`` notifications through the connector's own frame decoder, its snapshot test (``type``,
+    or an older recording's missing ``prev_change_id``) and its level mapping (``delete``: amount 0)."""
+    import msgspec
+
+    from ticktape.exchanges.deribit import BookFrame, is_snapshot, levels
+
+    dec = msgspec.json.Decoder(BookFrame, strict=False)
+    out: list[Frame] = []
+    for p in payloads:
+        try:
+            b = dec.decode(p).params.data
+        except msgspec.DecodeError:
+            out.append(None)
+            continue
+        out.append((b.timestamp * 1_000_000, is_snapshot(b), levels(b.bids), levels(b.asks)))
+    return out
+
+
 #: per exchange: the raw channels its tardis-dev book mapper reads, the decoder, and whether a resync snapshot
-#: is ignored (Binance: a REST snapshot after the connection's first) or kept (Bybit, OKX: a snapshot frame
+#: is ignored (Binance: a REST snapshot after the connection's first) or kept (Bybit, OKX, Deribit: a frame
 #: the resubscribe brought, which tardis-dev maps as it maps every frame of the channel)
 VENUES: dict[str, tuple[tuple[str, ...], Any, bool]] = {
     **{ex: ((DEPTH_CHANNEL,), _binance, True) for ex in MERGES_RESYNC},
@@ -143,6 +163,7 @@ VENUES: dict[str, tuple[tuple[str, ...], Any, bool]] = {
     "bybit-spot": (("orderbook.50",), _bybit, False),
     "okex": (("books",), _okx, False),
     "okex-swap": (("books",), _okx, False),
+    "deribit": (("book",), _deribit, False),
 }
 
 
