@@ -62,7 +62,7 @@ from ticktape.ipc.schemas import (
 from ticktape.ipc.stats import WriterStats
 from ticktape.writers import state as wstate
 from ticktape.writers.finalize import finalize_journal, merged_journal_ids
-from ticktape.writers.fsutil import makedirs_durable
+from ticktape.writers.fsutil import fsync_dir, makedirs_durable
 from ticktape.writers.journal import Journal, cut_tail, read_journal
 from ticktape.writers.split import Group, split_groups, take_rows
 from ticktape.writers.state import JournalState, RingState, WriterState
@@ -161,6 +161,8 @@ class Writer:
         #: finalized (file in place) but not yet out of the saved state: the save failed on a
         #: full or read-only disk; retired once writes work again (``_retire``)
         self._unretired: dict[str, Journal] = {}
+        #: directories whose file rename a failed finalize did not fsync (``_keep_failed``)
+        self._unsynced_dirs: set[str] = set()
         self._pool: ThreadPoolExecutor | None = None
         self._prepared_hour = 0
         self.records_written = 0
@@ -493,13 +495,32 @@ class Writer:
                 j.sync()
                 self._finalize_one(j)
             except Exception as e:  # keep the journal (nothing lost), retry next time
-                self._finalize_failed(j, e)
+                del self.journals[rel]
+                self._keep_failed(rel, j, e)
                 if is_storage_error(e):
                     break
                 continue
             del self.journals[rel]
             done.append(j)
         return self._retire(done)
+
+    def _keep_failed(self, rel: str, j: Journal, e: Exception) -> None:
+        """A failed finalize keeps its journal, to be finalized again. But if the failure came
+        after the file was renamed into place (the directory fsync), the file already lists the
+        journal's id: rows appended to it now would be skipped as merged by the next finalize.
+        Such a journal counts as finalized but not retired: late rows open a new journal, and
+        the directory is fsynced again before the journal is retired."""
+        self._finalize_failed(j, e)
+        target = safe_join(self.root, j.key.relpath())
+        try:
+            listed = os.path.exists(target) and j.journal_id in merged_journal_ids(target)
+        except (OSError, pa.ArrowException):
+            listed = False
+        if listed:
+            self._unsynced_dirs.add(os.path.dirname(target))
+            self._unretired[rel] = j
+        else:
+            self.journals[rel] = j
 
     def _finalize_failed(self, j: Journal, e: Exception) -> None:
         """A full or read-only disk is said once (``storage``); anything else with its traceback."""
@@ -535,8 +556,7 @@ class Writer:
             try:
                 fut.result()
             except Exception as e:  # keep the journal (nothing lost), retry next time
-                self._finalize_failed(j, e)
-                self.journals[rel] = j
+                self._keep_failed(rel, j, e)
                 continue
             done.append(j)
         return self._retire(done)
@@ -546,8 +566,7 @@ class Writer:
         try:
             fut.result()
         except Exception as e:
-            self._finalize_failed(j, e)
-            self.journals[rel] = j
+            self._keep_failed(rel, j, e)
             return
         self._retire([j], defer=False)
 
@@ -562,6 +581,9 @@ class Writer:
         prev = {j.key.journal_relpath(): j for j in done}
         kept = {rel: self.state.journals.pop(rel) for rel in prev if rel in self.state.journals}
         try:
+            for d in sorted(self._unsynced_dirs):  # renames a failed finalize left unsynced
+                fsync_dir(d)
+                self._unsynced_dirs.discard(d)
             wstate.save(self.root, self.writer_id, self.state)
         except OSError as e:
             self.state.journals.update(kept)  # the state on disk still lists them: so does memory

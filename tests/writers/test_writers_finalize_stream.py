@@ -99,3 +99,47 @@ def test_background_finalize_keeps_draining_and_merges_rows_that_come_meanwhile(
     assert ids == [*range(8000), 9000, 9001]  # hour 00: every row once, the late ones merged
     for f in files:
         assert len(pq.ParquetFile(f).metadata.metadata[b"ticktape.journals"].split(b",")) == 2
+
+
+@pytest.mark.parametrize("background", [False, True], ids=["inline", "background"])
+def test_finalize_failing_after_its_rename_loses_no_late_row(capture, monkeypatch, background: bool) -> None:
+    """The hour's file is renamed into place (listing the journal's id) but the directory fsync
+    then fails (EIO): the finalize counts as failed. Late rows for that hour must not go into
+    the journal the file already lists, where the next finalize would skip them as merged."""
+    import errno
+
+    from ticktape.writers import finalize as fin
+    from ticktape.writers.storage import StorageGuard
+
+    spec, rings, archive = capture
+    trades = rings["trades"]
+    assert isinstance(trades, RecordRing)
+    w = Writer([spec], archive, host="h", storage=StorageGuard(archive.root, retry_interval=0.0))
+    trades.push_array(make_trades(0, 100, H0, 2))  # hour 00
+    assert w.drain_once() == 100
+    real_fsync_dir = fin.fsync_dir
+    failed: list[str] = []
+
+    def fsync_dir_fails_once(path: str) -> None:
+        if not failed:
+            failed.append(path)
+            raise OSError(errno.EIO, "Input/output error", path)
+        real_fsync_dir(path)
+
+    monkeypatch.setattr(fin, "fsync_dir", fsync_dir_fails_once)
+    due = (H0 + HOUR_NS) / 1e9 + 5.0
+    w.finalize_due(now=due, background=background)
+    w._reap(block=True)
+    assert failed, "the fault was never hit"
+    files = sorted(glob.glob(f"{archive.root}/trades/exchange=bybit/symbol=*/date=2026-01-01/hour=00/data.parquet"))
+    assert files, "the rename happened before the failing fsync"
+    trades.push_array(make_trades(9000, 4, H0 + 100 * STEP_NS, 2))  # late rows of hour 00
+    assert w.drain_once() == 4  # the EIO episode's retry interval is 0 here: the cycle tries at once
+    for _ in range(3):
+        w.finalize_due(now=due, background=background)
+        w._reap(block=True)
+    w.close()
+    files = sorted(glob.glob(f"{archive.root}/trades/exchange=bybit/symbol=*/date=2026-01-01/hour=00/data.parquet"))
+    ids = sorted(int(x) for f in files for x in pq.read_table(f).column("id").to_pylist())
+    assert ids == [*range(100), *range(9000, 9004)]
+    assert journals_left(archive.root) == []
