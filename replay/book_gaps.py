@@ -1,5 +1,5 @@
-"""A book after a sequence gap (Binance, Bybit, OKX, Deribit), as tardis-dev replays it (the default) or as
-ticktape resynced it.
+"""A book after a sequence gap (Binance, Bybit, OKX, Deribit, BitMEX), as tardis-dev replays it (the
+default) or as ticktape resynced it.
 
 After a gap the connector fetches a new REST snapshot: the archive's ``book_change`` holds no diff from the
 gap until the resync, then the snapshot (the buffered diffs merged at its time), then diffs again; the
@@ -11,10 +11,10 @@ with the connector's own decoder. ``bookGaps: "resync"`` keeps ticktape's resync
 every diff after it: the exchange's true book). Without raw frames for the stretch (``raw = false``) the
 resynced rows stay, since there is nothing else to build from.
 
-Bybit (linear and spot), OKX (spot and swap) and Deribit resync by resubscribing: the snapshot is a frame
-tardis-dev maps too (every ``orderbook.50`` / ``books`` / ``book`` frame as it is), so it stays; only the deltas the connector
-skipped between the gap and it are added from ``raw`` before it (looked for only after a ``resync`` event,
-so a snapshot-only stream costs no read).
+Bybit (linear and spot), OKX (spot and swap), Deribit and BitMEX resync by resubscribing: the snapshot
+(BitMEX: the ``partial``) is a frame tardis-dev maps too (every ``orderbook.50`` / ``books`` / ``book`` /
+``orderBookL2`` frame), so it stays; only the deltas the connector skipped between the gap and it are added
+from ``raw`` before it (looked for only after a ``resync`` event, so a snapshot-only stream costs no read).
 """
 
 from __future__ import annotations
@@ -154,8 +154,44 @@ def _deribit(payloads: list[bytes]) -> list[Frame]:
     return out
 
 
+def _bitmex(payloads: list[bytes]) -> list[Frame]:
+    """BitMEX ``orderBookL2`` frames through the connector's own frame decoder and time parser, levels priced
+    as tardis-dev's mapper prices them: the price the item carries (BitMEX sends one on every item today),
+    else the id's price from an earlier insert of the stretch; an unpriced level is left out, a delete's
+    amount is 0. (tardis-dev also knows ids priced before the stretch: an unpriced update or delete of such
+    an id, which only 2021-format frames have, is left out here and kept there.)"""
+    import msgspec
+
+    from ticktape.exchanges.bitmex import BookFrame
+    from ticktape.exchanges.bitmex_tickers import iso_ns
+
+    dec = msgspec.json.Decoder(BookFrame, strict=False)
+    price_of: dict[int, float] = {}
+    out: list[Frame] = []
+    for p in payloads:
+        try:
+            f = dec.decode(p)
+        except msgspec.DecodeError:
+            out.append(None)
+            continue
+        bids: list[tuple[float, float]] = []
+        asks: list[tuple[float, float]] = []
+        for x in f.data:
+            if x.price == x.price:  # not NaN: priced
+                price_of[x.id] = x.price
+            price = price_of.get(x.id)
+            if price is None:
+                continue
+            (bids if x.side == "Buy" else asks).append((price, x.size if x.size >= 0 else 0.0))
+            if f.action == "delete":
+                del price_of[x.id]
+        ets = iso_ns(f.data[-1].timestamp) if f.data else 0
+        out.append((ets, f.action == "partial", bids, asks))
+    return out
+
+
 #: per exchange: the raw channels its tardis-dev book mapper reads, the decoder, and whether a resync snapshot
-#: is ignored (Binance: a REST snapshot after the connection's first) or kept (Bybit, OKX, Deribit: a frame
+#: is ignored (Binance: a REST snapshot after the connection's first) or kept (Bybit, OKX, Deribit, BitMEX: a frame
 #: the resubscribe brought, which tardis-dev maps as it maps every frame of the channel)
 VENUES: dict[str, tuple[tuple[str, ...], Any, bool]] = {
     **{ex: ((DEPTH_CHANNEL,), _binance, True) for ex in MERGES_RESYNC},
@@ -164,6 +200,7 @@ VENUES: dict[str, tuple[tuple[str, ...], Any, bool]] = {
     "okex": (("books",), _okx, False),
     "okex-swap": (("books",), _okx, False),
     "deribit": (("book",), _deribit, False),
+    "bitmex": (("orderBookL2",), _bitmex, False),
 }
 
 

@@ -139,3 +139,20 @@ def test_bybit_keeps_its_resync_snapshot_after_the_deltas_it_was_awaited_through
            book_gaps.as_tardis(str(tmp_path), req, SYM, change_rows(str(tmp_path), req, SYM), np.zeros(0, np.int64))
            for t, s, p, q in zip(b.local, b.is_snap, b.price, b.amount, strict=True)]
     assert got == [book[0], book[1], (3, False, 100.0, 3.0), (4, False, 101.0, 1.0), book[2], book[3]]
+
+
+def test_bitmex_levels_are_priced_as_tardis_dev_prices_them() -> None:
+    """An item's own price, else its id's from an insert earlier in the stretch; an unpriced level of an id
+    not seen is left out, a delete's amount is 0 (tardis-dev's ``_idToPriceLevelMap``, ``item.size || 0``)."""
+    def frame(action: str, items: list[dict[str, object]]) -> bytes:
+        return json.dumps({"table": "orderBookL2", "action": action, "data": [
+            {"symbol": "XBTUSD", "timestamp": "2026-11-30T07:40:00.005Z", **i} for i in items]}).encode()
+
+    decode = book_gaps.VENUES["bitmex"][1]
+    got = decode([frame("insert", [{"id": 1, "side": "Buy", "size": 5, "price": 100.5}]),
+                  frame("update", [{"id": 1, "side": "Buy", "size": 7}, {"id": 2, "side": "Sell", "size": 1}]),
+                  frame("delete", [{"id": 1, "side": "Buy"}, {"id": 3, "side": "Sell", "price": 101.0}]),
+                  frame("update", [{"id": 1, "side": "Buy", "size": 2}]), b'{"table":"orderBookL2"'])
+    ts = T0 + 5 * MS
+    assert got == [(ts, False, [(100.5, 5.0)], []), (ts, False, [(100.5, 7.0)], []),
+                   (ts, False, [(100.5, 0.0)], [(101.0, 0.0)]), (ts, False, [], []), None]

@@ -1,5 +1,5 @@
 """Differential suite for a sequence gap on the venues that resync by resubscribing (bybit-spot, okex,
-okex-swap, deribit): ``/replay-normalized`` against tardis-dev 13.35.3's own ``replayNormalized`` on an archive
+okex-swap, deribit, bitmex: a missed insert seen at the level's next update): ``/replay-normalized`` against tardis-dev 13.35.3's own ``replayNormalized`` on an archive
 ``capture run`` made from the simulator with one ``gap`` fault per venue, captured until each venue resynced.
 
 tardis-dev maps every book frame as it is, the deltas between the gap and the resubscribe's snapshot
@@ -37,6 +37,7 @@ VENUES: dict[str, tuple[tuple[str, ...], str, str]] = {
     "okex": (("BTC-USDT",), "BTC-USDT", ""),
     "okex-swap": (("ETH-USDT-SWAP",), "ETH-USDT-SWAP", ""),
     "deribit": (("BTC-PERPETUAL",), "BTC-PERPETUAL", ""),
+    "bitmex": (("XBTUSD",), "XBTUSD", ""),
 }
 
 
