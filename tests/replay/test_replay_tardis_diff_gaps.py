@@ -46,11 +46,6 @@ def _resyncs(m: dict[str, float], exchange: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def modules() -> Path:
-    return tardis_modules()
-
-
-@pytest.fixture(scope="module")
 def captured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Path, int, int]]:
     from ports import free_port_pair
 
@@ -93,9 +88,9 @@ url = "{sim.ws_url(ex)}"
 
 @pytest.mark.parametrize("data_types", [["book_change"], ["book_snapshot_5_100ms"]], ids=lambda v: "+".join(v))
 @pytest.mark.parametrize("exchange", list(VENUES))
-def test_a_gap_resynced_by_resubscribing_matches_tardis(modules: Path, captured: Any, exchange: str,
-                                                       data_types: list[str]) -> None:
+def test_a_gap_resynced_by_resubscribing_matches_tardis(captured: Any, exchange: str, data_types: list[str]) -> None:
     server, tmp, t0, t1 = captured
+    modules = tardis_modules()  # installed once (a file check after that)
     frm, to = minute_range(t0, t1)
     options: dict[str, Any] = {"exchange": exchange, "symbols": list(VENUES[exchange][0]), "from": frm, "to": to,
                                "dataTypes": data_types, "withDisconnectMessages": True}
