@@ -5,6 +5,7 @@ exists (both extensions are optional); without them, or with ``TICKTAPE_PURE_PYT
 ``pack_levels`` and ``pack_level_text`` are None and ``Outbox`` packs level by level in
 Python (the level text decoded by msgspec), and ``TradeFrameWriter`` is None and
 ``Outbox.trade_frame_pusher`` packs with ``struct``. Both write the same bytes (tests/ipc checks).
+``join_lines`` (replay's raw lines in one pass) is None then too and replay joins with pyarrow.
 """
 
 from __future__ import annotations
@@ -68,6 +69,13 @@ pack_levels: Callable[..., None] | None = _MOD.pack_levels if _MOD is not None e
 #: first ``min(free, nb + na)`` records (bids, then asks); returns ``nb + na``, or -1 with nothing
 #: written when it refuses a text (the caller decodes with msgspec). None: Python only.
 pack_level_text: Callable[..., int] | None = getattr(_MOD, "pack_level_text", None) if _MOD is not None else None
+
+#: ``join_lines(prefix, width, offsets, data, offset, n, suffix, limit) -> (offsets, data) | None``:
+#: row i is prefix row i + binary value ``offset + i`` + suffix, as a new binary array's int32 offsets
+#: and data (bytes); None when the output would pass ``limit`` bytes (at most 2**31 - 1, int32
+#: offsets). None: pyarrow's join only.
+join_lines: Callable[..., tuple[bytes, bytes] | None] | None = (
+    getattr(_MOD, "join_lines", None) if _MOD is not None else None)
 
 
 def _load_trade_frame_writer() -> Any:

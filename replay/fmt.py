@@ -16,6 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ticktape.ipc import fastpack
+
 TS_WIDTH = 28  # "YYYY-MM-DDTHH:MM:SS.fffffffZ"
 LOCAL_DIGITS = 6  # normalized localTimestamp: microseconds
 EXCHANGE_DIGITS = 3  # normalized timestamp (exchange time), interval and bar stamps: milliseconds
@@ -116,6 +118,25 @@ def json_strings(values: pa.Array) -> pa.Array:
 def join(*parts: pa.Array | bytes) -> pa.Array:
     """Concatenate element-wise (bytes = the same constant on every row)."""
     return pc.binary_join_element_wise(*parts, b"")
+
+
+def join_fixed(matrix: np.ndarray, values: pa.Array, suffix: bytes) -> pa.Array:
+    """``join(fixed_width(matrix), values, suffix)`` in one compiled pass (pyarrow's join costs
+    ~0.7 us for a 230-byte line); the pyarrow join where the packer is not built, ``values`` has
+    nulls or is not plain binary, or the output would overflow int32 offsets."""
+    n, w = matrix.shape
+    if fastpack.join_lines is not None and values.type == pa.binary() and values.null_count == 0 and len(values) == n:
+        bufs = values.buffers()
+        out = fastpack.join_lines(np.ascontiguousarray(matrix), w, bufs[1] if bufs[1] is not None else _NO_OFFSETS,
+                                  bufs[2] if bufs[2] is not None else b"", values.offset, n, suffix,
+                                  JOIN_MAX_BYTES)
+        if out is not None:
+            return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(out[0]), pa.py_buffer(out[1])])
+    return join(fixed_width(matrix), values, suffix)
+
+
+_NO_OFFSETS = bytes(4)
+JOIN_MAX_BYTES = 2**31 - 1  # a batch's lines past int32 offsets go to pyarrow's join (which raises as before)
 
 
 def data_bytes(arr: pa.Array) -> memoryview:

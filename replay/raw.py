@@ -1,8 +1,8 @@
 """Exchange-native replay: the ``raw`` data type as Tardis Machine /replay NDJSON lines.
 
 One line per frame, ``{"localTimestamp":"<28 chars>","message":<frame bytes>}``,
-built for a whole batch with one fixed-width prefix matrix and one Arrow
-join. An empty payload is a disconnect marker: an empty line when asked for,
+built for a whole batch from one fixed-width prefix matrix in one compiled
+pass (``fmt.join_fixed``; pyarrow's join where the packer is not built). An empty payload is a disconnect marker: an empty line when asked for,
 dropped otherwise. A connection's marker is written once per stream, so
 markers repeated at the same instant are collapsed to one line.
 """
@@ -28,13 +28,14 @@ _PREFIX_W = len(_PRE) + fmt.TS_WIDTH + len(_MID)
 RAW_COLUMNS = ("local_ts", "channel", "payload")
 
 
-def prefixes(ts: np.ndarray) -> pa.Array:
+def prefix_matrix(ts: np.ndarray) -> np.ndarray:
+    """Each line's fixed-width head up to the frame, one row per line."""
     m = np.empty((len(ts), _PREFIX_W), np.uint8)
     a = len(_PRE)
     m[:, :a] = np.frombuffer(_PRE, np.uint8)
     m[:, a : a + fmt.TS_WIDTH] = fmt.ts_matrix(ts)
     m[:, a + fmt.TS_WIDTH :] = np.frombuffer(_MID, np.uint8)
-    return fmt.fixed_width(m)
+    return m
 
 
 _libc = ctypes.CDLL(None)
@@ -54,7 +55,7 @@ def frame_lines(ts: np.ndarray, payload: pa.Array) -> pa.Array:
     if data is not None and has_newline(data):
         # a frame with a raw newline would split the NDJSON line; outside strings it is JSON whitespace
         payload = pc.replace_substring(payload, "\n", " ")
-    return fmt.join(prefixes(ts), payload, b"}\n")
+    return fmt.join_fixed(prefix_matrix(ts), payload, b"}\n")
 
 
 def _channel_mask(col: pa.Array, channels: pa.Array) -> pa.Array:
@@ -75,7 +76,7 @@ def cache_lines(ts: np.ndarray, payload: pa.Array) -> pa.Array:
     data = payload.buffers()[2]
     if data is not None and has_newline(data):
         payload = pc.replace_substring(payload, "\n", " ")
-    return fmt.join(fmt.fixed_width(m), payload, b"\n")
+    return fmt.join_fixed(m, payload, b"\n")
 
 
 def batch_lines(batch: pa.RecordBatch, channels: pa.Array | None, markers: bool, cache: bool = False) -> Chunk | None:
