@@ -409,6 +409,7 @@ static PyObject *join_lines(PyObject *self, PyObject *const *args, Py_ssize_t na
         Py_ssize_t slen = sv.len;
         int32_t pos = 0;
         out_off[0] = 0;
+        Py_BEGIN_ALLOW_THREADS  /* replay formats in reader threads: the copy needs no Python objects */
         for (Py_ssize_t i = 0; i < n; i++) {
             memcpy(out + pos, pre + i * width, (size_t)width);
             pos += (int32_t)width;
@@ -419,6 +420,7 @@ static PyObject *join_lines(PyObject *self, PyObject *const *args, Py_ssize_t na
             pos += (int32_t)slen;
             out_off[i + 1] = pos;
         }
+        Py_END_ALLOW_THREADS
     }
     result = PyTuple_Pack(2, obytes, dbytes);
 done:
