@@ -28,6 +28,10 @@ _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000}
 #: ``bookGaps``: a Binance book after a sequence gap as tardis-dev has it (diffs applied across the hole,
 #: the resync snapshot ignored: the default) or as ticktape resynced it from a new REST snapshot
 BOOK_GAPS = ("tardis", "resync")
+#: ``openInterestTime``: the ``timestamp`` of a Binance derivative_ticker as tardis-dev has it (the last
+#: markPrice ``E``, also on a message made by the open-interest poll: the default) or each row's own
+#: (a poll's message carries the REST answer's ``time``)
+OPEN_INTEREST_TIME = ("tardis", "poll")
 
 
 class OptionsError(ValueError):
@@ -82,6 +86,7 @@ class NormalizedRequest:
     snapshots: list[Snapshot] = field(default_factory=list)
     bars: list[Bar] = field(default_factory=list)
     book_gaps: str = BOOK_GAPS[0]
+    open_interest_time: str = OPEN_INTEREST_TIME[0]
     batch_rows: int = 0  # rows per read batch for this stream (0 = the server's default), set by admission
 
     @property
@@ -126,6 +131,14 @@ def _bool(o: dict[str, Any], key: str) -> bool:
     if not isinstance(v, bool):
         raise OptionsError(f"'{key}' must be true or false")
     return v
+
+
+def _choice(o: dict[str, Any], key: str, allowed: tuple[str, ...]) -> str:
+    """An optional string option from a fixed set (the first is the default)."""
+    v = o.get(key, allowed[0])
+    if v not in allowed:
+        raise OptionsError(f"'{key}' must be one of {', '.join(map(json.dumps, allowed))} (got {json.dumps(v)[:40]})")
+    return str(v)
 
 
 def parse_range(frm: Any, to: Any, max_hours: float) -> Range:
@@ -275,5 +288,6 @@ def parse_normalized(o: Any, inv: Inventory, max_hours: float = DEFAULT_MAX_RANG
         if gaps not in BOOK_GAPS:
             raise OptionsError(f"'bookGaps' must be one of {', '.join(map(json.dumps, BOOK_GAPS))} (got {json.dumps(gaps)[:40]})")
         req.book_gaps = gaps
+        req.open_interest_time = _choice(item, "openInterestTime", OPEN_INTEREST_TIME)
         out.append(req)
     return out

@@ -75,10 +75,7 @@ def oracle(modules: Path, work: Path, server: Server, options: dict[str, Any]) -
     return run.stdout.splitlines()
 
 
-KNOWN = {
-    ("binance-futures", "derivative_ticker"):
-        "a row made by the open interest poll carries the REST answer's own time; tardis-dev keeps the last markPrice E",
-}
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 @pytest.mark.parametrize("data_type", ["book_ticker", "derivative_ticker", "liquidation"])
@@ -96,3 +93,32 @@ def test_new_types_match_tardis_dev(capture: Any, exchange: str, data_type: str,
     ours = server.get("replay-normalized", options).splitlines()
     assert theirs, f"tardis-dev produced nothing for {options}"
     assert ours == theirs, first_difference(ours, theirs)
+
+
+def test_open_interest_time_poll_keeps_each_rows_own_time(capture: Any) -> None:
+    """``openInterestTime: "poll"``: a binance-futures derivative_ticker made by the open-interest poll
+    carries the REST answer's own ``time`` (ticktape's stamping before tardis-dev's became the default);
+    every other byte, and every markPrice message, is the default's."""
+    import datetime as dt
+
+    server, _tmp, t0, t1 = capture
+    frm, to = minute_range(t0, t1)
+    opts = {"exchange": "binance-futures", "symbols": SYMS["binance-futures"], "from": frm, "to": to,
+            "dataTypes": ["derivative_ticker"]}
+    default = [json.loads(x) for x in server.get("replay-normalized", opts).splitlines()]
+    poll = [json.loads(x) for x in server.get("replay-normalized", {**opts, "openInterestTime": "poll"}).splitlines()]
+    raw = server.get("replay", {"exchange": "binance-futures", "from": frm, "to": to,
+                                "filters": [{"channel": "openInterest", "symbols": SYMS["binance-futures"]}]})
+    answer_time = {}  # (symbol, localTimestamp as normalized writes it) -> the REST answer's time
+    for line in raw.splitlines():
+        m = json.loads(line)
+        t = dt.datetime.fromtimestamp(m["message"]["data"]["time"] / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+        answer_time[(m["message"]["data"]["symbol"], m["localTimestamp"][:26] + "Z")] = t[:23] + "Z"
+    assert len(poll) == len(default) and answer_time
+    moved = 0
+    for a, b in zip(poll, default, strict=True):
+        own = answer_time.get((a["symbol"], a["localTimestamp"]))
+        assert {**a, "timestamp": None} == {**b, "timestamp": None}
+        assert a["timestamp"] == (own if own is not None else b["timestamp"])
+        moved += a["timestamp"] != b["timestamp"]
+    assert moved > 0  # the default (tardis-dev's) stamps poll messages with the last markPrice E instead

@@ -44,6 +44,8 @@ NORM_CASES: list[tuple[Any, str]] = [
     ({**NORM, "to": "2021-08-30"}, "exceeds"),
     ({**NORM, "bookGaps": "resynced"}, "'bookGaps' must be one of \"tardis\", \"resync\""),
     ({**NORM, "bookGaps": True}, "'bookGaps' must be one of"),
+    ({**NORM, "openInterestTime": "rest"}, "'openInterestTime' must be one of \"tardis\", \"poll\""),
+    ({**NORM, "openInterestTime": {"a": 1}}, "'openInterestTime' must be one of"),
 ]
 
 
