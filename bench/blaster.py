@@ -11,8 +11,9 @@ runs on its own thread and event loop; ``blast`` is called from outside.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -100,12 +101,34 @@ class _Conn(WSListener):  # type: ignore[misc]
         pass
 
 
-class Blaster:
-    """``with Blaster(snapshot=b'...') as b: ... b.blast(frame_bytes(frames))``."""
+def frame_ends(payloads: Sequence[bytes]) -> list[int]:
+    """Byte offset just past each frame in ``frame_bytes(payloads)``."""
+    out, pos = [], 0
+    for p in payloads:
+        n = len(p)
+        pos += n + (2 if n < 126 else 4 if n < 65536 else 10)
+        out.append(pos)
+    return out
 
-    def __init__(self, snapshot: bytes = b"") -> None:
+
+class Blaster:
+    """``with Blaster(snapshot=b'...') as b: ... b.blast(frame_bytes(frames))``.
+
+    ``snapshot`` is a fixed REST depth body, or a function of the stream position (the
+    update id of the last frame written) that builds one: a venue's snapshot is at its
+    current position, so a connector that resyncs mid-stream re-bridges with the diffs
+    still to come. ``blast(..., ids=(frame_ends(frames), update_ids))`` says where each
+    frame ends in the data and which update id it carries; ``position`` starts at
+    ``start_id`` (the id the first frame bridges from)."""
+
+    def __init__(self, snapshot: bytes | Callable[[int], bytes] = b"", start_id: int = 0) -> None:
         self.snapshot = snapshot
         self.snapshot_requests = 0
+        self.snapshot_ids: list[int] = []  # the lastUpdateId served, per request
+        self.position = start_id
+        self._ends: Sequence[int] = ()
+        self._ids: Sequence[int] = ()
+        self._written = 0
         self.conns: list[_Conn] = []
         self.port = 0
         self._loop = asyncio.new_event_loop()
@@ -141,10 +164,21 @@ class Blaster:
         if req.headers.get("Upgrade", "").lower() != "websocket":
             if path.startswith("/fapi/v1/depth") and self.snapshot:
                 self.snapshot_requests += 1
-                resp = WSUpgradeResponse.create_ok_response(self.snapshot, {"Content-Type": "application/json"})
+                body = self.snapshot
+                if callable(body):
+                    pos = self.stream_position()
+                    self.snapshot_ids.append(pos)
+                    body = body(pos)
+                resp = WSUpgradeResponse.create_ok_response(body, {"Content-Type": "application/json"})
                 return WSUpgradeResponseWithListener(resp, None)
             return None
         return _Conn(self, path)
+
+    def stream_position(self) -> int:
+        """The update id of the last frame wholly handed to the transport (called on the
+        blaster's loop, where ``blast`` advances it)."""
+        k = bisect.bisect_right(self._ends, self._written)
+        return self._ids[k - 1] if k else self.position
 
     def wait_subscribed(self, timeout: float = 30.0) -> _Conn:
         """The first connection that subscribed (or named its streams)."""
@@ -158,11 +192,16 @@ class Blaster:
             time.sleep(0.05)
         raise TimeoutError("no connection subscribed to the blaster")
 
-    def blast(self, conn: _Conn, data: bytes, timeout: float = 600.0) -> None:
+    def blast(self, conn: _Conn, data: bytes, timeout: float = 600.0,
+              ids: tuple[Sequence[int], Sequence[int]] | None = None) -> None:
         """Write ``data`` (framed) to ``conn`` in ``CHUNK`` pieces, keeping at most
-        ``HIGH_WATER`` bytes queued; returns once everything is handed to the kernel."""
+        ``HIGH_WATER`` bytes queued; returns once everything is handed to the kernel.
+        ``ids``: each frame's end offset in ``data`` and its update id (the stream position)."""
 
         async def go() -> None:
+            self.position = self.stream_position()
+            self._ends, self._ids = ids if ids is not None else ((), ())
+            self._written = 0
             tr = conn.transport
             if tr is None:
                 raise ConnectionError("connection closed before the blast")
@@ -174,6 +213,7 @@ class Blaster:
                 if conn.transport is None:
                     raise ConnectionError("connection closed during the blast")
                 under.write(view[i : i + CHUNK])
+                self._written = i + CHUNK
             while under.get_write_buffer_size() > 0:
                 await asyncio.sleep(0.001)
 

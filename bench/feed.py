@@ -12,6 +12,12 @@ by the frames blasted. Hour files are finalized after that, at shutdown, and
 not counted. ``idle_cpu_ms_per_s``: the same tree connected to a feed that
 sent a few frames and then went silent, for ``--idle-seconds``; ``idle_cpu_ms_per_s_by_process`` splits it.
 
+The REST snapshot is served at the blaster's stream position (``lastUpdateId`` = the ``u``
+of the last diff written), so a resync re-bridges as on the venue. A run that dropped
+records at a full ring or saw a gap measured resync work, not the steady path: its
+``ring_dropped``/``gaps`` stay in the detail, the scenario's ``runs_with_drops`` counts
+it and a warning line goes to stderr.
+
 Progress is read from ``/metrics`` every ``POLL`` seconds during the blast
 (that rendering is counted too: a few µs per poll, not per frame).
 """
@@ -35,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ticktape.bench.blaster import Blaster, frame_bytes
+from ticktape.bench.blaster import Blaster, frame_bytes, frame_ends
 
 POLL = 0.1
 T0 = 1_767_225_600_000  # ms, 2026-01-01T00:00Z
@@ -48,6 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies every scenario's frame count")
     parser.add_argument("--runs", type=int, default=1, help="runs per scenario (median reported)")
     parser.add_argument("--idle-seconds", type=float, default=10.0, help="idle window (0 skips the idle figure)")
+    parser.add_argument("--ring-records", type=int, default=0,
+                        help="[ring] records of the capture (0: each scenario's own, sized for its blast rate)")
     parser.add_argument("--compare", metavar="CHECKOUT", default=None,
                         help="also run every scenario with the capture from another checkout (its directory on "
                              "PYTHONPATH), interleaved run by run: on a busy machine the ratios are what count")
@@ -70,6 +78,14 @@ def agg_frames(n: int) -> list[bytes]:
 
 
 START_U = 8_000_000
+#: ``[ring] records`` for the Binance diff scenarios, as a user would size it for this rate: the
+#: blast pushes 42-level diffs at ~100-130 k frames/s (4-5.5 M book rows/s, above the writer's
+#: assumed 4 M/s peak); the writer starts a cycle once a ring is half full and commits it only
+#: when the cycle is durable, so a ring must hold that half plus one cycle of a cold writer. The
+#: default 1 M-record ring (0.2 s of this blast) filled in every 42-level run before the first
+#: big cycle committed (~0.6 s from the blast's start on the shared 2 cores, the blaster and the
+#: ingest busy; it dropped 1 M mod 42 = 38 rows: nothing freed since the blast began)
+BOOK_RING = 1 << 22
 
 
 def diff_frames(n: int, bids: int, asks: int) -> list[bytes]:
@@ -83,9 +99,16 @@ def diff_frames(n: int, bids: int, asks: int) -> list[bytes]:
     return out
 
 
-def binance_snapshot() -> bytes:
-    return _dumps({"lastUpdateId": START_U, "E": T0, "T": T0,
-                   "bids": _lv(1000, 60000.0, -0.1, 0), "asks": _lv(1000, 60000.1, 0.1, 0)})
+def diff_ids(n: int) -> list[int]:
+    """The ``u`` of each of ``diff_frames(n, ...)``: the blaster's stream position."""
+    return [START_U + 1 + 3 * i for i in range(n)]
+
+
+def binance_snapshot() -> Callable[[int], bytes]:
+    """REST depth bodies at a stream position: ``lastUpdateId`` is the ``u`` of the last diff
+    sent, so the next diff bridges (a resync mid-blast re-bridges as on the venue)."""
+    tail = _dumps({"E": T0, "T": T0, "bids": _lv(1000, 60000.0, -0.1, 0), "asks": _lv(1000, 60000.1, 0.1, 0)})
+    return lambda last_id: b'{"lastUpdateId":%d,%s' % (last_id, tail[1:])
 
 
 def bybit_frames(n: int) -> list[bytes]:
@@ -115,7 +138,9 @@ class Scenario:
     frames: int
     build: Callable[[int], list[bytes]]
     depth: int = 20
-    snapshot: Callable[[], bytes] | None = None
+    snapshot: Callable[[], Callable[[int], bytes]] | None = None
+    update_ids: Callable[[int], list[int]] | None = None
+    ring_records: int = 0  # [ring] records; 0: the default
 
 
 def scenarios() -> dict[str, Scenario]:
@@ -124,13 +149,13 @@ def scenarios() -> dict[str, Scenario]:
         "aggtrade_raw": Scenario(bf, "BTCUSDT", ["trades"], True, 300_000, agg_frames),
         "aggtrade_noraw": Scenario(bf, "BTCUSDT", ["trades"], False, 300_000, agg_frames),
         "diff42_raw": Scenario(bf, "BTCUSDT", ["book_change"], True, 60_000, lambda n: diff_frames(n, 21, 21),
-                               snapshot=binance_snapshot),
+                               snapshot=binance_snapshot, update_ids=diff_ids, ring_records=BOOK_RING),
         "diff42_noraw": Scenario(bf, "BTCUSDT", ["book_change"], False, 60_000, lambda n: diff_frames(n, 21, 21),
-                                 snapshot=binance_snapshot),
+                                 snapshot=binance_snapshot, update_ids=diff_ids, ring_records=BOOK_RING),
         "diff17_raw": Scenario(bf, "BTCUSDT", ["book_change"], True, 100_000, lambda n: diff_frames(n, 9, 8),
-                               snapshot=binance_snapshot),
+                               snapshot=binance_snapshot, update_ids=diff_ids, ring_records=BOOK_RING),
         "diff17_noraw": Scenario(bf, "BTCUSDT", ["book_change"], False, 100_000, lambda n: diff_frames(n, 9, 8),
-                                 snapshot=binance_snapshot),
+                                 snapshot=binance_snapshot, update_ids=diff_ids, ring_records=BOOK_RING),
         "bybit50_raw": Scenario("bybit", "BTCUSDT", ["book_change"], True, 150_000, bybit_frames, depth=50),
         "hl_l2book_raw": Scenario(hl, "BTC", ["book_snapshot"], True, 60_000, hl_frames),
     }
@@ -199,6 +224,7 @@ class Metrics:
             "write": {k: v for k, v in fam("ticktape_ring_written_records_total")},
             "read": {k: v for k, v in fam("ticktape_ring_committed_records_total")},
             "dropped": sum(v for _, v in fam("ticktape_ring_dropped_records_total")),
+            "dropped_by_ring": {k: v for k, v in fam("ticktape_ring_dropped_records_total") if v},
             "gaps": sum(v for _, v in fam("ticktape_feed_gaps_total")),
             "pids": {m[1]: int(float(m[2])) for m in re.finditer(
                 r'^ticktape_child_pid\{[^}]*name="([^"]+)"[^}]*\} (\S+)$', text, re.M)},
@@ -225,15 +251,17 @@ def _durable(m: dict[str, Any]) -> bool:
 class Capture:
     """``capture run`` on a one-exchange, one-symbol config pointed at the blaster."""
 
-    def __init__(self, sc: Scenario, url: str, workdir: Path, pythonpath: str | None = None) -> None:
+    def __init__(self, sc: Scenario, url: str, workdir: Path, pythonpath: str | None = None,
+                 ring_records: int = 0) -> None:
         self.metrics_port = _free_port()
         cfg = workdir / "capture.toml"
         cfg.write_text(
             f'[archive]\nroot = "{workdir / "archive"}"\nraw = {str(sc.raw).lower()}\nfinalize_grace = 1.0\n'
-            f'[log]\ndir = "{workdir / "logs"}"\nlevel = "WARNING"\n[metrics]\nport = {self.metrics_port}\n'
+            + f'[log]\ndir = "{workdir / "logs"}"\nlevel = "WARNING"\n[metrics]\nport = {self.metrics_port}\n'
             f'[exchanges.{sc.exchange}]\nsymbols = ["{sc.symbol}"]\nchannels = {json.dumps(sc.channels)}\n'
             f'depth = {sc.depth}\nurl = "{url}"\ncheck_symbols = false\n'  # the blaster lists no instruments
             + ('trade_stream = "aggTrade"\n' if "trades" in sc.channels else "")
+            + (f"[ring]\nrecords = {ring_records or sc.ring_records}\n" if ring_records or sc.ring_records else "")
         )
         env = dict(os.environ)
         if pythonpath:
@@ -271,23 +299,27 @@ def _by_role(cap: Capture, pids: list[int], c0: dict[int, float], c1: dict[int, 
     return out
 
 
-def run_scenario(name: str, sc: Scenario, scale: float, pythonpath: str | None = None) -> dict[str, Any]:
+def run_scenario(name: str, sc: Scenario, scale: float, pythonpath: str | None = None,
+                 ring_records: int = 0) -> dict[str, Any]:
     n_total = max(1000, int(sc.frames * scale))
     prime = 50
     frames = sc.build(n_total + prime)
     pre, body = frame_bytes(frames[:prime]), frame_bytes(frames[prime:])
+    ids = sc.update_ids(len(frames)) if sc.update_ids else None
+    pre_ids = (frame_ends(frames[:prime]), ids[:prime]) if ids else None
+    body_ids = (frame_ends(frames[prime:]), ids[prime:]) if ids else None
     n = len(frames) - prime
     payload_bytes = sum(map(len, frames[prime:]))
     del frames
     snapshot = sc.snapshot() if sc.snapshot else b""
-    with tempfile.TemporaryDirectory(prefix="tt-bench-feed-") as tmp, Blaster(snapshot) as bl:
-        cap = Capture(sc, bl.url, Path(tmp), pythonpath)
+    with tempfile.TemporaryDirectory(prefix="tt-bench-feed-") as tmp, Blaster(snapshot, START_U) as bl:
+        cap = Capture(sc, bl.url, Path(tmp), pythonpath, ring_records)
         try:
             m = cap.metrics.wait(lambda m: len(m["pids"]) >= 2 and all(m["pids"].values()), 60, "capture start")
             names = {pid: n.split("-")[0] for n, pid in m["pids"].items()}
             names[cap.proc.pid] = "supervisor"
             conn = bl.wait_subscribed()
-            bl.blast(conn, pre)
+            bl.blast(conn, pre, ids=pre_ids)
             m = cap.metrics.wait(lambda m: m["messages"] >= prime and _durable(m) and sum(m["write"].values()) > 0,
                                  60, "priming frames durable")
             if sc.snapshot is not None and not bl.snapshot_requests:
@@ -295,7 +327,7 @@ def run_scenario(name: str, sc: Scenario, scale: float, pythonpath: str | None =
             m0 = m["messages"]
             pids = cap.pids()
             c0, t0 = cap.cpu(pids), time.monotonic()
-            bl.blast(conn, body)
+            bl.blast(conn, body, ids=body_ids)
             t_sent = time.monotonic()
             m = cap.metrics.wait(lambda m: m["messages"] >= m0 + n and _durable(m), 600, "blasted frames durable")
             c1, t1 = cap.cpu(pids), time.monotonic()
@@ -311,8 +343,11 @@ def run_scenario(name: str, sc: Scenario, scale: float, pythonpath: str | None =
         "wall_s": round(t1 - t0, 3),
         "send_s": round(t_sent - t0, 3),
         "frames_per_s_wall": round(n / (t1 - t0)),
+        "records_durable": int(sum(m["read"].values())),
         "ring_dropped": int(m["dropped"]),
+        "ring_dropped_by_ring": {k: int(v) for k, v in m["dropped_by_ring"].items()},
         "gaps": int(m["gaps"]),
+        "snapshot_requests": bl.snapshot_requests,
         "exit_code": rc,
     }
 
@@ -341,6 +376,17 @@ def idle(seconds: float, pythonpath: str | None = None) -> dict[str, Any]:
             "idle_cpu_ms_per_s_by_process": {k: round(v / dt * 1e3, 3) for k, v in sorted(roles.items())}}
 
 
+def _flag_drops(name: str, runs: list[dict[str, Any]], side: str, counts: dict[str, int]) -> None:
+    """A run that dropped records at a full ring (or saw a gap) measured a resync, not the
+    steady path: counted under ``runs_with_drops`` and said on stderr, never averaged silently."""
+    bad = [r for r in runs if r["ring_dropped"] or r["gaps"]]
+    counts[side.replace(" ", "_") + name] = len(bad)
+    if bad:
+        print(f"warning: {side}{name}: {len(bad)} of {len(runs)} runs dropped records at a full ring or saw a gap "
+              f"(ring_dropped {[r['ring_dropped'] for r in runs]}, gaps {[r['gaps'] for r in runs]}): "
+              "those runs include resync work", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     table = scenarios()
     wanted = [s.strip() for s in args.scenarios.split(",") if s.strip()]
@@ -351,21 +397,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     per: dict[str, float] = {}
     other: dict[str, float] = {}
     detail: dict[str, Any] = {}
+    with_drops: dict[str, int] = {}
     for name in wanted:
         runs, alt = [], []
         for _ in range(max(1, args.runs)):
-            runs.append(run_scenario(name, table[name], args.scale))
+            runs.append(run_scenario(name, table[name], args.scale, None, args.ring_records))
             if args.compare:
-                alt.append(run_scenario(name, table[name], args.scale, args.compare))
+                alt.append(run_scenario(name, table[name], args.scale, args.compare, args.ring_records))
         per[name] = round(statistics.median(r["cpu_us_per_frame"] for r in runs), 3)
-        detail[name] = runs[len(runs) // 2] if len(runs) > 1 else runs[0]
-        if len(runs) > 1:
-            detail[name]["all_runs_us"] = [round(r["cpu_us_per_frame"], 3) for r in runs]
+        ordered = sorted(runs, key=lambda r: r["cpu_us_per_frame"])
+        detail[name] = dict(ordered[len(ordered) // 2])  # the median run
+        detail[name]["all_runs_us"] = [round(r["cpu_us_per_frame"], 3) for r in runs]
+        detail[name]["ring_dropped_per_run"] = [r["ring_dropped"] for r in runs]
+        detail[name]["gaps_per_run"] = [r["gaps"] for r in runs]
+        _flag_drops(name, runs, "", with_drops)
         if alt:
             other[name] = round(statistics.median(r["cpu_us_per_frame"] for r in alt), 3)
             detail[name]["compare_all_runs_us"] = [round(r["cpu_us_per_frame"], 3) for r in alt]
             detail[name]["compare_by_process_us_per_frame"] = alt[len(alt) // 2]["by_process_us_per_frame"]
-    out: dict[str, Any] = {"cpu_us_per_frame": per}
+            detail[name]["compare_ring_dropped_per_run"] = [r["ring_dropped"] for r in alt]
+            _flag_drops(name, alt, "compare ", with_drops)
+    out: dict[str, Any] = {"cpu_us_per_frame": per, "runs_with_drops": with_drops}
     if args.compare:
         out["compare_checkout"] = args.compare
         out["compare_cpu_us_per_frame"] = other
