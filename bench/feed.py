@@ -106,7 +106,8 @@ def diff_ids(n: int) -> list[int]:
 
 def binance_snapshot() -> Callable[[int], bytes]:
     """REST depth bodies at a stream position: ``lastUpdateId`` is the ``u`` of the last diff
-    sent, so the next diff bridges (a resync mid-blast re-bridges as on the venue)."""
+    sent, so the diffs from there on bridge (futures: the one with ``U <= id <= u``; spot: the
+    next), and a resync mid-blast re-bridges as on the venue."""
     tail = _dumps({"E": T0, "T": T0, "bids": _lv(1000, 60000.0, -0.1, 0), "asks": _lv(1000, 60000.1, 0.1, 0)})
     return lambda last_id: b'{"lastUpdateId":%d,%s' % (last_id, tail[1:])
 
