@@ -39,6 +39,33 @@ static int level_pair(PyObject *lvl, double *p, double *a) {
     return 0;
 }
 
+/* The ring arguments both level packers take first: buf, header, itemsize, capacity,
+ * seq, a count (k or free slots), local_ts, exchange_ts, symbol (args[0..8]). */
+typedef struct {
+    Py_ssize_t header, itemsize, cap, count;
+    long long seq, local_ts, exchange_ts;
+    long symbol;
+} RingArgs;
+
+/* 0, or -1 with an exception set (a bad type, or a value out of range). */
+static int ring_args(PyObject *const *args, const char *name, RingArgs *r) {
+    r->header = PyLong_AsSsize_t(args[1]);
+    r->itemsize = PyLong_AsSsize_t(args[2]);
+    r->cap = PyLong_AsSsize_t(args[3]);
+    r->seq = PyLong_AsLongLong(args[4]);
+    r->count = PyLong_AsSsize_t(args[5]);
+    r->local_ts = PyLong_AsLongLong(args[6]);
+    r->exchange_ts = PyLong_AsLongLong(args[7]);
+    r->symbol = PyLong_AsLong(args[8]);
+    if (PyErr_Occurred()) return -1;
+    if (r->header < 0 || r->itemsize < RECORD_BYTES || r->cap <= 0 || r->seq < 0 || r->symbol < 0 ||
+        r->symbol > 0xFFFF) {
+        PyErr_Format(PyExc_ValueError, "%s: argument out of range", name);
+        return -1;
+    }
+    return 0;
+}
+
 /* pack_levels(buf, header, itemsize, capacity, seq, k, local_ts, exchange_ts,
  *             symbol, side, is_snapshot, levels) -> None
  * Writes levels[0:k] into slots seq .. seq+k-1 (mod capacity) of the ring whose
@@ -48,20 +75,16 @@ static PyObject *pack_levels(PyObject *self, PyObject *const *args, Py_ssize_t n
         PyErr_SetString(PyExc_TypeError, "pack_levels takes 12 arguments");
         return NULL;
     }
-    Py_ssize_t header = PyLong_AsSsize_t(args[1]);
-    Py_ssize_t itemsize = PyLong_AsSsize_t(args[2]);
-    Py_ssize_t cap = PyLong_AsSsize_t(args[3]);
-    long long seq = PyLong_AsLongLong(args[4]);
-    Py_ssize_t k = PyLong_AsSsize_t(args[5]);
-    long long local_ts = PyLong_AsLongLong(args[6]);
-    long long exchange_ts = PyLong_AsLongLong(args[7]);
-    long symbol = PyLong_AsLong(args[8]);
+    RingArgs r;
+    if (ring_args(args, "pack_levels", &r) < 0) return NULL;
+    Py_ssize_t header = r.header, itemsize = r.itemsize, cap = r.cap, k = r.count;
+    long long seq = r.seq, local_ts = r.local_ts, exchange_ts = r.exchange_ts;
+    long symbol = r.symbol;
     long side = PyLong_AsLong(args[9]);
     int snap = PyObject_IsTrue(args[10]);
     if (PyErr_Occurred() || snap < 0) return NULL;
     PyObject *levels = args[11];
-    if (header < 0 || itemsize < RECORD_BYTES || cap <= 0 || seq < 0 || k < 0 || k > cap ||
-        symbol < 0 || symbol > 0xFFFF || side < 0 || side > 0xFF) {
+    if (k < 0 || k > cap || side < 0 || side > 0xFF) {
         PyErr_SetString(PyExc_ValueError, "pack_levels: argument out of range");
         return NULL;
     }
@@ -272,20 +295,16 @@ static PyObject *pack_level_text(PyObject *self, PyObject *const *args, Py_ssize
         PyErr_SetString(PyExc_TypeError, "pack_level_text takes 14 arguments");
         return NULL;
     }
-    Py_ssize_t header = PyLong_AsSsize_t(args[1]);
-    Py_ssize_t itemsize = PyLong_AsSsize_t(args[2]);
-    Py_ssize_t cap = PyLong_AsSsize_t(args[3]);
-    long long seq = PyLong_AsLongLong(args[4]);
-    Py_ssize_t free_slots = PyLong_AsSsize_t(args[5]);
-    long long local_ts = PyLong_AsLongLong(args[6]);
-    long long exchange_ts = PyLong_AsLongLong(args[7]);
-    long symbol = PyLong_AsLong(args[8]);
+    RingArgs r;
+    if (ring_args(args, "pack_level_text", &r) < 0) return NULL;
+    Py_ssize_t header = r.header, itemsize = r.itemsize, cap = r.cap, free_slots = r.count;
+    long long seq = r.seq, local_ts = r.local_ts, exchange_ts = r.exchange_ts;
+    long symbol = r.symbol;
     int snap = PyObject_IsTrue(args[9]);
     long bid_side = PyLong_AsLong(args[10]);
     long ask_side = PyLong_AsLong(args[12]);
     if (PyErr_Occurred() || snap < 0) return NULL;
-    if (header < 0 || itemsize < RECORD_BYTES || cap <= 0 || seq < 0 || symbol < 0 || symbol > 0xFFFF ||
-        bid_side < 0 || bid_side > 0xFF || ask_side < 0 || ask_side > 0xFF) {
+    if (bid_side < 0 || bid_side > 0xFF || ask_side < 0 || ask_side > 0xFF) {
         PyErr_SetString(PyExc_ValueError, "pack_level_text: argument out of range");
         return NULL;
     }
