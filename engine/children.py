@@ -11,7 +11,8 @@ errors in its own log. Before the target runs the child:
   attach/detach would otherwise unregister the supervisor's own entries);
 * configures JSON-lines logging;
 * watches its parent: if the supervisor dies, the child sets its own stop event,
-  so an ingest process stops and a writer drains what it can and finalizes.
+  so an ingest process stops and a writer drains what it can and finalizes (a
+  thread blocked on the parent's pidfd: no periodic wake-up).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import select
 import signal
 import sys
 import threading
@@ -57,10 +59,31 @@ def _untrack_shared_memory() -> None:
     resource_tracker.unregister = unregister  # type: ignore[assignment]
 
 
+def _parent_gone(parent_pid: int) -> None:
+    """Return once ``parent_pid`` is no longer this process's parent.
+
+    Blocks on a pidfd of the parent (no wake-up until it exits; a 0.5 s ``getppid``
+    poll woke an idle child twice a second); the poll is the fallback where pidfds
+    are missing."""
+    try:
+        fd = os.pidfd_open(parent_pid)
+    except (AttributeError, OSError):
+        fd = -1
+    if fd >= 0:
+        try:
+            if os.getppid() == parent_pid:  # the pidfd is our parent, not a reused pid
+                poller = select.poll()
+                poller.register(fd, select.POLLIN)
+                poller.poll()
+        finally:
+            os.close(fd)
+    while os.getppid() == parent_pid:
+        time.sleep(0.5)
+
+
 def _watch_parent(parent_pid: int, stop: Any, name: str) -> None:
     def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(0.5)
+        _parent_gone(parent_pid)
         if not stop.is_set():
             log.error("%s: supervisor (pid %d) is gone; stopping", name, parent_pid)
             stop.set()

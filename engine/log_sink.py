@@ -6,6 +6,7 @@ are remembered: they are what the run wrote (for the exit summary)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -26,8 +27,7 @@ class LogSink:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         except OSError:
             pass
-        self.sock.bind(self.address)
-        self.sock.settimeout(0.2)
+        self.sock.bind(self.address)  # blocking: the thread wakes for a line or stop()'s empty datagram
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="log-sink", daemon=True)
 
@@ -49,17 +49,20 @@ class LogSink:
         while not self._stop.is_set():
             try:
                 data = self.sock.recv(1 << 17)
-            except TimeoutError:
-                continue
             except OSError:
                 return
-            self._handle(data)
+            if data:  # an empty datagram is stop()'s wake-up
+                self._handle(data)
 
     def stop(self) -> None:
         """Handle what is still queued, then close (idempotent)."""
         if self.sock.fileno() < 0:
             return
         self._stop.set()
+        if self._thread.is_alive():
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as wake, contextlib.suppress(OSError):
+                wake.settimeout(1.0)  # a full queue: the thread is reading it
+                wake.sendto(b"", self.address)
         self._thread.join(5)
         self.sock.setblocking(False)
         while True:

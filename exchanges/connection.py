@@ -273,11 +273,13 @@ class Link:
     def listeners(self) -> list[Listener]:
         return [x for x in (self.current, self.spare) if x is not None and not x.closed]
 
-    def check(self, now: float, ping: Callable[[Listener], None]) -> None:
-        """Watchdog tick: stall detection and heartbeats."""
+    def check(self, now: float, ping: Callable[[Listener], None]) -> bool:
+        """Watchdog tick: stall detection and heartbeats; whether frames arrived since the last."""
         t = self.timing
+        busy = False
         for lst in self.listeners():
             if lst.frames != lst.seen_frames:  # data frames since the last tick (stamped here, not per frame)
+                busy = True
                 lst.seen_frames = lst.frames
                 lst.last_frame = max(lst.last_frame, now)
             if now - lst.last_frame > t.stall_timeout:
@@ -287,6 +289,7 @@ class Link:
             elif t.ping_interval > 0 and now - lst.last_ping >= t.ping_interval:
                 lst.last_ping = now
                 ping(lst)
+        return busy
 
     def reconnect(self, reason: str) -> None:
         """Drop the current connection (the run loop reconnects and resubscribes)."""
