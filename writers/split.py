@@ -25,14 +25,14 @@ def split_groups(symbol: np.ndarray, local_ts: np.ndarray) -> tuple[np.ndarray |
     n = len(symbol)
     if n == 0:
         return None, []
-    hour = np.floor_divide(local_ts, HOUR_NS)
-    sym = symbol.astype(np.int64)
-    h0 = int(hour.min())
-    h1 = int(hour.max())
-    s0 = int(sym.min())
-    s1 = int(sym.max())
+    s0 = int(symbol.min())
+    s1 = int(symbol.max())
+    h0 = int(local_ts.min()) // HOUR_NS  # min/max first: the common one-group batch divides nothing
+    h1 = int(local_ts.max()) // HOUR_NS
     if h0 == h1 and s0 == s1:
         return None, [Group(s0, h0 * HOUR_NS, 0, n)]
+    hour = np.floor_divide(local_ts, HOUR_NS)
+    sym = symbol.astype(np.int64)
     nsym = s1 - s0 + 1
     code = (hour - h0) * nsym + (sym - s0)
     if int(code.max()) < 65536:  # numpy's stable sort is a radix sort for 16-bit keys: O(n)
