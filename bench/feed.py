@@ -10,7 +10,10 @@ before the blast until every frame is counted by the feed and every ring is
 committed by the writer (the rows are durable in fsynced journals), divided
 by the frames blasted. Hour files are finalized after that, at shutdown, and
 not counted. ``idle_cpu_ms_per_s``: the same tree connected to a feed that
-sent a few frames and then went silent, for ``--idle-seconds``; ``idle_cpu_ms_per_s_by_process`` splits it.
+sent a few frames and then went silent, for ``--idle-seconds``; ``idle_cpu_ms_per_s_by_process`` splits it,
+and ``idle_wakeups_per_s_by_process`` counts the times each process's threads went to sleep and
+woke (voluntary context switches: timers and polls, the idle cost that does not depend on the
+machine's speed).
 
 The REST snapshot is served at the blaster's stream position (``lastUpdateId`` = the ``u``
 of the last diff written), so a resync re-bridges as on the venue. A run that dropped
@@ -202,6 +205,22 @@ def _cpu(pid: int) -> float:
     return total / 1e9
 
 
+def _wakeups(pid: int) -> int:
+    """Voluntary context switches of every thread of ``pid`` (each is one sleep and wake-up)."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for t in tasks:
+        try:
+            m = re.search(r"^voluntary_ctxt_switches:\s+(\d+)", Path(f"/proc/{pid}/task/{t}/status").read_text(), re.M)
+        except OSError:
+            continue
+        total += int(m[1]) if m else 0
+    return total
+
+
 def _name(pid: int) -> str:
     try:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -366,15 +385,17 @@ def idle(seconds: float, pythonpath: str | None = None) -> dict[str, Any]:
             cap.metrics.wait(lambda m: m["messages"] >= 50 and _durable(m), 60, "priming frames durable")
             time.sleep(1.0)  # start-up work done
             pids = cap.pids()
-            c0, t0 = cap.cpu(pids), time.monotonic()
+            w0, c0, t0 = {p: float(_wakeups(p)) for p in pids}, cap.cpu(pids), time.monotonic()
             time.sleep(seconds)  # a fixed window: the figure is a rate, no metrics polled meanwhile
-            c1, t1 = cap.cpu(pids), time.monotonic()
+            c1, t1, w1 = cap.cpu(pids), time.monotonic(), {p: float(_wakeups(p)) for p in pids}
         finally:
             cap.stop()
     roles = _by_role(cap, pids, c0, c1, names)
+    wakes = _by_role(cap, pids, w0, w1, names)
     dt = t1 - t0
     return {"idle_cpu_ms_per_s": sum(roles.values()) / dt * 1e3,
-            "idle_cpu_ms_per_s_by_process": {k: round(v / dt * 1e3, 3) for k, v in sorted(roles.items())}}
+            "idle_cpu_ms_per_s_by_process": {k: round(v / dt * 1e3, 3) for k, v in sorted(roles.items())},
+            "idle_wakeups_per_s_by_process": {k: round(v / dt, 1) for k, v in sorted(wakes.items())}}
 
 
 def _flag_drops(name: str, runs: list[dict[str, Any]], side: str, counts: dict[str, int]) -> None:
@@ -429,5 +450,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             alt_idle = idle(args.idle_seconds, args.compare)
             out["compare_idle_cpu_ms_per_s"] = alt_idle["idle_cpu_ms_per_s"]
             out["compare_idle_cpu_ms_per_s_by_process"] = alt_idle["idle_cpu_ms_per_s_by_process"]
+            out["compare_idle_wakeups_per_s_by_process"] = alt_idle["idle_wakeups_per_s_by_process"]
     out["detail"] = detail
     return out
