@@ -5,7 +5,8 @@ exists (both extensions are optional); without them, or with ``TICKTAPE_PURE_PYT
 ``pack_levels`` and ``pack_level_text`` are None and ``Outbox`` packs level by level in
 Python (the level text decoded by msgspec), and ``TradeFrameWriter`` is None and
 ``Outbox.trade_frame_pusher`` packs with ``struct``. Both write the same bytes (tests/ipc checks).
-``join_lines`` (replay's raw lines in one pass) is None then too and replay joins with pyarrow.
+``join_lines`` and ``gather_values`` (replay's raw lines, merges and book_change lines in one pass)
+are None then too and replay uses pyarrow's join, concat and take.
 """
 
 from __future__ import annotations
@@ -76,6 +77,13 @@ pack_level_text: Callable[..., int] | None = getattr(_MOD, "pack_level_text", No
 #: offsets). None: pyarrow's join only.
 join_lines: Callable[..., tuple[bytes, bytes] | None] | None = (
     getattr(_MOD, "join_lines", None) if _MOD is not None else None)
+
+#: ``gather_values(parts, part, row, bounds, limit) -> (offsets, data) | None``: parts are
+#: (offsets, data, offset, length) of binary arrays; piece j is value ``row[j]`` (int64) of part
+#: ``part[j]`` (int32); output value k joins pieces ``bounds[k]:bounds[k + 1]`` (int64; None: one
+#: value per piece), as int32 offsets and data (bytes); None past ``limit`` bytes. None: pyarrow only.
+gather_values: Callable[..., tuple[bytes, bytes] | None] | None = (
+    getattr(_MOD, "gather_values", None) if _MOD is not None else None)
 
 
 def _load_trade_frame_writer() -> Any:

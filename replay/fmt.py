@@ -96,7 +96,7 @@ def numbers(values: pa.Array | np.ndarray) -> pa.Array:
     return text.cast(pa.binary())
 
 
-def _needs_escape(s: pa.Array) -> bool:
+def needs_escape(s: pa.Array) -> bool:
     """Any quote, backslash or control byte in the values (one vector pass over the data buffer)."""
     buf = s.buffers()[2]
     if buf is None or buf.size == 0:
@@ -108,7 +108,7 @@ def _needs_escape(s: pa.Array) -> bool:
 def json_strings(values: pa.Array) -> pa.Array:
     """Strings -> JSON string literals (with quotes); escaping in C, Python only for odd batches."""
     s = values.cast(pa.string())
-    if len(s) and _needs_escape(s):
+    if len(s) and needs_escape(s):
         import json
 
         return pa.array([json.dumps(v) for v in s.to_pylist()], pa.binary())
@@ -133,6 +133,26 @@ def join_fixed(matrix: np.ndarray, values: pa.Array, suffix: bytes) -> pa.Array:
         if out is not None:
             return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(out[0]), pa.py_buffer(out[1])])
     return join(fixed_width(matrix), values, suffix)
+
+
+def gather(parts: list[pa.Array], part: np.ndarray, row: np.ndarray, bounds: np.ndarray | None = None) -> pa.Array:
+    """Value ``row[j]`` of ``parts[part[j]]`` for each j, with the values of ``bounds[k]:bounds[k + 1]`` joined
+    into value k (None: one value per j). One compiled copy pass; pyarrow's concat + take (+ ``regroup``)
+    where the packer is not built, a part is not plain binary without nulls, or past int32 offsets."""
+    if fastpack.gather_values is not None and all(p.type == pa.binary() and p.null_count == 0 for p in parts):
+        spec = tuple((b[1] if b[1] is not None else _NO_OFFSETS, b[2] if b[2] is not None else b"", p.offset, len(p))
+                     for p in parts for b in (p.buffers(),))
+        out = fastpack.gather_values(spec, np.ascontiguousarray(part, np.int32), np.ascontiguousarray(row, np.int64),
+                            None if bounds is None else np.ascontiguousarray(bounds, np.int64), JOIN_MAX_BYTES)
+        if out is not None:
+            n = len(row) if bounds is None else len(bounds) - 1
+            return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(out[0]), pa.py_buffer(out[1])])
+    starts = np.zeros(len(parts), np.int64)
+    if len(parts) > 1:
+        np.cumsum([len(p) for p in parts[:-1]], out=starts[1:])
+    whole = parts[0].cast(pa.binary()) if len(parts) == 1 else pa.concat_arrays([p.cast(pa.binary()) for p in parts])
+    taken = whole.take(pa.array(starts[np.asarray(part, np.int64)] + np.asarray(row, np.int64)))
+    return taken if bounds is None else regroup(taken, np.asarray(bounds[:-1], np.int64))
 
 
 _NO_OFFSETS = bytes(4)

@@ -2,9 +2,10 @@
 
 Used for ``book_change`` (levels = the rows of one message) and
 ``book_snapshot`` (levels = the top N of each side). Every piece is an Arrow
-binary value; the pieces of all messages are put in output order with one
-``take`` and cut into messages by subsetting offsets (``fmt.regroup``), so the
-cost is a few vector passes whatever the number of levels.
+binary value; the pieces of all messages are put in output order and cut into
+messages in one copy (``fmt.gather``; snapshots: one ``take`` cut by subsetting
+offsets, ``fmt.regroup``), so the cost is a few vector passes whatever the
+number of levels.
 """
 
 from __future__ import annotations
@@ -20,12 +21,6 @@ ASKS_OPEN = b'],"asks":['
 
 def constant(value: bytes, n: int) -> pa.Array:
     return fmt.fixed_width(np.tile(np.frombuffer(value, np.uint8), (n, 1)))
-
-
-def level_elements(price: np.ndarray, amount: np.ndarray, first: np.ndarray) -> pa.Array:
-    """``{"price":p,"amount":a}`` per level, with a leading comma unless it opens its list."""
-    comma = pa.array(np.where(first, b"", b","), pa.binary())
-    return fmt.join(comma, _bodies(fmt.numbers(price), fmt.numbers(amount), np.isnan(price)))
 
 
 def _bodies(price: pa.Array, amount: pa.Array, pad: np.ndarray) -> pa.Array:
@@ -112,6 +107,8 @@ def assemble(
     ``headers`` end with ``"bids":[``; ``trailers`` start with ``]`` (closing asks).
     Level rows carry their message index ``msg`` (non-decreasing) and side;
     bids then asks within a message, each side in the order given.
+    Each level is five pieces (opening with or without its comma, price text, ``,"amount":``, amount
+    text, ``}``); every piece of every line is copied once, in order (``fmt.gather``).
     """
     g = len(headers)
     n = len(msg)
@@ -122,31 +119,47 @@ def assemble(
     first = np.ones(n, np.bool_)
     if n:
         first[1:] = key[1:] != key[:-1]
-    elems = level_elements(price, amount, first)
+    pad = np.isnan(price)
     nb = np.bincount(msg[~is_ask], minlength=g) if n else np.zeros(g, np.int64)
     na = np.bincount(msg[is_ask], minlength=g) if n else np.zeros(g, np.int64)
-    size = 3 + nb + na
-    base = np.zeros(g, np.int64)
-    if g > 1:
-        np.cumsum(size[:-1], out=base[1:])
-    total = int(size.sum())
+    size = 3 + _LEVEL_PIECES * (nb + na)
+    base = np.zeros(g + 1, np.int64)
+    np.cumsum(size, out=base[1:])
+    total = int(base[-1])
     # position of each piece in the output sequence
-    pos_header = base
-    pos_open = base + 1 + nb
-    pos_trailer = base + 2 + nb + na
-    # rank of each level within its message side
+    pos_open = base[:-1] + 1 + _LEVEL_PIECES * nb
     row_start_of_key = np.zeros(n, np.int64)
     if n:
         starts = np.flatnonzero(first)
-        run_len = np.diff(np.append(starts, n))
-        row_start_of_key = np.repeat(starts, run_len)
+        row_start_of_key = np.repeat(starts, np.diff(np.append(starts, n)))
     rank = np.arange(n, dtype=np.int64) - row_start_of_key
-    pos_rows = np.where(is_ask, pos_open[msg] + 1 + rank, base[msg] + 1 + rank) if n else np.zeros(0, np.int64)
-    concat = pa.concat_arrays([headers.cast(pa.binary()), elems, constant(ASKS_OPEN, g), trailers])
-    src = np.empty(total, np.int64)
-    src[pos_header] = np.arange(g)
-    src[pos_rows] = g + np.arange(n)
-    src[pos_open] = g + n + np.arange(g)
-    src[pos_trailer] = 2 * g + n + np.arange(g)
-    pieces = concat.take(pa.array(src))
-    return fmt.regroup(pieces, base)
+    pos_rows = (np.where(is_ask, pos_open[msg] + 1, base[:-1][msg] + 1) + _LEVEL_PIECES * rank
+                if n else np.zeros(0, np.int64))
+    # each distinct price and amount formatted once (a hash pass costs a tenth of formatting a number)
+    up, pi = distinct(price)
+    ua, ai = distinct(amount)
+    part = np.empty(total, np.int32)
+    row = np.empty(total, np.int64)
+    ids = np.arange(g, dtype=np.int64)
+    part[base[:-1]], row[base[:-1]] = 0, ids
+    part[pos_open], row[pos_open] = 4, _ASKS
+    part[base[1:] - 1], row[base[1:] - 1] = 1, ids
+    part[pos_rows], row[pos_rows] = 4, np.where(first, _OPEN, _OPEN_COMMA)
+    part[pos_rows + 1], row[pos_rows + 1] = 2, pi
+    part[pos_rows + 2], row[pos_rows + 2] = 4, _AMOUNT
+    part[pos_rows + 3], row[pos_rows + 3] = 3, ai
+    part[pos_rows + 4], row[pos_rows + 4] = 4, _CLOSE
+    if pad.any():  # a NaN price: the level is ``{}``, as Tardis pads a snapshot deeper than the book
+        at = pos_rows[pad]
+        row[at] = np.where(first[pad], _NOTHING, _COMMA)
+        part[at + 1], row[at + 1] = 4, _EMPTY
+        for k in (2, 3, 4):
+            part[at + k], row[at + k] = 4, _NOTHING
+    return fmt.gather([headers.cast(pa.binary()), trailers.cast(pa.binary()), fmt.numbers(up), fmt.numbers(ua),
+                       _PIECES], part, row, base)
+
+
+# the constant pieces of a level, by row of _PIECES
+_OPEN, _OPEN_COMMA, _AMOUNT, _CLOSE, _ASKS, _EMPTY, _NOTHING, _COMMA = range(8)
+_PIECES = pa.array([b'{"price":', b',{"price":', b',"amount":', b"}", ASKS_OPEN, b"{}", b"", b","], pa.binary())
+_LEVEL_PIECES = 5

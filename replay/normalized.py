@@ -27,7 +27,7 @@ from ticktape.replay import (
 )
 from ticktape.replay.bars import BarBuilder
 from ticktape.replay.book_snapshot import Snapshots
-from ticktape.replay.merge import Chunk, merge
+from ticktape.replay.merge import Chunk, merge, sort_lines
 from ticktape.replay.options import NormalizedRequest
 from ticktape.replay.rows import BookRows, book_rows, book_table, trade_batches
 from ticktape.replay.sources import ts_ns
@@ -97,10 +97,8 @@ def _combine(parts: list[Chunk]) -> Chunk:
         return parts[0]
     if not parts:
         return Chunk(np.zeros(0, np.int64), pa.array([], pa.binary()))
-    ts = np.concatenate([p.ts for p in parts])
-    lines = pa.concat_arrays([p.lines for p in parts])
-    order = np.argsort(ts, kind="stable")
-    return Chunk(ts[order], lines.take(pa.array(order)))
+    ts, lines, _ = sort_lines([p.ts for p in parts], [p.lines for p in parts])
+    return Chunk(ts, lines)
 
 
 
