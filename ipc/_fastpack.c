@@ -479,10 +479,11 @@ static PyObject *gather_values(PyObject *self, PyObject *const *args, Py_ssize_t
     const int32_t **offs = PyMem_Calloc((size_t)np_ + 1, sizeof(int32_t *));
     const char **datas = PyMem_Calloc((size_t)np_ + 1, sizeof(char *));
     Py_ssize_t *lens = PyMem_Calloc((size_t)np_ + 1, sizeof(Py_ssize_t));
+    Py_ssize_t *dlens = PyMem_Calloc((size_t)np_ + 1, sizeof(Py_ssize_t));
     Py_ssize_t held = 0;
     PyObject *result = NULL, *obytes = NULL, *dbytes = NULL;
     const char *err = NULL;
-    if (bufs == NULL || offs == NULL || datas == NULL || lens == NULL) {
+    if (bufs == NULL || offs == NULL || datas == NULL || lens == NULL || dlens == NULL) {
         PyErr_NoMemory();
         goto done;
     }
@@ -500,14 +501,10 @@ static PyObject *gather_values(PyObject *self, PyObject *const *args, Py_ssize_t
         if (PyObject_GetBuffer(PyTuple_GET_ITEM(t, 1), &bufs[held], PyBUF_C_CONTIGUOUS) < 0) goto done;
         Py_buffer *dv = &bufs[held++];
         if (off < 0 || len < 0 || ov->len / 4 < off + len + 1) { err = "gather_values: a part's offsets are shorter than offset + length + 1"; break; }
-        const int32_t *o = (const int32_t *)ov->buf + off;
-        if (o[0] < 0 || o[len] < o[0] || (Py_ssize_t)o[len] > dv->len) { err = "gather_values: a part's offsets are outside its data"; break; }
-        for (Py_ssize_t i = 0; i < len; i++)
-            if (o[i + 1] < o[i]) { err = "gather_values: a part's offsets are not ascending"; break; }
-        if (err != NULL) break;
-        offs[p] = o;
+        offs[p] = (const int32_t *)ov->buf + off;
         datas[p] = (const char *)dv->buf;
         lens[p] = len;
+        dlens[p] = dv->len;
     }
     if (err != NULL) { PyErr_SetString(PyExc_ValueError, err); goto done; }
     if (PyObject_GetBuffer(args[1], &bufs[held], PyBUF_C_CONTIGUOUS) < 0) goto done;
@@ -526,15 +523,23 @@ static PyObject *gather_values(PyObject *self, PyObject *const *args, Py_ssize_t
         g = bv->len / 8 - 1;
         bounds = (const int64_t *)bv->buf;
         if (g < 0 || bounds[0] != 0 || bounds[g] != n) err = "gather_values: bounds must run from 0 to the number of pieces";
-        for (Py_ssize_t k = 0; err == NULL && k < g; k++)
-            if (bounds[k + 1] < bounds[k]) err = "gather_values: bounds not ascending";
     }
     long long total = 0;
+    Py_BEGIN_ALLOW_THREADS  /* the checks read only the held buffers */
+    for (Py_ssize_t p = 0; err == NULL && p < np_; p++) {
+        const int32_t *o = offs[p];
+        if (o[0] < 0 || o[lens[p]] < o[0] || (Py_ssize_t)o[lens[p]] > dlens[p]) err = "gather_values: a part's offsets are outside its data";
+        for (Py_ssize_t i = 0; err == NULL && i < lens[p]; i++)
+            if (o[i + 1] < o[i]) err = "gather_values: a part's offsets are not ascending";
+    }
+    for (Py_ssize_t k = 0; err == NULL && bounds != NULL && k < g; k++)
+        if (bounds[k + 1] < bounds[k]) err = "gather_values: bounds not ascending";
     for (Py_ssize_t j = 0; err == NULL && j < n; j++) {
         int32_t p = part[j];
         if (p < 0 || p >= np_ || row[j] < 0 || row[j] >= lens[p]) { err = "gather_values: a piece outside its part"; break; }
         total += offs[p][row[j] + 1] - offs[p][row[j]];
     }
+    Py_END_ALLOW_THREADS
     if (err != NULL) { PyErr_SetString(PyExc_ValueError, err); goto done; }
     if (total > limit) { result = Py_NewRef(Py_None); goto done; }
     obytes = PyBytes_FromStringAndSize(NULL, (g + 1) * 4);
@@ -565,7 +570,7 @@ done:
     Py_XDECREF(obytes);
     Py_XDECREF(dbytes);
     for (Py_ssize_t i = 0; i < held; i++) PyBuffer_Release(&bufs[i]);
-    PyMem_Free(bufs); PyMem_Free(offs); PyMem_Free(datas); PyMem_Free(lens);
+    PyMem_Free(bufs); PyMem_Free(offs); PyMem_Free(datas); PyMem_Free(lens); PyMem_Free(dlens);
     return result;
 }
 
