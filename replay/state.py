@@ -82,18 +82,20 @@ def unregister(app: web.Application, key: int) -> None:
     app[ACTIVE].pop(key, None)
 
 
-async def trim_when_idle(app: web.Application, every_s: float = 1.0) -> None:
-    """Give freed pages back once no stream runs (a stream's last batch may still be finishing in the pool
-    when its handler returns, so this looks again every second rather than once at the end)."""
+async def trim_when_idle(app: web.Application, every_s: float = 1.0, idle_trims: int = 5) -> None:
+    """Give freed pages back once no stream runs, at each of the first ``idle_trims`` idle looks after
+    activity: a stream whose client went away returns from its handler while its reader may still be
+    decoding a batch, and the pages that batch frees come after a single trim (seen: 130 MB kept after
+    200 aborted requests on a loaded machine)."""
     import asyncio
 
-    dirty = False
+    left = 0
     while True:
         await asyncio.sleep(every_s)
         if app[ACTIVE]:
-            dirty = True
-        elif dirty:
-            dirty = False
+            left = idle_trims
+        elif left:
+            left -= 1
             await asyncio.get_running_loop().run_in_executor(app[EXECUTOR], release_memory)
 
 

@@ -108,11 +108,17 @@ def read_only_hours(root: str, read_only: str, writable: str) -> dict[str, objec
     def files_of_hour(hour: int) -> list[str]:
         return sorted(glob.glob(os.path.join(root, f"trades/**/hour={hour:02d}/*.parquet"), recursive=True))
 
+    def journals_of_hour(hour: int) -> list[str]:
+        return glob.glob(os.path.join(root, f".journal/trades/**/hour={hour:02d}/*.arrows"), recursive=True)
+
     def finalize_until(w: Writer, now: float, hour: int, n_files: int) -> None:
+        """Until the hour's files are there and its journals (late rows' too) merged and retired."""
         end = time.monotonic() + 60
-        while len(files_of_hour(hour)) < n_files or w._inflight:
-            assert time.monotonic() < end, "finalize never finished"
+        while True:
             w.finalize_due(now=now, background=True)
+            if len(files_of_hour(hour)) >= n_files and not w._inflight and not journals_of_hour(hour):
+                return
+            assert time.monotonic() < end, "finalize never finished"
             time.sleep(0.02)
 
     spec = ringset.make_spec("bybit", ["BTCUSDT", "ETHUSDT"], ["publicTrade.BTCUSDT"], ["trades"],
@@ -167,6 +173,10 @@ def read_only_hours(root: str, read_only: str, writable: str) -> dict[str, objec
         end = time.monotonic() + 60
         while not w.storage.blocked:  # the finalize thread's EROFS, seen when reaped
             assert time.monotonic() < end, "finalize never failed"
+            w.finalize_due(now=due2, background=True)
+            time.sleep(0.02)
+        while w._inflight:  # each symbol's finalize fails and is reaped in this one read-only episode
+            assert time.monotonic() < end, "finalize thread never finished"
             w.finalize_due(now=due2, background=True)
             time.sleep(0.02)
         retry_due(w)
