@@ -189,36 +189,35 @@ def _tree(root: int) -> list[int]:
     return out
 
 
-def _cpu(pid: int) -> float:
-    """CPU seconds of a process, nanosecond-exact: the sum of its threads' ``schedstat``
-    (``stat``'s utime+stime count 10 ms ticks, too coarse for idle figures)."""
-    total = 0
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return 0.0
-    for t in tasks:
-        try:
-            total += int(Path(f"/proc/{pid}/task/{t}/schedstat").read_text().split()[0])
-        except (OSError, IndexError, ValueError):
-            continue
-    return total / 1e9
-
-
-def _wakeups(pid: int) -> int:
-    """Voluntary context switches of every thread of ``pid`` (each is one sleep and wake-up)."""
-    total = 0
+def _per_thread(pid: int, read: Callable[[Path], int]) -> int:
+    """``read`` of each thread's ``/proc/PID/task/TID`` directory, summed (0 for a process gone; a
+    thread gone meanwhile counts 0)."""
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return 0
+    total = 0
     for t in tasks:
         try:
-            m = re.search(r"^voluntary_ctxt_switches:\s+(\d+)", Path(f"/proc/{pid}/task/{t}/status").read_text(), re.M)
-        except OSError:
+            total += read(Path(f"/proc/{pid}/task/{t}"))
+        except (OSError, IndexError, ValueError):
             continue
-        total += int(m[1]) if m else 0
     return total
+
+
+def _cpu(pid: int) -> float:
+    """CPU seconds of a process, nanosecond-exact: the sum of its threads' ``schedstat``
+    (``stat``'s utime+stime count 10 ms ticks, too coarse for idle figures)."""
+    return _per_thread(pid, lambda d: int((d / "schedstat").read_text().split()[0])) / 1e9
+
+
+def _wakeups(pid: int) -> int:
+    """Voluntary context switches of every thread of ``pid`` (each is one sleep and wake-up)."""
+    def read(d: Path) -> int:
+        m = re.search(r"^voluntary_ctxt_switches:\s+(\d+)", (d / "status").read_text(), re.M)
+        return int(m[1]) if m else 0
+
+    return _per_thread(pid, read)
 
 
 def _name(pid: int) -> str:

@@ -273,9 +273,6 @@ class Writer:
             log.warning("ring %s is new: recovered %d records from journals of the previous run", src.key, n)
 
     # -- draining -------------------------------------------------------------------
-    def max_fill(self) -> float:
-        return max((s.ring.fill() for s in self.sources), default=0.0)
-
     def drain_once(self) -> int:
         """One durable cycle over every ring; returns the records made durable.
 
