@@ -347,6 +347,8 @@ class BinanceFutures(Feed):
         another stream, a malformed or control frame) goes to ``on_frame``, which handles
         every case."""
         tag = plan.tag
+        if tag == DIFF:
+            return self._diff_frame_handler()
         if tag != AGG and tag != TRADE:
             return self.on_frame
         agg = tag == AGG  # aggTrade: id ``a``; trade: id ``t``, and only ``X`` MARKET is a trade row
@@ -390,6 +392,64 @@ class BinanceFutures(Feed):
                 do_pending(ts)
 
         return on_trade_frame
+
+    def _diff_frame_handler(self) -> Callable[[Listener, int, memoryview], None]:
+        """A connection of depth diff streams gets a closure with everything it touches bound
+        once: one typed decode, one route lookup, and for a synced book's next diff its level
+        text parsed straight into ring records, the counters and the raw frame. A diff that does
+        not continue the chain (a gap, a duplicate, a book still syncing, a planned reconnect's
+        overlap) goes through ``on_diff``; another stream, a malformed or control frame, and
+        level text the compiled parser refuses go to ``on_frame`` / ``on_frame_slow``, which
+        handle every case."""
+        decode = self._fast[DIFF].decode
+        nchan = self.nchan
+        get = {name: (sym, chan, sym * nchan + chan)
+               for name, (kind, sym, chan) in self.routes.items() if kind == DIFF}.get
+        sync, has_pu = self.sync, self.has_pu
+        n_msgs, n_bytes, last_ns, ch_msgs, ch_bytes = self.n_msgs, self.n_bytes, self.last_ns, self.ch_msgs, self.ch_bytes
+        push_text, raw_fast = self.out.book_level_text, self.out.raw_fast
+        raw_on = self.raw_on
+        pending = self._pending_resync
+        on_frame, on_frame_slow, on_diff, do_pending = self.on_frame, self.on_frame_slow, self.on_diff, self._do_pending
+        synced = SyncState.SYNCED
+
+        def on_diff_frame(lst: Listener, ts: int, payload: memoryview) -> None:
+            try:
+                msg = decode(payload)
+            except msgspec.DecodeError:
+                on_frame_slow(lst, ts, payload)
+                return
+            route = get(msg.stream)
+            if route is None:
+                on_frame(lst, ts, payload)
+                return
+            sym, chan, k = route
+            d = msg.data
+            st = sync[sym]
+            rolling = lst.link.rolling
+            try:
+                if (st.state is synced and not rolling and d.u > st.last_u and not st.ahead
+                        and (d.pu if has_pu else d.U - 1) == st.last_u):  # on_diff's common case, inlined
+                    push_text(ts, d.E * 1_000_000, sym, False, d.b, d.a)
+                    st.last_u = d.u
+                    keep = True
+                else:
+                    keep = on_diff(lst, ts, sym, d)
+            except LevelTextError:  # nothing written: the slow path counts it malformed and keeps it raw
+                on_frame_slow(lst, ts, payload)
+                return
+            n = len(payload)
+            n_msgs[sym] += 1
+            n_bytes[sym] += n
+            last_ns[sym] = ts
+            ch_msgs[k] += 1
+            ch_bytes[k] += n
+            if raw_on and (keep or not rolling):
+                raw_fast(ts, payload, lst.conn_id, sym, chan)
+            if pending:
+                do_pending(ts)
+
+        return on_diff_frame
 
     def on_frame(self, lst: Listener, ts: int, payload: memoryview) -> None:
         """Fast path: one typed pass over envelope + body for the connection's main

@@ -3,8 +3,9 @@
 ``pip install`` builds ``ipc/_fastpack.c`` and ``ipc/_tradepack.c`` where a C compiler
 exists (both extensions are optional); without them, or with ``TICKTAPE_PURE_PYTHON=1``,
 ``pack_levels`` and ``pack_level_text`` are None and ``Outbox`` packs level by level in
-Python (the level text decoded by msgspec), and ``TradeFrameWriter`` is None and
-``Outbox.trade_frame_pusher`` packs with ``struct``. Both write the same bytes (tests/ipc checks).
+Python (the level text decoded by msgspec), ``TradeFrameWriter`` is None and
+``Outbox.trade_frame_pusher`` packs with ``struct``, and ``RawFrameWriter`` is None and
+``Outbox.raw_fast`` is the Python method. Both write the same bytes (tests/ipc checks).
 ``join_lines`` and ``gather_values`` (replay's raw lines, merges and book_change lines in one pass)
 are None then too and replay uses pyarrow's join, concat and take.
 """
@@ -86,17 +87,25 @@ gather_values: Callable[..., tuple[bytes, bytes] | None] | None = (
     getattr(_MOD, "gather_values", None) if _MOD is not None else None)
 
 
-def _load_trade_frame_writer() -> Any:
+def _load_tradepack() -> Any:
     mod = _compiled("_tradepack", TRADE_STRUCT.format == "<qqddHB5x40s" and RAW_INDEX_STRUCT.format == "<qQIIHH4x")
     if mod is None or (TRADE_STRUCT.size, RAW_INDEX_STRUCT.size) != (mod.TRADE_BYTES, mod.RAW_INDEX_BYTES):
         return None
-    return mod.TradeFrameWriter
+    return mod
+
+
+_TRADEPACK = _load_tradepack()
 
 
 #: ``TradeFrameWriter(trade_ring, trade_buf, trade_cap, trade_size, raw_ring, index_ring, index_buf,
 #: index_cap, index_size, arena_buf, arena_cap, header, write_word, slow)``, whose ``push`` writes
 #: a trade row and its raw frame (``Outbox.trade_frame_pusher``); None: the Python path only
-TradeFrameWriter: Any = _load_trade_frame_writer()
+TradeFrameWriter: Any = _TRADEPACK.TradeFrameWriter if _TRADEPACK is not None else None
+
+#: ``RawFrameWriter(raw_ring, index_ring, index_buf, index_cap, index_size, arena_buf, arena_cap, header,
+#: write_word, slow)``, whose ``push(local_ts, payload, conn_id, symbol, channel)`` writes one raw frame
+#: (``Outbox.raw_fast``; ``slow`` with the same arguments when it does not fit); None: Python only
+RawFrameWriter: Any = getattr(_TRADEPACK, "RawFrameWriter", None) if _TRADEPACK is not None else None
 
 
 _NO_RING = bytearray(64)

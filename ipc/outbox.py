@@ -82,6 +82,17 @@ class Outbox:
         self._snap_packer: Callable[..., None] | None = (
             _levels_packer(self._snap_struct, self.snapshot_levels) if self._snap_struct is not None else None
         )
+        #: ``raw_fast(local_ts, payload, conn_id, symbol, channel)``: ``raw`` for the per-frame paths,
+        #: the compiled ``RawFrameWriter.push`` when built (a full ring or an arena wrap goes through
+        #: ``raw``), else the same steps in Python (``_raw_fast_py``); same bytes either way
+        self.raw_fast: Callable[[int, Any, int, int, int], None] = self._raw_fast_py
+        raw_writer = fastpack.RawFrameWriter if compiled else None
+        if raw_writer is not None and self._raw is not None:
+            idx = self._raw.index
+            self.raw_fast = raw_writer(
+                self._raw, idx, idx._mv, idx.capacity, idx.itemsize, self._raw.arena_shm.buf,
+                self._raw.arena_bytes, HEADER_BYTES, _WRITE, self.raw,
+            ).push
 
     @property
     def raw_enabled(self) -> bool:
@@ -204,7 +215,9 @@ class Outbox:
         ring._wseq = seq
         ring._words[_WRITE] = seq
 
-    def raw_fast(self, local_ts: int, payload: bytes | bytearray | memoryview, conn_id: int, symbol: int, channel: int) -> None:
+    def _raw_fast_py(
+        self, local_ts: int, payload: bytes | bytearray | memoryview, conn_id: int, symbol: int, channel: int
+    ) -> None:
         """``raw`` with the arena copy and index record inlined; any full or wrapping
         case takes ``RawRing.push`` (which refreshes the caches and counts drops)."""
         r = self._raw

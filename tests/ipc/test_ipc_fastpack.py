@@ -76,7 +76,7 @@ def test_compiled_packer_rejects_a_bad_level_before_writing() -> None:
 
 def test_pure_python_switch_turns_the_compiled_packer_off() -> None:
     code = ("from ticktape.ipc import fastpack; print(fastpack.pack_levels is None and fastpack.pack_level_text is None"
-            " and fastpack.TradeFrameWriter is None and fastpack.join_lines is None and fastpack.gather_values is None)")
+            " and fastpack.TradeFrameWriter is None and fastpack.RawFrameWriter is None and fastpack.join_lines is None and fastpack.gather_values is None)")
     env = {**os.environ, "TICKTAPE_PURE_PYTHON": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
@@ -281,5 +281,63 @@ def test_trade_writer_rows_decode_to_what_was_pushed() -> None:
         with pytest.raises(TypeError):
             push(12, 23, 1, "1", 1.0, 1.0, 1, b"x", 3, 1)
         assert rings["trades"].write_seq == 1 and rings["raw"].index.write_seq == 1
+    finally:
+        ringset.close(rings)
+
+
+# --- the raw-frame writer (every non-trade frame's raw copy: ``Outbox.raw_fast``) -------------
+raw_writer = pytest.mark.skipif(fastpack.RawFrameWriter is None, reason="the C raw writer was not built here")
+
+
+def _raw_frames(compiled_writer: bool, read_at: tuple[int, ...]) -> tuple:
+    """40 frames of growing size through ``raw_fast`` into a small raw ring (12 index slots, a
+    1 KiB arena): it fills, drops, wraps and (after ``read_at`` reads) goes on."""
+    spec = ringset.make_spec("binance-futures", ["BTCUSDT", "ETHUSDT"], ["depth"], ["book_change", "raw"],
+                             record_capacity=16, raw_index_capacity=12, raw_arena_bytes=1024)
+    rings = ringset.create(spec)
+    try:
+        ob = Outbox(spec, rings, compiled=compiled_writer)
+        rr = rings["raw"]
+        for i in range(40):
+            if i in read_at:
+                rr.commit(rr.index.write_seq)
+            frame = b'{"stream":"btcusdt@depth","data":{"u":%d,"pad":"%s"}}' % (i, b"x" * (i * 13 % 70))
+            ob.raw_fast(1_000 + i, memoryview(frame) if i % 2 else frame, 7 + i, 1 + i % 2, i % 3)
+        return (bytes(rr.index._mv[HEADER_BYTES:]), rr.index.write_seq, rr.index._wseq, rr.dropped,
+                bytes(rr._data), rr._wpos, int(rr._words[8]), sorted(ob._lost.items()))
+    finally:
+        ringset.close(rings)
+
+
+@raw_writer
+def test_compiled_and_python_raw_writers_write_the_same_bytes_through_a_full_ring_and_wraps() -> None:
+    for read_at in ((), (9, 14, 20, 27, 33)):  # (): everything after the arena or index fills drops
+        a = _raw_frames(True, read_at)
+        b = _raw_frames(False, read_at)
+        assert a == b
+        if not read_at:
+            assert a[3] > 0 and a[-1]  # the full ring dropped, counted, pending a drop event
+    assert a[1] == 40 and a[3] == 0  # the run with reads wrapped the arena without a drop
+
+
+@raw_writer
+def test_raw_writer_refuses_out_of_range_arguments_before_writing() -> None:
+    spec = ringset.make_spec("binance-futures", ["BTCUSDT"], ["depth"], ["book_change", "raw"], record_capacity=16,
+                             raw_index_capacity=16, raw_arena_bytes=1 << 12)
+    rings = ringset.create(spec)
+    try:
+        ob = Outbox(spec, rings)
+        assert ob.raw_fast != ob._raw_fast_py  # the compiled writer is the one in use
+        ob.raw_fast(11, b"frame-bytes", 3, 0, 1)
+        with pytest.raises(ValueError):
+            ob.raw_fast(12, b"x", 3, 70_000, 1)
+        with pytest.raises(TypeError):
+            ob.raw_fast(12, "text", 3, 0, 1)
+        _s, [(index, arena, base)] = rings["raw"].peek()
+        i0 = index[0].copy()
+        payload = bytes(arena[int(i0["pos"]) - base :][: int(i0["length"])])
+        del index, arena  # views of the rings: gone before they close
+        assert (int(i0["local_ts"]), int(i0["conn_id"]), int(i0["symbol"]), int(i0["channel"])) == (11, 3, 0, 1)
+        assert payload == b"frame-bytes" and rings["raw"].index.write_seq == 1
     finally:
         ringset.close(rings)
