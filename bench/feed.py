@@ -10,7 +10,8 @@ before the blast until every frame is counted by the feed and every ring is
 committed by the writer (the rows are durable in fsynced journals), divided
 by the frames blasted. Hour files are finalized after that, at shutdown, and
 not counted. ``idle_cpu_ms_per_s``: the same tree connected to a feed that
-sent a few frames and then went silent, for ``--idle-seconds``; ``idle_cpu_ms_per_s_by_process`` splits it,
+sent a few frames and then went silent, for ``--idle-windows`` consecutive windows of ``--idle-seconds``
+(the median window); ``idle_cpu_ms_per_s_by_process`` splits it,
 and ``idle_wakeups_per_s_by_process`` counts the times each process's threads went to sleep and
 woke (voluntary context switches: timers and polls, the idle cost that does not depend on the
 machine's speed).
@@ -57,6 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies every scenario's frame count")
     parser.add_argument("--runs", type=int, default=1, help="runs per scenario (median reported)")
     parser.add_argument("--idle-seconds", type=float, default=10.0, help="idle window (0 skips the idle figure)")
+    parser.add_argument("--idle-windows", type=int, default=3,
+                        help="consecutive idle windows (the median window per process is reported)")
     parser.add_argument("--ring-records", type=int, default=0,
                         help="[ring] records of the capture (0: each scenario's own, sized for its blast rate)")
     parser.add_argument("--compare", metavar="CHECKOUT", default=None,
@@ -371,8 +374,13 @@ def run_scenario(name: str, sc: Scenario, scale: float, pythonpath: str | None =
     }
 
 
-def idle(seconds: float, pythonpath: str | None = None) -> dict[str, Any]:
+def idle(seconds: float, pythonpath: str | None = None, windows: int = 1) -> dict[str, Any]:
+    """``windows`` consecutive windows of ``seconds`` on one idle capture: the figures are each
+    process's median window (a quiet VM's cost per wake-up swings from window to window; the
+    wake-up counts do not), ``idle_windows`` has every window."""
     sc = scenarios()["aggtrade_raw"]
+    cpu_w: list[dict[str, float]] = []
+    wake_w: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="tt-bench-feed-idle-") as tmp, Blaster() as bl:
         cap = Capture(sc, bl.url, Path(tmp), pythonpath)
         try:
@@ -385,16 +393,25 @@ def idle(seconds: float, pythonpath: str | None = None) -> dict[str, Any]:
             time.sleep(1.0)  # start-up work done
             pids = cap.pids()
             w0, c0, t0 = {p: float(_wakeups(p)) for p in pids}, cap.cpu(pids), time.monotonic()
-            time.sleep(seconds)  # a fixed window: the figure is a rate, no metrics polled meanwhile
-            c1, t1, w1 = cap.cpu(pids), time.monotonic(), {p: float(_wakeups(p)) for p in pids}
+            for _ in range(max(1, windows)):
+                time.sleep(seconds)  # a fixed window: the figure is a rate, no metrics polled meanwhile
+                c1, t1, w1 = cap.cpu(pids), time.monotonic(), {p: float(_wakeups(p)) for p in pids}
+                dt = t1 - t0
+                cpu_w.append({k: v / dt * 1e3 for k, v in _by_role(cap, pids, c0, c1, names).items()})
+                wake_w.append({k: v / dt for k, v in _by_role(cap, pids, w0, w1, names).items()})
+                w0, c0, t0 = w1, c1, t1
         finally:
             cap.stop()
-    roles = _by_role(cap, pids, c0, c1, names)
-    wakes = _by_role(cap, pids, w0, w1, names)
-    dt = t1 - t0
-    return {"idle_cpu_ms_per_s": sum(roles.values()) / dt * 1e3,
-            "idle_cpu_ms_per_s_by_process": {k: round(v / dt * 1e3, 3) for k, v in sorted(roles.items())},
-            "idle_wakeups_per_s_by_process": {k: round(v / dt, 1) for k, v in sorted(wakes.items())}}
+
+    def med(ws: list[dict[str, float]], nd: int) -> dict[str, float]:
+        return {k: round(statistics.median(w[k] for w in ws), nd) for k in sorted(ws[0])}
+
+    return {"idle_cpu_ms_per_s": statistics.median(sum(w.values()) for w in cpu_w),
+            "idle_cpu_ms_per_s_by_process": med(cpu_w, 3),
+            "idle_wakeups_per_s_by_process": med(wake_w, 1),
+            "idle_windows": [{"cpu_ms_per_s": {k: round(v, 3) for k, v in sorted(c.items())},
+                              "wakeups_per_s": {k: round(v, 1) for k, v in sorted(w.items())}}
+                             for c, w in zip(cpu_w, wake_w, strict=True)]}
 
 
 def _flag_drops(name: str, runs: list[dict[str, Any]], side: str, counts: dict[str, int]) -> None:
@@ -444,9 +461,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         out["compare_cpu_us_per_frame"] = other
         out["compare_ratio"] = {k: round(other[k] / per[k], 2) for k in per if per[k]}
     if args.idle_seconds > 0:
-        out.update(idle(args.idle_seconds))
+        out.update(idle(args.idle_seconds, windows=args.idle_windows))
         if args.compare:
-            alt_idle = idle(args.idle_seconds, args.compare)
+            alt_idle = idle(args.idle_seconds, args.compare, args.idle_windows)
             out["compare_idle_cpu_ms_per_s"] = alt_idle["idle_cpu_ms_per_s"]
             out["compare_idle_cpu_ms_per_s_by_process"] = alt_idle["idle_cpu_ms_per_s_by_process"]
             out["compare_idle_wakeups_per_s_by_process"] = alt_idle["idle_wakeups_per_s_by_process"]

@@ -13,6 +13,9 @@ errors in its own log. Before the target runs the child:
 * watches its parent: if the supervisor dies, the child sets its own stop event,
   so an ingest process stops and a writer drains what it can and finalizes (a
   thread blocked on the parent's pidfd: no periodic wake-up).
+
+At a stop the supervisor sets an ingest's stop flag and then ``nudge``s it
+(``STOP_NUDGE``), so a quiet feed's once-a-second watchdog stops at once.
 """
 
 from __future__ import annotations
@@ -33,6 +36,21 @@ from ticktape.engine import logging_setup
 from ticktape.engine.config import LogConfig
 
 log = logging.getLogger("ticktape.supervisor")
+
+#: sent by the supervisor to an ingest process right after setting its stop flag, so a quiet
+#: feed's watchdog (a tick a second) looks at the flag at once. SIGURG's default action is to
+#: ignore it (nothing here uses out-of-band TCP data, its other sender): a nudge reaching a child
+#: before its handler is installed or after it is removed does nothing, never kills it.
+STOP_NUDGE = signal.SIGURG
+
+
+def nudge(pid: int | None) -> None:
+    """Wake ``pid``'s watchdog (see ``STOP_NUDGE``); a process already gone is no error."""
+    if pid:
+        try:
+            os.kill(pid, STOP_NUDGE)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def resolve(target: str) -> Callable[..., Any]:

@@ -13,6 +13,8 @@ supervisor's event loop.
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -23,6 +25,10 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import CollectorRegistry
 
 StartResponse = Callable[..., Any]
+
+#: the serving thread blocks on its socket (socketserver's default 0.5 s poll woke an idle
+#: capture's supervisor twice a second); ``close`` wakes it with a connection of its own
+_POLL = 3600.0
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -58,14 +64,24 @@ class MetricsServer:
         """Bind and serve in a daemon thread; OSError if the port is taken."""
         self._server = make_server(self.host, self.port, self.app, ThreadingWSGIServer, handler_class=_QuietHandler)
         self.port = self._server.server_port
-        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(_POLL,), name="metrics-http",
+                                        daemon=True)
         self._thread.start()
 
     def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        server, self._server = self._server, None
+        if server is not None:
+            # shutdown() waits for the serving loop to look at its flag: a connection wakes it
+            stopper = threading.Thread(target=server.shutdown, name="metrics-http-stop", daemon=True)
+            stopper.start()
+            host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+            for _ in range(25):  # a few seconds at most: the threads are daemons
+                if not stopper.is_alive():
+                    break
+                with contextlib.suppress(OSError):
+                    socket.create_connection((host, self.port), timeout=1.0).close()
+                stopper.join(0.2)
+            server.server_close()
         if self._thread is not None:
             self._thread.join(5)
 

@@ -35,7 +35,7 @@ import msgspec
 
 from ticktape.archive.lock import ArchiveLock, LockHeld, wait_writers_gone
 from ticktape.engine import logging_setup, summary
-from ticktape.engine.children import child_main
+from ticktape.engine.children import child_main, nudge
 from ticktape.engine.config import Config, effective_raw
 from ticktape.engine.connectors import SYNTHETIC, connector, connector_module
 from ticktape.engine.log_sink import LogSink
@@ -570,6 +570,8 @@ class Supervisor:
         for c in ingest:
             c.restart_at = None  # a pending restart is cancelled
             c.stop.set()
+            if c.proc is not None:
+                nudge(c.proc.pid)  # a quiet feed's watchdog looks at the flag now, not at its next tick
         left = await self._wait(ingest, sup.ingest_stop_timeout)
         self.clean_ingest_stop = not left
         if left:

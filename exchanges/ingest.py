@@ -15,6 +15,7 @@ from collections.abc import Callable
 from multiprocessing.synchronize import Event
 from typing import TYPE_CHECKING, Any
 
+from ticktape.engine.children import STOP_NUDGE
 from ticktape.exchanges.connection import Link
 
 if TYPE_CHECKING:
@@ -27,9 +28,10 @@ log = logging.getLogger("ticktape.exchanges")
 WATCHDOG_PERIOD = 0.1
 #: the longest watchdog period while no frame arrives (doubling from WATCHDOG_PERIOD after
 #: each quiet tick, back to it at the first tick that sees frames): an idle feed's process
-#: wakes ~3 times a second instead of 10. Also at most a quarter of the stall timeout and
-#: half the ping interval, so silence and heartbeats keep their timing.
-WATCHDOG_QUIET = 0.4
+#: wakes about once a second instead of 10 times. Also at most a quarter of the stall timeout
+#: and half the ping interval, so silence and heartbeats keep their timing. A stop does not
+#: wait for the tick: the supervisor sends ``STOP_NUDGE`` after setting the stop flag.
+WATCHDOG_QUIET = 1.0
 
 
 def quiet_period(timing: Any) -> float:
@@ -44,13 +46,23 @@ async def run_feed(feed: Feed, should_stop: Callable[[], bool]) -> None:
     """Run ``feed`` until ``should_stop()`` is true, then close its connections."""
     await feed.start()
     loop = asyncio.get_running_loop()
+    nudged = asyncio.Event()
+    try:
+        loop.add_signal_handler(STOP_NUDGE, nudged.set)
+    except (RuntimeError, ValueError):  # not the main thread (in-process tests): ticks only
+        pass
     feed.links = [Link(feed, plan, feed.timing) for plan in feed.get_plans()]
     tasks = [loop.create_task(link.run()) for link in feed.links]
     longest = quiet_period(feed.timing)
     period = WATCHDOG_PERIOD
     try:
         while not should_stop():
-            await asyncio.sleep(period)
+            if period <= WATCHDOG_PERIOD:
+                await asyncio.sleep(period)
+            else:  # a quiet feed's long tick: a stop nudge ends it
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(nudged.wait(), period)
+                nudged.clear()  # a stray signal ends one tick early, nothing more
             now = time.monotonic()
             busy = False
             for link in feed.links:
@@ -64,6 +76,8 @@ async def run_feed(feed: Feed, should_stop: Callable[[], bool]) -> None:
                 if t.done() and not t.cancelled() and t.exception() is not None:
                     raise t.exception()  # type: ignore[misc]
     finally:
+        with contextlib.suppress(RuntimeError, ValueError):
+            loop.remove_signal_handler(STOP_NUDGE)
         # before the shutdown markers: the last events row of a clean stop is its disconnect
         feed.flush_duplicates(time.time_ns(), force=True)
         for link in feed.links:

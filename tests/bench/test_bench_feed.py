@@ -19,7 +19,7 @@ def test_bench_feed_json_contract() -> None:
     scen = "aggtrade_noraw,diff17_raw,bybit50_raw,hl_l2book_raw"
     out = subprocess.run(
         [sys.executable, "-m", "ticktape.engine.cli", "bench", "feed", "--json", "--scenarios", scen,
-         "--scale", "0.001", "--idle-seconds", "1"],
+         "--scale", "0.001", "--idle-seconds", "1", "--idle-windows", "2"],
         capture_output=True, text=True, timeout=600, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert out.returncode == 0, out.stderr[-2000:]
@@ -27,6 +27,10 @@ def test_bench_feed_json_contract() -> None:
     assert set(fig["cpu_us_per_frame"]) == set(scen.split(","))
     assert all(v > 0 for v in fig["cpu_us_per_frame"].values())
     assert fig["idle_cpu_ms_per_s"] >= 0
+    assert len(fig["idle_windows"]) == 2  # the figure is the median window; each window is kept
+    for w in fig["idle_windows"]:
+        assert set(w["cpu_ms_per_s"]) == set(w["wakeups_per_s"]) >= {"supervisor", "ingest", "writer"}
+    assert set(fig["idle_cpu_ms_per_s_by_process"]) == set(fig["idle_windows"][0]["cpu_ms_per_s"])
     assert fig["runs_with_drops"] == {s: 0 for s in scen.split(",")}
     for name, d in fig["detail"].items():
         assert d["frames"] >= 1000, name
