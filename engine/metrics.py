@@ -215,6 +215,10 @@ def _ring_metrics(feeds: list[FeedView], now_ns: int) -> Iterator[Metric]:
                  [(lv, i.capacity) for lv, i, _ in rows])
     yield _gauge("ticktape_writer_lag_seconds", "age of the oldest record in the ring not yet durable (0 = caught up)",
                  labels, [(lv, round(ring_lag_seconds(r, now_ns), 6)) for lv, _, r in rows])
+    yield _gauge("ticktape_feed_wake_armed", "1 while the feed is quiet and its next frame wakes the writer "
+                 "(meanwhile the writer sleeps until its flush tick)", ["exchange"],
+                 [((f.spec.exchange,), int(ev.wake_armed)) for f in feeds
+                  if isinstance(ev := f.rings.get("events"), RecordRing)])
 
 
 def _child_metrics(children: list[ChildView]) -> Iterator[Metric]:

@@ -68,6 +68,10 @@ class FeedPort(Protocol):
 
     def frame(self, lst: Listener, ts: int, payload: memoryview) -> None: ...
 
+    wake_armed: bool
+
+    def wake_writer(self) -> None: ...
+
     def malformed(self, conn_id: int, ts: int, payload: memoryview | bytes, why: str) -> None: ...
 
     def opened(self, lst: Listener, reconnect: bool) -> None: ...
@@ -89,7 +93,10 @@ class Listener(WSListener):  # type: ignore[misc]
     def __init__(self, link: Link, conn_id: int) -> None:
         self.link = link
         self.feed = link.feed
-        self._on_frame = link.feed.frame_handler(link.plan)
+        self._handler = link.feed.frame_handler(link.plan)
+        #: what a whole data frame goes to: the handler, or while the feed is armed
+        #: (``ipc.wake``) ``_first_after_quiet``, which wakes the writer first
+        self._on_frame = self._first_after_quiet if link.feed.wake_armed else self._handler
         self.conn_id = conn_id
         self.transport: WSTransport | None = None
         self.plan = link.plan
@@ -107,6 +114,16 @@ class Listener(WSListener):  # type: ignore[misc]
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
 
+    def arm(self) -> None:
+        self._on_frame = self._first_after_quiet
+
+    def disarm(self) -> None:
+        self._on_frame = self._handler
+
+    def _first_after_quiet(self, lst: Listener, ts: int, payload: memoryview) -> None:
+        self.feed.wake_writer()  # disarms every connection of the feed, this one included
+        self._handler(lst, ts, payload)
+
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         # the hot path: one whole data frame. Outside a fragmented message a final frame is data
         # or control, and control frames carry at most 125 bytes (RFC 6455 5.5): a longer one is
@@ -123,6 +140,8 @@ class Listener(WSListener):  # type: ignore[misc]
         ts = _time_ns()
         self.last_frame = _monotonic()  # pongs and fragments are liveness too
         mt = frame.msg_type
+        if self.feed.wake_armed and (mt is _TEXT or mt is _BINARY or mt is _CONTINUATION):
+            self.feed.wake_writer()  # data on the slow path: the writer is woken all the same
         if (mt is _TEXT or mt is _BINARY) and frame.fin:  # whole, though a fragmented one was open
             self.frames += 1
             self.feed.frame(self, ts, frame.get_payload_as_memoryview())

@@ -24,6 +24,7 @@ from ticktape.ipc.stats import FIELDS, F, FeedStats
 
 if TYPE_CHECKING:
     from ticktape.engine.settings import ExchangeConfig
+    from ticktape.ipc.wake import Waker
 
 log = logging.getLogger("ticktape.exchanges")
 
@@ -89,6 +90,10 @@ class Feed:
             )
         outbox.on_book_drop = self.on_book_drop
         self.links: list[Link] = []
+        #: the writer's wake-on-data channel (``ipc.wake``; None: never armed) and whether every
+        #: connection's next data frame wakes the writer first
+        self.waker: Waker | None = None
+        self.wake_armed = False
         self._plans: list[Plan] | None = None
         self.sym_id = {s: i for i, s in enumerate(spec.symbols)}
         self.chan_id = {c: i for i, c in enumerate(spec.channels)}
@@ -158,6 +163,32 @@ class Feed:
 
     def tick(self, now: float) -> None:
         """Called by the watchdog a few times a second."""
+
+    # -- wake-on-data (ipc.wake) ---------------------------------------------------
+    def arm_wake(self) -> None:
+        """The feed is quiet: every connection's next data frame first wakes the writer, which
+        may then sleep until its flush tick. The ring set's armed word is set last: the writer
+        trusts it only once every connection would wake it."""
+        if self.wake_armed or self.waker is None:
+            return
+        self.wake_armed = True
+        for link in self.links:
+            for lst in link.listeners():
+                lst.arm()
+        self.out.wake_armed = True
+
+    def wake_writer(self) -> None:
+        """A frame after quiet (or a stop): the armed word cleared first, every connection back
+        on its plain handler, then one datagram to the writer."""
+        if not self.wake_armed:
+            return
+        self.wake_armed = False
+        self.out.wake_armed = False
+        for link in self.links:
+            for lst in link.listeners():
+                lst.disarm()
+        if self.waker is not None:
+            self.waker.wake()
 
     async def start(self) -> None:
         """Async resources (e.g. an HTTP session) before connections open."""

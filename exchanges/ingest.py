@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ticktape.engine.children import STOP_NUDGE
 from ticktape.exchanges.connection import Link
+from ticktape.ipc.wake import Waker
 
 if TYPE_CHECKING:
     from ticktape.engine.settings import ExchangeConfig, LogConfig
@@ -46,6 +47,9 @@ async def run_feed(feed: Feed, should_stop: Callable[[], bool]) -> None:
     """Run ``feed`` until ``should_stop()`` is true, then close its connections."""
     await feed.start()
     loop = asyncio.get_running_loop()
+    feed.out.wake_armed = False  # a killed predecessor may have left it armed
+    if feed.waker is None:
+        feed.waker = Waker(feed.spec)
     nudged = asyncio.Event()
     try:
         loop.add_signal_handler(STOP_NUDGE, nudged.set)
@@ -68,6 +72,8 @@ async def run_feed(feed: Feed, should_stop: Callable[[], bool]) -> None:
             for link in feed.links:
                 busy = link.check(now, feed.ping) or busy
             period = WATCHDOG_PERIOD if busy else min(period * 2, longest)
+            if not busy and period >= longest:
+                feed.arm_wake()  # quiet for a while: the next frame wakes the writer (ipc.wake)
             feed.tick(now)
             feed.flush_duplicates(time.time_ns())
             feed.flush_stats()
@@ -76,6 +82,9 @@ async def run_feed(feed: Feed, should_stop: Callable[[], bool]) -> None:
                 if t.done() and not t.cancelled() and t.exception() is not None:
                     raise t.exception()  # type: ignore[misc]
     finally:
+        feed.wake_writer()  # the writer back on its own clock for the final drain
+        if feed.waker is not None:
+            feed.waker.close()
         with contextlib.suppress(RuntimeError, ValueError):
             loop.remove_signal_handler(STOP_NUDGE)
         # before the shutdown markers: the last events row of a clean stop is its disconnect

@@ -98,6 +98,16 @@ class Outbox:
     def raw_enabled(self) -> bool:
         return self._raw is not None
 
+    @property
+    def wake_armed(self) -> bool:
+        """The ring set's armed word (``ipc.wake``), in the events ring's header."""
+        return isinstance(self._events, RecordRing) and self._events.wake_armed
+
+    @wake_armed.setter
+    def wake_armed(self, on: bool) -> None:
+        if isinstance(self._events, RecordRing):
+            self._events.wake_armed = on
+
     # -- typed pushes (hot path) -----------------------------------------------
     def trade(
         self, local_ts: int, exchange_ts: int, symbol: int, trade_id: bytes, price: float, amount: float, side: int

@@ -35,6 +35,9 @@ HEADER_BYTES = 512
 # word index (uint64) of each field; write/read/dropped are 64 bytes apart
 _W = {"magic": 0, "write": 8, "read": 16, "dropped": 24, "gen": 32, "cap": 40, "item": 48, "bytes_w": 56}
 _WRITE, _READ, _DROPPED = _W["write"], _W["read"], _W["dropped"]  # hot-path constants
+#: the producer's "armed: my next frame wakes you" word (``ipc.wake``), in the magic's cache
+#: line (written once at creation, so no consumer cursor shares its line)
+_WAKE_ARMED = 1
 
 
 #: segments created by this process: attaching to them here must keep the
@@ -190,6 +193,15 @@ class RecordRing:
     @property
     def dropped(self) -> int:
         return int(self._words[_W["dropped"]])
+
+    @property
+    def wake_armed(self) -> bool:
+        """Set by the producer while its next frame will wake the consumer (``ipc.wake``)."""
+        return bool(self._words[_WAKE_ARMED])
+
+    @wake_armed.setter
+    def wake_armed(self, on: bool) -> None:
+        self._words[_WAKE_ARMED] = 1 if on else 0
 
     def fill(self) -> float:
         return (self.write_seq - self.read_seq) / self.capacity

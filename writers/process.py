@@ -6,7 +6,9 @@ the first ring could, filling from its present level at a producer's peak rate
 (``PEAK_*`` records, frames or payload bytes per second), pass three quarters
 full (``WATCH_FILL``). An empty ring is thus looked at every ~0.2 s with the
 default rings, a ring nearing half full as often as before (every ~65 ms), and
-one past half full at once; an idle writer wakes ~6 times a second. When ``stop`` is set (after the producers have stopped)
+one past half full at once. While every feed it serves is quiet and armed to wake
+it (``ipc.wake``), it sleeps until the flush tick instead: an idle writer wakes
+twice a second. When ``stop`` is set (after the producers have stopped)
 it drains everything left, finalizes every open journal and returns (exit 0).
 SIGINT is ignored (a terminal Ctrl-C reaches the whole process group; the
 supervisor decides); SIGTERM asks for the same graceful stop as ``stop``.
@@ -27,6 +29,7 @@ from ticktape.ipc.raw_ring import RawRing
 from ticktape.ipc.ring import RecordRing
 from ticktape.ipc.ringset import RingSetSpec
 from ticktape.ipc.stats import WF, WriterStats
+from ticktape.ipc.wake import WakeListener
 from ticktape.writers.storage import StorageGuard, is_storage_error
 from ticktape.writers.writer import Writer
 
@@ -92,6 +95,10 @@ def run_writer(writer: Writer, stop: MpEvent | threading.Event, flush_interval: 
     """The cycle loop, separate from process set-up so it can run in-process."""
     term = threading.Event()
     watch = FillWatch(writer)
+    # every ring set's armed word (``ipc.wake``): while all are armed the feeds are quiet and
+    # any frame wakes us, so the sleep may last until the flush tick
+    armed = [s.ring for s in writer.sources if s.data_type == "events" and isinstance(s.ring, RecordRing)]
+    wake = WakeListener([s.spec for s in writer.sources if s.data_type == "events"])
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         term.set()
@@ -99,18 +106,23 @@ def run_writer(writer: Writer, stop: MpEvent | threading.Event, flush_interval: 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_term)
     last = time.monotonic()
-    while not stop_requested(stop) and not term.is_set():
-        now = time.monotonic()
-        blocked = writer.storage.blocked  # a full/read-only disk: retry on its own interval, no busy loop
-        fill, wait = watch.look()
-        if (now - last >= flush_interval or (fill > URGENT_FILL and not blocked)) and (
-            writer.storage.may_try()
-        ):
-            last = now
-            writer.drain_once()
-            writer.finalize_due(background=True)  # never stalls the drain
-        else:  # never Event.wait: see stop_requested
-            time.sleep(_POLL_MIN if blocked else max(0.0, min(wait, last + flush_interval - now)))
+    try:
+        while not stop_requested(stop) and not term.is_set():
+            now = time.monotonic()
+            blocked = writer.storage.blocked  # a full/read-only disk: retry on its own interval, no busy loop
+            fill, wait = watch.look()
+            if (now - last >= flush_interval or (fill > URGENT_FILL and not blocked)) and (
+                writer.storage.may_try()
+            ):
+                last = now
+                writer.drain_once()
+                writer.finalize_due(background=True)  # never stalls the drain
+            elif not blocked and wake.ok and armed and all(r.wake_armed for r in armed):
+                wake.wait(max(0.0, last + flush_interval - now))  # until the flush tick, or a frame
+            else:  # never Event.wait: see stop_requested
+                time.sleep(_POLL_MIN if blocked else max(0.0, min(wait, last + flush_interval - now)))
+    finally:
+        wake.close()
     # producers are stopped: empty the rings (on a full disk keep retrying until the
     # supervisor's drain_timeout sends SIGTERM: the records only exist in the rings)
     while True:

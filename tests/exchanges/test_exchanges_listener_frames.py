@@ -14,6 +14,7 @@ from ticktape.exchanges.connection import Link, Listener, Plan, Timing
 
 class Recorder:
     exchange = "test"
+    wake_armed = False  # ipc.wake: never armed here
 
     def __init__(self) -> None:
         self.got: list[tuple[str, int, bytes]] = []
