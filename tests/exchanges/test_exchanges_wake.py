@@ -10,7 +10,7 @@ from picows import WSMsgType
 from picows.picows import _make_test_ws_frame
 
 from ticktape.exchanges.connection import Listener
-from ticktape.ipc.wake import Waker, WakeListener
+from ticktape.ipc.wake import WakeListener, Waker
 
 
 def agg(i: int) -> bytes:

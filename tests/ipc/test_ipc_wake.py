@@ -11,7 +11,7 @@ import pytest
 
 from ticktape.ipc import ringset
 from ticktape.ipc.ringset import RingSetSpec
-from ticktape.ipc.wake import Waker, WakeListener
+from ticktape.ipc.wake import WakeListener, Waker
 
 
 @pytest.fixture
