@@ -454,6 +454,71 @@ done:
     return result;
 }
 
+/* Arrow binary arrays given as (offsets, data, offset, length) tuples, their buffers held. */
+typedef struct {
+    Py_ssize_t n;
+    const int32_t **offs;
+    const char **datas;
+    Py_ssize_t *lens, *dlens;
+} Parts;
+
+/* Parse ``tuple`` into ``ps`` (arrays of np_ + 1 entries, allocated by the caller), holding two
+ * buffers a part in ``bufs`` from ``*held`` on. 0, or -1 with an exception set. */
+static int parse_parts(PyObject *tuple, const char *name, Parts *ps, Py_buffer *bufs, Py_ssize_t *held) {
+    for (Py_ssize_t p = 0; p < ps->n; p++) {
+        PyObject *t = PyTuple_GET_ITEM(tuple, p);
+        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 4) {
+            PyErr_Format(PyExc_TypeError, "%s: each part is (offsets, data, offset, length)", name);
+            return -1;
+        }
+        Py_ssize_t off = PyLong_AsSsize_t(PyTuple_GET_ITEM(t, 2));
+        Py_ssize_t len = PyLong_AsSsize_t(PyTuple_GET_ITEM(t, 3));
+        if (PyErr_Occurred()) return -1;
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(t, 0), &bufs[*held], PyBUF_C_CONTIGUOUS) < 0) return -1;
+        Py_buffer *ov = &bufs[(*held)++];
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(t, 1), &bufs[*held], PyBUF_C_CONTIGUOUS) < 0) return -1;
+        Py_buffer *dv = &bufs[(*held)++];
+        if (off < 0 || len < 0 || ov->len / 4 < off + len + 1) {
+            PyErr_Format(PyExc_ValueError, "%s: a part's offsets are shorter than offset + length + 1", name);
+            return -1;
+        }
+        ps->offs[p] = (const int32_t *)ov->buf + off;
+        ps->datas[p] = (const char *)dv->buf;
+        ps->lens[p] = len;
+        ps->dlens[p] = dv->len;
+    }
+    return 0;
+}
+
+/* The checks of every part's offsets (no GIL needed): NULL, or what is wrong. */
+static const char *check_parts(const Parts *ps) {
+    for (Py_ssize_t p = 0; p < ps->n; p++) {
+        const int32_t *o = ps->offs[p];
+        if (o[0] < 0 || o[ps->lens[p]] < o[0] || (Py_ssize_t)o[ps->lens[p]] > ps->dlens[p])
+            return "a part's offsets are outside its data";
+        for (Py_ssize_t i = 0; i < ps->lens[p]; i++)
+            if (o[i + 1] < o[i]) return "a part's offsets are not ascending";
+    }
+    return NULL;
+}
+
+static int parts_alloc(Parts *ps, Py_ssize_t n) {
+    ps->n = n;
+    ps->offs = PyMem_Calloc((size_t)n + 1, sizeof(int32_t *));
+    ps->datas = PyMem_Calloc((size_t)n + 1, sizeof(char *));
+    ps->lens = PyMem_Calloc((size_t)n + 1, sizeof(Py_ssize_t));
+    ps->dlens = PyMem_Calloc((size_t)n + 1, sizeof(Py_ssize_t));
+    if (ps->offs == NULL || ps->datas == NULL || ps->lens == NULL || ps->dlens == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+static void parts_free(Parts *ps) {
+    PyMem_Free(ps->offs); PyMem_Free(ps->datas); PyMem_Free(ps->lens); PyMem_Free(ps->dlens);
+}
+
 /* gather_values(parts, part, row, bounds, limit) -> (offsets, data) | None
  * ``parts``: a tuple of (offsets, data, offset, length) per Arrow binary array (int32
  * offsets buffer, data buffer, the array's offset into the offsets, its length).
@@ -476,37 +541,18 @@ static PyObject *gather_values(PyObject *self, PyObject *const *args, Py_ssize_t
     if (limit > INT32_MAX) limit = INT32_MAX;
     Py_ssize_t np_ = PyTuple_GET_SIZE(args[0]);
     Py_buffer *bufs = PyMem_Calloc((size_t)(2 * np_ + 3), sizeof(Py_buffer));
-    const int32_t **offs = PyMem_Calloc((size_t)np_ + 1, sizeof(int32_t *));
-    const char **datas = PyMem_Calloc((size_t)np_ + 1, sizeof(char *));
-    Py_ssize_t *lens = PyMem_Calloc((size_t)np_ + 1, sizeof(Py_ssize_t));
-    Py_ssize_t *dlens = PyMem_Calloc((size_t)np_ + 1, sizeof(Py_ssize_t));
+    Parts ps = {0};
     Py_ssize_t held = 0;
     PyObject *result = NULL, *obytes = NULL, *dbytes = NULL;
     const char *err = NULL;
-    if (bufs == NULL || offs == NULL || datas == NULL || lens == NULL || dlens == NULL) {
-        PyErr_NoMemory();
+    if (parts_alloc(&ps, np_) < 0 || bufs == NULL) {
+        if (!PyErr_Occurred()) PyErr_NoMemory();
         goto done;
     }
-    for (Py_ssize_t p = 0; p < np_; p++) {
-        PyObject *t = PyTuple_GET_ITEM(args[0], p);
-        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 4) {
-            PyErr_SetString(PyExc_TypeError, "gather_values: each part is (offsets, data, offset, length)");
-            goto done;
-        }
-        Py_ssize_t off = PyLong_AsSsize_t(PyTuple_GET_ITEM(t, 2));
-        Py_ssize_t len = PyLong_AsSsize_t(PyTuple_GET_ITEM(t, 3));
-        if (PyErr_Occurred()) goto done;
-        if (PyObject_GetBuffer(PyTuple_GET_ITEM(t, 0), &bufs[held], PyBUF_C_CONTIGUOUS) < 0) goto done;
-        Py_buffer *ov = &bufs[held++];
-        if (PyObject_GetBuffer(PyTuple_GET_ITEM(t, 1), &bufs[held], PyBUF_C_CONTIGUOUS) < 0) goto done;
-        Py_buffer *dv = &bufs[held++];
-        if (off < 0 || len < 0 || ov->len / 4 < off + len + 1) { err = "gather_values: a part's offsets are shorter than offset + length + 1"; break; }
-        offs[p] = (const int32_t *)ov->buf + off;
-        datas[p] = (const char *)dv->buf;
-        lens[p] = len;
-        dlens[p] = dv->len;
-    }
-    if (err != NULL) { PyErr_SetString(PyExc_ValueError, err); goto done; }
+    if (parse_parts(args[0], "gather_values", &ps, bufs, &held) < 0) goto done;
+    const int32_t **offs = ps.offs;
+    const char **datas = ps.datas;
+    Py_ssize_t *lens = ps.lens;
     if (PyObject_GetBuffer(args[1], &bufs[held], PyBUF_C_CONTIGUOUS) < 0) goto done;
     Py_buffer *pv = &bufs[held++];
     if (PyObject_GetBuffer(args[2], &bufs[held], PyBUF_C_CONTIGUOUS) < 0) goto done;
@@ -526,12 +572,7 @@ static PyObject *gather_values(PyObject *self, PyObject *const *args, Py_ssize_t
     }
     long long total = 0;
     Py_BEGIN_ALLOW_THREADS  /* the checks read only the held buffers */
-    for (Py_ssize_t p = 0; err == NULL && p < np_; p++) {
-        const int32_t *o = offs[p];
-        if (o[0] < 0 || o[lens[p]] < o[0] || (Py_ssize_t)o[lens[p]] > dlens[p]) err = "gather_values: a part's offsets are outside its data";
-        for (Py_ssize_t i = 0; err == NULL && i < lens[p]; i++)
-            if (o[i + 1] < o[i]) err = "gather_values: a part's offsets are not ascending";
-    }
+    if (err == NULL) err = check_parts(&ps);
     for (Py_ssize_t k = 0; err == NULL && bounds != NULL && k < g; k++)
         if (bounds[k + 1] < bounds[k]) err = "gather_values: bounds not ascending";
     for (Py_ssize_t j = 0; err == NULL && j < n; j++) {
@@ -569,8 +610,119 @@ static PyObject *gather_values(PyObject *self, PyObject *const *args, Py_ssize_t
 done:
     Py_XDECREF(obytes);
     Py_XDECREF(dbytes);
-    for (Py_ssize_t i = 0; i < held; i++) PyBuffer_Release(&bufs[i]);
-    PyMem_Free(bufs); PyMem_Free(offs); PyMem_Free(datas); PyMem_Free(lens); PyMem_Free(dlens);
+    if (bufs != NULL)
+        for (Py_ssize_t i = 0; i < held; i++) PyBuffer_Release(&bufs[i]);
+    PyMem_Free(bufs);
+    parts_free(&ps);
+    return result;
+}
+
+/* gather_framed(bodies, heads, part, row, end, marker, limit) -> (offsets, data) | None
+ * Raw replay's lines in merge order, each byte copied once: line j is head + body + ``end``
+ * of row row[j] of part part[j] (``bodies``/``heads``: tuples of (offsets, data, offset, length)
+ * per part, the same lengths), or ``marker`` alone when that body is empty (a disconnect).
+ * Returns int32 offsets (from 0) and data as bytes; None past ``limit`` bytes. Everything is
+ * checked before any copy. */
+static PyObject *gather_framed(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "gather_framed takes 7 arguments");
+        return NULL;
+    }
+    if (!PyTuple_Check(args[0]) || !PyTuple_Check(args[1]) || PyTuple_GET_SIZE(args[0]) != PyTuple_GET_SIZE(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "gather_framed: bodies and heads must be tuples of the same length");
+        return NULL;
+    }
+    long long limit = PyLong_AsLongLong(args[6]);
+    if (limit == -1 && PyErr_Occurred()) return NULL;
+    if (limit > INT32_MAX) limit = INT32_MAX;
+    Py_ssize_t np_ = PyTuple_GET_SIZE(args[0]);
+    Py_buffer *bufs = PyMem_Calloc((size_t)(4 * np_ + 4), sizeof(Py_buffer));
+    Parts body = {0}, head = {0};
+    Py_ssize_t held = 0;
+    PyObject *result = NULL, *obytes = NULL, *dbytes = NULL;
+    const char *err = NULL;
+    int ok = parts_alloc(&body, np_) == 0 && parts_alloc(&head, np_) == 0;
+    if (!ok || bufs == NULL) {
+        if (!PyErr_Occurred()) PyErr_NoMemory();
+        goto done;
+    }
+    if (parse_parts(args[0], "gather_framed", &body, bufs, &held) < 0 ||
+        parse_parts(args[1], "gather_framed", &head, bufs, &held) < 0)
+        goto done;
+    for (Py_ssize_t p = 0; p < np_; p++)
+        if (body.lens[p] != head.lens[p]) {
+            PyErr_SetString(PyExc_ValueError, "gather_framed: a part's heads and bodies differ in length");
+            goto done;
+        }
+    if (PyObject_GetBuffer(args[2], &bufs[held], PyBUF_C_CONTIGUOUS) < 0) goto done;
+    Py_buffer *pv = &bufs[held++];
+    if (PyObject_GetBuffer(args[3], &bufs[held], PyBUF_C_CONTIGUOUS) < 0) goto done;
+    Py_buffer *rv = &bufs[held++];
+    if (PyObject_GetBuffer(args[4], &bufs[held], PyBUF_C_CONTIGUOUS) < 0) goto done;
+    Py_buffer *ev = &bufs[held++];
+    if (PyObject_GetBuffer(args[5], &bufs[held], PyBUF_C_CONTIGUOUS) < 0) goto done;
+    Py_buffer *mv = &bufs[held++];
+    Py_ssize_t n = rv->len / 8;
+    if (pv->len != n * 4) {
+        PyErr_SetString(PyExc_ValueError, "gather_framed: part (int32) and row (int64) differ in length");
+        goto done;
+    }
+    const int32_t *part = (const int32_t *)pv->buf;
+    const int64_t *row = (const int64_t *)rv->buf;
+    const char *end = (const char *)ev->buf, *marker = (const char *)mv->buf;
+    Py_ssize_t end_len = ev->len, marker_len = mv->len;
+    long long total = 0;
+    Py_BEGIN_ALLOW_THREADS  /* the checks read only the held buffers */
+    err = check_parts(&body);
+    if (err == NULL) err = check_parts(&head);
+    for (Py_ssize_t j = 0; err == NULL && j < n; j++) {
+        int32_t p = part[j];
+        if (p < 0 || p >= np_ || row[j] < 0 || row[j] >= body.lens[p]) { err = "gather_framed: a line outside its part"; break; }
+        int32_t b = body.offs[p][row[j] + 1] - body.offs[p][row[j]];
+        total += b ? (long long)(head.offs[p][row[j] + 1] - head.offs[p][row[j]]) + b + end_len : marker_len;
+    }
+    Py_END_ALLOW_THREADS
+    if (err != NULL) { PyErr_SetString(PyExc_ValueError, err); goto done; }
+    if (total > limit) { result = Py_NewRef(Py_None); goto done; }
+    obytes = PyBytes_FromStringAndSize(NULL, (n + 1) * 4);
+    dbytes = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+    if (obytes == NULL || dbytes == NULL) goto done;
+    {
+        int32_t *out_off = (int32_t *)PyBytes_AS_STRING(obytes);
+        char *out = PyBytes_AS_STRING(dbytes);
+        int32_t pos = 0;
+        out_off[0] = 0;
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t j = 0; j < n; j++) {
+            int32_t p = part[j];
+            const int32_t *bo = body.offs[p] + row[j];
+            int32_t b = bo[1] - bo[0];
+            if (b) {
+                const int32_t *ho = head.offs[p] + row[j];
+                int32_t h = ho[1] - ho[0];
+                memcpy(out + pos, head.datas[p] + ho[0], (size_t)h);
+                pos += h;
+                memcpy(out + pos, body.datas[p] + bo[0], (size_t)b);
+                pos += b;
+                memcpy(out + pos, end, (size_t)end_len);
+                pos += (int32_t)end_len;
+            } else {
+                memcpy(out + pos, marker, (size_t)marker_len);
+                pos += (int32_t)marker_len;
+            }
+            out_off[j + 1] = pos;
+        }
+        Py_END_ALLOW_THREADS
+    }
+    result = PyTuple_Pack(2, obytes, dbytes);
+done:
+    Py_XDECREF(obytes);
+    Py_XDECREF(dbytes);
+    if (bufs != NULL)
+        for (Py_ssize_t i = 0; i < held; i++) PyBuffer_Release(&bufs[i]);
+    PyMem_Free(bufs);
+    parts_free(&body);
+    parts_free(&head);
     return result;
 }
 
@@ -583,6 +735,8 @@ static PyMethodDef methods[] = {
      "Rows of a fixed-width prefix matrix + a binary array's values + a constant suffix, as new Arrow buffers."},
     {"gather_values", (PyCFunction)(void (*)(void))gather_values, METH_FASTCALL,
      "Values of several binary arrays in a given order, runs joined, as new Arrow buffers."},
+    {"gather_framed", (PyCFunction)(void (*)(void))gather_framed, METH_FASTCALL,
+     "Raw replay lines (head + body + end, or a marker for an empty body) in a given order, as new Arrow buffers."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -6,8 +6,8 @@ exists (both extensions are optional); without them, or with ``TICKTAPE_PURE_PYT
 Python (the level text decoded by msgspec), ``TradeFrameWriter`` is None and
 ``Outbox.trade_frame_pusher`` packs with ``struct``, and ``RawFrameWriter`` is None and
 ``Outbox.raw_fast`` is the Python method. Both write the same bytes (tests/ipc checks).
-``join_lines`` and ``gather_values`` (replay's raw lines, merges and book_change lines in one pass)
-are None then too and replay uses pyarrow's join, concat and take.
+``join_lines``, ``gather_values`` and ``gather_framed`` (replay's raw lines, merges and book_change
+lines in one pass) are None then too and replay uses pyarrow's join, concat and take.
 """
 
 from __future__ import annotations
@@ -85,6 +85,12 @@ join_lines: Callable[..., tuple[bytes, bytes] | None] | None = (
 #: value per piece), as int32 offsets and data (bytes); None past ``limit`` bytes. None: pyarrow only.
 gather_values: Callable[..., tuple[bytes, bytes] | None] | None = (
     getattr(_MOD, "gather_values", None) if _MOD is not None else None)
+
+#: ``gather_framed(bodies, heads, part, row, end, marker, limit) -> (offsets, data) | None``: line j
+#: is head + body + ``end`` of row ``row[j]`` of part ``part[j]`` (bodies and heads as gather_values'
+#: parts, the same lengths), or ``marker`` when that body is empty. None: pyarrow only.
+gather_framed: Callable[..., tuple[bytes, bytes] | None] | None = (
+    getattr(_MOD, "gather_framed", None) if _MOD is not None else None)
 
 
 def _load_tradepack() -> Any:

@@ -12,6 +12,8 @@ Tardis's Date/μs parsing does.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -140,9 +142,7 @@ def gather(parts: list[pa.Array], part: np.ndarray, row: np.ndarray, bounds: np.
     into value k (None: one value per j). One compiled copy pass; pyarrow's concat + take (+ ``regroup``)
     where the packer is not built, a part is not plain binary without nulls, or past int32 offsets."""
     if fastpack.gather_values is not None and all(p.type == pa.binary() and p.null_count == 0 for p in parts):
-        spec = tuple((b[1] if b[1] is not None else _NO_OFFSETS, b[2] if b[2] is not None else b"", p.offset, len(p))
-                     for p in parts for b in (p.buffers(),))
-        out = fastpack.gather_values(spec, np.ascontiguousarray(part, np.int32), np.ascontiguousarray(row, np.int64),
+        out = fastpack.gather_values(_specs(parts), np.ascontiguousarray(part, np.int32), np.ascontiguousarray(row, np.int64),
                             None if bounds is None else np.ascontiguousarray(bounds, np.int64), JOIN_MAX_BYTES)
         if out is not None:
             n = len(row) if bounds is None else len(bounds) - 1
@@ -153,6 +153,30 @@ def gather(parts: list[pa.Array], part: np.ndarray, row: np.ndarray, bounds: np.
     whole = parts[0].cast(pa.binary()) if len(parts) == 1 else pa.concat_arrays([p.cast(pa.binary()) for p in parts])
     taken = whole.take(pa.array(starts[np.asarray(part, np.int64)] + np.asarray(row, np.int64)))
     return taken if bounds is None else regroup(taken, np.asarray(bounds[:-1], np.int64))
+
+
+def gather_framed(bodies: list[pa.Array], heads: list[pa.Array], part: np.ndarray, row: np.ndarray, end: bytes,
+                  marker: bytes) -> pa.Array:
+    """Line j: ``heads[part[j]][row[j]]`` + ``bodies[part[j]][row[j]]`` + ``end``, or ``marker`` alone where
+    that body is empty: raw replay's lines in merge order, each byte copied once by the compiled
+    pass; pyarrow's join + if_else + concat + take where it is not built, a part is not plain
+    binary without nulls, or past int32 offsets."""
+    if fastpack.gather_framed is not None and all(
+            p.type == pa.binary() and p.null_count == 0 for p in (*bodies, *heads)):
+        out = fastpack.gather_framed(_specs(bodies), _specs(heads), np.ascontiguousarray(part, np.int32),
+                                     np.ascontiguousarray(row, np.int64), end, marker, JOIN_MAX_BYTES)
+        if out is not None:
+            return pa.Array.from_buffers(pa.binary(), len(row), [None, pa.py_buffer(out[0]), pa.py_buffer(out[1])])
+    lines = []
+    for b, h in zip(bodies, heads, strict=True):
+        joined = join(h, b, end)
+        lines.append(pc.if_else(pc.equal(pc.binary_length(b), 0), pa.scalar(marker, pa.binary()), joined))
+    return gather(lines, part, row)
+
+
+def _specs(parts: list[pa.Array]) -> tuple[tuple[Any, Any, int, int], ...]:
+    return tuple((b[1] if b[1] is not None else _NO_OFFSETS, b[2] if b[2] is not None else b"", p.offset, len(p))
+                 for p in parts for b in (p.buffers(),))
 
 
 _NO_OFFSETS = bytes(4)

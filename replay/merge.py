@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import atexit
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -25,14 +25,29 @@ from ticktape.replay import fmt
 @dataclass(slots=True)
 class Chunk:
     ts: np.ndarray  # int64 ns, sorted
-    lines: pa.Array  # binary, one finished line (with its '\n') per ts
+    lines: pa.Array  # binary, one finished line (with its '\n') per ts; or what ``merge``'s ``combine`` finishes
     src: np.ndarray | None = None  # source index per row (set by merge)
+    head: pa.Array | None = None  # binary, per row: a part of the line ``combine`` joins in (raw replay's envelope)
 
     def __len__(self) -> int:
         return len(self.ts)
 
     def slice(self, lo: int, hi: int) -> Chunk:
-        return Chunk(self.ts[lo:hi], self.lines.slice(lo, hi - lo), None if self.src is None else self.src[lo:hi])
+        return Chunk(self.ts[lo:hi], self.lines.slice(lo, hi - lo), None if self.src is None else self.src[lo:hi],
+                     None if self.head is None else self.head.slice(lo, hi - lo))
+
+
+#: ``combine(parts, src)``: the rows of ``parts`` (each one source's, in ts order; ``src[i]`` is
+#: part i's source index) as one chunk ordered by ts, stable by part, with ``src`` per row
+Combine = Callable[[list[Chunk], list[int]], Chunk]
+
+
+def combine_lines(parts: list[Chunk], src: list[int]) -> Chunk:
+    """The default ``combine``: finished lines, reordered (copied once) when there are several parts."""
+    if len(parts) == 1:
+        return Chunk(parts[0].ts, parts[0].lines, np.full(len(parts[0]), src[0], np.int32))
+    ts, lines, order = sort_lines([p.ts for p in parts], [p.lines for p in parts])
+    return Chunk(ts, lines, np.repeat(np.asarray(src, np.int32), [len(p) for p in parts])[order])
 
 
 # Sources read Parquet and build lines in these threads (Arrow/numpy release the GIL), one chunk
@@ -73,25 +88,25 @@ class Ahead(Iterator[Chunk]):
             close()
 
 
-def merge(sources: list[Iterator[Chunk]], ahead: bool = True) -> Iterator[Chunk]:
-    """Yield chunks whose concatenation is every source's rows ordered by ts (stable by source)."""
+def merge(sources: list[Iterator[Chunk]], ahead: bool = True, combine: Combine = combine_lines) -> Iterator[Chunk]:
+    """Yield chunks whose concatenation is every source's rows ordered by ts (stable by source);
+    each yielded chunk is what ``combine`` makes of the rows it takes from the sources."""
     if ahead:
         wrapped = [Ahead(s) for s in sources]
         try:
-            yield from _merge(list(wrapped))
+            yield from _merge(list(wrapped), combine)
         finally:
             for w in wrapped:
                 w.close()
         return
-    yield from _merge(sources)
+    yield from _merge(sources, combine)
 
 
-def _merge(sources: list[Iterator[Chunk]]) -> Iterator[Chunk]:
+def _merge(sources: list[Iterator[Chunk]], combine: Combine) -> Iterator[Chunk]:
     if len(sources) == 1:
         for c in sources[0]:
             if len(c):
-                c.src = np.zeros(len(c), np.int32)
-                yield c
+                yield combine([c], [0])
         return
     pending: list[Chunk | None] = [None] * len(sources)
     live = list(range(len(sources)))
@@ -107,35 +122,35 @@ def _merge(sources: list[Iterator[Chunk]]) -> Iterator[Chunk]:
         if not live and not any(p is not None and len(p) for p in pending):
             return
         watermark = min((int(pending[i].ts[-1]) for i in live), default=None)  # type: ignore[union-attr]
-        ts_parts: list[np.ndarray] = []
-        line_parts: list[pa.Array] = []
-        src_parts: list[np.ndarray] = []
+        parts: list[Chunk] = []
+        src: list[int] = []
         for i, p in enumerate(pending):
             if p is None or len(p) == 0:
                 continue
             cut = len(p) if watermark is None else int(np.searchsorted(p.ts, watermark, "right"))
             if cut == 0:
                 continue
-            ts_parts.append(p.ts[:cut])
-            line_parts.append(p.lines.slice(0, cut))
-            src_parts.append(np.full(cut, i, np.int32))
+            parts.append(p.slice(0, cut) if cut < len(p) else p)
+            src.append(i)
             pending[i] = p.slice(cut, len(p)) if cut < len(p) else None
-        if not ts_parts:
-            continue
-        if len(ts_parts) == 1:
-            yield Chunk(ts_parts[0], line_parts[0], src_parts[0])
-            continue
-        ts, lines, order = sort_lines(ts_parts, line_parts)
-        yield Chunk(ts, lines, np.concatenate(src_parts)[order])
+        if parts:
+            yield combine(parts, src)
 
 
-def sort_lines(ts_parts: list[np.ndarray], line_parts: list[pa.Array]) -> tuple[np.ndarray, pa.Array, np.ndarray]:
-    """The parts' rows ordered by ts (stable: earlier parts first on ties): the times, the lines (copied
-    once, in order, by ``fmt.gather``) and the order (row indices into the parts concatenated)."""
+def merge_order(ts_parts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The parts' rows ordered by ts (stable: earlier parts first on ties): the times, each row's part
+    and row within it, and the order (row indices into the parts concatenated)."""
     ts = np.concatenate(ts_parts)
     order = np.argsort(ts, kind="stable")
     sizes = np.array([len(t) for t in ts_parts], np.int64)
     starts = np.zeros(len(sizes), np.int64)
     np.cumsum(sizes[:-1], out=starts[1:])
     part = np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)[order]
-    return ts[order], fmt.gather(line_parts, part, order - starts[part]), order
+    return ts[order], part, order - starts[part], order
+
+
+def sort_lines(ts_parts: list[np.ndarray], line_parts: list[pa.Array]) -> tuple[np.ndarray, pa.Array, np.ndarray]:
+    """The parts' rows ordered by ts (stable: earlier parts first on ties): the times, the lines (copied
+    once, in order, by ``fmt.gather``) and the order (row indices into the parts concatenated)."""
+    ts, part, row, order = merge_order(ts_parts)
+    return ts, fmt.gather(line_parts, part, row), order

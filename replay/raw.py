@@ -10,7 +10,7 @@ markers repeated at the same instant are collapsed to one line.
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from ticktape.ipc.schemas import NO_SYMBOL_NAME
 from ticktape.replay import fmt
-from ticktape.replay.merge import Chunk, merge
+from ticktape.replay.merge import Chunk, merge, merge_order
 from ticktape.replay.options import RawRequest
 from ticktape.replay.sources import read_range, ts_ns
 
@@ -82,7 +82,15 @@ def cache_lines(ts: np.ndarray, payload: pa.Array) -> pa.Array:
 def batch_lines(batch: pa.RecordBatch, channels: pa.Array | None, markers: bool, cache: bool = False) -> Chunk | None:
     """Lines of one raw batch: frames of the wanted channels (None = all), plus markers if asked;
     ``cache``: in tardis-dev's slice format instead of /replay's."""
-    lines_of = cache_lines if cache else frame_lines
+    c = batch_frames(batch, channels, markers, cache)
+    return None if c is None else combine_frames(cache)([c], [0])
+
+
+def batch_frames(batch: pa.RecordBatch, channels: pa.Array | None, markers: bool, cache: bool = False) -> Chunk | None:
+    """One raw batch's wanted rows as the parts of their lines, joined later by ``combine_frames``
+    (after the merge has ordered them: each byte is copied once): the frames (an empty one is a
+    marker, kept if asked) and each row's fixed-width head (the ``localTimestamp`` envelope, or
+    the cache format's time and space)."""
     ts = ts_ns(batch)
     payload = batch.column("payload")
     empty = pc.equal(pc.binary_length(payload), 0)
@@ -97,14 +105,45 @@ def batch_lines(batch: pa.RecordBatch, channels: pa.Array | None, markers: bool,
         idx = np.flatnonzero(keep_np)
         ts = ts[idx]
         payload = payload.take(pa.array(idx))
-        empty_np = np.asarray(empty.to_numpy(zero_copy_only=False), dtype=np.bool_)[idx]
-    else:
-        empty_np = np.asarray(empty.to_numpy(zero_copy_only=False), dtype=np.bool_)
-    if not empty_np.any():
-        return Chunk(ts, lines_of(ts, payload))
-    lines = lines_of(ts, payload)
-    lines = pc.if_else(pa.array(empty_np), pa.scalar(b"\n", pa.binary()), lines)
-    return Chunk(ts, lines)
+    if payload.type != pa.binary():
+        payload = payload.cast(pa.binary())
+    data = payload.buffers()[2]
+    if data is not None and has_newline(data):
+        # a frame with a raw newline would split the NDJSON line; outside strings it is JSON whitespace
+        payload = pc.replace_substring(payload, "\n", " ")
+    return Chunk(ts, payload, head=fmt.fixed_width(cache_heads(ts) if cache else prefix_matrix(ts)))
+
+
+def cache_heads(ts: np.ndarray) -> np.ndarray:
+    m = np.empty((len(ts), fmt.TS_WIDTH + 1), np.uint8)
+    m[:, : fmt.TS_WIDTH] = fmt.ts_matrix(ts)
+    m[:, fmt.TS_WIDTH] = ord(" ")
+    return m
+
+
+#: (a frame line's end, a marker's whole line) per format (``cache``)
+_ENDS = {False: (b"}\n", b"\n"), True: (b"\n", b"\n")}
+
+
+def combine_frames(cache: bool) -> Callable[[list[Chunk], list[int]], Chunk]:
+    """``merge``'s combine for ``batch_frames`` parts: lines ordered by ts (stable by part), each
+    line head + frame + end, a marker (empty frame) a bare newline, built in one compiled copy."""
+    end, marker = _ENDS[cache]
+
+    def combine(parts: list[Chunk], src: list[int]) -> Chunk:
+        if len(parts) == 1:
+            c = parts[0]
+            n = len(c)
+            ts, part, row = c.ts, np.zeros(n, np.int32), np.arange(n, dtype=np.int64)
+        else:
+            ts, part, row, _order = merge_order([p.ts for p in parts])
+        heads = [p.head for p in parts]
+        if any(h is None for h in heads):
+            raise ValueError("combine_frames: a part without its line heads (not from batch_frames)")
+        lines = fmt.gather_framed([p.lines for p in parts], heads, part, row, end, marker)  # type: ignore[arg-type]
+        return Chunk(ts, lines, np.asarray(src, np.int32)[part])
+
+    return combine
 
 
 def _symbol_source(root: str, req: RawRequest, symbol: str, channels: list[str] | None,
@@ -112,7 +151,7 @@ def _symbol_source(root: str, req: RawRequest, symbol: str, channels: list[str] 
     chans = None if channels is None else pa.array(channels, pa.string())
     for batch in read_range(root, req.exchange, "raw", symbol, req.range.start_ns, req.range.end_ns, RAW_COLUMNS,
                             batch_rows=req.batch_rows or None, read_dictionary=["channel"]):
-        c = batch_lines(batch, chans, req.with_disconnects, cache)
+        c = batch_frames(batch, chans, req.with_disconnects, cache)
         if c is not None and len(c):
             yield c
 
@@ -160,7 +199,7 @@ def dedupe_markers(chunks: Iterator[Chunk]) -> Iterator[Chunk]:
 
 def stream(root: str, req: RawRequest, cache: bool = False) -> Iterator[Chunk]:
     """/replay lines, or (``cache``) tardis-dev's data-feeds slice lines."""
-    chunks = merge(sources(root, req, cache))
+    chunks = merge(sources(root, req, cache), combine=combine_frames(cache))
     return dedupe_markers(chunks) if req.with_disconnects else chunks
 
 

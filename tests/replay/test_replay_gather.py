@@ -114,3 +114,41 @@ def test_trade_lines_from_pieces_equal_the_pyarrow_path(ids: list[str], monkeypa
     assert [m["id"] for m in msgs] == ids
     assert [m["price"] for m in msgs] == [1.5, 2e11, 1.5] and [m["side"] for m in msgs] == ["buy", "sell", "unknown"]
     assert msgs[0]["timestamp"] == "2023-11-14T22:13:20.000Z" and msgs[1]["localTimestamp"] == "2023-11-14T22:13:20.000001Z"
+
+
+# --- raw replay's lines: head + frame + end in merge order (a marker for an empty frame) ----------
+framed = pytest.mark.skipif(fastpack.gather_framed is None, reason="the C packer was not built here")
+
+
+def _framed_parts() -> tuple[list[pa.Array], list[pa.Array]]:
+    bodies = [pa.array([b"skip", b'{"a":1}', b"", b"y" * 300], pa.binary()).slice(1, 3),  # non-zero offset
+              pa.array([b'{"b":2}', b""], pa.binary())]
+    heads = [pa.array([b"H0-", b"H1-", b"H2-", b"H3-"], pa.binary()).slice(1, 3), pa.array([b"h0:", b"h1:"], pa.binary())]
+    return bodies, heads
+
+
+@framed
+def test_gather_framed_equals_join_then_gather_with_markers_and_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+    bodies, heads = _framed_parts()
+    part = np.array([1, 0, 0, 1, 0], np.int32)
+    row = np.array([0, 0, 1, 1, 2], np.int64)
+    fast = fmt.gather_framed(bodies, heads, part, row, b"}\n", b"\n")
+    with monkeypatch.context() as m:
+        m.setattr(fastpack, "gather_framed", None)
+        slow = fmt.gather_framed(bodies, heads, part, row, b"}\n", b"\n")
+    fast.validate(full=True)
+    assert fast.equals(slow)
+    assert fast.to_pylist() == [b'h0:{"b":2}}\n', b'H1-{"a":1}}\n', b"\n", b"\n", b"H3-" + b"y" * 300 + b"}\n"]
+
+
+@framed
+def test_gather_framed_refuses_bad_input_before_copying_and_falls_back_past_the_limit(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    bodies, heads = _framed_parts()
+    with pytest.raises(ValueError, match="outside its part"):
+        fmt.gather_framed(bodies, heads, np.array([1], np.int32), np.array([2], np.int64), b"}\n", b"\n")
+    with pytest.raises(ValueError, match="differ in length"):
+        fastpack.gather_framed(fmt._specs(bodies), fmt._specs([heads[1], heads[1]]), np.zeros(1, np.int32),
+                               np.zeros(1, np.int64), b"}\n", b"\n", fmt.JOIN_MAX_BYTES)
+    assert fastpack.gather_framed(fmt._specs(bodies), fmt._specs(heads), np.zeros(1, np.int32),
+                                  np.zeros(1, np.int64), b"}\n", b"\n", 5) is None  # past the limit: the caller's pyarrow
