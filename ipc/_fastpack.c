@@ -6,9 +6,6 @@
  * ipc.schemas.BOOK_CHANGE_STRUCT ("<qqddHBB4x", 40 bytes); ipc/fastpack.py
  * checks that at import and falls back to the Python loop on any mismatch.
  *
- * join_lines builds replay's raw NDJSON lines (prefix + frame + suffix) for a
- * batch in one memcpy pass; pyarrow's binary_join_element_wise ran ~330 MB/s.
- *
  * gather_values puts values of several Arrow binary arrays in a given order and
  * joins runs of them into one value each, in one memcpy pass: the replay merge's
  * reordering of several sources' lines, and book_change lines from their pieces
@@ -372,88 +369,6 @@ static PyObject *pack_level_text(PyObject *self, PyObject *const *args, Py_ssize
     return PyLong_FromSsize_t(n);
 }
 
-/* join_lines(prefix, width, offsets, data, offset, n, suffix, limit) -> (offsets, data) | None
- * The lines of a batch in one pass: row i is prefix[i*width:(i+1)*width] +
- * data[offsets[offset+i]:offsets[offset+i+1]] + suffix. ``offsets`` is an Arrow
- * binary array's int32 offsets buffer, ``offset`` the array's offset into it.
- * Returns the new array's int32 offsets (n+1, from 0) and data as bytes, or None
- * when the output would exceed ``limit`` bytes or int32 offsets (the caller falls back). */
-static PyObject *join_lines(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 8) {
-        PyErr_SetString(PyExc_TypeError, "join_lines takes 8 arguments");
-        return NULL;
-    }
-    Py_ssize_t width = PyLong_AsSsize_t(args[1]);
-    Py_ssize_t off = PyLong_AsSsize_t(args[4]);
-    Py_ssize_t n = PyLong_AsSsize_t(args[5]);
-    long long limit = PyLong_AsLongLong(args[7]);
-    if (PyErr_Occurred()) return NULL;
-    if (limit > INT32_MAX) limit = INT32_MAX;
-    if (width < 0 || off < 0 || n < 0) {
-        PyErr_SetString(PyExc_ValueError, "join_lines: negative width, offset or length");
-        return NULL;
-    }
-    Py_buffer pv, ov, dv, sv;
-    if (PyObject_GetBuffer(args[0], &pv, PyBUF_C_CONTIGUOUS) < 0) return NULL;
-    if (PyObject_GetBuffer(args[2], &ov, PyBUF_C_CONTIGUOUS) < 0) { PyBuffer_Release(&pv); return NULL; }
-    if (PyObject_GetBuffer(args[3], &dv, PyBUF_C_CONTIGUOUS) < 0) {
-        PyBuffer_Release(&pv); PyBuffer_Release(&ov); return NULL;
-    }
-    if (PyObject_GetBuffer(args[6], &sv, PyBUF_C_CONTIGUOUS) < 0) {
-        PyBuffer_Release(&pv); PyBuffer_Release(&ov); PyBuffer_Release(&dv); return NULL;
-    }
-    PyObject *result = NULL, *obytes = NULL, *dbytes = NULL;
-    const char *err = NULL;
-    const int32_t *in_off = (const int32_t *)ov.buf + off;
-    const char *in = (const char *)dv.buf;
-    if (pv.len < n * width) err = "join_lines: prefix matrix smaller than n * width";
-    else if (ov.len / 4 < off + n + 1) err = "join_lines: offsets buffer shorter than offset + n + 1";
-    if (err == NULL) {
-        int32_t lo = in_off[0], hi = in_off[n];
-        if (lo < 0 || hi < lo || (Py_ssize_t)hi > dv.len) err = "join_lines: offsets outside the data buffer";
-        for (Py_ssize_t i = 0; err == NULL && i < n; i++)
-            if (in_off[i + 1] < in_off[i]) err = "join_lines: offsets not ascending";
-    }
-    if (err != NULL) {
-        PyErr_SetString(PyExc_ValueError, err);
-        goto done;
-    }
-    long long total = (long long)n * (long long)(width + sv.len) + (long long)(in_off[n] - in_off[0]);
-    if (total > limit) {
-        result = Py_NewRef(Py_None);
-        goto done;
-    }
-    obytes = PyBytes_FromStringAndSize(NULL, (n + 1) * 4);
-    dbytes = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
-    if (obytes == NULL || dbytes == NULL) goto done;
-    {
-        int32_t *out_off = (int32_t *)PyBytes_AS_STRING(obytes);
-        char *out = PyBytes_AS_STRING(dbytes);
-        const char *pre = (const char *)pv.buf, *suf = (const char *)sv.buf;
-        Py_ssize_t slen = sv.len;
-        int32_t pos = 0;
-        out_off[0] = 0;
-        Py_BEGIN_ALLOW_THREADS  /* replay formats in reader threads: the copy needs no Python objects */
-        for (Py_ssize_t i = 0; i < n; i++) {
-            memcpy(out + pos, pre + i * width, (size_t)width);
-            pos += (int32_t)width;
-            int32_t len = in_off[i + 1] - in_off[i];
-            memcpy(out + pos, in + in_off[i], (size_t)len);
-            pos += len;
-            memcpy(out + pos, suf, (size_t)slen);
-            pos += (int32_t)slen;
-            out_off[i + 1] = pos;
-        }
-        Py_END_ALLOW_THREADS
-    }
-    result = PyTuple_Pack(2, obytes, dbytes);
-done:
-    Py_XDECREF(obytes);
-    Py_XDECREF(dbytes);
-    PyBuffer_Release(&pv); PyBuffer_Release(&ov); PyBuffer_Release(&dv); PyBuffer_Release(&sv);
-    return result;
-}
-
 /* Arrow binary arrays given as (offsets, data, offset, length) tuples, their buffers held. */
 typedef struct {
     Py_ssize_t n;
@@ -731,8 +646,6 @@ static PyMethodDef methods[] = {
      "Pack (price, amount) levels into book_change ring slots."},
     {"pack_level_text", (PyCFunction)(void (*)(void))pack_level_text, METH_FASTCALL,
      "Parse bid and ask level texts ([[\"price\",\"qty\"],...]) into book_change ring slots."},
-    {"join_lines", (PyCFunction)(void (*)(void))join_lines, METH_FASTCALL,
-     "Rows of a fixed-width prefix matrix + a binary array's values + a constant suffix, as new Arrow buffers."},
     {"gather_values", (PyCFunction)(void (*)(void))gather_values, METH_FASTCALL,
      "Values of several binary arrays in a given order, runs joined, as new Arrow buffers."},
     {"gather_framed", (PyCFunction)(void (*)(void))gather_framed, METH_FASTCALL,

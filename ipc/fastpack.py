@@ -6,8 +6,8 @@ exists (both extensions are optional); without them, or with ``TICKTAPE_PURE_PYT
 Python (the level text decoded by msgspec), ``TradeFrameWriter`` is None and
 ``Outbox.trade_frame_pusher`` packs with ``struct``, and ``RawFrameWriter`` is None and
 ``Outbox.raw_fast`` is the Python method. Both write the same bytes (tests/ipc checks).
-``join_lines``, ``gather_values`` and ``gather_framed`` (replay's raw lines, merges and book_change
-lines in one pass) are None then too and replay uses pyarrow's join, concat and take.
+``gather_values`` and ``gather_framed`` (replay's merges, raw, book_change and trade lines in one
+pass) are None then too and replay uses pyarrow's join, concat and take.
 """
 
 from __future__ import annotations
@@ -71,13 +71,6 @@ pack_levels: Callable[..., None] | None = _MOD.pack_levels if _MOD is not None e
 #: first ``min(free, nb + na)`` records (bids, then asks); returns ``nb + na``, or -1 with nothing
 #: written when it refuses a text (the caller decodes with msgspec). None: Python only.
 pack_level_text: Callable[..., int] | None = getattr(_MOD, "pack_level_text", None) if _MOD is not None else None
-
-#: ``join_lines(prefix, width, offsets, data, offset, n, suffix, limit) -> (offsets, data) | None``:
-#: row i is prefix row i + binary value ``offset + i`` + suffix, as a new binary array's int32 offsets
-#: and data (bytes); None when the output would pass ``limit`` bytes (at most 2**31 - 1, int32
-#: offsets). None: pyarrow's join only.
-join_lines: Callable[..., tuple[bytes, bytes] | None] | None = (
-    getattr(_MOD, "join_lines", None) if _MOD is not None else None)
 
 #: ``gather_values(parts, part, row, bounds, limit) -> (offsets, data) | None``: parts are
 #: (offsets, data, offset, length) of binary arrays; piece j is value ``row[j]`` (int64) of part

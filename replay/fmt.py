@@ -122,21 +122,6 @@ def join(*parts: pa.Array | bytes) -> pa.Array:
     return pc.binary_join_element_wise(*parts, b"")
 
 
-def join_fixed(matrix: np.ndarray, values: pa.Array, suffix: bytes) -> pa.Array:
-    """``join(fixed_width(matrix), values, suffix)`` in one compiled pass (pyarrow's join costs
-    ~0.7 us for a 230-byte line); the pyarrow join where the packer is not built, ``values`` has
-    nulls or is not plain binary, or the output would overflow int32 offsets."""
-    n, w = matrix.shape
-    if fastpack.join_lines is not None and values.type == pa.binary() and values.null_count == 0 and len(values) == n:
-        bufs = values.buffers()
-        out = fastpack.join_lines(np.ascontiguousarray(matrix), w, bufs[1] if bufs[1] is not None else _NO_OFFSETS,
-                                  bufs[2] if bufs[2] is not None else b"", values.offset, n, suffix,
-                                  JOIN_MAX_BYTES)
-        if out is not None:
-            return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(out[0]), pa.py_buffer(out[1])])
-    return join(fixed_width(matrix), values, suffix)
-
-
 def gather(parts: list[pa.Array], part: np.ndarray, row: np.ndarray, bounds: np.ndarray | None = None) -> pa.Array:
     """Value ``row[j]`` of ``parts[part[j]]`` for each j, with the values of ``bounds[k]:bounds[k + 1]`` joined
     into value k (None: one value per j). One compiled copy pass; pyarrow's concat + take (+ ``regroup``)

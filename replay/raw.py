@@ -1,8 +1,9 @@
 """Exchange-native replay: the ``raw`` data type as Tardis Machine /replay NDJSON lines.
 
-One line per frame, ``{"localTimestamp":"<28 chars>","message":<frame bytes>}``,
-built for a whole batch from one fixed-width prefix matrix in one compiled
-pass (``fmt.join_fixed``; pyarrow's join where the packer is not built). An empty payload is a disconnect marker: an empty line when asked for,
+One line per frame, ``{"localTimestamp":"<28 chars>","message":<frame bytes>}``: each
+source gives a batch's frames and their fixed-width heads (``batch_frames``), and the
+merge's ``combine_frames`` writes the lines in merge order in one compiled pass
+(``fmt.gather_framed``; pyarrow's join where the packer is not built). An empty payload is a disconnect marker: an empty line when asked for,
 dropped otherwise. A connection's marker is written once per stream, so
 markers repeated at the same instant are collapsed to one line.
 """
@@ -49,15 +50,6 @@ def has_newline(buf: pa.Buffer) -> bool:
     return bool(buf.size) and _memchr(buf.address, 10, buf.size) is not None
 
 
-def frame_lines(ts: np.ndarray, payload: pa.Array) -> pa.Array:
-    """Lines for frames (payloads non-empty)."""
-    data = payload.buffers()[2]
-    if data is not None and has_newline(data):
-        # a frame with a raw newline would split the NDJSON line; outside strings it is JSON whitespace
-        payload = pc.replace_substring(payload, "\n", " ")
-    return fmt.join_fixed(prefix_matrix(ts), payload, b"}\n")
-
-
 def _channel_mask(col: pa.Array, channels: pa.Array) -> pa.Array:
     """Rows whose channel is wanted; on a dictionary column the test runs once per distinct name."""
     if pa.types.is_dictionary(col.type):
@@ -66,24 +58,6 @@ def _channel_mask(col: pa.Array, channels: pa.Array) -> pa.Array:
             return pa.array(np.ones(len(col), np.bool_))
         return pa.array(wanted[np.asarray(col.indices.to_numpy(zero_copy_only=False))])
     return pc.is_in(col, channels)
-
-
-def cache_lines(ts: np.ndarray, payload: pa.Array) -> pa.Array:
-    """tardis-dev's cache / data-feeds slice lines: ``<28-char ISO time> <frame>``."""
-    m = np.empty((len(ts), fmt.TS_WIDTH + 1), np.uint8)
-    m[:, : fmt.TS_WIDTH] = fmt.ts_matrix(ts)
-    m[:, fmt.TS_WIDTH] = ord(" ")
-    data = payload.buffers()[2]
-    if data is not None and has_newline(data):
-        payload = pc.replace_substring(payload, "\n", " ")
-    return fmt.join_fixed(m, payload, b"\n")
-
-
-def batch_lines(batch: pa.RecordBatch, channels: pa.Array | None, markers: bool, cache: bool = False) -> Chunk | None:
-    """Lines of one raw batch: frames of the wanted channels (None = all), plus markers if asked;
-    ``cache``: in tardis-dev's slice format instead of /replay's."""
-    c = batch_frames(batch, channels, markers, cache)
-    return None if c is None else combine_frames(cache)([c], [0])
 
 
 def batch_frames(batch: pa.RecordBatch, channels: pa.Array | None, markers: bool, cache: bool = False) -> Chunk | None:

@@ -97,8 +97,9 @@ def run_writer(writer: Writer, stop: MpEvent | threading.Event, flush_interval: 
     watch = FillWatch(writer)
     # every ring set's armed word (``ipc.wake``): while all are armed the feeds are quiet and
     # any frame wakes us, so the sleep may last until the flush tick
-    armed = [s.ring for s in writer.sources if s.data_type == "events" and isinstance(s.ring, RecordRing)]
-    wake = WakeListener([s.spec for s in writer.sources if s.data_type == "events"])
+    events = [s for s in writer.sources if s.data_type == "events"]
+    armed = [s.ring for s in events if isinstance(s.ring, RecordRing)]
+    wake = WakeListener([s.spec for s in events])
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         term.set()

@@ -76,7 +76,7 @@ def test_compiled_packer_rejects_a_bad_level_before_writing() -> None:
 
 def test_pure_python_switch_turns_the_compiled_packer_off() -> None:
     code = ("from ticktape.ipc import fastpack; print(fastpack.pack_levels is None and fastpack.pack_level_text is None"
-            " and fastpack.TradeFrameWriter is None and fastpack.RawFrameWriter is None and fastpack.join_lines is None"
+            " and fastpack.TradeFrameWriter is None and fastpack.RawFrameWriter is None"
             " and fastpack.gather_values is None and fastpack.gather_framed is None)")
     env = {**os.environ, "TICKTAPE_PURE_PYTHON": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)

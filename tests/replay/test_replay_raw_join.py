@@ -1,6 +1,7 @@
-"""Raw replay lines from the compiled one-pass join equal pyarrow's join byte for byte: on sliced
-arrays (non-zero offset), empty payloads (markers), a frame with a raw newline (replaced by the
-caller), and when the output passes the size limit (pyarrow's join takes over)."""
+"""Raw replay lines built in one compiled pass after the merge (``batch_frames`` + ``combine_frames``)
+equal pyarrow's join byte for byte: on sliced batches (non-zero offset), empty payloads (markers),
+a frame with a raw newline (replaced before the line is built), both line formats, several sources
+interleaved, and when the output passes the size limit (pyarrow's join takes over)."""
 
 from __future__ import annotations
 
@@ -11,54 +12,63 @@ import pytest
 from ticktape.ipc import fastpack
 from ticktape.replay import fmt, raw
 
-compiled = pytest.mark.skipif(fastpack.join_lines is None, reason="the C packer was not built here")
+compiled = pytest.mark.skipif(fastpack.gather_framed is None, reason="the C packer was not built here")
 
 _FRAMES = [b'{"e":"aggTrade","p":"1.5"}', b"", b'{"a":\n1}', b"x" * 300, b"", b'{"b":[]}']
 
 
-def _payload() -> pa.Array:
-    return pa.array(_FRAMES * 3, pa.binary())
+def _batch(start: int, stop: int, t0: int = 0) -> pa.RecordBatch:
+    n = len(_FRAMES) * 3
+    ts = np.arange(n, dtype=np.int64) * 1_234_567 + 1_700_000_000_000_000_000 + t0
+    whole = pa.record_batch([pa.array(ts), pa.array(["depth"] * n), pa.array(_FRAMES * 3, pa.binary())],
+                            names=list(raw.RAW_COLUMNS))
+    return whole.slice(start, stop - start)
 
 
-def _ts(n: int) -> np.ndarray:
-    return np.arange(n, dtype=np.int64) * 1_234_567 + 1_700_000_000_000_000_000
+def _lines(batches: list[pa.RecordBatch], cache: bool) -> pa.Array:
+    parts = [raw.batch_frames(b, None, True, cache) for b in batches]
+    c = raw.combine_frames(cache)([p for p in parts if p is not None], list(range(len(parts))))
+    return c.lines
 
 
-def _both(lines_of, ts: np.ndarray, payload: pa.Array, monkeypatch: pytest.MonkeyPatch) -> tuple[pa.Array, pa.Array]:
-    fast = lines_of(ts, payload)
+def _both(batches: list[pa.RecordBatch], cache: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[pa.Array, pa.Array]:
+    fast = _lines(batches, cache)
     with monkeypatch.context() as m:
-        m.setattr(fastpack, "join_lines", None)
-        slow = lines_of(ts, payload)
+        m.setattr(fastpack, "gather_framed", None)
+        slow = _lines(batches, cache)
     return fast, slow
 
 
 @compiled
-@pytest.mark.parametrize("lines_of", [raw.frame_lines, raw.cache_lines])
-@pytest.mark.parametrize("start,stop", [(0, 18), (1, 18), (4, 11), (7, 8), (5, 5)])
-def test_compiled_join_equals_pyarrows_on_slices_empties_and_newlines(lines_of, start: int, stop: int,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    payload = _payload().slice(start, stop - start)
-    ts = _ts(stop - start)
-    fast, slow = _both(lines_of, ts, payload, monkeypatch)
+@pytest.mark.parametrize("cache", [False, True], ids=["replay", "cache"])
+@pytest.mark.parametrize("start,stop", [(0, 18), (1, 18), (4, 11), (7, 8)])
+def test_compiled_lines_equal_pyarrows_on_slices_empties_and_newlines(cache: bool, start: int, stop: int,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    batch = _batch(start, stop)
+    fast, slow = _both([batch], cache, monkeypatch)
     fast.validate(full=True)
     assert fast.type == slow.type == pa.binary()
-    assert fast.to_pylist() == slow.to_pylist()
     assert fast.equals(slow)
-    for line, frame in zip(fast.to_pylist(), payload.to_pylist(), strict=True):
+    for line, frame in zip(fast.to_pylist(), batch.column("payload").to_pylist(), strict=True):
         assert line.count(b"\n") == 1 and line.endswith(b"\n")  # the newline inside a frame was replaced
-        assert frame.replace(b"\n", b" ") in line
+        if frame:
+            assert frame.replace(b"\n", b" ") in line
+            assert line.startswith(b'{"localTimestamp":"' if not cache else b"20")
+        else:
+            assert line == b"\n"  # a marker
 
 
 @compiled
-def test_join_fixed_reads_the_payloads_own_slice_and_falls_back_past_the_size_limit(
+def test_sources_interleave_in_time_order_and_the_size_limit_hands_over_to_pyarrow(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    payload = _payload().slice(2, 9)
-    matrix = np.arange(9 * 3, dtype=np.uint8).reshape(9, 3) + ord("A")
-    want = fmt.join(fmt.fixed_width(matrix), payload, b"}\n")
-    assert fmt.join_fixed(matrix, payload, b"}\n").equals(want)
+    batches = [_batch(0, 18), _batch(2, 15, t0=600_000)]  # interleaved in time
+    fast, slow = _both(batches, False, monkeypatch)
+    assert fast.equals(slow)
+    ts = [raw.batch_frames(b, None, True).ts for b in batches]  # type: ignore[union-attr]
+    assert len(fast) == sum(map(len, ts))
     calls = []
-    real = fastpack.join_lines
-    monkeypatch.setattr(fastpack, "join_lines", lambda *a: calls.append(real(*a)) or calls[-1])
-    monkeypatch.setattr(fmt, "JOIN_MAX_BYTES", len(fmt.data_bytes(want)) - 1)
-    assert fmt.join_fixed(matrix, payload, b"}\n").equals(want)
-    assert calls == [None]  # the C join refused (output over the limit); pyarrow's join built the lines
+    real = fastpack.gather_framed
+    monkeypatch.setattr(fastpack, "gather_framed", lambda *a: calls.append(real(*a)) or calls[-1])
+    monkeypatch.setattr(fmt, "JOIN_MAX_BYTES", len(fmt.data_bytes(slow)) - 1)
+    assert _lines(batches, False).equals(slow)
+    assert calls == [None]  # the compiled pass refused (output over the limit); pyarrow built the lines
