@@ -7,8 +7,6 @@ on the archive lists all ten ids."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import urllib.request
 from collections import Counter
@@ -18,7 +16,7 @@ import msgspec
 import pyarrow.dataset as ds
 import pytest
 from feeds_run_helpers import CaptureRun, Metrics, metric
-from ports import free_port_pair
+from replay_proc import replay_server
 
 from ticktape.engine.config import load
 from ticktape.engine.settings import ExchangeConfig
@@ -106,21 +104,7 @@ def test_all_ten_ids_capture_every_channel_with_zero_loss(tmp_path: Path) -> Non
             assert sum(n for (ex, _), n in rows["liquidations"].items() if ex == e) > 0, e
     print(f"all venues: {took:.1f} s")
 
-    port = free_port_pair()
-    server = subprocess.Popen([sys.executable, "-m", "ticktape.engine.cli", "replay", "serve", "--archive",
-                               str(run.root), "--port", str(port)], cwd=tmp_path, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    try:
-        end = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/exchanges", timeout=10) as r:
-                    listed = {x["id"] for x in json.load(r)}
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < end, "replay server did not answer"
-                time.sleep(0.1)
-    finally:
-        server.terminate()
-        server.wait(10)
+    with replay_server(run.root, tmp_path / "replay.log", cwd=tmp_path) as srv, \
+            urllib.request.urlopen(f"http://127.0.0.1:{srv.port}/exchanges", timeout=60) as r:
+        listed = {x["id"] for x in json.load(r)}
     assert listed == set(cfg.exchanges)

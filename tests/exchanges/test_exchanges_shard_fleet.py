@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 from collections import Counter
@@ -22,6 +20,7 @@ import boto3
 import pyarrow.compute as pc
 import pytest
 from feeds_run_helpers import CaptureRun, metric
+from replay_proc import replay_server
 
 from ticktape.archive import loaders
 from ticktape.archive.layout import FileKey
@@ -147,20 +146,8 @@ def test_two_shards_one_prefix_no_key_twice_union_is_the_fleet(tmp_path: Path, m
                 assert local["id"].to_pylist() == got
 
         # replay from s3:// serves the union: both shards' feeds of an exchange, in local-time order
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        server = subprocess.Popen([sys.executable, "-m", "ticktape.engine.cli", "replay", "serve", "--archive", URL,
-                                   "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/exchanges", timeout=5):
-                        break
-                except OSError:
-                    assert server.poll() is None and time.monotonic() < deadline, "replay server did not start"
-                    time.sleep(0.1)
+        with replay_server(URL, tmp_path / "replay.log", env=env, cwd=tmp_path) as srv:
+            port = srv.port
             for ex, cfg in EXCHANGES.items():
                 lines = replay_lines(port, {"exchange": ex, "from": span[0], "to": span[1],
                                             "filters": [{"channel": TRADE_CHANNEL[ex], "symbols": cfg["symbols"]}]})
@@ -171,6 +158,3 @@ def test_two_shards_one_prefix_no_key_twice_union_is_the_fleet(tmp_path: Path, m
                 assert len(lines) == frames and frames >= 20, (ex, len(lines), frames)
                 assert {str(x["message"]["data"]["s"] if ex == "binance-futures" else x["message"]["topic"]).split(".")[-1]
                         for x in lines} == set(cfg["symbols"])  # both shards' feeds, interleaved by time
-        finally:
-            server.terminate()
-            server.wait(10)

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import socket
 import subprocess
-import sys
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -18,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
-from ports import free_port_pair
+from replay_proc import replay_server
 
 # disconnect markers put into the real binance recording (ns); the first hits two symbols at once
 MARK_A = 1_626_992_750_000_000_000
@@ -55,31 +51,8 @@ class ServerProc:
 def serve(root: Path, log_dir: Path, *args: str) -> Iterator[ServerProc]:
     """``capture replay serve`` on ``root`` (extra CLI ``args``) until the block ends; ready once
     the HTTP port and port + 1 accept connections."""
-    port = free_port_pair()
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    log = log_dir / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "ticktape.engine.cli", "replay", "serve", "--archive", str(root),
-                                 "--port", str(port), *args], cwd=log_dir, env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                assert proc.poll() is None, log.read_text()
-                try:
-                    with socket.create_connection(("127.0.0.1", port), 0.2), \
-                            socket.create_connection(("127.0.0.1", port + 1), 0.2):
-                        break
-                except OSError:
-                    assert time.monotonic() < deadline, log.read_text()
-                    time.sleep(0.1)
-            yield ServerProc(port, proc, root)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    with replay_server(root, log_dir / "server.log", *args, cwd=log_dir) as srv:
+        yield ServerProc(srv.port, srv.proc, root)
 
 
 def tardis_ts(ns: int) -> str:

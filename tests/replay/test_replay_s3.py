@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from replay_helpers import SYNTH_END, SYNTH_START, ServerProc, get_lines
+from replay_proc import replay_server
 
 from ticktape.archive.local_s3 import LocalS3Server
 
@@ -37,30 +34,11 @@ def s3_server(server: ServerProc, tmp_path_factory: pytest.TempPathFactory) -> I
         if "CORRUPTUSDT" in rel or "BIGUSDT" in rel:
             continue
         fs.put_file(str(f), f"replaybucket/arch/{rel}")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    log = open(tmp_path_factory.mktemp("replay-s3") / "server.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ticktape.engine.cli", "replay", "serve", "--archive", "s3://replaybucket/arch", "--port",
-         str(port), "--max-range-hours", "48"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), 0.2):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("replay server on S3 did not start") from None
-                time.sleep(0.1)
-        yield ServerProc(port, proc, root)
+        with replay_server("s3://replaybucket/arch", tmp_path_factory.mktemp("replay-s3") / "server.log",
+                           "--max-range-hours", "48", env=env) as srv:
+            yield ServerProc(srv.port, srv.proc, root)
     finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
         moto.stop()
 
 

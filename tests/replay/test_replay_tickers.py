@@ -8,11 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from ports import free_port_pair
 from replay_helpers import ServerProc, get_lines, tardis_ms, tardis_us
+from replay_proc import replay_server
 
 from ticktape.engine.config import ArchiveConfig
 from ticktape.ipc import ringset
@@ -82,24 +77,8 @@ def write_archive(root: Path) -> None:
 def ticker_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
     root = tmp_path_factory.mktemp("ticker-archive")
     write_archive(root)
-    port = free_port_pair()
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    log = tmp_path_factory.mktemp("ticker-log") / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "ticktape.engine.cli", "replay", "serve", "--archive", str(root),
-                                 "--port", str(port)], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                with socket.create_connection(("127.0.0.1", port), 0.2):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
-        yield ServerProc(port, proc, root)
-        proc.terminate()
-        proc.wait(10)
+    with replay_server(root, tmp_path_factory.mktemp("ticker-log") / "server.log") as srv:
+        yield ServerProc(srv.port, srv.proc, root)
 
 
 # --- the reference: Parquet -> Tardis messages, computed independently ---------------------------

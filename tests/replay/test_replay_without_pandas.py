@@ -7,10 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -18,17 +14,12 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
+from replay_proc import replay_server
 
 from ticktape.bench.synth_archive import synth_archive
 
 REPO = Path(__file__).resolve().parents[2]
 START_NS = 1_736_186_400_000_000_000  # 2025-01-06T18:00Z
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _get(url: str) -> bytes:
@@ -45,21 +36,9 @@ def test_replay_serves_without_pandas(tmp_path: Path) -> None:
     blocker = tmp_path / "nopandas" / "pandas"
     blocker.mkdir(parents=True)
     (blocker / "__init__.py").write_text("raise ImportError('pandas deliberately unavailable')\n")
-    port = _port()
     env = {**os.environ, "PYTHONPATH": f"{blocker.parent}{os.pathsep}{REPO}"}
-    proc = subprocess.Popen([sys.executable, "-m", "ticktape.engine.cli", "replay", "serve", "--archive", str(root),
-                             "--port", str(port)], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
-                time.sleep(0.1)
-        base = f"http://127.0.0.1:{port}"
+    with replay_server(root, tmp_path / "server.log", env=env, cwd=tmp_path) as srv:
+        base = f"http://127.0.0.1:{srv.port}"
         raw = ds.dataset(root / "raw" / "exchange=binance-futures", format="parquet", partitioning="hive")
         want_raw = int(pc.sum(pc.greater(pc.binary_length(raw.to_table(columns=["payload"])["payload"]), 0)).as_py())
         opts = {"exchange": "binance-futures", "filters": [], "from": "2025-01-06T18:00:00Z", "to": "2025-01-06T19:00:00Z"}
@@ -72,7 +51,5 @@ def test_replay_serves_without_pandas(tmp_path: Path) -> None:
         trades = _get(f"{base}/replay-normalized?options={urllib.parse.quote(json.dumps(nopts))}").splitlines()
         assert len(trades) == want_trades
         assert json.loads(_get(f"{base}/exchanges"))[0]["id"] == "binance-futures"
-    finally:
-        proc.terminate()
-        out, _ = proc.communicate(timeout=10)
-    assert b'"level": "ERROR"' not in out, out.decode()[-2000:]
+    out = (tmp_path / "server.log").read_text()
+    assert '"level": "ERROR"' not in out, out[-2000:]
