@@ -53,6 +53,7 @@ _HELP = {
     "subscribe_errors": "subscriptions refused by the exchange",
     "rest_errors": "REST requests that failed (book snapshots, open interest polls)",
     "snapshot_retries": "book snapshots fetched again because they did not bridge into the buffered diffs",
+    "silent_streams": "streams that sent nothing for silent_after s after their subscribe, the symbol still listed",
 }
 _COUNTERS = [f for f in FIELDS if f != "last_msg_ns"]
 _EXCHANGE_NAME = {"messages": "control_messages", "bytes": "control_bytes"}

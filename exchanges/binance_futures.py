@@ -951,6 +951,7 @@ class BinanceFutures(Feed):
                 if s == sym:
                     detail = f"no frame {self.silent_after:g}s after subscribe; {symbol} listed{why}"
                     self.out.event(ts, "stream_silent", symbol=sym, channel=chan, detail=detail[:96])
+                    self.bump("silent_streams", sym)
             log.warning("%s/%s: %s stream(s) silent for %gs after subscribe; %s still listed%s: a quiet "
                         "market, not an error", self.exchange, symbol,
                         ", ".join(self.spec.channels[c] for s, c in due if s == sym), self.silent_after, symbol, why)

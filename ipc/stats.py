@@ -28,6 +28,7 @@ FIELDS = (
     "subscribe_errors",
     "rest_errors",  # REST requests that failed (HTTP error, timeout); each also an ``info`` event
     "snapshot_retries",  # book snapshots fetched again: older than the buffered diffs (each a ``resync`` event)
+    "silent_streams",  # streams silent after their subscribe, symbol still listed (each a ``stream_silent`` event)
     "last_msg_ns",  # local receive time of the last frame (ns)
 )
 F = {name: i for i, name in enumerate(FIELDS)}

@@ -86,6 +86,7 @@ def test_silent_streams_are_judged_by_the_venues_exchange_info(rig, ex):
     assert [(k, s) for k, s, _ in ev] == [("stream_silent", btc), ("subscribe_error", eth)], ev
     assert f"{btc} listed" in ev[0][2] and ev[1][2].startswith(f"{eth} not in exchangeInfo"), ev
     assert feed.stat("subscribe_errors") == 1
+    assert (feed.stat("silent_streams", 1), feed.stat("silent_streams", 2)) == (1, 0)
     url = r.listener.link.plan.url
     assert f"{btc.lower()}@trade" in url and eth.lower() not in url, url
     assert all(s != 2 for _, s in r.listener.link.plan.streams)

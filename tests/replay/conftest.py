@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ports import free_port_pair
 from recorded_frames import Frame, binance_frames, bybit_frames, write_frames
 from replay_helpers import BIG_ROWS, MARK_A, MARK_B, ServerProc
+from replay_proc import replay_server
 
 from ticktape.bench.synth_archive import synth_archive
 
@@ -77,29 +72,6 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def server(archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
-    port = free_port_pair()
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "ticktape.engine.cli", "replay", "serve", "--archive", str(archive), "--port", str(port),
-           "--max-range-hours", "48", "--ws-subscribe-window", "0.6", "--batch-rows", "4096"]
-    log_path = tmp_path_factory.mktemp("replay-log") / "server.log"
-    log = open(log_path, "wb")  # noqa: SIM115 - the server writes to it for the whole session
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {log_path.read_text()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), 0.2), socket.create_connection(("127.0.0.1", port + 1), 0.2):
-                break
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.1)
-    yield ServerProc(port, proc, archive)
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    with replay_server(archive, tmp_path_factory.mktemp("replay-log") / "server.log", "--max-range-hours", "48",
+                       "--ws-subscribe-window", "0.6", "--batch-rows", "4096") as srv:
+        yield ServerProc(srv.port, srv.proc, archive)

@@ -6,11 +6,12 @@ import asyncio
 import json
 import time
 import urllib.parse
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
 import pytest
-from replay_helpers import SYNTH_END, SYNTH_START, ServerProc, archived, get_lines
+from replay_helpers import SYNTH_END, SYNTH_START, ServerProc, archived, get_lines, serve
 
 START, END = "2021-07-22T22:00:00Z", "2021-07-22T23:00:00Z"
 
@@ -58,14 +59,28 @@ def test_bybit_subscribe(server: ServerProc) -> None:
     assert [g.encode() for g in got] == [p for _, p in want]
 
 
-def test_session_synchronizes_clients(server: ServerProc) -> None:
+@pytest.fixture(scope="module")
+def session_server(server: ServerProc, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
+    """The same archive behind a subscribe window of SESSION_WINDOW s: room for a second client to join
+    on a loaded machine, and a wide gap between two sessions' starts had it not joined."""
+    with serve(server.root, tmp_path_factory.mktemp("ws-session"), "--max-range-hours", "48",
+               "--ws-subscribe-window", str(SESSION_WINDOW), "--batch-rows", "4096") as srv:
+        yield srv
+
+
+SESSION_WINDOW = 6.0
+JOIN_AFTER = 2.0  # the second client joins this long after the first: well inside the window
+
+
+def test_session_synchronizes_clients(session_server: ServerProc) -> None:
     """Two clients with one session key: each gets its own frames, and the replay starts for both together."""
+    server = session_server
     q = {"exchange": "binance-futures", "from": START, "to": END, "session": "s1"}
 
     async def run() -> tuple[Any, Any, float]:
         a = asyncio.create_task(ws_collect(ws_url(server, 0, **q), [
             {"method": "SUBSCRIBE", "params": ["sushiusdt@aggTrade"], "id": 1}]))
-        await asyncio.sleep(0.3)  # inside the first client's subscribe window
+        await asyncio.sleep(JOIN_AFTER)
         joined = time.monotonic()
         b = asyncio.create_task(ws_collect(ws_url(server, 1, **q), [
             {"method": "SUBSCRIBE", "params": ["akrousdt@aggTrade"], "id": 1}]))
@@ -76,8 +91,9 @@ def test_session_synchronizes_clients(server: ServerProc) -> None:
     assert [g.encode() for g in gb] == [p for _, p in archived(server.root, "binance-futures", {"aggTrade"}, {"AKROUSDT"})]
     # the first client's frames did not start before the second client had joined and subscribed
     assert fa > joined
-    # one merged clock: both streams ran in one replay, so the first frames came close together
-    assert abs(fa - fb) < 1.0
+    # one merged clock: both streams ran in one replay, so the first frames came close together (two
+    # sessions would have started JOIN_AFTER apart, each at the end of its own client's window)
+    assert abs(fa - fb) < JOIN_AFTER / 2
 
 
 def test_ws_replay_rejects_bad_query(server: ServerProc) -> None:
