@@ -43,7 +43,7 @@ def test_outbox_full_ring_policy() -> None:
         for i in range(20):
             ob.raw(i, b"{}", 0, 1, 1)
         elapsed = time.perf_counter() - t0
-        assert elapsed < 30.0  # never blocked waiting for a consumer (no consumer runs: a blocking push would hang)
+        assert elapsed < 5.0  # never blocked waiting for a consumer (none runs): 420 pushes take milliseconds
         trades, book, raw, events = rings["trades"], rings["book_change"], rings["raw"], rings["events"]
         assert trades.write_seq == 64 and trades.dropped == 136
         assert book.write_seq == 64 and book.dropped == 136

@@ -76,6 +76,22 @@ def test_join_is_skipped_where_writelines_is_sound() -> None:
     assert body_writes_without_join() is (not flawed)
 
 
+def test_the_servers_runner_turns_the_join_off() -> None:
+    """``make_runner`` (what ``capture replay serve`` builds its sites with) is what turns it off."""
+    from aiohttp import http_writer, web
+
+    from ticktape.replay.server import make_runner
+
+    before = http_writer.SKIP_WRITELINES
+    http_writer.SKIP_WRITELINES = True
+    try:
+        make_runner(web.Application())
+        v = sys.version_info
+        assert http_writer.SKIP_WRITELINES is ((3, 12, 0) <= v < (3, 12, 9) or (3, 13, 0) <= v < (3, 13, 2))
+    finally:
+        http_writer.SKIP_WRITELINES = before
+
+
 @pytest.mark.slow
 def test_raw_replay_is_strictly_chunked_and_keeps_the_connection(server: ServerProc) -> None:
     want = b"".join(get_lines(server.url("replay", RAW)))
