@@ -13,10 +13,8 @@ from __future__ import annotations
 import gzip
 import json
 import re
-import socket
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -27,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from demo_run import DemoCapture
-from ports import free_port_pair
+from replay_proc import replay_server as start_replay
 
 from ticktape.archive.export import export
 from ticktape.archive.import_ import import_path
@@ -219,27 +217,8 @@ def test_import_of_the_export_gives_the_same_rows(captured: Path, exported: Path
 
 @pytest.fixture(scope="module")
 def replay_server(captured: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    port = free_port_pair()
-    log = tmp_path_factory.mktemp("replay") / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ticktape.engine.cli", "replay", "serve", "--archive", str(captured),
-             "--port", str(port)], stdout=out, stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                assert proc.poll() is None, log.read_text()
-                try:
-                    with socket.create_connection(("127.0.0.1", port), 0.5):
-                        break
-                except OSError:
-                    assert time.monotonic() < deadline, log.read_text()
-                    time.sleep(0.1)
-            yield port
-        finally:
-            proc.terminate()
-            proc.wait(30)
+    with start_replay(captured, tmp_path_factory.mktemp("replay") / "server.log") as srv:
+        yield srv.port
 
 
 def _raw_rows(root: str, exchange: str) -> set[tuple[int, str, str, bytes]]:

@@ -7,8 +7,6 @@ import asyncio
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -19,8 +17,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from ports import free_port_pair
 from replay_helpers import BIG_END, BIG_START, ServerProc
+from replay_proc import replay_server
 
 REPO = Path(__file__).resolve().parents[2]
 ROUTES = ("replay", "replay-normalized", "exchanges", "status", "ws-replay", "ws-replay-normalized",
@@ -150,24 +148,9 @@ def test_aborted_requests_then_concurrent_replays_leave_nothing_behind(server: S
 @pytest.fixture(scope="module")
 def tight(archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
     """A server that allows 2 streams of 1 MB each."""
-    port = free_port_pair()
-    log_path = tmp_path_factory.mktemp("tight-log") / "server.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ticktape.engine.cli", "replay", "serve", "--archive", str(archive), "--port",
-             str(port), "--max-range-hours", "48", "--max-streams", "2", "--max-stream-mb", "1"],
-            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            break
-        except OSError:
-            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.05)
-    yield ServerProc(port, proc, archive)
-    proc.terminate()
-    proc.wait(10)
+    with replay_server(archive, tmp_path_factory.mktemp("tight-log") / "server.log", "--max-range-hours", "48",
+                       "--max-streams", "2", "--max-stream-mb", "1") as srv:
+        yield ServerProc(srv.port, srv.proc, archive)
 
 
 @pytest.mark.slow
